@@ -1,0 +1,698 @@
+//! Catalog commands — `status`, `history`, `catalog rebuild`, `catalog info` — and the hooks
+//! that let `backup` and `verify` write to the catalog without depending on it: a catalog that
+//! cannot be opened or written costs a warning, never a committed backup (T30).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::output::{bytes, print_json};
+use super::Ctx;
+use crate::catalog::{
+    self, age_secs, BackupRun, Catalog, HistoryFilter, OpenOptions, PackRead, RunId, RunStatus,
+    StatusFilter, VerifiedBy,
+};
+use crate::error::ExitCode;
+use crate::ids::PackId;
+use crate::repo::verify::{Finding, ReadData, Severity, VerifyReport};
+use crate::repo::Repository;
+use crate::source::BackupReport;
+use crate::{Error, Result};
+
+/// The region a plain `--repo` location counts as (plans name their regions).
+pub const LOCAL_REGION: &str = "local";
+
+/// How long `backup` and `verify` wait for the catalog before going on without it.
+const BEST_EFFORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Only this region (a plain --repo location is region `local`)
+    #[arg(long, value_name = "NAME")]
+    pub region: Option<String>,
+    /// Only this plan: a plan file, a directory of plan files, or a plan name. From files,
+    /// the RPO targets are the plans' documented objectives
+    #[arg(long, value_name = "FILE|DIR|NAME")]
+    pub plan: Option<String>,
+    /// Only this job (by name)
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+    /// Verification cycle: coverage counts packs verified within this window
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    pub cycle: String,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Only this region
+    #[arg(long, value_name = "NAME")]
+    pub region: Option<String>,
+    /// Only this plan (by name)
+    #[arg(long, value_name = "NAME")]
+    pub plan: Option<String>,
+    /// Only this job (by name)
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+    /// Show at most this many entries, newest first (0: all)
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub limit: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CatalogCommand {
+    /// Re-create the catalog's snapshot rows from the repository (--repo); reports divergence
+    Rebuild(RebuildArgs),
+    /// Show where the catalog is, its backend and schema version
+    Info,
+}
+
+#[derive(Args, Debug)]
+pub struct RebuildArgs {
+    /// The region the repository location is
+    #[arg(long, default_value = LOCAL_REGION, value_name = "NAME")]
+    pub region: String,
+    /// Drop catalog rows of snapshots the repository no longer has (after checking why)
+    #[arg(long)]
+    pub forget_missing: bool,
+}
+
+/// `--catalog` / `LIFEBOAT_CATALOG`, else the default file in the state directory.
+pub fn catalog_location(ctx: &Ctx) -> Result<String> {
+    match &ctx.global.catalog {
+        Some(loc) => {
+            let from_env = std::env::var("LIFEBOAT_CATALOG").ok().as_deref() == Some(loc);
+            if catalog::has_password(loc) && !from_env {
+                return Err(Error::Usage(format!(
+                    "--catalog {}: a password on the command line is visible to every user in `ps`; put the URL in LIFEBOAT_CATALOG, or use PGPASSWORD / ~/.pgpass",
+                    catalog::redact(loc)
+                )));
+            }
+            Ok(loc.clone())
+        }
+        None => Ok(catalog::default_location()?.display().to_string()),
+    }
+}
+
+pub async fn open_catalog(ctx: &Ctx) -> Result<Catalog> {
+    Ok(Catalog::open(&catalog_location(ctx)?).await?)
+}
+
+/// Opens the catalog for a write that must not fail the command: `None` plus a warning.
+pub(super) async fn open_best_effort(ctx: &Ctx, warnings: &mut Vec<String>) -> Option<Catalog> {
+    let opts = OpenOptions {
+        connect_timeout: BEST_EFFORT_TIMEOUT,
+        ..Default::default()
+    };
+    let loc = match catalog_location(ctx) {
+        Ok(l) => l,
+        Err(e) => {
+            warnings.push(e.to_string());
+            return None;
+        }
+    };
+    match Catalog::open_with(&loc, &opts).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warnings.push(e.to_string());
+            None
+        }
+    }
+}
+
+fn print_catalog_warnings(ctx: &Ctx, what: &str, warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    if !warnings.is_empty() && !ctx.global.quiet {
+        eprintln!(
+            "warning: the {what} was not recorded in the catalog; it is safe in the repository, and `lifeboat catalog rebuild` adds its snapshot once the catalog is back"
+        );
+    }
+}
+
+/// Records a backup run (and its snapshot) after the repository commit. Never fails: returns
+/// the warnings to show (empty when recorded).
+pub async fn record_backup(
+    ctx: &Ctx,
+    repo: &Repository,
+    started: DateTime<Utc>,
+    host: &str,
+    plan_job: Option<(&str, &str)>,
+    outcome: std::result::Result<&BackupReport, &Error>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Some(cat) = open_best_effort(ctx, &mut warnings).await else {
+        print_catalog_warnings(ctx, "backup run", &warnings);
+        return warnings;
+    };
+    let finished = cat.now();
+    let run = match outcome {
+        Ok(r) => BackupRun {
+            run_id: RunId::random(),
+            repo_id: *repo.id(),
+            plan: r.snapshot.plan.clone().unwrap_or_default(),
+            job: r.snapshot.job.clone().unwrap_or_default(),
+            region: LOCAL_REGION.into(),
+            host: r.snapshot.host.clone(),
+            started,
+            finished,
+            status: if r.partial {
+                RunStatus::Partial
+            } else {
+                RunStatus::Ok
+            },
+            exit_code: if r.partial {
+                ExitCode::Partial.code()
+            } else {
+                ExitCode::Ok.code()
+            },
+            snapshot_id: Some(r.snapshot_id),
+            bytes_processed: r.snapshot.summary.bytes_processed,
+            bytes_added: r.snapshot.summary.bytes_added,
+            bytes_stored: r.snapshot.summary.bytes_stored,
+            error: None,
+        },
+        Err(e) => BackupRun {
+            run_id: RunId::random(),
+            repo_id: *repo.id(),
+            plan: plan_job.map(|(p, _)| p.to_string()).unwrap_or_default(),
+            job: plan_job.map(|(_, j)| j.to_string()).unwrap_or_default(),
+            region: LOCAL_REGION.into(),
+            host: host.into(),
+            started,
+            finished,
+            status: RunStatus::Failed,
+            exit_code: e.exit_code().code(),
+            snapshot_id: None,
+            bytes_processed: 0,
+            bytes_added: 0,
+            bytes_stored: 0,
+            error: Some(e.to_string()),
+        },
+    };
+    let res = async {
+        cat.record_repository(repo.id(), &repo.location()).await?;
+        // Snapshot first: a run row pointing at a snapshot the catalog lacks would mislead.
+        if let Ok(r) = outcome {
+            cat.record_snapshot(repo.id(), LOCAL_REGION, &r.snapshot_id, &r.snapshot)
+                .await?;
+        }
+        cat.record_backup_run(&run).await
+    }
+    .await;
+    if let Err(e) = res {
+        warnings.push(e.to_string());
+    }
+    cat.close().await;
+    print_catalog_warnings(ctx, "backup run", &warnings);
+    warnings
+}
+
+/// Parses a humanized size: `5GiB`, `500MB`, `1.5G` (binary), `4096`.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        Error::Usage(format!(
+            "size {s:?}: expected a number with an optional unit, such as 5GiB, 500MB or 1.5G"
+        ))
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1_000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        "t" | "tib" => 1 << 40,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    let v = n * mult as f64;
+    if !(v.is_finite() && v >= 1.0 && v < u64::MAX as f64) {
+        return Err(bad());
+    }
+    Ok(v as u64)
+}
+
+fn parse_cycle(s: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(s).map_err(|e| {
+        Error::Usage(format!(
+            "--cycle {s:?}: {e}; expected a duration such as 30d or 12h"
+        ))
+    })?;
+    if d.is_zero() {
+        return Err(Error::Usage("--cycle must be longer than zero".into()));
+    }
+    Ok(d)
+}
+
+/// `verify --budget`: the packs to read, least recently verified first, within the budget.
+/// Needs the catalog (its ledger decides the order), so failing to open it is an error here.
+pub async fn budget_selection(
+    ctx: &Ctx,
+    repo: &Repository,
+    budget: &str,
+) -> Result<(Catalog, ReadData)> {
+    let budget = parse_size(budget)?;
+    let cat = open_catalog(ctx).await?;
+    let index = repo.load_index().await?;
+    cat.record_repository(repo.id(), &repo.location()).await?;
+    let (chosen, too_big) = cat
+        .least_recently_verified(repo.id(), LOCAL_REGION, budget, index.packs())
+        .await?;
+    for (id, size) in too_big.iter().take(5) {
+        eprintln!(
+            "warning: pack {} ({}) is larger than the budget ({}) and is never read by --budget; run `lifeboat verify --read-data` or raise --budget",
+            id.short(),
+            bytes(*size),
+            bytes(budget)
+        );
+    }
+    if too_big.len() > 5 {
+        eprintln!(
+            "warning: {} more packs are larger than the budget; the largest is {}",
+            too_big.len() - 5,
+            bytes(too_big.iter().map(|p| p.1).max().unwrap_or(0))
+        );
+    }
+    Ok((
+        cat,
+        ReadData::Packs(
+            chosen
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect::<Vec<PackId>>(),
+        ),
+    ))
+}
+
+/// After `verify`: records what was read in the ledger and adds the high-water findings
+/// (rollback, vanished snapshots) to the report. Problems with the catalog are warnings.
+pub async fn after_verify(
+    ctx: &Ctx,
+    repo: &Repository,
+    catalog: Option<Catalog>,
+    report: &mut VerifyReport,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let cat = match catalog {
+        Some(c) => Some(c),
+        None => open_best_effort(ctx, &mut warnings).await,
+    };
+    if let Some(cat) = cat {
+        let res = async {
+            cat.record_repository(repo.id(), &repo.location()).await?;
+            let reads: Vec<PackRead> = report
+                .read_results
+                .iter()
+                .map(|r| PackRead {
+                    pack: r.pack,
+                    size: r.size,
+                    ok: r.ok,
+                })
+                .collect();
+            if !reads.is_empty() {
+                cat.record_pack_verifications(repo.id(), LOCAL_REGION, &reads, VerifiedBy::Verify)
+                    .await?;
+            }
+            let listing = repo.list_snapshots().await?;
+            let findings = cat
+                .check_high_water(repo.id(), LOCAL_REGION, &listing)
+                .await?;
+            Ok::<_, Error>(findings)
+        }
+        .await;
+        match res {
+            Ok(f) => report.findings.extend(f),
+            Err(e) => warnings.push(e.to_string()),
+        }
+        cat.close().await;
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    if !warnings.is_empty() {
+        eprintln!("warning: the verification was not recorded in the catalog, and rollback detection did not run");
+    }
+    warnings
+}
+
+pub async fn status(ctx: &Ctx, a: StatusArgs) -> Result<ExitCode> {
+    let cycle = parse_cycle(&a.cycle)?;
+    let cat = open_catalog(ctx).await?;
+    let mut findings: Vec<Finding> = Vec::new();
+    // --plan FILE|DIR: one status per plan, judged against the plan's own objectives.
+    let plan_files = match a.plan.as_deref() {
+        Some(p) if std::path::Path::new(p).exists() => {
+            Some(super::schedule_cmds::load_plans(std::path::Path::new(p))?)
+        }
+        _ => None,
+    };
+    let mut filter = StatusFilter {
+        repo: None,
+        region: a.region.clone(),
+        plan: if plan_files.is_some() { None } else { a.plan },
+        job: a.job,
+        cycle,
+    };
+    if !ctx.global.repo.is_empty() {
+        let repo = super::commands::open_repo(ctx).await?;
+        let region = a.region.as_deref().unwrap_or(LOCAL_REGION);
+        cat.record_repository(repo.id(), &repo.location()).await?;
+        let listing = repo.list_snapshots().await?;
+        findings = cat.check_high_water(repo.id(), region, &listing).await?;
+        let index = repo.load_index().await?;
+        cat.sync_packs(repo.id(), region, index.packs()).await?;
+        filter.repo = Some(*repo.id());
+    }
+    let report = match plan_files {
+        None => cat.status(&filter).await?,
+        Some(plans) => {
+            let mut merged: Option<catalog::StatusReport> = None;
+            for (_, plan) in &plans {
+                let f = StatusFilter {
+                    plan: Some(plan.name.clone()),
+                    ..filter.clone()
+                };
+                let mut r = cat.status(&f).await?;
+                let target = plan.objectives.rpo.map(|d| d.as_secs_f64());
+                for j in &mut r.jobs {
+                    if target.is_some() {
+                        j.rpo_target_secs = target;
+                        j.rpo_met = match (j.honest_rpo_secs, target) {
+                            (Some(h), Some(t)) => Some(h <= t),
+                            (None, Some(_)) => Some(false),
+                            _ => None,
+                        };
+                    }
+                }
+                match &mut merged {
+                    None => merged = Some(r),
+                    Some(m) => {
+                        m.jobs.extend(r.jobs);
+                        for c in r.coverage {
+                            if !m.coverage.contains(&c) {
+                                m.coverage.push(c);
+                            }
+                        }
+                    }
+                }
+            }
+            merged.expect("load_plans returns at least one plan")
+        }
+    };
+    cat.close().await;
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    if ctx.global.json {
+        print_json(&json!({
+            "catalog": cat.describe(),
+            "now": report.now,
+            "jobs": report.jobs,
+            "coverage": report.coverage,
+            "findings": findings,
+        }));
+    } else {
+        print_status(ctx, &cat, &report, &findings);
+    }
+    Ok(if errors > 0 {
+        ExitCode::Integrity
+    } else {
+        ExitCode::Ok
+    })
+}
+
+fn print_status(ctx: &Ctx, cat: &Catalog, report: &catalog::StatusReport, findings: &[Finding]) {
+    for f in findings {
+        let sev = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        };
+        eprintln!("{sev}: {}: {}", f.object, f.message);
+    }
+    if ctx.global.quiet {
+        return;
+    }
+    println!("catalog {}", cat.describe());
+    if report.jobs.is_empty() {
+        println!("no runs, snapshots or drills recorded yet");
+    } else {
+        println!();
+        println!(
+            "{:<22} {:<10} {:<12} {:<23} {:<24} {:<22} last run",
+            "job", "region", "newest", "verified (rpo)", "last drill", "rto / target"
+        );
+        for j in &report.jobs {
+            let name = match (j.plan.as_str(), j.job.as_str()) {
+                ("", "") => "(no plan)".to_string(),
+                (p, jb) => format!("{p}/{jb}"),
+            };
+            let newest = j
+                .newest_snapshot
+                .as_ref()
+                .map(|s| format!("{} ago", age(s.age_secs)))
+                .unwrap_or_else(|| "never".into());
+            let mut verified = j
+                .newest_verified_snapshot
+                .as_ref()
+                .map(|s| format!("{} ago", age(s.age_secs)))
+                .unwrap_or_else(|| "never drilled".into());
+            if j.rpo_met == Some(false) {
+                verified.push_str(" MISSED");
+            }
+            let (drill, rto) = match &j.last_drill {
+                Some(d) => (
+                    format!(
+                        "{} {} ago",
+                        d.result.as_str(),
+                        age(age_secs(report.now, d.finished))
+                    ),
+                    match (d.rto_secs, d.rto_target_secs) {
+                        (Some(m), Some(t)) => format!(
+                            "{} / {} {}",
+                            age(m),
+                            age(t),
+                            if m <= t { "ok" } else { "MISSED" }
+                        ),
+                        (Some(m), None) => format!("{} / no target", age(m)),
+                        _ => "-".into(),
+                    },
+                ),
+                None => ("none".into(), "-".into()),
+            };
+            let run = j
+                .last_run
+                .as_ref()
+                .map(|r| {
+                    format!(
+                        "{} {} ago",
+                        r.status.as_str(),
+                        age(age_secs(report.now, r.finished))
+                    )
+                })
+                .unwrap_or_else(|| "none".into());
+            println!(
+                "{name:<22} {:<10} {newest:<12} {verified:<23} {drill:<24} {rto:<22} {run}",
+                j.region
+            );
+        }
+    }
+    if !report.coverage.is_empty() {
+        println!();
+        println!(
+            "{:<10} {:<10} {:>8} {:>10} {:>8} {:>7} {:>8}  oldest unverified",
+            "repository", "region", "packs", "size", "covered", "never", "damaged"
+        );
+        for c in &report.coverage {
+            let oldest = match (&c.oldest_unverified_pack, c.oldest_unverified_age_secs) {
+                (Some(p), Some(a)) => format!("{} for {}", p.short(), age(a)),
+                _ => "-".into(),
+            };
+            println!(
+                "{:<10} {:<10} {:>8} {:>10} {:>7.1}% {:>7} {:>8}  {oldest}",
+                c.repo_id.short(),
+                c.region,
+                c.packs,
+                bytes(c.bytes),
+                c.percent,
+                c.never_verified,
+                c.damaged
+            );
+        }
+        println!(
+            "(covered: bytes read and verified good within the last {})",
+            humantime::format_duration(Duration::from_secs(
+                report.coverage[0].cycle_secs.round() as u64
+            ))
+        );
+    }
+}
+
+/// A compact age: `45s`, `12m`, `3h 20m`, `4d 6h`.
+pub fn age(secs: f64) -> String {
+    if secs < 0.0 {
+        return format!("in {}", age(-secs));
+    }
+    let s = secs.round() as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+pub async fn history(ctx: &Ctx, a: HistoryArgs) -> Result<ExitCode> {
+    let cat = open_catalog(ctx).await?;
+    let entries = cat
+        .history(&HistoryFilter {
+            repo: None,
+            region: a.region,
+            plan: a.plan,
+            job: a.job,
+            limit: a.limit,
+        })
+        .await?;
+    cat.close().await;
+    if ctx.global.json {
+        print_json(&entries);
+        return Ok(ExitCode::Ok);
+    }
+    println!(
+        "{:<20} {:<7} {:<22} {:<10} {:<17} {:>10}  snapshot / detail",
+        "started (UTC)", "kind", "job", "region", "outcome", "duration"
+    );
+    for e in &entries {
+        let name = match (e.plan.as_str(), e.job.as_str()) {
+            ("", "") => "(no plan)".to_string(),
+            (p, j) => format!("{p}/{j}"),
+        };
+        let mut detail = e
+            .snapshot_id
+            .map(|s| s.short())
+            .unwrap_or_else(|| "-".into());
+        if let Some(rto) = e.rto_secs {
+            detail.push_str(&format!(" rto {}", age(rto)));
+        }
+        if let Some(err) = &e.error {
+            detail.push_str(&format!(" {err}"));
+        }
+        println!(
+            "{:<20} {:<7} {name:<22} {:<10} {:<17} {:>10}  {detail}",
+            e.started.format("%Y-%m-%d %H:%M:%S"),
+            e.kind,
+            e.region,
+            e.outcome,
+            age(age_secs(e.finished, e.started)),
+        );
+    }
+    println!("{} entries", entries.len());
+    Ok(ExitCode::Ok)
+}
+
+pub async fn catalog_cmd(ctx: &Ctx, cmd: CatalogCommand) -> Result<ExitCode> {
+    match cmd {
+        CatalogCommand::Info => {
+            let cat = open_catalog(ctx).await?;
+            let versions = cat.schema_versions().await?;
+            cat.close().await;
+            if ctx.global.json {
+                print_json(&json!({
+                    "catalog": cat.describe(),
+                    "backend": cat.backend(),
+                    "schema_versions": versions,
+                    "supported_schema_version": catalog::SCHEMA_VERSION,
+                }));
+            } else {
+                let backend = match cat.backend() {
+                    catalog::Backend::Sqlite => "sqlite",
+                    catalog::Backend::Postgres => "postgresql",
+                };
+                println!("catalog {} ({backend})", cat.describe());
+                println!(
+                    "schema versions applied: {:?} (this lifeboat: {})",
+                    versions,
+                    catalog::SCHEMA_VERSION
+                );
+            }
+            Ok(ExitCode::Ok)
+        }
+        CatalogCommand::Rebuild(a) => {
+            let repo = super::commands::open_repo(ctx).await?;
+            let cat = open_catalog(ctx).await?;
+            let report = cat.rebuild(&repo, &a.region, a.forget_missing).await?;
+            cat.close().await;
+            let errors = report.errors();
+            if ctx.global.json {
+                print_json(&json!({
+                    "catalog": cat.describe(),
+                    "repository": repo.location(),
+                    "report": report,
+                }));
+            } else {
+                for f in &report.findings {
+                    eprintln!("error: {}: {}", f.object, f.message);
+                }
+                if !ctx.global.quiet {
+                    println!(
+                        "rebuilt catalog {} from {} (region {}): {} snapshots in the repository, {} added, {} updated, {} unchanged, {} forgotten",
+                        cat.describe(),
+                        repo.location(),
+                        report.region,
+                        report.snapshots_in_repository,
+                        report.added,
+                        report.updated,
+                        report.unchanged,
+                        report.forgotten
+                    );
+                    if errors > 0 && !a.forget_missing {
+                        println!("the catalog lists snapshots the repository does not have; find out why (see the errors above), then run again with --forget-missing to drop them");
+                    }
+                }
+            }
+            Ok(if errors > 0 {
+                ExitCode::Integrity
+            } else {
+                ExitCode::Ok
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("5GiB").unwrap(), 5 << 30);
+        assert_eq!(parse_size("5 GiB").unwrap(), 5 << 30);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64k").unwrap(), 65_536);
+        for bad in ["", "GiB", "5 parsecs", "-1G", "0", "1.2.3M"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn ages_are_compact() {
+        assert_eq!(age(42.0), "42s");
+        assert_eq!(age(600.0), "10m");
+        assert_eq!(age(3.0 * 3600.0 + 20.0 * 60.0), "3h 20m");
+        assert_eq!(age(4.0 * 86_400.0 + 6.0 * 3600.0), "4d 6h");
+        assert_eq!(age(-30.0), "in 30s");
+    }
+}

@@ -1,0 +1,406 @@
+//! The command line: clap definitions, password handling, signal handling, output and the
+//! mapping of errors to exit codes. Commands only parse arguments, call the library and
+//! print; one file per command group.
+
+mod catalog_cmds;
+mod commands;
+mod drill_cmds;
+pub mod output;
+mod plan_cmds;
+mod region_cmds;
+mod schedule_cmds;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use zeroize::Zeroizing;
+
+use crate::error::ExitCode;
+use crate::pipeline::Cancel;
+use crate::{Error, Result};
+
+const LONG_ABOUT: &str = "\
+lifeboat takes encrypted, deduplicated backups and proves that they restore.
+
+Passwords are never accepted as flag values (they would show in `ps`): use
+LIFEBOAT_PASSWORD_FILE / --password-file, LIFEBOAT_PASSWORD, or the prompt on a terminal.";
+
+#[derive(Parser, Debug)]
+#[command(name = "lifeboat", version, about = "Backups that prove they restore", long_about = LONG_ABOUT, after_help = ExitCode::TABLE)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository location: a directory, or s3://BUCKET/PREFIX?region=R[&endpoint=URL&name=N…].
+    /// Repeat it to write to several regions at once
+    #[arg(
+        long,
+        short = 'r',
+        global = true,
+        env = "LIFEBOAT_REPO",
+        value_name = "LOCATION"
+    )]
+    pub repo: Vec<String>,
+
+    /// TOML file listing the destinations ([[destinations]] type = "s3" | "local") and min_regions
+    #[arg(
+        long,
+        global = true,
+        env = "LIFEBOAT_DESTINATIONS",
+        value_name = "FILE"
+    )]
+    pub destinations: Option<PathBuf>,
+
+    /// With several regions: how many must commit for a backup to succeed (default 1, or the
+    /// destinations file's min_regions); fewer is an error, some but not all is exit 3
+    #[arg(long, global = true, value_name = "N")]
+    pub min_regions: Option<usize>,
+
+    /// Catalog: a SQLite file path (default: $LIFEBOAT_STATE_DIR/catalog.db, else
+    /// $XDG_STATE_HOME/lifeboat/catalog.db, else ~/.local/state/lifeboat/catalog.db) or a
+    /// postgres:// URL shared by a fleet (a password belongs in LIFEBOAT_CATALOG or ~/.pgpass)
+    // hide_env_values: the URL may carry a password, and --help must not print it (SR-9).
+    #[arg(
+        long,
+        global = true,
+        env = "LIFEBOAT_CATALOG",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub catalog: Option<String>,
+
+    /// Read the repository password from this file (first line)
+    #[arg(
+        long,
+        global = true,
+        env = "LIFEBOAT_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+
+    /// Print machine-readable JSON on stdout (and a JSON `exit_error` record on stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// No progress bars and no informational output
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// More log output (-v info, -vv debug)
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Rejected: passwords are never taken from the command line
+    #[arg(long, global = true, hide = true, value_name = "SECRET")]
+    pub password: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository
+    Init(commands::InitArgs),
+    /// Back up files and directories into a new snapshot
+    Backup(commands::BackupArgs),
+    /// List snapshots
+    Snapshots(commands::SnapshotsArgs),
+    /// List the contents of a snapshot
+    Ls(commands::LsArgs),
+    /// Restore a snapshot into a new or empty directory
+    Restore(commands::RestoreArgs),
+    /// Check the repository's structure, and optionally read and verify its data
+    Verify(commands::VerifyArgs),
+    /// Restore-drill a plan's jobs: restore into a throwaway server or directory, run the
+    /// restore tests, measure RTO and RPO against the plan's objectives (exit 16: a check
+    /// failed, 17: an objective was missed, 1: the environment failed)
+    Drill(drill_cmds::DrillArgs),
+    /// Per job and region: newest snapshot, newest drilled snapshot (honest RPO), last drill
+    /// and RTO against target, verification coverage; with --repo also rollback detection
+    Status(catalog_cmds::StatusArgs),
+    /// List backup runs and drills recorded in the catalog, newest first
+    History(catalog_cmds::HistoryArgs),
+    /// Manage the catalog (rebuild it from the repository, show where it is)
+    #[command(subcommand)]
+    Catalog(catalog_cmds::CatalogCommand),
+    /// Manage the key slots (passwords) of a repository
+    #[command(subcommand)]
+    Key(commands::KeyCommand),
+    /// Check plan files
+    #[command(subcommand)]
+    Plan(plan_cmds::PlanCommand),
+    /// Run the backups and drills whose cron schedules say they are due (what the systemd timer calls)
+    RunDue(schedule_cmds::RunDueArgs),
+    /// Run the whole job on a sample dataset: back up, change, back up, restore, prove it
+    Demo(commands::DemoArgs),
+    /// Copy what lagging regions lack from the others (verified; snapshots last)
+    Sync(region_cmds::SyncArgs),
+    /// Check that every destination is reachable, and readable, writable and deletable
+    Healthcheck(region_cmds::HealthcheckArgs),
+    /// Generate realistic sample data (used by the demo and the benchmarks)
+    #[command(hide = true)]
+    GenData(commands::GenDataArgs),
+    /// Measure the single-core chunk+hash+compress+encrypt throughput on a file
+    #[command(hide = true)]
+    BenchPipeline(commands::BenchPipelineArgs),
+}
+
+/// Entry point for `main.rs`; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::Usage.code() as i32
+            } else {
+                0
+            };
+        }
+    };
+    init_logging(&cli.global);
+    disable_core_dumps();
+    limit_malloc_arenas();
+    let json = cli.global.json;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let cancel = Cancel::new();
+    rt.spawn(watch_signals(cancel.clone()));
+    let result = rt.block_on(run(cli, cancel));
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            report_error(&e, json);
+            e.exit_code()
+        }
+    };
+    // Let blocking tasks notice cancellation instead of waiting for them forever.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    code.code() as i32
+}
+
+async fn run(cli: Cli, cancel: Cancel) -> Result<ExitCode> {
+    if cli.global.password.is_some() {
+        return Err(Error::Usage(
+            "--password is not accepted: a secret on the command line is visible to every user in `ps`. Use LIFEBOAT_PASSWORD_FILE, --password-file or LIFEBOAT_PASSWORD".into(),
+        ));
+    }
+    let ctx = Ctx {
+        global: cli.global,
+        cancel,
+        plan: None,
+    };
+    commands::dispatch(&ctx, cli.command).await
+}
+
+/// What every command gets: global flags and the cancellation token.
+pub struct Ctx {
+    pub global: Global,
+    pub cancel: Cancel,
+    /// Set for `--plan` commands: the plan names the destinations and the password.
+    pub plan: Option<std::sync::Arc<crate::plan::Plan>>,
+}
+
+impl Ctx {
+    /// The same context, with destinations and password taken from `plan`.
+    pub fn with_plan(&self, plan: crate::plan::Plan) -> Ctx {
+        Ctx {
+            global: self.global.clone(),
+            cancel: self.cancel.clone(),
+            plan: Some(std::sync::Arc::new(plan)),
+        }
+    }
+
+    pub fn progress(&self) -> crate::progress::Progress {
+        crate::progress::Progress::new(self.global.quiet || self.global.json)
+    }
+
+    pub fn repo_location(&self) -> Result<String> {
+        match self.global.repo.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(Error::Usage(
+                "no repository given: pass --repo PATH or set LIFEBOAT_REPO".into(),
+            )),
+            _ => Err(Error::Usage("this command takes a single --repo".into())),
+        }
+    }
+
+    /// The repository password: --password-file / LIFEBOAT_PASSWORD_FILE, then
+    /// LIFEBOAT_PASSWORD, then a prompt on a terminal.
+    pub fn password(&self, location: &str, confirm: bool) -> Result<Zeroizing<String>> {
+        if let Some(p) = &self.plan {
+            return p.password.read().map_err(|e| {
+                Error::Usage(format!(
+                    "repository password of plan {}: {e}; {}",
+                    p.name, e.fix
+                ))
+            });
+        }
+        read_secret(
+            self.global.password_file.as_deref(),
+            "LIFEBOAT_PASSWORD",
+            location,
+            confirm,
+            "repository password",
+        )
+    }
+}
+
+pub fn read_secret(
+    file: Option<&std::path::Path>,
+    env: &str,
+    location: &str,
+    confirm: bool,
+    what: &str,
+) -> Result<Zeroizing<String>> {
+    if let Some(f) = file {
+        check_secret_file_mode(f);
+        let raw = Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
+            Error::Usage(format!("cannot read password file {}: {e}", f.display()))
+        })?);
+        let first = raw.lines().next().unwrap_or("");
+        if first.is_empty() {
+            return Err(Error::Usage(format!(
+                "password file {} is empty",
+                f.display()
+            )));
+        }
+        return Ok(Zeroizing::new(first.to_string()));
+    }
+    if let Ok(p) = std::env::var(env) {
+        if !p.is_empty() {
+            return Ok(Zeroizing::new(p));
+        }
+    }
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        let p = Zeroizing::new(
+            rpassword::prompt_password(format!("enter {what} for {location}: "))
+                .map_err(|e| Error::Other(format!("cannot read password: {e}")))?,
+        );
+        if p.is_empty() {
+            return Err(Error::Usage("empty password".into()));
+        }
+        if confirm {
+            let again = Zeroizing::new(
+                rpassword::prompt_password(format!("enter {what} again: "))
+                    .map_err(|e| Error::Other(format!("cannot read password: {e}")))?,
+            );
+            if *again != *p {
+                return Err(Error::Usage("passwords do not match".into()));
+            }
+        }
+        return Ok(p);
+    }
+    Err(Error::NoPassword {
+        location: location.into(),
+    })
+}
+
+fn check_secret_file_mode(f: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(f) {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %f.display(), "password file is readable by group or others; chmod 600 it");
+        }
+    }
+}
+
+fn report_error(e: &Error, json: bool) {
+    eprintln!("error: {e}");
+    if let Some(h) = e.hint() {
+        eprintln!("hint: {h}");
+    }
+    if json {
+        let rec = serde_json::json!({
+            "message_type": "exit_error",
+            "code": e.exit_code().code(),
+            "message": e.to_string(),
+        });
+        eprintln!("{rec}");
+    }
+}
+
+fn init_logging(g: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let default = match g.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter =
+        EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match g.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.without_time().with_target(false).init(),
+    }
+}
+
+/// Key material must never land in a core dump (SR-9).
+fn disable_core_dumps() {
+    let lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit with a valid pointer to a stack value.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &lim);
+    }
+}
+
+/// glibc gives every thread that allocates its own arena and keeps freed chunk buffers in
+/// them; with a dozen pipeline and I/O threads that is tens of MiB of peak RSS for nothing.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt is called once, before any other thread is started.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// First Ctrl-C / SIGTERM: cancel cooperatively (cleanup runs). Second: exit 130 at once.
+async fn watch_signals(cancel: Cancel) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    for round in 0.. {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        if round == 0 {
+            eprintln!("interrupted: stopping cleanly (press Ctrl-C again to exit at once)");
+            cancel.cancel();
+        } else {
+            std::process::exit(ExitCode::Interrupted.code() as i32);
+        }
+    }
+}

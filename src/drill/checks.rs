@@ -1,0 +1,633 @@
+//! Runs restore tests against a restored database or directory. Every check produces a
+//! [`CheckResult`] — data, never an early error: a check that cannot even run is a failed
+//! check with the reason in its detail.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::restore_tests::{Expect, MaxAge, RestoreTests};
+use crate::repo::snapshot::Snapshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Passed,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub kind: String,
+    pub status: CheckStatus,
+    pub detail: String,
+    pub secs: f64,
+}
+
+/// A SQL client for the restored server, driven through the server's own command-line
+/// client (`psql` / `mariadb`), so checks see exactly what an operator would.
+#[derive(Debug, Clone)]
+pub struct SqlConn {
+    pub kind: DbKind,
+    /// PostgreSQL: socket directory or host; MariaDB: host (ignored when `socket` is set).
+    pub host: String,
+    pub port: u16,
+    /// MariaDB socket file.
+    pub socket: Option<PathBuf>,
+    pub user: String,
+    pub database: String,
+    /// Where the client binaries live (matching the server version), if not on PATH.
+    pub bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Postgres,
+    Mariadb,
+}
+
+impl SqlConn {
+    fn tool(&self, name: &str) -> PathBuf {
+        match &self.bin_dir {
+            Some(d) if d.join(name).exists() => d.join(name),
+            _ => PathBuf::from(name),
+        }
+    }
+
+    /// Runs one statement; returns rows of tab-separated columns.
+    pub fn query(&self, sql: &str) -> Result<Vec<Vec<String>>, String> {
+        let mut cmd = match self.kind {
+            DbKind::Postgres => {
+                let mut c = Command::new(self.tool("psql"));
+                c.args(["-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"])
+                    .arg("-h")
+                    .arg(&self.host)
+                    .arg("-p")
+                    .arg(self.port.to_string())
+                    .arg("-U")
+                    .arg(&self.user)
+                    .arg("-d")
+                    .arg(&self.database)
+                    .arg("-c")
+                    .arg(sql);
+                c
+            }
+            DbKind::Mariadb => {
+                let mut c = Command::new(self.tool("mariadb"));
+                c.args(["--no-defaults", "-N", "-B"]);
+                match &self.socket {
+                    Some(s) => c.arg(format!("--socket={}", s.display())),
+                    None => c
+                        .arg(format!("--host={}", self.host))
+                        .arg(format!("--port={}", self.port)),
+                };
+                c.arg(format!("--user={}", self.user))
+                    .arg(&self.database)
+                    .arg("-e")
+                    .arg(sql);
+                c
+            }
+        };
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run the SQL client: {e}"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(err
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("query failed")
+                .to_string());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect())
+    }
+
+    fn quote_table(&self, name: &str) -> String {
+        match self.kind {
+            DbKind::Postgres => name
+                .splitn(2, '.')
+                .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+                .collect::<Vec<_>>()
+                .join("."),
+            DbKind::Mariadb => name
+                .splitn(2, '.')
+                .map(|p| format!("`{}`", p.replace('`', "``")))
+                .collect::<Vec<_>>()
+                .join("."),
+        }
+    }
+}
+
+/// What the checks run against.
+pub struct CheckTarget<'a> {
+    pub sql: Option<&'a SqlConn>,
+    /// The restored tree (directory and volume drills).
+    pub dir: Option<&'a Path>,
+    pub snapshot: &'a Snapshot,
+    pub drill_start: DateTime<Utc>,
+    pub rpo_target: Option<Duration>,
+    /// Extra environment for command checks (connection details, restore directory).
+    pub env: Vec<(String, String)>,
+}
+
+fn result(
+    name: impl Into<String>,
+    kind: &str,
+    ok: bool,
+    detail: impl Into<String>,
+    t: Instant,
+) -> CheckResult {
+    CheckResult {
+        name: name.into(),
+        kind: kind.into(),
+        status: if ok {
+            CheckStatus::Passed
+        } else {
+            CheckStatus::Failed
+        },
+        detail: detail.into(),
+        secs: t.elapsed().as_secs_f64(),
+    }
+}
+
+/// Runs every check in `tests` and returns one result per check.
+pub fn run_all(tests: &RestoreTests, t: &CheckTarget<'_>) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    if let (Some(rc), Some(sql)) = (&tests.row_counts, t.sql) {
+        out.extend(row_counts(sql, t.snapshot, rc.tolerance_percent));
+    }
+    if let (Some(c), Some(sql)) = (&tests.canary, t.sql) {
+        let start = Instant::now();
+        let q = format!(
+            "SELECT max({}) FROM {}",
+            c.column,
+            sql.quote_table(&c.table)
+        );
+        let res = sql
+            .query(&q)
+            .map_err(|e| e.to_string())
+            .and_then(|rows| first_value(&rows))
+            .and_then(|v| parse_time(&v));
+        let min =
+            t.snapshot.consistency_time - chrono::Duration::from_std(c.max_lag).unwrap_or_default();
+        out.push(match res {
+            Ok(ts) if ts >= min => result(format!("canary {}", c.table), "canary", true, format!("newest {} is {ts}, at most {} before the snapshot", c.column, humantime::format_duration(c.max_lag)), start),
+            Ok(ts) => result(format!("canary {}", c.table), "canary", false, format!("newest {} is {ts}, older than the snapshot's consistency time {} minus {}: the restored data is older than the snapshot claims", c.column, t.snapshot.consistency_time, humantime::format_duration(c.max_lag)), start),
+            Err(e) => result(format!("canary {}", c.table), "canary", false, e, start),
+        });
+    }
+    if let (Some(a), Some(sql)) = (&tests.amcheck, t.sql) {
+        if sql.kind == DbKind::Postgres {
+            out.push(amcheck(sql, a.heapallindexed));
+        }
+    }
+    for s in &tests.sql {
+        let start = Instant::now();
+        let Some(conn) = t.sql else {
+            out.push(result(
+                &s.name,
+                "sql",
+                false,
+                "this drill restored no database to query",
+                start,
+            ));
+            continue;
+        };
+        out.push(match conn.query(&s.query) {
+            Ok(rows) => {
+                let (ok, detail) = judge(&s.expect, &rows, t);
+                result(&s.name, "sql", ok, detail, start)
+            }
+            Err(e) => result(&s.name, "sql", false, format!("query failed: {e}"), start),
+        });
+    }
+    for f in &tests.files {
+        out.push(file_check(f, t.dir));
+    }
+    for c in &tests.commands {
+        out.push(command_check(c, t));
+    }
+    out
+}
+
+fn row_counts(sql: &SqlConn, snap: &Snapshot, tolerance: Option<f64>) -> Vec<CheckResult> {
+    let start = Instant::now();
+    let rc = &snap.source_meta["row_counts"];
+    let Some(tables) = rc["tables"].as_object() else {
+        return vec![result(
+            "row counts",
+            "row_counts",
+            true,
+            "no row counts were captured at backup time (row_counts = off); nothing to compare",
+            start,
+        )];
+    };
+    let estimate = rc["mode"].as_str() == Some("estimate");
+    let tol = tolerance.unwrap_or(if estimate { 10.0 } else { 0.0 });
+    let mut bad = Vec::new();
+    let mut compared = 0;
+    for (table, expected) in tables {
+        let Some(expected) = expected.as_i64() else {
+            continue;
+        };
+        let q = format!("SELECT count(*) FROM {}", sql.quote_table(table));
+        match sql.query(&q).and_then(|r| first_value(&r)) {
+            Ok(v) => {
+                let got: i64 = v.trim().parse().unwrap_or(-1);
+                let allowed = (expected as f64 * tol / 100.0).ceil() as i64;
+                if (got - expected).abs() > allowed {
+                    bad.push(format!("{table}: {got} rows, {expected} at backup"));
+                }
+                compared += 1;
+            }
+            Err(e) => bad.push(format!("{table}: {e}")),
+        }
+    }
+    let detail = if bad.is_empty() {
+        format!(
+            "{compared} tables match the counts captured at backup time{}",
+            if tol > 0.0 {
+                format!(" (within {tol}%)")
+            } else {
+                String::new()
+            }
+        )
+    } else {
+        format!(
+            "{} of {} tables differ: {}",
+            bad.len(),
+            tables.len(),
+            bad.join("; ")
+        )
+    };
+    vec![result(
+        "row counts",
+        "row_counts",
+        bad.is_empty(),
+        detail,
+        start,
+    )]
+}
+
+fn amcheck(sql: &SqlConn, heapallindexed: bool) -> CheckResult {
+    let start = Instant::now();
+    let mut c = Command::new(sql.tool("pg_amcheck"));
+    c.arg("-h")
+        .arg(&sql.host)
+        .arg("-p")
+        .arg(sql.port.to_string())
+        .arg("-U")
+        .arg(&sql.user)
+        .arg("-d")
+        .arg(&sql.database);
+    c.arg("--no-dependent-indexes").arg("--install-missing");
+    if heapallindexed {
+        c.arg("--heapallindexed");
+    }
+    match c.stdin(Stdio::null()).output() {
+        Ok(o) if o.status.success() => result(
+            "pg_amcheck",
+            "amcheck",
+            true,
+            "no corruption found in tables and btree indexes",
+            start,
+        ),
+        Ok(o) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            result(
+                "pg_amcheck",
+                "amcheck",
+                false,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                start,
+            )
+        }
+        Err(e) => result(
+            "pg_amcheck",
+            "amcheck",
+            false,
+            format!("cannot run pg_amcheck: {e}"),
+            start,
+        ),
+    }
+}
+
+fn first_value(rows: &[Vec<String>]) -> Result<String, String> {
+    rows.first()
+        .and_then(|r| r.first())
+        .cloned()
+        .ok_or_else(|| "the query returned no rows".into())
+}
+
+fn parse_time(v: &str) -> Result<DateTime<Utc>, String> {
+    let v = v.trim();
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+    ] {
+        if let Ok(t) = DateTime::parse_from_str(v, f) {
+            return Ok(t.with_timezone(&Utc));
+        }
+    }
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(v, f) {
+            return Ok(t.and_utc());
+        }
+    }
+    Err(format!("{v:?} is not a timestamp (NULL or empty table?)"))
+}
+
+fn judge(e: &Expect, rows: &[Vec<String>], t: &CheckTarget<'_>) -> (bool, String) {
+    let n = rows.len() as u64;
+    let mut problems = Vec::new();
+    let mut seen = Vec::new();
+    if let Some(m) = e.rows_min {
+        if n < m {
+            problems.push(format!("{n} rows, expected at least {m}"));
+        }
+    }
+    if let Some(m) = e.rows_max {
+        if n > m {
+            problems.push(format!("{n} rows, expected at most {m}"));
+        }
+    }
+    let needs_value =
+        e.min.is_some() || e.max.is_some() || e.equals.is_some() || e.max_age.is_some();
+    if needs_value {
+        match first_value(rows) {
+            Err(err) => problems.push(err),
+            Ok(v) => {
+                seen.push(format!("value {v:?}"));
+                if e.min.is_some() || e.max.is_some() {
+                    match v.trim().parse::<f64>() {
+                        Ok(x) => {
+                            if e.min.is_some_and(|m| x < m) {
+                                problems.push(format!(
+                                    "{x} is below the minimum {}",
+                                    e.min.unwrap_or_default()
+                                ));
+                            }
+                            if e.max.is_some_and(|m| x > m) {
+                                problems.push(format!(
+                                    "{x} is above the maximum {}",
+                                    e.max.unwrap_or_default()
+                                ));
+                            }
+                        }
+                        Err(_) => problems.push(format!("{v:?} is not a number")),
+                    }
+                }
+                if let Some(want) = &e.equals {
+                    if v != *want {
+                        problems.push(format!("expected {want:?}"));
+                    }
+                }
+                if let Some(age) = e.max_age {
+                    let limit = match age {
+                        MaxAge::Fixed(d) => Some(d),
+                        MaxAge::Rpo => t.rpo_target,
+                    };
+                    match (parse_time(&v), limit) {
+                        (Err(err), _) => problems.push(err),
+                        (Ok(_), None) => problems.push(
+                            "max_age = \"rpo\" but the plan documents no rpo objective".into(),
+                        ),
+                        (Ok(ts), Some(limit)) => {
+                            let age = (t.drill_start - ts).to_std().unwrap_or_default();
+                            if age > limit {
+                                problems.push(format!(
+                                    "newest value is {} old, more than {}",
+                                    humantime::format_duration(Duration::from_secs(age.as_secs())),
+                                    humantime::format_duration(limit)
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    seen.insert(0, format!("{n} rows"));
+    if problems.is_empty() {
+        (true, seen.join(", "))
+    } else {
+        (
+            false,
+            format!("{}: {}", seen.join(", "), problems.join("; ")),
+        )
+    }
+}
+
+fn file_check(f: &super::restore_tests::FileCheck, dir: Option<&Path>) -> CheckResult {
+    let start = Instant::now();
+    let name = format!("file {}", f.path.display());
+    let Some(dir) = dir else {
+        return result(
+            name,
+            "file",
+            false,
+            "this drill restored no directory tree",
+            start,
+        );
+    };
+    let p = dir.join(&f.path);
+    let meta = std::fs::symlink_metadata(&p);
+    if !f.exists {
+        return result(
+            name,
+            "file",
+            meta.is_err(),
+            if meta.is_err() {
+                "absent, as expected"
+            } else {
+                "present, but expected absent"
+            },
+            start,
+        );
+    }
+    let meta = match meta {
+        Ok(m) => m,
+        Err(e) => {
+            return result(
+                name,
+                "file",
+                false,
+                format!("missing from the restore: {e}"),
+                start,
+            )
+        }
+    };
+    let mut problems = Vec::new();
+    let mut facts = Vec::new();
+    if meta.is_dir() && (f.min_files.is_some() || f.max_files.is_some()) {
+        let count = crate::restore::count_files(&p);
+        facts.push(format!("{count} files"));
+        if f.min_files.is_some_and(|m| count < m) {
+            problems.push(format!(
+                "fewer than {} files",
+                f.min_files.unwrap_or_default()
+            ));
+        }
+        if f.max_files.is_some_and(|m| count > m) {
+            problems.push(format!(
+                "more than {} files",
+                f.max_files.unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(m) = f.min_size {
+        facts.push(format!("{} bytes", meta.len()));
+        if meta.len() < m {
+            problems.push(format!("smaller than {m} bytes"));
+        }
+    }
+    if let Some(want) = &f.blake3 {
+        match std::fs::File::open(&p).and_then(|mut file| {
+            let mut h = blake3::Hasher::new();
+            std::io::copy(&mut file, &mut h)?;
+            Ok(h.finalize().to_hex().to_string())
+        }) {
+            Ok(got) if got == *want => facts.push("blake3 matches".into()),
+            Ok(got) => problems.push(format!("blake3 {got}, expected {want}")),
+            Err(e) => problems.push(format!("cannot hash: {e}")),
+        }
+    }
+    if facts.is_empty() {
+        facts.push("exists".into());
+    }
+    let ok = problems.is_empty();
+    result(
+        name,
+        "file",
+        ok,
+        if ok {
+            facts.join(", ")
+        } else {
+            format!("{}: {}", facts.join(", "), problems.join("; "))
+        },
+        start,
+    )
+}
+
+fn command_check(c: &super::restore_tests::CommandCheck, t: &CheckTarget<'_>) -> CheckResult {
+    let start = Instant::now();
+    // Output goes to a file, not a pipe: a chatty command must not block on a full pipe.
+    let log = match tempfile::tempfile() {
+        Ok(f) => f,
+        Err(e) => {
+            return result(
+                &c.name,
+                "command",
+                false,
+                format!("cannot create a log file: {e}"),
+                start,
+            )
+        }
+    };
+    let mut cmd = Command::new(&c.run[0]);
+    cmd.args(&c.run[1..]).stdin(Stdio::null());
+    match (log.try_clone(), log.try_clone()) {
+        (Ok(a), Ok(b)) => {
+            cmd.stdout(a).stderr(b);
+        }
+        _ => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    if let Some(d) = t.dir {
+        cmd.current_dir(d);
+    }
+    for (k, v) in &t.env {
+        cmd.env(k, v);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return result(
+                &c.name,
+                "command",
+                false,
+                format!("cannot start {:?}: {e}", c.run[0]),
+                start,
+            )
+        }
+    };
+    let tail = |mut f: &std::fs::File| -> String {
+        use std::io::{Read, Seek};
+        let mut s = String::new();
+        let _ = f
+            .seek(std::io::SeekFrom::Start(0))
+            .and_then(|_| f.read_to_string(&mut s));
+        s.lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let deadline = Instant::now() + c.timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let t = tail(&log);
+                return result(
+                    &c.name,
+                    "command",
+                    status.success(),
+                    format!(
+                        "{status}{}",
+                        if t.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {t}")
+                        }
+                    ),
+                    start,
+                );
+            }
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return result(
+                    &c.name,
+                    "command",
+                    false,
+                    format!("timed out after {}", humantime::format_duration(c.timeout)),
+                    start,
+                );
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                return result(
+                    &c.name,
+                    "command",
+                    false,
+                    format!("wait failed: {e}"),
+                    start,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! A drill of a database snapshot: a throwaway server ([`EphemeralPostgres`] matching the
+//! dumped major version, or [`EphemeralMariadb`]) is provisioned, the snapshot is streamed
+//! into it with the same loader `lifeboat restore` uses, the restore tests run against it,
+//! and it is torn down — on success, on failure, on Ctrl-C (the loader observes the
+//! [`Cancel`] token and teardown follows), and by the drop guard if anything panics.
+//!
+//! Phases: provision (sweep + start the server), fetch (the repository index), load (the
+//! dump streamed from the repository — fetch, decrypt and decompress overlap with the
+//! loader, so they are one phase), checks, teardown. Whatever goes wrong before the checks
+//! is an infrastructure failure with the error in the report, never a panic.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::checks::{self, CheckStatus, CheckTarget, DbKind, SqlConn};
+use super::env::{ConnectionInfo, Environment, EphemeralMariadb, EphemeralPostgres};
+use super::measure::{Clock, Phase, Stopwatch};
+use super::restore_tests::RestoreTests;
+use super::{new_drill_id, DrillReport, Targets};
+use crate::ids::SnapshotId;
+use crate::pipeline::Cancel;
+use crate::repo::snapshot::Snapshot;
+use crate::repo::Repository;
+use crate::restore::database::{restore_mariadb, restore_postgres, DbRestoreOptions};
+use crate::source::db::DbConn;
+
+/// A drill of a PostgreSQL or MariaDB snapshot into a throwaway server.
+pub struct DbDrill<'a> {
+    pub repo: &'a Repository,
+    pub snapshot_id: SnapshotId,
+    pub snapshot: &'a Snapshot,
+    pub tests: &'a RestoreTests,
+    pub targets: Targets,
+    pub kind: DbKind,
+    /// The database to restore into: the original name (restore tests may name it), else
+    /// `lifeboat_drill_<id>`.
+    pub database: Option<String>,
+    /// PostgreSQL: the server major version (the plan's `[drill] postgres_version`); by
+    /// default the dumped server's major.
+    pub postgres_version: Option<u32>,
+    pub plan: Option<String>,
+    pub job: Option<String>,
+    pub region: Option<String>,
+    pub keep: bool,
+    pub clock: Arc<dyn Clock>,
+    pub cancel: Cancel,
+}
+
+/// The PostgreSQL major a drill runs: the one asked for, else the dumped server's major if it
+/// is installed, else the oldest installed newer one (pg_restore loads older dumps). A dump
+/// from a newer server than any installed cannot be loaded faithfully: that is an error.
+pub fn choose_pg_major(
+    asked: Option<u32>,
+    dumped_version: Option<&str>,
+    installed: &[u32],
+) -> Result<u32, String> {
+    if let Some(m) = asked {
+        return if installed.contains(&m) {
+            Ok(m)
+        } else {
+            Err(format!(
+                "[drill] postgres_version = {m}, but PostgreSQL {m} is not installed (installed: {installed:?}); install postgresql-{m} or change postgres_version"
+            ))
+        };
+    }
+    let dumped: Option<u32> = dumped_version.and_then(|v| {
+        v.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|m| m.parse().ok())
+    });
+    match dumped {
+        None => installed.iter().max().copied().ok_or_else(|| {
+            "no PostgreSQL server is installed (/usr/lib/postgresql/<major>/bin/initdb); install a postgresql-<major> package".to_string()
+        }),
+        Some(d) => {
+            if installed.contains(&d) {
+                return Ok(d);
+            }
+            installed.iter().filter(|m| **m > d).min().copied().ok_or_else(|| {
+                format!(
+                    "the snapshot was dumped from PostgreSQL {d}, but only {installed:?} is installed; install postgresql-{d} (or set [drill] postgres_version to an installed newer major)"
+                )
+            })
+        }
+    }
+}
+
+/// A database name that is safe in both servers: letters, digits and underscores.
+fn scratch_name(id: &str) -> String {
+    let s: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("lifeboat_drill_{s}")
+}
+
+/// The command line that reaches a kept server.
+fn connect_hint(c: &ConnectionInfo, db: &str) -> String {
+    match c.kind.as_str() {
+        "postgres" => format!(
+            "{} -h {} -p {} -U {} -d {db}",
+            c.bin_dir
+                .as_ref()
+                .map(|b| b.join("psql").display().to_string())
+                .unwrap_or_else(|| "psql".into()),
+            c.socket.display(),
+            c.port,
+            c.user
+        ),
+        _ => format!(
+            "mariadb --no-defaults --socket={} -u{} {db}",
+            c.socket.display(),
+            c.user
+        ),
+    }
+}
+
+impl DbDrill<'_> {
+    fn env_name(&self) -> &'static str {
+        match self.kind {
+            DbKind::Postgres => "ephemeral-postgres",
+            DbKind::Mariadb => "ephemeral-mariadb",
+        }
+    }
+
+    /// Builds and provisions the environment off the async threads (provisioning blocks for
+    /// seconds). A failed environment is torn down before the error is returned.
+    async fn provision(&self) -> Result<Box<dyn Environment>, String> {
+        let mut env: Box<dyn Environment> = match self.kind {
+            DbKind::Postgres => {
+                let installed = super::env::ephemeral_postgres::installed_majors();
+                let major = choose_pg_major(
+                    self.postgres_version,
+                    self.snapshot.source_meta["server_version"].as_str(),
+                    &installed,
+                )?;
+                Box::new(EphemeralPostgres::new(Some(major)))
+            }
+            // A drill never needs binary logging: it checks data, not replication.
+            DbKind::Mariadb => Box::new(EphemeralMariadb::new(false)),
+        };
+        let res = tokio::task::spawn_blocking(move || {
+            let r = env.provision();
+            if r.is_err() {
+                // Whatever half-started (directory, server) goes now, not at some later drop.
+                let _ = env.teardown();
+            }
+            r.map(|_| env)
+        })
+        .await;
+        match res {
+            Ok(Ok(env)) => Ok(env),
+            Ok(Err(e)) => Err(format!("provisioning the {} failed: {e}", self.env_name())),
+            Err(e) => Err(format!(
+                "provisioning the {} crashed: {e} (its drop guard tore it down)",
+                self.env_name()
+            )),
+        }
+    }
+
+    /// Fetch + load: the snapshot streamed into `database` on the provisioned server.
+    async fn load(
+        &self,
+        sw: &mut Stopwatch,
+        conn: &ConnectionInfo,
+        database: &str,
+    ) -> Result<(), String> {
+        sw.begin(Phase::Fetch);
+        let index = Arc::new(
+            self.repo
+                .load_index()
+                .await
+                .map_err(|e| format!("reading the repository index failed: {e}"))?,
+        );
+        sw.begin(Phase::Load);
+        let target = DbConn {
+            host: (self.kind == DbKind::Postgres).then(|| conn.socket.display().to_string()),
+            port: Some(conn.port),
+            socket: (self.kind == DbKind::Mariadb).then(|| conn.socket.clone()),
+            user: Some(conn.user.clone()),
+            database: database.to_string(),
+            password: None,
+        };
+        let opts = DbRestoreOptions {
+            force: false,
+            globals: false,
+            jobs: 1,
+            bin_dir: conn.bin_dir.clone(),
+            no_defaults: true,
+        };
+        let r = match self.kind {
+            DbKind::Postgres => {
+                restore_postgres(
+                    self.repo,
+                    &index,
+                    self.snapshot,
+                    &target,
+                    None,
+                    &opts,
+                    &self.cancel,
+                )
+                .await
+            }
+            DbKind::Mariadb => {
+                restore_mariadb(
+                    self.repo,
+                    &index,
+                    self.snapshot,
+                    &target,
+                    None,
+                    &opts,
+                    &self.cancel,
+                )
+                .await
+            }
+        };
+        r.map(|_| ()).map_err(|e| match e {
+            crate::Error::Interrupted => "interrupted while loading the snapshot".to_string(),
+            e => format!(
+                "loading snapshot {} into {} failed: {e}",
+                self.snapshot_id.short(),
+                target.describe(&conn.kind)
+            ),
+        })
+    }
+
+    pub async fn run(self) -> DrillReport {
+        let id = new_drill_id();
+        let mut sw = Stopwatch::start(self.clock.clone());
+        let mut checks = Vec::new();
+        let mut error: Option<String> = None;
+        let mut kept = None;
+        let database = self
+            .database
+            .clone()
+            .or_else(|| {
+                self.snapshot.source_meta["database"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| scratch_name(&id));
+
+        sw.begin(Phase::Provision);
+        match self.provision().await {
+            Err(e) => error = Some(e),
+            Ok(mut env) => {
+                let conn = env.connection().cloned();
+                match conn {
+                    None => {
+                        error = Some(format!(
+                            "the {} reported no connection after provisioning",
+                            self.env_name()
+                        ))
+                    }
+                    Some(_) if self.cancel.is_cancelled() => {
+                        error = Some("interrupted after provisioning".into())
+                    }
+                    Some(conn) => match self.load(&mut sw, &conn, &database).await {
+                        Err(e) => error = Some(e),
+                        Ok(()) => {
+                            sw.begin(Phase::Checks);
+                            match self.check(&conn, &database, sw.start).await {
+                                Ok(c) => {
+                                    checks = c;
+                                    if checks.iter().all(|c| c.status == CheckStatus::Passed) {
+                                        sw.checks_passed();
+                                    }
+                                }
+                                Err(e) => error = Some(e),
+                            }
+                            if self.keep && error.is_none() && !self.cancel.is_cancelled() {
+                                if let Some(dir) = env.keep() {
+                                    kept = Some(format!(
+                                        "{} left running in {}; connect with: {}; remove it with: kill -TERM -- -$(cat {}/server.pgid); rm -rf {}",
+                                        self.env_name(),
+                                        dir.display(),
+                                        connect_hint(&conn, &database),
+                                        dir.display(),
+                                        dir.display()
+                                    ));
+                                }
+                            }
+                        }
+                    },
+                }
+                sw.begin(Phase::Teardown);
+                if let Err(e) = teardown(env).await {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        if self.cancel.is_cancelled() && error.is_none() {
+            error = Some("interrupted".into());
+        }
+        sw.end();
+        let (rto, rpo, result) = DrillReport::judge(
+            &sw,
+            &checks,
+            self.snapshot.consistency_time,
+            self.targets,
+            error.as_deref(),
+        );
+        let environment = self.env_name().to_string();
+        DrillReport {
+            id,
+            plan: self.plan,
+            job: self.job,
+            region: self.region,
+            environment,
+            snapshot_id: self.snapshot_id,
+            snapshot_time: self.snapshot.time,
+            consistency_time: self.snapshot.consistency_time,
+            started: sw.start,
+            finished: sw.now(),
+            phases: sw.phases.clone(),
+            checks,
+            rto,
+            rpo,
+            result,
+            error,
+            kept,
+        }
+    }
+
+    /// Runs the restore tests against the loaded database (off the async threads: the
+    /// checks drive the command-line clients).
+    async fn check(
+        &self,
+        conn: &ConnectionInfo,
+        database: &str,
+        drill_start: chrono::DateTime<Utc>,
+    ) -> Result<Vec<checks::CheckResult>, String> {
+        let sql = SqlConn {
+            kind: self.kind,
+            host: match self.kind {
+                DbKind::Postgres => conn.socket.display().to_string(),
+                DbKind::Mariadb => conn.host.clone(),
+            },
+            port: conn.port,
+            socket: (self.kind == DbKind::Mariadb).then(|| conn.socket.clone()),
+            user: conn.user.clone(),
+            database: database.to_string(),
+            bin_dir: conn.bin_dir.clone(),
+        };
+        let mut env = vec![("LIFEBOAT_DRILL_DATABASE".to_string(), database.to_string())];
+        match self.kind {
+            DbKind::Postgres => env.extend([
+                ("PGHOST".to_string(), conn.socket.display().to_string()),
+                ("PGPORT".to_string(), conn.port.to_string()),
+                ("PGUSER".to_string(), conn.user.clone()),
+                ("PGDATABASE".to_string(), database.to_string()),
+            ]),
+            DbKind::Mariadb => env.extend([
+                (
+                    "MYSQL_UNIX_PORT".to_string(),
+                    conn.socket.display().to_string(),
+                ),
+                ("MYSQL_TCP_PORT".to_string(), conn.port.to_string()),
+                ("USER".to_string(), conn.user.clone()),
+            ]),
+        }
+        let tests = self.tests.clone();
+        let snapshot = self.snapshot.clone();
+        let rpo_target = self.targets.rpo;
+        tokio::task::spawn_blocking(move || {
+            let t = CheckTarget {
+                sql: Some(&sql),
+                dir: None,
+                snapshot: &snapshot,
+                drill_start,
+                rpo_target,
+                env,
+            };
+            checks::run_all(&tests, &t)
+        })
+        .await
+        .map_err(|e| format!("the restore tests crashed: {e}"))
+    }
+}
+
+/// Stops the server and removes its files, off the async threads.
+async fn teardown(mut env: Box<dyn Environment>) -> Result<(), String> {
+    let name = env.kind().to_string();
+    let res = tokio::task::spawn_blocking(move || env.teardown()).await;
+    let err = |e: String| {
+        format!("tearing down the {name} failed: {e}; remove what is left with `lifeboat drill` (it sweeps orphans) or by hand")
+    };
+    match res {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(err(e.to_string())),
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_major_follows_the_dump_then_the_plan() {
+        assert_eq!(
+            choose_pg_major(None, Some("15.4 (Debian)"), &[16, 15]),
+            Ok(15)
+        );
+        assert_eq!(choose_pg_major(Some(16), Some("15.4"), &[16, 15]), Ok(16));
+        assert_eq!(choose_pg_major(None, Some("14.1"), &[17, 16, 15]), Ok(15));
+        assert_eq!(choose_pg_major(None, None, &[15, 16]), Ok(16));
+        let e = choose_pg_major(None, Some("17.0"), &[15]).unwrap_err();
+        assert!(e.contains("postgresql-17"), "{e}");
+        let e = choose_pg_major(Some(13), None, &[15]).unwrap_err();
+        assert!(e.contains("postgres_version = 13"), "{e}");
+        assert!(choose_pg_major(None, None, &[]).is_err());
+    }
+
+    #[test]
+    fn scratch_names_are_plain_identifiers() {
+        assert_eq!(
+            scratch_name("20261124T081400Z-a1b2c3"),
+            "lifeboat_drill_20261124t081400z_a1b2c3"
+        );
+    }
+}

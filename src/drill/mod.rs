@@ -1,0 +1,250 @@
+//! Restore drills: restore a snapshot into a throwaway environment, run the restore tests,
+//! and measure RTO and RPO against the documented objectives.
+//!
+//! - [`env`](mod@env) — throwaway environments (ephemeral PostgreSQL/MariaDB servers) drills restore into;
+//! - [`restore_tests`] — the restore-test files (what to check);
+//! - [`checks`] — running them against a restored database or tree;
+//! - [`measure`] — phase timing, RTO/RPO, the injected clock;
+//! - [`database`] — drills of PostgreSQL/MariaDB snapshots ([`database::DbDrill`]);
+//! - the report types here: a drill's outcome is data ([`DrillReport`]), whatever happened.
+
+pub mod checks;
+pub mod database;
+pub mod env;
+pub mod measure;
+pub mod restore_tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::ExitCode;
+use crate::ids::SnapshotId;
+use crate::pipeline::Cancel;
+use crate::repo::snapshot::Snapshot;
+use crate::repo::Repository;
+use checks::{CheckResult, CheckStatus, CheckTarget};
+use measure::{Clock, Objective, Phase, PhaseTiming, Stopwatch};
+use restore_tests::RestoreTests;
+
+/// The outcome class of a drill: one type, shared with the catalog that records it.
+pub use crate::catalog::DrillResult;
+
+impl DrillResult {
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            DrillResult::Passed => ExitCode::Ok,
+            DrillResult::CheckFailed => ExitCode::DrillCheckFailed,
+            DrillResult::ObjectiveMissed => ExitCode::ObjectiveMissed,
+            DrillResult::InfraFailed => ExitCode::Error,
+        }
+    }
+}
+
+/// Objectives a drill is judged against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Targets {
+    pub rto: Option<Duration>,
+    pub rpo: Option<Duration>,
+}
+
+/// Everything a drill found: the evidence for reports and the catalog.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    pub id: String,
+    pub plan: Option<String>,
+    pub job: Option<String>,
+    pub region: Option<String>,
+    pub environment: String,
+    pub snapshot_id: SnapshotId,
+    pub snapshot_time: DateTime<Utc>,
+    pub consistency_time: DateTime<Utc>,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub phases: Vec<PhaseTiming>,
+    pub checks: Vec<CheckResult>,
+    pub rto: Objective,
+    pub rpo: Objective,
+    pub result: DrillResult,
+    /// Why the drill could not finish, for `InfraFailed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Where the kept environment is (with `--keep`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
+}
+
+impl DrillReport {
+    /// Judges the drill from its checks and measurements.
+    pub fn judge(
+        sw: &Stopwatch,
+        checks: &[CheckResult],
+        consistency_time: DateTime<Utc>,
+        targets: Targets,
+        error: Option<&str>,
+    ) -> (Objective, Objective, DrillResult) {
+        let rpo = Objective::judge(sw.rpo(consistency_time), targets.rpo);
+        let rto = match sw.rto() {
+            Some(d) => Objective::judge(d, targets.rto),
+            None => Objective {
+                measured_secs: (sw.now() - sw.start).num_milliseconds().max(0) as f64 / 1000.0,
+                target_secs: targets.rto.map(|t| t.as_secs_f64()),
+                met: false,
+            },
+        };
+        let result = if error.is_some() {
+            DrillResult::InfraFailed
+        } else if checks.iter().any(|c| c.status == CheckStatus::Failed) {
+            DrillResult::CheckFailed
+        } else if !rto.met || !rpo.met {
+            DrillResult::ObjectiveMissed
+        } else {
+            DrillResult::Passed
+        };
+        (rto, rpo, result)
+    }
+}
+
+/// A drill of a file-tree snapshot (directories, volumes) into a throwaway directory.
+pub struct DirDrill<'a> {
+    pub repo: &'a Repository,
+    pub snapshot_id: SnapshotId,
+    pub snapshot: &'a Snapshot,
+    pub tests: &'a RestoreTests,
+    pub targets: Targets,
+    pub plan: Option<String>,
+    pub job: Option<String>,
+    pub region: Option<String>,
+    pub keep: bool,
+    pub clock: Arc<dyn Clock>,
+    pub progress: indicatif::ProgressBar,
+    pub cancel: Cancel,
+}
+
+pub fn new_drill_id() -> String {
+    format!(
+        "{}-{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        hex::encode(rand::random::<[u8; 3]>())
+    )
+}
+
+impl DirDrill<'_> {
+    pub async fn run(self) -> DrillReport {
+        let id = new_drill_id();
+        let mut sw = Stopwatch::start(self.clock.clone());
+        let mut checks = Vec::new();
+        let mut error = None;
+        let mut kept = None;
+
+        sw.begin(Phase::Provision);
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-env-dir-")
+            .tempdir();
+        match dir {
+            Err(e) => error = Some(format!("cannot create the throwaway directory: {e}")),
+            Ok(dir) => {
+                let target = dir.path().join("restore");
+                sw.begin(Phase::Fetch);
+                let restored = match self.repo.load_index().await {
+                    Ok(index) => {
+                        crate::restore::restore(
+                            self.repo,
+                            Arc::new(index),
+                            self.snapshot,
+                            &target,
+                            self.progress.clone(),
+                            self.cancel.clone(),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match restored {
+                    Err(e) => error = Some(format!("restore failed: {e}")),
+                    Ok(_) => {
+                        sw.begin(Phase::Checks);
+                        let t = CheckTarget {
+                            sql: None,
+                            dir: Some(&target),
+                            snapshot: self.snapshot,
+                            drill_start: sw.start,
+                            rpo_target: self.targets.rpo,
+                            env: vec![("LIFEBOAT_DRILL_DIR".into(), target.display().to_string())],
+                        };
+                        let tests = self.tests.clone();
+                        checks = checks::run_all(&tests, &t);
+                        if checks.iter().all(|c| c.status == CheckStatus::Passed) {
+                            sw.checks_passed();
+                        }
+                    }
+                }
+                sw.begin(Phase::Teardown);
+                if self.keep && error.is_none() {
+                    let p: PathBuf = dir.keep();
+                    kept = Some(p.join("restore").display().to_string());
+                } else {
+                    drop(dir);
+                }
+            }
+        }
+        sw.end();
+        let (rto, rpo, result) = DrillReport::judge(
+            &sw,
+            &checks,
+            self.snapshot.consistency_time,
+            self.targets,
+            error.as_deref(),
+        );
+        DrillReport {
+            id,
+            plan: self.plan,
+            job: self.job,
+            region: self.region,
+            environment: "temp-dir".into(),
+            snapshot_id: self.snapshot_id,
+            snapshot_time: self.snapshot.time,
+            consistency_time: self.snapshot.consistency_time,
+            started: sw.start,
+            finished: sw.now(),
+            phases: sw.phases.clone(),
+            checks,
+            rto,
+            rpo,
+            result,
+            error,
+            kept,
+        }
+    }
+}
+
+/// The packs a restore of `snapshot` reads (every tree and content blob's pack): what a
+/// drill that restored it has proven readable, for the verification ledger.
+pub async fn snapshot_packs(
+    repo: &Repository,
+    index: &crate::repo::index::Index,
+    snapshot: &Snapshot,
+) -> crate::Result<Vec<(crate::ids::PackId, u64)>> {
+    let mut packs = std::collections::BTreeSet::new();
+    let mut stack = vec![snapshot.tree];
+    while let Some(tree_id) = stack.pop() {
+        if let Some(loc) = index.get(&tree_id) {
+            packs.insert(loc.pack);
+        }
+        let tree = repo.load_tree(index, &tree_id).await?;
+        for node in tree.nodes {
+            if let Some(sub) = node.subtree {
+                stack.push(sub);
+            }
+            for b in &node.content {
+                if let Some(loc) = index.get(b) {
+                    packs.insert(loc.pack);
+                }
+            }
+        }
+    }
+    Ok(packs.into_iter().map(|p| index.pack(p)).collect())
+}

@@ -1,0 +1,199 @@
+//! The library's error type and the stable process exit codes it maps to.
+//!
+//! Exit codes follow restic's convention where they overlap (`doc/075_scripting.rst`) and are
+//! documented in `--help` and the README. Messages are lowercase, name the object that failed,
+//! and carry a hint where one helps.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::store::StoreError;
+
+/// Process exit codes. Unknown codes must be treated as failure by callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    Ok = 0,
+    Error = 1,
+    Usage = 2,
+    Partial = 3,
+    RepoNotFound = 10,
+    Locked = 11,
+    WrongPassword = 12,
+    Integrity = 13,
+    SourceFailed = 14,
+    NoSpace = 15,
+    DrillCheckFailed = 16,
+    ObjectiveMissed = 17,
+    Interrupted = 130,
+}
+
+impl ExitCode {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The exit-code table, as printed by `--help` and the README.
+    pub const TABLE: &'static str = "\
+Exit codes:
+    0    success
+    1    error (see message)
+    2    usage error (bad flags or arguments)
+    3    partial: some files could not be read, or some regions/targets failed
+   10    repository not found
+   11    lock conflict, or lock lost
+   12    wrong password or damaged key file
+   13    integrity violation detected (corrupt, missing or tampered data)
+   14    source dump failed
+   15    out of space or quota
+   16    restore drill: data verification failed
+   17    restore drill: an objective (RTO or RPO) was missed
+  130    interrupted";
+}
+
+/// Errors the library reports. Each names the object it concerns; `hint()` says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no repository at {location}")]
+    RepoNotFound { location: String },
+
+    #[error("a repository already exists at {location}")]
+    RepoExists { location: String },
+
+    #[error("repository at {location} has format version {version}, this lifeboat supports version {supported}")]
+    UnsupportedVersion {
+        location: String,
+        version: u32,
+        supported: u32,
+    },
+
+    #[error("wrong password or damaged key file for repository {location}")]
+    WrongPassword { location: String },
+
+    #[error("no password given for repository {location}")]
+    NoPassword { location: String },
+
+    #[error("repository {location} is locked: {holder}")]
+    Locked { location: String, holder: String },
+
+    #[error("lock on repository {location} was lost: {detail}")]
+    LockLost { location: String, detail: String },
+
+    #[error("integrity violation in {object}: {detail}")]
+    Integrity { object: String, detail: String },
+
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("source {source_name} failed: {detail}")]
+    SourceFailed { source_name: String, detail: String },
+
+    #[error("restore into {target} failed: {detail}")]
+    RestoreFailed { target: String, detail: String },
+
+    #[error("snapshot {query} not found")]
+    SnapshotNotFound { query: String },
+
+    #[error("snapshot prefix {query} is ambiguous: matches {count} snapshots")]
+    AmbiguousSnapshot { query: String, count: usize },
+
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+
+    #[error("invalid argument: {0}")]
+    Usage(String),
+
+    #[error("interrupted")]
+    Interrupted,
+
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.raw_os_error() == Some(libc::EDQUOT)
+        {
+            return Error::Store(StoreError::NoSpace {
+                key: path.into().display().to_string(),
+            });
+        }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn integrity(object: impl fmt::Display, detail: impl fmt::Display) -> Self {
+        Error::Integrity {
+            object: object.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::RepoNotFound { .. } => ExitCode::RepoNotFound,
+            Error::WrongPassword { .. } => ExitCode::WrongPassword,
+            Error::Locked { .. } | Error::LockLost { .. } => ExitCode::Locked,
+            Error::Integrity { .. } => ExitCode::Integrity,
+            Error::Store(e) => e.exit_code(),
+            Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                ExitCode::NoSpace
+            }
+            Error::SourceFailed { .. } => ExitCode::SourceFailed,
+            Error::Usage(_) => ExitCode::Usage,
+            Error::Interrupted => ExitCode::Interrupted,
+            _ => ExitCode::Error,
+        }
+    }
+
+    /// What the user can do about it, when there is something useful to say.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::RepoNotFound { .. } => {
+                "check --repo / LIFEBOAT_REPO, or create one with `lifeboat init`".into()
+            }
+            Error::RepoExists { .. } => "choose another path, or use the existing repository".into(),
+            Error::UnsupportedVersion { .. } => "upgrade lifeboat to a version that reads this format".into(),
+            Error::WrongPassword { .. } => {
+                "check LIFEBOAT_PASSWORD / LIFEBOAT_PASSWORD_FILE / --password-file; `lifeboat key list` shows the key slots".into()
+            }
+            Error::NoPassword { .. } => {
+                "set LIFEBOAT_PASSWORD_FILE (or LIFEBOAT_PASSWORD), pass --password-file, or run on a terminal to be prompted".into()
+            }
+            Error::Locked { .. } => {
+                "wait for the other run to finish; a lock older than its expiry is ignored automatically".into()
+            }
+            Error::Integrity { .. } => {
+                "run `lifeboat verify --read-data` to list every damaged object; restore from another region if one has a good copy".into()
+            }
+            Error::Store(e) => return e.hint(),
+            Error::Catalog(e) => e.hint(),
+            Error::SnapshotNotFound { .. } => "`lifeboat snapshots` lists the snapshots".into(),
+            Error::AmbiguousSnapshot { .. } => "give more characters of the snapshot id".into(),
+            _ => return None,
+        })
+    }
+}
+
+impl From<crate::crypto::CryptoError> for Error {
+    fn from(e: crate::crypto::CryptoError) -> Self {
+        Error::integrity("encrypted object", e)
+    }
+}

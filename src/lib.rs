@@ -1,0 +1,49 @@
+//! lifeboat: backups that prove they restore.
+//!
+//! # Layout
+//! Data flows left to right; each module is one stage of the data's journey.
+//!
+//! ```text
+//! plan  ->  source  ->  pipeline  ->  repo  ->  store (local | s3, one per region)
+//!                                       |
+//!             drill (env + restore + checks + measure)  ->  catalog
+//! ```
+//! - [`plan`] — plan files: jobs, schedules, objectives, destinations, secrets, drills;
+//!   validation with errors that name the file, line, key and fix.
+//! - [`ids`] — newtypes for the 32-byte ids (blobs, packs, snapshots, files).
+//! - [`crypto`] — the repository keys: subkey derivation, keyed blob ids, seal/open (AEAD).
+//! - [`store`] — `trait Store` (get/put/list/delete/head by key): a local directory, an S3
+//!   bucket, and decorators — retry (backoff, watchdog, deadline, adaptive concurrency) and
+//!   multi-region fan-out. It knows nothing about backups or crypto.
+//! - [`repo`] — the repository format v1: config, key slots, packs, index, trees, snapshots,
+//!   catch-up between regions (`repo::sync`),
+//!   locks and verification (see `docs/format.md`).
+//! - [`pipeline`] — content-defined chunking, dedup, compression, encryption and packing with
+//!   bounded memory, spread over all cores.
+//! - [`source`] — what is backed up: directory trees, PostgreSQL and MariaDB dumps, btrfs,
+//!   block, LVM and ZFS volumes.
+//! - [`drill`] — restore drills; today its throwaway environments (`drill::env`).
+//! - [`restore`] — snapshot → files, verified blob by blob, written into a staging area first.
+//! - [`catalog`] — sqlx (SQLite file or PostgreSQL): runs, snapshots, drills, measured RTO/RPO,
+//!   the pack verification ledger and high-water marks; rebuildable from the repository.
+//! - [`error`] — the library error type and the process exit codes it maps to.
+//! - [`progress`] — progress reporting that the CLI renders (bars on a terminal, nothing else).
+//! - [`demo`] — the `lifeboat demo` walkthrough on the embedded default.
+
+pub mod catalog;
+pub mod cli;
+pub mod crypto;
+pub mod demo;
+pub mod drill;
+pub mod error;
+pub mod ids;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
+pub mod repo;
+pub mod restore;
+pub mod schedule;
+pub mod source;
+pub mod store;
+
+pub use error::{Error, ExitCode, Result};

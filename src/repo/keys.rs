@@ -1,0 +1,122 @@
+//! Key slots: `keys/<id>` files, each wrapping the one master key under one password with
+//! argon2id (RFC 9106 parameters by default; stored in the file so they can be raised).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::crypto::{self, MasterKey};
+use crate::ids::{ObjectId, RepoId};
+use crate::{Error, Result};
+
+const KEY_AAD: &[u8] = b"lifeboat v1 key slot";
+
+/// argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KdfParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for KdfParams {
+    /// RFC 9106 second recommended option: t=3, m=64 MiB, p=4.
+    fn default() -> Self {
+        KdfParams {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    pub version: u32,
+    pub created: DateTime<Utc>,
+    pub host: String,
+    pub username: String,
+    pub kdf: String,
+    pub params: KdfParams,
+    pub salt: String,
+    /// hex of the sealed (master key || repository id).
+    pub data: String,
+}
+
+fn derive(password: &[u8], salt: &[u8], p: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+    let params = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, Some(32))
+        .map_err(|e| Error::Other(format!("invalid argon2 parameters: {e}")))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(password, salt, out.as_mut())
+        .map_err(|e| Error::Other(format!("argon2 failed: {e}")))?;
+    Ok(out)
+}
+
+impl KeyFile {
+    pub fn create(
+        master: &MasterKey,
+        repo: &RepoId,
+        password: &[u8],
+        params: KdfParams,
+    ) -> Result<Self> {
+        let salt: [u8; 32] = rand::random();
+        let kek = derive(password, &salt, params)?;
+        let mut plain = [0u8; 64];
+        plain[..32].copy_from_slice(master.expose());
+        plain[32..].copy_from_slice(repo.as_bytes());
+        let sealed = crypto::seal_with_key(&kek, KEY_AAD, &plain);
+        plain.zeroize();
+        Ok(KeyFile {
+            version: 1,
+            created: Utc::now(),
+            host: crate::source::hostname(),
+            username: crate::source::username(),
+            kdf: "argon2id".into(),
+            params,
+            salt: hex::encode(salt),
+            data: hex::encode(sealed),
+        })
+    }
+
+    /// Unwraps the master key. `None` means this password does not open this slot.
+    pub fn open(&self, password: &[u8], repo: &RepoId) -> Result<Option<MasterKey>> {
+        if self.kdf != "argon2id" || self.version != 1 {
+            return Ok(None);
+        }
+        // Bound the work a damaged or hostile key file can make us do (T14).
+        if self.params.memory_kib > 4 * 1024 * 1024
+            || self.params.iterations > 64
+            || self.params.parallelism > 64
+        {
+            return Ok(None);
+        }
+        let (Ok(salt), Ok(sealed)) = (hex::decode(&self.salt), hex::decode(&self.data)) else {
+            return Ok(None);
+        };
+        let kek = derive(password, &salt, self.params)?;
+        let Ok(plain) = crypto::open_with_key(&kek, KEY_AAD, &sealed) else {
+            return Ok(None);
+        };
+        let plain = Zeroizing::new(plain);
+        if plain.len() != 64 || &plain[32..] != repo.as_bytes() {
+            return Ok(None);
+        }
+        let mut m = [0u8; 32];
+        m.copy_from_slice(&plain[..32]);
+        let master = MasterKey::from_bytes(m);
+        m.zeroize();
+        Ok(Some(master))
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("key file serializes")
+    }
+
+    pub fn id_of(bytes: &[u8]) -> ObjectId {
+        ObjectId::of(bytes)
+    }
+}

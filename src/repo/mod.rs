@@ -1,0 +1,659 @@
+//! The repository format v1 (documented in `docs/format.md`): config, key slots, packs,
+//! index, trees, snapshots and locks, on top of any [`Store`].
+//!
+//! ```text
+//! config              plain JSON: version, repository id, chunker and pack parameters
+//! keys/<id>           argon2id-wrapped master key, one file per password
+//! data/<xx>/<id>      packs of encrypted blobs with an encrypted header
+//! index/<id>          encrypted: blob -> (pack, offset, length)
+//! snapshots/<id>      encrypted snapshot manifests (the commit points)
+//! locks/<id>          encrypted leases
+//! ```
+//! Every file object (index, snapshot, lock) is JSON → zstd → XChaCha20-Poly1305 with
+//! associated data binding the repository id and object type, stored under the blake3 hash of
+//! its stored bytes. Reads check the hash against the name before decrypting.
+
+pub mod index;
+pub mod keys;
+pub mod lock;
+pub mod pack;
+pub mod snapshot;
+pub mod sync;
+pub mod tree;
+pub mod verify;
+
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Keys, MasterKey};
+use crate::ids::{BlobId, IndexId, ObjectId, PackId, RepoId, SnapshotId};
+use crate::store::{DynStore, StoreError};
+use crate::{Error, Result};
+use index::{Index, IndexFile, IndexPack};
+use keys::{KdfParams, KeyFile};
+use pack::PackEntry;
+use snapshot::Snapshot;
+use tree::Tree;
+
+pub const FORMAT_VERSION: u32 = 1;
+/// Decompressed size cap for file objects (index, snapshot, lock): bombs are refused.
+const MAX_FILE_OBJECT: u64 = 1 << 30;
+/// How many objects are fetched concurrently when loading many small files.
+const LOAD_CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkerParams {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams {
+            min_size: 512 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub version: u32,
+    pub id: RepoId,
+    pub created: DateTime<Utc>,
+    pub chunker: ChunkerParams,
+    /// Target size of a pack in bytes.
+    pub pack_size: u32,
+    /// zstd level for blobs.
+    pub compression_level: i32,
+}
+
+/// Options for `init`.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    pub kdf: KdfParams,
+    pub chunker: ChunkerParams,
+    pub pack_size: Option<u32>,
+    pub compression_level: Option<i32>,
+}
+
+/// The kinds of encrypted file objects, with their key prefix and associated-data tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl ObjectKind {
+    pub fn dir(self) -> &'static str {
+        match self {
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshots",
+            ObjectKind::Lock => "locks",
+        }
+    }
+    pub fn key(self, id: &ObjectId) -> String {
+        format!("{}/{}", self.dir(), id)
+    }
+    fn aad(self, repo: &RepoId) -> Vec<u8> {
+        let mut aad = b"lbfile1\0".to_vec();
+        aad.extend_from_slice(repo.as_bytes());
+        aad.extend_from_slice(self.dir().as_bytes());
+        aad
+    }
+}
+
+pub fn pack_key(id: &PackId) -> String {
+    let hex = id.to_hex();
+    format!("data/{}/{}", &hex[..2], hex)
+}
+
+pub fn parse_pack_key(key: &str) -> Option<PackId> {
+    key.strip_prefix("data/")?.split('/').nth(1)?.parse().ok()
+}
+
+/// An opened (unlocked) repository. Cheap to clone.
+#[derive(Clone)]
+pub struct Repository {
+    pub store: DynStore,
+    pub config: Arc<Config>,
+    pub keys: Arc<Keys>,
+    pub key_id: ObjectId,
+    master: Arc<MasterKey>,
+    /// Other regions to read a blob from when it fails to read or verify in `store`
+    /// (`restore --allow-fallback`); empty by default.
+    fallbacks: Arc<Vec<(String, DynStore)>>,
+    /// One line per blob or pack that was read from a fallback region.
+    fallback_log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("store", &self.store.describe())
+            .field("id", &self.config.id)
+            .finish()
+    }
+}
+
+/// Reads `config`, mapping a missing one to "repository not found" and a newer format to a
+/// refusal before anything is written (T32).
+pub async fn read_config(store: &DynStore) -> Result<Config> {
+    let raw = match store.get("config").await {
+        Ok(b) => b,
+        Err(StoreError::NotFound { .. }) => {
+            return Err(Error::RepoNotFound {
+                location: store.describe(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
+        Error::integrity(
+            format!("{}/config", store.describe()),
+            format!("not valid JSON: {e}"),
+        )
+    })?;
+    let version = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            location: store.describe(),
+            version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    serde_json::from_value(v)
+        .map_err(|e| Error::integrity(format!("{}/config", store.describe()), e))
+}
+
+impl Repository {
+    /// Creates a new repository with one key slot for `password`.
+    pub async fn init(store: DynStore, password: &[u8], opts: InitOptions) -> Result<Repository> {
+        if store.head("config").await?.is_some() {
+            return Err(Error::RepoExists {
+                location: store.describe(),
+            });
+        }
+        let c = opts.chunker;
+        let sane = (64..=1 << 20).contains(&c.min_size)
+            && (256..=4 << 20).contains(&c.avg_size)
+            && (1024..=16 << 20).contains(&c.max_size)
+            && c.min_size <= c.avg_size
+            && c.avg_size <= c.max_size;
+        if !sane {
+            return Err(Error::Usage(format!("invalid chunker parameters {c:?}")));
+        }
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: RepoId::random(),
+            created: Utc::now(),
+            chunker: c,
+            pack_size: opts.pack_size.unwrap_or(8 << 20),
+            compression_level: opts.compression_level.unwrap_or(3),
+        };
+        let master = MasterKey::generate();
+        let kdf = opts.kdf;
+        let id = config.id;
+        let pw = password.to_vec();
+        let key = tokio::task::spawn_blocking(move || {
+            KeyFile::create(&master, &id, &pw, kdf).map(|k| (k, master))
+        })
+        .await
+        .expect("kdf thread")?;
+        let (keyfile, master) = key;
+        let key_bytes = keyfile.to_bytes();
+        let key_id = KeyFile::id_of(&key_bytes);
+        // Key before config: a config without a key would be an unopenable repository.
+        store
+            .put(&format!("keys/{key_id}"), Bytes::from(key_bytes))
+            .await?;
+        store
+            .put(
+                "config",
+                Bytes::from(serde_json::to_vec_pretty(&config).expect("config serializes")),
+            )
+            .await?;
+        Ok(Repository {
+            store,
+            config: Arc::new(config),
+            keys: Arc::new(Keys::derive(&master)),
+            key_id,
+            master: Arc::new(master),
+            fallbacks: Arc::default(),
+            fallback_log: Arc::default(),
+        })
+    }
+
+    /// Opens a repository with a password, trying every key slot.
+    pub async fn open(store: DynStore, password: &[u8]) -> Result<Repository> {
+        let config = read_config(&store).await?;
+        let (master, key_id) = Self::unlock(&store, &config.id, password).await?;
+        Ok(Repository {
+            store,
+            config: Arc::new(config),
+            keys: Arc::new(Keys::derive(&master)),
+            key_id,
+            master: Arc::new(master),
+            fallbacks: Arc::default(),
+            fallback_log: Arc::default(),
+        })
+    }
+
+    async fn unlock(
+        store: &DynStore,
+        repo: &RepoId,
+        password: &[u8],
+    ) -> Result<(MasterKey, ObjectId)> {
+        for info in store.list("keys/").await? {
+            let Some(id) = info
+                .key
+                .strip_prefix("keys/")
+                .and_then(|s| s.parse::<ObjectId>().ok())
+            else {
+                continue;
+            };
+            let raw = store.get(&info.key).await?;
+            if ObjectId::of(&raw) != id {
+                tracing::warn!(key = %info.key, "key file does not match its name; skipping it");
+                continue;
+            }
+            let Ok(kf) = serde_json::from_slice::<KeyFile>(&raw) else {
+                tracing::warn!(key = %info.key, "key file is damaged; skipping it");
+                continue;
+            };
+            let pw = password.to_vec();
+            let repo = *repo;
+            let opened = tokio::task::spawn_blocking(move || kf.open(&pw, &repo))
+                .await
+                .expect("kdf thread")?;
+            if let Some(m) = opened {
+                return Ok((m, id));
+            }
+        }
+        Err(Error::WrongPassword {
+            location: store.describe(),
+        })
+    }
+
+    pub fn location(&self) -> String {
+        self.store.describe()
+    }
+
+    /// The same repository (same keys) read through another store, e.g. one region of a
+    /// multi-region repository. Checks that the store holds this repository's config.
+    pub async fn with_store(&self, store: DynStore) -> Result<Repository> {
+        let config = read_config(&store).await?;
+        if config.id != self.config.id {
+            return Err(Error::integrity(
+                format!("{}/config", store.describe()),
+                format!(
+                    "holds repository {} but {} was expected",
+                    config.id, self.config.id
+                ),
+            ));
+        }
+        Ok(Repository {
+            store,
+            fallbacks: Arc::default(),
+            fallback_log: Arc::default(),
+            ..self.clone()
+        })
+    }
+
+    /// Reads that fail or do not verify in `store` are retried from these regions, in order.
+    pub fn with_fallbacks(mut self, fallbacks: Vec<(String, DynStore)>) -> Repository {
+        self.fallbacks = Arc::new(fallbacks);
+        self
+    }
+
+    pub fn fallbacks(&self) -> &[(String, DynStore)] {
+        &self.fallbacks
+    }
+
+    /// Records (and logs) a read that was served by a fallback region.
+    pub fn note_fallback(&self, msg: String) {
+        tracing::warn!("{msg}");
+        self.fallback_log.lock().expect("fallback log").push(msg);
+    }
+
+    /// Every read served by a fallback region so far.
+    pub fn fallback_reads(&self) -> Vec<String> {
+        self.fallback_log.lock().expect("fallback log").clone()
+    }
+
+    pub fn id(&self) -> &RepoId {
+        &self.config.id
+    }
+
+    // ----- key slots -------------------------------------------------------------------
+
+    /// Adds a key slot for `password`; proves the new slot opens before returning its id.
+    pub async fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<ObjectId> {
+        let master = (*self.master).clone();
+        let repo = *self.id();
+        let pw = password.to_vec();
+        let kf = tokio::task::spawn_blocking(move || KeyFile::create(&master, &repo, &pw, kdf))
+            .await
+            .expect("kdf thread")?;
+        let bytes = kf.to_bytes();
+        let id = KeyFile::id_of(&bytes);
+        let pw = password.to_vec();
+        let kf2 = kf.clone();
+        let check = tokio::task::spawn_blocking(move || kf2.open(&pw, &repo))
+            .await
+            .expect("kdf thread")?;
+        if check.is_none() {
+            return Err(Error::Other(
+                "new key slot did not open with its password; nothing was written".into(),
+            ));
+        }
+        self.store
+            .put(&format!("keys/{id}"), Bytes::from(bytes))
+            .await?;
+        Ok(id)
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<(ObjectId, KeyFile)>> {
+        let mut out = Vec::new();
+        for info in self.store.list("keys/").await? {
+            let Some(id) = info
+                .key
+                .strip_prefix("keys/")
+                .and_then(|s| s.parse::<ObjectId>().ok())
+            else {
+                continue;
+            };
+            let raw = self.store.get(&info.key).await?;
+            match serde_json::from_slice::<KeyFile>(&raw) {
+                Ok(k) => out.push((id, k)),
+                Err(e) => tracing::warn!(key = %info.key, error = %e, "damaged key file"),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn remove_key(&self, id: &ObjectId) -> Result<()> {
+        if *id == self.key_id {
+            return Err(Error::Usage(format!(
+                "key {} is the one this session was opened with; open with another password to remove it",
+                id.short()
+            )));
+        }
+        let keys = self.list_keys().await?;
+        if !keys.iter().any(|(k, _)| k == id) {
+            return Err(Error::Usage(format!(
+                "no key slot {id}; `lifeboat key list` shows them"
+            )));
+        }
+        if keys.len() <= 1 {
+            return Err(Error::Usage("refusing to remove the last key slot".into()));
+        }
+        self.store.delete(&format!("keys/{id}")).await?;
+        Ok(())
+    }
+
+    // ----- encrypted file objects --------------------------------------------------------
+
+    pub fn seal_json<T: Serialize>(&self, kind: ObjectKind, value: &T) -> (ObjectId, Vec<u8>) {
+        let json = serde_json::to_vec(value).expect("repository objects serialize");
+        let compressed = zstd::bulk::compress(&json, 3).expect("zstd compresses in memory");
+        let sealed = self.keys.seal(&kind.aad(self.id()), &compressed);
+        (ObjectId::of(&sealed), sealed)
+    }
+
+    pub async fn save_json<T: Serialize>(&self, kind: ObjectKind, value: &T) -> Result<ObjectId> {
+        let (id, sealed) = self.seal_json(kind, value);
+        self.store.put(&kind.key(&id), Bytes::from(sealed)).await?;
+        Ok(id)
+    }
+
+    pub fn open_json<T: DeserializeOwned>(
+        &self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        raw: &[u8],
+    ) -> Result<T> {
+        let what = || format!("{} {}", kind.dir(), id);
+        if ObjectId::of(raw) != *id {
+            return Err(Error::integrity(
+                what(),
+                "content hash does not match its name",
+            ));
+        }
+        let compressed = self
+            .keys
+            .open(&kind.aad(self.id()), raw)
+            .map_err(|e| Error::integrity(what(), e))?;
+        let mut json = Vec::new();
+        zstd::stream::read::Decoder::new(&compressed[..])
+            .and_then(|d| d.take(MAX_FILE_OBJECT + 1).read_to_end(&mut json))
+            .map_err(|e| Error::integrity(what(), format!("decompression failed: {e}")))?;
+        if json.len() as u64 > MAX_FILE_OBJECT {
+            return Err(Error::integrity(what(), "decompresses to more than 1 GiB"));
+        }
+        serde_json::from_slice(&json)
+            .map_err(|e| Error::integrity(what(), format!("malformed: {e}")))
+    }
+
+    pub async fn load_json<T: DeserializeOwned>(
+        &self,
+        kind: ObjectKind,
+        id: &ObjectId,
+    ) -> Result<T> {
+        let raw = self.store.get(&kind.key(id)).await?;
+        self.open_json(kind, id, &raw)
+    }
+
+    pub async fn list_ids(&self, kind: ObjectKind) -> Result<Vec<ObjectId>> {
+        let prefix = format!("{}/", kind.dir());
+        Ok(self
+            .store
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|i| i.key.strip_prefix(&prefix).and_then(|s| s.parse().ok()))
+            .collect())
+    }
+
+    // ----- index ----------------------------------------------------------------------
+
+    pub async fn load_index(&self) -> Result<Index> {
+        let ids = self.list_ids(ObjectKind::Index).await?;
+        let files: Vec<(IndexId, IndexFile)> = stream::iter(ids)
+            .map(|id| async move {
+                self.load_json::<IndexFile>(ObjectKind::Index, &id)
+                    .await
+                    .map(|f| (id, f))
+            })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut index = Index::default();
+        for (id, f) in &files {
+            index.add_file(*id, f);
+        }
+        Ok(index)
+    }
+
+    pub async fn save_index(&self, packs: Vec<IndexPack>) -> Result<IndexId> {
+        self.save_json(ObjectKind::Index, &IndexFile { packs })
+            .await
+    }
+
+    /// Reads the header of a pack from the store (used to adopt packs a killed run stored
+    /// but never indexed).
+    pub async fn read_pack_header(&self, id: &PackId, size: u64) -> Result<Vec<PackEntry>> {
+        let key = pack_key(id);
+        if size < pack::TRAILER_LEN as u64 {
+            return Err(Error::integrity(
+                format!("pack {id}"),
+                "too short to be a pack (truncated?)",
+            ));
+        }
+        let trailer = self
+            .store
+            .get_range(
+                &key,
+                size - pack::TRAILER_LEN as u64,
+                pack::TRAILER_LEN as u64,
+            )
+            .await?;
+        let (off, len) = pack::header_range(id, size, &trailer)?;
+        let sealed = self.store.get_range(&key, off, len).await?;
+        pack::parse_header(&self.keys, self.id(), id, &sealed, off)
+    }
+
+    /// Finds packs in `data/` that no index lists (a run was killed after storing them but
+    /// before its index checkpoint), and indexes them so their blobs are reused.
+    pub async fn adopt_unindexed_packs(&self, index: &mut Index) -> Result<usize> {
+        let listed = self.store.list("data/").await?;
+        let mut adopted = Vec::new();
+        for info in listed {
+            let Some(id) = parse_pack_key(&info.key) else {
+                continue;
+            };
+            if index.has_pack(&id) {
+                continue;
+            }
+            match self.read_pack_header(&id, info.size).await {
+                Ok(entries) => adopted.push(IndexPack::new(id, info.size, &entries)),
+                Err(e) => {
+                    tracing::warn!(pack = %id, error = %e, "unindexed pack is unreadable; ignoring it")
+                }
+            }
+        }
+        let n = adopted.len();
+        if n > 0 {
+            for p in &adopted {
+                index.add_pack(p);
+            }
+            let id = self.save_index(adopted).await?;
+            index.files.push(id);
+            tracing::info!(packs = n, "adopted packs left by an interrupted run");
+        }
+        Ok(n)
+    }
+
+    // ----- blobs, trees, snapshots -------------------------------------------------------
+
+    pub async fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
+        let first = match self.read_blob_from(&self.store, index, id).await {
+            Ok(b) => return Ok(b),
+            Err(e @ Error::Interrupted) => return Err(e),
+            Err(e) => e,
+        };
+        for (name, store) in self.fallbacks.iter() {
+            match self.read_blob_from(store, index, id).await {
+                Ok(b) => {
+                    self.note_fallback(format!(
+                        "blob {id}: read from region {name} because {}: {first}",
+                        self.store.describe()
+                    ));
+                    return Ok(b);
+                }
+                Err(e) => {
+                    tracing::warn!(region = %name, blob = %id, error = %e, "fallback read failed too")
+                }
+            }
+        }
+        Err(first)
+    }
+
+    async fn read_blob_from(
+        &self,
+        store: &DynStore,
+        index: &Index,
+        id: &BlobId,
+    ) -> Result<Vec<u8>> {
+        let loc = index.get(id).ok_or_else(|| {
+            Error::integrity(
+                format!("blob {id}"),
+                "not in the index (its pack is missing)",
+            )
+        })?;
+        let (pack, _) = index.pack(loc.pack);
+        let sealed = store
+            .get_range(
+                &pack_key(&pack),
+                loc.entry.offset as u64,
+                loc.entry.length as u64,
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { .. } => Error::integrity(
+                    format!("pack {pack}"),
+                    format!("missing (needed for blob {id})"),
+                ),
+                other => other.into(),
+            })?;
+        pack::open_blob(&self.keys, self.id(), &loc.entry, &sealed).map_err(|e| match e {
+            Error::Integrity { detail, .. } => {
+                Error::integrity(format!("pack {pack}"), format!("blob {id}: {detail}"))
+            }
+            other => other,
+        })
+    }
+
+    pub async fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
+        let raw = self.read_blob(index, id).await?;
+        serde_json::from_slice(&raw)
+            .map_err(|e| Error::integrity(format!("tree {id}"), format!("malformed: {e}")))
+    }
+
+    /// Every snapshot, oldest first.
+    pub async fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let ids = self.list_ids(ObjectKind::Snapshot).await?;
+        let mut snaps: Vec<(SnapshotId, Snapshot)> = stream::iter(ids)
+            .map(|id| async move {
+                self.load_json::<Snapshot>(ObjectKind::Snapshot, &id)
+                    .await
+                    .map(|s| (id, s))
+            })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        snaps.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(snaps)
+    }
+
+    /// Resolves `latest` or an id prefix (at least 4 hex characters).
+    pub async fn find_snapshot(&self, query: &str) -> Result<(SnapshotId, Snapshot)> {
+        let mut snaps = self.list_snapshots().await?;
+        if query == "latest" {
+            return snaps.pop().ok_or_else(|| Error::SnapshotNotFound {
+                query: "latest (the repository has no snapshots)".into(),
+            });
+        }
+        if query.len() < 4 || !query.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::Usage(format!(
+                "{query:?} is not a snapshot id: give `latest` or at least 4 hex characters of an id"
+            )));
+        }
+        let q = query.to_ascii_lowercase();
+        let mut hits: Vec<_> = snaps
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&q))
+            .collect();
+        match hits.len() {
+            0 => Err(Error::SnapshotNotFound {
+                query: query.into(),
+            }),
+            1 => Ok(hits.pop().expect("one")),
+            n => Err(Error::AmbiguousSnapshot {
+                query: query.into(),
+                count: n,
+            }),
+        }
+    }
+}

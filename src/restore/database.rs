@@ -1,0 +1,332 @@
+//! Loading database snapshots into a server: PostgreSQL (`pg_restore --exit-on-error`,
+//! roles and tablespaces from `globals.sql` first when asked) and MariaDB (the `mariadb`
+//! client with the dump streamed on stdin). A target database that already holds objects is
+//! refused unless `force` is set; a missing one is created.
+//!
+//! With `jobs > 1`, `pg_restore -j` needs a seekable file, so the archive is first written
+//! to a private temporary file (0600) and removed afterwards; with `jobs = 1` it streams
+//! straight from the repository into pg_restore's stdin and never touches the disk.
+//! A directory-format dump is restored into a private temporary directory first and loaded
+//! from there with `pg_restore -j`.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use indicatif::ProgressBar;
+use zeroize::Zeroizing;
+
+use crate::pipeline::Cancel;
+use crate::repo::index::Index;
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::NodeKind;
+use crate::repo::Repository;
+use crate::restore::single::restore_stream;
+use crate::source::db::DbConn;
+use crate::source::mysql::{client_session, sql_literal, ClientOptions};
+use crate::source::postgres::{
+    libpq_env, psql_session, DIR_NODE as PG_DIR, DUMP_NODE as PG_DUMP, GLOBALS_NODE,
+};
+use crate::source::process::{require_tool, ChildProc};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Default)]
+pub struct DbRestoreOptions {
+    /// Restore into a database that already holds objects (PostgreSQL: `--clean --if-exists`;
+    /// MariaDB: the database is dropped and recreated).
+    pub force: bool,
+    /// PostgreSQL: load roles and tablespaces (`globals.sql`) before the database.
+    pub globals: bool,
+    /// PostgreSQL: `pg_restore -j` workers.
+    pub jobs: usize,
+    pub bin_dir: Option<PathBuf>,
+    /// MariaDB: ignore the client option files of this host.
+    pub no_defaults: bool,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DbRestoreReport {
+    pub target: String,
+    pub created_database: bool,
+    pub globals_restored: bool,
+    pub bytes: u64,
+    /// Lines of "already exists" errors ignored while loading globals.
+    pub globals_skipped: Vec<String>,
+}
+
+fn restore_err(target: &str, e: Error) -> Error {
+    match e {
+        Error::SourceFailed { detail, .. } => Error::RestoreFailed {
+            target: target.into(),
+            detail,
+        },
+        other => other,
+    }
+}
+
+fn ident_pg(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Restores a PostgreSQL snapshot into the database named by `conn`.
+pub async fn restore_postgres(
+    repo: &Repository,
+    index: &Arc<Index>,
+    snapshot: &Snapshot,
+    conn: &DbConn,
+    password: Option<Zeroizing<String>>,
+    opts: &DbRestoreOptions,
+    cancel: &Cancel,
+) -> Result<DbRestoreReport> {
+    let target = conn.describe("postgres");
+    let tag = format!("restore target {target}");
+    let pw = password.as_deref().map(|s| s.as_str());
+    let secrets: Vec<String> = pw.iter().map(|s| s.to_string()).collect();
+    let bin = opts.bin_dir.as_deref();
+    let mut report = DbRestoreReport {
+        target: target.clone(),
+        ..Default::default()
+    };
+
+    // 1. The database exists (create it) and is empty (or --force).
+    let maint_env = libpq_env(conn, pw, Some("postgres"));
+    let mut s = psql_session(bin, &maint_env, &tag, secrets.clone())
+        .map_err(|e| restore_err(&target, e))?;
+    let exists = s
+        .query_json(&format!(
+            "SELECT to_json(EXISTS (SELECT 1 FROM pg_database WHERE datname = {}));",
+            sql_literal_pg(&conn.database)
+        ))
+        .map_err(|e| restore_err(&target, e))?;
+    if exists != serde_json::Value::Bool(true) {
+        s.query(&format!("CREATE DATABASE {};", ident_pg(&conn.database)))
+            .map_err(|e| restore_err(&target, e))?;
+        report.created_database = true;
+    }
+    s.close("").map_err(|e| restore_err(&target, e))?;
+    let env = libpq_env(conn, pw, None);
+    if !report.created_database {
+        let mut s =
+            psql_session(bin, &env, &tag, secrets.clone()).map_err(|e| restore_err(&target, e))?;
+        let n = s
+            .query_json(
+                "SELECT to_json((SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%')
+                  + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
+                  + (SELECT count(*) FROM pg_largeobject_metadata));",
+            )
+            .map_err(|e| restore_err(&target, e))?;
+        s.close("").map_err(|e| restore_err(&target, e))?;
+        let n = n.as_i64().unwrap_or(0);
+        if n > 0 && !opts.force {
+            return Err(Error::Usage(format!(
+                "target database {target} is not empty ({n} tables, functions or large objects); restore into a new or empty database, or pass --force to replace the objects the dump contains"
+            )));
+        }
+    }
+
+    // 2. Globals (roles, tablespaces): existing ones are expected and skipped.
+    if opts.globals {
+        let psql = require_tool(&tag, &["psql"], bin)?;
+        let mut cmd = Command::new(psql);
+        cmd.args(["-X", "-q", "--no-password", "-d", "postgres"])
+            .envs(maint_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        // Keep all of stderr (up to 4 MiB): every error line is sorted below.
+        let mut child =
+            ChildProc::spawn_keeping(cmd, "psql (globals)", &tag, secrets.clone(), 4 << 20)?;
+        let mut stdin = child.take_stdin().expect("stdin piped");
+        let streamed =
+            restore_stream(repo, index, snapshot, GLOBALS_NODE, &mut stdin, cancel).await;
+        drop(stdin);
+        interrupted(&mut child, cancel)?;
+        let (status, tail) = child.finish_with_stderr();
+        status.map_err(|e| restore_err(&target, e))?;
+        streamed?;
+        let (skipped, fatal): (Vec<_>, Vec<_>) = tail
+            .lines()
+            .filter(|l| l.contains("ERROR:"))
+            .map(str::to_string)
+            .partition(|l| l.contains("already exists"));
+        if !fatal.is_empty() {
+            return Err(Error::RestoreFailed {
+                target,
+                detail: format!("loading globals.sql failed:\n{}", fatal.join("\n")),
+            });
+        }
+        report.globals_skipped = skipped;
+        report.globals_restored = true;
+    }
+
+    // 3. The database itself.
+    let pg_restore = require_tool(&tag, &["pg_restore"], bin)?;
+    let mut args: Vec<String> = vec![
+        "--exit-on-error".into(),
+        "--no-password".into(),
+        format!("--dbname={}", conn.database),
+    ];
+    if opts.force {
+        args.extend(["--clean".into(), "--if-exists".into()]);
+    }
+    let jobs = opts.jobs.max(1);
+    let root = repo.load_tree(index, &snapshot.tree).await?;
+    if root.find(PG_DIR).is_some_and(|n| n.kind == NodeKind::Dir) {
+        // A directory-format dump: restore its files into a private spool, then load them.
+        let spool = tempfile::Builder::new()
+            .prefix("lifeboat-pgrestore-")
+            .tempdir()
+            .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+        let files = spool.path().join("snapshot");
+        let r = crate::restore::restore(
+            repo,
+            index.clone(),
+            snapshot,
+            &files,
+            ProgressBar::hidden(),
+            cancel.clone(),
+        )
+        .await?;
+        report.bytes = r.bytes;
+        let mut cmd = Command::new(&pg_restore);
+        cmd.args(&args)
+            .arg(format!("--jobs={jobs}"))
+            .arg(files.join(PG_DIR))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let child = ChildProc::spawn(cmd, "pg_restore", &tag, secrets)?;
+        let watch = child.watch_cancel(cancel);
+        let res = tokio::task::spawn_blocking(move || child.finish())
+            .await
+            .map_err(|e| Error::Other(format!("pg_restore waiter failed: {e}")))?;
+        drop(watch);
+        cancel.check()?;
+        res.map_err(|e| restore_err(&target, e))?;
+    } else if jobs > 1 {
+        let mut tmp = tempfile::Builder::new()
+            .prefix("lifeboat-pgrestore-")
+            .tempfile()
+            .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+        report.bytes =
+            restore_stream(repo, index, snapshot, PG_DUMP, tmp.as_file_mut(), cancel).await?;
+        let mut cmd = Command::new(&pg_restore);
+        cmd.args(&args)
+            .arg(format!("--jobs={jobs}"))
+            .arg(tmp.path())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let child = ChildProc::spawn(cmd, "pg_restore", &tag, secrets)?;
+        tokio::task::spawn_blocking(move || child.finish())
+            .await
+            .map_err(|e| Error::Other(format!("pg_restore waiter failed: {e}")))?
+            .map_err(|e| restore_err(&target, e))?;
+    } else {
+        let mut cmd = Command::new(&pg_restore);
+        cmd.args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        let mut child = ChildProc::spawn(cmd, "pg_restore", &tag, secrets)?;
+        let mut stdin = child.take_stdin().expect("stdin piped");
+        let streamed = restore_stream(repo, index, snapshot, PG_DUMP, &mut stdin, cancel).await;
+        drop(stdin);
+        interrupted(&mut child, cancel)?;
+        // pg_restore's own failure explains a broken pipe better than the pipe does.
+        child.finish().map_err(|e| restore_err(&target, e))?;
+        report.bytes = streamed?;
+    }
+    Ok(report)
+}
+
+fn sql_literal_pg(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Restores a MariaDB snapshot into the database named by `conn`.
+pub async fn restore_mariadb(
+    repo: &Repository,
+    index: &Index,
+    snapshot: &Snapshot,
+    conn: &DbConn,
+    password: Option<Zeroizing<String>>,
+    opts: &DbRestoreOptions,
+    cancel: &Cancel,
+) -> Result<DbRestoreReport> {
+    let target = conn.describe("mariadb");
+    let tag = format!("restore target {target}");
+    let secrets: Vec<String> = password.iter().map(|s| s.to_string()).collect();
+    let bin = opts.bin_dir.as_deref();
+    let client_opts = ClientOptions::new(
+        conn,
+        password.as_deref().map(|s| s.as_str()),
+        opts.no_defaults,
+    )?;
+    let mut report = DbRestoreReport {
+        target: target.clone(),
+        ..Default::default()
+    };
+    let db = sql_literal(&conn.database);
+    let ident = format!("`{}`", conn.database.replace('`', "``"));
+    let mut s = client_session(bin, &client_opts, None, &tag, secrets.clone())
+        .map_err(|e| restore_err(&target, e))?;
+    let state = s
+        .query_json(&format!(
+            "SELECT JSON_OBJECT('exists', (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {db}),
+                'objects', (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {db})
+                         + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {db}));"
+        ))
+        .map_err(|e| restore_err(&target, e))?;
+    let exists = state["exists"].as_i64().unwrap_or(0) > 0;
+    let objects = state["objects"].as_i64().unwrap_or(0);
+    if objects > 0 && !opts.force {
+        s.close("").ok();
+        return Err(Error::Usage(format!(
+            "target database {target} is not empty ({objects} tables or routines); restore into a new or empty database, or pass --force to drop and recreate it"
+        )));
+    }
+    if exists && objects > 0 {
+        s.query(&format!("DROP DATABASE {ident};"))
+            .map_err(|e| restore_err(&target, e))?;
+    }
+    if !exists || objects > 0 {
+        s.query(&format!("CREATE DATABASE {ident} CHARACTER SET utf8mb4;"))
+            .map_err(|e| restore_err(&target, e))?;
+        report.created_database = !exists;
+    }
+    s.close("").map_err(|e| restore_err(&target, e))?;
+
+    let client = require_tool(&tag, &["mariadb", "mysql"], bin)?;
+    let mut cmd = Command::new(client);
+    cmd.args(client_opts.args())
+        .arg(format!("--database={}", conn.database))
+        .arg("--default-character-set=utf8mb4")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut child = ChildProc::spawn(cmd, "mariadb client", &tag, secrets)?;
+    let mut stdin = child.take_stdin().expect("stdin piped");
+    let streamed = restore_stream(
+        repo,
+        index,
+        snapshot,
+        crate::source::mysql::DUMP_NODE,
+        &mut stdin,
+        cancel,
+    )
+    .await;
+    drop(stdin);
+    interrupted(&mut child, cancel)?;
+    child.finish().map_err(|e| restore_err(&target, e))?;
+    report.bytes = streamed?;
+    Ok(report)
+}
+
+/// On Ctrl-C the loader is killed rather than left to load a truncated stream.
+fn interrupted(child: &mut ChildProc, cancel: &Cancel) -> Result<()> {
+    if cancel.is_cancelled() {
+        child.kill();
+        return Err(Error::Interrupted);
+    }
+    Ok(())
+}

@@ -1,0 +1,541 @@
+//! Restore: snapshot → files. Blobs are fetched pack by pack (a whole pack when most of it
+//! is needed, ranges otherwise), several packs at once, and every blob is decrypted,
+//! decompressed and re-hashed before a byte of it is written (corrupt data never reaches the
+//! target). Everything is written into a staging directory inside the target and moved into
+//! place only when the whole snapshot restored; on any failure the staging directory is
+//! removed, so the target never holds a half-restored tree.
+//!
+//! [`single`] streams one file of a snapshot (a dump, a block image) to a writer or into a
+//! sparse file; [`database`] loads dump snapshots into a PostgreSQL or MariaDB server.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use indicatif::ProgressBar;
+
+use crate::ids::{BlobId, PackId};
+use crate::pipeline::Cancel;
+use crate::repo::index::Index;
+use crate::repo::pack::{self, PackEntry};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::{Node, NodeKind};
+use crate::repo::{pack_key, Repository};
+use crate::store::StoreError;
+use crate::{Error, Result};
+
+pub mod database;
+pub mod single;
+
+pub use single::{restore_sparse, restore_stream};
+
+const STAGING_PREFIX: &str = ".lifeboat-restore-";
+const PACK_CONCURRENCY: usize = 3;
+/// Trees fetched at once while walking a snapshot.
+const TREE_CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub bytes: u64,
+    pub duration_secs: f64,
+    /// Blobs or packs read from another region after failing in the chosen one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallback_reads: Vec<String>,
+}
+
+struct FileEntry {
+    path: PathBuf,
+    node: Node,
+}
+
+/// Where each blob goes: (file index, offset).
+type Dests = Vec<(usize, u64)>;
+
+/// Restores `snapshot` into `target`, which must be missing or empty.
+pub async fn restore(
+    repo: &Repository,
+    index: Arc<Index>,
+    snapshot: &Snapshot,
+    target: &Path,
+    progress: ProgressBar,
+    cancel: Cancel,
+) -> Result<RestoreReport> {
+    let clock = Instant::now();
+    let created_target = prepare_target(target)?;
+    let staging = target.join(format!(
+        "{STAGING_PREFIX}{}",
+        hex::encode(rand::random::<[u8; 6]>())
+    ));
+    std::fs::create_dir(&staging).map_err(|e| Error::io("create", &staging, e))?;
+    let result = restore_into(repo, index, snapshot, &staging, target, progress, cancel).await;
+    match result {
+        Ok(mut report) => {
+            let _ = std::fs::remove_dir(&staging);
+            report.duration_secs = clock.elapsed().as_secs_f64();
+            report.fallback_reads = repo.fallback_reads();
+            Ok(report)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            if created_target {
+                let _ = std::fs::remove_dir(target);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Returns whether the target was created here.
+fn prepare_target(target: &Path) -> Result<bool> {
+    match std::fs::read_dir(target) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(Error::Usage(format!(
+                    "restore target {} is not empty; choose a new or empty directory",
+                    target.display()
+                )));
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(target).map_err(|e| Error::io("create", target, e))?;
+            Ok(true)
+        }
+        Err(e) => Err(Error::io("open", target, e)),
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(Error::integrity(
+            "tree",
+            format!("invalid entry name {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+async fn restore_into(
+    repo: &Repository,
+    index: Arc<Index>,
+    snapshot: &Snapshot,
+    staging: &Path,
+    target: &Path,
+    progress: ProgressBar,
+    cancel: Cancel,
+) -> Result<RestoreReport> {
+    let mut report = RestoreReport::default();
+    // 1. Walk the trees: directories, files, links.
+    let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
+    let mut files: Vec<FileEntry> = Vec::new();
+    let mut symlinks: Vec<(PathBuf, Node)> = Vec::new();
+    let mut hardlinks: Vec<(PathBuf, usize)> = Vec::new();
+    let mut first_link: HashMap<(u64, u64), usize> = HashMap::new();
+    // Level by level, the trees of one level fetched concurrently: on a remote store each
+    // tree is a round trip, and one at a time makes restore latency-bound.
+    let mut stack = vec![(PathBuf::new(), snapshot.tree)];
+    while !stack.is_empty() {
+        cancel.check()?;
+        let level: Vec<(PathBuf, BlobId, crate::repo::tree::Tree)> =
+            stream::iter(std::mem::take(&mut stack))
+                .map(|(rel, tree_id)| {
+                    let index = &index;
+                    async move {
+                        let tree = repo.load_tree(index, &tree_id).await?;
+                        Ok::<_, Error>((rel, tree_id, tree))
+                    }
+                })
+                .buffered(TREE_CONCURRENCY)
+                .try_collect()
+                .await?;
+        for (rel, tree_id, tree) in level {
+            for node in tree.nodes {
+                check_name(&node.name)?;
+                let path = rel.join(&node.name);
+                match node.kind {
+                    NodeKind::Dir => {
+                        let sub = node.subtree.ok_or_else(|| {
+                            Error::integrity(format!("tree {tree_id}"), "directory without subtree")
+                        })?;
+                        stack.push((path.clone(), sub));
+                        dirs.push((path, node));
+                    }
+                    NodeKind::File => {
+                        if node.links > 1 && node.inode != 0 {
+                            if let Some(&first) = first_link.get(&(node.device, node.inode)) {
+                                hardlinks.push((path, first));
+                                continue;
+                            }
+                            first_link.insert((node.device, node.inode), files.len());
+                        }
+                        files.push(FileEntry { path, node });
+                    }
+                    NodeKind::Symlink => symlinks.push((path, node)),
+                }
+            }
+        }
+    }
+
+    // 2. Create directories and empty files of the right length.
+    for (rel, _) in &dirs {
+        let p = staging.join(rel);
+        std::fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
+    }
+    let mut plan: HashMap<u32, HashMap<BlobId, (PackEntry, Dests)>> = HashMap::new();
+    let mut total = 0u64;
+    for (i, f) in files.iter().enumerate() {
+        let p = staging.join(&f.path);
+        let file = std::fs::File::create(&p).map_err(|e| Error::io("create", &p, e))?;
+        let mut offset = 0u64;
+        for id in &f.node.content {
+            let loc = index.get(id).ok_or_else(|| {
+                Error::integrity(
+                    format!("blob {id}"),
+                    format!("needed by {} but missing from the index", f.path.display()),
+                )
+            })?;
+            plan.entry(loc.pack)
+                .or_default()
+                .entry(*id)
+                .or_insert_with(|| (loc.entry, Vec::new()))
+                .1
+                .push((i, offset));
+            offset += loc.entry.raw_length as u64;
+        }
+        file.set_len(offset).map_err(|e| Error::io("size", &p, e))?;
+        total += offset;
+    }
+    progress.set_length(total);
+
+    // 3. Fetch, verify and write, several packs at once.
+    let files = Arc::new(files);
+    let staging_arc: Arc<Path> = Arc::from(staging);
+    let written: u64 = stream::iter(plan)
+        .map(|(pos, blobs)| {
+            let (repo, index, files, staging, progress, cancel) = (
+                repo.clone(),
+                index.clone(),
+                files.clone(),
+                staging_arc.clone(),
+                progress.clone(),
+                cancel.clone(),
+            );
+            async move {
+                cancel.check()?;
+                let (pack, size) = index.pack(pos);
+                restore_pack(&repo, pack, size, blobs, files, staging, progress).await
+            }
+        })
+        .buffer_unordered(PACK_CONCURRENCY)
+        .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
+        .await?;
+    report.bytes = written;
+    cancel.check()?;
+
+    // 4. Metadata: files, links, symlinks, then directories deepest first.
+    let root = unsafe { libc::geteuid() } == 0;
+    for f in files.iter() {
+        set_meta(&staging.join(&f.path), &f.node, root)?;
+        report.files += 1;
+    }
+    for (rel, first) in &hardlinks {
+        let (src, dst) = (staging.join(&files[*first].path), staging.join(rel));
+        std::fs::hard_link(&src, &dst).map_err(|e| Error::io("link", &dst, e))?;
+        report.hardlinks += 1;
+    }
+    for (rel, node) in &symlinks {
+        let p = staging.join(rel);
+        let t = node.target.as_deref().unwrap_or_default();
+        std::os::unix::fs::symlink(t, &p).map_err(|e| Error::io("symlink", &p, e))?;
+        if root {
+            let _ = std::os::unix::fs::lchown(&p, Some(node.uid), Some(node.gid));
+        }
+        let mt = filetime::FileTime::from_unix_time(
+            node.mtime_ns.div_euclid(1_000_000_000),
+            node.mtime_ns.rem_euclid(1_000_000_000) as u32,
+        );
+        let _ = filetime::set_symlink_file_times(&p, mt, mt);
+        report.symlinks += 1;
+    }
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (rel, node) in &dirs {
+        set_meta(&staging.join(rel), node, root)?;
+        report.dirs += 1;
+    }
+
+    // 5. Move into place.
+    for entry in std::fs::read_dir(staging).map_err(|e| Error::io("read", staging, e))? {
+        let entry = entry.map_err(|e| Error::io("read", staging, e))?;
+        let dst = target.join(entry.file_name());
+        std::fs::rename(entry.path(), &dst).map_err(|e| Error::io("move", &dst, e))?;
+    }
+    progress.finish_and_clear();
+    Ok(report)
+}
+
+/// Restores the blobs of one pack; when it fails to read or verify and the repository has
+/// fallback regions (`--allow-fallback`), the whole pack is read again from the next region
+/// (writes are positional, so blobs written from the bad copy are simply overwritten).
+async fn restore_pack(
+    repo: &Repository,
+    pack: PackId,
+    size: u64,
+    blobs: HashMap<BlobId, (PackEntry, Dests)>,
+    files: Arc<Vec<FileEntry>>,
+    staging: Arc<Path>,
+    progress: ProgressBar,
+) -> Result<u64> {
+    let first = match restore_pack_from(
+        repo,
+        &repo.store,
+        pack,
+        size,
+        blobs.clone(),
+        files.clone(),
+        staging.clone(),
+        progress.clone(),
+    )
+    .await
+    {
+        Ok(n) => return Ok(n),
+        Err(e @ Error::Interrupted) => return Err(e),
+        Err(e) => e,
+    };
+    for (name, store) in repo.fallbacks() {
+        match restore_pack_from(
+            repo,
+            store,
+            pack,
+            size,
+            blobs.clone(),
+            files.clone(),
+            staging.clone(),
+            progress.clone(),
+        )
+        .await
+        {
+            Ok(n) => {
+                repo.note_fallback(format!(
+                    "pack {pack}: read from region {name} because {}: {first}",
+                    repo.store.describe()
+                ));
+                return Ok(n);
+            }
+            Err(e) => tracing::warn!(region = %name, %pack, error = %e, "fallback read failed too"),
+        }
+    }
+    Err(first)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_pack_from(
+    repo: &Repository,
+    store: &crate::store::DynStore,
+    pack: PackId,
+    size: u64,
+    blobs: HashMap<BlobId, (PackEntry, Dests)>,
+    files: Arc<Vec<FileEntry>>,
+    staging: Arc<Path>,
+    progress: ProgressBar,
+) -> Result<u64> {
+    let key = pack_key(&pack);
+    let missing = |e: StoreError| match e {
+        StoreError::NotFound { .. } => {
+            Error::integrity(format!("pack {pack}"), "missing from the repository")
+        }
+        other => other.into(),
+    };
+    let needed: u64 = blobs.values().map(|(e, _)| e.length as u64).sum();
+    // One whole-pack read when most of it is needed (or many small blobs), else ranges.
+    let whole = if needed * 2 >= size || blobs.len() > 16 {
+        let bytes = store.get(&key).await.map_err(missing)?;
+        if PackId::of(&bytes) != pack {
+            return Err(Error::integrity(
+                format!("pack {pack}"),
+                "content hash does not match its name",
+            ));
+        }
+        Some(bytes)
+    } else {
+        None
+    };
+    let mut written = 0u64;
+    let mut parts = Vec::with_capacity(blobs.len());
+    for (_, (entry, dests)) in blobs {
+        let sealed = match &whole {
+            Some(b) => {
+                let end = entry.offset as usize + entry.length as usize;
+                if end > b.len() {
+                    return Err(Error::integrity(
+                        format!("pack {pack}"),
+                        "shorter than its index says (truncated?)",
+                    ));
+                }
+                b.slice(entry.offset as usize..end)
+            }
+            None => store
+                .get_range(&key, entry.offset as u64, entry.length as u64)
+                .await
+                .map_err(missing)?,
+        };
+        parts.push((entry, dests, sealed));
+    }
+    let repo = repo.clone();
+    let n = tokio::task::spawn_blocking(move || -> Result<u64> {
+        for (entry, dests, sealed) in parts {
+            let plain =
+                pack::open_blob(&repo.keys, repo.id(), &entry, &sealed).map_err(|e| match e {
+                    Error::Integrity { detail, .. } => Error::integrity(
+                        format!("pack {pack}"),
+                        format!("blob {}: {detail}", entry.id),
+                    ),
+                    other => other,
+                })?;
+            for (fi, off) in dests {
+                let p = staging.join(&files[fi].path);
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map_err(|e| Error::io("open", &p, e))?;
+                f.write_all_at(&plain, off)
+                    .map_err(|e| Error::io("write", &p, e))?;
+                written += plain.len() as u64;
+                progress.inc(plain.len() as u64);
+            }
+        }
+        Ok(written)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("restore worker failed: {e}")))??;
+    Ok(n)
+}
+
+fn set_meta(p: &Path, node: &Node, root: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if root {
+        std::os::unix::fs::lchown(p, Some(node.uid), Some(node.gid))
+            .map_err(|e| Error::io("chown", p, e))?;
+    }
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(node.mode))
+        .map_err(|e| Error::io("chmod", p, e))?;
+    let mt = filetime::FileTime::from_unix_time(
+        node.mtime_ns.div_euclid(1_000_000_000),
+        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    filetime::set_file_mtime(p, mt).map_err(|e| Error::io("set mtime", p, e))?;
+    Ok(())
+}
+
+/// Compares two trees: contents, types, permissions, symlink targets and file mtimes.
+/// Returns one line per difference (empty when identical).
+pub fn compare_dirs(a: &Path, b: &Path) -> Result<Vec<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut diffs = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let (pa, pb) = (a.join(&rel), b.join(&rel));
+        let list = |p: &Path| -> Result<Vec<std::ffi::OsString>> {
+            let mut v: Vec<_> = std::fs::read_dir(p)
+                .map_err(|e| Error::io("read", p, e))?
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .collect();
+            v.sort();
+            Ok(v)
+        };
+        let (la, lb) = (list(&pa)?, list(&pb)?);
+        for n in la.iter().filter(|n| !lb.contains(n)) {
+            diffs.push(format!(
+                "{}: missing from the restore",
+                rel.join(n).display()
+            ));
+        }
+        for n in lb.iter().filter(|n| !la.contains(n)) {
+            diffs.push(format!("{}: not in the source", rel.join(n).display()));
+        }
+        for n in la.iter().filter(|n| lb.contains(n)) {
+            let r = rel.join(n);
+            let (x, y) = (a.join(&r), b.join(&r));
+            let (mx, my) = (
+                std::fs::symlink_metadata(&x).map_err(|e| Error::io("stat", &x, e))?,
+                std::fs::symlink_metadata(&y).map_err(|e| Error::io("stat", &y, e))?,
+            );
+            if mx.file_type() != my.file_type() {
+                diffs.push(format!("{}: type differs", r.display()));
+                continue;
+            }
+            if mx.mode() & 0o7777 != my.mode() & 0o7777 && !mx.file_type().is_symlink() {
+                diffs.push(format!(
+                    "{}: mode {:o} vs {:o}",
+                    r.display(),
+                    mx.mode() & 0o7777,
+                    my.mode() & 0o7777
+                ));
+            }
+            if mx.file_type().is_dir() {
+                stack.push(r);
+            } else if mx.file_type().is_symlink() {
+                if std::fs::read_link(&x).ok() != std::fs::read_link(&y).ok() {
+                    diffs.push(format!("{}: symlink target differs", r.display()));
+                }
+            } else if mx.is_file() {
+                if mx.len() != my.len() || !same_content(&x, &y)? {
+                    diffs.push(format!("{}: content differs", r.display()));
+                }
+                if (mx.mtime(), mx.mtime_nsec()) != (my.mtime(), my.mtime_nsec()) {
+                    diffs.push(format!("{}: mtime differs", r.display()));
+                }
+            }
+        }
+    }
+    Ok(diffs)
+}
+
+fn same_content(x: &Path, y: &Path) -> Result<bool> {
+    use std::io::Read;
+    let open = |p: &Path| std::fs::File::open(p).map_err(|e| Error::io("open", p, e));
+    let (mut fx, mut fy) = (open(x)?, open(y)?);
+    let (mut bx, mut by) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let nx = read_full(&mut fx, &mut bx).map_err(|e| Error::io("read", x, e))?;
+        let ny = read_full(&mut fy, &mut by).map_err(|e| Error::io("read", y, e))?;
+        if nx != ny || bx[..nx] != by[..ny] {
+            return Ok(false);
+        }
+        if nx == 0 {
+            return Ok(true);
+        }
+    }
+    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Number of non-directory entries below `dir` (files, symlinks), recursively.
+pub fn count_files(dir: &Path) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => n += 1,
+                Err(_) => {}
+            }
+        }
+    }
+    n
+}

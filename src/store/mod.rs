@@ -1,0 +1,191 @@
+//! `trait Store`: a flat key → bytes space (get/put/list/delete/head), nothing about backups,
+//! crypto or regions. Implementations: [`local::LocalStore`] (a directory), [`s3::S3Store`]
+//! (an S3 bucket); decorators wrap any store: [`retry::RetryStore`] (backoff, watchdog,
+//! deadline) and [`multi::MultiStore`] (fan-out to several regions).
+//!
+//! Keys are `/`-separated relative paths such as `data/ab/ab12…` or `snapshots/12ef…`.
+//! Every object the repository writes is immutable once written: `put` of an existing key
+//! must leave either the old or the new (identical) bytes, never a mix.
+
+pub mod local;
+pub mod multi;
+pub mod retry;
+pub mod s3;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::ExitCode;
+
+pub use local::LocalStore;
+
+/// Metadata of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Errors a store reports. `is_retryable` separates transient faults from permanent ones.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {key} not found in {store}")]
+    NotFound { store: String, key: String },
+
+    #[error("out of space writing {key}")]
+    NoSpace { key: String },
+
+    #[error("permission denied on {key} in {store}: {detail}")]
+    PermissionDenied {
+        store: String,
+        key: String,
+        detail: String,
+    },
+
+    #[error("{op} {key} in {store} failed: {detail}")]
+    Transient {
+        store: String,
+        op: &'static str,
+        key: String,
+        detail: String,
+    },
+
+    #[error("{op} {key} in {store} failed: {detail}")]
+    Permanent {
+        store: String,
+        op: &'static str,
+        key: String,
+        detail: String,
+    },
+
+    #[error("{op} {key} in {store} was throttled: {detail}")]
+    Throttled {
+        store: String,
+        op: &'static str,
+        key: String,
+        detail: String,
+    },
+
+    #[error("store {store} is unreachable: {detail}")]
+    Unreachable { store: String, detail: String },
+
+    #[error("store {store} refused the request signature because of clock skew: {detail}")]
+    ClockSkew { store: String, detail: String },
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Transient { .. }
+                | StoreError::Throttled { .. }
+                | StoreError::Unreachable { .. }
+        )
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            StoreError::NoSpace { .. } => ExitCode::NoSpace,
+            _ => ExitCode::Error,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            StoreError::NoSpace { .. } => Some(
+                "free space on the repository's file system (or raise the quota); nothing was committed"
+                    .into(),
+            ),
+            StoreError::PermissionDenied { store, .. } if store.starts_with("s3:") => Some(
+                "check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile or the credentials_file of this destination) and that the key may read, write and list this bucket"
+                    .into(),
+            ),
+            StoreError::PermissionDenied { .. } => {
+                Some("check the permissions or credentials for this store".into())
+            }
+            StoreError::Unreachable { store, .. } if store.starts_with("s3:") => Some(
+                "check the endpoint URL, DNS, the firewall and that the S3 server is running".into(),
+            ),
+            StoreError::Unreachable { .. } => {
+                Some("check that the store is mounted / the endpoint is reachable".into())
+            }
+            StoreError::ClockSkew { .. } => Some(
+                "sync this machine's clock (chrony or systemd-timesyncd): S3 refuses signatures more than 15 minutes off"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// A short human description, e.g. `local:/srv/backup` or `s3:eu-west/bucket/prefix`.
+    fn describe(&self) -> String;
+
+    async fn get(&self, key: &str) -> StoreResult<Bytes>;
+
+    /// `len` bytes starting at `offset`. Reading past the end is an error.
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> StoreResult<Bytes>;
+
+    /// Durably stores `data` under `key`. When this returns Ok the object is complete.
+    async fn put(&self, key: &str, data: Bytes) -> StoreResult<()>;
+
+    /// Every object whose key starts with `prefix` (e.g. `"snapshots/"`).
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectInfo>>;
+
+    /// Deleting a missing key is not an error.
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+
+    async fn head(&self, key: &str) -> StoreResult<Option<ObjectInfo>>;
+
+    /// The multi-region fan-out behind this store, if it is one (the backup's commit step
+    /// asks it which regions are complete).
+    fn as_multi(&self) -> Option<&multi::MultiStore> {
+        None
+    }
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Parses a `--repo` location into a store. Plain paths (and `local:PATH`) are local
+/// directories; `s3://BUCKET/PREFIX?region=R&endpoint=URL&…` is an S3 bucket (see
+/// [`s3::S3Config::from_url`]) wrapped in the retry decorator.
+pub fn open_location(location: &str) -> crate::Result<DynStore> {
+    Ok(open_destination(location)?.store)
+}
+
+/// Like [`open_location`], keeping the destination's name and retry counters.
+pub fn open_destination(location: &str) -> crate::Result<multi::Destination> {
+    if location.starts_with("s3://") {
+        let cfg = s3::S3Config::from_url(location).map_err(crate::Error::Usage)?;
+        return multi::Destination::from_config(&multi::DestinationConfig::S3(Box::new(cfg)))
+            .map_err(crate::Error::Usage);
+    }
+    let path = location.strip_prefix("local:").unwrap_or(location);
+    if path.contains("://") {
+        return Err(crate::Error::Usage(format!(
+            "repository location {location:?} has an unknown scheme; use a directory path or s3://BUCKET/PREFIX?region=R"
+        )));
+    }
+    if path.is_empty() {
+        return Err(crate::Error::Usage(
+            "empty repository location; pass --repo PATH or set LIFEBOAT_REPO".into(),
+        ));
+    }
+    Ok(multi::Destination {
+        name: format!("local:{path}"),
+        store: Arc::new(LocalStore::new(path)),
+        retry: None,
+        s3: None,
+    })
+}

@@ -1,0 +1,450 @@
+//! The core engine through the built binary: round trips, dedup, corruption, wrong
+//! passwords, interrupted runs, exit codes.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lifeboat::restore::compare_dirs;
+use support::*;
+
+#[test]
+fn backup_restore_round_trip_keeps_every_kind_of_entry() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    make_tree(&src, 1, 40, 300_000);
+    let out = s.json(&["backup", src.to_str().unwrap(), "--tag", "t1"]);
+    assert_eq!(out["partial"], false);
+    let id = out["snapshot_id"].as_str().unwrap().to_string();
+
+    let target = s.path("restored");
+    s.ok(&["restore", &id[..8], "--target", target.to_str().unwrap()]);
+    let diffs = compare_dirs(&src, &target.join("src")).unwrap();
+    assert!(diffs.is_empty(), "{diffs:#?}");
+    // hard links are links again, not copies
+    let (a, b) = (
+        std::fs::metadata(target.join("src/exec.sh")).unwrap(),
+        std::fs::metadata(target.join("src/sub/hardlink.sh")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(a.mode() & 0o777, 0o750);
+    // no staging directory is left behind
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 1);
+
+    let snaps = s.json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    assert_eq!(snaps[0]["tags"][0], "t1");
+    let ls = s.ok(&["ls", "latest"]);
+    assert!(ls.contains("/src/sub/deeper"), "{ls}");
+    assert!(ls.contains("/src/ünïcødé name ✓"), "{ls}");
+    s.ok(&["verify", "--read-data"]);
+}
+
+#[test]
+fn restore_refuses_a_non_empty_target() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    make_tree(&src, 2, 3, 1000);
+    s.ok(&["backup", src.to_str().unwrap()]);
+    let target = s.path("busy");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("keep-me"), b"x").unwrap();
+    let out = s.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    assert_eq!(std::fs::read(target.join("keep-me")).unwrap(), b"x");
+}
+
+#[test]
+fn second_backup_of_unchanged_100mb_tree_adds_under_one_percent() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    lifeboat::demo::sample::write_tree(&src, 100 << 20, 9).unwrap();
+    let size = dir_bytes(&src);
+    s.ok(&["backup", src.to_str().unwrap()]);
+    let before = dir_bytes(&s.repo);
+    let second = s.json(&["backup", src.to_str().unwrap()]);
+    let grown = dir_bytes(&s.repo) - before;
+    assert!(
+        grown * 100 < size,
+        "grew by {grown} bytes for a {size}-byte tree"
+    );
+    assert_eq!(second["summary"]["files_new"], 0);
+    assert_eq!(second["summary"]["files_changed"], 0);
+    // and with change detection off, dedup alone keeps it under 1 % too
+    let before = dir_bytes(&s.repo);
+    let third = s.json(&["backup", "--force", src.to_str().unwrap()]);
+    let grown = dir_bytes(&s.repo) - before;
+    assert!(grown * 100 < size, "--force grew by {grown} bytes");
+    assert_eq!(third["summary"]["bytes_added"], 0);
+}
+
+#[test]
+fn wrong_password_exits_12_and_writes_nothing() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    make_tree(&src, 3, 3, 1000);
+    let before = list_files(&s.repo);
+    let bad = s.path("bad-pw");
+    std::fs::write(&bad, "not the password").unwrap();
+    for args in [
+        vec!["backup", src.to_str().unwrap()],
+        vec!["snapshots"],
+        vec!["verify"],
+    ] {
+        let out = s
+            .cmd()
+            .args(&args)
+            .env("LIFEBOAT_PASSWORD_FILE", &bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(12), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
+    }
+    assert_eq!(
+        list_files(&s.repo),
+        before,
+        "a failed unlock must not write (no lock left)"
+    );
+}
+
+#[test]
+fn damaged_key_file_is_a_wrong_password_not_a_crash() {
+    let s = Scratch::new();
+    s.init();
+    let key = s
+        .repo
+        .join("keys")
+        .join(&list_files(&s.repo.join("keys"))[0]);
+    let mut raw = std::fs::read(&key).unwrap();
+    let i = raw.len() - 10;
+    raw[i] ^= 1;
+    std::fs::write(&key, raw).unwrap();
+    s.expect(&["snapshots"], 12);
+}
+
+#[test]
+fn secrets_are_never_taken_from_argv_and_missing_password_is_explained() {
+    let s = Scratch::new();
+    let out = s.run(&["init", "--password", "hunter2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LIFEBOAT_PASSWORD_FILE"));
+    let out = Command::new(BIN)
+        .args(["init", "--repo", s.repo.to_str().unwrap()])
+        .env_remove("LIFEBOAT_PASSWORD_FILE")
+        .env_remove("LIFEBOAT_PASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no password") && err.contains("hint:"),
+        "{err}"
+    );
+    assert!(!s.repo.join("config").exists());
+}
+
+#[test]
+fn missing_repository_is_exit_10_and_init_twice_refuses() {
+    let s = Scratch::new();
+    let out = s.run(&["snapshots", "--json"]);
+    assert_eq!(out.status.code(), Some(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"exit_error\"") && err.contains("\"code\":10"),
+        "{err}"
+    );
+    s.init();
+    let out = s.run(&["init"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}
+
+#[test]
+fn newer_repository_format_is_refused_before_anything_is_written() {
+    let s = Scratch::new();
+    s.init();
+    let cfg = s.repo.join("config");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"version\": 1", "\"version\": 2");
+    std::fs::write(&cfg, text).unwrap();
+    let before = list_files(&s.repo);
+    let out = s.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("format version 2"));
+    assert_eq!(list_files(&s.repo), before);
+}
+
+fn first_pack(s: &Scratch) -> std::path::PathBuf {
+    let packs: Vec<_> = list_files(&s.repo.join("data"));
+    s.repo.join("data").join(&packs[0])
+}
+
+#[test]
+fn flipped_bit_in_a_pack_fails_verify_with_13_naming_the_pack_and_restore_writes_nothing() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // incompressible, so its blob is nearly all of the pack and the flip lands in it
+    let mut data = vec![0u8; 200_000];
+    rand::Rng::fill(
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5),
+        &mut data[..],
+    );
+    std::fs::write(src.join("only-file"), data).unwrap();
+    s.ok(&["backup", src.to_str().unwrap()]);
+    s.ok(&["verify", "--read-data"]);
+    let pack = first_pack(&s);
+    let pack_name = pack.file_name().unwrap().to_str().unwrap().to_string();
+    let mut raw = std::fs::read(&pack).unwrap();
+    raw[50_000] ^= 0x04;
+    std::fs::write(&pack, &raw).unwrap();
+
+    let out = s.run(&["verify", "--read-data"]);
+    assert_eq!(out.status.code(), Some(13));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&pack_name), "{err}");
+    assert!(
+        err.contains("only-file"),
+        "the damaged file is named: {err}"
+    );
+    // structural verify does not read data, and says so by passing
+    s.ok(&["verify"]);
+
+    let target = s.path("restored");
+    let out = s.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(13));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&pack_name));
+    assert!(
+        !target.exists() || list_files(&target).is_empty(),
+        "corrupt data reached the target"
+    );
+}
+
+#[test]
+fn truncated_or_deleted_pack_is_reported_not_panicked() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    make_tree(&src, 4, 10, 50_000);
+    s.ok(&["backup", src.to_str().unwrap()]);
+    let pack = first_pack(&s);
+    let raw = std::fs::read(&pack).unwrap();
+    std::fs::write(&pack, &raw[..raw.len() / 2]).unwrap();
+    let out = s.run(&["verify", "--read-data"]);
+    assert_eq!(out.status.code(), Some(13));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));
+    std::fs::remove_file(&pack).unwrap();
+    let out = s.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(13));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+}
+
+#[test]
+fn unreadable_file_is_a_warning_and_exit_3_special_files_are_skipped() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    make_tree(&src, 5, 4, 1000);
+    std::fs::write(src.join("locked"), b"no access").unwrap();
+    std::fs::set_permissions(src.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let fifo = src.join("pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // root reads everything; run the backup as an unprivileged user so `locked` is unreadable
+    let mut cmd = s.cmd();
+    if is_root() {
+        let _ = Command::new("useradd")
+            .args(["-r", "-M", "lifeboat-test"])
+            .status();
+        assert!(Command::new("chown")
+            .args(["-R", "lifeboat-test"])
+            .arg(s.dir.path())
+            .status()
+            .unwrap()
+            .success());
+        std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        cmd = Command::new("runuser");
+        cmd.args(["-u", "lifeboat-test", "--", BIN])
+            .env("LIFEBOAT_REPO", &s.repo)
+            .env("LIFEBOAT_PASSWORD_FILE", &s.pw);
+    }
+    let out = cmd
+        .args(["backup", "--json", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("locked") && err.contains("skipping fifo"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["partial"], true);
+    // the snapshot was still committed, with everything readable in it
+    let ls = s.ok(&["ls", "latest"]);
+    assert!(
+        ls.contains("/src/exec.sh") && !ls.contains("/src/locked") && !ls.contains("/src/pipe")
+    );
+}
+
+#[test]
+fn key_slots_add_list_remove() {
+    let s = Scratch::new();
+    s.init();
+    let pw2 = s.path("pw2");
+    std::fs::write(&pw2, "second password\n").unwrap();
+    let added = s.json(&[
+        "key",
+        "add",
+        "--new-password-file",
+        pw2.to_str().unwrap(),
+        "--kdf-memory",
+        "8",
+        "--kdf-iterations",
+        "1",
+    ]);
+    let new_id = added["key_id"].as_str().unwrap().to_string();
+    let keys = s.json(&["key", "list"]);
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+    let old_id = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // cannot remove the slot in use
+    s.expect(&["key", "remove", &old_id[..8]], 2);
+    // open with the new password, remove the old slot
+    let out = s
+        .cmd()
+        .args(["key", "remove", &old_id[..8]])
+        .env("LIFEBOAT_PASSWORD_FILE", &pw2)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.expect(&["snapshots"], 12);
+    let out = s
+        .cmd()
+        .args(["key", "list", "--json"])
+        .env("LIFEBOAT_PASSWORD_FILE", &pw2)
+        .output()
+        .unwrap();
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    assert_eq!(keys[0]["id"], new_id.as_str());
+}
+
+#[test]
+fn help_lists_the_exit_codes() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for code in [
+        "0 ", "2 ", "3 ", "10 ", "11 ", "12 ", "13 ", "14 ", "15 ", "16 ", "17 ", "130 ",
+    ] {
+        assert!(text.contains(code), "--help lacks exit code {code}: {text}");
+    }
+    let out = Command::new(BIN).arg("--bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// kill -9 a backup at random points, again and again; then the re-run commits a snapshot
+/// that verifies and restores, and reuses what the killed runs stored.
+#[test]
+fn killed_backups_leave_a_valid_repository_and_the_rerun_resumes() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    lifeboat::demo::sample::write_tree(&src, 60 << 20, 11).unwrap();
+    let mut r = rand::rngs::StdRng::seed_from_u64(77);
+    use rand::{Rng, SeedableRng};
+    for _ in 0..12 {
+        let mut child = s
+            .cmd()
+            .args(["backup", "--force", src.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(r.gen_range(50..1500)));
+        let _ = child.kill();
+        let _ = child.wait();
+        // after every kill the repository must verify structurally (INV-1); a snapshot
+        // from a run that finished before the kill is fine
+        s.ok(&["verify"]);
+    }
+    // stale locks from killed runs do not block shared users
+    let out = s.json(&["backup", src.to_str().unwrap()]);
+    let id = out["snapshot_id"].as_str().unwrap().to_string();
+    s.ok(&["verify", "--read-data"]);
+    let target = s.path("restored");
+    s.ok(&["restore", &id, "--target", target.to_str().unwrap()]);
+    assert!(compare_dirs(&src, &target.join("src")).unwrap().is_empty());
+    // the temp files of killed writers never look like objects
+    for f in list_files(&s.repo) {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with(".tmp-") {
+            continue;
+        }
+        assert!(
+            f.starts_with("config") || name.len() == 64,
+            "unexpected object {f:?}"
+        );
+    }
+}
+
+#[test]
+fn sigint_stops_a_backup_cleanly_with_130() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    lifeboat::demo::sample::write_tree(&src, 80 << 20, 12).unwrap();
+    let child = s
+        .cmd()
+        .args(["backup", src.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    if out.status.code() == Some(0) {
+        return; // finished before the signal arrived; nothing to check
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        list_files(&s.repo.join("snapshots")).is_empty(),
+        "no snapshot for an interrupted run"
+    );
+    assert!(
+        list_files(&s.repo.join("locks")).is_empty(),
+        "lock released on interrupt"
+    );
+    s.ok(&["verify"]);
+}
