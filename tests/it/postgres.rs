@@ -4,7 +4,7 @@
 //! be identical. Also: row counts and WAL position in the snapshot metadata, `plan check`,
 //! refusal of a non-empty target, `--force`, and parallel restore.
 
-mod support;
+use crate::support;
 
 use lifeboat::drill::env::{Environment, EphemeralPostgres};
 use support::*;

@@ -3,7 +3,7 @@
 //! snapshot records a binlog position), restored into a fresh server, and every table must
 //! have the same row count and `CHECKSUM TABLE` on both sides.
 
-mod support;
+use crate::support;
 
 use lifeboat::drill::env::{Environment, EphemeralMariadb};
 use support::*;

@@ -2,7 +2,7 @@
 //! scratch repository (cheap KDF parameters), write plan files, and talk to the throwaway
 //! servers from `lifeboat::drill::env` with their own client tools; `garage` and `s3s` (real
 //! S3 servers), `fault_proxy` and `regions` (multi-region CLI helpers) for the S3 tests.
-#![allow(dead_code)]
+
 
 pub mod fault_proxy;
 pub mod garage;

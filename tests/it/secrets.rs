@@ -2,7 +2,7 @@
 //! and never appear on any process's command line while lifeboat runs (INV-4, SR-9) nor in
 //! its output when the login fails.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! `lifeboat run-due`: never-run jobs run at once, then wait for their next slot; overlapping
 //! invocations are refused by the lock.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -7,7 +7,7 @@
 //! `--allow-fallback` when a pack is damaged in one region, and the next backup back-filling
 //! a region that missed a run.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

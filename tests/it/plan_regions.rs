@@ -2,7 +2,7 @@
 //! writes both in one pass, a region down gives exit 3 while the other commits, `sync --plan`
 //! catches it up, `verify --plan --region` proves each, `plan check` reports each bucket.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

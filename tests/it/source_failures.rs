@@ -3,7 +3,7 @@
 //! a bad database name, a dump killed mid-stream, a dump cut short by a wrapper that still
 //! exits 0, a failing pre-hook, and a secret that must not leak into the message.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Every example in `plans/` parses and validates (as the docs promise), and together they
 //! cover every source kind; a plan's repository password can come from a systemd credential.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 

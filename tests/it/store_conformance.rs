@@ -3,7 +3,7 @@
 //! get/put/overwrite, not-found, ranges (including past the end), list with prefixes and
 //! more than 1000 keys (S3 pagination), delete, head, and a multipart-sized object.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

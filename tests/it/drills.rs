@@ -7,7 +7,7 @@
 //! Each drill runs with its own TMPDIR, so "left behind" is exact: no `lifeboat-env-*`
 //! directory in it and no process whose command line names it.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

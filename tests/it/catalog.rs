@@ -2,7 +2,7 @@
 //! status with exact ages, budgeted coverage rotation, high-water rollback detection, rebuild
 //! from a real repository (INV-3), and backups that commit when the catalog is broken (T30).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

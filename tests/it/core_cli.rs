@@ -1,7 +1,7 @@
 //! The core engine through the built binary: round trips, dedup, corruption, wrong
 //! passwords, interrupted runs, exit codes.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};

@@ -3,7 +3,7 @@
 //! must be gone afterwards), and a block image with holes that must restore byte-identical
 //! and sparse. The btrfs test needs root (loop devices, mount); it fails, not skips, without.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;

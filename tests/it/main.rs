@@ -1,0 +1,22 @@
+//! The integration suite, as one test binary: one link instead of sixteen keeps builds fast and
+//! small on CI machines. Each module is one area; `support` is the shared harness.
+
+#[allow(dead_code)]
+mod support;
+
+mod catalog;
+mod core_cli;
+mod drills;
+mod environments;
+mod examples;
+mod mariadb;
+mod plan_regions;
+mod plans;
+mod postgres;
+mod roundtrip_prop;
+mod run_due;
+mod s3_regions;
+mod secrets;
+mod source_failures;
+mod store_conformance;
+mod volumes;
