@@ -15,7 +15,8 @@ use super::plan_cmds::{find_job_snapshot, load, secret_err};
 use super::Ctx;
 use crate::catalog::{self, DrillCheck, DrillPhase, DrillRecord, RunId};
 use crate::drill::checks::{CheckStatus, DbKind};
-use crate::drill::database::DbDrill;
+use crate::drill::database::{DbDrill, DbEnvironment};
+use crate::drill::env::Password;
 use crate::drill::measure::{Objective, SystemClock};
 use crate::drill::restore_tests::RestoreTests;
 use crate::drill::{DirDrill, DrillReport, DrillResult, Targets};
@@ -53,8 +54,9 @@ enum How {
     Dir,
 }
 
-/// The environment for a job: a database job needs the matching ephemeral server; file
-/// trees and volumes restore into a temp dir whatever the plan's database environment is.
+/// The environment for a job: a database job needs a server — the matching ephemeral one
+/// by default, or the plan's scratch server or command environment; file trees and volumes
+/// restore into a temporary directory whatever the plan's database environment is.
 fn how(p: &Plan, job: &JobSpec) -> Result<How> {
     let wanted = p.drill.as_ref().map(|d| d.environment);
     let (need, kind) = match &job.source {
@@ -65,26 +67,57 @@ fn how(p: &Plan, job: &JobSpec) -> Result<How> {
         SourceSpec::Mariadb(_) => (EnvironmentKind::EphemeralMariadb, How::Db(DbKind::Mariadb)),
         _ => return Ok(How::Dir),
     };
+    let scratch_kind = p
+        .drill
+        .as_ref()
+        .and_then(|d| d.scratch.as_ref())
+        .map(|s| s.server.kind.as_str());
     match wanted {
-        None => Ok(kind),
+        None | Some(EnvironmentKind::Command) => Ok(kind),
         Some(w) if w == need => Ok(kind),
+        Some(EnvironmentKind::Scratch) if scratch_kind == Some(job.source.kind()) => Ok(kind),
         Some(w) => Err(Error::Usage(format!(
-            "plan {}: job {} is a {} job, but [drill] environment is {}; set environment = \"{}\" or drill the job from a plan whose drill environment fits it",
+            "plan {}: job {} is a {} job, but [drill] environment is {}{}; set environment = \"{}\" (or a scratch server of that kind) or drill the job from a plan whose drill environment fits it",
             p.file.display(),
             job.name,
             job.source.kind(),
-            env_name(w),
-            env_name(need)
+            w.name(),
+            scratch_kind.map(|k| format!(" with a {k} server")).unwrap_or_default(),
+            need.name()
         ))),
     }
 }
 
-fn env_name(k: EnvironmentKind) -> &'static str {
-    match k {
-        EnvironmentKind::EphemeralPostgres => "ephemeral-postgres",
-        EnvironmentKind::EphemeralMariadb => "ephemeral-mariadb",
-        EnvironmentKind::TempDir => "temp-dir",
-    }
+/// Where a database job's drill restores into, from the plan's `[drill]` section (the
+/// scratch server's password is read now: a missing secret stops the drill before anything
+/// starts).
+fn db_environment(p: &Plan) -> Result<DbEnvironment> {
+    let Some(d) = &p.drill else {
+        return Ok(DbEnvironment::Ephemeral {
+            postgres_version: None,
+        });
+    };
+    Ok(match (d.environment, &d.scratch, &d.command) {
+        (EnvironmentKind::Scratch, Some(s), _) => DbEnvironment::Scratch {
+            spec: s.server.clone(),
+            password: s
+                .password
+                .as_ref()
+                .map(|sec| {
+                    sec.read().map(Password).map_err(|e| {
+                        secret_err(
+                            &format!("plan {}: [drill] scratch server password", p.file.display()),
+                            e,
+                        )
+                    })
+                })
+                .transpose()?,
+        },
+        (EnvironmentKind::Command, _, Some(c)) => DbEnvironment::Command(c.clone()),
+        _ => DbEnvironment::Ephemeral {
+            postgres_version: d.postgres_version,
+        },
+    })
 }
 
 /// The jobs to drill: `--job`, else the plan's `[drill] jobs`, else all.
@@ -210,9 +243,8 @@ pub async fn drill(ctx: &Ctx, a: DrillArgs) -> Result<ExitCode> {
     }
     Ok(reports
         .iter()
-        .map(|r| r.result)
-        .max_by_key(|r| rank(*r))
-        .map(DrillResult::exit_code)
+        .max_by_key(|r| rank(r.result))
+        .map(DrillReport::exit_code)
         .unwrap_or(ExitCode::Ok))
 }
 
@@ -282,7 +314,7 @@ async fn drill_locked(
                     targets,
                     kind: *kind,
                     database,
-                    postgres_version: p.drill.as_ref().and_then(|d| d.postgres_version),
+                    environment: db_environment(p)?,
                     plan: Some(p.name.clone()),
                     job: Some(job.name.clone()),
                     region: Some(region.to_string()),
@@ -351,6 +383,7 @@ fn print_report(r: &DrillReport) {
         DrillResult::Passed => "passed: the backup restores and its checks pass within the objectives",
         DrillResult::CheckFailed => "FAILED: the restored data did not pass its checks (exit 16)",
         DrillResult::ObjectiveMissed => "OBJECTIVE MISSED: the restore works, but RTO or RPO exceeded its target (exit 17)",
+        DrillResult::InfraFailed if r.exit_code() == ExitCode::NoSpace => "INFRASTRUCTURE FAILURE: the restore target ran out of space; give the drill environment more room (exit 15). The backup is neither proven good nor bad",
         DrillResult::InfraFailed => "INFRASTRUCTURE FAILURE: the drill could not finish; the backup is neither proven good nor bad (exit 1)",
     };
     println!("  result: {verdict}");

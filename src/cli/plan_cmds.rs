@@ -61,6 +61,10 @@ pub struct PlanRestoreArgs {
     /// PostgreSQL: restore roles and tablespaces (globals.sql) before the database
     #[arg(long, requires = "plan")]
     pub globals: bool,
+    /// PostgreSQL: do not restore ownership or privileges (pg_restore --no-owner
+    /// --no-privileges), for a server that lacks the dumped roles
+    #[arg(long, requires = "plan")]
+    pub no_owner: bool,
     /// PostgreSQL: parallel pg_restore workers (more than 1 stages the archive in a temp file)
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub jobs: usize,
@@ -659,6 +663,7 @@ async fn restore_locked(
                 jobs: pa.jobs,
                 bin_dir,
                 no_defaults,
+                no_owner: pa.no_owner,
             };
             let pw = target_password(pa)?;
             let clock = std::time::Instant::now();

@@ -280,7 +280,7 @@ pub async fn run(
             "drill": report,
         }));
     }
-    Ok(report.result.exit_code())
+    Ok(report.exit_code())
 }
 
 fn write_private(path: &Path, content: &str) -> Result<()> {

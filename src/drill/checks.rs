@@ -42,6 +42,8 @@ pub struct SqlConn {
     pub database: String,
     /// Where the client binaries live (matching the server version), if not on PATH.
     pub bin_dir: Option<PathBuf>,
+    /// Passed in the client's environment (`PGPASSWORD` / `MYSQL_PWD`), never in argv.
+    pub password: Option<super::env::Password>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,17 +65,27 @@ impl SqlConn {
         let mut cmd = match self.kind {
             DbKind::Postgres => {
                 let mut c = Command::new(self.tool("psql"));
-                c.args(["-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"])
-                    .arg("-h")
-                    .arg(&self.host)
-                    .arg("-p")
-                    .arg(self.port.to_string())
-                    .arg("-U")
-                    .arg(&self.user)
-                    .arg("-d")
-                    .arg(&self.database)
-                    .arg("-c")
-                    .arg(sql);
+                c.args([
+                    "-X",
+                    "-w",
+                    "-q",
+                    "-A",
+                    "-t",
+                    "-F",
+                    "\t",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                ])
+                .arg("-h")
+                .arg(&self.host)
+                .arg("-p")
+                .arg(self.port.to_string())
+                .arg("-U")
+                .arg(&self.user)
+                .arg("-d")
+                .arg(&self.database)
+                .arg("-c")
+                .arg(sql);
                 c
             }
             DbKind::Mariadb => {
@@ -92,6 +104,15 @@ impl SqlConn {
                 c
             }
         };
+        if let Some(p) = &self.password {
+            cmd.env(
+                match self.kind {
+                    DbKind::Postgres => "PGPASSWORD",
+                    DbKind::Mariadb => "MYSQL_PWD",
+                },
+                p.as_str(),
+            );
+        }
         let out = cmd
             .stdin(Stdio::null())
             .output()

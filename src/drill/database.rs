@@ -13,8 +13,11 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::checks::{self, CheckStatus, CheckTarget, DbKind, SqlConn};
-use super::env::{ConnectionInfo, Environment, EphemeralMariadb, EphemeralPostgres};
+use super::checks::{self, CheckStatus, CheckTarget, DbKind};
+use super::env::{
+    CommandEnv, CommandSpec, ConnectionInfo, Environment, EphemeralMariadb, EphemeralPostgres,
+    Password, ScratchServer, ScratchSpec,
+};
 use super::measure::{Clock, Phase, Stopwatch};
 use super::restore_tests::RestoreTests;
 use super::{new_drill_id, DrillReport, Targets};
@@ -23,7 +26,6 @@ use crate::pipeline::Cancel;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::Repository;
 use crate::restore::database::{restore_mariadb, restore_postgres, DbRestoreOptions};
-use crate::source::db::DbConn;
 
 /// A drill of a PostgreSQL or MariaDB snapshot into a throwaway server.
 pub struct DbDrill<'a> {
@@ -33,18 +35,32 @@ pub struct DbDrill<'a> {
     pub tests: &'a RestoreTests,
     pub targets: Targets,
     pub kind: DbKind,
-    /// The database to restore into: the original name (restore tests may name it), else
-    /// `lifeboat_drill_<id>`.
+    /// The database to restore into on a server of its own: the original name (restore
+    /// tests may name it), else `lifeboat_drill_<id>`. Scratch and command environments
+    /// always use `lifeboat_drill_<id>`.
     pub database: Option<String>,
-    /// PostgreSQL: the server major version (the plan's `[drill] postgres_version`); by
-    /// default the dumped server's major.
-    pub postgres_version: Option<u32>,
+    pub environment: DbEnvironment,
     pub plan: Option<String>,
     pub job: Option<String>,
     pub region: Option<String>,
     pub keep: bool,
     pub clock: Arc<dyn Clock>,
     pub cancel: Cancel,
+}
+
+/// Where a database drill restores into.
+#[derive(Debug, Clone)]
+pub enum DbEnvironment {
+    /// A server lifeboat starts itself: `postgres_version` is the plan's `[drill]
+    /// postgres_version` (by default the dumped server's major).
+    Ephemeral { postgres_version: Option<u32> },
+    /// An existing server, borrowed for a `lifeboat_drill_<id>` database.
+    Scratch {
+        spec: ScratchSpec,
+        password: Option<Password>,
+    },
+    /// The user's provisioning and teardown commands.
+    Command(CommandSpec),
 }
 
 /// The PostgreSQL major a drill runs: the one asked for, else the dumped server's major if it
@@ -86,65 +102,60 @@ pub fn choose_pg_major(
     }
 }
 
-/// A database name that is safe in both servers: letters, digits and underscores.
-fn scratch_name(id: &str) -> String {
-    let s: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("lifeboat_drill_{s}")
-}
-
-/// The command line that reaches a kept server.
-fn connect_hint(c: &ConnectionInfo, db: &str) -> String {
-    match c.kind.as_str() {
-        "postgres" => format!(
-            "{} -h {} -p {} -U {} -d {db}",
-            c.bin_dir
-                .as_ref()
-                .map(|b| b.join("psql").display().to_string())
-                .unwrap_or_else(|| "psql".into()),
-            c.socket.display(),
-            c.port,
-            c.user
-        ),
-        _ => format!(
-            "mariadb --no-defaults --socket={} -u{} {db}",
-            c.socket.display(),
-            c.user
-        ),
-    }
-}
-
 impl DbDrill<'_> {
     fn env_name(&self) -> &'static str {
+        match (&self.environment, self.kind) {
+            (DbEnvironment::Ephemeral { .. }, DbKind::Postgres) => "ephemeral-postgres",
+            (DbEnvironment::Ephemeral { .. }, DbKind::Mariadb) => "ephemeral-mariadb",
+            (DbEnvironment::Scratch { .. }, _) => "scratch",
+            (DbEnvironment::Command(_), _) => "command",
+        }
+    }
+
+    fn kind_name(&self) -> &'static str {
         match self.kind {
-            DbKind::Postgres => "ephemeral-postgres",
-            DbKind::Mariadb => "ephemeral-mariadb",
+            DbKind::Postgres => "postgres",
+            DbKind::Mariadb => "mariadb",
         }
     }
 
     /// Builds and provisions the environment off the async threads (provisioning blocks for
     /// seconds). A failed environment is torn down before the error is returned.
-    async fn provision(&self) -> Result<Box<dyn Environment>, String> {
-        let mut env: Box<dyn Environment> = match self.kind {
-            DbKind::Postgres => {
+    async fn provision(&self, drill_id: &str) -> Result<Box<dyn Environment>, String> {
+        let mut env: Box<dyn Environment> = match (&self.environment, self.kind) {
+            (DbEnvironment::Ephemeral { postgres_version }, DbKind::Postgres) => {
                 let installed = super::env::ephemeral_postgres::installed_majors();
                 let major = choose_pg_major(
-                    self.postgres_version,
+                    *postgres_version,
                     self.snapshot.source_meta["server_version"].as_str(),
                     &installed,
                 )?;
                 Box::new(EphemeralPostgres::new(Some(major)))
             }
             // A drill never needs binary logging: it checks data, not replication.
-            DbKind::Mariadb => Box::new(EphemeralMariadb::new(false)),
+            (DbEnvironment::Ephemeral { .. }, DbKind::Mariadb) => {
+                Box::new(EphemeralMariadb::new(false))
+            }
+            (DbEnvironment::Scratch { spec, password }, _) => {
+                if spec.kind != self.kind_name() {
+                    return Err(format!(
+                        "the scratch server is a {} server, but job {} is a {} job; give [drill] server a {}:// URL",
+                        spec.kind,
+                        self.job.as_deref().unwrap_or("?"),
+                        self.kind_name(),
+                        self.kind_name()
+                    ));
+                }
+                Box::new(ScratchServer::new(
+                    spec.clone(),
+                    password.clone(),
+                    drill_id,
+                    std::time::Duration::ZERO,
+                ))
+            }
+            (DbEnvironment::Command(spec), _) => {
+                Box::new(CommandEnv::new(spec.clone(), self.kind_name(), drill_id))
+            }
         };
         let res = tokio::task::spawn_blocking(move || {
             let r = env.provision();
@@ -180,20 +191,16 @@ impl DbDrill<'_> {
                 .map_err(|e| format!("reading the repository index failed: {e}"))?,
         );
         sw.begin(Phase::Load);
-        let target = DbConn {
-            host: (self.kind == DbKind::Postgres).then(|| conn.socket.display().to_string()),
-            port: Some(conn.port),
-            socket: (self.kind == DbKind::Mariadb).then(|| conn.socket.clone()),
-            user: Some(conn.user.clone()),
-            database: database.to_string(),
-            password: None,
-        };
+        let target = conn.db_conn(database);
+        let password = conn.password.as_ref().map(|p| p.0.clone());
         let opts = DbRestoreOptions {
             force: false,
             globals: false,
             jobs: 1,
             bin_dir: conn.bin_dir.clone(),
             no_defaults: true,
+            // A borrowed server need not have the dumped roles.
+            no_owner: !matches!(self.environment, DbEnvironment::Ephemeral { .. }),
         };
         let r = match self.kind {
             DbKind::Postgres => {
@@ -202,7 +209,7 @@ impl DbDrill<'_> {
                     &index,
                     self.snapshot,
                     &target,
-                    None,
+                    password.clone(),
                     &opts,
                     &self.cancel,
                 )
@@ -214,7 +221,7 @@ impl DbDrill<'_> {
                     &index,
                     self.snapshot,
                     &target,
-                    None,
+                    password.clone(),
                     &opts,
                     &self.cancel,
                 )
@@ -245,13 +252,17 @@ impl DbDrill<'_> {
                     .as_str()
                     .map(str::to_string)
             })
-            .unwrap_or_else(|| scratch_name(&id));
+            .unwrap_or_else(|| super::env::scratch::drill_database(&id));
 
         sw.begin(Phase::Provision);
-        match self.provision().await {
+        match self.provision(&id).await {
             Err(e) => error = Some(e),
             Ok(mut env) => {
                 let conn = env.connection().cloned();
+                let database = conn
+                    .as_ref()
+                    .and_then(|c| c.database.clone())
+                    .unwrap_or(database);
                 match conn {
                     None => {
                         error = Some(format!(
@@ -263,7 +274,12 @@ impl DbDrill<'_> {
                         error = Some("interrupted after provisioning".into())
                     }
                     Some(conn) => match self.load(&mut sw, &conn, &database).await {
-                        Err(e) => error = Some(e),
+                        Err(e) => {
+                            error = Some(match env.server_log_tail() {
+                                Some(log) => format!("{e}\nthe server's log ends with:\n{log}"),
+                                None => e,
+                            })
+                        }
                         Ok(()) => {
                             sw.begin(Phase::Checks);
                             match self.check(&conn, &database, sw.start).await {
@@ -276,14 +292,11 @@ impl DbDrill<'_> {
                                 Err(e) => error = Some(e),
                             }
                             if self.keep && error.is_none() && !self.cancel.is_cancelled() {
-                                if let Some(dir) = env.keep() {
+                                if let Some(note) = env.keep() {
                                     kept = Some(format!(
-                                        "{} left running in {}; connect with: {}; remove it with: kill -TERM -- -$(cat {}/server.pgid); rm -rf {}",
+                                        "{} left running; connect with: {}; {note}",
                                         self.env_name(),
-                                        dir.display(),
-                                        connect_hint(&conn, &database),
-                                        dir.display(),
-                                        dir.display()
+                                        conn.connect_hint(&database),
                                     ));
                                 }
                             }
@@ -337,35 +350,8 @@ impl DbDrill<'_> {
         database: &str,
         drill_start: chrono::DateTime<Utc>,
     ) -> Result<Vec<checks::CheckResult>, String> {
-        let sql = SqlConn {
-            kind: self.kind,
-            host: match self.kind {
-                DbKind::Postgres => conn.socket.display().to_string(),
-                DbKind::Mariadb => conn.host.clone(),
-            },
-            port: conn.port,
-            socket: (self.kind == DbKind::Mariadb).then(|| conn.socket.clone()),
-            user: conn.user.clone(),
-            database: database.to_string(),
-            bin_dir: conn.bin_dir.clone(),
-        };
-        let mut env = vec![("LIFEBOAT_DRILL_DATABASE".to_string(), database.to_string())];
-        match self.kind {
-            DbKind::Postgres => env.extend([
-                ("PGHOST".to_string(), conn.socket.display().to_string()),
-                ("PGPORT".to_string(), conn.port.to_string()),
-                ("PGUSER".to_string(), conn.user.clone()),
-                ("PGDATABASE".to_string(), database.to_string()),
-            ]),
-            DbKind::Mariadb => env.extend([
-                (
-                    "MYSQL_UNIX_PORT".to_string(),
-                    conn.socket.display().to_string(),
-                ),
-                ("MYSQL_TCP_PORT".to_string(), conn.port.to_string()),
-                ("USER".to_string(), conn.user.clone()),
-            ]),
-        }
+        let sql = conn.sql_conn(database);
+        let env = conn.client_env(database);
         let tests = self.tests.clone();
         let snapshot = self.snapshot.clone();
         let rpo_target = self.targets.rpo;
@@ -417,13 +403,5 @@ mod tests {
         let e = choose_pg_major(Some(13), None, &[15]).unwrap_err();
         assert!(e.contains("postgres_version = 13"), "{e}");
         assert!(choose_pg_major(None, None, &[]).is_err());
-    }
-
-    #[test]
-    fn scratch_names_are_plain_identifiers() {
-        assert_eq!(
-            scratch_name("20261124T081400Z-a1b2c3"),
-            "lifeboat_drill_20261124t081400z_a1b2c3"
-        );
     }
 }

@@ -33,6 +33,23 @@ use restore_tests::RestoreTests;
 /// The outcome class of a drill: one type, shared with the catalog that records it.
 pub use crate::catalog::DrillResult;
 
+/// Whether an error text says a disk or quota ran full (the restore target's file system,
+/// PostgreSQL's "could not extend file", MariaDB's "table is full" / errno 28).
+pub fn is_out_of_space(error: &str) -> bool {
+    const SIGNS: [&str; 8] = [
+        "No space left on device",
+        "out of space",
+        "os error 28",
+        "ENOSPC",
+        "Disk quota exceeded",
+        "os error 122",
+        "Disk full",
+        "errno: 28",
+    ];
+    SIGNS.iter().any(|s| error.contains(s))
+        || (error.contains("The table") && error.contains("is full"))
+}
+
 impl DrillResult {
     pub fn exit_code(self) -> ExitCode {
         match self {
@@ -78,6 +95,16 @@ pub struct DrillReport {
 }
 
 impl DrillReport {
+    /// The drill's exit code: its result's, except that an infrastructure failure caused by
+    /// a full disk or quota on the restore target is 15 (out of space), so alerting can tell
+    /// "the drill host needs room" from "the drill broke".
+    pub fn exit_code(&self) -> ExitCode {
+        match (&self.result, &self.error) {
+            (DrillResult::InfraFailed, Some(e)) if is_out_of_space(e) => ExitCode::NoSpace,
+            (r, _) => r.exit_code(),
+        }
+    }
+
     /// Judges the drill from its checks and measurements.
     pub fn judge(
         sw: &Stopwatch,
@@ -204,7 +231,7 @@ impl DirDrill<'_> {
             plan: self.plan,
             job: self.job,
             region: self.region,
-            environment: "temp-dir".into(),
+            environment: "directory".into(),
             snapshot_id: self.snapshot_id,
             snapshot_time: self.snapshot.time,
             consistency_time: self.snapshot.consistency_time,

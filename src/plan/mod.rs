@@ -186,6 +186,18 @@ struct DrillConfig {
     #[serde(default)]
     restore_tests: Vec<PathBuf>,
     postgres_version: Option<u32>,
+    // scratch
+    server: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    password_credential: Option<String>,
+    // scratch and command
+    bin_dir: Option<PathBuf>,
+    orphan_expiry: Option<String>,
+    // command
+    provision: Option<String>,
+    teardown: Option<String>,
+    timeout: Option<String>,
 }
 
 // ----- validated model ------------------------------------------------------------------
@@ -278,7 +290,12 @@ pub struct RetentionSpec {
 pub enum EnvironmentKind {
     EphemeralPostgres,
     EphemeralMariadb,
-    TempDir,
+    /// An existing server given by URL (`[drill] server`).
+    Scratch,
+    /// The user's provisioning/teardown commands (`[drill] provision`, `teardown`).
+    Command,
+    /// A temporary directory (file and volume jobs; `temp-dir` is accepted too).
+    Directory,
 }
 
 impl FromStr for EnvironmentKind {
@@ -287,10 +304,31 @@ impl FromStr for EnvironmentKind {
         Ok(match s {
             "ephemeral-postgres" => EnvironmentKind::EphemeralPostgres,
             "ephemeral-mariadb" => EnvironmentKind::EphemeralMariadb,
-            "temp-dir" => EnvironmentKind::TempDir,
+            "scratch" => EnvironmentKind::Scratch,
+            "command" => EnvironmentKind::Command,
+            "directory" | "temp-dir" => EnvironmentKind::Directory,
             _ => return Err(()),
         })
     }
+}
+
+impl EnvironmentKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EnvironmentKind::EphemeralPostgres => "ephemeral-postgres",
+            EnvironmentKind::EphemeralMariadb => "ephemeral-mariadb",
+            EnvironmentKind::Scratch => "scratch",
+            EnvironmentKind::Command => "command",
+            EnvironmentKind::Directory => "directory",
+        }
+    }
+}
+
+/// `environment = "scratch"`: the server and where its password comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScratchDrillSpec {
+    pub server: crate::drill::env::ScratchSpec,
+    pub password: Option<SecretSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -302,6 +340,10 @@ pub struct DrillSpec {
     /// Restore-test files, resolved against the plan file's directory.
     pub restore_tests: Vec<PathBuf>,
     pub postgres_version: Option<u32>,
+    /// Set when `environment = "scratch"`.
+    pub scratch: Option<ScratchDrillSpec>,
+    /// Set when `environment = "command"`.
+    pub command: Option<crate::drill::env::CommandSpec>,
 }
 
 // ----- errors ---------------------------------------------------------------------------
@@ -803,10 +845,60 @@ impl<'a> Validator<'a> {
                 self.issue(
                     &[Seg::K("drill"), Seg::K("environment")],
                     format!("unknown environment {:?}", d.environment),
-                    "use \"ephemeral-postgres\", \"ephemeral-mariadb\" or \"temp-dir\"",
+                    "use \"ephemeral-postgres\", \"ephemeral-mariadb\", \"scratch\", \"command\" or \"directory\"",
                 );
-                EnvironmentKind::TempDir
+                EnvironmentKind::Directory
             });
+            let at = |k: &'static str| [Seg::K("drill"), Seg::K(k)];
+            // Keys of one environment given for another are mistakes, not no-ops.
+            let only = |this: &mut Self, k: &'static str, given: bool, for_env: &[EnvironmentKind]| {
+                if given && !for_env.contains(&environment) {
+                    let names: Vec<_> = for_env.iter().map(|e| format!("\"{}\"", e.name())).collect();
+                    this.issue(&at(k), format!("{k} is only used with environment = {}", names.join(" or ")), format!("remove {k}, or change the environment"));
+                }
+            };
+            let has_pw = d.password_file.is_some() || d.password_env.is_some() || d.password_credential.is_some();
+            only(self, "server", d.server.is_some(), &[EnvironmentKind::Scratch]);
+            only(self, if d.password_file.is_some() { "password_file" } else if d.password_env.is_some() { "password_env" } else { "password_credential" }, has_pw, &[EnvironmentKind::Scratch]);
+            only(self, "bin_dir", d.bin_dir.is_some(), &[EnvironmentKind::Scratch, EnvironmentKind::Command]);
+            only(self, "orphan_expiry", d.orphan_expiry.is_some(), &[EnvironmentKind::Scratch, EnvironmentKind::Command]);
+            only(self, "provision", d.provision.is_some(), &[EnvironmentKind::Command]);
+            only(self, "teardown", d.teardown.is_some(), &[EnvironmentKind::Command]);
+            only(self, "timeout", d.timeout.is_some(), &[EnvironmentKind::Command]);
+            let orphan_expiry = d
+                .orphan_expiry
+                .as_deref()
+                .and_then(|e| self.duration(&at("orphan_expiry"), e))
+                .unwrap_or(Duration::from_secs(24 * 3600));
+            let bin_dir = d.bin_dir.as_ref().map(|b| self.resolve(b));
+            let mut scratch = None;
+            if environment == EnvironmentKind::Scratch {
+                match d.server.as_deref() {
+                    None => self.issue(&at("server"), "environment = \"scratch\" needs the server to borrow", "add server = \"postgres://user@host:5432/postgres\" (or mariadb://…; the database named is only used to connect; the password goes in password_file, password_env or password_credential)"),
+                    Some(url) => match DbConn::parse_url(url) {
+                        Err(e) => self.issue(&at("server"), e.to_string(), "give a URL such as postgres://drill@db-staging:5432/postgres"),
+                        Ok((kind, server)) => {
+                            let password = self.secret(&[Seg::K("drill")], d.password_file, d.password_env, d.password_credential, false);
+                            scratch = Some(ScratchDrillSpec {
+                                server: crate::drill::env::ScratchSpec { kind, server, bin_dir: bin_dir.clone(), orphan_expiry },
+                                password,
+                            });
+                        }
+                    },
+                }
+            }
+            let mut command = None;
+            if environment == EnvironmentKind::Command {
+                let timeout = d.timeout.as_deref().and_then(|t| self.duration(&at("timeout"), t)).unwrap_or(Duration::from_secs(600));
+                for (k, v) in [("provision", &d.provision), ("teardown", &d.teardown)] {
+                    if v.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                        self.issue(&at(k), format!("environment = \"command\" needs a {k} command"), format!("add {k} = \"…\" (run with sh -c; see docs/drills.md for what it gets and must print)"));
+                    }
+                }
+                if let (Some(provision), Some(teardown)) = (d.provision, d.teardown) {
+                    command = Some(crate::drill::env::CommandSpec { provision, teardown, timeout, bin_dir: bin_dir.clone(), orphan_expiry });
+                }
+            }
             let schedule = d.schedule.as_deref().and_then(|s| self.schedule(&[Seg::K("drill"), Seg::K("schedule")], s));
             for (k, j) in d.jobs.iter().enumerate() {
                 if !jobs.iter().any(|x| &x.name == j) {
@@ -836,6 +928,8 @@ impl<'a> Validator<'a> {
                 jobs: d.jobs,
                 restore_tests: tests,
                 postgres_version: d.postgres_version,
+                scratch,
+                command,
             }
         });
 

@@ -42,6 +42,9 @@ pub struct DbRestoreOptions {
     pub bin_dir: Option<PathBuf>,
     /// MariaDB: ignore the client option files of this host.
     pub no_defaults: bool,
+    /// PostgreSQL: leave out ownership and privileges (`--no-owner --no-privileges`), for a
+    /// server that does not have the dumped roles (scratch drill servers).
+    pub no_owner: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -168,6 +171,9 @@ pub async fn restore_postgres(
     ];
     if opts.force {
         args.extend(["--clean".into(), "--if-exists".into()]);
+    }
+    if opts.no_owner {
+        args.extend(["--no-owner".into(), "--no-privileges".into()]);
     }
     let jobs = opts.jobs.max(1);
     let root = repo.load_tree(index, &snapshot.tree).await?;

@@ -80,7 +80,7 @@ fn reports(o: &Output) -> Vec<serde_json::Value> {
 fn pg_job(c: &lifeboat::drill::env::ConnectionInfo) -> String {
     format!(
         "[[jobs]]\nname = \"shop\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\ndatabase = \"shop\"\nbin_dir = \"{}\"\nrow_counts = \"exact\"\n",
-        c.socket.display(),
+        c.socket.as_deref().unwrap().display(),
         c.port,
         c.bin_dir.as_ref().unwrap().display()
     )
@@ -298,7 +298,7 @@ fn mariadb_drill_passes_row_counts() {
         "my",
         &format!(
             "[[jobs]]\nname = \"shop\"\nschedule = \"*/30 * * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{}\"\nuser = \"root\"\ndatabase = \"shop\"\nno_defaults = true\nrow_counts = \"exact\"\n\n[drill]\nenvironment = \"ephemeral-mariadb\"\n",
-            sc.socket.display()
+            sc.socket.as_deref().unwrap().display()
         ),
     );
     let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
@@ -348,7 +348,7 @@ fn directory_drill_with_file_checks() {
     assert_eq!(o.status.code(), Some(0), "directory drill should pass");
     let r = &reports(&o)[0];
     assert_eq!(r["result"], "passed", "{r:#}");
-    assert_eq!(r["environment"], "temp-dir");
+    assert_eq!(r["environment"], "directory");
     let files: Vec<_> = r["checks"]
         .as_array()
         .unwrap()

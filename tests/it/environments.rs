@@ -34,7 +34,7 @@ fn postgres_env_tears_down_on_drop_even_in_a_panic() {
         let c = env.connection().unwrap();
         let ok = std::process::Command::new(c.bin_dir.as_ref().unwrap().join("pg_isready"))
             .arg("-h")
-            .arg(&c.socket)
+            .arg(c.socket.as_deref().unwrap())
             .args(["-p", &c.port.to_string()])
             .status()
             .unwrap();
@@ -53,7 +53,13 @@ fn mariadb_env_teardown_is_idempotent_and_complete() {
     let mut env = EphemeralMariadb::start(false).expect("server");
     let dir = env.dir().unwrap().to_path_buf();
     let pgid = pgid_of(&dir);
-    assert!(env.connection().unwrap().socket.exists());
+    assert!(env
+        .connection()
+        .unwrap()
+        .socket
+        .as_deref()
+        .unwrap()
+        .exists());
     env.teardown().unwrap();
     env.teardown().unwrap();
     assert!(env.connection().is_none());

@@ -6,6 +6,7 @@ mod support;
 
 mod catalog;
 mod core_cli;
+mod drill_environments;
 mod drills;
 mod environments;
 mod examples;

@@ -52,7 +52,7 @@ fn mariadb_backup_restores_with_equal_checksums() {
         "my",
         &format!(
             "[[jobs]]\nname = \"shop\"\nschedule = \"*/30 * * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{}\"\nuser = \"root\"\ndatabase = \"shop\"\nno_defaults = true\n",
-            sc.socket.display()
+            sc.socket.as_deref().unwrap().display()
         ),
     );
     let o = run(lifeboat().args(["plan", "check"]).arg(&plan));

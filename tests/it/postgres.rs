@@ -62,7 +62,7 @@ fn normalized_dump(c: &lifeboat::drill::env::ConnectionInfo, db: &str) -> String
 fn pg_job(name: &str, c: &lifeboat::drill::env::ConnectionInfo, db: &str, extra: &str) -> String {
     format!(
         "[[jobs]]\nname = \"{name}\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\ndatabase = \"{db}\"\nbin_dir = \"{}\"\n{extra}\n",
-        c.socket.display(),
+        c.socket.as_deref().unwrap().display(),
         c.port,
         c.bin_dir.as_ref().unwrap().display()
     )

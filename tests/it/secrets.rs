@@ -110,7 +110,7 @@ fn mariadb_password_authenticates_and_stays_off_the_command_line() {
     );
     let ws = Workspace::new();
     let job = "[[jobs]]\nname = \"db\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"SOCK\"\nuser = \"backup\"\ndatabase = \"shop\"\nno_defaults = true\npassword_env = \"SHOP_DB_PW\"\n"
-        .replace("SOCK", c.socket.to_str().unwrap());
+        .replace("SOCK", c.socket.as_deref().unwrap().to_str().unwrap());
     let plan = ws.plan("pw", &job);
     let (stop, watcher) = watch_cmdlines(PW);
     let o = run(lifeboat()

@@ -38,7 +38,7 @@ fn wrapper_dir(
 fn job(c: &ConnectionInfo, db: &str, bin: &Path, extra: &str) -> String {
     format!(
         "[[jobs]]\nname = \"db\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\ndatabase = \"{db}\"\nbin_dir = \"{}\"\n{extra}\n",
-        c.socket.display(),
+        c.socket.as_deref().unwrap().display(),
         c.port,
         bin.display()
     )
@@ -243,7 +243,7 @@ fn mariadb_dump_killed_or_cut_short_exits_14() {
     let job = |bin: &Path| {
         format!(
             "[[jobs]]\nname = \"db\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{}\"\nuser = \"root\"\ndatabase = \"shop\"\nno_defaults = true\nbin_dir = \"{}\"\n",
-            c.socket.display(),
+            c.socket.as_deref().unwrap().display(),
             bin.display()
         )
     };
@@ -301,7 +301,7 @@ fn mariadb_bad_database_exits_14() {
         "my",
         &format!(
             "[[jobs]]\nname = \"db\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{}\"\nuser = \"root\"\ndatabase = \"nope\"\nno_defaults = true\n",
-            c.socket.display()
+            c.socket.as_deref().unwrap().display()
         ),
     );
     let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));

@@ -174,9 +174,11 @@ impl Environment for EphemeralMariadb {
                 kind: "mariadb".into(),
                 host: "127.0.0.1".into(),
                 port,
-                socket: sock,
+                socket: Some(sock),
                 user: "root".into(),
                 bin_dir: None,
+                password: None,
+                database: None,
             });
             return Ok(());
         }
@@ -191,12 +193,17 @@ impl Environment for EphemeralMariadb {
         self.conn.as_ref()
     }
 
-    fn keep(&mut self) -> Option<PathBuf> {
+    fn server_log_tail(&self) -> Option<String> {
+        let d = self.dir.as_ref()?;
+        Some(log_tail(&d.path().join("error.log"))).filter(|t| !t.trim().is_empty())
+    }
+
+    fn keep(&mut self) -> Option<String> {
         // Dropping the Child handle neither kills nor waits: the server keeps running in
         // its own process group.
         self.child.take()?;
         self.conn = None;
-        self.dir.take().map(super::keep_dir)
+        self.dir.take().map(|d| super::keep_dir(d, None))
     }
 
     fn teardown(&mut self) -> Result<(), EnvError> {

@@ -233,9 +233,11 @@ impl Environment for EphemeralPostgres {
             kind: "postgres".into(),
             host: "127.0.0.1".into(),
             port,
-            socket: dir,
+            socket: Some(dir),
             user: "postgres".into(),
             bin_dir: Some(bin),
+            password: None,
+            database: None,
         });
         Ok(())
     }
@@ -244,12 +246,17 @@ impl Environment for EphemeralPostgres {
         self.conn.as_ref()
     }
 
-    fn keep(&mut self) -> Option<PathBuf> {
+    fn server_log_tail(&self) -> Option<String> {
+        let d = self.dir.as_ref()?;
+        Some(log_tail(&d.path().join("server.log"))).filter(|t| !t.trim().is_empty())
+    }
+
+    fn keep(&mut self) -> Option<String> {
         // Dropping the Child handle neither kills nor waits: the server keeps running in
         // its own process group.
         self.child.take()?;
         self.conn = None;
-        self.dir.take().map(super::keep_dir)
+        self.dir.take().map(|d| super::keep_dir(d, None))
     }
 
     fn teardown(&mut self) -> Result<(), EnvError> {

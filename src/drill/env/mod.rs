@@ -7,14 +7,21 @@
 //! group), which is all an orphan sweep needs. Servers run in their own process group, so
 //! teardown kills the whole group.
 
+pub mod command;
 pub mod ephemeral_mariadb;
 pub mod ephemeral_postgres;
+pub mod scratch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use command::{CommandEnv, CommandSpec};
 pub use ephemeral_mariadb::EphemeralMariadb;
 pub use ephemeral_postgres::EphemeralPostgres;
+pub use scratch::{ScratchServer, ScratchSpec};
+
+use super::checks::{DbKind, SqlConn};
+use crate::source::db::DbConn;
 
 /// Prefix of every environment's temporary directory.
 pub const DIR_PREFIX: &str = "lifeboat-env-";
@@ -48,37 +55,178 @@ impl From<EnvError> for crate::Error {
     }
 }
 
-/// How to reach a provisioned server. No password: environments use local trust/socket
-/// authentication and never leave the machine.
+/// A database password handed over by an environment (never printed: `Debug` hides it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+impl Password {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// How to reach a provisioned server. Ephemeral servers use local trust/socket
+/// authentication and no password; scratch and command environments may carry one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
     /// `postgres` or `mariadb`
     pub kind: String,
-    /// TCP host (always 127.0.0.1).
+    /// TCP host (127.0.0.1 for the servers lifeboat starts itself).
     pub host: String,
     pub port: u16,
-    /// PostgreSQL: the socket directory; MariaDB: the socket file.
-    pub socket: PathBuf,
+    /// PostgreSQL: the socket directory; MariaDB: the socket file. `None`: TCP only.
+    pub socket: Option<PathBuf>,
     pub user: String,
     /// Directory with the server's client tools matching its version, when known.
     pub bin_dir: Option<PathBuf>,
+    pub password: Option<Password>,
+    /// The database a drill must restore into, when the environment dictates it (scratch
+    /// and command environments: `lifeboat_drill_<id>`, dropped at teardown).
+    pub database: Option<String>,
 }
 
 impl ConnectionInfo {
-    /// A `--to` URL for `database` over the socket.
+    pub fn db_kind(&self) -> DbKind {
+        if self.kind == "postgres" {
+            DbKind::Postgres
+        } else {
+            DbKind::Mariadb
+        }
+    }
+
+    /// PostgreSQL's `host`: the socket directory when there is one, else the TCP host.
+    fn pg_host(&self) -> String {
+        match &self.socket {
+            Some(s) => s.display().to_string(),
+            None => self.host.clone(),
+        }
+    }
+
+    /// A `--to` URL for `database` (over the socket when there is one).
     pub fn url(&self, database: &str) -> String {
-        match self.kind.as_str() {
-            "postgres" => format!(
+        match (self.kind.as_str(), &self.socket) {
+            ("postgres", Some(s)) => format!(
                 "postgres://{}@/{database}?host={}&port={}",
                 self.user,
-                self.socket.display(),
+                s.display(),
                 self.port
             ),
-            _ => format!(
-                "mariadb://{}@/{database}?socket={}",
-                self.user,
-                self.socket.display()
+            ("postgres", None) => {
+                format!(
+                    "postgres://{}@{}:{}/{database}",
+                    self.user, self.host, self.port
+                )
+            }
+            (_, Some(s)) => format!("mariadb://{}@/{database}?socket={}", self.user, s.display()),
+            (_, None) => {
+                format!(
+                    "mariadb://{}@{}:{}/{database}",
+                    self.user, self.host, self.port
+                )
+            }
+        }
+    }
+
+    /// The restore target for `database` on this server (the password travels separately).
+    pub fn db_conn(&self, database: &str) -> DbConn {
+        let pg = self.db_kind() == DbKind::Postgres;
+        DbConn {
+            host: if pg || self.socket.is_none() {
+                Some(self.pg_host())
+            } else {
+                None
+            },
+            port: Some(self.port),
+            socket: if pg { None } else { self.socket.clone() },
+            user: Some(self.user.clone()),
+            database: database.to_string(),
+            password: None,
+        }
+    }
+
+    /// A SQL client for `database` on this server.
+    pub fn sql_conn(&self, database: &str) -> SqlConn {
+        let kind = self.db_kind();
+        SqlConn {
+            kind,
+            host: match kind {
+                DbKind::Postgres => self.pg_host(),
+                DbKind::Mariadb => self.host.clone(),
+            },
+            port: self.port,
+            socket: match kind {
+                DbKind::Postgres => None,
+                DbKind::Mariadb => self.socket.clone(),
+            },
+            user: self.user.clone(),
+            database: database.to_string(),
+            bin_dir: self.bin_dir.clone(),
+            password: self.password.clone(),
+        }
+    }
+
+    /// The client environment command checks get (libpq's `PG*`, the MariaDB client's
+    /// `MYSQL_*`), so `psql`/`mariadb` with no arguments reach the restored database.
+    pub fn client_env(&self, database: &str) -> Vec<(String, String)> {
+        let mut env = vec![("LIFEBOAT_DRILL_DATABASE".to_string(), database.to_string())];
+        match self.db_kind() {
+            DbKind::Postgres => {
+                env.extend([
+                    ("PGHOST".to_string(), self.pg_host()),
+                    ("PGPORT".to_string(), self.port.to_string()),
+                    ("PGUSER".to_string(), self.user.clone()),
+                    ("PGDATABASE".to_string(), database.to_string()),
+                ]);
+                if let Some(p) = &self.password {
+                    env.push(("PGPASSWORD".into(), p.as_str().to_string()));
+                }
+            }
+            DbKind::Mariadb => {
+                if let Some(s) = &self.socket {
+                    env.push(("MYSQL_UNIX_PORT".into(), s.display().to_string()));
+                } else {
+                    env.push(("MYSQL_HOST".into(), self.host.clone()));
+                }
+                env.push(("MYSQL_TCP_PORT".into(), self.port.to_string()));
+                env.push(("USER".into(), self.user.clone()));
+                if let Some(p) = &self.password {
+                    env.push(("MYSQL_PWD".into(), p.as_str().to_string()));
+                }
+            }
+        }
+        env
+    }
+
+    /// The command line that reaches `database` (no password in it).
+    pub fn connect_hint(&self, database: &str) -> String {
+        match self.db_kind() {
+            DbKind::Postgres => format!(
+                "{} -h {} -p {} -U {} -d {database}",
+                self.bin_dir
+                    .as_ref()
+                    .map(|b| b.join("psql").display().to_string())
+                    .unwrap_or_else(|| "psql".into()),
+                self.pg_host(),
+                self.port,
+                self.user
             ),
+            DbKind::Mariadb => match &self.socket {
+                Some(s) => format!(
+                    "mariadb --no-defaults --socket={} -u{} {database}",
+                    s.display(),
+                    self.user
+                ),
+                None => format!(
+                    "mariadb --no-defaults -h {} -P {} -u{} -p {database}",
+                    self.host, self.port, self.user
+                ),
+            },
         }
     }
 }
@@ -94,23 +242,33 @@ pub trait Environment: Send {
     fn teardown(&mut self) -> Result<(), EnvError>;
     /// Leaves the server running and its files in place (`lifeboat drill --keep`): the
     /// environment forgets it, drop no longer tears it down, and orphan sweeps skip it.
-    /// Returns its directory (which holds `server.pgid`); `None` when nothing is running.
-    fn keep(&mut self) -> Option<PathBuf>;
+    /// Returns how to remove it by hand; `None` when nothing is running.
+    fn keep(&mut self) -> Option<String>;
+    /// The last lines of the server's own log, when lifeboat runs the server: why a load
+    /// failed is often only there (a server that ran out of disk just drops the connection).
+    fn server_log_tail(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Detaches a running environment: no owner any more (so [`sweep_orphans`] leaves it alone)
-/// and a `KEPT` note saying how to remove it.
-pub(crate) fn keep_dir(dir: tempfile::TempDir) -> PathBuf {
+/// and a `KEPT` note saying how to remove it (`removal`, else stopping its server group and
+/// deleting the directory). Returns the note.
+pub(crate) fn keep_dir(dir: tempfile::TempDir, removal: Option<String>) -> String {
     let p = dir.keep();
     let _ = std::fs::remove_file(p.join("owner.pid"));
+    let removal = removal.unwrap_or_else(|| {
+        format!(
+            "kill -TERM -- -$(cat {0}/server.pgid); rm -rf {0}",
+            p.display()
+        )
+    });
+    let note = format!("kept in {}; remove it with: {removal}", p.display());
     let _ = std::fs::write(
         p.join("KEPT"),
-        format!(
-            "kept by lifeboat drill --keep; remove with: kill -TERM -- -$(cat {0}/server.pgid); rm -rf {0}\n",
-            p.display()
-        ),
+        format!("kept by lifeboat drill --keep; {note}\n"),
     );
-    p
+    note
 }
 
 /// A labelled temporary directory with an owner pid file.
@@ -274,6 +432,13 @@ pub fn sweep_orphans() -> Vec<PathBuf> {
         }
         if let Some(pgid) = read_num("server.pgid") {
             kill_group(pgid);
+        }
+        if dir.join(command::TEARDOWN_FILE).exists() {
+            // A command environment: its own teardown command removes what it provisioned.
+            if let Err(e) = command::run_saved_teardown(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "the teardown command of an orphaned command environment failed; it is retried by the next sweep");
+                continue;
+            }
         }
         if std::fs::remove_dir_all(&dir).is_ok() {
             removed.push(dir);

@@ -3,7 +3,6 @@
 //! servers from `lifeboat::drill::env` with their own client tools; `garage` and `s3s` (real
 //! S3 servers), `fault_proxy` and `regions` (multi-region CLI helpers) for the S3 tests.
 
-
 pub mod fault_proxy;
 pub mod garage;
 pub mod regions;
@@ -268,7 +267,7 @@ pub fn psql(c: &ConnectionInfo, db: &str, sql: &str) -> String {
     let bin = c.bin_dir.clone().unwrap();
     let o = Command::new(bin.join("psql"))
         .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
-        .arg(&c.socket)
+        .arg(c.socket.as_deref().unwrap())
         .args([
             "-p",
             &c.port.to_string(),
@@ -293,7 +292,7 @@ pub fn psql(c: &ConnectionInfo, db: &str, sql: &str) -> String {
 pub fn pg_tool(c: &ConnectionInfo, tool: &str, args: &[&str]) -> Output {
     let bin = c.bin_dir.clone().unwrap();
     let o = Command::new(bin.join(tool))
-        .env("PGHOST", &c.socket)
+        .env("PGHOST", c.socket.as_deref().unwrap())
         .env("PGPORT", c.port.to_string())
         .env("PGUSER", &c.user)
         .args(args)
@@ -312,7 +311,10 @@ pub fn pg_tool(c: &ConnectionInfo, tool: &str, args: &[&str]) -> Output {
 pub fn mariadb(c: &ConnectionInfo, db: Option<&str>, sql: &str) -> String {
     let mut cmd = Command::new("mariadb");
     cmd.arg("--no-defaults")
-        .arg(format!("--socket={}", c.socket.display()))
+        .arg(format!(
+            "--socket={}",
+            c.socket.as_deref().unwrap().display()
+        ))
         .args([
             "-uroot",
             "--batch",
