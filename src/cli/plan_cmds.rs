@@ -224,6 +224,68 @@ async fn preflight(ctx: &Ctx, p: &Plan, f: &mut Vec<Finding>) {
             push(ok, format!("job {}: {what}", job.name));
         }
     }
+    if let Some(d) = &p.drill {
+        for (ok, what) in preflight_drill(d) {
+            push(
+                ok,
+                format!("drill environment {}: {what}", d.environment.name()),
+            );
+        }
+    }
+}
+
+/// The drill environment: a scratch server answers with the password from the plan (nothing
+/// is created or swept); command scripts are at least valid shell.
+fn preflight_drill(d: &plan::DrillSpec) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
+    if let Some(s) = &d.scratch {
+        let password = match &s.password {
+            None => None,
+            Some(sec) => match sec.read() {
+                Ok(pw) => Some(crate::drill::env::Password(pw)),
+                Err(e) => {
+                    out.push((false, format!("server password: {e}; {}", e.fix)));
+                    return out;
+                }
+            },
+        };
+        let server = s.server.server.describe(&s.server.kind);
+        let scratch = crate::drill::env::ScratchServer::new(
+            s.server.clone(),
+            password,
+            "preflight",
+            std::time::Duration::ZERO,
+        );
+        out.push(match scratch.ping() {
+            Ok(v) => (true, format!("server {server} answers (version {v})")),
+            Err(e) => (
+                false,
+                format!("server {server}: {e}; check the URL, the role and the password source"),
+            ),
+        });
+    }
+    if let Some(c) = &d.command {
+        for (name, script) in [("provision", &c.provision), ("teardown", &c.teardown)] {
+            let r = std::process::Command::new("sh")
+                .args(["-n", "-c", script])
+                .output();
+            out.push(match r {
+                Ok(o) if o.status.success() => (true, format!("{name} command is valid shell")),
+                Ok(o) => (
+                    false,
+                    format!(
+                        "{name} command is not valid shell: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                ),
+                Err(e) => (
+                    false,
+                    format!("cannot run sh to check the {name} command: {e}"),
+                ),
+            });
+        }
+    }
+    out
 }
 
 fn tools_check(tools: &[&[&str]], bin: Option<&std::path::Path>) -> Vec<(bool, String)> {

@@ -1346,4 +1346,66 @@ keep_daily = 7
             vec!["objectives.rpo", "jobs[0].schedule", "retention"]
         );
     }
+
+    #[test]
+    fn drill_environments_validate_their_own_keys() {
+        let p = parse(
+            Path::new("plans/x.toml"),
+            &format!(
+                "{GOOD}\n[drill]\nenvironment = \"scratch\"\nserver = \"postgres://drill@staging:5433/postgres\"\npassword_env = \"PW\"\norphan_expiry = \"12h\"\n"
+            ),
+        )
+        .unwrap();
+        let d = p.drill.unwrap();
+        assert_eq!(d.environment, EnvironmentKind::Scratch);
+        let s = d.scratch.unwrap();
+        assert_eq!(s.server.kind, "postgres");
+        assert_eq!(s.server.server.host.as_deref(), Some("staging"));
+        assert_eq!(s.server.server.port, Some(5433));
+        assert_eq!(s.server.orphan_expiry, Duration::from_secs(12 * 3600));
+        assert_eq!(s.password, Some(SecretSpec::Env("PW".into())));
+
+        let p = parse(
+            Path::new("plans/x.toml"),
+            &format!("{GOOD}\n[drill]\nenvironment = \"command\"\nprovision = \"./up.sh\"\nteardown = \"./down.sh\"\ntimeout = \"5m\"\n"),
+        )
+        .unwrap();
+        let c = p.drill.unwrap().command.unwrap();
+        assert_eq!(
+            (c.provision.as_str(), c.teardown.as_str()),
+            ("./up.sh", "./down.sh")
+        );
+        assert_eq!(c.timeout, Duration::from_secs(300));
+
+        // Missing, misplaced and malformed keys each name the key and the fix.
+        let keys = |drill: &str| -> Vec<String> {
+            issues(&format!("{GOOD}\n[drill]\n{drill}"))
+                .into_iter()
+                .map(|i| i.key)
+                .collect()
+        };
+        assert_eq!(keys("environment = \"scratch\"\n"), vec!["drill.server"]);
+        assert_eq!(
+            keys("environment = \"scratch\"\nserver = \"postgres://u:pw@h/db\"\n"),
+            vec!["drill.server"]
+        );
+        assert_eq!(
+            keys("environment = \"command\"\nprovision = \"x\"\n"),
+            vec!["drill.teardown"]
+        );
+        assert_eq!(
+            keys("environment = \"ephemeral-postgres\"\nserver = \"postgres://h/db\"\nprovision = \"x\"\n"),
+            vec!["drill.server", "drill.provision"]
+        );
+        assert_eq!(
+            keys("environment = \"docker\"\n"),
+            vec!["drill.environment"]
+        );
+        let p = parse(
+            Path::new("x.toml"),
+            &format!("{GOOD}\n[drill]\nenvironment = \"temp-dir\"\n"),
+        )
+        .unwrap();
+        assert_eq!(p.drill.unwrap().environment, EnvironmentKind::Directory);
+    }
 }

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use lifeboat::drill::env::{ConnectionInfo, Environment, EphemeralPostgres};
+use lifeboat::drill::env::{ConnectionInfo, Environment, EphemeralMariadb, EphemeralPostgres};
 use support::*;
 
 fn drill_tmp() -> tempfile::TempDir {
@@ -146,6 +146,30 @@ fn scratch_postgres_drill_uses_a_private_database_and_drops_it() {
         ),
     );
 
+    // `plan check` asks the scratch server, without creating anything on it.
+    let check = |pw: &str| {
+        run(lifeboat()
+            .args(["plan", "check"])
+            .arg(&plan)
+            .env("SCRATCH_PW", pw))
+    };
+    let o = check("Scratch-Pw-7781");
+    assert!(
+        stdout(&o).contains(&format!(
+            "ok      drill environment scratch: server postgres://drill@127.0.0.1:{}/postgres answers (version ",
+            xc.port
+        )),
+        "{}",
+        stdout(&o)
+    );
+    let o = check("wrong-pw-1234");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("PROBLEM drill environment scratch: server postgres://drill@127.0.0.1"),
+        "{}",
+        stdout(&o)
+    );
+
     // A wrong password: an infrastructure failure naming the server, the password nowhere.
     let tmp = drill_tmp();
     let o = drill(
@@ -209,6 +233,55 @@ fn scratch_postgres_drill_uses_a_private_database_and_drops_it() {
     assert!(kept.contains("-U drill"), "{kept}");
     assert!(env_dirs(tmp.path()).is_empty());
     drop(scratch);
+    drop(src);
+}
+
+#[test]
+fn scratch_mariadb_drill_sweeps_expired_databases() {
+    let src = EphemeralMariadb::start(false).expect("server");
+    let c = src.connection().unwrap().clone();
+    mariadb(&c, None, "CREATE DATABASE shop CHARACTER SET utf8mb4");
+    mariadb(
+        &c,
+        Some("shop"),
+        "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(50));
+         INSERT INTO items SELECT seq, CONCAT('item ', seq) FROM seq_1_to_321;
+         CREATE DATABASE lifeboat_drill_20200101t000000z_dead00;",
+    );
+    let ws = Workspace::new();
+    let sock = c.socket.as_deref().unwrap().display().to_string();
+    let plan = ws.plan(
+        "myscratch",
+        &format!(
+            "[[jobs]]\nname = \"shop\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{sock}\"\nuser = \"root\"\ndatabase = \"shop\"\nno_defaults = true\n\n[drill]\nenvironment = \"scratch\"\nserver = \"mariadb://root@/mysql?socket={sock}\"\n"
+        ),
+    );
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    assert!(o.status.success(), "backup failed: {}", stderr(&o));
+    let tmp = drill_tmp();
+    let o = drill(&ws, &plan, tmp.path(), &[], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = report(&o);
+    assert_eq!(r["result"], "passed", "{r:#}");
+    assert_eq!(r["environment"], "scratch");
+    assert_eq!(r["checks"][0]["kind"], "row_counts");
+    assert!(
+        r["checks"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 tables match"),
+        "{r:#}"
+    );
+    let left = mariadb(
+        &c,
+        None,
+        "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'lifeboat\\_drill\\_%'",
+    );
+    assert_eq!(left.trim(), "0", "drill databases left on the server");
+    assert_eq!(
+        mariadb(&c, Some("shop"), "SELECT COUNT(*) FROM items").trim(),
+        "321"
+    );
     drop(src);
 }
 

@@ -126,6 +126,21 @@ impl ScratchServer {
         }
     }
 
+    /// Connects once and returns the server's version string (for `plan check`); changes
+    /// nothing on the server.
+    pub fn ping(&self) -> Result<String, String> {
+        let q = match self.kind() {
+            DbKind::Postgres => "SHOW server_version",
+            DbKind::Mariadb => "SELECT VERSION()",
+        };
+        let rows = self.maintenance().query(q)?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// A client on the maintenance database.
     fn maintenance(&self) -> SqlConn {
         self.info().sql_conn(&self.spec.server.database)
