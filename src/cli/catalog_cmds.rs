@@ -19,6 +19,7 @@ use crate::ids::PackId;
 use crate::repo::verify::{Finding, ReadData, Severity, VerifyReport};
 use crate::repo::Repository;
 use crate::source::BackupReport;
+use crate::store::multi::{RegionResult, RegionStatus};
 use crate::{Error, Result};
 
 /// The region a plain `--repo` location counts as (plans name their regions).
@@ -132,8 +133,10 @@ fn print_catalog_warnings(ctx: &Ctx, what: &str, warnings: &[String]) {
     }
 }
 
-/// Records a backup run (and its snapshot) after the repository commit. Never fails: returns
-/// the warnings to show (empty when recorded).
+/// Records a backup run (and its snapshot) after the repository commit: one run per region
+/// (`regions`: the catalog's name for each destination and how it fared; empty for a plain
+/// `--repo` run, recorded as region `local`). The snapshot is recorded in the regions that
+/// committed it. Never fails: returns the warnings to show (empty when recorded).
 pub async fn record_backup(
     ctx: &Ctx,
     repo: &Repository,
@@ -141,6 +144,7 @@ pub async fn record_backup(
     host: &str,
     plan_job: Option<(&str, &str)>,
     outcome: std::result::Result<&BackupReport, &Error>,
+    regions: &[(String, RegionResult)],
 ) -> Vec<String> {
     let mut warnings = Vec::new();
     let Some(cat) = open_best_effort(ctx, &mut warnings).await else {
@@ -148,7 +152,7 @@ pub async fn record_backup(
         return warnings;
     };
     let finished = cat.now();
-    let run = match outcome {
+    let base = match outcome {
         Ok(r) => BackupRun {
             run_id: RunId::random(),
             repo_id: *repo.id(),
@@ -192,14 +196,46 @@ pub async fn record_backup(
             error: Some(e.to_string()),
         },
     };
+    // (run, whether this region holds the snapshot)
+    let runs: Vec<(BackupRun, bool)> = if regions.is_empty() {
+        vec![(base.clone(), outcome.is_ok())]
+    } else {
+        regions
+            .iter()
+            .map(|(name, r)| {
+                let mut run = base.clone();
+                run.run_id = RunId::random();
+                run.region = name.clone();
+                let committed = outcome.is_ok() && r.status == RegionStatus::Complete;
+                if outcome.is_ok() && !committed {
+                    run.status = RunStatus::Failed;
+                    run.snapshot_id = None;
+                    run.error = Some(format!(
+                        "region {} {}: {}",
+                        r.region,
+                        if r.status == RegionStatus::Lagging {
+                            "is lagging"
+                        } else {
+                            "failed"
+                        },
+                        r.error.as_deref().unwrap_or("no detail")
+                    ));
+                }
+                (run, committed)
+            })
+            .collect()
+    };
     let res = async {
         cat.record_repository(repo.id(), &repo.location()).await?;
-        // Snapshot first: a run row pointing at a snapshot the catalog lacks would mislead.
-        if let Ok(r) = outcome {
-            cat.record_snapshot(repo.id(), LOCAL_REGION, &r.snapshot_id, &r.snapshot)
-                .await?;
+        for (run, committed) in &runs {
+            // Snapshot first: a run row pointing at a snapshot the catalog lacks would mislead.
+            if let (Ok(r), true) = (outcome, committed) {
+                cat.record_snapshot(repo.id(), &run.region, &r.snapshot_id, &r.snapshot)
+                    .await?;
+            }
+            cat.record_backup_run(run).await?;
         }
-        cat.record_backup_run(&run).await
+        Ok::<(), crate::catalog::CatalogError>(())
     }
     .await;
     if let Err(e) = res {

@@ -284,7 +284,8 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     // After the commit point, and never able to undo it (T30).
     let host = opts.host.clone().unwrap_or_else(crate::source::hostname);
     let catalog_warnings =
-        super::catalog_cmds::record_backup(ctx, &repo, started, &host, None, result.as_ref()).await;
+        super::catalog_cmds::record_backup(ctx, &repo, started, &host, None, result.as_ref(), &[])
+            .await;
     let report = result?;
     let s = &report.snapshot.summary;
     let regions = repo.store.as_multi().map(|m| m.results());

@@ -140,7 +140,8 @@ fn select<'a>(p: &'a Plan, job: Option<&str>) -> Result<Vec<&'a JobSpec>> {
 /// their destination name).
 fn destination(p: &Plan, region: Option<&str>) -> Result<(crate::store::DynStore, String)> {
     let mut all = Vec::new();
-    for (i, d) in p.destinations.iter().enumerate() {
+    let names = crate::plan::DestinationSpec::catalog_regions(&p.destinations);
+    for (d, name) in p.destinations.iter().zip(names) {
         let dest = crate::store::multi::Destination::from_config(&d.0).map_err(|e| {
             Error::Usage(format!(
                 "plan {}: destination {}: {e}",
@@ -148,12 +149,6 @@ fn destination(p: &Plan, region: Option<&str>) -> Result<(crate::store::DynStore
                 d.location()
             ))
         })?;
-        let local = matches!(d.0, crate::store::multi::DestinationConfig::Local(_));
-        let name = if i == 0 && local {
-            LOCAL_REGION.to_string()
-        } else {
-            dest.name.clone()
-        };
         all.push((d.location(), name, dest));
     }
     let pick = match region {

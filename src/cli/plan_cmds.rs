@@ -485,6 +485,13 @@ pub async fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
         };
         // The catalog is not on the critical path: a failure to record is a warning.
         let host = opts.host.clone().unwrap_or_else(crate::source::hostname);
+        let regions: Vec<_> = match repo.store.as_multi() {
+            Some(m) => crate::plan::DestinationSpec::catalog_regions(&p.destinations)
+                .into_iter()
+                .zip(m.results())
+                .collect(),
+            None => Vec::new(),
+        };
         super::catalog_cmds::record_backup(
             ctx,
             &repo,
@@ -492,6 +499,7 @@ pub async fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
             &host,
             Some((&p.name, &job.name)),
             res.as_ref(),
+            &regions,
         )
         .await;
         match res {

@@ -229,6 +229,20 @@ pub struct Objectives {
 pub struct DestinationSpec(pub DestinationConfig);
 
 impl DestinationSpec {
+    /// The names the catalog records a plan's destinations under, in order: a local first
+    /// destination is region `local` (what `--repo` runs record too); every other
+    /// destination goes by its region name.
+    pub fn catalog_regions(dests: &[DestinationSpec]) -> Vec<String> {
+        dests
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match &d.0 {
+                DestinationConfig::Local(_) if i == 0 => "local".to_string(),
+                c => crate::store::multi::Destination::name_of(c),
+            })
+            .collect()
+    }
+
     /// A human description of where it is (no secrets).
     pub fn location(&self) -> String {
         match &self.0 {

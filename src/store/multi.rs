@@ -41,6 +41,17 @@ pub struct Destination {
 
 impl Destination {
     /// Builds a destination from its config: S3 stores are wrapped in the retry decorator.
+    /// The region name a destination goes by (`name`, else the S3 label or `local:<path>`).
+    pub fn name_of(cfg: &DestinationConfig) -> String {
+        match cfg {
+            DestinationConfig::S3(c) => c.label().to_string(),
+            DestinationConfig::Local(l) => l
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("local:{}", l.path.display())),
+        }
+    }
+
     pub fn from_config(cfg: &DestinationConfig) -> Result<Destination, String> {
         match cfg {
             DestinationConfig::S3(c) => {
@@ -49,7 +60,7 @@ impl Destination {
                 let retry = RetryStore::new(s3.clone(), retry_cfg);
                 let stats = retry.stats();
                 Ok(Destination {
-                    name: c.label().to_string(),
+                    name: Self::name_of(cfg),
                     store: Arc::new(retry),
                     retry: Some(stats),
                     s3: Some(s3),
@@ -60,10 +71,7 @@ impl Destination {
                     return Err("local destination has an empty path".into());
                 }
                 Ok(Destination {
-                    name: l
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("local:{}", l.path.display())),
+                    name: Self::name_of(cfg),
                     store: Arc::new(LocalStore::new(&l.path)),
                     retry: None,
                     s3: None,

@@ -81,6 +81,24 @@ fn plan_with_two_s3_regions_backs_up_syncs_and_verifies_each() {
         !r.all().contains(support::garage::SECRET),
         "secret leaked: {r:?}"
     );
+    // the catalog has one run per region: both runs of the first backup ok, and for the
+    // second r1 ok while r2 failed, naming the region
+    let r = lb(w, &["history", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let hist: Value = serde_json::from_str(&r.stdout).unwrap();
+    let runs: Vec<&Value> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "backup")
+        .collect();
+    let count = |region: &str, outcome: &str| {
+        runs.iter()
+            .filter(|e| e["region"] == region && e["outcome"] == outcome)
+            .count()
+    };
+    assert_eq!((count("r1", "ok"), count("r2", "ok")), (2, 1), "{hist:#}");
+    assert_eq!(count("r2", "failed"), 1, "{hist:#}");
 
     // back up: sync catches r2 up, and each region verifies on its own
     g2.restart();
