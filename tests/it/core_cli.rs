@@ -448,3 +448,65 @@ fn sigint_stops_a_backup_cleanly_with_130() {
     );
     s.ok(&["verify"]);
 }
+
+/// T17: the repository's disk fills up during a backup — exit 15 with a clear message, no
+/// snapshot, no temp file left, the repository verifies; with room again (after several
+/// such failures) the next backup commits, reusing the packs the failed runs left.
+#[test]
+fn a_full_repository_disk_is_exit_15_and_leaves_a_valid_repository() {
+    assert!(is_root(), "this test needs root to mount a small tmpfs");
+    let mut s = Scratch::new();
+    let fs = s.path("fs");
+    std::fs::create_dir(&fs).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&fs)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(fs.clone());
+    s.repo = fs.join("repo");
+    s.init();
+    let src = s.path("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("small.txt"), b"the part that fits").unwrap();
+
+    for pass in 0..3u64 {
+        // Incompressible, and more than the whole file system.
+        let mut big = vec![0u8; (26 + 5 * pass as usize) << 20];
+        rand::RngCore::fill_bytes(
+            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(pass),
+            &mut big,
+        );
+        let path = src.join(format!("big{pass}.bin"));
+        std::fs::write(&path, &big).unwrap();
+        drop(big);
+        let out = s.run(&["backup", src.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(15), "pass {pass}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("out of space"), "{err}");
+        assert!(err.contains("nothing was committed"), "{err}");
+        let temps: Vec<_> = list_files(&s.repo)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(temps.is_empty(), "temp files left: {temps:?}");
+        assert_eq!(s.json(&["snapshots"]).as_array().unwrap().len(), 0);
+        s.ok(&["verify", "--read-data"]);
+        std::fs::remove_file(&path).unwrap();
+    }
+    s.ok(&["backup", src.to_str().unwrap()]);
+    s.ok(&["verify", "--read-data"]);
+    let target = s.path("restored");
+    s.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(target.join("src/small.txt")).unwrap(),
+        b"the part that fits"
+    );
+}

@@ -437,13 +437,10 @@ fn a_full_restore_target_is_exit_15_and_torn_down() {
     let data = ws.path().join("big");
     std::fs::create_dir(&data).unwrap();
     let mut rng_bytes = vec![0u8; 80 << 20];
-    let mut x: u64 = 0x9E3779B97F4A7C15;
-    for b in rng_bytes.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    rand::RngCore::fill_bytes(
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(29),
+        &mut rng_bytes,
+    );
     std::fs::write(data.join("blob.bin"), &rng_bytes).unwrap();
     drop(rng_bytes);
     let plan = ws.plan(
