@@ -2,7 +2,7 @@
 //! environment, run the restore tests, measure RTO and RPO against the plan's objectives,
 //! print the evidence and record it in the catalog (best effort: a catalog problem is a
 //! warning, never a failed drill). The exit code is the worst drill's: 16 a check failed,
-//! 17 an objective was missed, 1 the environment failed, 130 interrupted.
+//! 17 an objective was missed, 1 the environment failed (15 out of space), 130 interrupted.
 
 use std::path::PathBuf;
 use std::sync::Arc;
