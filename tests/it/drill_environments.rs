@@ -8,21 +8,11 @@
 
 use crate::support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use lifeboat::drill::env::{ConnectionInfo, Environment, EphemeralMariadb, EphemeralPostgres};
 use support::*;
-
-fn drill_tmp() -> tempfile::TempDir {
-    let t = tempfile::Builder::new()
-        .prefix("lifeboat-drilltmp-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    t
-}
 
 fn drill(ws: &Workspace, plan: &Path, tmp: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = lifeboat();
@@ -41,15 +31,6 @@ fn report(o: &Output) -> serde_json::Value {
     let v: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("drill --json: {e}\n{}", stderr(o)));
     v.into_iter().next().expect("one report")
-}
-
-fn env_dirs(tmp: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(tmp)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("lifeboat-env-"))
-        .map(|e| e.path())
-        .collect()
 }
 
 fn drill_databases(c: &ConnectionInfo) -> Vec<String> {

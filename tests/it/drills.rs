@@ -9,24 +9,12 @@
 
 use crate::support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use lifeboat::drill::env::{Environment, EphemeralMariadb, EphemeralPostgres};
 use support::*;
-
-/// A private TMPDIR for one drill. Servers run as an unprivileged user when the tests run
-/// as root and write their own temporary files there, so it is mode 1777 like /tmp.
-fn drill_tmp() -> tempfile::TempDir {
-    let t = tempfile::Builder::new()
-        .prefix("lifeboat-drilltmp-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    t
-}
 
 fn drill_cmd(ws: &Workspace, plan: &Path, tmp: &Path) -> Command {
     let mut c = lifeboat();
@@ -43,15 +31,6 @@ fn drill(ws: &Workspace, plan: &Path, tmp: &Path, json: bool) -> Output {
         c.arg("--json");
     }
     run(&mut c)
-}
-
-fn env_dirs(tmp: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(tmp)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("lifeboat-env-"))
-        .map(|e| e.path())
-        .collect()
 }
 
 /// Nothing of a drill may survive it: no environment directory, no server process.

@@ -364,3 +364,24 @@ pub fn processes_matching(needle: &str) -> Vec<String> {
     }
     out
 }
+
+/// A private TMPDIR for one drill. Servers run as an unprivileged user when the tests run
+/// as root and write their own temporary files there, so it is mode 1777 like /tmp.
+pub fn drill_tmp() -> tempfile::TempDir {
+    let t = tempfile::Builder::new()
+        .prefix("lifeboat-drilltmp-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    t
+}
+
+/// The throwaway environments (`lifeboat-env-*`) in a drill's TMPDIR.
+pub fn env_dirs(tmp: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("lifeboat-env-"))
+        .map(|e| e.path())
+        .collect()
+}
