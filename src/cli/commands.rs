@@ -24,6 +24,10 @@ pub struct InitArgs {
     /// argon2id iterations
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub kdf_iterations: u32,
+    /// Create the repository at this plan's destinations (all of them), with the password
+    /// from the plan's [repository] section
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -229,6 +233,8 @@ pub async fn dispatch(ctx: &Ctx, cmd: super::Command) -> Result<ExitCode> {
 }
 
 async fn init(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
+    let pctx = super::region_cmds::plan_ctx(ctx, a.plan.as_deref())?;
+    let ctx = pctx.as_ref().unwrap_or(ctx);
     let store = super::region_cmds::open_store(ctx)?;
     if store.head("config").await?.is_some() {
         return Err(Error::RepoExists {

@@ -276,7 +276,12 @@ fn row_counts(sql: &SqlConn, snap: &Snapshot, tolerance: Option<f64>) -> Vec<Che
     }
     let detail = if bad.is_empty() {
         format!(
-            "{compared} tables match the counts captured at backup time{}",
+            "{compared} {} the counts captured at backup time{}",
+            if compared == 1 {
+                "table matches"
+            } else {
+                "tables match"
+            },
             if tol > 0.0 {
                 format!(" (within {tol}%)")
             } else {

@@ -250,7 +250,7 @@ fn scratch_mariadb_drill_sweeps_expired_databases() {
         r["checks"][0]["detail"]
             .as_str()
             .unwrap()
-            .starts_with("1 tables match"),
+            .starts_with("1 table matches"),
         "{r:#}"
     );
     let left = mariadb(
