@@ -133,3 +133,52 @@ fn one_failing_job_does_not_stop_the_others() {
     assert_eq!(v["issues"][0]["key"], "jobs[0].schedule");
     assert_eq!(v["issues"][0]["line"], 13);
 }
+
+/// `init --plan` creates the repository at every destination of the plan with the plan's
+/// password; `backup --plan` then commits to both; a second `init` refuses (exit 1, nothing
+/// overwritten).
+#[test]
+fn init_from_a_plan_creates_every_destination() {
+    use support::*;
+    let ws = Workspace::new();
+    let data = ws.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "hello\n").unwrap();
+    let plan = ws.path().join("two.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "min_regions = 2\n[repository]\npassword_file = \"repo.pass\"\n[[destinations]]\ntype = \"local\"\npath = \"site-a\"\n[[destinations]]\ntype = \"local\"\nname = \"b\"\npath = \"site-b\"\n[[jobs]]\nname = \"files\"\nschedule = \"0 2 * * *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let o = run(lifeboat()
+        .args([
+            "init",
+            "--kdf-memory",
+            "8",
+            "--kdf-iterations",
+            "1",
+            "--plan",
+        ])
+        .arg(&plan));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for site in ["site-a", "site-b"] {
+        assert!(ws.path().join(site).join("config").is_file(), "{site}");
+    }
+    let o = run(lifeboat().args(["init", "--plan"]).arg(&plan));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    let o = run(lifeboat()
+        .args(["backup", "--plan"])
+        .arg(&plan)
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for site in ["site-a", "site-b"] {
+        let snaps = std::fs::read_dir(ws.path().join(site).join("snapshots"))
+            .unwrap()
+            .count();
+        assert_eq!(snaps, 1, "{site}");
+    }
+}
