@@ -246,6 +246,39 @@ pub async fn record_backup(
     warnings
 }
 
+/// Records that `regions` (catalog names) now hold every snapshot of the repository, after
+/// a `sync` made them complete. Never fails the sync: problems are warnings.
+pub async fn record_synced(ctx: &Ctx, repo: &Repository, regions: &[String]) {
+    if regions.is_empty() {
+        return;
+    }
+    let mut warnings = Vec::new();
+    let Some(cat) = open_best_effort(ctx, &mut warnings).await else {
+        print_catalog_warnings(ctx, "sync", &warnings);
+        return;
+    };
+    let res = async {
+        let snaps = repo.list_snapshots().await.map_err(|e| e.to_string())?;
+        cat.record_repository(repo.id(), &repo.location())
+            .await
+            .map_err(|e| e.to_string())?;
+        for region in regions {
+            for (id, snap) in &snaps {
+                cat.record_snapshot(repo.id(), region, id, snap)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok::<(), String>(())
+    }
+    .await;
+    if let Err(e) = res {
+        warnings.push(e);
+    }
+    cat.close().await;
+    print_catalog_warnings(ctx, "sync", &warnings);
+}
+
 /// Parses a humanized size: `5GiB`, `500MB`, `1.5G` (binary), `4096`.
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();

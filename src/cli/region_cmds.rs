@@ -365,6 +365,18 @@ pub async fn sync(ctx: &Ctx, a: SyncArgs) -> Result<ExitCode> {
     let res = crate::repo::sync::sync(&repo, &regions, &ctx.cancel).await;
     lock.release().await;
     let reports: Vec<SyncRegionReport> = res?;
+    // With a plan, the catalog learns which regions now hold every snapshot (its status and
+    // drills go by those region names).
+    if let Some(p) = &ctx.plan {
+        let names = crate::plan::DestinationSpec::catalog_regions(&p.destinations);
+        let complete: Vec<String> = dests
+            .iter()
+            .zip(names)
+            .filter(|(d, _)| reports.iter().any(|r| r.region == d.name && r.complete))
+            .map(|(_, n)| n)
+            .collect();
+        super::catalog_cmds::record_synced(ctx, &repo, &complete).await;
+    }
     if ctx.global.json {
         print_json(&json!({"message_type": "summary", "regions": reports}));
     } else {

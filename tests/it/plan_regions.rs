@@ -111,6 +111,21 @@ fn plan_with_two_s3_regions_backs_up_syncs_and_verifies_each() {
         );
         assert_eq!(r.code, 0, "{region}: {r:?}");
     }
+    // the catalog knows r2 holds the newest snapshot now too
+    let r = lb(w, &["status", "--plan", p, "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let st: Value = serde_json::from_str(&r.stdout).unwrap();
+    let newest = |region: &str| {
+        st["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["region"] == region)
+            .map(|j| j["newest_snapshot"]["snapshot_id"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert!(!newest("r1").is_null(), "{st:#}");
+    assert_eq!(newest("r1"), newest("r2"), "{st:#}");
     let r = lb(w, &["snapshots", "--plan", p, "--json"]);
     assert_eq!(r.code, 0, "{r:?}");
     let snaps: Value = serde_json::from_str(&r.stdout).unwrap();
