@@ -153,9 +153,10 @@ impl DbDrill<'_> {
                     std::time::Duration::ZERO,
                 ))
             }
-            (DbEnvironment::Command(spec), _) => {
-                Box::new(CommandEnv::new(spec.clone(), self.kind_name(), drill_id))
-            }
+            (DbEnvironment::Command(spec), _) => Box::new(
+                CommandEnv::new(spec.clone(), self.kind_name(), drill_id)
+                    .with_cancel(self.cancel.clone()),
+            ),
         };
         let res = tokio::task::spawn_blocking(move || {
             let r = env.provision();

@@ -212,12 +212,27 @@ impl ChildProc {
     }
 
     /// Waits at most `timeout`; kills the group when it expires.
-    pub fn finish_within(mut self, timeout: Duration) -> Result<()> {
+    pub fn finish_within(self, timeout: Duration) -> Result<()> {
+        self.finish_within_or_cancel(timeout, None)
+    }
+
+    /// Like [`ChildProc::finish_within`], also killing the group (and returning
+    /// `Interrupted`) as soon as `cancel` fires.
+    pub fn finish_within_or_cancel(
+        mut self,
+        timeout: Duration,
+        cancel: Option<&Cancel>,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             let c = self.child.as_mut().expect("child present until waited");
             match c.try_wait() {
                 Ok(Some(_)) => break,
+                Ok(None) if cancel.is_some_and(|c| c.is_cancelled()) => {
+                    self.kill();
+                    let _ = self.wait_status();
+                    return Err(Error::Interrupted);
+                }
                 Ok(None) if Instant::now() >= deadline => {
                     self.kill();
                     let _ = self.wait_status();

@@ -388,6 +388,57 @@ fn command_environment_provisions_tears_down_and_sweeps() {
     assert!(log.lines().any(|l| l == "orphaned-drill"), "{log}");
     assert!(!orphan.exists());
     assert!(env_dirs(tmp.path()).is_empty());
+
+    // 4. SIGTERM while a slow provisioning command runs: it is stopped at once, the
+    //    teardown runs (with what provisioning printed so far), exit 130.
+    let slow = ws.path().join("cmd-slow.toml");
+    std::fs::write(
+        &slow,
+        std::fs::read_to_string(&plan)
+            .unwrap()
+            .replace("set -e\n", "set -e\necho container=slow-one\nsleep 297\n"),
+    )
+    .unwrap();
+    let before = std::fs::read_to_string(&marker).unwrap().lines().count();
+    let mut child = lifeboat()
+        .args(["drill", "--plan"])
+        .arg(&slow)
+        .env("TMPDIR", tmp.path())
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state"))
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !env_dirs(tmp.path()).iter().any(|d| {
+        std::fs::read_to_string(d.join("teardown.env"))
+            .is_ok_and(|v| v.contains("LIFEBOAT_DRILL_KIND"))
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "provisioning never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let sent = std::time::Instant::now();
+    // SAFETY: signalling the child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        sent.elapsed() < std::time::Duration::from_secs(30),
+        "the provisioning command was not stopped: {:?}",
+        sent.elapsed()
+    );
+    let log = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(
+        log.lines().count(),
+        before + 1,
+        "teardown did not run: {log}"
+    );
+    assert!(env_dirs(tmp.path()).is_empty());
+    assert!(processes_matching("sleep 297").is_empty());
     drop(src);
 }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::scratch::{ScratchServer, ScratchSpec};
 use super::{ConnectionInfo, EnvError, Environment, Password};
+use crate::pipeline::Cancel;
 use crate::source::db::DbConn;
 use crate::source::process::ChildProc;
 
@@ -49,6 +50,8 @@ pub struct CommandEnv {
     dir: Option<tempfile::TempDir>,
     vars: Vec<(String, String)>,
     inner: Option<ScratchServer>,
+    /// Stops a slow provisioning command on Ctrl-C (teardown always runs to completion).
+    cancel: Option<Cancel>,
 }
 
 /// Splits the provisioning command's output into its `KEY=VALUE` lines.
@@ -87,6 +90,7 @@ fn run_script(
     dir: &Path,
     vars: &[(String, String)],
     timeout: Duration,
+    cancel: Option<&Cancel>,
 ) -> (Result<(), String>, String) {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
@@ -107,12 +111,13 @@ fn run_script(
         let _ = std::io::copy(&mut stdout, &mut std::io::sink());
         String::from_utf8_lossy(&buf).into_owned()
     });
-    let res = child.finish_within(timeout);
+    let res = child.finish_within_or_cancel(timeout, cancel);
     // A command that backgrounded a process holding stdout would keep the reader waiting:
     // its output so far is what counts once the command itself has finished.
     let out = wait_thread(reader, Duration::from_secs(5)).unwrap_or_default();
     let res = res.map_err(|e| match e {
         crate::Error::SourceFailed { detail, .. } => detail,
+        crate::Error::Interrupted => format!("{what} interrupted (Ctrl-C or SIGTERM)"),
         e => e.to_string(),
     });
     (res, out)
@@ -144,6 +149,7 @@ pub(crate) fn run_saved_teardown(dir: &Path) -> Result<(), String> {
         dir,
         &vars,
         SWEEP_TEARDOWN_TIMEOUT,
+        None,
     )
     .0
 }
@@ -157,7 +163,14 @@ impl CommandEnv {
             dir: None,
             vars: Vec::new(),
             inner: None,
+            cancel: None,
         }
+    }
+
+    /// Interrupts provisioning when `cancel` fires.
+    pub fn with_cancel(mut self, cancel: Cancel) -> Self {
+        self.cancel = Some(cancel);
+        self
     }
 
     fn step(&self, step: &str, detail: impl Into<String>) -> EnvError {
@@ -189,6 +202,7 @@ impl CommandEnv {
             &dir,
             &self.vars,
             self.spec.timeout,
+            self.cancel.as_ref(),
         );
         let printed = parse_output(&out);
         let mut url = None;
@@ -274,6 +288,7 @@ impl Environment for CommandEnv {
             dir.path(),
             &self.vars,
             self.spec.timeout,
+            None,
         )
         .0
         {
