@@ -19,7 +19,7 @@ use crate::drill::database::{DbDrill, DbEnvironment};
 use crate::drill::env::Password;
 use crate::drill::measure::{Objective, SystemClock};
 use crate::drill::restore_tests::RestoreTests;
-use crate::drill::{DirDrill, DrillReport, DrillResult, Targets};
+use crate::drill::{DirDrill, DrillContext, DrillReport, DrillResult, Targets};
 use crate::error::ExitCode;
 use crate::plan::{EnvironmentKind, JobSpec, Plan, SourceSpec};
 use crate::repo::Repository;
@@ -276,21 +276,24 @@ async fn drill_locked(
                 snap.consistency_time.format("%Y-%m-%d %H:%M:%S UTC")
             );
         }
+        let dctx = DrillContext {
+            repo,
+            snapshot_id: id,
+            snapshot: &snap,
+            tests,
+            targets,
+            plan: Some(p.name.clone()),
+            job: Some(job.name.clone()),
+            region: Some(region.to_string()),
+            keep: a.keep,
+            clock: Arc::new(SystemClock),
+            cancel: ctx.cancel.clone(),
+        };
         let report = match how {
             How::Dir => {
                 DirDrill {
-                    repo,
-                    snapshot_id: id,
-                    snapshot: &snap,
-                    tests,
-                    targets,
-                    plan: Some(p.name.clone()),
-                    job: Some(job.name.clone()),
-                    region: Some(region.to_string()),
-                    keep: a.keep,
-                    clock: Arc::new(SystemClock),
+                    ctx: dctx,
                     progress: ctx.progress().bytes(&job.name),
-                    cancel: ctx.cancel.clone(),
                 }
                 .run()
                 .await
@@ -302,20 +305,10 @@ async fn drill_locked(
                     _ => None,
                 };
                 DbDrill {
-                    repo,
-                    snapshot_id: id,
-                    snapshot: &snap,
-                    tests,
-                    targets,
+                    ctx: dctx,
                     kind: *kind,
                     database,
                     environment: db_environment(p)?,
-                    plan: Some(p.name.clone()),
-                    job: Some(job.name.clone()),
-                    region: Some(region.to_string()),
-                    keep: a.keep,
-                    clock: Arc::new(SystemClock),
-                    cancel: ctx.cancel.clone(),
                 }
                 .run()
                 .await

@@ -224,18 +224,20 @@ pub async fn run(
         rpo: Some(std::time::Duration::from_secs_f64(RPO_TARGET_SECS)),
     };
     let report = crate::drill::DirDrill {
-        repo: &repo,
-        snapshot_id: latest_id,
-        snapshot: &latest,
-        tests: &tests,
-        targets,
-        plan: Some("demo".into()),
-        job: Some("sample-data".into()),
-        region: None,
-        keep: false,
-        clock: Arc::new(crate::drill::measure::SystemClock),
+        ctx: crate::drill::DrillContext {
+            repo: &repo,
+            snapshot_id: latest_id,
+            snapshot: &latest,
+            tests: &tests,
+            targets,
+            plan: Some("demo".into()),
+            job: Some("sample-data".into()),
+            region: None,
+            keep: false,
+            clock: Arc::new(crate::drill::measure::SystemClock),
+            cancel: cancel.clone(),
+        },
         progress: progress.bytes("drill"),
-        cancel: cancel.clone(),
     }
     .run()
     .await;

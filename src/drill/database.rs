@@ -18,34 +18,19 @@ use super::env::{
     CommandEnv, CommandSpec, ConnectionInfo, Environment, EphemeralMariadb, EphemeralPostgres,
     Password, ScratchServer, ScratchSpec,
 };
-use super::measure::{Clock, Phase, Stopwatch};
-use super::restore_tests::RestoreTests;
-use super::{new_drill_id, DrillReport, Targets};
-use crate::ids::SnapshotId;
-use crate::pipeline::Cancel;
-use crate::repo::snapshot::Snapshot;
-use crate::repo::Repository;
+use super::measure::{Phase, Stopwatch};
+use super::{new_drill_id, DrillContext, DrillReport};
 use crate::restore::database::{restore_mariadb, restore_postgres, DbRestoreOptions};
 
 /// A drill of a PostgreSQL or MariaDB snapshot into a throwaway server.
 pub struct DbDrill<'a> {
-    pub repo: &'a Repository,
-    pub snapshot_id: SnapshotId,
-    pub snapshot: &'a Snapshot,
-    pub tests: &'a RestoreTests,
-    pub targets: Targets,
+    pub ctx: DrillContext<'a>,
     pub kind: DbKind,
     /// The database to restore into on a server of its own: the original name (restore
     /// tests may name it), else `lifeboat_drill_<id>`. Scratch and command environments
     /// always use `lifeboat_drill_<id>`.
     pub database: Option<String>,
     pub environment: DbEnvironment,
-    pub plan: Option<String>,
-    pub job: Option<String>,
-    pub region: Option<String>,
-    pub keep: bool,
-    pub clock: Arc<dyn Clock>,
-    pub cancel: Cancel,
 }
 
 /// Where a database drill restores into.
@@ -127,7 +112,7 @@ impl DbDrill<'_> {
                 let installed = super::env::ephemeral_postgres::installed_majors();
                 let major = choose_pg_major(
                     *postgres_version,
-                    self.snapshot.source_meta["server_version"].as_str(),
+                    self.ctx.snapshot.source_meta["server_version"].as_str(),
                     &installed,
                 )?;
                 Box::new(EphemeralPostgres::new(Some(major)))
@@ -141,7 +126,7 @@ impl DbDrill<'_> {
                     return Err(format!(
                         "the scratch server is a {} server, but job {} is a {} job; give [drill] server a {}:// URL",
                         spec.kind,
-                        self.job.as_deref().unwrap_or("?"),
+                        self.ctx.job.as_deref().unwrap_or("?"),
                         self.kind_name(),
                         self.kind_name()
                     ));
@@ -155,7 +140,7 @@ impl DbDrill<'_> {
             }
             (DbEnvironment::Command(spec), _) => Box::new(
                 CommandEnv::new(spec.clone(), self.kind_name(), drill_id)
-                    .with_cancel(self.cancel.clone()),
+                    .with_cancel(self.ctx.cancel.clone()),
             ),
         };
         let res = tokio::task::spawn_blocking(move || {
@@ -186,7 +171,8 @@ impl DbDrill<'_> {
     ) -> Result<(), String> {
         sw.begin(Phase::Fetch);
         let index = Arc::new(
-            self.repo
+            self.ctx
+                .repo
                 .load_index()
                 .await
                 .map_err(|e| format!("reading the repository index failed: {e}"))?,
@@ -206,25 +192,25 @@ impl DbDrill<'_> {
         let r = match self.kind {
             DbKind::Postgres => {
                 restore_postgres(
-                    self.repo,
+                    self.ctx.repo,
                     &index,
-                    self.snapshot,
+                    self.ctx.snapshot,
                     &target,
                     password.clone(),
                     &opts,
-                    &self.cancel,
+                    &self.ctx.cancel,
                 )
                 .await
             }
             DbKind::Mariadb => {
                 restore_mariadb(
-                    self.repo,
+                    self.ctx.repo,
                     &index,
-                    self.snapshot,
+                    self.ctx.snapshot,
                     &target,
                     password.clone(),
                     &opts,
-                    &self.cancel,
+                    &self.ctx.cancel,
                 )
                 .await
             }
@@ -233,7 +219,7 @@ impl DbDrill<'_> {
             crate::Error::Interrupted => "interrupted while loading the snapshot".to_string(),
             e => format!(
                 "loading snapshot {} into {} failed: {e}",
-                self.snapshot_id.short(),
+                self.ctx.snapshot_id.short(),
                 target.describe(&conn.kind)
             ),
         })
@@ -241,7 +227,7 @@ impl DbDrill<'_> {
 
     pub async fn run(self) -> DrillReport {
         let id = new_drill_id();
-        let mut sw = Stopwatch::start(self.clock.clone());
+        let mut sw = Stopwatch::start(self.ctx.clock.clone());
         let mut checks = Vec::new();
         let mut error: Option<String> = None;
         let mut kept = None;
@@ -249,7 +235,7 @@ impl DbDrill<'_> {
             .database
             .clone()
             .or_else(|| {
-                self.snapshot.source_meta["database"]
+                self.ctx.snapshot.source_meta["database"]
                     .as_str()
                     .map(str::to_string)
             })
@@ -271,7 +257,7 @@ impl DbDrill<'_> {
                             self.env_name()
                         ))
                     }
-                    Some(_) if self.cancel.is_cancelled() => {
+                    Some(_) if self.ctx.cancel.is_cancelled() => {
                         error = Some("interrupted after provisioning".into())
                     }
                     Some(conn) => match self.load(&mut sw, &conn, &database).await {
@@ -292,7 +278,7 @@ impl DbDrill<'_> {
                                 }
                                 Err(e) => error = Some(e),
                             }
-                            if self.keep && error.is_none() && !self.cancel.is_cancelled() {
+                            if self.ctx.keep && error.is_none() && !self.ctx.cancel.is_cancelled() {
                                 if let Some(note) = env.keep() {
                                     kept = Some(format!(
                                         "{} left running; connect with: {}; {note}",
@@ -310,37 +296,12 @@ impl DbDrill<'_> {
                 }
             }
         }
-        if self.cancel.is_cancelled() && error.is_none() {
+        if self.ctx.cancel.is_cancelled() && error.is_none() {
             error = Some("interrupted".into());
         }
         sw.end();
-        let (rto, rpo, result) = DrillReport::judge(
-            &sw,
-            &checks,
-            self.snapshot.consistency_time,
-            self.targets,
-            error.as_deref(),
-        );
-        let environment = self.env_name().to_string();
-        DrillReport {
-            id,
-            plan: self.plan,
-            job: self.job,
-            region: self.region,
-            environment,
-            snapshot_id: self.snapshot_id,
-            snapshot_time: self.snapshot.time,
-            consistency_time: self.snapshot.consistency_time,
-            started: sw.start,
-            finished: sw.now(),
-            phases: sw.phases.clone(),
-            checks,
-            rto,
-            rpo,
-            result,
-            error,
-            kept,
-        }
+        let environment = self.env_name();
+        self.ctx.report(id, environment, &sw, checks, error, kept)
     }
 
     /// Runs the restore tests against the loaded database (off the async threads: the
@@ -353,9 +314,9 @@ impl DbDrill<'_> {
     ) -> Result<Vec<checks::CheckResult>, String> {
         let sql = conn.sql_conn(database);
         let env = conn.client_env(database);
-        let tests = self.tests.clone();
-        let snapshot = self.snapshot.clone();
-        let rpo_target = self.targets.rpo;
+        let tests = self.ctx.tests.clone();
+        let snapshot = self.ctx.snapshot.clone();
+        let rpo_target = self.ctx.targets.rpo;
         tokio::task::spawn_blocking(move || {
             let t = CheckTarget {
                 sql: Some(&sql),

@@ -135,8 +135,9 @@ impl DrillReport {
     }
 }
 
-/// A drill of a file-tree snapshot (directories, volumes) into a throwaway directory.
-pub struct DirDrill<'a> {
+/// What every drill needs, whatever it restores into: the snapshot, the tests, the
+/// objectives, where it is recorded, and how it is timed and interrupted.
+pub struct DrillContext<'a> {
     pub repo: &'a Repository,
     pub snapshot_id: SnapshotId,
     pub snapshot: &'a Snapshot,
@@ -147,80 +148,22 @@ pub struct DirDrill<'a> {
     pub region: Option<String>,
     pub keep: bool,
     pub clock: Arc<dyn Clock>,
-    pub progress: indicatif::ProgressBar,
     pub cancel: Cancel,
 }
 
-pub fn new_drill_id() -> String {
-    format!(
-        "{}-{}",
-        Utc::now().format("%Y%m%dT%H%M%SZ"),
-        hex::encode(rand::random::<[u8; 3]>())
-    )
-}
-
-impl DirDrill<'_> {
-    pub async fn run(self) -> DrillReport {
-        let id = new_drill_id();
-        let mut sw = Stopwatch::start(self.clock.clone());
-        let mut checks = Vec::new();
-        let mut error = None;
-        let mut kept = None;
-
-        sw.begin(Phase::Provision);
-        let dir = tempfile::Builder::new()
-            .prefix("lifeboat-env-dir-")
-            .tempdir();
-        match dir {
-            Err(e) => error = Some(format!("cannot create the throwaway directory: {e}")),
-            Ok(dir) => {
-                let target = dir.path().join("restore");
-                sw.begin(Phase::Fetch);
-                let restored = match self.repo.load_index().await {
-                    Ok(index) => {
-                        crate::restore::restore(
-                            self.repo,
-                            Arc::new(index),
-                            self.snapshot,
-                            &target,
-                            self.progress.clone(),
-                            self.cancel.clone(),
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-                match restored {
-                    Err(e) => error = Some(format!("restore failed: {e}")),
-                    Ok(_) => {
-                        sw.begin(Phase::Checks);
-                        let t = CheckTarget {
-                            sql: None,
-                            dir: Some(&target),
-                            snapshot: self.snapshot,
-                            drill_start: sw.start,
-                            rpo_target: self.targets.rpo,
-                            env: vec![("LIFEBOAT_DRILL_DIR".into(), target.display().to_string())],
-                        };
-                        let tests = self.tests.clone();
-                        checks = checks::run_all(&tests, &t);
-                        if checks.iter().all(|c| c.status == CheckStatus::Passed) {
-                            sw.checks_passed();
-                        }
-                    }
-                }
-                sw.begin(Phase::Teardown);
-                if self.keep && error.is_none() {
-                    let p: PathBuf = dir.keep();
-                    kept = Some(p.join("restore").display().to_string());
-                } else {
-                    drop(dir);
-                }
-            }
-        }
-        sw.end();
+impl DrillContext<'_> {
+    /// Judges the finished drill and builds its report.
+    pub(crate) fn report(
+        self,
+        id: String,
+        environment: &str,
+        sw: &Stopwatch,
+        checks: Vec<CheckResult>,
+        error: Option<String>,
+        kept: Option<String>,
+    ) -> DrillReport {
         let (rto, rpo, result) = DrillReport::judge(
-            &sw,
+            sw,
             &checks,
             self.snapshot.consistency_time,
             self.targets,
@@ -231,7 +174,7 @@ impl DirDrill<'_> {
             plan: self.plan,
             job: self.job,
             region: self.region,
-            environment: "directory".into(),
+            environment: environment.to_string(),
             snapshot_id: self.snapshot_id,
             snapshot_time: self.snapshot.time,
             consistency_time: self.snapshot.consistency_time,
@@ -245,6 +188,84 @@ impl DirDrill<'_> {
             error,
             kept,
         }
+    }
+}
+
+/// A drill of a file-tree snapshot (directories, volumes) into a throwaway directory.
+pub struct DirDrill<'a> {
+    pub ctx: DrillContext<'a>,
+    pub progress: indicatif::ProgressBar,
+}
+
+pub fn new_drill_id() -> String {
+    format!(
+        "{}-{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        hex::encode(rand::random::<[u8; 3]>())
+    )
+}
+
+impl DirDrill<'_> {
+    pub async fn run(self) -> DrillReport {
+        let id = new_drill_id();
+        let mut sw = Stopwatch::start(self.ctx.clock.clone());
+        let mut checks = Vec::new();
+        let mut error = None;
+        let mut kept = None;
+
+        sw.begin(Phase::Provision);
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-env-dir-")
+            .tempdir();
+        match dir {
+            Err(e) => error = Some(format!("cannot create the throwaway directory: {e}")),
+            Ok(dir) => {
+                let target = dir.path().join("restore");
+                sw.begin(Phase::Fetch);
+                let restored = match self.ctx.repo.load_index().await {
+                    Ok(index) => {
+                        crate::restore::restore(
+                            self.ctx.repo,
+                            Arc::new(index),
+                            self.ctx.snapshot,
+                            &target,
+                            self.progress.clone(),
+                            self.ctx.cancel.clone(),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match restored {
+                    Err(e) => error = Some(format!("restore failed: {e}")),
+                    Ok(_) => {
+                        sw.begin(Phase::Checks);
+                        let t = CheckTarget {
+                            sql: None,
+                            dir: Some(&target),
+                            snapshot: self.ctx.snapshot,
+                            drill_start: sw.start,
+                            rpo_target: self.ctx.targets.rpo,
+                            env: vec![("LIFEBOAT_DRILL_DIR".into(), target.display().to_string())],
+                        };
+                        let tests = self.ctx.tests.clone();
+                        checks = checks::run_all(&tests, &t);
+                        if checks.iter().all(|c| c.status == CheckStatus::Passed) {
+                            sw.checks_passed();
+                        }
+                    }
+                }
+                sw.begin(Phase::Teardown);
+                if self.ctx.keep && error.is_none() {
+                    let p: PathBuf = dir.keep();
+                    kept = Some(p.join("restore").display().to_string());
+                } else {
+                    drop(dir);
+                }
+            }
+        }
+        sw.end();
+        self.ctx.report(id, "directory", &sw, checks, error, kept)
     }
 }
 
