@@ -9,7 +9,7 @@ use serde_json::json;
 use super::output::{self, bytes, duration, print_json};
 use super::Ctx;
 use crate::error::ExitCode;
-use crate::repo::keys::KdfParams;
+use crate::repo::keys::{KdfParams, DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_MIB};
 use crate::repo::verify::{ReadData, Severity};
 use crate::repo::{InitOptions, Repository};
 use crate::source::dir::DirSource;
@@ -18,16 +18,21 @@ use crate::{Error, Result};
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// argon2id memory cost in MiB (RFC 9106: 64; raise it on servers with memory to spare)
-    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    /// argon2id memory cost in MiB (raise it on servers with memory to spare; every
+    /// command that opens the repository needs this much memory once)
+    #[arg(long, default_value_t = DEFAULT_KDF_MEMORY_MIB, value_name = "MIB")]
     pub kdf_memory: u32,
     /// argon2id iterations
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_KDF_ITERATIONS, value_name = "N")]
     pub kdf_iterations: u32,
     /// Create the repository at this plan's destinations (all of them), with the password
     /// from the plan's [repository] section
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
+    /// zstd level for data blobs, 1–19 (0 stores blobs uncompressed). Fixed for the
+    /// repository's lifetime; higher levels trade backup speed for a smaller repository
+    #[arg(long, default_value_t = crate::repo::DEFAULT_COMPRESSION_LEVEL, value_name = "N")]
+    pub compression_level: i32,
 }
 
 #[derive(Args, Debug)]
@@ -128,10 +133,10 @@ pub struct KeyAddArgs {
     #[arg(long, env = "LIFEBOAT_NEW_PASSWORD_FILE", value_name = "FILE")]
     pub new_password_file: Option<PathBuf>,
     /// argon2id memory cost in MiB for the new slot
-    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    #[arg(long, default_value_t = DEFAULT_KDF_MEMORY_MIB, value_name = "MIB")]
     pub kdf_memory: u32,
     /// argon2id iterations for the new slot
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_KDF_ITERATIONS, value_name = "N")]
     pub kdf_iterations: u32,
 }
 
@@ -172,6 +177,9 @@ pub struct BenchPipelineArgs {
     pub file: PathBuf,
     #[arg(long, default_value_t = 512)]
     pub limit: u64,
+    /// zstd level (default: the level `init` gives new repositories)
+    #[arg(long, default_value_t = crate::repo::DEFAULT_COMPRESSION_LEVEL)]
+    pub level: i32,
 }
 
 fn kdf(memory_mib: u32, iterations: u32) -> Result<KdfParams> {
@@ -244,6 +252,7 @@ async fn init(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
     let pw = ctx.password(&store.describe(), true)?;
     let opts = InitOptions {
         kdf: kdf(a.kdf_memory, a.kdf_iterations)?,
+        compression_level: Some(a.compression_level),
         ..Default::default()
     };
     let repo = Repository::init(store, pw.as_bytes(), opts).await?;
@@ -692,9 +701,11 @@ fn bench_pipeline(a: BenchPipelineArgs) -> Result<ExitCode> {
         &keys,
         &repo,
         crate::repo::ChunkerParams::default(),
-        3,
+        a.level,
     );
     let mbps = data.len() as f64 / 1e6 / secs;
-    print_json(&json!({"bytes": data.len(), "seconds": secs, "mb_per_sec": mbps}));
+    print_json(
+        &json!({"bytes": data.len(), "seconds": secs, "mb_per_sec": mbps, "level": a.level}),
+    );
     Ok(ExitCode::Ok)
 }

@@ -42,6 +42,12 @@ use snapshot::Snapshot;
 use tree::Tree;
 
 pub const FORMAT_VERSION: u32 = 1;
+/// zstd level of new repositories. Level 2 (zstd's "fast" strategy with larger tables) is
+/// about a third faster than level 3 for a repository about 3 % larger on SQL dumps; the
+/// level is stored in `config`, so existing repositories keep theirs.
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 2;
+/// Highest zstd level `init` accepts (the levels above 19 need a large window and memory).
+pub const MAX_COMPRESSION_LEVEL: i32 = 19;
 /// Decompressed size cap for file objects (index, snapshot, lock): bombs are refused.
 const MAX_FILE_OBJECT: u64 = 1 << 30;
 /// How many objects are fetched concurrently when loading many small files.
@@ -194,13 +200,19 @@ impl Repository {
         if !sane {
             return Err(Error::Usage(format!("invalid chunker parameters {c:?}")));
         }
+        let level = opts.compression_level.unwrap_or(DEFAULT_COMPRESSION_LEVEL);
+        if !(0..=MAX_COMPRESSION_LEVEL).contains(&level) {
+            return Err(Error::Usage(format!(
+                "compression level {level} is out of range (0 = off, 1–{MAX_COMPRESSION_LEVEL})"
+            )));
+        }
         let config = Config {
             version: FORMAT_VERSION,
             id: RepoId::random(),
             created: Utc::now(),
             chunker: c,
             pack_size: opts.pack_size.unwrap_or(8 << 20),
-            compression_level: opts.compression_level.unwrap_or(3),
+            compression_level: level,
         };
         let master = MasterKey::generate();
         let kdf = opts.kdf;

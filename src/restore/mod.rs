@@ -188,11 +188,19 @@ async fn restore_into(
         let p = staging.join(rel);
         std::fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
     }
+    // A file of exactly one blob (most small files) is created, written and given its
+    // metadata in one go by the worker that holds the blob: one path lookup and a handful of
+    // syscalls on the open descriptor. Empty and multi-blob files are created here at their
+    // final length and written positionally.
     let mut plan: HashMap<u32, HashMap<BlobId, (PackEntry, Dests)>> = HashMap::new();
     let mut total = 0u64;
     for (i, f) in files.iter().enumerate() {
         let p = staging.join(&f.path);
-        let file = std::fs::File::create(&p).map_err(|e| Error::io("create", &p, e))?;
+        let file = if f.node.content.len() == 1 {
+            None
+        } else {
+            Some(std::fs::File::create(&p).map_err(|e| Error::io("create", &p, e))?)
+        };
         let mut offset = 0u64;
         for id in &f.node.content {
             let loc = index.get(id).ok_or_else(|| {
@@ -209,7 +217,9 @@ async fn restore_into(
                 .push((i, offset));
             offset += loc.entry.raw_length as u64;
         }
-        file.set_len(offset).map_err(|e| Error::io("size", &p, e))?;
+        if let Some(file) = file {
+            file.set_len(offset).map_err(|e| Error::io("size", &p, e))?;
+        }
         total += offset;
     }
     progress.set_length(total);
@@ -240,9 +250,11 @@ async fn restore_into(
     cancel.check()?;
 
     // 4. Metadata: files, links, symlinks, then directories deepest first.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = is_root();
     for f in files.iter() {
-        set_meta(&staging.join(&f.path), &f.node, root)?;
+        if f.node.content.len() != 1 {
+            set_meta(&staging.join(&f.path), &f.node, root)?;
+        }
         report.files += 1;
     }
     for (rel, first) in &hardlinks {
@@ -387,8 +399,14 @@ async fn restore_pack_from(
         };
         parts.push((entry, dests, sealed));
     }
+    drop(whole);
     let repo = repo.clone();
     let n = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let root = is_root();
+        // Blobs in pack order: reads of the pack buffer stay sequential.
+        parts.sort_by_key(|(entry, _, _)| entry.offset);
+        // Multi-blob files stay open while this pack's blobs are written into them.
+        let mut open: HashMap<usize, std::fs::File> = HashMap::new();
         for (entry, dests, sealed) in parts {
             let plain =
                 pack::open_blob(&repo.keys, repo.id(), &entry, &sealed).map_err(|e| match e {
@@ -398,14 +416,27 @@ async fn restore_pack_from(
                     ),
                     other => other,
                 })?;
+            drop(sealed);
             for (fi, off) in dests {
-                let p = staging.join(&files[fi].path);
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&p)
-                    .map_err(|e| Error::io("open", &p, e))?;
-                f.write_all_at(&plain, off)
-                    .map_err(|e| Error::io("write", &p, e))?;
+                let fe = &files[fi];
+                if fe.node.content.len() == 1 {
+                    write_whole_file(&staging.join(&fe.path), &fe.node, &plain, root)?;
+                } else {
+                    let f = match open.entry(fi) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            let p = staging.join(&fe.path);
+                            v.insert(
+                                std::fs::OpenOptions::new()
+                                    .write(true)
+                                    .open(&p)
+                                    .map_err(|e| Error::io("open", &p, e))?,
+                            )
+                        }
+                    };
+                    f.write_all_at(&plain, off)
+                        .map_err(|e| Error::io("write", staging.join(&fe.path), e))?;
+                }
                 written += plain.len() as u64;
                 progress.inc(plain.len() as u64);
             }
@@ -415,6 +446,36 @@ async fn restore_pack_from(
     .await
     .map_err(|e| Error::Other(format!("restore worker failed: {e}")))??;
     Ok(n)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    (unsafe { libc::geteuid() }) == 0
+}
+
+fn node_mtime(node: &Node) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(
+        node.mtime_ns.div_euclid(1_000_000_000),
+        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    )
+}
+
+/// Creates a one-blob file with its content, then owner, mode and mtime, all through the
+/// one descriptor. Truncates, so a pack re-read from a fallback region simply rewrites it.
+fn write_whole_file(p: &Path, node: &Node, data: &[u8], root: bool) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = std::fs::File::create(p).map_err(|e| Error::io("create", p, e))?;
+    f.write_all(data).map_err(|e| Error::io("write", p, e))?;
+    if root {
+        std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid))
+            .map_err(|e| Error::io("chown", p, e))?;
+    }
+    f.set_permissions(std::fs::Permissions::from_mode(node.mode))
+        .map_err(|e| Error::io("chmod", p, e))?;
+    filetime::set_file_handle_times(&f, None, Some(node_mtime(node)))
+        .map_err(|e| Error::io("set mtime", p, e))?;
+    Ok(())
 }
 
 fn set_meta(p: &Path, node: &Node, root: bool) -> Result<()> {
