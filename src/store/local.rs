@@ -22,8 +22,8 @@ mod pool {
 
     /// Smaller reads use the allocator as usual.
     pub const MIN: usize = 1 << 20;
-    /// At most this many idle buffers are kept (8 MiB packs: 32 MiB).
-    const KEEP: usize = 4;
+    /// At most this many idle buffers are kept (8 MiB packs: 16 MiB).
+    const KEEP: usize = 2;
     static IDLE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
     /// An empty buffer with room for `len` bytes.
