@@ -174,7 +174,10 @@ pub fn main() -> i32 {
     };
     init_logging(&cli.global);
     disable_core_dumps();
-    limit_malloc_arenas();
+    tune_malloc(matches!(
+        cli.command,
+        Command::Backup(_) | Command::RunDue(_) | Command::Demo(_)
+    ));
     let json = cli.global.json;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -374,12 +377,23 @@ fn disable_core_dumps() {
 
 /// glibc gives every thread that allocates its own arena and keeps freed chunk buffers in
 /// them; with a dozen pipeline and I/O threads that is tens of MiB of peak RSS for nothing.
-fn limit_malloc_arenas() {
+/// `builds_packs`: the command writes backups (backup, run-due, demo).
+fn tune_malloc(builds_packs: bool) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt is called once, before any other thread is started.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        // glibc raises its mmap threshold each time a large block is freed, after which the
+        // 8 MiB pack buffers a backup builds stay resident in the heap. A fixed 4 MiB
+        // threshold gives them back to the kernel when freed (~10 MiB less peak memory) at
+        // some cost in speed; restore and verify keep the default — the store pools their
+        // pack buffers, and the fixed threshold made them ~20 % slower (2026-11-24).
+        if builds_packs {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = builds_packs;
 }
 
 /// First Ctrl-C / SIGTERM: cancel cooperatively (cleanup runs). Second: exit 130 at once.

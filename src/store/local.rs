@@ -26,8 +26,11 @@ mod pool {
     const KEEP: usize = 2;
     static IDLE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-    /// An empty buffer with room for `len` bytes.
+    /// An empty buffer with room for `len` bytes (a pooled one when `len` is pack-sized).
     pub fn take(len: usize) -> Vec<u8> {
+        if len < MIN {
+            return Vec::with_capacity(len);
+        }
         let mut idle = IDLE.lock().expect("buffer pool");
         match idle.iter().position(|b| b.capacity() >= len) {
             Some(i) => idle.swap_remove(i),
@@ -68,12 +71,7 @@ fn into_bytes(buf: Vec<u8>) -> Bytes {
 /// Reads a whole file into a (pooled, when large) buffer.
 fn read_file(path: &Path) -> std::io::Result<Bytes> {
     let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len() as usize;
-    let mut buf = if len >= pool::MIN {
-        pool::take(len)
-    } else {
-        Vec::with_capacity(len)
-    };
+    let mut buf = pool::take(f.metadata()?.len() as usize);
     f.read_to_end(&mut buf)?;
     Ok(into_bytes(buf))
 }
@@ -274,14 +272,9 @@ impl Store for LocalStore {
             let read = || -> std::io::Result<Bytes> {
                 let mut f = std::fs::File::open(&path)?;
                 f.seek(SeekFrom::Start(offset))?;
-                let len = len as usize;
-                let mut buf = if len >= pool::MIN {
-                    pool::take(len)
-                } else {
-                    Vec::with_capacity(len)
-                };
-                (&mut f).take(len as u64).read_to_end(&mut buf)?;
-                if buf.len() < len {
+                let mut buf = pool::take(len as usize);
+                (&mut f).take(len).read_to_end(&mut buf)?;
+                if (buf.len() as u64) < len {
                     return Err(ErrorKind::UnexpectedEof.into());
                 }
                 Ok(into_bytes(buf))

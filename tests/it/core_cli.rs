@@ -457,20 +457,7 @@ fn a_full_repository_disk_is_exit_15_and_leaves_a_valid_repository() {
     assert!(is_root(), "this test needs root to mount a small tmpfs");
     let mut s = Scratch::new();
     let fs = s.path("fs");
-    std::fs::create_dir(&fs).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-        .arg(&fs)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(fs.clone());
+    let _tmpfs = Tmpfs::mount(&fs, "size=24m");
     s.repo = fs.join("repo");
     s.init();
     let src = s.path("src");

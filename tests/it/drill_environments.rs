@@ -450,20 +450,7 @@ fn a_full_restore_target_is_exit_15_and_torn_down() {
     assert!(is_root(), "this test needs root to mount a small tmpfs");
     let ws = Workspace::new();
     let small = ws.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=60m,mode=1777", "tmpfs"])
-        .arg(&small)
-        .status()
-        .unwrap();
-    assert!(status.success(), "mount tmpfs");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(small.clone());
+    let _tmpfs = Tmpfs::mount(&small, "size=60m,mode=1777");
 
     // A tree bigger than the file system.
     let data = ws.path().join("big");

@@ -66,6 +66,8 @@ pub struct ScratchServer {
     ready_timeout: Duration,
     env_name: &'static str,
     conn: Option<ConnectionInfo>,
+    /// PostgreSQL ≥ 13 (`DROP DATABASE … WITH (FORCE)`), asked once.
+    pg_force_drop: std::cell::OnceCell<bool>,
 }
 
 impl ScratchServer {
@@ -84,6 +86,7 @@ impl ScratchServer {
             ready_timeout,
             env_name: "scratch",
             conn: None,
+            pg_force_drop: std::cell::OnceCell::new(),
         }
     }
 
@@ -172,11 +175,12 @@ impl ScratchServer {
     /// servers: `pg_terminate_backend`).
     fn drop_database(&self, sql: &SqlConn, db: &str) -> Result<(), String> {
         if self.kind() == DbKind::Postgres {
-            let modern = sql
-                .query("SHOW server_version_num")
-                .ok()
-                .and_then(|r| r.first()?.first()?.parse::<u32>().ok())
-                .is_some_and(|v| v >= 130000);
+            let modern = *self.pg_force_drop.get_or_init(|| {
+                sql.query("SHOW server_version_num")
+                    .ok()
+                    .and_then(|r| r.first()?.first()?.parse::<u32>().ok())
+                    .is_some_and(|v| v >= 130000)
+            });
             if !modern {
                 let _ = sql.query(&format!(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
