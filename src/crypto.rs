@@ -110,6 +110,13 @@ impl Keys {
         self.cipher.seal_into(aad, plaintext, out)
     }
 
+    /// Seals in place: `buf[start..start + NONCE_LEN]` is a gap for the nonce and
+    /// `buf[start + NONCE_LEN..]` the plaintext, encrypted where it lies; the tag is appended.
+    /// Saves the copy `seal_into` makes when the caller builds the plaintext in `buf` anyway.
+    pub fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>, start: usize) {
+        self.cipher.seal_in_place(aad, buf, start)
+    }
+
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(plaintext.len() + OVERHEAD);
         self.seal_into(aad, plaintext, &mut out);
@@ -149,16 +156,23 @@ impl XChaCha {
     }
 
     fn seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
-        let nonce: [u8; NONCE_LEN] = rand::random();
         let start = out.len();
         out.reserve(plaintext.len() + OVERHEAD);
-        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&[0u8; NONCE_LEN]);
         out.extend_from_slice(plaintext);
+        self.seal_in_place(aad, out, start);
+    }
+
+    /// `buf[start..]` is a nonce-sized gap followed by the plaintext: fills in a fresh random
+    /// nonce, encrypts the plaintext where it lies and appends the tag.
+    fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>, start: usize) {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        buf[start..start + NONCE_LEN].copy_from_slice(&nonce);
         let (key, n) = self.expand(&nonce);
         let tag = key
-            .seal_in_place_separate_tag(n, Aad::from(aad), &mut out[start + NONCE_LEN..])
+            .seal_in_place_separate_tag(n, Aad::from(aad), &mut buf[start + NONCE_LEN..])
             .expect("ChaCha20-Poly1305 sealing fails only beyond 256 GiB per message");
-        out.extend_from_slice(tag.as_ref());
+        buf.extend_from_slice(tag.as_ref());
     }
 
     fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {

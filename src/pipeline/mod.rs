@@ -6,7 +6,10 @@
 //!   hash + dedup                 compress + encrypt            assemble 8 MiB       verify, put,
 //!                                                              packs                index every 8 packs
 //! ```
-//! Every queue is bounded, so memory stays flat whatever the input size. The caller (a
+//! Every queue is bounded, so memory stays flat whatever the input size. Blobs between the
+//! caller and the packer are bounded by their bytes (`IN_FLIGHT_BYTES`), not their number:
+//! a few large chunks of a dump or thousands of small files' blobs, so the workers always
+//! have work queued while the caller opens the next file. The caller (a
 //! source) hands in plaintext blobs and gets their ids back at once, so it can build trees
 //! while sealing and uploading happen on other cores. The first failure anywhere stops the
 //! whole pipeline; nothing is indexed unless its pack was stored.
@@ -15,7 +18,7 @@ pub mod chunker;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -35,6 +38,11 @@ pub use chunker::Chunker;
 const CHECKPOINT_PACKS: usize = 8;
 /// Packs being verified and uploaded at once.
 const UPLOAD_CONCURRENCY: usize = 2;
+/// Plaintext bytes of blobs handed in but not yet in a pack. One blob larger than this still
+/// passes, alone.
+const IN_FLIGHT_BYTES: usize = 8 << 20;
+/// Backstop on the number of such blobs (empty files' blobs weigh nothing).
+const IN_FLIGHT_BLOBS: usize = 1024;
 
 /// A cooperative cancellation flag (Ctrl-C, SIGTERM).
 #[derive(Debug, Clone, Default)]
@@ -87,9 +95,36 @@ struct Shared {
     error: Mutex<Option<Error>>,
     bytes_stored: AtomicU64,
     packs: AtomicU64,
+    /// Plaintext bytes between `add` and the packer (see `IN_FLIGHT_BYTES`).
+    in_flight: Mutex<usize>,
+    packed: Condvar,
 }
 
 impl Shared {
+    /// Waits until `n` more bytes fit in flight (or nothing is in flight); false when the
+    /// pipeline failed meanwhile.
+    fn reserve(&self, n: usize, cancel: &Cancel) -> bool {
+        let mut used = self.in_flight.lock().expect("in-flight bytes");
+        while *used > 0 && *used + n > IN_FLIGHT_BYTES {
+            if self.failed.load(Ordering::SeqCst) || cancel.is_cancelled() {
+                return false;
+            }
+            used = self
+                .packed
+                .wait_timeout(used, std::time::Duration::from_millis(50))
+                .expect("in-flight bytes")
+                .0;
+        }
+        *used += n;
+        true
+    }
+
+    fn release(&self, n: usize) {
+        let mut used = self.in_flight.lock().expect("in-flight bytes");
+        *used = used.saturating_sub(n);
+        self.packed.notify_all();
+    }
+
     fn fail(&self, e: Error) {
         let mut slot = self.error.lock().expect("error slot");
         if slot.is_none() {
@@ -126,8 +161,8 @@ impl Pipeline {
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
-        let (work_tx, work_rx) = crossbeam_channel::bounded::<Job>(workers * 2);
-        let (sealed_tx, sealed_rx) = crossbeam_channel::bounded::<Sealed>(workers * 2);
+        let (work_tx, work_rx) = crossbeam_channel::bounded::<Job>(IN_FLIGHT_BLOBS);
+        let (sealed_tx, sealed_rx) = crossbeam_channel::bounded::<Sealed>(IN_FLIGHT_BLOBS);
         let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(1);
         let shared = Arc::new(Shared::default());
         let repo_id = *repo.id();
@@ -141,7 +176,7 @@ impl Pipeline {
                     .name(format!("lifeboat-seal-{i}"))
                     .spawn(move || {
                         for job in rx {
-                            let mut bytes = Vec::with_capacity(job.data.len() / 2 + 64);
+                            let mut bytes = Vec::new();
                             pack::seal_blob(
                                 &keys, &repo_id, job.kind, &job.id, &job.data, level, &mut bytes,
                             );
@@ -163,6 +198,7 @@ impl Pipeline {
 
         let pack_size = repo.config.pack_size as usize;
         let keys = repo.keys.clone();
+        let packer_shared = shared.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("lifeboat-packer".into())
@@ -170,6 +206,7 @@ impl Pipeline {
                     let mut builder = PackBuilder::with_capacity(pack_size + (1 << 20));
                     for s in sealed_rx {
                         builder.push_sealed(s.kind, s.id, s.raw_len, &s.bytes);
+                        packer_shared.release(s.raw_len as usize);
                         if builder.len() >= pack_size {
                             let full = std::mem::replace(
                                 &mut builder,
@@ -251,6 +288,12 @@ impl Pipeline {
         self.stats.blobs_added += 1;
         self.stats.bytes_added += data.len() as u64;
         let tx = self.work_tx.as_ref().expect("pipeline is running");
+        if !self.shared.reserve(data.len(), &self.cancel) {
+            return Err(self
+                .check()
+                .err()
+                .unwrap_or(Error::Other("pipeline stopped".into())));
+        }
         if tx.send(Job { kind, id, data }).is_err() {
             return Err(self
                 .check()
@@ -353,7 +396,9 @@ async fn store_pack(repo: Repository, p: FinishedPack) -> Result<IndexPack> {
     let repo_id: RepoId = *repo.id();
     let FinishedPack { id, bytes, entries } = p;
     let bytes = tokio::task::spawn_blocking(move || {
-        pack::verify_pack(&keys, &repo_id, &id, &bytes).map(|_| bytes)
+        // The name was hashed from these bytes by the packer a moment ago; the blobs are
+        // what can have gone wrong (T27).
+        pack::verify_pack_contents(&keys, &repo_id, &id, &bytes).map(|_| bytes)
     })
     .await
     .expect("verify thread")
