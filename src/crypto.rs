@@ -126,6 +126,16 @@ impl Keys {
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         self.cipher.open(aad, sealed)
     }
+
+    /// [`Keys::open`] into a caller's buffer (replacing its contents), for reuse across blobs.
+    pub fn open_into(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        self.cipher.open_into(aad, sealed, out)
+    }
 }
 
 /// Seal with a one-off key (used to wrap the master key under a password-derived key).
@@ -176,17 +186,24 @@ impl XChaCha {
     }
 
     fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut out = Vec::new();
+        self.open_into(aad, sealed, &mut out)?;
+        Ok(out)
+    }
+
+    fn open_into(&self, aad: &[u8], sealed: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
         if sealed.len() < OVERHEAD {
             return Err(CryptoError::TooShort(sealed.len()));
         }
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
         let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
         let tag = Tag::from(<[u8; TAG_LEN]>::try_from(tag).expect("16 bytes"));
-        let mut buf = ct.to_vec();
+        out.clear();
+        out.extend_from_slice(ct);
         let (key, n) = self.expand(nonce);
-        key.open_in_place_separate_tag(n, Aad::from(aad), tag, &mut buf, 0..)
+        key.open_in_place_separate_tag(n, Aad::from(aad), tag, out, 0..)
             .map_err(|_| CryptoError::Auth)?;
-        Ok(buf)
+        Ok(())
     }
 }
 
@@ -248,7 +265,10 @@ mod tests {
                 .unwrap();
             let theirs = [&nonce[..], &buf, &tag].concat();
             assert_eq!(open_with_key(&key, b"aad", &theirs).unwrap(), plain);
-            assert_eq!(open_with_key(&key, b"other", &theirs), Err(CryptoError::Auth));
+            assert_eq!(
+                open_with_key(&key, b"other", &theirs),
+                Err(CryptoError::Auth)
+            );
         }
     }
 }

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::crypto::Keys;
@@ -29,6 +28,7 @@ use crate::ids::{BlobId, RepoId};
 use crate::repo::index::{Index, IndexPack};
 use crate::repo::pack::{self, BlobKind, FinishedPack, PackBuilder};
 use crate::repo::{pack_key, Repository};
+use crate::store::pool;
 use crate::{Error, Result};
 
 pub use chunker::Chunker;
@@ -409,7 +409,10 @@ async fn store_pack(repo: Repository, p: FinishedPack) -> Result<IndexPack> {
         )
     })?;
     let size = bytes.len() as u64;
-    repo.store.put(&pack_key(&id), Bytes::from(bytes)).await?;
+    // The buffer goes back to the pool for the next pack once the store is done with it.
+    repo.store
+        .put(&pack_key(&id), pool::into_bytes(bytes))
+        .await?;
     tracing::debug!(pack = %id, size, blobs = entries.len(), "pack stored");
     Ok(IndexPack::new(id, size, &entries))
 }

@@ -134,16 +134,40 @@ pub fn seal_blob(
 
 /// Opens a sealed blob, decompresses it and checks its keyed hash against `entry.id`.
 pub fn open_blob(keys: &Keys, repo: &RepoId, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>> {
+    let (mut body, mut plain) = (Vec::new(), Vec::new());
+    match open_blob_into(keys, repo, entry, sealed, &mut body, &mut plain)? {
+        Plain::Body => Ok(body.split_off(1)),
+        Plain::Decompressed => Ok(plain),
+    }
+}
+
+/// Where [`open_blob_into`] left the plaintext.
+enum Plain {
+    /// Stored raw: `body[1..]`.
+    Body,
+    /// `plain`.
+    Decompressed,
+}
+
+fn open_blob_into(
+    keys: &Keys,
+    repo: &RepoId,
+    entry: &PackEntry,
+    sealed: &[u8],
+    body: &mut Vec<u8>,
+    plain: &mut Vec<u8>,
+) -> Result<Plain> {
     let what = || format!("blob {}", entry.id);
-    let body = keys
-        .open(&blob_aad(repo, entry.kind, &entry.id), sealed)
+    keys.open_into(&blob_aad(repo, entry.kind, &entry.id), sealed, body)
         .map_err(|e| Error::integrity(what(), e))?;
-    let plain = match body.first() {
-        Some(0) => body[1..].to_vec(),
+    let (where_, out): (Plain, &[u8]) = match body.first() {
+        Some(0) => (Plain::Body, &body[1..]),
         Some(1) => {
             if entry.raw_length > MAX_BLOB_LEN {
                 return Err(Error::integrity(what(), "declared length is implausible"));
             }
+            plain.clear();
+            plain.reserve(entry.raw_length as usize);
             UNZSTD
                 .with(|d| {
                     let mut d = d.borrow_mut();
@@ -151,24 +175,30 @@ pub fn open_blob(keys: &Keys, repo: &RepoId, entry: &PackEntry, sealed: &[u8]) -
                         *d = zstd::bulk::Decompressor::new().ok();
                     }
                     match d.as_mut() {
-                        Some(d) => d.decompress(&body[1..], entry.raw_length as usize),
-                        None => zstd::bulk::decompress(&body[1..], entry.raw_length as usize),
+                        Some(d) => d.decompress_to_buffer(&body[1..], &mut *plain),
+                        None => {
+                            zstd::bulk::decompress(&body[1..], entry.raw_length as usize).map(|v| {
+                                *plain = v;
+                                plain.len()
+                            })
+                        }
                     }
                 })
-                .map_err(|e| Error::integrity(what(), format!("decompression failed: {e}")))?
+                .map_err(|e| Error::integrity(what(), format!("decompression failed: {e}")))?;
+            (Plain::Decompressed, &plain[..])
         }
         _ => return Err(Error::integrity(what(), "unknown compression tag")),
     };
-    if plain.len() != entry.raw_length as usize {
+    if out.len() != entry.raw_length as usize {
         return Err(Error::integrity(
             what(),
-            format!("length {} but index says {}", plain.len(), entry.raw_length),
+            format!("length {} but index says {}", out.len(), entry.raw_length),
         ));
     }
-    if keys.blob_id(&plain) != entry.id {
+    if keys.blob_id(out) != entry.id {
         return Err(Error::integrity(what(), "content does not match its id"));
     }
-    Ok(plain)
+    Ok(where_)
 }
 
 /// Accumulates sealed blobs into one pack.
@@ -185,9 +215,10 @@ pub struct FinishedPack {
 }
 
 impl PackBuilder {
+    /// A builder whose buffer (pooled when pack-sized) has room for `n` bytes.
     pub fn with_capacity(n: usize) -> Self {
         Self {
-            buf: Vec::with_capacity(n),
+            buf: crate::store::pool::take(n),
             entries: Vec::new(),
         }
     }
@@ -345,9 +376,12 @@ pub fn verify_pack_contents(
         &bytes[off as usize..(off + len) as usize],
         off,
     )?;
+    // One pair of buffers for all the pack's blobs: checking allocates (and the kernel faults
+    // in) nothing per blob.
+    let (mut body, mut plain) = (Vec::new(), Vec::new());
     for e in &entries {
         let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-        open_blob(keys, repo, e, sealed).map_err(|err| match err {
+        open_blob_into(keys, repo, e, sealed, &mut body, &mut plain).map_err(|err| match err {
             Error::Integrity { detail, .. } => {
                 Error::integrity(format!("pack {id}"), format!("blob {}: {detail}", e.id))
             }

@@ -9,55 +9,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::pool::{self, into_bytes};
 use super::{ObjectInfo, Store, StoreError, StoreResult};
 
 const TEMP_PREFIX: &str = ".tmp-";
-
-/// Reused read buffers for pack-sized objects. Restore and verify read one 8 MiB pack after
-/// another; a fresh buffer each time is a fresh mapping (glibc serves blocks that large with
-/// mmap, see `main.rs`) that the kernel must fault in and zero — measured as a fifth of a
-/// dump restore. Buffers come back here when the last `Bytes` referring to them is dropped.
-mod pool {
-    use std::sync::Mutex;
-
-    /// Smaller reads use the allocator as usual.
-    pub const MIN: usize = 1 << 20;
-    /// At most this many idle buffers are kept (8 MiB packs: 16 MiB).
-    const KEEP: usize = 2;
-    static IDLE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-    /// An empty buffer with room for `len` bytes (a pooled one when `len` is pack-sized).
-    pub fn take(len: usize) -> Vec<u8> {
-        if len < MIN {
-            return Vec::with_capacity(len);
-        }
-        let mut idle = IDLE.lock().expect("buffer pool");
-        match idle.iter().position(|b| b.capacity() >= len) {
-            Some(i) => idle.swap_remove(i),
-            None => Vec::with_capacity(len),
-        }
-    }
-
-    /// Owns a pooled buffer inside a `Bytes`; gives it back on drop.
-    pub struct Pooled(pub Vec<u8>);
-
-    impl AsRef<[u8]> for Pooled {
-        fn as_ref(&self) -> &[u8] {
-            &self.0
-        }
-    }
-
-    impl Drop for Pooled {
-        fn drop(&mut self) {
-            let mut b = std::mem::take(&mut self.0);
-            b.clear();
-            let mut idle = IDLE.lock().expect("buffer pool");
-            if idle.len() < KEEP {
-                idle.push(b);
-            }
-        }
-    }
-}
 
 /// Pack-sized writes bypass the page cache (`O_DIRECT`). A buffered write of a pack costs the
 /// kernel a fresh page-cache page per 4 KiB plus a copy — measured as 10–15 % of a backup's CPU
@@ -175,15 +130,6 @@ mod direct {
             off += n;
         }
         f.set_len(data.len() as u64)
-    }
-}
-
-/// Wraps a buffer read from disk: pack-sized ones return to the pool when dropped.
-fn into_bytes(buf: Vec<u8>) -> Bytes {
-    if buf.capacity() >= pool::MIN {
-        Bytes::from_owner(pool::Pooled(buf))
-    } else {
-        Bytes::from(buf)
     }
 }
 

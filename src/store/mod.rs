@@ -9,6 +9,7 @@
 
 pub mod local;
 pub mod multi;
+pub mod pool;
 pub mod retry;
 pub mod s3;
 
