@@ -411,7 +411,7 @@ async fn store_pack(repo: Repository, p: FinishedPack) -> Result<IndexPack> {
     let size = bytes.len() as u64;
     // The buffer goes back to the pool for the next pack once the store is done with it.
     repo.store
-        .put(&pack_key(&id), pool::into_bytes(bytes))
+        .put(&pack_key(&id), pool::PACKS.into_bytes(bytes))
         .await?;
     tracing::debug!(pack = %id, size, blobs = entries.len(), "pack stored");
     Ok(IndexPack::new(id, size, &entries))

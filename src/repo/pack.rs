@@ -218,7 +218,7 @@ impl PackBuilder {
     /// A builder whose buffer (pooled when pack-sized) has room for `n` bytes.
     pub fn with_capacity(n: usize) -> Self {
         Self {
-            buf: crate::store::pool::take(n),
+            buf: crate::store::pool::PACKS.take(n),
             entries: Vec::new(),
         }
     }

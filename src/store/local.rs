@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::pool::{self, into_bytes};
+use super::pool::READS;
 use super::{ObjectInfo, Store, StoreError, StoreResult};
 
 const TEMP_PREFIX: &str = ".tmp-";
@@ -136,9 +136,9 @@ mod direct {
 /// Reads a whole file into a (pooled, when large) buffer.
 fn read_file(path: &Path) -> std::io::Result<Bytes> {
     let mut f = std::fs::File::open(path)?;
-    let mut buf = pool::take(f.metadata()?.len() as usize);
+    let mut buf = READS.take(f.metadata()?.len() as usize);
     f.read_to_end(&mut buf)?;
-    Ok(into_bytes(buf))
+    Ok(READS.into_bytes(buf))
 }
 
 #[derive(Debug, Clone)]
@@ -342,12 +342,12 @@ impl Store for LocalStore {
             let read = || -> std::io::Result<Bytes> {
                 let mut f = std::fs::File::open(&path)?;
                 f.seek(SeekFrom::Start(offset))?;
-                let mut buf = pool::take(len as usize);
+                let mut buf = READS.take(len as usize);
                 (&mut f).take(len).read_to_end(&mut buf)?;
                 if (buf.len() as u64) < len {
                     return Err(ErrorKind::UnexpectedEof.into());
                 }
-                Ok(into_bytes(buf))
+                Ok(READS.into_bytes(buf))
             };
             read().map_err(|e| match e.kind() {
                 ErrorKind::UnexpectedEof => StoreError::Permanent {
