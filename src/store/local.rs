@@ -21,7 +21,6 @@ const TEMP_PREFIX: &str = ".tmp-";
 /// the file system refuses `O_DIRECT` (tmpfs on older kernels, some FUSE and network mounts).
 mod direct {
     use std::alloc::{alloc_zeroed, dealloc, Layout};
-    use std::cell::RefCell;
     use std::fs::{File, OpenOptions};
     use std::io::{ErrorKind, Write};
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -31,7 +30,9 @@ mod direct {
     pub const MIN: usize = 1 << 20;
     /// Alignment of buffer, offset and length that every Linux file system accepts.
     const ALIGN: usize = 4096;
-    /// The aligned bounce buffer each writing thread keeps.
+    /// The aligned bounce buffer, one per write (a pack is 8 MiB: the buffer's own page
+    /// faults are noise; a per-thread one would linger on every thread of tokio's blocking
+    /// pool).
     const BOUNCE: usize = 1 << 20;
 
     struct Aligned(*mut u8);
@@ -61,10 +62,6 @@ mod direct {
         }
     }
 
-    thread_local! {
-        static BUF: RefCell<Option<Aligned>> = const { RefCell::new(None) };
-    }
-
     /// Creates `path` (which must not exist) holding exactly `data`; not yet synced.
     pub fn write_new(path: &Path, data: &[u8]) -> std::io::Result<File> {
         let opened = OpenOptions::new()
@@ -81,11 +78,7 @@ mod direct {
             }
             Err(e) => return Err(e),
         };
-        match BUF.with(|b| {
-            let mut b = b.borrow_mut();
-            let buf = b.get_or_insert_with(Aligned::new).slice();
-            write_aligned(&f, data, buf)
-        }) {
+        match write_aligned(&f, data, Aligned::new().slice()) {
             Ok(()) => Ok(f),
             // Refused mid-way (a file system that accepts the flag but not these writes):
             // start over with an ordinary write.

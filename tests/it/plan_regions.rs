@@ -43,7 +43,7 @@ fn plan_with_two_s3_regions_backs_up_syncs_and_verifies_each() {
     // the repository exists in both regions (same id, same keys)
     let mut c = lifeboat(w);
     repos(&mut c, &[g1.url("plan"), g2.url("plan")]);
-    c.args(["init", "--kdf-memory", "8", "--kdf-iterations", "1"]);
+    c.args(support::FAST_INIT);
     let r = run(c);
     assert_eq!(r.code, 0, "{r:?}");
 

@@ -153,16 +153,7 @@ fn init_from_a_plan_creates_every_destination() {
         ),
     )
     .unwrap();
-    let o = run(lifeboat()
-        .args([
-            "init",
-            "--kdf-memory",
-            "8",
-            "--kdf-iterations",
-            "1",
-            "--plan",
-        ])
-        .arg(&plan));
+    let o = run(lifeboat().args(FAST_INIT).arg("--plan").arg(&plan));
     assert!(o.status.success(), "{}", stderr(&o));
     for site in ["site-a", "site-b"] {
         assert!(ws.path().join(site).join("config").is_file(), "{site}");

@@ -28,11 +28,7 @@ fn cmd(work: &Path, urls: &[String], args: &[&str]) -> Run {
 }
 
 fn init(work: &Path, urls: &[String]) {
-    let r = cmd(
-        work,
-        urls,
-        &["init", "--kdf-memory", "8", "--kdf-iterations", "1"],
-    );
+    let r = cmd(work, urls, &support::FAST_INIT);
     assert_eq!(r.code, 0, "{r:?}");
 }
 
@@ -287,11 +283,7 @@ fn bad_credentials_and_unknown_bucket_are_clear_and_secret_free() {
     };
 
     // One region with a wrong key: the other commits, exit 3, the error names region c2.
-    let r = cmd(
-        w,
-        &urls,
-        &["init", "--kdf-memory", "8", "--kdf-iterations", "1"],
-    );
+    let r = cmd(w, &urls, &support::FAST_INIT);
     assert_eq!(r.code, 3, "{r:?}");
     assert!(
         r.stderr.contains("region c2") && r.stderr.contains("permission denied"),
@@ -356,11 +348,7 @@ fn bad_credentials_and_unknown_bucket_are_clear_and_secret_free() {
     let missing = g1
         .url("repo")
         .replace("s3://backups/", "s3://no-such-bucket/");
-    let r = cmd(
-        w,
-        &[missing],
-        &["init", "--kdf-memory", "8", "--kdf-iterations", "1"],
-    );
+    let r = cmd(w, &[missing], &support::FAST_INIT);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
         r.stderr.contains("no-such-bucket")

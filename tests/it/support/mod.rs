@@ -102,7 +102,7 @@ impl Scratch {
     }
 
     pub fn init(&self) {
-        self.ok(&["init", "--kdf-memory", "8", "--kdf-iterations", "1"]);
+        self.ok(&FAST_INIT);
     }
 
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -177,6 +177,9 @@ pub fn is_root() -> bool {
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// The built binary with a clean environment (no inherited LIFEBOAT_* settings).
+/// `init` with a cheap key derivation (tests make many repositories).
+pub const FAST_INIT: [&str; 5] = ["init", "--kdf-memory", "8", "--kdf-iterations", "1"];
+
 pub fn lifeboat() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
     for (k, _) in std::env::vars() {
@@ -223,14 +226,8 @@ impl Workspace {
         std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
         let o = run(lifeboat()
-            .args([
-                "init",
-                "--kdf-memory",
-                "8",
-                "--kdf-iterations",
-                "1",
-                "--repo",
-            ])
+            .args(FAST_INIT)
+            .arg("--repo")
             .arg(dir.path().join("repo"))
             .arg("--password-file")
             .arg(&pw));
