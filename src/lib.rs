@@ -27,6 +27,7 @@
 //! - [`catalog`] — sqlx (SQLite file or PostgreSQL): runs, snapshots, drills, measured RTO/RPO,
 //!   the pack verification ledger and high-water marks; rebuildable from the repository.
 //! - [`error`] — the library error type and the process exit codes it maps to.
+//! - [`direct`] — writes past the page cache (`O_DIRECT`) for packs and restored files.
 //! - [`progress`] — progress reporting that the CLI renders (bars on a terminal, nothing else).
 //! - [`demo`] — the `lifeboat demo` walkthrough on the embedded default.
 
@@ -34,6 +35,7 @@ pub mod catalog;
 pub mod cli;
 pub mod crypto;
 pub mod demo;
+pub mod direct;
 pub mod drill;
 pub mod error;
 pub mod ids;

@@ -141,6 +141,23 @@ pub fn open_blob(keys: &Keys, repo: &RepoId, entry: &PackEntry, sealed: &[u8]) -
     }
 }
 
+/// [`open_blob`] into reused buffers: the plaintext is in one of them.
+pub fn open_blob_reusing<'a>(
+    keys: &Keys,
+    repo: &RepoId,
+    entry: &PackEntry,
+    sealed: &[u8],
+    body: &'a mut Vec<u8>,
+    plain: &'a mut Vec<u8>,
+) -> Result<&'a [u8]> {
+    Ok(
+        match open_blob_into(keys, repo, entry, sealed, body, plain)? {
+            Plain::Body => &body[1..],
+            Plain::Decompressed => &plain[..],
+        },
+    )
+}
+
 /// Where [`open_blob_into`] left the plaintext.
 enum Plain {
     /// Stored raw: `body[1..]`.
@@ -158,36 +175,17 @@ fn open_blob_into(
     plain: &mut Vec<u8>,
 ) -> Result<Plain> {
     let what = || format!("blob {}", entry.id);
-    keys.open_into(&blob_aad(repo, entry.kind, &entry.id), sealed, body)
-        .map_err(|e| Error::integrity(what(), e))?;
-    let (where_, out): (Plain, &[u8]) = match body.first() {
-        Some(0) => (Plain::Body, &body[1..]),
-        Some(1) => {
-            if entry.raw_length > MAX_BLOB_LEN {
-                return Err(Error::integrity(what(), "declared length is implausible"));
-            }
-            plain.clear();
-            plain.reserve(entry.raw_length as usize);
-            UNZSTD
-                .with(|d| {
-                    let mut d = d.borrow_mut();
-                    if d.is_none() {
-                        *d = zstd::bulk::Decompressor::new().ok();
-                    }
-                    match d.as_mut() {
-                        Some(d) => d.decompress_to_buffer(&body[1..], &mut *plain),
-                        None => {
-                            zstd::bulk::decompress(&body[1..], entry.raw_length as usize).map(|v| {
-                                *plain = v;
-                                plain.len()
-                            })
-                        }
-                    }
-                })
-                .map_err(|e| Error::integrity(what(), format!("decompression failed: {e}")))?;
-            (Plain::Decompressed, &plain[..])
-        }
-        _ => return Err(Error::integrity(what(), "unknown compression tag")),
+    let where_ = if decrypt(keys, repo, entry, sealed, body)? {
+        plain.clear();
+        plain.reserve(entry.raw_length as usize);
+        unzstd(&body[1..], &mut *plain).map_err(|e| decompression_failed(entry, e))?;
+        Plain::Decompressed
+    } else {
+        Plain::Body
+    };
+    let out = match where_ {
+        Plain::Body => &body[1..],
+        Plain::Decompressed => &plain[..],
     };
     if out.len() != entry.raw_length as usize {
         return Err(Error::integrity(
@@ -195,10 +193,90 @@ fn open_blob_into(
             format!("length {} but index says {}", out.len(), entry.raw_length),
         ));
     }
-    if keys.blob_id(out) != entry.id {
-        return Err(Error::integrity(what(), "content does not match its id"));
+    check_id(keys, entry, out).map(|()| where_)
+}
+
+/// Decrypts, decompresses and checks a blob into `out`, which must be exactly
+/// `entry.raw_length` long; `body` is scratch space.
+pub fn open_blob_to(
+    keys: &Keys,
+    repo: &RepoId,
+    entry: &PackEntry,
+    sealed: &[u8],
+    body: &mut Vec<u8>,
+    out: &mut [u8],
+) -> Result<()> {
+    debug_assert_eq!(out.len(), entry.raw_length as usize);
+    let n = if decrypt(keys, repo, entry, sealed, body)? {
+        unzstd(&body[1..], out).map_err(|e| decompression_failed(entry, e))?
+    } else {
+        let raw = &body[1..];
+        if raw.len() == out.len() {
+            out.copy_from_slice(raw);
+        }
+        raw.len()
+    };
+    if n != out.len() {
+        return Err(Error::integrity(
+            format!("blob {}", entry.id),
+            format!("length {n} but index says {}", entry.raw_length),
+        ));
     }
-    Ok(where_)
+    check_id(keys, entry, out)
+}
+
+/// Decrypts a sealed blob into `body`; true when the body is compressed (after the tag byte).
+fn decrypt(
+    keys: &Keys,
+    repo: &RepoId,
+    entry: &PackEntry,
+    sealed: &[u8],
+    body: &mut Vec<u8>,
+) -> Result<bool> {
+    let what = || format!("blob {}", entry.id);
+    keys.open_into(&blob_aad(repo, entry.kind, &entry.id), sealed, body)
+        .map_err(|e| Error::integrity(what(), e))?;
+    match body.first() {
+        Some(0) => Ok(false),
+        Some(1) if entry.raw_length > MAX_BLOB_LEN => {
+            Err(Error::integrity(what(), "declared length is implausible"))
+        }
+        Some(1) => Ok(true),
+        _ => Err(Error::integrity(what(), "unknown compression tag")),
+    }
+}
+
+/// zstd-decompresses `src` into `dst` with this thread's reused decompressor.
+fn unzstd<C: zstd::zstd_safe::WriteBuf + ?Sized>(
+    src: &[u8],
+    dst: &mut C,
+) -> std::io::Result<usize> {
+    UNZSTD.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut()
+            .expect("set above")
+            .decompress_to_buffer(src, dst)
+    })
+}
+
+fn decompression_failed(entry: &PackEntry, e: std::io::Error) -> Error {
+    Error::integrity(
+        format!("blob {}", entry.id),
+        format!("decompression failed: {e}"),
+    )
+}
+
+fn check_id(keys: &Keys, entry: &PackEntry, plain: &[u8]) -> Result<()> {
+    if keys.blob_id(plain) != entry.id {
+        return Err(Error::integrity(
+            format!("blob {}", entry.id),
+            "content does not match its id",
+        ));
+    }
+    Ok(())
 }
 
 /// Accumulates sealed blobs into one pack.

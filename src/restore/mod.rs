@@ -9,7 +9,6 @@
 //! sparse file; [`database`] loads dump snapshots into a PostgreSQL or MariaDB server.
 
 use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +16,7 @@ use std::time::Instant;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
 
+use crate::direct;
 use crate::ids::{BlobId, PackId};
 use crate::pipeline::Cancel;
 use crate::repo::index::Index;
@@ -403,43 +403,88 @@ async fn restore_pack_from(
     let repo = repo.clone();
     let n = tokio::task::spawn_blocking(move || -> Result<u64> {
         let root = is_root();
-        // Blobs in pack order: reads of the pack buffer stay sequential.
-        parts.sort_by_key(|(entry, _, _)| entry.offset);
+        let in_pack = |entry: &PackEntry, e: Error| match e {
+            Error::Integrity { detail, .. } => Error::integrity(
+                format!("pack {pack}"),
+                format!("blob {}: {detail}", entry.id),
+            ),
+            other => other,
+        };
+        // Every place a blob goes, in file order: consecutive blobs of one file are written
+        // as one range, whole blocks of it past the page cache (`crate::direct`).
+        let mut places: Vec<(usize, u64, usize)> = Vec::new();
+        for (pi, (_, dests, _)) in parts.iter().enumerate() {
+            places.extend(dests.iter().map(|&(fi, off)| (fi, off, pi)));
+        }
+        places.sort_unstable();
         // Multi-blob files stay open while this pack's blobs are written into them.
-        let mut open: HashMap<usize, std::fs::File> = HashMap::new();
-        for (entry, dests, sealed) in parts {
-            let plain =
-                pack::open_blob(&repo.keys, repo.id(), &entry, &sealed).map_err(|e| match e {
-                    Error::Integrity { detail, .. } => Error::integrity(
-                        format!("pack {pack}"),
-                        format!("blob {}: {detail}", entry.id),
-                    ),
-                    other => other,
-                })?;
-            drop(sealed);
-            for (fi, off) in dests {
-                let fe = &files[fi];
-                if fe.node.content.len() == 1 {
-                    write_whole_file(&staging.join(&fe.path), &fe.node, &plain, root)?;
-                } else {
-                    let f = match open.entry(fi) {
-                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            let p = staging.join(&fe.path);
-                            v.insert(
-                                std::fs::OpenOptions::new()
-                                    .write(true)
-                                    .open(&p)
-                                    .map_err(|e| Error::io("open", &p, e))?,
-                            )
-                        }
-                    };
-                    f.write_all_at(&plain, off)
-                        .map_err(|e| Error::io("write", staging.join(&fe.path), e))?;
-                }
-                written += plain.len() as u64;
-                progress.inc(plain.len() as u64);
+        let mut open: HashMap<usize, (std::fs::File, Option<std::fs::File>)> = HashMap::new();
+        let (mut body, mut plain) = (Vec::new(), Vec::new());
+        let mut i = 0;
+        while i < places.len() {
+            let (fi, start, pi) = places[i];
+            let fe = &files[fi];
+            let p = || staging.join(&fe.path);
+            if fe.node.content.len() == 1 {
+                let (entry, _, sealed) = &parts[pi];
+                let data = pack::open_blob_reusing(
+                    &repo.keys,
+                    repo.id(),
+                    entry,
+                    sealed,
+                    &mut body,
+                    &mut plain,
+                )
+                .map_err(|e| in_pack(entry, e))?;
+                write_whole_file(&p(), &fe.node, data, root)?;
+                written += data.len() as u64;
+                progress.inc(data.len() as u64);
+                i += 1;
+                continue;
             }
+            let (file, direct) = match open.entry(fi) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let path = p();
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| Error::io("open", &path, e))?;
+                    let d = direct::open_direct(&path).map_err(|e| Error::io("open", &path, e))?;
+                    v.insert((f, d))
+                }
+            };
+            let wr = |e| Error::io("write", p(), e);
+            let mut range = direct::RangeWriter::new(file, direct.as_ref(), start);
+            let mut end = start;
+            while i < places.len() && places[i].0 == fi && places[i].1 == end {
+                let (entry, _, sealed) = &parts[places[i].2];
+                let len = entry.raw_length as usize;
+                match range.slot(len).map_err(wr)? {
+                    Some(slot) => {
+                        pack::open_blob_to(&repo.keys, repo.id(), entry, sealed, &mut body, slot)
+                            .map_err(|e| in_pack(entry, e))?;
+                        range.commit(len).map_err(wr)?;
+                    }
+                    None => {
+                        let data = pack::open_blob_reusing(
+                            &repo.keys,
+                            repo.id(),
+                            entry,
+                            sealed,
+                            &mut body,
+                            &mut plain,
+                        )
+                        .map_err(|e| in_pack(entry, e))?;
+                        range.write(data).map_err(wr)?;
+                    }
+                }
+                progress.inc(len as u64);
+                end += len as u64;
+                i += 1;
+            }
+            range.finish().map_err(wr)?;
+            written += end - start;
         }
         Ok(written)
     })

@@ -11,120 +11,9 @@ use bytes::Bytes;
 
 use super::pool::READS;
 use super::{ObjectInfo, Store, StoreError, StoreResult};
+use crate::direct;
 
 const TEMP_PREFIX: &str = ".tmp-";
-
-/// Pack-sized writes bypass the page cache (`O_DIRECT`). A buffered write of a pack costs the
-/// kernel a fresh page-cache page per 4 KiB plus a copy — measured as 10–15 % of a backup's CPU
-/// time — and pushes the machine's working set (the database being backed up) out of the
-/// cache; the pack is `fsync`ed before it counts anyway. Falls back to an ordinary write where
-/// the file system refuses `O_DIRECT` (tmpfs on older kernels, some FUSE and network mounts).
-mod direct {
-    use std::alloc::{alloc_zeroed, dealloc, Layout};
-    use std::fs::{File, OpenOptions};
-    use std::io::{ErrorKind, Write};
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    use std::path::Path;
-
-    /// Objects at least this large are written directly.
-    pub const MIN: usize = 1 << 20;
-    /// Alignment of buffer, offset and length that every Linux file system accepts.
-    const ALIGN: usize = 4096;
-    /// The aligned bounce buffer, one per write (a pack is 8 MiB: the buffer's own page
-    /// faults are noise; a per-thread one would linger on every thread of tokio's blocking
-    /// pool).
-    const BOUNCE: usize = 1 << 20;
-
-    struct Aligned(*mut u8);
-
-    impl Aligned {
-        fn layout() -> Layout {
-            Layout::from_size_align(BOUNCE, ALIGN).expect("valid layout")
-        }
-        fn new() -> Self {
-            // SAFETY: the layout has a non-zero size.
-            let p = unsafe { alloc_zeroed(Self::layout()) };
-            if p.is_null() {
-                std::alloc::handle_alloc_error(Self::layout());
-            }
-            Aligned(p)
-        }
-        fn slice(&mut self) -> &mut [u8] {
-            // SAFETY: `0` points to BOUNCE bytes owned by this value and initialised (zeroed).
-            unsafe { std::slice::from_raw_parts_mut(self.0, BOUNCE) }
-        }
-    }
-
-    impl Drop for Aligned {
-        fn drop(&mut self) {
-            // SAFETY: allocated in `new` with the same layout.
-            unsafe { dealloc(self.0, Self::layout()) }
-        }
-    }
-
-    /// Creates `path` (which must not exist) holding exactly `data`; not yet synced.
-    pub fn write_new(path: &Path, data: &[u8]) -> std::io::Result<File> {
-        let opened = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path);
-        let f = match opened {
-            Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                // Some kernels create the file before refusing the flag; the name is ours.
-                let _ = std::fs::remove_file(path);
-                return buffered(path, data);
-            }
-            Err(e) => return Err(e),
-        };
-        match write_aligned(&f, data, Aligned::new().slice()) {
-            Ok(()) => Ok(f),
-            // Refused mid-way (a file system that accepts the flag but not these writes):
-            // start over with an ordinary write.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                drop(f);
-                std::fs::remove_file(path)?;
-                buffered(path, data)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn buffered(path: &Path, data: &[u8]) -> std::io::Result<File> {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
-        f.write_all(data)?;
-        Ok(f)
-    }
-
-    /// Copies `data` through the aligned buffer; the last block is zero-padded to the
-    /// alignment and the file then cut back to the exact length.
-    fn write_aligned(f: &File, data: &[u8], buf: &mut [u8]) -> std::io::Result<()> {
-        let mut off = 0usize;
-        while off < data.len() {
-            let n = (data.len() - off).min(buf.len());
-            buf[..n].copy_from_slice(&data[off..off + n]);
-            let padded = n.div_ceil(ALIGN) * ALIGN;
-            buf[n..padded].fill(0);
-            let mut done = 0;
-            while done < padded {
-                match f.write_at(&buf[done..padded], (off + done) as u64) {
-                    Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                    // A short direct write ends on a block boundary; anything else would make
-                    // the next write unaligned, so treat it as a refusal.
-                    Ok(w) if w % ALIGN != 0 && done + w < padded => {
-                        return Err(std::io::Error::from_raw_os_error(libc::EINVAL))
-                    }
-                    Ok(w) => done += w,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            off += n;
-        }
-        f.set_len(data.len() as u64)
-    }
-}
 
 /// Reads a whole file into a (pooled, when large) buffer.
 fn read_file(path: &Path) -> std::io::Result<Bytes> {
@@ -211,6 +100,9 @@ impl LocalStore {
             hex::encode(rand::random::<[u8; 8]>())
         ));
         let result = (|| {
+            // Pack-sized objects are written past the page cache (`crate::direct`): they are
+            // fsynced before they count anyway, and a backup should not push the backed-up
+            // service's working set out of the cache.
             let f = if data.len() >= direct::MIN {
                 direct::write_new(&tmp, data)?
             } else {

@@ -40,7 +40,16 @@ impl Pool {
         let mut idle = self.idle.lock().expect("buffer pool");
         match idle.iter().position(|b| b.capacity() >= len) {
             Some(i) => idle.swap_remove(i),
-            None => Vec::with_capacity(len),
+            // Packs differ in size by a few KiB: an idle buffer a little too small is grown
+            // (mremap, no copy: it is empty) rather than left idle beside a new one.
+            None => match idle.pop() {
+                Some(mut b) => {
+                    drop(idle);
+                    b.reserve_exact(len);
+                    b
+                }
+                None => Vec::with_capacity(len),
+            },
         }
     }
 
