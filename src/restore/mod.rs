@@ -403,13 +403,6 @@ async fn restore_pack_from(
     let repo = repo.clone();
     let n = tokio::task::spawn_blocking(move || -> Result<u64> {
         let root = is_root();
-        let in_pack = |entry: &PackEntry, e: Error| match e {
-            Error::Integrity { detail, .. } => Error::integrity(
-                format!("pack {pack}"),
-                format!("blob {}: {detail}", entry.id),
-            ),
-            other => other,
-        };
         // Every place a blob goes, in file order: consecutive blobs of one file are written
         // as one range, whole blocks of it past the page cache (`crate::direct`).
         let mut places: Vec<(usize, u64, usize)> = Vec::new();
@@ -427,15 +420,7 @@ async fn restore_pack_from(
             let p = || staging.join(&fe.path);
             if fe.node.content.len() == 1 {
                 let (entry, _, sealed) = &parts[pi];
-                let data = pack::open_blob_reusing(
-                    &repo.keys,
-                    repo.id(),
-                    entry,
-                    sealed,
-                    &mut body,
-                    &mut plain,
-                )
-                .map_err(|e| in_pack(entry, e))?;
+                let data = open_in_pack(&repo, pack, entry, sealed, &mut body, &mut plain)?;
                 write_whole_file(&p(), &fe.node, data, root)?;
                 written += data.len() as u64;
                 progress.inc(data.len() as u64);
@@ -463,19 +448,11 @@ async fn restore_pack_from(
                 match range.slot(len).map_err(wr)? {
                     Some(slot) => {
                         pack::open_blob_to(&repo.keys, repo.id(), entry, sealed, &mut body, slot)
-                            .map_err(|e| in_pack(entry, e))?;
+                            .map_err(|e| in_pack(pack, entry, e))?;
                         range.commit(len).map_err(wr)?;
                     }
                     None => {
-                        let data = pack::open_blob_reusing(
-                            &repo.keys,
-                            repo.id(),
-                            entry,
-                            sealed,
-                            &mut body,
-                            &mut plain,
-                        )
-                        .map_err(|e| in_pack(entry, e))?;
+                        let data = open_in_pack(&repo, pack, entry, sealed, &mut body, &mut plain)?;
                         range.write(data).map_err(wr)?;
                     }
                 }
@@ -491,6 +468,30 @@ async fn restore_pack_from(
     .await
     .map_err(|e| Error::Other(format!("restore worker failed: {e}")))??;
     Ok(n)
+}
+
+/// A blob's integrity error, named by the pack it was read from.
+fn in_pack(pack: PackId, entry: &PackEntry, e: Error) -> Error {
+    match e {
+        Error::Integrity { detail, .. } => Error::integrity(
+            format!("pack {pack}"),
+            format!("blob {}: {detail}", entry.id),
+        ),
+        other => other,
+    }
+}
+
+/// [`pack::open_blob_reusing`] with errors named by the pack.
+fn open_in_pack<'a>(
+    repo: &Repository,
+    pack: PackId,
+    entry: &PackEntry,
+    sealed: &[u8],
+    body: &'a mut Vec<u8>,
+    plain: &'a mut Vec<u8>,
+) -> Result<&'a [u8]> {
+    pack::open_blob_reusing(&repo.keys, repo.id(), entry, sealed, body, plain)
+        .map_err(|e| in_pack(pack, entry, e))
 }
 
 fn is_root() -> bool {
