@@ -60,11 +60,11 @@ fn write(dir: &Path, entries: &[Entry]) {
     use std::os::unix::fs::PermissionsExt;
     for e in entries {
         match e {
-            Entry::File(n, d, m) if !dir.join(n).exists() => {
+            Entry::File(n, d, m) if std::fs::symlink_metadata(dir.join(n)).is_err() => {
                 std::fs::write(dir.join(n), d).unwrap();
                 std::fs::set_permissions(dir.join(n), std::fs::Permissions::from_mode(*m)).unwrap();
             }
-            Entry::Dir(n, es) if !dir.join(n).exists() => {
+            Entry::Dir(n, es) if std::fs::symlink_metadata(dir.join(n)).is_err() => {
                 std::fs::create_dir(dir.join(n)).unwrap();
                 write(&dir.join(n), es);
             }
