@@ -218,7 +218,7 @@ async fn restore_into(
             offset += loc.entry.raw_length as u64;
         }
         if let Some(file) = file {
-            file.set_len(offset).map_err(|e| Error::io("size", &p, e))?;
+            direct::preallocate(&file, offset).map_err(|e| Error::io("allocate", &p, e))?;
         }
         total += offset;
     }
