@@ -101,6 +101,11 @@ impl Keys {
         BlobId(*blake3::keyed_hash(&self.blob_id_key, plaintext).as_bytes())
     }
 
+    /// [`Keys::blob_id`] fed piece by piece (a blob checked while it is decompressed).
+    pub fn blob_id_hasher(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(&self.blob_id_key)
+    }
+
     pub fn chunker_seed(&self) -> u64 {
         self.chunker_seed
     }

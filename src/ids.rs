@@ -89,6 +89,11 @@ pub type IndexId = ObjectId;
 impl ObjectId {
     /// The id of stored bytes: unkeyed blake3 over the ciphertext.
     pub fn of(bytes: &[u8]) -> Self {
-        Self(*blake3::hash(bytes).as_bytes())
+        Self::from_hash(blake3::hash(bytes))
+    }
+
+    /// The name of a pack hashed incrementally (a `blake3::Hasher` fed all its bytes).
+    pub fn from_hash(h: blake3::Hash) -> Self {
+        Self(*h.as_bytes())
     }
 }

@@ -38,6 +38,7 @@ pub mod demo;
 pub mod direct;
 pub mod drill;
 pub mod error;
+pub mod failpoint;
 pub mod ids;
 pub mod pipeline;
 pub mod plan;

@@ -312,6 +312,7 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
             "warnings": report.warnings,
             "partial": report.partial,
             "packs_adopted": report.packs_adopted,
+            "blobs_resealed": report.blobs_resealed,
             "catalog_recorded": catalog_warnings.is_empty(),
             "catalog_warnings": catalog_warnings,
         });
@@ -341,6 +342,13 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
             println!(
                 "reused:     {} packs left by an interrupted run",
                 report.packs_adopted
+            );
+        }
+        if report.blobs_resealed > 0 {
+            println!(
+                "re-sealed:  {} blobs failed verification before upload and were sealed again \
+                 (memory or CPU fault?)",
+                report.blobs_resealed
             );
         }
         if !report.warnings.is_empty() {

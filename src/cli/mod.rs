@@ -210,6 +210,7 @@ async fn run(cli: Cli, cancel: Cancel) -> Result<ExitCode> {
             "--password is not accepted: a secret on the command line is visible to every user in `ps`. Use LIFEBOAT_PASSWORD_FILE, --password-file or LIFEBOAT_PASSWORD".into(),
         ));
     }
+    crate::failpoint::check_env().map_err(Error::Usage)?;
     let ctx = Ctx {
         global: cli.global,
         cancel,

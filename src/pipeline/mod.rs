@@ -1,11 +1,18 @@
-//! The write pipeline: blob → keyed id → dedup → zstd → XChaCha20-Poly1305 → pack →
-//! verify → store → index checkpoint.
+//! The write pipeline: blob → keyed id → dedup → zstd → XChaCha20-Poly1305 → verify → pack →
+//! check → store → index checkpoint.
 //!
 //! ```text
 //! caller thread ──(bounded)──> N seal workers ──(bounded)──> packer ──(bounded)──> uploader
-//!   hash + dedup                 compress + encrypt            assemble 8 MiB       verify, put,
-//!                                                              packs                index every 8 packs
+//!   hash + dedup                 compress + encrypt,           assemble 8 MiB       check, put,
+//!                                verify (decrypt,              packs, name them     index every
+//!                                decompress, re-hash)          blob by blob         8 packs
 //! ```
+//! Verification before upload (T27) happens where the plaintext is still at hand: a blob that
+//! fails it — or that changes between its verification and its pack — is sealed again, and
+//! the backup goes on ([`PipelineStats::blobs_resealed`] counts them). Each blob is hashed
+//! into its pack's name as it lands there, and the finished pack is re-hashed against that
+//! name just before the store, so every byte is covered from sealing to upload without
+//! decompressing anything twice.
 //! Every queue is bounded, so memory stays flat whatever the input size. Blobs between the
 //! caller and the packer are bounded by their bytes (`IN_FLIGHT_BYTES`), not their number:
 //! a few large chunks of a dump or thousands of small files' blobs, so the workers always
@@ -74,6 +81,8 @@ pub struct PipelineStats {
     pub bytes_added: u64,
     pub bytes_stored: u64,
     pub packs_added: u64,
+    /// Blobs sealed again because their verification before upload found them damaged.
+    pub blobs_resealed: u64,
 }
 
 struct Job {
@@ -85,8 +94,60 @@ struct Job {
 struct Sealed {
     kind: BlobKind,
     id: BlobId,
-    raw_len: u32,
+    /// Sealed and verified.
     bytes: Vec<u8>,
+    /// CRC-32 of `bytes` right after their verification (any flipped bit changes it).
+    crc: u32,
+    /// The plaintext, kept until the blob is in its pack: a blob damaged on its way there is
+    /// sealed again from it (T27). Counted in `IN_FLIGHT_BYTES` until then.
+    plain: Vec<u8>,
+}
+
+/// Times one blob is sealed before a failing verification becomes the backup's error.
+const SEAL_ATTEMPTS: u32 = 3;
+
+/// Seals a blob and verifies the result the way a restore will read it (decrypt, decompress,
+/// re-hash), sealing again if that fails — a bit flipped by faulty memory or CPU is caught
+/// before anything is stored, and the backup goes on (RELIABILITY.md T27). Returns the sealed
+/// bytes and their CRC-32, taken right after the verification.
+#[allow(clippy::too_many_arguments)]
+fn seal_verified(
+    keys: &Keys,
+    repo: &RepoId,
+    kind: BlobKind,
+    id: &BlobId,
+    plain: &[u8],
+    level: i32,
+    scratch: &mut (Vec<u8>, Vec<u8>),
+    resealed: &AtomicU64,
+) -> Result<(Vec<u8>, u32)> {
+    let mut last = None;
+    for _ in 0..SEAL_ATTEMPTS {
+        let mut bytes = Vec::new();
+        pack::seal_blob(keys, repo, kind, id, plain, level, &mut bytes);
+        crate::failpoint::flip("flip-sealed-blob", &mut bytes);
+        let (body, out) = (&mut scratch.0, &mut scratch.1);
+        match pack::check_sealed(keys, repo, kind, id, plain.len() as u32, &bytes, body, out) {
+            Ok(()) => {
+                let crc = crc32fast::hash(&bytes);
+                return Ok((bytes, crc));
+            }
+            Err(e) => {
+                resealed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(blob = %id, error = %e,
+                    "a blob failed its verification right after sealing (memory or CPU fault?); sealing it again");
+                last = Some(e);
+            }
+        }
+    }
+    Err(Error::integrity(
+        format!("blob {id}"),
+        format!(
+            "failed verification after sealing {SEAL_ATTEMPTS} times, nothing of it was \
+             stored ({}); this machine's memory or CPU may be faulty",
+            last.map(|e| e.to_string()).unwrap_or_default()
+        ),
+    ))
 }
 
 #[derive(Default)]
@@ -95,6 +156,8 @@ struct Shared {
     error: Mutex<Option<Error>>,
     bytes_stored: AtomicU64,
     packs: AtomicU64,
+    /// Blobs sealed again because a verification found them damaged (T27).
+    resealed: AtomicU64,
     /// Plaintext bytes between `add` and the packer (see `IN_FLIGHT_BYTES`).
     in_flight: Mutex<usize>,
     packed: Condvar,
@@ -171,20 +234,33 @@ impl Pipeline {
 
         for i in 0..workers {
             let (rx, tx, keys) = (work_rx.clone(), sealed_tx.clone(), repo.keys.clone());
+            let shared = shared.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("lifeboat-seal-{i}"))
                     .spawn(move || {
+                        let mut scratch = (Vec::new(), Vec::new());
                         for job in rx {
-                            let mut bytes = Vec::new();
-                            pack::seal_blob(
-                                &keys, &repo_id, job.kind, &job.id, &job.data, level, &mut bytes,
+                            let sealed = seal_verified(
+                                &keys,
+                                &repo_id,
+                                job.kind,
+                                &job.id,
+                                &job.data,
+                                level,
+                                &mut scratch,
+                                &shared.resealed,
                             );
+                            let (bytes, crc) = match sealed {
+                                Ok(s) => s,
+                                Err(e) => return shared.fail(e),
+                            };
                             let sealed = Sealed {
                                 kind: job.kind,
                                 id: job.id,
-                                raw_len: job.data.len() as u32,
                                 bytes,
+                                crc,
+                                plain: job.data,
                             };
                             if tx.send(sealed).is_err() {
                                 return;
@@ -204,9 +280,33 @@ impl Pipeline {
                 .name("lifeboat-packer".into())
                 .spawn(move || {
                     let mut builder = PackBuilder::with_capacity(pack_size + (1 << 20));
+                    let mut scratch = (Vec::new(), Vec::new());
                     for s in sealed_rx {
-                        builder.push_sealed(s.kind, s.id, s.raw_len, &s.bytes);
-                        packer_shared.release(s.raw_len as usize);
+                        let Sealed { kind, id, mut bytes, mut crc, plain } = s;
+                        let raw_len = plain.len() as u32;
+                        let mut attempts = 0;
+                        crate::failpoint::flip("flip-blob-in-transit", &mut bytes);
+                        // The copy in the pack must be the bytes that were verified; if not,
+                        // they were damaged on the way here: seal the plaintext again.
+                        while !builder.push_verified(kind, id, raw_len, &bytes, crc) {
+                            attempts += 1;
+                            packer_shared.resealed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(blob = %id,
+                                "a verified blob changed on its way into its pack (memory fault?); sealing it again");
+                            let again = if attempts < SEAL_ATTEMPTS {
+                                seal_verified(&keys, &repo_id, kind, &id, &plain, level,
+                                    &mut scratch, &packer_shared.resealed)
+                            } else {
+                                Err(Error::integrity(format!("blob {id}"),
+                                    "kept changing on its way into its pack; this machine's memory may be faulty"))
+                            };
+                            match again {
+                                Ok((b, c)) => (bytes, crc) = (b, c),
+                                Err(e) => return packer_shared.fail(e),
+                            }
+                        }
+                        drop(plain);
+                        packer_shared.release(raw_len as usize);
                         if builder.len() >= pack_size {
                             let full = std::mem::replace(
                                 &mut builder,
@@ -307,6 +407,7 @@ impl Pipeline {
         PipelineStats {
             bytes_stored: self.shared.bytes_stored.load(Ordering::Relaxed),
             packs_added: self.shared.packs.load(Ordering::Relaxed),
+            blobs_resealed: self.shared.resealed.load(Ordering::Relaxed),
             ..self.stats.clone()
         }
     }
@@ -389,25 +490,27 @@ async fn upload_loop(
     }
 }
 
-/// Verifies a finished pack end to end (T27: a bit flipped after sealing is caught here, not
-/// by a restore months later), then stores it.
-async fn store_pack(repo: Repository, p: FinishedPack) -> Result<IndexPack> {
+/// Checks a finished pack, then stores it. Its blobs were each verified right after sealing
+/// and hashed into its name as they landed in it; [`pack::check_finished`] re-hashes the
+/// whole pack against that name and reads its header back, so a bit flipped anywhere between
+/// sealing and the store is caught here, not by a restore months later (T27). A blob damaged
+/// before it reached its pack was sealed again; damage found here, with the plaintext gone,
+/// fails the backup and stores nothing.
+async fn store_pack(repo: Repository, mut p: FinishedPack) -> Result<IndexPack> {
     let keys = repo.keys.clone();
     let repo_id: RepoId = *repo.id();
-    let FinishedPack { id, bytes, entries } = p;
-    let bytes = tokio::task::spawn_blocking(move || {
-        // The name was hashed from these bytes by the packer a moment ago; the blobs are
-        // what can have gone wrong (T27).
-        pack::verify_pack_contents(&keys, &repo_id, &id, &bytes).map(|_| bytes)
-    })
-    .await
-    .expect("verify thread")
-    .map_err(|e| {
-        Error::integrity(
-            format!("pack {id}"),
-            format!("failed verification before upload, nothing was stored ({e})"),
-        )
-    })?;
+    crate::failpoint::flip("flip-pack", &mut p.bytes);
+    let FinishedPack { id, bytes, entries } =
+        tokio::task::spawn_blocking(move || pack::check_finished(&keys, &repo_id, &p).map(|()| p))
+            .await
+            .expect("check thread")
+            .map_err(|e| match e {
+                Error::Integrity { object, detail } => Error::integrity(
+                    object,
+                    format!("failed its check before upload, nothing was stored: {detail}"),
+                ),
+                other => other,
+            })?;
     let size = bytes.len() as u64;
     // The buffer goes back to the pool for the next pack once the store is done with it.
     repo.store

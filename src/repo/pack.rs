@@ -77,6 +77,7 @@ thread_local! {
     /// One zstd context per thread, reused for every blob: no per-blob workspace allocation.
     static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
     static UNZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+    static UNZSTD_EACH: std::cell::RefCell<Option<zstd::stream::raw::Decoder<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// A compressor for `level`. At the fast levels (1, 2) the strategy is pinned to `fast`:
@@ -130,6 +131,97 @@ pub fn seal_blob(
     }
     keys.seal_in_place(&blob_aad(repo, kind, id), out, start);
     out.len() - start
+}
+
+/// Checks a blob just sealed by [`seal_blob`] the way a restore will read it: decrypts,
+/// decompresses and re-hashes it. `body` and `piece` are scratch buffers, reused: the blob is
+/// decompressed and hashed a piece at a time, so checking needs no plaintext-sized buffer
+/// (a backup's workers would otherwise each hold one as large as the largest chunk).
+#[allow(clippy::too_many_arguments)]
+pub fn check_sealed(
+    keys: &Keys,
+    repo: &RepoId,
+    kind: BlobKind,
+    id: &BlobId,
+    raw_length: u32,
+    sealed: &[u8],
+    body: &mut Vec<u8>,
+    piece: &mut Vec<u8>,
+) -> Result<()> {
+    let entry = PackEntry {
+        kind,
+        id: *id,
+        offset: 0,
+        length: sealed.len() as u32,
+        raw_length,
+    };
+    let mut h = keys.blob_id_hasher();
+    let n = if decrypt(keys, repo, &entry, sealed, body)? {
+        unzstd_each(&body[1..], raw_length as usize, piece, |p| {
+            h.update(p);
+        })
+        .map_err(|e| decompression_failed(&entry, e))?
+    } else {
+        h.update(&body[1..]);
+        body.len() - 1
+    };
+    if n != raw_length as usize {
+        return Err(Error::integrity(
+            format!("blob {id}"),
+            format!("length {n} but index says {raw_length}"),
+        ));
+    }
+    if BlobId::from_bytes(*h.finalize().as_bytes()) != *id {
+        return Err(Error::integrity(
+            format!("blob {id}"),
+            "content does not match its id",
+        ));
+    }
+    Ok(())
+}
+
+/// Piece size of [`unzstd_each`] (zstd's largest block).
+const PIECE: usize = 128 << 10;
+
+/// zstd-decompresses `src` a piece at a time through `scratch`, handing each piece to `sink`;
+/// more than `limit` bytes, or a frame that ends early, is an error. Returns the length.
+fn unzstd_each(
+    src: &[u8],
+    limit: usize,
+    scratch: &mut Vec<u8>,
+    mut sink: impl FnMut(&[u8]),
+) -> std::io::Result<usize> {
+    use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+    scratch.resize(PIECE, 0);
+    UNZSTD_EACH.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(Decoder::new()?);
+        }
+        let d = d.as_mut().expect("set above");
+        d.reinit()?;
+        let mut input = InBuffer::around(src);
+        let mut total = 0usize;
+        loop {
+            let mut out = OutBuffer::around(&mut scratch[..]);
+            let left = d.run(&mut input, &mut out)?;
+            let n = out.pos();
+            total += n;
+            if total > limit {
+                return Err(std::io::Error::other("longer than its declared length"));
+            }
+            sink(&scratch[..n]);
+            if left == 0 {
+                if input.pos() != src.len() {
+                    return Err(std::io::Error::other("data after the end of the frame"));
+                }
+                return Ok(total);
+            }
+            if n == 0 && input.pos() == src.len() {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    })
 }
 
 /// Opens a sealed blob, decompresses it and checks its keyed hash against `entry.id`.
@@ -284,6 +376,10 @@ fn check_id(keys: &Keys, entry: &PackEntry, plain: &[u8]) -> Result<()> {
 pub struct PackBuilder {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
+    /// The pack's name, hashed blob by blob as each lands in `buf` (not at the end): a byte
+    /// that changes in memory while the pack fills no longer matches the name, and the check
+    /// before the pack is stored ([`check_finished`]) catches it.
+    name: blake3::Hasher,
 }
 
 pub struct FinishedPack {
@@ -298,6 +394,7 @@ impl PackBuilder {
         Self {
             buf: crate::store::pool::PACKS.take(n),
             entries: Vec::new(),
+            name: blake3::Hasher::new(),
         }
     }
 
@@ -311,13 +408,41 @@ impl PackBuilder {
 
     /// Appends an already sealed blob.
     pub fn push_sealed(&mut self, kind: BlobKind, id: BlobId, raw_length: u32, sealed: &[u8]) {
-        let offset = self.buf.len() as u32;
+        let at = self.buf.len();
         self.buf.extend_from_slice(sealed);
+        self.commit(kind, id, raw_length, at);
+    }
+
+    /// Appends a sealed blob whose bytes were verified (decrypted, decompressed, re-hashed)
+    /// and then checksummed to `crc` (CRC-32): the copy in the pack is checked against it, so
+    /// a bit flipped since the verification does not go unnoticed.
+    /// False (and nothing appended) when the copy differs: seal the blob again.
+    pub fn push_verified(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        raw_length: u32,
+        sealed: &[u8],
+        crc: u32,
+    ) -> bool {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(sealed);
+        if crc32fast::hash(&self.buf[at..]) != crc {
+            self.buf.truncate(at);
+            return false;
+        }
+        self.commit(kind, id, raw_length, at);
+        true
+    }
+
+    /// Records the blob that now occupies `buf[at..]`.
+    fn commit(&mut self, kind: BlobKind, id: BlobId, raw_length: u32, at: usize) {
+        self.name.update(&self.buf[at..]);
         self.entries.push(PackEntry {
             kind,
             id,
-            offset,
-            length: sealed.len() as u32,
+            offset: at as u32,
+            length: (self.buf.len() - at) as u32,
             raw_length,
         });
     }
@@ -338,8 +463,9 @@ impl PackBuilder {
         let sealed_len = (self.buf.len() - before) as u32;
         self.buf.extend_from_slice(&sealed_len.to_le_bytes());
         self.buf.extend_from_slice(MAGIC);
+        self.name.update(&self.buf[before..]);
         FinishedPack {
-            id: PackId::of(&self.buf),
+            id: PackId::from_hash(self.name.finalize()),
             bytes: self.buf,
             entries: self.entries,
         }
@@ -435,10 +561,41 @@ pub fn verify_pack(
     verify_pack_contents(keys, repo, id, bytes)
 }
 
-/// [`verify_pack`] without the name check, for a pack whose name was just computed from
-/// these very bytes (the backup's check before a new pack is stored): header authentic, every
-/// blob decrypts, decompresses and hashes to its id.
-pub fn verify_pack_contents(
+/// The check of a pack built from verified blobs ([`PackBuilder::push_verified`]) before it
+/// is stored: its bytes still hash to the name computed blob by blob as they arrived, and
+/// its header decrypts to exactly the blobs that were put in. With the blobs' own
+/// verification this covers every byte from sealing to the store, without decompressing
+/// the pack a second time.
+pub fn check_finished(keys: &Keys, repo: &RepoId, pack: &FinishedPack) -> Result<()> {
+    let what = || format!("pack {}", pack.id);
+    if PackId::of(&pack.bytes) != pack.id {
+        return Err(Error::integrity(
+            what(),
+            "its bytes changed in memory after its blobs were verified",
+        ));
+    }
+    let bytes = &pack.bytes;
+    let trailer = &bytes[bytes.len().saturating_sub(TRAILER_LEN)..];
+    let (off, len) = header_range(&pack.id, bytes.len() as u64, trailer)?;
+    let entries = parse_header(
+        keys,
+        repo,
+        &pack.id,
+        &bytes[off as usize..(off + len) as usize],
+        off,
+    )?;
+    if entries != pack.entries {
+        return Err(Error::integrity(
+            what(),
+            "its header does not list the blobs that were packed",
+        ));
+    }
+    Ok(())
+}
+
+/// [`verify_pack`] after the name check: header authentic, every blob decrypts,
+/// decompresses and hashes to its id.
+fn verify_pack_contents(
     keys: &Keys,
     repo: &RepoId,
     id: &PackId,
@@ -509,6 +666,75 @@ mod tests {
                 "flip at {i} with new name"
             );
         }
+    }
+
+    #[test]
+    fn packs_named_blob_by_blob_match_their_bytes_and_catch_later_flips() {
+        let keys = Keys::derive(&MasterKey::generate());
+        let repo = RepoId::random();
+        let mut b = PackBuilder::default();
+        let (mut body, mut plain) = (Vec::new(), Vec::new());
+        for data in [&b"alpha"[..], &[9u8; 5000][..], b""] {
+            let id = keys.blob_id(data);
+            let mut sealed = Vec::new();
+            seal_blob(&keys, &repo, BlobKind::Data, &id, data, 3, &mut sealed);
+            let n = data.len() as u32;
+            check_sealed(
+                &keys,
+                &repo,
+                BlobKind::Data,
+                &id,
+                n,
+                &sealed,
+                &mut body,
+                &mut plain,
+            )
+            .unwrap();
+            let crc = crc32fast::hash(&sealed);
+            // A copy that differs from what was checksummed is refused and leaves no trace.
+            let before = b.len();
+            assert!(!b.push_verified(BlobKind::Data, id, n, &sealed, crc ^ 1));
+            assert_eq!(b.len(), before);
+            assert!(b.push_verified(BlobKind::Data, id, n, &sealed, crc));
+            // A sealed blob with a flipped bit fails its own check.
+            let mut bad = sealed.clone();
+            bad[sealed.len() / 2] ^= 1;
+            assert!(check_sealed(
+                &keys,
+                &repo,
+                BlobKind::Data,
+                &id,
+                n,
+                &bad,
+                &mut body,
+                &mut plain
+            )
+            .is_err());
+        }
+        let pack = b.finish(&keys, &repo);
+        assert_eq!(pack.id, PackId::of(&pack.bytes), "incremental name");
+        check_finished(&keys, &repo, &pack).unwrap();
+        assert_eq!(
+            verify_pack(&keys, &repo, &pack.id, &pack.bytes).unwrap(),
+            pack.entries
+        );
+        for i in (0..pack.bytes.len()).step_by(11) {
+            let mut bad = FinishedPack {
+                id: pack.id,
+                bytes: pack.bytes.clone(),
+                entries: pack.entries.clone(),
+            };
+            bad.bytes[i] ^= 0x40;
+            assert!(check_finished(&keys, &repo, &bad).is_err(), "flip at {i}");
+        }
+        // A header that does not list what was packed is caught too.
+        let mut short = FinishedPack {
+            id: pack.id,
+            bytes: pack.bytes.clone(),
+            entries: pack.entries.clone(),
+        };
+        short.entries.pop();
+        assert!(check_finished(&keys, &repo, &short).is_err());
     }
 
     #[test]

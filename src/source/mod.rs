@@ -184,6 +184,8 @@ pub struct BackupReport {
     pub warnings: Vec<String>,
     pub partial: bool,
     pub packs_adopted: usize,
+    /// Blobs found damaged by the verification before upload and sealed again (T27).
+    pub blobs_resealed: u64,
 }
 
 /// Runs one backup of `source` into `repo` and commits a snapshot.
@@ -324,6 +326,7 @@ async fn backup_locked(
         warnings,
         partial,
         packs_adopted,
+        blobs_resealed: stats.blobs_resealed,
     })
 }
 

@@ -230,6 +230,57 @@ fn flipped_bit_in_a_pack_fails_verify_with_13_naming_the_pack_and_restore_writes
     );
 }
 
+/// RELIABILITY.md T27: a bit flipped in memory between sealing and upload. Where the
+/// plaintext is still at hand (right after sealing; on the way into the pack) the blob is
+/// sealed again and the backup succeeds, counting it; in a finished pack nothing is stored
+/// and the backup fails with 13, leaving the repository as it was.
+#[test]
+fn bits_flipped_before_upload_are_caught_blobs_resealed_or_nothing_stored() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    make_tree(&src, 27, 40, 60_000);
+    let fp = [(
+        "LIFEBOAT_FAILPOINT",
+        "flip-sealed-blob:3,flip-blob-in-transit:7",
+    )];
+    let out = s.run_env(&["backup", "--json", src.to_str().unwrap()], &fp);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["blobs_resealed"], 2, "{v}");
+    assert!(err.contains("sealing it again"), "{err}");
+    s.ok(&["verify", "--read-data"]);
+    let target = s.path("restored");
+    s.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert!(compare_dirs(&src, &target.join("src")).unwrap().is_empty());
+    // Without failpoints the count is zero.
+    let quiet = s.json(&["backup", src.to_str().unwrap()]);
+    assert_eq!(quiet["blobs_resealed"], 0, "{quiet}");
+
+    // A finished pack damaged before its upload: exit 13, nothing stored.
+    let more = s.path("more");
+    make_tree(&more, 28, 5, 30_000);
+    let packs_before = list_files(&s.repo.join("data"));
+    let out = s.run_env(
+        &["backup", more.to_str().unwrap()],
+        &[("LIFEBOAT_FAILPOINT", "flip-pack:1")],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(13), "{err}");
+    assert!(err.contains("nothing was stored"), "{err}");
+    assert_eq!(list_files(&s.repo.join("data")), packs_before);
+    assert_eq!(s.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    s.ok(&["verify", "--read-data"]);
+    // The re-run without the fault stores it.
+    s.ok(&["backup", more.to_str().unwrap()]);
+
+    // A misspelt failpoint is a usage error, not a test that silently injects nothing.
+    let out = s.run_env(&["snapshots"], &[("LIFEBOAT_FAILPOINT", "flip-pak:1")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("flip-pack"), "{}", stderr(&out));
+}
+
 #[test]
 fn truncated_or_deleted_pack_is_reported_not_panicked() {
     let s = Scratch::new();
