@@ -180,6 +180,9 @@ impl Error {
             Error::Locked { .. } => {
                 "wait for the other run to finish; a lock older than its expiry is ignored automatically".into()
             }
+            Error::Integrity { detail, .. } if detail.contains(BEFORE_UPLOAD) => {
+                "the repository is unchanged: run the backup again; if this recurs, test this machine's memory and CPU (e.g. memtester, stress-ng)".into()
+            }
             Error::Integrity { .. } => {
                 "run `lifeboat verify --read-data` to list every damaged object; restore from another region if one has a good copy".into()
             }
@@ -191,6 +194,10 @@ impl Error {
         })
     }
 }
+
+/// Marks an integrity error found in new data before any of it was stored (T27): nothing in
+/// the repository is damaged, so the hint differs.
+pub const BEFORE_UPLOAD: &str = "nothing was stored";
 
 impl From<crate::crypto::CryptoError> for Error {
     fn from(e: crate::crypto::CryptoError) -> Self {

@@ -143,8 +143,8 @@ fn seal_verified(
     Err(Error::integrity(
         format!("blob {id}"),
         format!(
-            "failed verification after sealing {SEAL_ATTEMPTS} times, nothing of it was \
-             stored ({}); this machine's memory or CPU may be faulty",
+            "failed verification after sealing {SEAL_ATTEMPTS} times, {} ({})",
+            crate::error::BEFORE_UPLOAD,
             last.map(|e| e.to_string()).unwrap_or_default()
         ),
     ))
@@ -297,8 +297,9 @@ impl Pipeline {
                                 seal_verified(&keys, &repo_id, kind, &id, &plain, level,
                                     &mut scratch, &packer_shared.resealed)
                             } else {
-                                Err(Error::integrity(format!("blob {id}"),
-                                    "kept changing on its way into its pack; this machine's memory may be faulty"))
+                                Err(Error::integrity(format!("blob {id}"), format!(
+                                    "kept changing on its way into its pack, {}",
+                                    crate::error::BEFORE_UPLOAD)))
                             };
                             match again {
                                 Ok((b, c)) => (bytes, crc) = (b, c),
@@ -507,7 +508,10 @@ async fn store_pack(repo: Repository, mut p: FinishedPack) -> Result<IndexPack> 
             .map_err(|e| match e {
                 Error::Integrity { object, detail } => Error::integrity(
                     object,
-                    format!("failed its check before upload, nothing was stored: {detail}"),
+                    format!(
+                        "failed its check before upload, {}: {detail}",
+                        crate::error::BEFORE_UPLOAD
+                    ),
                 ),
                 other => other,
             })?;

@@ -133,10 +133,8 @@ pub fn seal_blob(
     out.len() - start
 }
 
-/// Checks a blob just sealed by [`seal_blob`] the way a restore will read it: decrypts,
-/// decompresses and re-hashes it. `body` and `piece` are scratch buffers, reused: the blob is
-/// decompressed and hashed a piece at a time, so checking needs no plaintext-sized buffer
-/// (a backup's workers would otherwise each hold one as large as the largest chunk).
+/// Checks a blob just sealed by [`seal_blob`] the way a restore will read it
+/// ([`check_blob`]).
 #[allow(clippy::too_many_arguments)]
 pub fn check_sealed(
     keys: &Keys,
@@ -155,27 +153,40 @@ pub fn check_sealed(
         length: sealed.len() as u32,
         raw_length,
     };
+    check_blob(keys, repo, &entry, sealed, body, piece)
+}
+
+/// Decrypts, decompresses and re-hashes a sealed blob without keeping its plaintext: it is
+/// decompressed and hashed a piece at a time, so checking needs no plaintext-sized buffer
+/// and the hash reads each piece while it is still in the cache. `body` and `piece` are
+/// scratch buffers, reused from blob to blob.
+pub fn check_blob(
+    keys: &Keys,
+    repo: &RepoId,
+    entry: &PackEntry,
+    sealed: &[u8],
+    body: &mut Vec<u8>,
+    piece: &mut Vec<u8>,
+) -> Result<()> {
     let mut h = keys.blob_id_hasher();
-    let n = if decrypt(keys, repo, &entry, sealed, body)? {
-        unzstd_each(&body[1..], raw_length as usize, piece, |p| {
+    let n = if decrypt(keys, repo, entry, sealed, body)? {
+        unzstd_each(&body[1..], entry.raw_length as usize, piece, |p| {
             h.update(p);
         })
-        .map_err(|e| decompression_failed(&entry, e))?
+        .map_err(|e| decompression_failed(entry, e))?
     } else {
         h.update(&body[1..]);
         body.len() - 1
     };
-    if n != raw_length as usize {
+    let what = || format!("blob {}", entry.id);
+    if n != entry.raw_length as usize {
         return Err(Error::integrity(
-            format!("blob {id}"),
-            format!("length {n} but index says {raw_length}"),
+            what(),
+            format!("length {n} but index says {}", entry.raw_length),
         ));
     }
-    if BlobId::from_bytes(*h.finalize().as_bytes()) != *id {
-        return Err(Error::integrity(
-            format!("blob {id}"),
-            "content does not match its id",
-        ));
+    if BlobId::from_bytes(*h.finalize().as_bytes()) != entry.id {
+        return Err(Error::integrity(what(), "content does not match its id"));
     }
     Ok(())
 }
@@ -613,10 +624,10 @@ fn verify_pack_contents(
     )?;
     // One pair of buffers for all the pack's blobs: checking allocates (and the kernel faults
     // in) nothing per blob.
-    let (mut body, mut plain) = (Vec::new(), Vec::new());
+    let (mut body, mut piece) = (Vec::new(), Vec::new());
     for e in &entries {
         let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-        open_blob_into(keys, repo, e, sealed, &mut body, &mut plain).map_err(|err| match err {
+        check_blob(keys, repo, e, sealed, &mut body, &mut piece).map_err(|err| match err {
             Error::Integrity { detail, .. } => {
                 Error::integrity(format!("pack {id}"), format!("blob {}: {detail}", e.id))
             }
@@ -790,9 +801,10 @@ pub fn check_pack(keys: &Keys, repo: &RepoId, id: &PackId, bytes: &[u8]) -> Pack
     });
     match entries {
         Ok(entries) => {
+            let (mut body, mut piece) = (Vec::new(), Vec::new());
             for e in &entries {
                 let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-                if let Err(err) = open_blob(keys, repo, e, sealed) {
+                if let Err(err) = check_blob(keys, repo, e, sealed, &mut body, &mut piece) {
                     let detail = match err {
                         Error::Integrity { detail, .. } => detail,
                         other => other.to_string(),

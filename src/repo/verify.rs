@@ -211,7 +211,9 @@ pub async fn verify(
                     (id, n, check, expected)
                 }
             })
-            .buffer_unordered(2)
+            // Three packs at once on two cores: one is being read while two are checked
+            // (2 → 3: 0.95 → 0.89 s for a 1 GiB dump, 8 MiB more memory).
+            .buffer_unordered(3)
             .collect()
             .await;
         for (id, n, res, expected) in results {

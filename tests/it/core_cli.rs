@@ -269,6 +269,7 @@ fn bits_flipped_before_upload_are_caught_blobs_resealed_or_nothing_stored() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(13), "{err}");
     assert!(err.contains("nothing was stored"), "{err}");
+    assert!(err.contains("run the backup again"), "the hint fits: {err}");
     assert_eq!(list_files(&s.repo.join("data")), packs_before);
     assert_eq!(s.json(&["snapshots"]).as_array().unwrap().len(), 2);
     s.ok(&["verify", "--read-data"]);
