@@ -549,3 +549,67 @@ fn a_full_repository_disk_is_exit_15_and_leaves_a_valid_repository() {
         b"the part that fits"
     );
 }
+
+/// `lifeboat demo`, the main job on the embedded default, through the binary: sample data,
+/// two backups (the second mostly deduplicated), a restore proven identical and a restore
+/// drill with measured RTO and RPO; what it leaves is a valid repository a user can explore,
+/// and running it again in the same directory works.
+#[test]
+fn demo_runs_the_whole_job_and_leaves_a_repository_to_explore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let demo = |json: bool| {
+        let mut c = lifeboat();
+        c.args(["demo", "--size", "8", "--dir"])
+            .arg(&dir)
+            .env("LIFEBOAT_STATE_DIR", tmp.path().join("state"))
+            .env("XDG_STATE_HOME", tmp.path().join("xdg"));
+        if json {
+            c.arg("--json");
+        }
+        run(&mut c)
+    };
+    let o = demo(true);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["restore"]["identical"], true, "{v:#}");
+    assert!(
+        v["restore"]["report"]["files"].as_u64().unwrap() > 10,
+        "{v:#}"
+    );
+    let dedup = v["second_backup"]["dedup_percent"].as_f64().unwrap();
+    assert!(
+        dedup > 50.0,
+        "the second backup is mostly deduplicated: {dedup}"
+    );
+    assert_eq!(v["drill"]["result"], "passed", "{v:#}");
+    assert_eq!(v["drill"]["rto"]["met"], true);
+    assert_eq!(v["drill"]["rpo"]["met"], true);
+    assert!(v["drill"]["rto"]["measured_secs"].as_f64().unwrap() > 0.0);
+
+    // What the demo says to run next works.
+    let env = |c: &mut Command| {
+        c.env("LIFEBOAT_REPO", v["repository"].as_str().unwrap())
+            .env(
+                "LIFEBOAT_PASSWORD_FILE",
+                v["password_file"].as_str().unwrap(),
+            )
+            .env("LIFEBOAT_STATE_DIR", tmp.path().join("state"));
+    };
+    let mut c = lifeboat();
+    env(c.args(["snapshots", "--json"]));
+    let o = run(&mut c);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let snaps: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 2, "{snaps:#}");
+    let mut c = lifeboat();
+    env(c.args(["verify", "--read-data"]));
+    assert_eq!(run(&mut c).status.code(), Some(0));
+
+    // Again, in text, in the same directory.
+    let o = demo(false);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("proved it identical"), "{text}");
+    assert!(text.contains("RTO") && text.contains("RPO"), "{text}");
+}
