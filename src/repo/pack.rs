@@ -417,13 +417,6 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
-    /// Appends an already sealed blob.
-    pub fn push_sealed(&mut self, kind: BlobKind, id: BlobId, raw_length: u32, sealed: &[u8]) {
-        let at = self.buf.len();
-        self.buf.extend_from_slice(sealed);
-        self.commit(kind, id, raw_length, at);
-    }
-
     /// Appends a sealed blob whose bytes were verified (decrypted, decompressed, re-hashed)
     /// and then checksummed to `crc` (CRC-32): the copy in the pack is checked against it, so
     /// a bit flipped since the verification does not go unnoticed.
@@ -648,7 +641,8 @@ mod tests {
             let id = keys.blob_id(data);
             let mut sealed = Vec::new();
             seal_blob(keys, repo, BlobKind::Data, &id, data, 3, &mut sealed);
-            b.push_sealed(BlobKind::Data, id, data.len() as u32, &sealed);
+            let crc = crc32fast::hash(&sealed);
+            assert!(b.push_verified(BlobKind::Data, id, data.len() as u32, &sealed, crc));
         }
         b.finish(keys, repo)
     }
