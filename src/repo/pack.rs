@@ -178,17 +178,7 @@ pub fn check_blob(
         h.update(&body[1..]);
         body.len() - 1
     };
-    let what = || format!("blob {}", entry.id);
-    if n != entry.raw_length as usize {
-        return Err(Error::integrity(
-            what(),
-            format!("length {n} but index says {}", entry.raw_length),
-        ));
-    }
-    if BlobId::from_bytes(*h.finalize().as_bytes()) != entry.id {
-        return Err(Error::integrity(what(), "content does not match its id"));
-    }
-    Ok(())
+    check_opened(entry, n, BlobId::from_bytes(*h.finalize().as_bytes()))
 }
 
 /// Piece size of [`unzstd_each`] (zstd's largest block).
@@ -277,7 +267,6 @@ fn open_blob_into(
     body: &mut Vec<u8>,
     plain: &mut Vec<u8>,
 ) -> Result<Plain> {
-    let what = || format!("blob {}", entry.id);
     let where_ = if decrypt(keys, repo, entry, sealed, body)? {
         plain.clear();
         plain.reserve(entry.raw_length as usize);
@@ -290,13 +279,7 @@ fn open_blob_into(
         Plain::Body => &body[1..],
         Plain::Decompressed => &plain[..],
     };
-    if out.len() != entry.raw_length as usize {
-        return Err(Error::integrity(
-            what(),
-            format!("length {} but index says {}", out.len(), entry.raw_length),
-        ));
-    }
-    check_id(keys, entry, out).map(|()| where_)
+    check_opened(entry, out.len(), keys.blob_id(out)).map(|()| where_)
 }
 
 /// Decrypts, decompresses and checks a blob into `out`, which must be exactly
@@ -319,13 +302,7 @@ pub fn open_blob_to(
         }
         raw.len()
     };
-    if n != out.len() {
-        return Err(Error::integrity(
-            format!("blob {}", entry.id),
-            format!("length {n} but index says {}", entry.raw_length),
-        ));
-    }
-    check_id(keys, entry, out)
+    check_opened(entry, n, keys.blob_id(out))
 }
 
 /// Decrypts a sealed blob into `body`; true when the body is compressed (after the tag byte).
@@ -372,12 +349,18 @@ fn decompression_failed(entry: &PackEntry, e: std::io::Error) -> Error {
     )
 }
 
-fn check_id(keys: &Keys, entry: &PackEntry, plain: &[u8]) -> Result<()> {
-    if keys.blob_id(plain) != entry.id {
+/// The last step of opening a blob, whichever way it was decompressed: `len` bytes came out
+/// and they hash to `id`; both must be what the index says.
+fn check_opened(entry: &PackEntry, len: usize, id: BlobId) -> Result<()> {
+    let what = || format!("blob {}", entry.id);
+    if len != entry.raw_length as usize {
         return Err(Error::integrity(
-            format!("blob {}", entry.id),
-            "content does not match its id",
+            what(),
+            format!("length {len} but index says {}", entry.raw_length),
         ));
+    }
+    if id != entry.id {
+        return Err(Error::integrity(what(), "content does not match its id"));
     }
     Ok(())
 }
