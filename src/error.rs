@@ -82,6 +82,11 @@ pub enum Error {
     #[error("integrity violation in {object}: {detail}")]
     Integrity { object: String, detail: String },
 
+    /// New data found damaged by its verification before upload (T27): nothing was stored,
+    /// so nothing in the repository is damaged and the hint differs from `Integrity`'s.
+    #[error("integrity violation in {object}, found before upload (nothing was stored): {detail}")]
+    DamagedBeforeUpload { object: String, detail: String },
+
     #[error(transparent)]
     Store(#[from] StoreError),
 
@@ -151,7 +156,7 @@ impl Error {
             Error::RepoNotFound { .. } => ExitCode::RepoNotFound,
             Error::WrongPassword { .. } => ExitCode::WrongPassword,
             Error::Locked { .. } | Error::LockLost { .. } => ExitCode::Locked,
-            Error::Integrity { .. } => ExitCode::Integrity,
+            Error::Integrity { .. } | Error::DamagedBeforeUpload { .. } => ExitCode::Integrity,
             Error::Store(e) => e.exit_code(),
             Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
                 ExitCode::NoSpace
@@ -180,7 +185,7 @@ impl Error {
             Error::Locked { .. } => {
                 "wait for the other run to finish; a lock older than its expiry is ignored automatically".into()
             }
-            Error::Integrity { detail, .. } if detail.contains(BEFORE_UPLOAD) => {
+            Error::DamagedBeforeUpload { .. } => {
                 "the repository is unchanged: run the backup again; if this recurs, test this machine's memory and CPU (e.g. memtester, stress-ng)".into()
             }
             Error::Integrity { .. } => {
@@ -194,10 +199,6 @@ impl Error {
         })
     }
 }
-
-/// Marks an integrity error found in new data before any of it was stored (T27): nothing in
-/// the repository is damaged, so the hint differs.
-pub const BEFORE_UPLOAD: &str = "nothing was stored";
 
 impl From<crate::crypto::CryptoError> for Error {
     fn from(e: crate::crypto::CryptoError) -> Self {
