@@ -63,7 +63,8 @@ pub struct HistoryArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum CatalogCommand {
-    /// Re-create the catalog's snapshot rows from the repository (--repo); reports divergence
+    /// Re-create the catalog's snapshot rows from the repository (--repo, or every
+    /// destination of --plan); reports divergence
     Rebuild(RebuildArgs),
     /// Show where the catalog is, its backend and schema version
     Info,
@@ -71,9 +72,14 @@ pub enum CatalogCommand {
 
 #[derive(Args, Debug)]
 pub struct RebuildArgs {
-    /// The region the repository location is
-    #[arg(long, default_value = LOCAL_REGION, value_name = "NAME")]
-    pub region: String,
+    /// Rebuild every destination of this plan file (its destinations and password), each
+    /// under the region name its backups are recorded with
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<std::path::PathBuf>,
+    /// The region the --repo location is (default `local`); with --plan, only the
+    /// destination of this name
+    #[arg(long, value_name = "NAME")]
+    pub region: Option<String>,
     /// Drop catalog rows of snapshots the repository no longer has (after checking why)
     #[arg(long)]
     pub forget_missing: bool,
@@ -697,46 +703,140 @@ pub async fn catalog_cmd(ctx: &Ctx, cmd: CatalogCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::Ok)
         }
-        CatalogCommand::Rebuild(a) => {
-            let repo = super::commands::open_repo(ctx).await?;
-            let cat = open_catalog(ctx).await?;
-            let report = cat.rebuild(&repo, &a.region, a.forget_missing).await?;
-            cat.close().await;
-            let errors = report.errors();
-            if ctx.global.json {
-                print_json(&json!({
-                    "catalog": cat.describe(),
-                    "repository": repo.location(),
-                    "report": report,
-                }));
-            } else {
-                for f in &report.findings {
-                    eprintln!("error: {}: {}", f.object, f.message);
+        CatalogCommand::Rebuild(a) => match a.plan.clone() {
+            Some(file) => rebuild_plan(ctx, &file, a).await,
+            None => {
+                let repo = super::commands::open_repo(ctx).await?;
+                let cat = open_catalog(ctx).await?;
+                let region = a.region.as_deref().unwrap_or(LOCAL_REGION);
+                let report = cat.rebuild(&repo, region, a.forget_missing).await?;
+                cat.close().await;
+                if ctx.global.json {
+                    print_json(&json!({
+                        "catalog": cat.describe(),
+                        "repository": repo.location(),
+                        "report": report,
+                    }));
+                } else {
+                    print_rebuild(ctx, &cat, &repo.location(), &report, a.forget_missing);
                 }
-                if !ctx.global.quiet {
-                    println!(
-                        "rebuilt catalog {} from {} (region {}): {} snapshots in the repository, {} added, {} updated, {} unchanged, {} forgotten",
-                        cat.describe(),
-                        repo.location(),
-                        report.region,
-                        report.snapshots_in_repository,
-                        report.added,
-                        report.updated,
-                        report.unchanged,
-                        report.forgotten
-                    );
-                    if errors > 0 && !a.forget_missing {
-                        println!("the catalog lists snapshots the repository does not have; find out why (see the errors above), then run again with --forget-missing to drop them");
-                    }
-                }
+                Ok(rebuild_exit(std::slice::from_ref(&report)))
             }
-            Ok(if errors > 0 {
-                ExitCode::Integrity
-            } else {
-                ExitCode::Ok
-            })
+        },
+    }
+}
+
+/// Exit 13 when a region diverged (the catalog lists snapshots it no longer has).
+fn rebuild_exit(reports: &[catalog::RebuildReport]) -> ExitCode {
+    if reports.iter().any(|r| r.errors() > 0) {
+        ExitCode::Integrity
+    } else {
+        ExitCode::Ok
+    }
+}
+
+fn print_rebuild(
+    ctx: &Ctx,
+    cat: &Catalog,
+    location: &str,
+    report: &catalog::RebuildReport,
+    forget_missing: bool,
+) {
+    for f in &report.findings {
+        eprintln!("error: {}: {}", f.object, f.message);
+    }
+    if ctx.global.quiet {
+        return;
+    }
+    println!(
+        "rebuilt catalog {} from {location} (region {}): {} snapshots in the repository, {} added, {} updated, {} unchanged, {} forgotten",
+        cat.describe(),
+        report.region,
+        report.snapshots_in_repository,
+        report.added,
+        report.updated,
+        report.unchanged,
+        report.forgotten
+    );
+    if report.errors() > 0 && !forget_missing {
+        println!("the catalog lists snapshots the repository does not have; find out why (see the errors above), then run again with --forget-missing to drop them");
+    }
+}
+
+/// `catalog rebuild --plan FILE`: every destination of the plan (or the one `--region`
+/// names), each under the region name its backups are recorded with. A destination that
+/// cannot be read is reported and the others are still rebuilt (exit 3).
+async fn rebuild_plan(ctx: &Ctx, file: &std::path::Path, a: RebuildArgs) -> Result<ExitCode> {
+    let plan = crate::plan::load(file)?;
+    let names = crate::plan::DestinationSpec::catalog_regions(&plan.destinations);
+    let mut picked = Vec::new();
+    for (d, name) in plan.destinations.iter().zip(names) {
+        let dest = crate::store::multi::Destination::from_config(&d.0).map_err(|e| {
+            Error::Usage(format!(
+                "plan {}: destination {}: {e}",
+                plan.name,
+                d.location()
+            ))
+        })?;
+        if a.region
+            .as_deref()
+            .is_none_or(|r| r == name || r == dest.name)
+        {
+            picked.push((name, d.location(), dest.store));
         }
     }
+    if picked.is_empty() {
+        return Err(Error::Usage(format!(
+            "plan {} has no destination {:?}; its regions are: {}",
+            file.display(),
+            a.region.unwrap_or_default(),
+            crate::plan::DestinationSpec::catalog_regions(&plan.destinations).join(", ")
+        )));
+    }
+    let cat = open_catalog(ctx).await?;
+    let (mut reports, mut rows, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for (region, location, store) in picked {
+        let rebuilt = async {
+            let repo = super::drill_cmds::open_plan_repo(&plan, store).await?;
+            cat.rebuild(&repo, &region, a.forget_missing).await
+        }
+        .await;
+        match rebuilt {
+            Ok(report) => {
+                if !ctx.global.json {
+                    print_rebuild(ctx, &cat, &location, &report, a.forget_missing);
+                }
+                rows.push(json!({"region": region, "repository": location, "report": report}));
+                reports.push(report);
+            }
+            // The catalog itself failing is no region's fault: stop.
+            Err(e @ Error::Catalog(_)) => {
+                cat.close().await;
+                return Err(e);
+            }
+            Err(e) => {
+                if !ctx.global.json {
+                    eprintln!("error: region {region} ({location}) was not rebuilt: {e}");
+                }
+                rows.push(
+                    json!({"region": region, "repository": location, "error": e.to_string()}),
+                );
+                failed.push(e);
+            }
+        }
+    }
+    cat.close().await;
+    if ctx.global.json {
+        print_json(&json!({"catalog": cat.describe(), "plan": plan.name, "regions": rows}));
+    }
+    if reports.is_empty() {
+        // Nothing was rebuilt: the (first) reason is the command's error.
+        return Err(failed.remove(0));
+    }
+    Ok(match rebuild_exit(&reports) {
+        ExitCode::Ok if !failed.is_empty() => ExitCode::Partial,
+        code => code,
+    })
 }
 
 #[cfg(test)]

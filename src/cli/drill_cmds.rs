@@ -171,7 +171,8 @@ fn destination(p: &Plan, region: Option<&str>) -> Result<(crate::store::DynStore
     }
 }
 
-async fn open_repo(p: &Plan, store: crate::store::DynStore) -> Result<Repository> {
+/// Opens a plan's repository in one of its destinations, with the plan's password.
+pub(super) async fn open_plan_repo(p: &Plan, store: crate::store::DynStore) -> Result<Repository> {
     crate::repo::read_config(&store).await?;
     let pw = p
         .password
@@ -218,7 +219,7 @@ pub async fn drill(ctx: &Ctx, a: DrillArgs) -> Result<ExitCode> {
         rpo: p.objectives.rpo,
     };
     let (store, region) = destination(&p, a.region.as_deref())?;
-    let repo = open_repo(&p, store).await?;
+    let repo = open_plan_repo(&p, store).await?;
     // Shared: a drill only reads, but prune must not delete what it is restoring.
     let lock = repo.lock("drill", false).await?;
     let res = drill_locked(ctx, &a, &p, &jobs, &hows, &tests, targets, &repo, &region).await;

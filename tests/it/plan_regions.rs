@@ -138,4 +138,58 @@ fn plan_with_two_s3_regions_backs_up_syncs_and_verifies_each() {
             "{s}"
         );
     }
+
+    // The catalog is lost: `catalog rebuild --plan` recreates every region's snapshot rows
+    // from that region's repository, under the region names the backups recorded.
+    let fresh = w.join("rebuilt.db");
+    let rebuild = |args: &[&str]| {
+        let mut c = lifeboat(w);
+        c.env("LIFEBOAT_STATE_DIR", w.join("state"));
+        c.env("LIFEBOAT_CATALOG", &fresh);
+        c.args(args);
+        run(c)
+    };
+    let r = rebuild(&["catalog", "rebuild", "--plan", p, "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let regions = v["regions"].as_array().unwrap();
+    assert_eq!(
+        regions
+            .iter()
+            .map(|r| r["region"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["r1", "r2"],
+        "{v:#}"
+    );
+    assert!(regions.iter().all(|r| r["report"]["added"] == 2), "{v:#}");
+    let r = rebuild(&["status", "--plan", p, "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let rebuilt: Value = serde_json::from_str(&r.stdout).unwrap();
+    for region in ["r1", "r2"] {
+        let newest_rebuilt = rebuilt["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["region"] == region)
+            .map(|j| j["newest_snapshot"]["snapshot_id"].clone())
+            .unwrap_or(Value::Null);
+        assert_eq!(newest_rebuilt, newest(region), "{region}: {rebuilt:#}");
+    }
+    // one region down: the other is still rebuilt, the run says which failed, exit 3
+    g2.stop();
+    let r = rebuild(&["catalog", "rebuild", "--plan", p]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stdout.contains("region r1"), "{r:?}");
+    assert!(r.stderr.contains("region r2"), "{r:?}");
+    // only one region asked for, and an unknown one named with the plan's regions
+    let r = rebuild(&[
+        "catalog", "rebuild", "--plan", p, "--region", "r1", "--json",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["regions"].as_array().unwrap().len(), 1, "{v:#}");
+    assert_eq!(v["regions"][0]["report"]["unchanged"], 2, "{v:#}");
+    let r = rebuild(&["catalog", "rebuild", "--plan", p, "--region", "r9"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("r1, r2"), "{r:?}");
 }
