@@ -65,6 +65,11 @@ pub struct PlanRestoreArgs {
     /// --no-privileges), for a server that lacks the dumped roles
     #[arg(long, requires = "plan")]
     pub no_owner: bool,
+    /// PostgreSQL: put everything in the default tablespace (pg_restore --no-tablespaces;
+    /// with --globals, globals.sql's tablespace statements are left out too), for a server
+    /// without the source's tablespace directories
+    #[arg(long, requires = "plan")]
+    pub no_tablespaces: bool,
     /// PostgreSQL: parallel pg_restore workers (more than 1 stages the archive in a temp file)
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub jobs: usize,
@@ -734,6 +739,8 @@ async fn restore_locked(
                 bin_dir,
                 no_defaults,
                 no_owner: pa.no_owner,
+                no_tablespaces: pa.no_tablespaces,
+                create_roles: Vec::new(),
             };
             let pw = target_password(pa)?;
             let clock = std::time::Instant::now();

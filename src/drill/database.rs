@@ -180,15 +180,7 @@ impl DbDrill<'_> {
         sw.begin(Phase::Load);
         let target = conn.db_conn(database);
         let password = conn.password.as_ref().map(|p| p.0.clone());
-        let opts = DbRestoreOptions {
-            force: false,
-            globals: false,
-            jobs: 1,
-            bin_dir: conn.bin_dir.clone(),
-            no_defaults: true,
-            // A borrowed server need not have the dumped roles.
-            no_owner: !matches!(self.environment, DbEnvironment::Ephemeral { .. }),
-        };
+        let opts = self.restore_options(conn);
         let r = match self.kind {
             DbKind::Postgres => {
                 restore_postgres(
@@ -223,6 +215,41 @@ impl DbDrill<'_> {
                 target.describe(&conn.kind)
             ),
         })
+    }
+
+    /// How the snapshot is loaded. A borrowed server (scratch, command) need not have the
+    /// dumped roles and must not get them: ownership and privileges are left out. A server of
+    /// lifeboat's own gets the roles first — from the snapshot's `globals.sql`, else the role
+    /// names recorded at backup time — so ownership and grants load as dumped and a dump that
+    /// needs them is proven; only tablespaces are left out (their directories are the source
+    /// host's). A snapshot with neither (older lifeboat, `globals = false`) loads without
+    /// ownership and privileges.
+    fn restore_options(&self, conn: &ConnectionInfo) -> DbRestoreOptions {
+        let meta = &self.ctx.snapshot.source_meta;
+        let own_server = matches!(self.environment, DbEnvironment::Ephemeral { .. });
+        let globals = own_server && self.kind == DbKind::Postgres && meta["globals"].is_object();
+        let accounts = match self.kind {
+            DbKind::Postgres => &meta["roles"],
+            DbKind::Mariadb => &meta["definers"],
+        };
+        let create_roles: Vec<String> = match (own_server && !globals, accounts.as_array()) {
+            (true, Some(roles)) => roles
+                .iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let roles_known = globals || meta["roles"].is_array();
+        DbRestoreOptions {
+            force: false,
+            globals,
+            jobs: 1,
+            bin_dir: conn.bin_dir.clone(),
+            no_defaults: true,
+            no_owner: !(own_server && roles_known),
+            no_tablespaces: own_server,
+            create_roles,
+        }
     }
 
     pub async fn run(self) -> DrillReport {

@@ -45,6 +45,17 @@ pub struct DbRestoreOptions {
     /// PostgreSQL: leave out ownership and privileges (`--no-owner --no-privileges`), for a
     /// server that does not have the dumped roles (scratch drill servers).
     pub no_owner: bool,
+    /// PostgreSQL: leave out tablespaces (`pg_restore --no-tablespaces`, and the tablespace
+    /// statements of `globals.sql`): everything goes to the default tablespace. For a
+    /// throwaway server, which has none of the source's tablespace directories.
+    pub no_tablespaces: bool,
+    /// Accounts to create before loading, unless they exist, for a throwaway server, so what
+    /// the dump says belongs to or runs as them loads and works as dumped. PostgreSQL: role
+    /// names (created `NOLOGIN`), the source server's roles recorded at backup time, used
+    /// when the snapshot has no `globals.sql`. MariaDB: `user@host` definers of the dumped
+    /// views, routines, triggers and events (created `ACCOUNT LOCK`, granted all on the
+    /// restored database).
+    pub create_roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -55,6 +66,9 @@ pub struct DbRestoreReport {
     pub bytes: u64,
     /// Lines of "already exists" errors ignored while loading globals.
     pub globals_skipped: Vec<String>,
+    /// Roles created before loading (`create_roles` the server lacked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roles_created: Vec<String>,
 }
 
 fn restore_err(target: &str, e: Error) -> Error {
@@ -129,6 +143,27 @@ pub async fn restore_postgres(
     }
 
     // 2. Globals (roles, tablespaces): existing ones are expected and skipped.
+    if !opts.create_roles.is_empty() {
+        let mut s = psql_session(bin, &maint_env, &tag, secrets.clone())
+            .map_err(|e| restore_err(&target, e))?;
+        let existing = s
+            .query_json("SELECT coalesce(json_agg(rolname), '[]') FROM pg_roles;")
+            .map_err(|e| restore_err(&target, e))?;
+        let existing: Vec<&str> = existing
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        for role in opts
+            .create_roles
+            .iter()
+            .filter(|r| !existing.contains(&r.as_str()))
+        {
+            s.query(&format!("CREATE ROLE {} NOLOGIN;", ident_pg(role)))
+                .map_err(|e| restore_err(&target, e))?;
+            report.roles_created.push(role.clone());
+        }
+        s.close("").map_err(|e| restore_err(&target, e))?;
+    }
     if opts.globals {
         let psql = require_tool(&tag, &["psql"], bin)?;
         let mut cmd = Command::new(psql);
@@ -140,8 +175,18 @@ pub async fn restore_postgres(
         let mut child =
             ChildProc::spawn_keeping(cmd, "psql (globals)", &tag, secrets.clone(), 4 << 20)?;
         let mut stdin = child.take_stdin().expect("stdin piped");
-        let streamed =
-            restore_stream(repo, index, snapshot, GLOBALS_NODE, &mut stdin, cancel).await;
+        let streamed = if opts.no_tablespaces {
+            // Small (roles and tablespaces): read whole, tablespace statements left out.
+            let mut sql = Vec::new();
+            match restore_stream(repo, index, snapshot, GLOBALS_NODE, &mut sql, cancel).await {
+                Ok(n) => std::io::Write::write_all(&mut stdin, &without_tablespaces(&sql))
+                    .map(|()| n)
+                    .map_err(|e| Error::io("write", "psql (globals)", e)),
+                Err(e) => Err(e),
+            }
+        } else {
+            restore_stream(repo, index, snapshot, GLOBALS_NODE, &mut stdin, cancel).await
+        };
         drop(stdin);
         interrupted(&mut child, cancel)?;
         let (status, tail) = child.finish_with_stderr();
@@ -174,6 +219,9 @@ pub async fn restore_postgres(
     }
     if opts.no_owner {
         args.extend(["--no-owner".into(), "--no-privileges".into()]);
+    }
+    if opts.no_tablespaces {
+        args.push("--no-tablespaces".into());
     }
     let jobs = opts.jobs.max(1);
     let root = repo.load_tree(index, &snapshot.tree).await?;
@@ -246,6 +294,25 @@ pub async fn restore_postgres(
     Ok(report)
 }
 
+/// `globals.sql` without its tablespace statements (`pg_dumpall` writes each on one line:
+/// `CREATE TABLESPACE`, `ALTER TABLESPACE`, and grants and comments on tablespaces).
+fn without_tablespaces(sql: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sql.len());
+    for line in sql.split_inclusive(|b| *b == b'\n') {
+        let text = String::from_utf8_lossy(line);
+        let t = text.trim_start().to_ascii_uppercase();
+        let tablespace = t.starts_with("CREATE TABLESPACE ")
+            || t.starts_with("ALTER TABLESPACE ")
+            || t.starts_with("COMMENT ON TABLESPACE ")
+            || ((t.starts_with("GRANT ") || t.starts_with("REVOKE "))
+                && t.contains(" ON TABLESPACE "));
+        if !tablespace {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
 fn sql_literal_pg(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
@@ -301,6 +368,28 @@ pub async fn restore_mariadb(
             .map_err(|e| restore_err(&target, e))?;
         report.created_database = !exists;
     }
+    for account in &opts.create_roles {
+        // `user@host`: a host name holds no '@', a user name may.
+        let Some((user, host)) = account.rsplit_once('@') else {
+            continue;
+        };
+        let who = format!("{}@{}", sql_literal(user), sql_literal(host));
+        let known = s
+            .query(&format!(
+                "SELECT COUNT(*) FROM mysql.user WHERE User = {} AND Host = {};",
+                sql_literal(user),
+                sql_literal(host)
+            ))
+            .map_err(|e| restore_err(&target, e))?;
+        if known.first().map(String::as_str) != Some("0") {
+            continue;
+        }
+        s.query(&format!(
+            "CREATE USER {who} ACCOUNT LOCK; GRANT ALL PRIVILEGES ON {ident}.* TO {who};"
+        ))
+        .map_err(|e| restore_err(&target, e))?;
+        report.roles_created.push(account.clone());
+    }
     s.close("").map_err(|e| restore_err(&target, e))?;
 
     let client = require_tool(&tag, &["mariadb", "mysql"], bin)?;
@@ -335,4 +424,35 @@ fn interrupted(child: &mut ChildProc, cancel: &Cancel) -> Result<()> {
         return Err(Error::Interrupted);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tablespace_statements_are_left_out_of_globals() {
+        let globals = "--\n-- Roles\n--\n\nCREATE ROLE shop_app;\nALTER ROLE shop_app WITH NOSUPERUSER LOGIN;\n\n\
+            --\n-- Tablespaces\n--\n\nCREATE TABLESPACE fast OWNER shop_app LOCATION '/srv/fast';\n\
+            ALTER TABLESPACE fast SET (random_page_cost='1.1');\nGRANT ALL ON TABLESPACE fast TO shop_app;\n\
+            COMMENT ON TABLESPACE fast IS 'nvme';\nGRANT shop_app TO postgres;\n";
+        let out = String::from_utf8(without_tablespaces(globals.as_bytes())).unwrap();
+        assert!(out.contains("CREATE ROLE shop_app;\n"), "{out}");
+        assert!(
+            out.contains("ALTER ROLE shop_app WITH NOSUPERUSER LOGIN;\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("GRANT shop_app TO postgres;\n"),
+            "role grants stay: {out}"
+        );
+        assert!(!out.to_ascii_uppercase().contains("TABLESPACE"), "{out}");
+        // Nothing else changes, byte for byte.
+        let kept: String = globals
+            .lines()
+            .filter(|l| !l.to_ascii_uppercase().contains("TABLESPACE FAST"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(out, kept);
+    }
 }

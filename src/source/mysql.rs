@@ -195,6 +195,15 @@ impl MariadbSource {
             };
             meta["binlog"] = binlog;
         }
+        // The accounts the database's views, routines, triggers and events run as: a drill's
+        // throwaway server creates them, or those objects would fail there (error 1449).
+        meta["definers"] = s.query_json(&format!(
+            "SELECT COALESCE(JSON_ARRAYAGG(d), JSON_ARRAY()) FROM (
+                SELECT DEFINER AS d FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {db}
+                UNION SELECT DEFINER FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {db}
+                UNION SELECT DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {db}
+                UNION SELECT DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {db}) x;"
+        ))?;
         Ok(meta)
     }
 

@@ -285,7 +285,8 @@ impl PostgresSource {
                 'replay_lsn', CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END,
                 'database', current_database(),
                 'database_size', pg_database_size(current_database()),
-                'encoding', pg_encoding_to_char((SELECT encoding FROM pg_database WHERE datname = current_database())));",
+                'encoding', pg_encoding_to_char((SELECT encoding FROM pg_database WHERE datname = current_database())),
+                'roles', (SELECT coalesce(json_agg(rolname ORDER BY rolname), '[]') FROM pg_roles WHERE rolname !~ '^pg_'));",
         )?;
         let snap = v["snapshot"].as_str().unwrap_or_default().to_string();
         if snap.is_empty() {
