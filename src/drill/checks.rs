@@ -260,13 +260,40 @@ fn row_counts(sql: &SqlConn, snap: &Snapshot, tolerance: Option<f64>) -> Vec<Che
     };
     let estimate = rc["mode"].as_str() == Some("estimate");
     let tol = tolerance.unwrap_or(if estimate { 10.0 } else { 0.0 });
+    // PostgreSQL keys are the tables' qualified names (`schema.table`, quoted where needed),
+    // matched against the restored database's own tables. MariaDB keys are table names alone.
+    let restored = match sql.kind {
+        DbKind::Postgres => match pg_tables(sql) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                return vec![result(
+                    "row counts",
+                    "row_counts",
+                    false,
+                    format!("listing the restored tables failed: {e}"),
+                    start,
+                )]
+            }
+        },
+        DbKind::Mariadb => None,
+    };
     let mut bad = Vec::new();
     let mut compared = 0;
     for (table, expected) in tables {
         let Some(expected) = expected.as_i64() else {
             continue;
         };
-        let q = format!("SELECT count(*) FROM {}", sql.quote_table(table));
+        let quoted = match &restored {
+            Some(names) => match names.get(table) {
+                Some(q) => q.clone(),
+                None => {
+                    bad.push(format!("{table}: not in the restored database"));
+                    continue;
+                }
+            },
+            None => format!("`{}`", table.replace('`', "``")),
+        };
+        let q = format!("SELECT count(*) FROM {quoted}");
         match sql.query(&q).and_then(|r| first_value(&r)) {
             Ok(v) => {
                 let got: i64 = v.trim().parse().unwrap_or(-1);
@@ -308,6 +335,31 @@ fn row_counts(sql: &SqlConn, snap: &Snapshot, tolerance: Option<f64>) -> Vec<Che
         detail,
         start,
     )]
+}
+
+/// The restored database's tables, keyed like the row counts taken at backup time, each with
+/// its quoted name. Keys are `format('%I.%I')`, unambiguous and quoted only where needed;
+/// snapshots taken before that keyed by the plain `schema.table`, which is kept as a second
+/// key (the same for ordinary names; a dotted name could collide there, never in the first).
+fn pg_tables(sql: &SqlConn) -> Result<std::collections::HashMap<String, String>, String> {
+    let rows = sql.query(
+        "SELECT format('%I.%I', n.nspname, c.relname), format('%s.%s', n.nspname, c.relname)
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'",
+    )?;
+    let mut names = std::collections::HashMap::new();
+    for r in &rows {
+        if let [quoted, plain] = r.as_slice() {
+            names.entry(plain.clone()).or_insert_with(|| quoted.clone());
+        }
+    }
+    for r in &rows {
+        if let [quoted, _] = r.as_slice() {
+            names.insert(quoted.clone(), quoted.clone());
+        }
+    }
+    Ok(names)
 }
 
 fn amcheck(sql: &SqlConn, heapallindexed: bool) -> CheckResult {

@@ -306,11 +306,11 @@ impl PostgresSource {
             RowCounts::Off => return Ok(serde_json::Value::Null),
             // query_to_xml runs each count(*) inside this transaction, i.e. in the dump's snapshot.
             RowCounts::Exact => format!(
-                "SELECT coalesce(json_object_agg(format('%s.%s', n.nspname, c.relname),
+                "SELECT coalesce(json_object_agg(format('%I.%I', n.nspname, c.relname),
                     (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint), '{{}}') {TABLES};"
             ),
             RowCounts::Estimate => format!(
-                "SELECT coalesce(json_object_agg(format('%s.%s', n.nspname, c.relname),
+                "SELECT coalesce(json_object_agg(format('%I.%I', n.nspname, c.relname),
                     CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END), '{{}}') {TABLES};"
             ),
         };

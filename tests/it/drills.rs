@@ -279,7 +279,8 @@ fn mariadb_drill_passes_row_counts() {
         Some("shop"),
         "CREATE USER 'shop app'@'%'; GRANT ALL ON shop.* TO 'shop app'@'%';
          CREATE DEFINER = 'shop app'@'%' SQL SECURITY DEFINER VIEW big_items AS SELECT * FROM items WHERE id > 700;
-         CREATE DEFINER = 'shop app'@'%' TRIGGER notes_positive BEFORE INSERT ON notes FOR EACH ROW SET NEW.id = ABS(NEW.id);",
+         CREATE DEFINER = 'shop app'@'%' TRIGGER notes_positive BEFORE INSERT ON notes FOR EACH ROW SET NEW.id = ABS(NEW.id);
+         CREATE TABLE `odd.name` (id INT); INSERT INTO `odd.name` VALUES (1), (2), (3);",
     );
     let ws = Workspace::new();
     std::fs::write(
@@ -306,7 +307,7 @@ fn mariadb_drill_passes_row_counts() {
     assert_eq!(rc["kind"], "row_counts");
     assert_eq!(rc["status"], "passed");
     assert!(
-        rc["detail"].as_str().unwrap().starts_with("2 tables match"),
+        rc["detail"].as_str().unwrap().starts_with("3 tables match"),
         "{rc}"
     );
     let view = &r["checks"][1];
@@ -353,7 +354,11 @@ fn postgres_drill_restores_app_roles_ownership_grants_and_tablespaces() {
          INSERT INTO sales.archive SELECT generate_series(1, 400);
          GRANT USAGE ON SCHEMA sales TO \"shop reader\";
          GRANT SELECT ON sales.orders TO \"shop reader\";
-         RESET ROLE;",
+         RESET ROLE;
+         CREATE SCHEMA \"Sales Dept\";
+         CREATE TABLE \"Sales Dept\".\"Order Items\" AS SELECT generate_series(1, 77) AS id;
+         CREATE SCHEMA \"a.b\"; CREATE TABLE \"a.b\".c AS SELECT generate_series(1, 3) AS x;
+         CREATE SCHEMA a; CREATE TABLE a.\"b.c\" AS SELECT 1 AS x;",
     );
     let ws = Workspace::new();
     std::fs::write(
@@ -403,6 +408,14 @@ expect = { min = 400, max = 400 }
         assert_eq!(checks.len(), 4, "{job}: {r:#}");
         assert!(
             checks.iter().all(|c| c["status"] == "passed"),
+            "{job}: {r:#}"
+        );
+        // names with spaces, capitals and dots (a."b.c" and "a.b".c are two tables) counted
+        assert!(
+            checks[0]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("5 tables match"),
             "{job}: {r:#}"
         );
         assert_nothing_left(tmp.path());
