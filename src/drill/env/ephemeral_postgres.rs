@@ -161,11 +161,13 @@ impl EphemeralPostgres {
                 if matches!(child.try_wait(), Ok(Some(_))) {
                     return true; // exited: checked below
                 }
+                // As the server's own superuser: pinging as the OS user (root) leaves a
+                // "role does not exist" FATAL in the log that load failures quote.
                 Command::new(&isready)
                     .arg("-q")
                     .arg("-h")
                     .arg(dir)
-                    .args(["-p", &port.to_string()])
+                    .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
                     .status()
                     .map(|s| s.success())
                     .unwrap_or(false)
