@@ -191,6 +191,7 @@ impl Error {
             Error::Integrity { .. } => {
                 "run `lifeboat verify --read-data` to list every damaged object; restore from another region if one has a good copy".into()
             }
+            Error::SourceFailed { detail, .. } => return source_hint(detail),
             Error::Store(e) => return e.hint(),
             Error::Catalog(e) => e.hint(),
             Error::SnapshotNotFound { .. } => "`lifeboat snapshots` lists the snapshots".into(),
@@ -200,8 +201,74 @@ impl Error {
     }
 }
 
+/// What to do about a dump tool's failure, for the causes users meet most: the backup role
+/// lacks a right, or the server cannot be reached. Matched on the tools' own messages.
+fn source_hint(detail: &str) -> Option<String> {
+    let hints: &[(&[&str], &str)] = &[
+        (
+            &["row-level security"],
+            "the backup role must bypass row-level security to dump every row: ALTER ROLE <backup role> BYPASSRLS (or back up as a superuser)",
+        ),
+        (
+            &["permission denied for large object"],
+            "pg_read_all_data does not cover large objects: back up as a superuser, or have their owners GRANT SELECT ON LARGE OBJECT … to the backup role",
+        ),
+        (
+            &["permission denied for"],
+            "the backup role cannot read everything: GRANT pg_read_all_data TO <backup role> (PostgreSQL 14+), or back up as a superuser",
+        ),
+        (
+            &["command denied to user", "Access denied for user"],
+            "mariadb-dump --single-transaction --routines --triggers --events needs SELECT, SHOW VIEW, TRIGGER and EVENT on the database (and PROCESS for tablespaces); check the job's user and password",
+        ),
+        (
+            &["password authentication failed", "no password supplied", "FATAL:  role "],
+            "check the job's user and password (password_file / password_env) and the server's pg_hba.conf",
+        ),
+        (&["FATAL:  database "], "check the job's database name"),
+        (
+            &["Connection refused", "could not connect", "Can't connect", "failed: No such file or directory"],
+            "check the job's host, port or socket, and that the server is running and accepts connections from this host",
+        ),
+    ];
+    hints
+        .iter()
+        .find(|(needles, _)| needles.iter().any(|n| detail.contains(n)))
+        .map(|(_, h)| h.to_string())
+}
+
 impl From<crate::crypto::CryptoError> for Error {
     fn from(e: crate::crypto::CryptoError) -> Self {
         Error::integrity("encrypted object", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint_for(detail: &str) -> Option<String> {
+        Error::SourceFailed {
+            source_name: "db".into(),
+            detail: detail.into(),
+        }
+        .hint()
+    }
+
+    #[test]
+    fn dump_failures_get_the_hint_that_fits() {
+        let rls = "pg_dump: error: query failed: ERROR:  query would be affected by row-level security policy for table \"orders\"";
+        assert!(hint_for(rls).unwrap().contains("BYPASSRLS"));
+        let lo = "pg_dump: error: could not open large object 4242: ERROR:  permission denied for large object 4242";
+        assert!(hint_for(lo).unwrap().contains("large objects"));
+        let table = "pg_dump: error: query failed: ERROR:  permission denied for table orders";
+        assert!(hint_for(table).unwrap().contains("pg_read_all_data"));
+        let view = "mariadb-dump: Couldn't execute 'show create table `big`': SHOW VIEW command denied to user 'lim'@'localhost' for table `shopm`.`big` (1142)";
+        assert!(hint_for(view).unwrap().contains("SHOW VIEW"));
+        let role = "psql: error: connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  role \"nobody\" does not exist";
+        assert!(hint_for(role).unwrap().contains("user and password"));
+        let refused = "psql: error: connection to server at \"127.0.0.1\", port 5499 failed: Connection refused";
+        assert!(hint_for(refused).unwrap().contains("host, port or socket"));
+        assert_eq!(hint_for("pg_dump: error: out of memory"), None);
     }
 }
