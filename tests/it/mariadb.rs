@@ -126,4 +126,39 @@ fn mariadb_backup_restores_with_equal_checksums() {
         mariadb(&dc, Some("shop"), "SELECT COUNT(*) FROM orders"),
         "2000"
     );
+    // the routines, triggers and events run as root@localhost: a drill's server will know
+    assert_eq!(
+        meta["definers"],
+        serde_json::json!(["root@localhost"]),
+        "{meta}"
+    );
+
+    // A backup user that may read the tables but not mysql.proc: mariadb-dump leaves the
+    // routines out without an error, so lifeboat warns, naming the grant.
+    mariadb(
+        &sc,
+        None,
+        "CREATE USER 'limited'@'localhost'; GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON shop.* TO 'limited'@'localhost'",
+    );
+    let limited = ws.plan(
+        "limited",
+        &format!(
+            "[[jobs]]\nname = \"shop\"\nschedule = \"*/30 * * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{}\"\nuser = \"limited\"\ndatabase = \"shop\"\nno_defaults = true\n",
+            sc.socket.as_deref().unwrap().display()
+        ),
+    );
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&limited));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("cannot read mysql.proc"), "{err}");
+    assert!(err.contains("GRANT SELECT ON mysql.proc"), "{err}");
+    mariadb(
+        &sc,
+        None,
+        "GRANT SELECT ON mysql.proc TO 'limited'@'localhost'",
+    );
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&limited));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("mysql.proc"), "{err}");
 }
