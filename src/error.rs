@@ -219,7 +219,7 @@ fn source_hint(detail: &str) -> Option<String> {
         ),
         (
             &["command denied to user", "Access denied for user"],
-            "mariadb-dump --single-transaction --routines --triggers --events needs SELECT, SHOW VIEW, TRIGGER and EVENT on the database (and PROCESS for tablespaces); check the job's user and password",
+            "mariadb-dump --single-transaction --routines --triggers --events needs SELECT, SHOW VIEW, TRIGGER and EVENT on the database, and SELECT on mysql.proc; check the job's user and password",
         ),
         (
             &["password authentication failed", "no password supplied", "FATAL:  role "],
