@@ -216,6 +216,8 @@ impl DirDrill<'_> {
         sw.begin(Phase::Provision);
         let dir = tempfile::Builder::new()
             .prefix("lifeboat-env-dir-")
+            // Private: a copy of production data.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir();
         match dir {
             Err(e) => error = Some(format!("cannot create the throwaway directory: {e}")),

@@ -229,6 +229,8 @@ pub async fn restore_postgres(
         // A directory-format dump: restore its files into a private spool, then load them.
         let spool = tempfile::Builder::new()
             .prefix("lifeboat-pgrestore-")
+            // Private: a copy of production data.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
         let files = spool.path().join("snapshot");
@@ -260,6 +262,8 @@ pub async fn restore_postgres(
     } else if jobs > 1 {
         let mut tmp = tempfile::Builder::new()
             .prefix("lifeboat-pgrestore-")
+            // Private: a copy of production data.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .tempfile()
             .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
         report.bytes =

@@ -222,6 +222,8 @@ impl PostgresSource {
             .unwrap_or_else(std::env::temp_dir);
         let spool = tempfile::Builder::new()
             .prefix("lifeboat-pgdump-")
+            // Private: a copy of production data.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(&base)
             .map_err(|e| Error::io("create a spool directory in", &base, e))?;
         let out = spool.path().join(DIR_NODE);

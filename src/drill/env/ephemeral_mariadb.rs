@@ -19,6 +19,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct EphemeralMariadb {
     log_bin: bool,
+    /// Also listen on 127.0.0.1. Drills do not: root has no password there, and what the
+    /// server holds is a copy of production; its socket directory is private (0700).
+    tcp: bool,
     dir: Option<tempfile::TempDir>,
     child: Option<Child>,
     conn: Option<ConnectionInfo>,
@@ -35,17 +38,22 @@ fn tool(names: &[&str]) -> Result<PathBuf, EnvError> {
 }
 
 impl EphemeralMariadb {
+    /// A server reachable only through its private socket (what drills use).
     pub fn new(log_bin: bool) -> Self {
         EphemeralMariadb {
             log_bin,
+            tcp: false,
             dir: None,
             child: None,
             conn: None,
         }
     }
 
+    /// `new` + `provision`, also listening on 127.0.0.1: a general throwaway server (the test
+    /// harness's sources).
     pub fn start(log_bin: bool) -> Result<Self, EnvError> {
         let mut e = Self::new(log_bin);
+        e.tcp = true;
         e.provision()?;
         Ok(e)
     }
@@ -124,7 +132,11 @@ impl Environment for EphemeralMariadb {
                 .arg(format!("--datadir={}", data.display()))
                 .arg(format!("--socket={}", sock.display()))
                 .arg(format!("--port={port}"))
-                .arg("--bind-address=127.0.0.1")
+                .arg(if self.tcp {
+                    "--bind-address=127.0.0.1"
+                } else {
+                    "--skip-networking"
+                })
                 .args(user_arg.iter())
                 .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
                 .arg(format!("--log-error={}", log.display()))
@@ -172,7 +184,8 @@ impl Environment for EphemeralMariadb {
             self.child = Some(child);
             self.conn = Some(ConnectionInfo {
                 kind: "mariadb".into(),
-                host: "127.0.0.1".into(),
+                // The client reads "localhost" as "use the socket".
+                host: if self.tcp { "127.0.0.1" } else { "localhost" }.into(),
                 port,
                 socket: Some(sock),
                 user: "root".into(),

@@ -54,24 +54,31 @@ pub fn bin_dir(major: Option<u32>) -> Result<PathBuf, EnvError> {
 
 pub struct EphemeralPostgres {
     major: Option<u32>,
+    /// Also listen on 127.0.0.1. Drills do not: the server trusts whoever connects, and
+    /// what it holds is a copy of production; its socket directory is private (0700).
+    tcp: bool,
     dir: Option<tempfile::TempDir>,
     child: Option<Child>,
     conn: Option<ConnectionInfo>,
 }
 
 impl EphemeralPostgres {
+    /// A server reachable only through its private socket directory (what drills use).
     pub fn new(major: Option<u32>) -> Self {
         EphemeralPostgres {
             major,
+            tcp: false,
             dir: None,
             child: None,
             conn: None,
         }
     }
 
-    /// `new` + `provision`.
+    /// `new` + `provision`, also listening on 127.0.0.1: a general throwaway server (the test
+    /// harness's sources and scratch servers).
     pub fn start(major: Option<u32>) -> Result<Self, EnvError> {
         let mut e = Self::new(major);
+        e.tcp = true;
         e.provision()?;
         Ok(e)
     }
@@ -133,7 +140,11 @@ impl EphemeralPostgres {
                 .arg(dir)
                 .args([
                     "-c",
-                    "listen_addresses=127.0.0.1",
+                    if self.tcp {
+                        "listen_addresses=127.0.0.1"
+                    } else {
+                        "listen_addresses="
+                    },
                     "-c",
                     "fsync=off",
                     "-c",
@@ -233,7 +244,11 @@ impl Environment for EphemeralPostgres {
         self.child = Some(child);
         self.conn = Some(ConnectionInfo {
             kind: "postgres".into(),
-            host: "127.0.0.1".into(),
+            host: if self.tcp {
+                "127.0.0.1".into()
+            } else {
+                dir.display().to_string()
+            },
             port,
             socket: Some(dir),
             user: "postgres".into(),

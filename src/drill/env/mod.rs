@@ -275,6 +275,9 @@ pub(crate) fn keep_dir(dir: tempfile::TempDir, removal: Option<String>) -> Strin
 pub(crate) fn make_dir(kind: &str) -> Result<tempfile::TempDir, EnvError> {
     let dir = tempfile::Builder::new()
         .prefix(&format!("{DIR_PREFIX}{kind}-"))
+        // Private: what lands here is a copy of production data (and, for servers, a
+        // socket that trusts whoever reaches it).
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .map_err(|e| EnvError::Io {
             op: "create",
