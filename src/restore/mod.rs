@@ -194,6 +194,13 @@ async fn restore_into(
     // final length and written positionally.
     let mut plan: HashMap<u32, HashMap<BlobId, (PackEntry, Dests)>> = HashMap::new();
     let mut total = 0u64;
+    // Long runs of zeros (sparse files: VM images, database files) are chunked at the
+    // maximum chunk size, so they are blobs of that size whose id is the keyed hash of
+    // zeros: those are left as holes, neither fetched nor written, and such a file is not
+    // preallocated — restored, it takes no more room than its data needs.
+    let zero_len = repo.config.chunker.max_size;
+    let zero_id = repo.keys.blob_id(&vec![0u8; zero_len as usize]);
+    let mut holes = 0u64;
     for (i, f) in files.iter().enumerate() {
         let p = staging.join(&f.path);
         let file = if f.node.content.len() == 1 {
@@ -202,6 +209,7 @@ async fn restore_into(
             Some(std::fs::File::create(&p).map_err(|e| Error::io("create", &p, e))?)
         };
         let mut offset = 0u64;
+        let mut sparse = false;
         for id in &f.node.content {
             let loc = index.get(id).ok_or_else(|| {
                 Error::integrity(
@@ -209,6 +217,12 @@ async fn restore_into(
                     format!("needed by {} but missing from the index", f.path.display()),
                 )
             })?;
+            if file.is_some() && *id == zero_id && loc.entry.raw_length == zero_len {
+                offset += zero_len as u64;
+                holes += zero_len as u64;
+                sparse = true;
+                continue;
+            }
             plan.entry(loc.pack)
                 .or_default()
                 .entry(*id)
@@ -217,12 +231,16 @@ async fn restore_into(
                 .push((i, offset));
             offset += loc.entry.raw_length as u64;
         }
-        if let Some(file) = file {
-            direct::preallocate(&file, offset).map_err(|e| Error::io("allocate", &p, e))?;
+        match file {
+            Some(file) if sparse => file.set_len(offset),
+            Some(file) => direct::preallocate(&file, offset),
+            None => Ok(()),
         }
+        .map_err(|e| Error::io("allocate", &p, e))?;
         total += offset;
     }
     progress.set_length(total);
+    progress.inc(holes);
 
     // 3. Fetch, verify and write, several packs at once.
     let files = Arc::new(files);
@@ -246,7 +264,7 @@ async fn restore_into(
         .buffer_unordered(PACK_CONCURRENCY)
         .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
         .await?;
-    report.bytes = written;
+    report.bytes = written + holes;
     cancel.check()?;
 
     // 4. Metadata: files, links, symlinks, then directories deepest first.

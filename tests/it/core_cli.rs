@@ -43,6 +43,44 @@ fn backup_restore_round_trip_keeps_every_kind_of_entry() {
     s.ok(&["verify", "--read-data"]);
 }
 
+/// A sparse file (a VM image, a database file) restores as sparse: its long runs of zeros are
+/// holes again, so the restore fits where the original did — and is byte for byte the same.
+#[test]
+fn sparse_files_restore_sparse_and_identical() {
+    use std::io::{Seek, SeekFrom, Write};
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let img = src.join("disk.img");
+    let mut f = std::fs::File::create(&img).unwrap();
+    let data: Vec<u8> = (0..3_000_000u64).map(|i| (i * 7919 % 251) as u8).collect();
+    f.write_all(&data).unwrap();
+    f.seek(SeekFrom::Start(96 << 20)).unwrap();
+    f.write_all(&data).unwrap();
+    f.set_len(160 << 20).unwrap(); // a trailing hole too
+    drop(f);
+    let allocated = |p: &std::path::Path| std::fs::metadata(p).unwrap().blocks() * 512;
+    assert!(
+        allocated(&img) < 16 << 20,
+        "the test file system keeps holes"
+    );
+    s.ok(&["backup", src.to_str().unwrap()]);
+    let target = s.path("restored");
+    let out = s.json(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let restored = target.join("src/disk.img");
+    assert_eq!(
+        std::fs::read(&restored).unwrap(),
+        std::fs::read(&img).unwrap()
+    );
+    assert_eq!(out["report"]["bytes"], 160u64 << 20, "{out}");
+    assert!(
+        allocated(&restored) < 32 << 20,
+        "restored with {} bytes allocated for 6 MB of data in 160 MiB",
+        allocated(&restored)
+    );
+}
+
 #[test]
 fn restore_refuses_a_non_empty_target() {
     let s = Scratch::new();
