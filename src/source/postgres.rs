@@ -347,7 +347,14 @@ impl PostgresSource {
         }
         match streamed {
             Ok((ids, n)) => {
-                child.finish()?;
+                // What the tool left out on purpose it says only as a warning on stderr
+                // (pg_dump: "subscriptions not dumped because current user is not a
+                // superuser"): those reach the run's warnings instead of vanishing.
+                let (status, stderr) = child.finish_with_stderr();
+                status?;
+                for line in stderr.lines().filter(|l| l.contains("warning: ")) {
+                    ctx.warn(line.trim().replacen("warning: ", "", 1), false);
+                }
                 if let Some(v) = verifier {
                     v.finish().map_err(|e| Error::SourceFailed {
                         source_name: self.name.clone(),

@@ -241,6 +241,48 @@ fn postgres_backup_restores_identically() {
         processed - added >= 2 << 20,
         "second backup added {added} of {processed} bytes"
     );
+
+    // What pg_dump leaves out on purpose it says only as a warning: a non-superuser backup
+    // role dumps no subscriptions. The run succeeds and carries the warning (text and JSON).
+    psql(
+        &sc,
+        "postgres",
+        "CREATE ROLE reader LOGIN IN ROLE pg_read_all_data",
+    );
+    // (pg_read_all_data does not cover large objects: their owner grants them)
+    psql(
+        &sc,
+        "shop",
+        "DO $$ DECLARE o oid; BEGIN FOR o IN SELECT oid FROM pg_largeobject_metadata LOOP EXECUTE format('GRANT SELECT ON LARGE OBJECT %s TO reader', o); END LOOP; END $$",
+    );
+    psql(
+        &sc,
+        "shop",
+        "CREATE PUBLICATION things_pub FOR TABLE shop.things",
+    );
+    psql(
+        &sc,
+        "shop",
+        "CREATE SUBSCRIPTION things_sub CONNECTION 'dbname=nowhere' PUBLICATION things_pub WITH (connect = false)",
+    );
+    let reader = ws.plan(
+        "reader",
+        &pg_job("shop", &sc, "shop", "globals = false")
+            .replace("user = \"postgres\"", "user = \"reader\""),
+    );
+    let o = run(lifeboat().args(["backup", "--json", "--plan"]).arg(&reader));
+    assert!(
+        o.status.success(),
+        "backup as reader failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let warnings = v["jobs"][0]["warnings"].to_string();
+    assert!(warnings.contains("subscriptions not dumped"), "{v:#}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("subscriptions not dumped"),
+        "warned on stderr too"
+    );
 }
 
 #[test]
