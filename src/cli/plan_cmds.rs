@@ -61,8 +61,9 @@ pub struct PlanRestoreArgs {
     /// PostgreSQL: restore roles and tablespaces (globals.sql) before the database
     #[arg(long, requires = "plan")]
     pub globals: bool,
-    /// PostgreSQL: do not restore ownership or privileges (pg_restore --no-owner
-    /// --no-privileges), for a server that lacks the dumped roles
+    /// Do not restore who owns what, for a server that lacks the dumped accounts.
+    /// PostgreSQL: pg_restore --no-owner --no-privileges; MariaDB: views, routines,
+    /// triggers and events are defined as the loading user (DEFINER=CURRENT_USER)
     #[arg(long, requires = "plan")]
     pub no_owner: bool,
     /// PostgreSQL: put everything in the default tablespace (pg_restore --no-tablespaces;

@@ -42,8 +42,10 @@ pub struct DbRestoreOptions {
     pub bin_dir: Option<PathBuf>,
     /// MariaDB: ignore the client option files of this host.
     pub no_defaults: bool,
-    /// PostgreSQL: leave out ownership and privileges (`--no-owner --no-privileges`), for a
-    /// server that does not have the dumped roles (scratch drill servers).
+    /// Leave out who owns what, for a server that does not have the dumped accounts and
+    /// must not get them (scratch drill servers). PostgreSQL: `--no-owner --no-privileges`.
+    /// MariaDB: views, routines, triggers and events are defined as the loading user
+    /// (`DEFINER=CURRENT_USER`): naming another account needs SUPER or SET USER.
     pub no_owner: bool,
     /// PostgreSQL: leave out tablespaces (`pg_restore --no-tablespaces`, and the tablespace
     /// statements of `globals.sql`): everything goes to the default tablespace. For a
@@ -405,20 +407,144 @@ pub async fn restore_mariadb(
         .stdout(Stdio::null());
     let mut child = ChildProc::spawn(cmd, "mariadb client", &tag, secrets)?;
     let mut stdin = child.take_stdin().expect("stdin piped");
-    let streamed = restore_stream(
-        repo,
-        index,
-        snapshot,
-        crate::source::mysql::DUMP_NODE,
-        &mut stdin,
-        cancel,
-    )
-    .await;
+    let node = crate::source::mysql::DUMP_NODE;
+    let streamed = if opts.no_owner {
+        let mut filter = DefinerFilter::new(&mut stdin);
+        match restore_stream(repo, index, snapshot, node, &mut filter, cancel).await {
+            Ok(n) => filter
+                .finish()
+                .map(|()| n)
+                .map_err(|e| Error::io("write", "mariadb client", e)),
+            Err(e) => Err(e),
+        }
+    } else {
+        restore_stream(repo, index, snapshot, node, &mut stdin, cancel).await
+    };
     drop(stdin);
     interrupted(&mut child, cancel)?;
     child.finish().map_err(|e| restore_err(&target, e))?;
     report.bytes = streamed?;
     Ok(report)
+}
+
+/// Rewrites the `DEFINER=`user`@`host`` clauses of a mariadb-dump stream to
+/// `DEFINER=CURRENT_USER`, as it streams. They appear only in DDL lines — views
+/// (`/*!50013 DEFINER=… */`), triggers and events (`/*!50003 CREATE*/ /*!50017 DEFINER=…*/`)
+/// and routines (`CREATE DEFINER=… PROCEDURE`) — so only lines starting with `/*!` or
+/// `CREATE DEFINER=` are looked at (and buffered); every other line, data included, passes
+/// through untouched and unbuffered.
+struct DefinerFilter<W: std::io::Write> {
+    out: W,
+    /// The start of the current line while it is undecided, or all of a DDL line.
+    line: Vec<u8>,
+    /// The current line is neither: the rest of it passes through.
+    passing: bool,
+}
+
+impl<W: std::io::Write> DefinerFilter<W> {
+    const DDL: [&'static [u8]; 2] = [b"/*!", b"CREATE DEFINER="];
+
+    fn new(out: W) -> Self {
+        DefinerFilter {
+            out,
+            line: Vec::new(),
+            passing: false,
+        }
+    }
+
+    /// Could the line begun in `line` be a DDL line? (Undecided lines count as yes.)
+    fn maybe_ddl(line: &[u8]) -> bool {
+        Self::DDL.iter().any(|p| {
+            let n = p.len().min(line.len());
+            line[..n] == p[..n]
+        })
+    }
+
+    fn flush_line(&mut self) -> std::io::Result<()> {
+        let line = std::mem::take(&mut self.line);
+        if Self::DDL.iter().any(|p| line.starts_with(p)) {
+            self.out.write_all(&rewrite_definers(&line))
+        } else {
+            self.out.write_all(&line)
+        }
+    }
+
+    /// Writes out a last line without a newline.
+    fn finish(mut self) -> std::io::Result<()> {
+        self.flush_line()?;
+        self.out.flush()
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for DefinerFilter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let end = rest.iter().position(|b| *b == b'\n');
+            let (piece, eol) = match end {
+                Some(i) => (&rest[..=i], true),
+                None => (rest, false),
+            };
+            if self.passing {
+                self.out.write_all(piece)?;
+            } else {
+                self.line.extend_from_slice(piece);
+                if eol {
+                    self.flush_line()?;
+                } else if !Self::maybe_ddl(&self.line) {
+                    self.out.write_all(&std::mem::take(&mut self.line))?;
+                    self.passing = true;
+                }
+            }
+            if eol {
+                self.passing = false;
+            }
+            rest = &rest[piece.len()..];
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// `DEFINER=`a`@`b`` → `DEFINER=CURRENT_USER` everywhere in `line` (backquotes inside the
+/// names are doubled, as mariadb-dump writes them).
+fn rewrite_definers(line: &[u8]) -> Vec<u8> {
+    const KEY: &[u8] = b"DEFINER=`";
+    // The end of a backquoted name starting at `i` (just past its closing quote).
+    fn quoted(line: &[u8], mut i: usize) -> Option<usize> {
+        if line.get(i) != Some(&b'`') {
+            return None;
+        }
+        i += 1;
+        loop {
+            match line.get(i)? {
+                b'`' if line.get(i + 1) == Some(&b'`') => i += 2,
+                b'`' => return Some(i + 1),
+                _ => i += 1,
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        if line[i..].starts_with(KEY) {
+            let user_end = quoted(line, i + KEY.len() - 1);
+            let host_end = user_end
+                .filter(|&u| line.get(u) == Some(&b'@'))
+                .and_then(|u| quoted(line, u + 1));
+            if let Some(end) = host_end {
+                out.extend_from_slice(b"DEFINER=CURRENT_USER");
+                i = end;
+                continue;
+            }
+        }
+        out.push(line[i]);
+        i += 1;
+    }
+    out
 }
 
 /// On Ctrl-C the loader is killed rather than left to load a truncated stream.
@@ -433,6 +559,47 @@ fn interrupted(child: &mut ChildProc, cancel: &Cancel) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn definers_become_the_loading_user_and_nothing_else_changes() {
+        let dump = "-- MariaDB dump\n\
+            INSERT INTO `notes` VALUES (1,'DEFINER=`x`@`y` is data, not DDL');\n\
+            /*!50013 DEFINER=`shop app`@`%` SQL SECURITY DEFINER */\n\
+            /*!50003 CREATE*/ /*!50017 DEFINER=`we``ird`@`localhost`*/ /*!50003 TRIGGER t BEFORE INSERT ON o FOR EACH ROW SET NEW.a = 1 */;;\n\
+            CREATE DEFINER=`root`@`localhost` PROCEDURE `p`()\n\
+            SELECT 'CREATE DEFINER=`a`@`b`' ;;\n\
+            /*!50106 CREATE*/ /*!50117 DEFINER=`appm`@`%`*/ /*!50106 EVENT `ev` ON SCHEDULE EVERY 1 DAY DO SELECT 1 */ ;;\n\
+            /*!40101 SET NAMES utf8mb4 */;\n\
+            -- Dump completed";
+        let expected = dump
+            .replace(
+                "/*!50013 DEFINER=`shop app`@`%`",
+                "/*!50013 DEFINER=CURRENT_USER",
+            )
+            .replace("DEFINER=`we``ird`@`localhost`", "DEFINER=CURRENT_USER")
+            .replace(
+                "CREATE DEFINER=`root`@`localhost` PROCEDURE",
+                "CREATE DEFINER=CURRENT_USER PROCEDURE",
+            )
+            .replace(
+                "/*!50117 DEFINER=`appm`@`%`*/",
+                "/*!50117 DEFINER=CURRENT_USER*/",
+            );
+        // Whatever the pieces the stream arrives in.
+        for piece in [1, 2, 3, 7, 64, dump.len()] {
+            let mut out = Vec::new();
+            let mut f = DefinerFilter::new(&mut out);
+            for chunk in dump.as_bytes().chunks(piece) {
+                std::io::Write::write_all(&mut f, chunk).unwrap();
+            }
+            f.finish().unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected,
+                "pieces of {piece}"
+            );
+        }
+    }
 
     #[test]
     fn tablespace_statements_are_left_out_of_globals() {

@@ -229,18 +229,33 @@ fn scratch_mariadb_drill_sweeps_expired_databases() {
          INSERT INTO items SELECT seq, CONCAT('item ', seq) FROM seq_1_to_321;
          CREATE DATABASE lifeboat_drill_20200101t000000z_dead00;",
     );
+    // A view defined by an application account, and a drill account with rights on the
+    // drill databases only (no SUPER / SET USER): the dump's definers must not stop the load.
+    mariadb(
+        &c,
+        Some("shop"),
+        "CREATE USER 'shop app'@'%'; GRANT ALL ON shop.* TO 'shop app'@'%';
+         CREATE DEFINER = 'shop app'@'%' SQL SECURITY DEFINER VIEW cheap AS SELECT * FROM items WHERE id <= 10;
+         CREATE USER 'drill'@'localhost' IDENTIFIED BY 'drill-pw';
+         GRANT ALL ON `lifeboat\\_drill\\_%`.* TO 'drill'@'localhost';",
+    );
     let ws = Workspace::new();
+    std::fs::write(
+        ws.path().join("view.toml"),
+        "[[sql]]\nname = \"the view reads\"\nquery = \"SELECT count(*) FROM cheap\"\nexpect = { min = 10, max = 10 }\n",
+    )
+    .unwrap();
     let sock = c.socket.as_deref().unwrap().display().to_string();
     let plan = ws.plan(
         "myscratch",
         &format!(
-            "[[jobs]]\nname = \"shop\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{sock}\"\nuser = \"root\"\ndatabase = \"shop\"\nno_defaults = true\n\n[drill]\nenvironment = \"scratch\"\nserver = \"mariadb://root@/mysql?socket={sock}\"\n"
+            "[[jobs]]\nname = \"shop\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{sock}\"\nuser = \"root\"\ndatabase = \"shop\"\nno_defaults = true\n\n[drill]\nenvironment = \"scratch\"\nserver = \"mariadb://drill@/information_schema?socket={sock}\"\npassword_env = \"DRILL_PW\"\nrestore_tests = [\"view.toml\"]\n"
         ),
     );
     let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
     assert!(o.status.success(), "backup failed: {}", stderr(&o));
     let tmp = drill_tmp();
-    let o = drill(&ws, &plan, tmp.path(), &[], &[]);
+    let o = drill(&ws, &plan, tmp.path(), &[], &[("DRILL_PW", "drill-pw")]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let r = report(&o);
     assert_eq!(r["result"], "passed", "{r:#}");
@@ -253,6 +268,8 @@ fn scratch_mariadb_drill_sweeps_expired_databases() {
             .starts_with("1 table matches"),
         "{r:#}"
     );
+    assert_eq!(r["checks"][1]["name"], "the view reads", "{r:#}");
+    assert_eq!(r["checks"][1]["status"], "passed", "{r:#}");
     let left = mariadb(
         &c,
         None,
