@@ -197,14 +197,39 @@ impl MariadbSource {
         }
         // The accounts the database's views, routines, triggers and events run as: a drill's
         // throwaway server creates them, or those objects would fail there (error 1449).
-        meta["definers"] = s.query_json(&format!(
-            "SELECT COALESCE(JSON_ARRAYAGG(d), JSON_ARRAY()) FROM (
-                SELECT DEFINER AS d FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {db}
-                UNION SELECT DEFINER FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {db}
-                UNION SELECT DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {db}
-                UNION SELECT DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {db}) x;"
+        // (Plain rows, not JSON_ARRAYAGG: that needs MariaDB 10.5 / MySQL 5.7.22.)
+        let definers = s.query(&format!(
+            "SELECT DEFINER FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {db}
+             UNION SELECT DEFINER FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {db}
+             UNION SELECT DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {db}
+             UNION SELECT DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {db}
+             ORDER BY 1;"
         ))?;
+        meta["definers"] = json!(definers);
         Ok(meta)
+    }
+
+    /// mariadb-dump leaves out the stored procedures and functions its user may not see,
+    /// without an error: the dump looks complete and is not. Seeing them takes read access
+    /// to `mysql.proc`; a user without it gets a warning naming the grant. (Where there is no
+    /// `mysql.proc`, as on MySQL 8, nothing is said.)
+    fn routines_hidden(
+        &self,
+        bin: Option<&std::path::Path>,
+        opts: &ClientOptions,
+    ) -> Option<String> {
+        let mut s = client_session(bin, opts, None, &self.name, self.secrets()).ok()?;
+        match s.query("SELECT 1 FROM mysql.proc LIMIT 0;") {
+            Ok(_) => {
+                let _ = s.close("");
+                None
+            }
+            Err(e) if e.to_string().contains("denied") => Some(format!(
+                "the backup user cannot read mysql.proc, so mariadb-dump may leave out stored procedures and functions of {} without an error; GRANT SELECT ON mysql.proc TO the backup user (MariaDB 11.3+: or SHOW CREATE ROUTINE on the database)",
+                self.spec.conn.database
+            )),
+            Err(_) => None,
+        }
     }
 
     fn row_counts(&self, s: &mut SqlSession) -> Result<serde_json::Value> {
@@ -227,31 +252,6 @@ impl MariadbSource {
                 }
                 Ok(serde_json::Value::Object(out))
             }
-        }
-    }
-}
-
-impl MariadbSource {
-    /// mariadb-dump leaves out the stored procedures and functions its user may not see,
-    /// without an error: the dump looks complete and is not. Seeing them takes read access
-    /// to `mysql.proc`; a user without it gets a warning naming the grant. (Where there is no
-    /// `mysql.proc`, as on MySQL 8, nothing is said.)
-    fn routines_hidden(
-        &self,
-        bin: Option<&std::path::Path>,
-        opts: &ClientOptions,
-    ) -> Option<String> {
-        let mut s = client_session(bin, opts, None, &self.name, self.secrets()).ok()?;
-        match s.query("SELECT 1 FROM mysql.proc LIMIT 0;") {
-            Ok(_) => {
-                let _ = s.close("");
-                None
-            }
-            Err(e) if e.to_string().contains("denied") => Some(format!(
-                "the backup user cannot read mysql.proc, so mariadb-dump may leave out stored procedures and functions of {} without an error; GRANT SELECT ON mysql.proc TO the backup user (MariaDB 11.3+: or SHOW CREATE ROUTINE on the database)",
-                self.spec.conn.database
-            )),
-            Err(_) => None,
         }
     }
 }
