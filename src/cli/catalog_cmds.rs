@@ -768,29 +768,19 @@ fn print_rebuild(
 /// cannot be read is reported and the others are still rebuilt (exit 3).
 async fn rebuild_plan(ctx: &Ctx, file: &std::path::Path, a: RebuildArgs) -> Result<ExitCode> {
     let plan = crate::plan::load(file)?;
-    let names = crate::plan::DestinationSpec::catalog_regions(&plan.destinations);
-    let mut picked = Vec::new();
-    for (d, name) in plan.destinations.iter().zip(names) {
-        let dest = crate::store::multi::Destination::from_config(&d.0).map_err(|e| {
-            Error::Usage(format!(
-                "plan {}: destination {}: {e}",
-                plan.name,
-                d.location()
-            ))
-        })?;
-        if a.region
-            .as_deref()
-            .is_none_or(|r| r == name || r == dest.name)
-        {
-            picked.push((name, d.location(), dest.store));
-        }
-    }
+    let all = super::drill_cmds::plan_destinations(&plan)?;
+    let regions: Vec<String> = all.iter().map(|d| d.region.clone()).collect();
+    let picked: Vec<_> = all
+        .into_iter()
+        .filter(|d| a.region.as_deref().is_none_or(|r| d.is(r)))
+        .map(|d| (d.region, d.location, d.dest.store))
+        .collect();
     if picked.is_empty() {
         return Err(Error::Usage(format!(
             "plan {} has no destination {:?}; its regions are: {}",
             file.display(),
             a.region.unwrap_or_default(),
-            crate::plan::DestinationSpec::catalog_regions(&plan.destinations).join(", ")
+            regions.join(", ")
         )));
     }
     let cat = open_catalog(ctx).await?;

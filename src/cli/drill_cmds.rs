@@ -135,36 +135,64 @@ fn select<'a>(p: &'a Plan, job: Option<&str>) -> Result<Vec<&'a JobSpec>> {
     }
 }
 
-/// The destination to restore from and the region name the catalog knows it by (a local
-/// first destination is region `local`, like the backups recorded from it; others go by
-/// their destination name).
-fn destination(p: &Plan, region: Option<&str>) -> Result<(crate::store::DynStore, String)> {
-    let mut all = Vec::new();
-    let names = crate::plan::DestinationSpec::catalog_regions(&p.destinations);
-    for (d, name) in p.destinations.iter().zip(names) {
-        let dest = crate::store::multi::Destination::from_config(&d.0).map_err(|e| {
-            Error::Usage(format!(
-                "plan {}: destination {}: {e}",
-                p.name,
-                d.location()
-            ))
-        })?;
-        all.push((d.location(), name, dest));
+/// One of a plan's destinations: where it is, the region name the catalog records it under
+/// (a local first destination is region `local`, like the backups recorded from it; others
+/// go by their destination name), and its store.
+pub(super) struct PlanDestination {
+    pub location: String,
+    pub region: String,
+    pub dest: crate::store::multi::Destination,
+}
+
+impl PlanDestination {
+    /// Whether `--region r` names this destination (by region, destination name or location).
+    pub fn is(&self, r: &str) -> bool {
+        self.region == r
+            || self.dest.name == r
+            || self.location == r
+            || format!("local:{}", self.location) == r
     }
+}
+
+/// Every destination of a plan, in order.
+pub(super) fn plan_destinations(p: &Plan) -> Result<Vec<PlanDestination>> {
+    let names = crate::plan::DestinationSpec::catalog_regions(&p.destinations);
+    p.destinations
+        .iter()
+        .zip(names)
+        .map(|(d, region)| {
+            let dest = crate::store::multi::Destination::from_config(&d.0).map_err(|e| {
+                Error::Usage(format!(
+                    "plan {}: destination {}: {e}",
+                    p.name,
+                    d.location()
+                ))
+            })?;
+            Ok(PlanDestination {
+                location: d.location(),
+                region,
+                dest,
+            })
+        })
+        .collect()
+}
+
+/// The destination to restore from (the first, or the one `region` names) and the region
+/// name the catalog knows it by.
+fn destination(p: &Plan, region: Option<&str>) -> Result<(crate::store::DynStore, String)> {
+    let all = plan_destinations(p)?;
     let pick = match region {
         None => all.first(),
-        Some(r) => all.iter().find(|(loc, name, d)| {
-            name == r || d.name == r || loc == r || format!("local:{loc}") == r
-        }),
+        Some(r) => all.iter().find(|d| d.is(r)),
     };
     match pick {
-        Some((_, name, d)) => Ok((d.store.clone(), name.clone())),
+        Some(d) => Ok((d.dest.store.clone(), d.region.clone())),
         None => Err(Error::Usage(format!(
             "plan {} has no destination {:?}; its destinations are: {}",
             p.file.display(),
             region.unwrap_or_default(),
             all.iter()
-                .map(|(l, n, _)| format!("{n} ({l})"))
+                .map(|d| format!("{} ({})", d.region, d.location))
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),

@@ -223,7 +223,8 @@ impl DbDrill<'_> {
     /// names recorded at backup time — so ownership and grants load as dumped and a dump that
     /// needs them is proven; only tablespaces are left out (their directories are the source
     /// host's). A snapshot with neither (older lifeboat, `globals = false`) loads without
-    /// ownership and privileges.
+    /// ownership and privileges. MariaDB likewise: the recorded definers are created, and a
+    /// snapshot without them loads with its definers rewritten to the loading user.
     fn restore_options(&self, conn: &ConnectionInfo) -> DbRestoreOptions {
         let meta = &self.ctx.snapshot.source_meta;
         let own_server = matches!(self.environment, DbEnvironment::Ephemeral { .. });
@@ -239,7 +240,7 @@ impl DbDrill<'_> {
                 .collect(),
             _ => Vec::new(),
         };
-        let roles_known = globals || meta["roles"].is_array();
+        let roles_known = globals || accounts.is_array();
         DbRestoreOptions {
             force: false,
             globals,

@@ -199,7 +199,8 @@ async fn restore_into(
     // zeros: those are left as holes, neither fetched nor written, and such a file is not
     // preallocated — restored, it takes no more room than its data needs.
     let zero_len = repo.config.chunker.max_size;
-    let zero_id = repo.keys.blob_id(&vec![0u8; zero_len as usize]);
+    // Hashed on the first blob of that length: most restores have none.
+    let mut zero_id: Option<BlobId> = None;
     let mut holes = 0u64;
     for (i, f) in files.iter().enumerate() {
         let p = staging.join(&f.path);
@@ -217,7 +218,12 @@ async fn restore_into(
                     format!("needed by {} but missing from the index", f.path.display()),
                 )
             })?;
-            if file.is_some() && *id == zero_id && loc.entry.raw_length == zero_len {
+            let zeros = file.is_some()
+                && loc.entry.raw_length == zero_len
+                && *id
+                    == *zero_id
+                        .get_or_insert_with(|| repo.keys.blob_id(&vec![0u8; zero_len as usize]));
+            if zeros {
                 offset += zero_len as u64;
                 holes += zero_len as u64;
                 sparse = true;
