@@ -119,6 +119,11 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     Usage(String),
 
+    /// A plan, destination, secret or catalog setting that cannot be used as configured (the
+    /// message names the object and the fix). Exit 2, like a bad flag.
+    #[error("{0}")]
+    Config(String),
+
     #[error("interrupted")]
     Interrupted,
 
@@ -162,7 +167,7 @@ impl Error {
                 ExitCode::NoSpace
             }
             Error::SourceFailed { .. } => ExitCode::SourceFailed,
-            Error::Usage(_) => ExitCode::Usage,
+            Error::Usage(_) | Error::Config(_) => ExitCode::Usage,
             Error::Interrupted => ExitCode::Interrupted,
             _ => ExitCode::Error,
         }

@@ -40,6 +40,7 @@ pub mod drill;
 pub mod error;
 pub mod failpoint;
 pub mod ids;
+pub mod ops;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
@@ -48,5 +49,6 @@ pub mod restore;
 pub mod schedule;
 pub mod source;
 pub mod store;
+pub mod sys;
 
 pub use error::{Error, ExitCode, Result};

@@ -79,43 +79,7 @@ impl CatalogError {
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
-/// Where "now" comes from. Ages, RPO and coverage cycles are computed against it.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that only moves when told to (tests, replaying history).
-#[derive(Debug)]
-pub struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
-
-impl ManualClock {
-    pub fn new(at: DateTime<Utc>) -> Self {
-        ManualClock(std::sync::Mutex::new(at))
-    }
-    pub fn set(&self, at: DateTime<Utc>) {
-        *self.0.lock().expect("clock lock") = at;
-    }
-    pub fn advance(&self, by: chrono::Duration) {
-        let mut t = self.0.lock().expect("clock lock");
-        *t += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().expect("clock lock")
-    }
-}
+use crate::sys::clock::{Clock, SystemClock};
 
 /// Which database the catalog lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

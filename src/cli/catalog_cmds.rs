@@ -4,22 +4,18 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::output::{bytes, print_json};
 use super::Ctx;
 use crate::catalog::{
-    self, age_secs, BackupRun, Catalog, HistoryFilter, OpenOptions, PackRead, RunId, RunStatus,
-    StatusFilter, VerifiedBy,
+    self, age_secs, Catalog, HistoryFilter, OpenOptions, PackRead, StatusFilter, VerifiedBy,
 };
 use crate::error::ExitCode;
 use crate::ids::PackId;
 use crate::repo::verify::{Finding, ReadData, Severity, VerifyReport};
 use crate::repo::Repository;
-use crate::source::BackupReport;
-use crate::store::multi::{RegionResult, RegionStatus};
 use crate::{Error, Result};
 
 /// The region a plain `--repo` location counts as (plans name their regions).
@@ -126,163 +122,6 @@ pub(super) async fn open_best_effort(ctx: &Ctx, warnings: &mut Vec<String>) -> O
             None
         }
     }
-}
-
-fn print_catalog_warnings(ctx: &Ctx, what: &str, warnings: &[String]) {
-    for w in warnings {
-        eprintln!("warning: {w}");
-    }
-    if !warnings.is_empty() && !ctx.global.quiet {
-        eprintln!(
-            "warning: the {what} was not recorded in the catalog; it is safe in the repository, and `lifeboat catalog rebuild` adds its snapshot once the catalog is back"
-        );
-    }
-}
-
-/// Records a backup run (and its snapshot) after the repository commit: one run per region
-/// (`regions`: the catalog's name for each destination and how it fared; empty for a plain
-/// `--repo` run, recorded as region `local`). The snapshot is recorded in the regions that
-/// committed it. Never fails: returns the warnings to show (empty when recorded).
-pub async fn record_backup(
-    ctx: &Ctx,
-    repo: &Repository,
-    started: DateTime<Utc>,
-    host: &str,
-    plan_job: Option<(&str, &str)>,
-    outcome: std::result::Result<&BackupReport, &Error>,
-    regions: &[(String, RegionResult)],
-) -> Vec<String> {
-    let mut warnings = Vec::new();
-    let Some(cat) = open_best_effort(ctx, &mut warnings).await else {
-        print_catalog_warnings(ctx, "backup run", &warnings);
-        return warnings;
-    };
-    let finished = cat.now();
-    let base = match outcome {
-        Ok(r) => BackupRun {
-            run_id: RunId::random(),
-            repo_id: *repo.id(),
-            plan: r.snapshot.plan.clone().unwrap_or_default(),
-            job: r.snapshot.job.clone().unwrap_or_default(),
-            region: LOCAL_REGION.into(),
-            host: r.snapshot.host.clone(),
-            started,
-            finished,
-            status: if r.partial {
-                RunStatus::Partial
-            } else {
-                RunStatus::Ok
-            },
-            exit_code: if r.partial {
-                ExitCode::Partial.code()
-            } else {
-                ExitCode::Ok.code()
-            },
-            snapshot_id: Some(r.snapshot_id),
-            bytes_processed: r.snapshot.summary.bytes_processed,
-            bytes_added: r.snapshot.summary.bytes_added,
-            bytes_stored: r.snapshot.summary.bytes_stored,
-            error: None,
-        },
-        Err(e) => BackupRun {
-            run_id: RunId::random(),
-            repo_id: *repo.id(),
-            plan: plan_job.map(|(p, _)| p.to_string()).unwrap_or_default(),
-            job: plan_job.map(|(_, j)| j.to_string()).unwrap_or_default(),
-            region: LOCAL_REGION.into(),
-            host: host.into(),
-            started,
-            finished,
-            status: RunStatus::Failed,
-            exit_code: e.exit_code().code(),
-            snapshot_id: None,
-            bytes_processed: 0,
-            bytes_added: 0,
-            bytes_stored: 0,
-            error: Some(e.to_string()),
-        },
-    };
-    // (run, whether this region holds the snapshot)
-    let runs: Vec<(BackupRun, bool)> = if regions.is_empty() {
-        vec![(base.clone(), outcome.is_ok())]
-    } else {
-        regions
-            .iter()
-            .map(|(name, r)| {
-                let mut run = base.clone();
-                run.run_id = RunId::random();
-                run.region = name.clone();
-                let committed = outcome.is_ok() && r.status == RegionStatus::Complete;
-                if outcome.is_ok() && !committed {
-                    run.status = RunStatus::Failed;
-                    run.snapshot_id = None;
-                    run.error = Some(format!(
-                        "region {} {}: {}",
-                        r.region,
-                        if r.status == RegionStatus::Lagging {
-                            "is lagging"
-                        } else {
-                            "failed"
-                        },
-                        r.error.as_deref().unwrap_or("no detail")
-                    ));
-                }
-                (run, committed)
-            })
-            .collect()
-    };
-    let res = async {
-        cat.record_repository(repo.id(), &repo.location()).await?;
-        for (run, committed) in &runs {
-            // Snapshot first: a run row pointing at a snapshot the catalog lacks would mislead.
-            if let (Ok(r), true) = (outcome, committed) {
-                cat.record_snapshot(repo.id(), &run.region, &r.snapshot_id, &r.snapshot)
-                    .await?;
-            }
-            cat.record_backup_run(run).await?;
-        }
-        Ok::<(), crate::catalog::CatalogError>(())
-    }
-    .await;
-    if let Err(e) = res {
-        warnings.push(e.to_string());
-    }
-    cat.close().await;
-    print_catalog_warnings(ctx, "backup run", &warnings);
-    warnings
-}
-
-/// Records that `regions` (catalog names) now hold every snapshot of the repository, after
-/// a `sync` made them complete. Never fails the sync: problems are warnings.
-pub async fn record_synced(ctx: &Ctx, repo: &Repository, regions: &[String]) {
-    if regions.is_empty() {
-        return;
-    }
-    let mut warnings = Vec::new();
-    let Some(cat) = open_best_effort(ctx, &mut warnings).await else {
-        print_catalog_warnings(ctx, "sync", &warnings);
-        return;
-    };
-    let res = async {
-        let snaps = repo.list_snapshots().await.map_err(|e| e.to_string())?;
-        cat.record_repository(repo.id(), &repo.location())
-            .await
-            .map_err(|e| e.to_string())?;
-        for region in regions {
-            for (id, snap) in &snaps {
-                cat.record_snapshot(repo.id(), region, id, snap)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        Ok::<(), String>(())
-    }
-    .await;
-    if let Err(e) = res {
-        warnings.push(e);
-    }
-    cat.close().await;
-    print_catalog_warnings(ctx, "sync", &warnings);
 }
 
 /// Parses a humanized size: `5GiB`, `500MB`, `1.5G` (binary), `4096`.
@@ -439,7 +278,7 @@ pub async fn status(ctx: &Ctx, a: StatusArgs) -> Result<ExitCode> {
         cycle,
     };
     if !ctx.global.repo.is_empty() {
-        let repo = super::commands::open_repo(ctx).await?;
+        let repo = ctx.target(None, false)?.open_for_write().await?.repo;
         let region = a.region.as_deref().unwrap_or(LOCAL_REGION);
         cat.record_repository(repo.id(), &repo.location()).await?;
         let listing = repo.list_snapshots().await?;
@@ -706,7 +545,7 @@ pub async fn catalog_cmd(ctx: &Ctx, cmd: CatalogCommand) -> Result<ExitCode> {
         CatalogCommand::Rebuild(a) => match a.plan.clone() {
             Some(file) => rebuild_plan(ctx, &file, a).await,
             None => {
-                let repo = super::commands::open_repo(ctx).await?;
+                let repo = ctx.target(None, false)?.open_for_write().await?.repo;
                 let cat = open_catalog(ctx).await?;
                 let region = a.region.as_deref().unwrap_or(LOCAL_REGION);
                 let report = cat.rebuild(&repo, region, a.forget_missing).await?;

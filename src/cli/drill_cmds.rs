@@ -11,18 +11,20 @@ use clap::Args;
 
 use super::catalog_cmds::{open_best_effort, LOCAL_REGION};
 use super::output::{duration, print_json};
-use super::plan_cmds::{find_job_snapshot, load, secret_err};
+use super::plan_cmds::{load, secret_err};
 use super::Ctx;
 use crate::catalog::{self, DrillCheck, DrillPhase, DrillRecord, RunId};
 use crate::drill::checks::{CheckStatus, DbKind};
 use crate::drill::database::{DbDrill, DbEnvironment};
 use crate::drill::env::Password;
-use crate::drill::measure::{Objective, SystemClock};
+use crate::drill::measure::Objective;
 use crate::drill::restore_tests::RestoreTests;
 use crate::drill::{DirDrill, DrillContext, DrillReport, DrillResult, Targets};
 use crate::error::ExitCode;
+use crate::ops::snapshots::find_job_snapshot;
 use crate::plan::{EnvironmentKind, JobSpec, Plan, SourceSpec};
 use crate::repo::Repository;
+use crate::sys::SystemClock;
 use crate::{Error, Result};
 
 #[derive(Args, Debug)]

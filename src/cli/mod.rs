@@ -1,14 +1,17 @@
 //! The command line: clap definitions, password handling, signal handling, output and the
-//! mapping of errors to exit codes. Commands only parse arguments, call the library and
-//! print; one file per command group.
+//! mapping of errors to exit codes. Commands only parse arguments, call their use case in
+//! `ops` and render its report; one file per command group, and no command file imports
+//! another (this file dispatches).
 
 mod catalog_cmds;
-mod commands;
 mod drill_cmds;
 pub mod output;
 mod plan_cmds;
 mod region_cmds;
+mod repo_cmds;
+mod restore_cmds;
 mod schedule_cmds;
+mod tools_cmds;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -17,7 +20,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
 use crate::error::ExitCode;
-use crate::pipeline::Cancel;
+use crate::sys::Cancel;
 use crate::{Error, Result};
 
 const LONG_ABOUT: &str = "\
@@ -114,17 +117,17 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create a new repository
-    Init(commands::InitArgs),
+    Init(repo_cmds::InitArgs),
     /// Back up files and directories into a new snapshot
-    Backup(commands::BackupArgs),
+    Backup(repo_cmds::BackupArgs),
     /// List snapshots
-    Snapshots(commands::SnapshotsArgs),
+    Snapshots(restore_cmds::SnapshotsArgs),
     /// List the contents of a snapshot
-    Ls(commands::LsArgs),
+    Ls(restore_cmds::LsArgs),
     /// Restore a snapshot into a new or empty directory
-    Restore(commands::RestoreArgs),
+    Restore(restore_cmds::RestoreArgs),
     /// Check the repository's structure, and optionally read and verify its data
-    Verify(commands::VerifyArgs),
+    Verify(restore_cmds::VerifyArgs),
     /// Restore-drill a plan's jobs: restore into a throwaway server or directory, run the
     /// restore tests, measure RTO and RPO against the plan's objectives (exit 16: a check
     /// failed, 17: an objective was missed, 1: the environment failed, 15: it ran out of space)
@@ -139,24 +142,24 @@ pub enum Command {
     Catalog(catalog_cmds::CatalogCommand),
     /// Manage the key slots (passwords) of a repository
     #[command(subcommand)]
-    Key(commands::KeyCommand),
+    Key(repo_cmds::KeyCommand),
     /// Check plan files
     #[command(subcommand)]
     Plan(plan_cmds::PlanCommand),
     /// Run the backups and drills whose cron schedules say they are due (what the systemd timer calls)
     RunDue(schedule_cmds::RunDueArgs),
     /// Run the whole job on a sample dataset: back up, change, back up, restore, prove it
-    Demo(commands::DemoArgs),
+    Demo(tools_cmds::DemoArgs),
     /// Copy what lagging regions lack from the others (verified; snapshots last)
     Sync(region_cmds::SyncArgs),
     /// Check that every destination is reachable, and readable, writable and deletable
     Healthcheck(region_cmds::HealthcheckArgs),
     /// Generate realistic sample data (used by the demo and the benchmarks)
     #[command(hide = true)]
-    GenData(commands::GenDataArgs),
+    GenData(tools_cmds::GenDataArgs),
     /// Measure the single-core chunk+hash+compress+encrypt throughput on a file
     #[command(hide = true)]
-    BenchPipeline(commands::BenchPipelineArgs),
+    BenchPipeline(tools_cmds::BenchPipelineArgs),
 }
 
 /// Entry point for `main.rs`; returns the process exit code.
@@ -216,7 +219,42 @@ async fn run(cli: Cli, cancel: Cancel) -> Result<ExitCode> {
         cancel,
         plan: None,
     };
-    commands::dispatch(&ctx, cli.command).await
+    dispatch(&ctx, cli.command).await
+}
+
+async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
+    use Command::*;
+    match cmd {
+        Init(a) => repo_cmds::init(ctx, a).await,
+        Backup(a) => repo_cmds::backup(ctx, a).await,
+        Snapshots(a) if a.plan.is_some() => plan_cmds::snapshots(ctx, a).await,
+        Snapshots(_) if region_cmds::is_multi(ctx) => region_cmds::snapshots(ctx).await,
+        Snapshots(_) => restore_cmds::snapshots(ctx).await,
+        Ls(a) => restore_cmds::ls(ctx, a).await,
+        Restore(a) => restore_cmds::restore(ctx, a).await,
+        Verify(a) => restore_cmds::verify(ctx, a).await,
+        Key(k) => repo_cmds::key(ctx, k).await,
+        Plan(p) => plan_cmds::plan(ctx, p).await,
+        Drill(a) => drill_cmds::drill(ctx, a).await,
+        Status(a) => catalog_cmds::status(ctx, a).await,
+        History(a) => catalog_cmds::history(ctx, a).await,
+        Catalog(c) => catalog_cmds::catalog_cmd(ctx, c).await,
+        RunDue(a) => schedule_cmds::run_due(ctx, a).await,
+        Demo(a) => {
+            crate::demo::run(
+                a.dir,
+                a.size,
+                ctx.global.json,
+                ctx.progress(),
+                ctx.cancel.clone(),
+            )
+            .await
+        }
+        GenData(a) => tools_cmds::gen_data(a),
+        BenchPipeline(a) => tools_cmds::bench_pipeline(a),
+        Sync(a) => region_cmds::sync(ctx, a).await,
+        Healthcheck(a) => region_cmds::healthcheck(ctx, a).await,
+    }
 }
 
 /// What every command gets: global flags and the cancellation token.
@@ -239,6 +277,77 @@ impl Ctx {
 
     pub fn progress(&self) -> crate::progress::Progress {
         crate::progress::Progress::new(self.global.quiet || self.global.json)
+    }
+
+    /// What the use cases get: cancellation, the catalog, progress bars, and a printer for
+    /// their events.
+    pub fn env(&self) -> crate::ops::Env {
+        crate::ops::Env {
+            cancel: self.cancel.clone(),
+            catalog: self.catalog_location().map_err(|e| match e {
+                Error::Usage(m) => format!("invalid argument: {m}"),
+                e => e.to_string(),
+            }),
+            progress: self.progress(),
+            observer: std::sync::Arc::new(output::Printer {
+                json: self.global.json,
+                quiet: self.global.quiet,
+            }),
+        }
+    }
+
+    /// `--catalog` / `LIFEBOAT_CATALOG`, else the default file in the state directory. A
+    /// URL with a password is refused on the command line (it would show in `ps`).
+    pub fn catalog_location(&self) -> Result<String> {
+        match &self.global.catalog {
+            Some(loc) => {
+                let from_env = std::env::var("LIFEBOAT_CATALOG").ok().as_deref() == Some(loc);
+                if crate::catalog::has_password(loc) && !from_env {
+                    return Err(Error::Usage(format!(
+                        "--catalog {}: a password on the command line is visible to every user in `ps`; put the URL in LIFEBOAT_CATALOG, or use PGPASSWORD / ~/.pgpass",
+                        crate::catalog::redact(loc)
+                    )));
+                }
+                Ok(loc.clone())
+            }
+            None => Ok(crate::catalog::default_location()?.display().to_string()),
+        }
+    }
+
+    /// The destinations of a command: the plan's when `plan` is given (then `--repo` is
+    /// ignored, with a warning when `warn_repo`), else `--repo`×N or `--destinations`.
+    pub fn target(
+        &self,
+        plan: Option<&std::path::Path>,
+        warn_repo: bool,
+    ) -> Result<crate::ops::target::Target> {
+        use crate::ops::target::Target;
+        if let Some(file) = plan {
+            if warn_repo {
+                if let Some(r) = self.global.repo.first() {
+                    // LIFEBOAT_REPO may well be exported in the shell: ignore it, but say so.
+                    eprintln!("warning: --repo/LIFEBOAT_REPO ({r}) is ignored: the plan names its destination");
+                }
+            }
+            let p = crate::plan::load(file)?;
+            return Target::from_plan(std::sync::Arc::new(p), self.global.min_regions);
+        }
+        let g = self.global.clone();
+        let password = std::sync::Arc::new(move |location: &str, confirm: bool| {
+            read_secret(
+                g.password_file.as_deref(),
+                "LIFEBOAT_PASSWORD",
+                location,
+                confirm,
+                "repository password",
+            )
+        });
+        Target::from_locations(
+            &self.global.repo,
+            self.global.destinations.as_deref(),
+            self.global.min_regions,
+            password,
+        )
     }
 
     pub fn repo_location(&self) -> Result<String> {

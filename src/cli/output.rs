@@ -60,3 +60,133 @@ pub fn snapshots_json<'a>(
         })
         .collect()
 }
+
+/// Prints the events of a running use case: warnings always (stderr), progress lines only
+/// in human mode.
+pub struct Printer {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Printer {
+    fn human(&self) -> bool {
+        !self.json && !self.quiet
+    }
+}
+
+impl crate::ops::Observer for Printer {
+    fn event(&self, e: crate::ops::Event) {
+        use crate::ops::Event;
+        match e {
+            Event::Warning { message, hint } => {
+                eprintln!("warning: {message}");
+                if let Some(h) = hint {
+                    eprintln!("hint: {h}");
+                }
+            }
+            Event::CatalogNotRecorded { what, warnings } => {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
+                if !self.quiet {
+                    eprintln!("warning: {what}");
+                }
+            }
+            Event::CaughtUp(r) => {
+                if self.human() {
+                    println!(
+                        "region {:<12} caught up: copied {} objects ({}), {} snapshots",
+                        r.region,
+                        r.objects_copied,
+                        bytes(r.bytes_copied),
+                        r.snapshots_copied
+                    );
+                }
+                for e in &r.errors {
+                    eprintln!("warning: region {}: catching up: {e}", r.region);
+                }
+            }
+            Event::DrillStarting {
+                job,
+                snapshot,
+                consistency_time,
+            } => {
+                if self.human() {
+                    eprintln!(
+                        "drilling job {job} (snapshot {}, consistent at {})…",
+                        snapshot.short(),
+                        consistency_time.format("%Y-%m-%d %H:%M:%S UTC")
+                    );
+                }
+            }
+            Event::OrphanRemoved(d) => eprintln!(
+                "warning: removed a throwaway environment left by a dead process: {}",
+                d.display()
+            ),
+            Event::JobBackedUp(o) => match &o.result {
+                Ok(r) => {
+                    if self.human() {
+                        let s = &r.snapshot.summary;
+                        println!(
+                            "job {}: snapshot {} saved ({} processed, {} new, consistent at {}) in {}",
+                            o.job,
+                            r.snapshot_id.short(),
+                            bytes(s.bytes_processed),
+                            bytes(s.bytes_added),
+                            r.snapshot
+                                .consistency_time
+                                .format("%Y-%m-%d %H:%M:%S%.3f UTC"),
+                            duration(s.duration_secs)
+                        );
+                    }
+                }
+                Err(f) => {
+                    eprintln!("error: job {}: {}", o.job, f.message);
+                    if let Some(h) = &f.hint {
+                        eprintln!("hint: {h}");
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Prints the per-region lines of a multi-region write (human form) and warnings for the
+/// regions that did not complete.
+pub fn print_regions(json: bool, quiet: bool, results: &[crate::store::multi::RegionResult]) {
+    use crate::store::multi::RegionStatus;
+    if !json && !quiet {
+        for r in results {
+            let status = match r.status {
+                RegionStatus::Complete => "complete",
+                RegionStatus::Failed => "FAILED",
+                RegionStatus::Lagging => "LAGGING",
+            };
+            let retries = r
+                .retries
+                .map(|c| format!(", {} retries", c.retries))
+                .unwrap_or_default();
+            println!(
+                "region {:<12} {:<9} {} objects, {} written{retries}",
+                r.region,
+                status,
+                r.objects_written,
+                bytes(r.bytes_written)
+            );
+        }
+    }
+    for r in results
+        .iter()
+        .filter(|r| r.status != RegionStatus::Complete)
+    {
+        eprintln!(
+            "warning: region {} ({}): {}",
+            r.region,
+            r.location,
+            r.error.as_deref().unwrap_or("did not complete")
+        );
+        if let Some(h) = &r.hint {
+            eprintln!("hint: {h}");
+        }
+    }
+}

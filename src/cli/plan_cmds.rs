@@ -8,18 +8,16 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::commands::{BackupArgs, RestoreArgs, SnapshotsArgs};
 use super::output::{bytes, duration, print_json};
+use super::restore_cmds::{RestoreArgs, SnapshotsArgs};
 use super::Ctx;
 use crate::error::ExitCode;
 use crate::ids::SnapshotId;
 use crate::plan::{self, JobSpec, Plan, SecretSpec, SourceSpec};
-use crate::repo::snapshot::Snapshot;
 use crate::repo::Repository;
 use crate::restore::database::{restore_mariadb, restore_postgres, DbRestoreOptions};
 use crate::source::db::DbConn;
-use crate::source::process::find_tool;
-use crate::source::BackupOptions;
+use crate::sys::process::find_tool;
 use crate::{Error, Result};
 
 #[derive(Subcommand, Debug)]
@@ -455,130 +453,7 @@ fn preflight_job(job: &JobSpec) -> Vec<(bool, String)> {
     out
 }
 
-// ----- backup ---------------------------------------------------------------------------
-
-pub async fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
-    let p = load(a.plan.as_deref().expect("--plan given"), ctx)?;
-    let jobs = p.select_jobs(a.job.as_deref())?;
-    let repo = open_plan_repo(ctx, &p).await?;
-    // A region that missed earlier runs is caught up first, so it commits this one too.
-    super::region_cmds::catch_up(ctx, &repo).await?;
-    let mut worst: Option<Error> = None;
-    let mut partial = false;
-    let mut results = Vec::new();
-    for job in jobs {
-        ctx.cancel.check()?;
-        let opts = BackupOptions {
-            tags: [job.tags.clone(), a.tags.clone()].concat(),
-            host: a.host.clone(),
-            plan: Some(p.name.clone()),
-            job: Some(job.name.clone()),
-            force: a.force,
-        };
-        let started = chrono::Utc::now();
-        let res = match crate::source::from_job(job) {
-            Ok(src) => {
-                crate::source::backup(
-                    &repo,
-                    src,
-                    &opts,
-                    ctx.progress().bytes(&job.name),
-                    ctx.cancel.clone(),
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        // The catalog is not on the critical path: a failure to record is a warning.
-        let host = opts.host.clone().unwrap_or_else(crate::source::hostname);
-        let regions: Vec<_> = match repo.store.as_multi() {
-            Some(m) => crate::plan::DestinationSpec::catalog_regions(&p.destinations)
-                .into_iter()
-                .zip(m.results())
-                .collect(),
-            None => Vec::new(),
-        };
-        super::catalog_cmds::record_backup(
-            ctx,
-            &repo,
-            started,
-            &host,
-            Some((&p.name, &job.name)),
-            res.as_ref(),
-            &regions,
-        )
-        .await;
-        match res {
-            Ok(r) => {
-                partial |= r.partial;
-                let s = &r.snapshot.summary;
-                if !ctx.global.json && !ctx.global.quiet {
-                    println!(
-                        "job {}: snapshot {} saved ({} processed, {} new, consistent at {}) in {}",
-                        job.name,
-                        r.snapshot_id.short(),
-                        bytes(s.bytes_processed),
-                        bytes(s.bytes_added),
-                        r.snapshot
-                            .consistency_time
-                            .format("%Y-%m-%d %H:%M:%S%.3f UTC"),
-                        duration(s.duration_secs)
-                    );
-                }
-                results.push(json!({"job": job.name, "ok": true, "snapshot_id": r.snapshot_id, "summary": s, "source_meta": r.snapshot.source_meta, "warnings": r.warnings}));
-            }
-            Err(e) => {
-                eprintln!("error: job {}: {e}", job.name);
-                if let Some(h) = e.hint() {
-                    eprintln!("hint: {h}");
-                }
-                results.push(json!({"job": job.name, "ok": false, "error": e.to_string(), "code": e.exit_code().code()}));
-                if matches!(e, Error::Interrupted) {
-                    return Err(e);
-                }
-                worst.get_or_insert(e);
-            }
-        }
-    }
-    let regions = repo.store.as_multi().map(|m| m.results());
-    let region_code = regions
-        .as_ref()
-        .map(|r| super::region_cmds::report_regions(ctx, r))
-        .unwrap_or(ExitCode::Ok);
-    if ctx.global.json {
-        print_json(
-            &json!({"message_type": "summary", "plan": p.name, "jobs": results, "regions": regions}),
-        );
-    }
-    if region_code == ExitCode::Partial {
-        partial = true;
-    }
-    if let Some(e) = worst {
-        // Every job ran; the first failure decides the exit code.
-        return Ok(e.exit_code());
-    }
-    Ok(if partial {
-        ExitCode::Partial
-    } else {
-        ExitCode::Ok
-    })
-}
-
 // ----- snapshots ------------------------------------------------------------------------
-
-fn of_plan<'a>(
-    snaps: &'a [(SnapshotId, Snapshot)],
-    p: &Plan,
-    job: Option<&str>,
-) -> Vec<&'a (SnapshotId, Snapshot)> {
-    snaps
-        .iter()
-        .filter(|(_, s)| {
-            s.plan.as_deref() == Some(p.name.as_str())
-                && job.is_none_or(|j| s.job.as_deref() == Some(j))
-        })
-        .collect()
-}
 
 pub async fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
     let p = load(a.plan.as_deref().expect("--plan given"), ctx)?;
@@ -591,7 +466,7 @@ pub async fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
     }
     let repo = open_plan_repo(ctx, &p).await?;
     let all = repo.list_snapshots().await?;
-    let snaps = of_plan(&all, &p, a.job.as_deref());
+    let snaps = crate::ops::snapshots::of_plan(&all, &p, a.job.as_deref());
     if ctx.global.json {
         print_json(&super::output::snapshots_json(
             snaps.iter().map(|(id, s)| (id, s)),
@@ -619,33 +494,6 @@ pub async fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
 }
 
 // ----- restore --------------------------------------------------------------------------
-
-pub(super) async fn find_job_snapshot(
-    repo: &Repository,
-    p: &Plan,
-    job: &str,
-    query: &str,
-) -> Result<(SnapshotId, Snapshot)> {
-    let all = repo.list_snapshots().await?;
-    let mut snaps: Vec<_> = of_plan(&all, p, Some(job)).into_iter().cloned().collect();
-    if query == "latest" {
-        return snaps.pop().ok_or_else(|| Error::SnapshotNotFound {
-            query: format!("latest of job {job} (the job has no snapshots yet; run `lifeboat backup --plan {} --job {job}`)", p.file.display()),
-        });
-    }
-    let (id, s) = repo.find_snapshot(query).await?;
-    if s.plan.as_deref() != Some(p.name.as_str()) || s.job.as_deref() != Some(job) {
-        return Err(Error::Usage(format!(
-            "snapshot {} belongs to plan {:?} job {:?}, not plan {:?} job {job:?}; `lifeboat snapshots --plan {}` lists this job's snapshots",
-            id.short(),
-            s.plan.as_deref().unwrap_or("-"),
-            s.job.as_deref().unwrap_or("-"),
-            p.name,
-            p.file.display()
-        )));
-    }
-    Ok((id, s))
-}
 
 fn target_password(a: &PlanRestoreArgs) -> Result<Option<zeroize::Zeroizing<String>>> {
     if let Some(f) = &a.to_password_file {
@@ -707,7 +555,8 @@ async fn restore_locked(
     repo: &Repository,
 ) -> Result<(SnapshotId, serde_json::Value)> {
     let pa = &a.plan;
-    let (id, snap) = find_job_snapshot(repo, p, &job.name, &a.snapshot).await?;
+    let (id, snap) =
+        crate::ops::snapshots::find_job_snapshot(repo, p, &job.name, &a.snapshot).await?;
     let index = Arc::new(repo.load_index().await?);
     let to = || {
         pa.to.clone().ok_or_else(|| {

@@ -12,9 +12,8 @@ use serde_json::json;
 use super::output::{bytes, print_json};
 use super::Ctx;
 use crate::error::ExitCode;
-use crate::repo::sync::SyncRegionReport;
 use crate::repo::{ObjectKind, Repository};
-use crate::store::multi::{Destination, Destinations, MultiStore, RegionResult, RegionStatus};
+use crate::store::multi::{Destination, Destinations, MultiStore};
 use crate::store::{open_destination, DynStore};
 use crate::{Error, Result};
 
@@ -171,50 +170,6 @@ pub async fn open_repo_for_read(
     })
 }
 
-/// Prints the per-region lines of a run (human form) and returns the exit code they imply:
-/// `Partial` when some region did not complete.
-pub fn report_regions(ctx: &Ctx, results: &[RegionResult]) -> ExitCode {
-    if !ctx.global.json && !ctx.global.quiet {
-        for r in results {
-            let status = match r.status {
-                RegionStatus::Complete => "complete",
-                RegionStatus::Failed => "FAILED",
-                RegionStatus::Lagging => "LAGGING",
-            };
-            let retries = r
-                .retries
-                .map(|c| format!(", {} retries", c.retries))
-                .unwrap_or_default();
-            println!(
-                "region {:<12} {:<9} {} objects, {} written{retries}",
-                r.region,
-                status,
-                r.objects_written,
-                bytes(r.bytes_written)
-            );
-        }
-    }
-    for r in results
-        .iter()
-        .filter(|r| r.status != RegionStatus::Complete)
-    {
-        eprintln!(
-            "warning: region {} ({}): {}",
-            r.region,
-            r.location,
-            r.error.as_deref().unwrap_or("did not complete")
-        );
-        if let Some(h) = &r.hint {
-            eprintln!("hint: {h}");
-        }
-    }
-    if results.iter().all(|r| r.status == RegionStatus::Complete) {
-        ExitCode::Ok
-    } else {
-        ExitCode::Partial
-    }
-}
-
 /// `lifeboat snapshots` over several regions: which snapshot exists in which region.
 pub async fn snapshots(ctx: &Ctx) -> Result<ExitCode> {
     let (dests, _) = destinations(ctx)?;
@@ -311,76 +266,14 @@ fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
-/// Before a multi-region backup: copy to every reachable region what it lacks from the
-/// others (verified, snapshots last), so a region that missed earlier runs commits this one
-/// instead of lagging again. Regions that cannot be caught up are left to the commit check.
-pub async fn catch_up(ctx: &Ctx, repo: &Repository) -> Result<Vec<SyncRegionReport>> {
-    let Some(multi) = repo.store.as_multi() else {
-        return Ok(Vec::new());
-    };
-    let regions = multi.live_regions();
-    if regions.len() < 2 {
-        return Ok(Vec::new());
-    }
-    let lock = repo.lock("catch up regions", false).await?;
-    let res = crate::repo::sync::sync(repo, &regions, &ctx.cancel).await;
-    lock.release().await;
-    let reports = res?;
-    for r in reports
-        .iter()
-        .filter(|r| r.objects_copied > 0 || !r.errors.is_empty())
-    {
-        if !ctx.global.quiet && !ctx.global.json {
-            println!(
-                "region {:<12} caught up: copied {} objects ({}), {} snapshots",
-                r.region,
-                r.objects_copied,
-                bytes(r.bytes_copied),
-                r.snapshots_copied
-            );
-        }
-        for e in &r.errors {
-            eprintln!("warning: region {}: catching up: {e}", r.region);
-        }
-    }
-    Ok(reports)
-}
-
 /// `lifeboat sync`: copy what lagging regions lack from the others, verified, snapshots last.
 pub async fn sync(ctx: &Ctx, a: SyncArgs) -> Result<ExitCode> {
-    let pctx = plan_ctx(ctx, a.plan.as_deref())?;
-    let ctx = pctx.as_ref().unwrap_or(ctx);
-    let (dests, _) = destinations(ctx)?;
-    if dests.len() < 2 {
-        return Err(Error::Usage(
-            "sync needs at least two regions: repeat --repo, use --destinations, or a plan with several [[destinations]]".into(),
-        ));
-    }
-    let repo = open_repo_for_read(ctx, None, false).await?;
-    let regions: Vec<(String, DynStore)> = dests
-        .iter()
-        .map(|d| (d.name.clone(), d.store.clone()))
-        .collect();
-    let lock = repo.lock("sync", false).await?;
-    let res = crate::repo::sync::sync(&repo, &regions, &ctx.cancel).await;
-    lock.release().await;
-    let reports: Vec<SyncRegionReport> = res?;
-    // With a plan, the catalog learns which regions now hold every snapshot (its status and
-    // drills go by those region names).
-    if let Some(p) = &ctx.plan {
-        let names = crate::plan::DestinationSpec::catalog_regions(&p.destinations);
-        let complete: Vec<String> = dests
-            .iter()
-            .zip(names)
-            .filter(|(d, _)| reports.iter().any(|r| r.region == d.name && r.complete))
-            .map(|(_, n)| n)
-            .collect();
-        super::catalog_cmds::record_synced(ctx, &repo, &complete).await;
-    }
+    let target = ctx.target(a.plan.as_deref(), false)?;
+    let report = crate::ops::sync::sync(&ctx.env(), &target).await?;
     if ctx.global.json {
-        print_json(&json!({"message_type": "summary", "regions": reports}));
+        print_json(&json!({"message_type": "summary", "regions": report.regions}));
     } else {
-        for r in &reports {
+        for r in &report.regions {
             if !ctx.global.quiet {
                 println!(
                     "region {:<12} {:<9} copied {} objects ({}), {} snapshots",
@@ -396,11 +289,7 @@ pub async fn sync(ctx: &Ctx, a: SyncArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(match reports.iter().filter(|r| r.complete).count() {
-        n if n == reports.len() => ExitCode::Ok,
-        0 => ExitCode::Error,
-        _ => ExitCode::Partial,
-    })
+    Ok(report.exit_code())
 }
 
 /// `lifeboat healthcheck`: can every destination be reached, read, written and deleted?

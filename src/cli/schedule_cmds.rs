@@ -161,15 +161,21 @@ pub async fn run_due(ctx: &Ctx, a: RunDueArgs) -> Result<ExitCode> {
             };
             super::drill_cmds::drill(&sub, args).await
         } else {
-            let args = super::commands::BackupArgs {
-                sources: Vec::new(),
-                plan: Some(file.clone()),
+            let req = crate::ops::backup::PlanRequest {
                 job: Some(job.clone()),
                 tags: vec!["scheduled".into()],
                 host: None,
                 force: false,
             };
-            super::plan_cmds::backup(&sub, args).await
+            async {
+                let target = sub.target(Some(file), false)?;
+                let r = crate::ops::backup::backup_plan(&sub.env(), &target, req).await?;
+                if let Some(regions) = &r.regions {
+                    super::output::print_regions(sub.global.json, sub.global.quiet, regions);
+                }
+                Ok(r.exit_code())
+            }
+            .await
         };
         let code = match res {
             Ok(c) => c,

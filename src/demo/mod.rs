@@ -14,13 +14,13 @@ use serde_json::json;
 
 use crate::cli::output::{bytes, duration};
 use crate::error::ExitCode;
-use crate::pipeline::Cancel;
+use crate::ops::backup::BackupOptions;
 use crate::progress::Progress;
 use crate::repo::keys::KdfParams;
 use crate::repo::{InitOptions, Repository};
 use crate::source::dir::DirSource;
-use crate::source::BackupOptions;
 use crate::store::LocalStore;
+use crate::sys::Cancel;
 use crate::{Error, Result};
 
 const MARKER: &str = ".lifeboat-demo";
@@ -134,8 +134,9 @@ pub async fn run(
         tags: vec!["demo".into()],
         ..Default::default()
     };
-    let b1 = crate::source::backup(
+    let b1 = crate::ops::backup::snapshot_source(
         &repo,
+        None,
         Box::new(DirSource::new(vec![data.clone()])?),
         &opts,
         progress.bytes("backup"),
@@ -157,8 +158,9 @@ pub async fn run(
 
     // 4. change a little, back up again
     change_a_little(&data)?;
-    let b2 = crate::source::backup(
+    let b2 = crate::ops::backup::snapshot_source(
         &repo,
+        None,
         Box::new(DirSource::new(vec![data.clone()])?),
         &opts,
         progress.bytes("backup"),
@@ -234,7 +236,7 @@ pub async fn run(
             job: Some("sample-data".into()),
             region: None,
             keep: false,
-            clock: Arc::new(crate::drill::measure::SystemClock),
+            clock: Arc::new(crate::sys::SystemClock),
             cancel: cancel.clone(),
         },
         progress: progress.bytes("drill"),

@@ -7,45 +7,13 @@
 //!
 //! Time comes from an injected [`Clock`], so tests of RTO/RPO are exact.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Where time comes from.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock tests move by hand.
-#[derive(Debug, Clone)]
-pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
-
-impl ManualClock {
-    pub fn new(at: DateTime<Utc>) -> Self {
-        ManualClock(Arc::new(Mutex::new(at)))
-    }
-    pub fn advance(&self, d: Duration) {
-        let mut t = self.0.lock().expect("clock");
-        *t += chrono::Duration::from_std(d).expect("test durations are small");
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().expect("clock")
-    }
-}
+use crate::sys::clock::Clock;
 
 /// The phases of a drill, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +141,7 @@ impl Stopwatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::ManualClock;
 
     #[test]
     fn rto_and_rpo_are_exact_with_a_manual_clock() {
@@ -182,16 +151,16 @@ mod tests {
         let clock = ManualClock::new(t0);
         let mut sw = Stopwatch::start(Arc::new(clock.clone()));
         sw.begin(Phase::Provision);
-        clock.advance(Duration::from_secs(3));
+        clock.advance(chrono::Duration::seconds(3));
         sw.begin(Phase::Fetch);
-        clock.advance(Duration::from_secs(10));
+        clock.advance(chrono::Duration::seconds(10));
         sw.begin(Phase::Load);
-        clock.advance(Duration::from_secs(20));
+        clock.advance(chrono::Duration::seconds(20));
         sw.begin(Phase::Checks);
-        clock.advance(Duration::from_secs(2));
+        clock.advance(chrono::Duration::seconds(2));
         sw.checks_passed();
         sw.begin(Phase::Teardown);
-        clock.advance(Duration::from_secs(5));
+        clock.advance(chrono::Duration::seconds(5));
         sw.end();
         assert_eq!(sw.rto(), Some(Duration::from_secs(35)));
         assert_eq!(sw.secs(Phase::Load), 20.0);

@@ -23,11 +23,12 @@ use serde::Serialize;
 
 use crate::error::ExitCode;
 use crate::ids::SnapshotId;
-use crate::pipeline::Cancel;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::Repository;
+use crate::sys::Cancel;
+use crate::sys::Clock;
 use checks::{CheckResult, CheckStatus, CheckTarget};
-use measure::{Clock, Objective, Phase, PhaseTiming, Stopwatch};
+use measure::{Objective, Phase, PhaseTiming, Stopwatch};
 use restore_tests::RestoreTests;
 
 /// The outcome class of a drill: one type, shared with the catalog that records it.

@@ -34,8 +34,8 @@ use crate::crypto::Keys;
 use crate::ids::{BlobId, RepoId};
 use crate::repo::index::{Index, IndexPack};
 use crate::repo::pack::{self, BlobKind, FinishedPack, PackBuilder};
-use crate::repo::{pack_key, Repository};
-use crate::store::pool;
+use crate::repo::Repository;
+use crate::sys::Cancel;
 use crate::{Error, Result};
 
 pub use chunker::Chunker;
@@ -50,29 +50,6 @@ const UPLOAD_CONCURRENCY: usize = 2;
 const IN_FLIGHT_BYTES: usize = 8 << 20;
 /// Backstop on the number of such blobs (empty files' blobs weigh nothing).
 const IN_FLIGHT_BLOBS: usize = 1024;
-
-/// A cooperative cancellation flag (Ctrl-C, SIGTERM).
-#[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst)
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-    pub fn check(&self) -> Result<()> {
-        if self.is_cancelled() {
-            Err(Error::Interrupted)
-        } else {
-            Ok(())
-        }
-    }
-}
 
 /// Figures of one pipeline run.
 #[derive(Debug, Clone, Default)]
@@ -457,7 +434,7 @@ async fn upload_loop(
     loop {
         tokio::select! {
             p = rx.recv(), if open && inflight.len() < UPLOAD_CONCURRENCY => match p {
-                Some(p) => inflight.push(store_pack(repo.clone(), p)),
+                Some(p) => inflight.push(repo.store_pack(p)),
                 None => open = false,
             },
             Some(done) = inflight.next(), if !inflight.is_empty() => match done {
@@ -489,35 +466,6 @@ async fn upload_loop(
             shared.fail(e);
         }
     }
-}
-
-/// Checks a finished pack, then stores it. Its blobs were each verified right after sealing
-/// and hashed into its name as they landed in it; [`pack::check_finished`] re-hashes the
-/// whole pack against that name and reads its header back, so a bit flipped anywhere between
-/// sealing and the store is caught here, not by a restore months later (T27). A blob damaged
-/// before it reached its pack was sealed again; damage found here, with the plaintext gone,
-/// fails the backup and stores nothing.
-async fn store_pack(repo: Repository, mut p: FinishedPack) -> Result<IndexPack> {
-    let keys = repo.keys.clone();
-    let repo_id: RepoId = *repo.id();
-    crate::failpoint::flip("flip-pack", &mut p.bytes);
-    let FinishedPack { id, bytes, entries } =
-        tokio::task::spawn_blocking(move || pack::check_finished(&keys, &repo_id, &p).map(|()| p))
-            .await
-            .expect("check thread")
-            .map_err(|e| match e {
-                Error::Integrity { object, detail } => {
-                    Error::DamagedBeforeUpload { object, detail }
-                }
-                other => other,
-            })?;
-    let size = bytes.len() as u64;
-    // The buffer goes back to the pool for the next pack once the store is done with it.
-    repo.store
-        .put(&pack_key(&id), pool::PACKS.into_bytes(bytes))
-        .await?;
-    tracing::debug!(pack = %id, size, blobs = entries.len(), "pack stored");
-    Ok(IndexPack::new(id, size, &entries))
 }
 
 /// Seconds one core spends on the backup path over some data, as measured by

@@ -82,8 +82,8 @@ impl KeyFile {
         Ok(KeyFile {
             version: 1,
             created: Utc::now(),
-            host: crate::source::hostname(),
-            username: crate::source::username(),
+            host: crate::sys::host::hostname(),
+            username: crate::sys::host::username(),
             kdf: "argon2id".into(),
             params,
             salt: hex::encode(salt),

@@ -30,12 +30,17 @@ pub struct LockFile {
     pub expires: DateTime<Utc>,
 }
 
-/// A held lock. Dropping it stops the refresher; call `release` to remove the file.
+/// A held lock (an RAII guard). [`Lock::release`] removes the file and waits for it;
+/// dropping a lock that was not released (an early return, a panic, a cancelled task)
+/// stops the refresher and removes the file in the background, so a forgotten release
+/// costs at most a stale file that expires with its lease. [`Repository::with_lock`] runs
+/// work under a lock and always releases it.
 pub struct Lock {
     repo: Repository,
     current: Arc<tokio::sync::Mutex<ObjectId>>,
     lost: Arc<AtomicBool>,
     refresher: tokio::task::JoinHandle<()>,
+    released: bool,
 }
 
 impl Repository {
@@ -45,7 +50,7 @@ impl Repository {
         self.check_conflicts(exclusive, None).await?;
         let file = LockFile {
             instance: instance.clone(),
-            host: crate::source::hostname(),
+            host: crate::sys::host::hostname(),
             pid: std::process::id(),
             purpose: purpose.into(),
             exclusive,
@@ -71,7 +76,22 @@ impl Repository {
             current,
             lost,
             refresher,
+            released: false,
         })
+    }
+
+    /// Runs `work` under a shared or exclusive lock and releases the lock afterwards,
+    /// whatever `work` returned.
+    pub async fn with_lock<T>(
+        &self,
+        purpose: &str,
+        exclusive: bool,
+        work: impl AsyncFnOnce(&Lock) -> Result<T>,
+    ) -> Result<T> {
+        let lock = self.lock(purpose, exclusive).await?;
+        let result = work(&lock).await;
+        lock.release().await;
+        result
     }
 
     async fn check_conflicts(&self, exclusive: bool, own: Option<&ObjectId>) -> Result<()> {
@@ -161,8 +181,9 @@ impl Lock {
         Ok(())
     }
 
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.refresher.abort();
+        self.released = true;
         let id = *self.current.lock().await;
         let _ = self.repo.store.delete(&ObjectKind::Lock.key(&id)).await;
     }
@@ -171,5 +192,16 @@ impl Lock {
 impl Drop for Lock {
     fn drop(&mut self) {
         self.refresher.abort();
+        if self.released {
+            return;
+        }
+        // Not released (an early return or a panic): remove the file in the background.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (repo, current) = (self.repo.clone(), self.current.clone());
+            rt.spawn(async move {
+                let id = *current.lock().await;
+                let _ = repo.store.delete(&ObjectKind::Lock.key(&id)).await;
+            });
+        }
     }
 }

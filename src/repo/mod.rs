@@ -503,6 +503,34 @@ impl Repository {
             .await
     }
 
+    /// Checks a finished pack, then stores it. Its blobs were each verified right after sealing
+    /// and hashed into its name as they landed in it; [`pack::check_finished`] re-hashes the
+    /// whole pack against that name and reads its header back, so a bit flipped anywhere between
+    /// sealing and the store is caught here, not by a restore months later (T27). A blob damaged
+    /// before it reached its pack was sealed again; damage found here, with the plaintext gone,
+    /// fails the backup and stores nothing.
+    pub async fn store_pack(&self, mut p: pack::FinishedPack) -> Result<IndexPack> {
+        let keys = self.keys.clone();
+        let repo_id: RepoId = *self.id();
+        crate::failpoint::flip("flip-pack", &mut p.bytes);
+        let pack::FinishedPack { id, bytes, entries } = tokio::task::spawn_blocking(move || {
+            pack::check_finished(&keys, &repo_id, &p).map(|()| p)
+        })
+        .await
+        .expect("check thread")
+        .map_err(|e| match e {
+            Error::Integrity { object, detail } => Error::DamagedBeforeUpload { object, detail },
+            other => other,
+        })?;
+        let size = bytes.len() as u64;
+        // The buffer goes back to the pool for the next pack once the store is done with it.
+        self.store
+            .put(&pack_key(&id), crate::store::pool::PACKS.into_bytes(bytes))
+            .await?;
+        tracing::debug!(pack = %id, size, blobs = entries.len(), "pack stored");
+        Ok(IndexPack::new(id, size, &entries))
+    }
+
     /// Reads the header of a pack from the store (used to adopt packs a killed run stored
     /// but never indexed).
     pub async fn read_pack_header(&self, id: &PackId, size: u64) -> Result<Vec<PackEntry>> {

@@ -15,8 +15,8 @@ use super::index::IndexFile;
 use super::snapshot::Snapshot;
 use super::{pack, parse_pack_key, Config, ObjectKind, Repository};
 use crate::ids::ObjectId;
-use crate::pipeline::Cancel;
 use crate::store::DynStore;
+use crate::sys::Cancel;
 use crate::{Error, Result};
 
 const COPY_CONCURRENCY: usize = 4;

@@ -24,7 +24,7 @@ use super::snapshot::Snapshot;
 use super::tree::NodeKind;
 use super::{pack_key, parse_pack_key, ObjectKind, Repository};
 use crate::ids::{BlobId, PackId};
-use crate::pipeline::Cancel;
+use crate::sys::Cancel;
 use crate::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -281,7 +281,7 @@ pub async fn verify(
         }
         progress.finish_and_clear();
     }
-    crate::pipeline::Cancel::check(&cancel)?;
+    crate::sys::Cancel::check(&cancel)?;
 
     // Snapshots and their trees; trace damaged packs to the files that need them.
     let mut visited: HashSet<BlobId> = HashSet::new();

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use indicatif::ProgressBar;
 use zeroize::Zeroizing;
 
-use crate::pipeline::Cancel;
 use crate::repo::index::Index;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::NodeKind;
@@ -27,7 +26,8 @@ use crate::source::mysql::{client_session, sql_literal, ClientOptions};
 use crate::source::postgres::{
     libpq_env, psql_session, DIR_NODE as PG_DIR, DUMP_NODE as PG_DUMP, GLOBALS_NODE,
 };
-use crate::source::process::{require_tool, ChildProc};
+use crate::sys::process::{require_tool, ChildProc};
+use crate::sys::Cancel;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Default)]

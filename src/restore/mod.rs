@@ -18,13 +18,13 @@ use indicatif::ProgressBar;
 
 use crate::direct;
 use crate::ids::{BlobId, PackId};
-use crate::pipeline::Cancel;
 use crate::repo::index::Index;
 use crate::repo::pack::{self, PackEntry};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind};
 use crate::repo::{pack_key, Repository};
 use crate::store::StoreError;
+use crate::sys::Cancel;
 use crate::{Error, Result};
 
 pub mod database;

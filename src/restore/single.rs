@@ -9,11 +9,11 @@ use std::os::unix::fs::FileExt;
 
 use futures::stream::{self, StreamExt};
 
-use crate::pipeline::Cancel;
 use crate::repo::index::Index;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind};
 use crate::repo::Repository;
+use crate::sys::Cancel;
 use crate::{Error, Result};
 
 /// Blobs fetched ahead of the writer.

@@ -7,9 +7,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::process::ChildProc;
 use super::{BackupContext, Source, SourceOutput};
 use crate::repo::tree::Tree;
+use crate::sys::process::ChildProc;
 use crate::Result;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,9 +26,10 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::db::{DbConn, RowCounts};
-use super::process::{require_tool, ChildProc, SqlSession};
+use super::process::SqlSession;
 use super::{BackupContext, Source, SourceOutput, StreamError};
 use crate::repo::tree::{Node, Tree};
+use crate::sys::process::{require_tool, ChildProc};
 use crate::{Error, Result};
 
 /// Name of the dump file node in the snapshot's root tree.

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use lifeboat::catalog::{
-    BackupRun, Catalog, DrillCheck, DrillPhase, DrillRecord, DrillResult, HistoryFilter,
-    ManualClock, PackRead, RunId, RunStatus, SnapshotRow, StatusFilter, VerifiedBy,
+    BackupRun, Catalog, DrillCheck, DrillPhase, DrillRecord, DrillResult, HistoryFilter, PackRead,
+    RunId, RunStatus, SnapshotRow, StatusFilter, VerifiedBy,
 };
 use lifeboat::ids::{BlobId, ObjectId, PackId, RepoId, SnapshotId};
 use lifeboat::repo::snapshot::{Snapshot, Summary};
 use lifeboat::repo::verify::Severity;
+use lifeboat::sys::ManualClock;
 use support::pg::PgServer;
 use support::*;
 

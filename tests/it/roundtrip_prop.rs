@@ -4,13 +4,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use lifeboat::pipeline::Cancel;
+use lifeboat::ops::backup::{snapshot_source, BackupOptions};
 use lifeboat::repo::keys::KdfParams;
 use lifeboat::repo::{ChunkerParams, InitOptions, Repository};
 use lifeboat::restore::{compare_dirs, restore};
 use lifeboat::source::dir::DirSource;
-use lifeboat::source::{backup, BackupOptions};
 use lifeboat::store::LocalStore;
+use lifeboat::sys::Cancel;
 use proptest::prelude::*;
 
 fn opts() -> InitOptions {
@@ -90,8 +90,9 @@ fn round_trip_with(opts: InitOptions, build: impl FnOnce(&Path)) {
         let store = Arc::new(LocalStore::new(tmp.path().join("repo")));
         let repo = Repository::init(store, b"pw", opts).await.unwrap();
         let src_dir = DirSource::new(vec![src.clone()]).unwrap();
-        let report = backup(
+        let report = snapshot_source(
             &repo,
+            None,
             Box::new(src_dir),
             &BackupOptions::default(),
             indicatif::ProgressBar::hidden(),

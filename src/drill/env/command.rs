@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use super::scratch::{ScratchServer, ScratchSpec};
 use super::{ConnectionInfo, EnvError, Environment, Password};
-use crate::pipeline::Cancel;
 use crate::source::db::DbConn;
-use crate::source::process::ChildProc;
+use crate::sys::process::ChildProc;
+use crate::sys::Cancel;
 
 /// File holding the teardown command in the environment's directory.
 pub const TEARDOWN_FILE: &str = "teardown.sh";

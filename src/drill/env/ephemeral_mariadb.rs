@@ -13,7 +13,7 @@ use super::{
     chown_recursive, free_port, is_root, kill_group, log_tail, make_dir, server_user, wait_until,
     ConnectionInfo, EnvError, Environment, SERVER_USER,
 };
-use crate::source::process::find_tool;
+use crate::sys::process::find_tool;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -158,7 +158,7 @@ impl Environment for EphemeralMariadb {
                     source: e,
                 })?,
             );
-            crate::source::process::isolate(&mut cmd);
+            crate::sys::process::isolate(&mut cmd);
             let mut child = cmd.spawn().map_err(|e| EnvError::Step {
                 env: "ephemeral-mariadb".into(),
                 step: "start mariadbd".into(),

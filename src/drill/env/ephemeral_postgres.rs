@@ -159,7 +159,7 @@ impl EphemeralPostgres {
                     source: e,
                 })?)
                 .stderr(logf);
-            crate::source::process::isolate(&mut cmd);
+            crate::sys::process::isolate(&mut cmd);
             let mut child = cmd.spawn().map_err(|e| EnvError::Step {
                 env: "ephemeral-postgres".into(),
                 step: "start postgres".into(),

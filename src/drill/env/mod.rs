@@ -430,7 +430,7 @@ pub fn sweep_orphans() -> Vec<PathBuf> {
         let Some(owner) = read_num("owner.pid") else {
             continue;
         };
-        if crate::source::volume::pid_alive(owner) {
+        if crate::sys::process::pid_alive(owner) {
             continue;
         }
         if let Some(pgid) = read_num("server.pgid") {

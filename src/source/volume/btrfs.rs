@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use serde_json::json;
 
-use super::{pid_alive, run_tool, snapshot_name, snapshot_owner};
+use super::{run_tool, snapshot_name, snapshot_owner};
 use crate::repo::tree::Tree;
 use crate::source::dir::DirSource;
 use crate::source::{BackupContext, Source, SourceOutput};
+use crate::sys::process::pid_alive;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@ pub mod zfs;
 
 use std::process::{Command, Stdio};
 
-use super::process::ChildProc;
+use crate::sys::process::ChildProc;
 use crate::{Error, Result};
 
 /// Prefix of every temporary snapshot lifeboat creates; the pid after it lets a later run
@@ -39,18 +39,9 @@ pub fn snapshot_owner(name: &str) -> Option<i32> {
     rest.split('-').next()?.parse().ok()
 }
 
-/// Whether a process with this pid is alive.
-pub fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence and permission.
-    unsafe {
-        libc::kill(pid, 0) == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-}
-
 /// Runs a tool to completion and returns its stdout; failures are SourceFailed (exit 14).
 pub fn run_tool(source: &str, program: &str, args: &[&str]) -> Result<String> {
-    let path = super::process::require_tool(source, &[program], None)?;
+    let path = crate::sys::process::require_tool(source, &[program], None)?;
     let mut cmd = Command::new(path);
     cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
     let mut child = ChildProc::spawn(
@@ -85,6 +76,6 @@ mod tests {
             Some(std::process::id() as i32)
         );
         assert_eq!(snapshot_owner("daily-2024"), None);
-        assert!(pid_alive(std::process::id() as i32));
+        assert!(crate::sys::process::pid_alive(std::process::id() as i32));
     }
 }

@@ -1,0 +1,206 @@
+//! Best-effort writes to the catalog after the repository has committed: a catalog that
+//! cannot be opened or written costs a warning ([`Event::CatalogNotRecorded`]), never a
+//! committed backup, sync, verification or drill (T30).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::target::LOCAL_REGION;
+use super::{Env, Event};
+use crate::catalog::{self, BackupRun, Catalog, OpenOptions, RunId, RunStatus};
+use crate::error::ExitCode;
+use crate::repo::Repository;
+use crate::store::multi::{RegionResult, RegionStatus};
+use crate::{Error, Result};
+
+use super::backup::SnapshotReport;
+
+/// How long best-effort writers wait for the catalog before going on without it.
+const BEST_EFFORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the catalog for a use case that needs it (status, history, rebuild, `--budget`).
+pub async fn open_catalog(env: &Env) -> Result<Catalog> {
+    Ok(Catalog::open(env.catalog_location()?).await?)
+}
+
+/// Opens the catalog for a write that must not fail the use case: `None` plus a warning.
+pub async fn open_best_effort(env: &Env, warnings: &mut Vec<String>) -> Option<Catalog> {
+    let opts = OpenOptions {
+        connect_timeout: BEST_EFFORT_TIMEOUT,
+        ..Default::default()
+    };
+    let loc = match env.catalog_location() {
+        Ok(l) => l,
+        Err(e) => {
+            warnings.push(e.to_string());
+            return None;
+        }
+    };
+    match Catalog::open_with(loc, &opts).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warnings.push(e.to_string());
+            None
+        }
+    }
+}
+
+/// Tells the caller that `what` was not recorded, and what that means.
+pub fn not_recorded(env: &Env, warnings: &[String], consequence: &str) {
+    if !warnings.is_empty() {
+        env.emit(Event::CatalogNotRecorded {
+            what: consequence.to_string(),
+            warnings: warnings.to_vec(),
+        });
+    }
+}
+
+const BACKUP_NOT_RECORDED: &str = "the backup run was not recorded in the catalog; it is safe in the repository, and `lifeboat catalog rebuild` adds its snapshot once the catalog is back";
+
+/// Records a backup run (and its snapshot) after the repository commit: one run per region
+/// (`regions`: the catalog's name for each destination and how it fared; empty for a plain
+/// `--repo` run, recorded as region `local`). The snapshot is recorded in the regions that
+/// committed it. Never fails: returns the warnings (empty when recorded).
+pub async fn record_backup(
+    env: &Env,
+    repo: &Repository,
+    started: DateTime<Utc>,
+    host: &str,
+    plan_job: Option<(&str, &str)>,
+    outcome: std::result::Result<&SnapshotReport, &Error>,
+    regions: &[(String, RegionResult)],
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Some(cat) = open_best_effort(env, &mut warnings).await else {
+        not_recorded(env, &warnings, BACKUP_NOT_RECORDED);
+        return warnings;
+    };
+    let finished = cat.now();
+    let base = match outcome {
+        Ok(r) => BackupRun {
+            run_id: RunId::random(),
+            repo_id: *repo.id(),
+            plan: r.snapshot.plan.clone().unwrap_or_default(),
+            job: r.snapshot.job.clone().unwrap_or_default(),
+            region: LOCAL_REGION.into(),
+            host: r.snapshot.host.clone(),
+            started,
+            finished,
+            status: if r.partial {
+                RunStatus::Partial
+            } else {
+                RunStatus::Ok
+            },
+            exit_code: if r.partial {
+                ExitCode::Partial.code()
+            } else {
+                ExitCode::Ok.code()
+            },
+            snapshot_id: Some(r.snapshot_id),
+            bytes_processed: r.snapshot.summary.bytes_processed,
+            bytes_added: r.snapshot.summary.bytes_added,
+            bytes_stored: r.snapshot.summary.bytes_stored,
+            error: None,
+        },
+        Err(e) => BackupRun {
+            run_id: RunId::random(),
+            repo_id: *repo.id(),
+            plan: plan_job.map(|(p, _)| p.to_string()).unwrap_or_default(),
+            job: plan_job.map(|(_, j)| j.to_string()).unwrap_or_default(),
+            region: LOCAL_REGION.into(),
+            host: host.into(),
+            started,
+            finished,
+            status: RunStatus::Failed,
+            exit_code: e.exit_code().code(),
+            snapshot_id: None,
+            bytes_processed: 0,
+            bytes_added: 0,
+            bytes_stored: 0,
+            error: Some(e.to_string()),
+        },
+    };
+    // (run, whether this region holds the snapshot)
+    let runs: Vec<(BackupRun, bool)> = if regions.is_empty() {
+        vec![(base.clone(), outcome.is_ok())]
+    } else {
+        regions
+            .iter()
+            .map(|(name, r)| {
+                let mut run = base.clone();
+                run.run_id = RunId::random();
+                run.region = name.clone();
+                let committed = outcome.is_ok() && r.status == RegionStatus::Complete;
+                if outcome.is_ok() && !committed {
+                    run.status = RunStatus::Failed;
+                    run.snapshot_id = None;
+                    run.error = Some(format!(
+                        "region {} {}: {}",
+                        r.region,
+                        if r.status == RegionStatus::Lagging {
+                            "is lagging"
+                        } else {
+                            "failed"
+                        },
+                        r.error.as_deref().unwrap_or("no detail")
+                    ));
+                }
+                (run, committed)
+            })
+            .collect()
+    };
+    let res = async {
+        cat.record_repository(repo.id(), &repo.location()).await?;
+        for (run, committed) in &runs {
+            // Snapshot first: a run row pointing at a snapshot the catalog lacks would mislead.
+            if let (Ok(r), true) = (outcome, committed) {
+                cat.record_snapshot(repo.id(), &run.region, &r.snapshot_id, &r.snapshot)
+                    .await?;
+            }
+            cat.record_backup_run(run).await?;
+        }
+        Ok::<(), catalog::CatalogError>(())
+    }
+    .await;
+    if let Err(e) = res {
+        warnings.push(e.to_string());
+    }
+    cat.close().await;
+    not_recorded(env, &warnings, BACKUP_NOT_RECORDED);
+    warnings
+}
+
+/// Records that `regions` (catalog names) now hold every snapshot of the repository, after
+/// a sync made them complete. Never fails the sync: problems are warnings.
+pub async fn record_synced(env: &Env, repo: &Repository, regions: &[String]) {
+    if regions.is_empty() {
+        return;
+    }
+    const WHAT: &str = "the sync was not recorded in the catalog; it is safe in the repository, and `lifeboat catalog rebuild` adds its snapshots once the catalog is back";
+    let mut warnings = Vec::new();
+    let Some(cat) = open_best_effort(env, &mut warnings).await else {
+        not_recorded(env, &warnings, WHAT);
+        return;
+    };
+    let res = async {
+        let snaps = repo.list_snapshots().await.map_err(|e| e.to_string())?;
+        cat.record_repository(repo.id(), &repo.location())
+            .await
+            .map_err(|e| e.to_string())?;
+        for region in regions {
+            for (id, snap) in &snaps {
+                cat.record_snapshot(repo.id(), region, id, snap)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok::<(), String>(())
+    }
+    .await;
+    if let Err(e) = res {
+        warnings.push(e);
+    }
+    cat.close().await;
+    not_recorded(env, &warnings, WHAT);
+}

@@ -1,0 +1,356 @@
+//! Child processes: dump and load tools (`pg_dump`, `mariadb-dump`, `pg_restore`, …), hooks,
+//! volume tools and drill servers; tool lookup on PATH or a `bin_dir`; process liveness.
+//!
+//! Every child gets its own process group and `PR_SET_PDEATHSIG(SIGKILL)`, so a dump never
+//! outlives lifeboat; its stderr is collected (the last few KiB, secrets redacted) for the
+//! error message; dropping a [`ChildProc`] that was not waited for kills its group. A failed
+//! or killed child always becomes [`Error::SourceFailed`] (exit 14).
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::Cancel;
+use crate::{Error, Result};
+
+/// How much of a child's stderr is kept for the error message.
+const STDERR_TAIL: usize = 4096;
+
+/// Replaces every known secret in `text` with `<redacted>`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 3) {
+        out = out.replace(s.as_str(), "<redacted>");
+    }
+    out
+}
+
+/// Puts the child in its own process group and ties its life to ours.
+pub fn isolate(cmd: &mut Command) {
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe; called between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Finds `tool` in `bin_dir` (when given) or on PATH.
+pub fn find_tool(tool: &str, bin_dir: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    if let Some(d) = bin_dir {
+        let p = d.join(tool);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// The first of `tools` that exists, or a SourceFailed error naming them all.
+pub fn require_tool(
+    source: &str,
+    tools: &[&str],
+    bin_dir: Option<&std::path::Path>,
+) -> Result<std::path::PathBuf> {
+    tools.iter().find_map(|t| find_tool(t, bin_dir)).ok_or_else(|| Error::SourceFailed {
+        source_name: source.into(),
+        detail: format!(
+            "{} not found {}; install the client tools (e.g. `apt-get install postgresql-client` or `mariadb-client`) or set bin_dir in the plan",
+            tools.join(" / "),
+            match bin_dir {
+                Some(d) => format!("in {}", d.display()),
+                None => "on PATH".into(),
+            }
+        ),
+    })
+}
+
+/// A running child with stderr captured in the background.
+pub struct ChildProc {
+    pub name: String,
+    source: String,
+    child: Option<Child>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    keep: usize,
+    stderr_thread: Option<JoinHandle<()>>,
+    secrets: Vec<String>,
+}
+
+impl ChildProc {
+    /// Spawns `cmd` with stdout and stdin as configured by the caller and stderr captured.
+    /// `source` names the job or source for error messages; `secrets` are redacted.
+    pub fn spawn(
+        cmd: Command,
+        name: &str,
+        source: &str,
+        secrets: Vec<String>,
+    ) -> Result<ChildProc> {
+        Self::spawn_keeping(cmd, name, source, secrets, STDERR_TAIL)
+    }
+
+    /// Like [`ChildProc::spawn`], keeping the last `keep` bytes of stderr (for callers that
+    /// sift through all of a tool's error lines).
+    pub fn spawn_keeping(
+        mut cmd: Command,
+        name: &str,
+        source: &str,
+        secrets: Vec<String>,
+        keep: usize,
+    ) -> Result<ChildProc> {
+        isolate(&mut cmd);
+        cmd.stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| Error::SourceFailed {
+            source_name: source.into(),
+            detail: format!("cannot start {name}: {e}"),
+        })?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut pipe = child.stderr.take().expect("stderr piped");
+        let buf = stderr.clone();
+        let stderr_thread = std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let mut b = buf.lock().expect("stderr buffer");
+                b.extend_from_slice(&chunk[..n]);
+                if b.len() > 2 * keep {
+                    let cut = b.len() - keep;
+                    b.drain(..cut);
+                }
+            }
+        });
+        Ok(ChildProc {
+            name: name.into(),
+            source: source.into(),
+            child: Some(child),
+            stderr,
+            keep,
+            stderr_thread: Some(stderr_thread),
+            secrets,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Kills the child's process group as soon as `cancel` fires (Ctrl-C), even while the
+    /// caller is blocked reading from it. Drop the watch before waiting for the child.
+    pub fn watch_cancel(&self, cancel: &Cancel) -> CancelWatch {
+        let pid = self.pid() as i32;
+        let done = Arc::new(AtomicBool::new(false));
+        let (d, cancel) = (done.clone(), cancel.clone());
+        let thread = std::thread::spawn(move || {
+            while !d.load(Ordering::SeqCst) {
+                if cancel.is_cancelled() {
+                    // SAFETY: kill(2) on the group created for this child, still unreaped
+                    // (the watch is dropped before the child is waited for).
+                    unsafe {
+                        libc::kill(-pid, libc::SIGKILL);
+                    }
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        CancelWatch {
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.as_mut().and_then(|c| c.stdout.take())
+    }
+
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.as_mut().and_then(|c| c.stdin.take())
+    }
+
+    /// The last lines of stderr (at most the kept bytes), with secrets redacted.
+    pub fn stderr_tail(&self) -> String {
+        let b = self.stderr.lock().expect("stderr buffer");
+        let start = b.len().saturating_sub(self.keep);
+        let text = String::from_utf8_lossy(&b[start..]).trim().to_string();
+        redact(&text, &self.secrets)
+    }
+
+    /// Kills the whole process group (idempotent).
+    pub fn kill(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            // SAFETY: plain kill(2) on the group we created for this child.
+            unsafe {
+                libc::kill(-(c.id() as i32), libc::SIGKILL);
+            }
+            let _ = c.kill();
+        }
+    }
+
+    /// Waits for the child and turns anything but exit 0 into SourceFailed.
+    pub fn finish(mut self) -> Result<()> {
+        let status = self.wait_status()?;
+        self.check(status)
+    }
+
+    /// Like [`ChildProc::finish`], also returning all the stderr that was kept (read to the
+    /// end: the child has exited and its stderr reader has finished).
+    pub fn finish_with_stderr(mut self) -> (Result<()>, String) {
+        let status = self.wait_status();
+        let tail = self.stderr_tail();
+        (status.and_then(|s| self.check(s)), tail)
+    }
+
+    /// Waits at most `timeout`; kills the group when it expires.
+    pub fn finish_within(self, timeout: Duration) -> Result<()> {
+        self.finish_within_or_cancel(timeout, None)
+    }
+
+    /// Like [`ChildProc::finish_within`], also killing the group (and returning
+    /// `Interrupted`) as soon as `cancel` fires.
+    pub fn finish_within_or_cancel(
+        mut self,
+        timeout: Duration,
+        cancel: Option<&Cancel>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut().expect("child present until waited");
+            match c.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if cancel.is_some_and(|c| c.is_cancelled()) => {
+                    self.kill();
+                    let _ = self.wait_status();
+                    return Err(Error::Interrupted);
+                }
+                Ok(None) if Instant::now() >= deadline => {
+                    self.kill();
+                    let _ = self.wait_status();
+                    return Err(self.failure(format!(
+                        "{} did not finish within {} and was killed",
+                        self.name,
+                        humantime::format_duration(timeout)
+                    )));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(self.failure(format!("cannot wait for {}: {e}", self.name))),
+            }
+        }
+        let status = self.wait_status()?;
+        self.check(status)
+    }
+
+    fn wait_status(&mut self) -> Result<ExitStatus> {
+        let c = self.child.as_mut().expect("child present until waited");
+        let status = c.wait().map_err(|e| Error::SourceFailed {
+            source_name: self.source.clone(),
+            detail: format!("cannot wait for {}: {e}", self.name),
+        })?;
+        self.child = None;
+        if let Some(t) = self.stderr_thread.take() {
+            let _ = t.join();
+        }
+        Ok(status)
+    }
+
+    fn check(&self, status: ExitStatus) -> Result<()> {
+        if status.success() {
+            return Ok(());
+        }
+        let how = match (status.code(), status.signal()) {
+            (Some(c), _) => format!("exited with status {c}"),
+            (None, Some(s)) => format!("was killed by signal {s}"),
+            _ => "failed".into(),
+        };
+        Err(self.failure(format!("{} {how}", self.name)))
+    }
+
+    /// A SourceFailed error carrying `what` and the redacted stderr tail.
+    pub fn failure(&self, what: String) -> Error {
+        let tail = self.stderr_tail();
+        Error::SourceFailed {
+            source_name: self.source.clone(),
+            detail: if tail.is_empty() {
+                what
+            } else {
+                format!("{what}; its stderr ends with:\n{tail}")
+            },
+        }
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.kill();
+            if let Some(c) = self.child.as_mut() {
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Stops watching for cancellation when dropped (see [`ChildProc::watch_cancel`]).
+pub struct CancelWatch {
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether a process with this pid is alive.
+pub fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    unsafe {
+        libc::kill(pid, 0) == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_child_reports_status_and_redacted_stderr() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "echo 'connect failed for password hunter22' >&2; exit 3",
+        ]);
+        let p = ChildProc::spawn(cmd, "fake-dump", "job x", vec!["hunter22".into()]).unwrap();
+        let e = p.finish().unwrap_err();
+        let s = e.to_string();
+        assert!(matches!(e, Error::SourceFailed { .. }));
+        assert!(s.contains("exited with status 3"), "{s}");
+        assert!(s.contains("<redacted>") && !s.contains("hunter22"), "{s}");
+    }
+
+    #[test]
+    fn timeout_kills_the_group() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 30 & sleep 30"]);
+        let p = ChildProc::spawn(cmd, "slow", "hook", vec![]).unwrap();
+        let t = Instant::now();
+        let e = p.finish_within(Duration::from_millis(300)).unwrap_err();
+        assert!(e.to_string().contains("did not finish within"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+}
