@@ -12,7 +12,8 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{from_ms, ms, raise_high_water, upsert_snapshot, Catalog, Result, SnapshotRow};
+use super::snapshots::{raise_high_water, upsert_snapshot};
+use super::{from_ms, ms, Catalog, Result, SnapshotRow};
 use crate::ids::{RepoId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::verify::{Finding, Severity};
