@@ -3,8 +3,8 @@
 //! newest snapshot ever seen, which only moves forward except by a deliberate `forget`.
 //!
 //! The statements that write snapshot rows and high-water marks (`upsert_snapshot`,
-//! `raise_high_water`) serve both recording here and `catalog rebuild` (`rebuild.rs`, which
-//! also reads the marks back to detect a rollback).
+//! `delete_snapshot`, `raise_high_water`) serve both recording and forgetting here and
+//! `catalog rebuild` (`rebuild.rs`, which also reads the marks back to detect a rollback).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -72,16 +72,9 @@ impl Catalog {
         let mut tx = self.pool.begin().await.map_err(err)?;
         let mut n = 0;
         for id in ids {
-            n += sqlx::query(
-                "DELETE FROM snapshots WHERE repo_id = $1 AND region = $2 AND snapshot_id = $3",
-            )
-            .bind(repo.to_hex())
-            .bind(region)
-            .bind(id.to_hex())
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?
-            .rows_affected();
+            n += delete_snapshot(&mut tx, repo, region, id)
+                .await
+                .map_err(err)?;
             let marks = sqlx::query(
                 "SELECT lineage FROM high_water
                  WHERE repo_id = $1 AND region = $2 AND snapshot_id = $3",
@@ -216,6 +209,25 @@ pub(super) async fn upsert_snapshot(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Removes one snapshot row (forget, or rebuild asked to forget rows the repository lacks);
+/// returns how many rows went (0 or 1). High-water marks are the caller's business.
+pub(super) async fn delete_snapshot(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    repo: &RepoId,
+    region: &str,
+    id: &SnapshotId,
+) -> std::result::Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM snapshots WHERE repo_id = $1 AND region = $2 AND snapshot_id = $3",
+    )
+    .bind(repo.to_hex())
+    .bind(region)
+    .bind(id.to_hex())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Moves the lineage's high-water mark to `row` if it is newer (never backwards).
