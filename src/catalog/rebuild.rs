@@ -12,7 +12,8 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{from_ms, ms, raise_high_water, upsert_snapshot, Catalog, Result, SnapshotRow};
+use super::snapshots::{delete_snapshot, raise_high_water, upsert_snapshot};
+use super::{from_ms, ms, Catalog, Result, SnapshotRow};
 use crate::ids::{RepoId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::verify::{Finding, Severity};
@@ -107,15 +108,9 @@ impl Catalog {
         if forget_missing {
             let present: HashSet<SnapshotId> = listing.iter().map(|(id, _)| *id).collect();
             for id in existing.keys().filter(|id| !present.contains(id)) {
-                sqlx::query(
-                    "DELETE FROM snapshots WHERE repo_id = $1 AND region = $2 AND snapshot_id = $3",
-                )
-                .bind(repo.to_hex())
-                .bind(region)
-                .bind(id.to_hex())
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
+                delete_snapshot(&mut tx, repo, region, id)
+                    .await
+                    .map_err(err)?;
                 report.forgotten += 1;
             }
         }
