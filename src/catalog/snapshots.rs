@@ -292,7 +292,7 @@ impl SnapshotRow {
             tags: s.tags.clone(),
             time: from_ms(ms(s.time)),
             consistency_time: from_ms(ms(s.consistency_time)),
-            source_kind: s.source_kind.clone(),
+            source_kind: s.source.kind().to_string(),
             bytes_processed: s.summary.bytes_processed,
             bytes_added: s.summary.bytes_added,
             bytes_stored: s.summary.bytes_stored,
@@ -311,7 +311,7 @@ pub fn lineage_of(s: &Snapshot) -> String {
             format!(
                 "host:{}|{}|{}{}",
                 s.host,
-                s.source_kind,
+                s.source.kind(),
                 paths.join("\u{1f}"),
                 s.job
                     .as_ref()

@@ -484,7 +484,7 @@ pub async fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
             id.short(),
             s.time.format("%Y-%m-%d %H:%M:%S"),
             s.job.as_deref().unwrap_or("-"),
-            s.source_kind,
+            s.source.kind(),
             s.consistency_time.format("%Y-%m-%d %H:%M:%S%.3f"),
             bytes(s.summary.bytes_processed)
         );
@@ -562,19 +562,20 @@ async fn restore_locked(
         pa.to.clone().ok_or_else(|| {
             Error::Usage(format!(
                 "job {} is a {} job: give --to",
-                job.name, snap.source_kind
+                job.name,
+                snap.source.kind()
             ))
         })
     };
-    match snap.source_kind.as_str() {
+    match snap.source.kind() {
         "postgres" | "mariadb" => {
             let (scheme, conn) = DbConn::parse_url(&to()?)?;
-            if scheme != snap.source_kind {
+            if scheme != snap.source.kind() {
                 return Err(Error::Usage(format!(
                     "snapshot {} is a {} dump; --to must be a {}:// URL",
                     id.short(),
-                    snap.source_kind,
-                    snap.source_kind
+                    snap.source.kind(),
+                    snap.source.kind()
                 )));
             }
             let (bin_dir, no_defaults) = match &job.source {
@@ -619,10 +620,10 @@ async fn restore_locked(
         }
         "block" | "lvm" => {
             let path = PathBuf::from(to()?);
-            let node = snap.source_meta["file"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let node = match &snap.source {
+                crate::repo::snapshot::SourceMeta::Image { meta, .. } => meta.file.clone(),
+                _ => String::new(),
+            };
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)

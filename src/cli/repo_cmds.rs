@@ -180,7 +180,7 @@ fn render_plan_backup(ctx: &Ctx, r: &PlanBackup) -> ExitCode {
             .jobs
             .iter()
             .map(|j| match &j.result {
-                Ok(s) => json!({"job": j.job, "ok": true, "snapshot_id": s.snapshot_id, "summary": s.snapshot.summary, "source_meta": s.snapshot.source_meta, "warnings": s.warnings}),
+                Ok(s) => json!({"job": j.job, "ok": true, "snapshot_id": s.snapshot_id, "summary": s.snapshot.summary, "source_meta": s.snapshot.source.to_json(), "warnings": s.warnings}),
                 Err(f) => json!({"job": j.job, "ok": false, "error": f.message, "code": f.code.code()}),
             })
             .collect();

@@ -46,11 +46,7 @@ pub struct SqlConn {
     pub password: Option<super::env::Password>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbKind {
-    Postgres,
-    Mariadb,
-}
+pub use crate::repo::snapshot::DbKind;
 
 impl SqlConn {
     fn tool(&self, name: &str) -> PathBuf {
@@ -248,8 +244,11 @@ pub fn run_all(tests: &RestoreTests, t: &CheckTarget<'_>) -> Vec<CheckResult> {
 
 fn row_counts(sql: &SqlConn, snap: &Snapshot, tolerance: Option<f64>) -> Vec<CheckResult> {
     let start = Instant::now();
-    let rc = &snap.source_meta["row_counts"];
-    let Some(tables) = rc["tables"].as_object() else {
+    let rc = snap
+        .source
+        .database()
+        .and_then(|(_, m)| m.row_counts.as_ref());
+    let Some(tables) = rc.and_then(|rc| rc.tables.as_ref()) else {
         return vec![result(
             "row counts",
             "row_counts",
@@ -258,7 +257,7 @@ fn row_counts(sql: &SqlConn, snap: &Snapshot, tolerance: Option<f64>) -> Vec<Che
             start,
         )];
     };
-    let estimate = rc["mode"].as_str() == Some("estimate");
+    let estimate = rc.and_then(|rc| rc.mode.as_deref()) == Some("estimate");
     let tol = tolerance.unwrap_or(if estimate { 10.0 } else { 0.0 });
     // PostgreSQL keys are the tables' qualified names (`schema.table`, quoted where needed),
     // matched against the restored database's own tables. MariaDB keys are table names alone.

@@ -98,10 +98,12 @@ impl DbDrill<'_> {
     }
 
     fn kind_name(&self) -> &'static str {
-        match self.kind {
-            DbKind::Postgres => "postgres",
-            DbKind::Mariadb => "mariadb",
-        }
+        self.kind.as_str()
+    }
+
+    /// What the backup recorded about the dumped database.
+    fn meta(&self) -> Option<&crate::repo::snapshot::DatabaseMeta> {
+        self.ctx.snapshot.source.database().map(|(_, m)| m)
     }
 
     /// Builds and provisions the environment off the async threads (provisioning blocks for
@@ -112,7 +114,7 @@ impl DbDrill<'_> {
                 let installed = super::env::ephemeral_postgres::installed_majors();
                 let major = choose_pg_major(
                     *postgres_version,
-                    self.ctx.snapshot.source_meta["server_version"].as_str(),
+                    self.meta().and_then(|m| m.server_version.as_deref()),
                     &installed,
                 )?;
                 Box::new(EphemeralPostgres::new(Some(major)))
@@ -226,21 +228,16 @@ impl DbDrill<'_> {
     /// ownership and privileges. MariaDB likewise: the recorded definers are created, and a
     /// snapshot without them loads with its definers rewritten to the loading user.
     fn restore_options(&self, conn: &ConnectionInfo) -> DbRestoreOptions {
-        let meta = &self.ctx.snapshot.source_meta;
+        let meta = self.meta();
         let own_server = matches!(self.environment, DbEnvironment::Ephemeral { .. });
-        let globals = own_server && self.kind == DbKind::Postgres && meta["globals"].is_object();
-        let accounts = match self.kind {
-            DbKind::Postgres => &meta["roles"],
-            DbKind::Mariadb => &meta["definers"],
-        };
-        let create_roles: Vec<String> = match (own_server && !globals, accounts.as_array()) {
-            (true, Some(roles)) => roles
-                .iter()
-                .filter_map(|r| r.as_str().map(str::to_string))
-                .collect(),
+        let globals =
+            own_server && self.kind == DbKind::Postgres && meta.is_some_and(|m| m.has_globals());
+        let accounts = meta.and_then(|m| m.accounts(self.kind));
+        let create_roles: Vec<String> = match (own_server && !globals, accounts) {
+            (true, Some(roles)) => roles.to_vec(),
             _ => Vec::new(),
         };
-        let roles_known = globals || accounts.is_array();
+        let roles_known = globals || accounts.is_some();
         DbRestoreOptions {
             force: false,
             globals,
@@ -262,11 +259,7 @@ impl DbDrill<'_> {
         let database = self
             .database
             .clone()
-            .or_else(|| {
-                self.ctx.snapshot.source_meta["database"]
-                    .as_str()
-                    .map(str::to_string)
-            })
+            .or_else(|| self.meta().and_then(|m| m.database.clone()))
             .unwrap_or_else(|| super::env::scratch::drill_database(&id));
 
         sw.begin(Phase::Provision);

@@ -16,7 +16,7 @@ use crate::error::ExitCode;
 use crate::ids::{BlobId, SnapshotId};
 use crate::pipeline::{Chunker, Pipeline};
 use crate::plan::Plan;
-use crate::repo::snapshot::{Snapshot, Summary};
+use crate::repo::snapshot::{Snapshot, SourceMeta, Summary};
 use crate::repo::sync::SyncRegionReport;
 use crate::repo::tree::Tree;
 use crate::repo::{ObjectKind, Repository};
@@ -296,8 +296,7 @@ async fn snapshot_locked(
         paths: source.paths(),
         tree: BlobId([0; 32]),
         parent: None,
-        source_kind: source.kind().to_string(),
-        source_meta: serde_json::Value::Null,
+        source: SourceMeta::from_parts(source.kind(), serde_json::Value::Null),
         plan: opts.plan.clone(),
         job: opts.job.clone(),
         summary: Summary::default(),
@@ -366,7 +365,7 @@ async fn snapshot_locked(
         consistency_time: out.consistency_time,
         tree: out.tree,
         parent: parent.map(|(id, _)| id),
-        source_meta: out.meta,
+        source: SourceMeta::from_parts(probe.source.kind(), out.meta),
         summary,
         ..probe
     };

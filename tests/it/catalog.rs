@@ -33,8 +33,7 @@ fn snap(at: DateTime<Utc>, plan: Option<&str>, job: Option<&str>) -> Snapshot {
         paths: vec!["/var/lib/app".into()],
         tree: BlobId([7; 32]),
         parent: None,
-        source_kind: "dir".into(),
-        source_meta: serde_json::Value::Null,
+        source: lifeboat::repo::snapshot::SourceMeta::Dir,
         plan: plan.map(Into::into),
         job: job.map(Into::into),
         summary: Summary {
