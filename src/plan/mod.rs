@@ -7,14 +7,13 @@
 //! [`PlanIssue`] naming the file, the line, the key and a fix; all problems of a file are
 //! reported at once. This module knows nothing about running backups.
 
-pub mod secret;
-
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::secret::{self, SecretError, SecretSpec};
 use crate::source::db::{DbConn, RowCounts};
 use crate::source::hooks::HooksSpec;
 use crate::source::mysql::MariadbSpec;
@@ -23,7 +22,6 @@ use crate::source::volume::block::BlockSpec;
 use crate::source::volume::btrfs::BtrfsSpec;
 use crate::source::volume::lvm::LvmSpec;
 use crate::source::volume::zfs::ZfsSpec;
-pub use secret::{SecretError, SecretSpec};
 
 // ----- raw file model -------------------------------------------------------------------
 
