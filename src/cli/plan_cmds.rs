@@ -476,7 +476,7 @@ pub async fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
             force: a.force,
         };
         let started = chrono::Utc::now();
-        let res = match crate::source::from_job(job) {
+        let res = match job.source.build(&job.name, &job.hooks) {
             Ok(src) => {
                 crate::source::backup(
                     &repo,

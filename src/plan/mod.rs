@@ -18,6 +18,7 @@ use crate::source::db::{DbConn, RowCounts};
 use crate::source::hooks::HooksSpec;
 use crate::source::mysql::MariadbSpec;
 use crate::source::postgres::{DumpFormat, PostgresSpec};
+pub use crate::source::spec::SourceSpec;
 use crate::source::volume::block::BlockSpec;
 use crate::source::volume::btrfs::BtrfsSpec;
 use crate::source::volume::lvm::LvmSpec;
@@ -259,31 +260,6 @@ pub struct JobSpec {
     pub source: SourceSpec,
     pub tags: Vec<String>,
     pub hooks: HooksSpec,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceSpec {
-    Dir { paths: Vec<PathBuf> },
-    Postgres(PostgresSpec),
-    Mariadb(MariadbSpec),
-    Btrfs(BtrfsSpec),
-    Block(BlockSpec),
-    Lvm(LvmSpec),
-    Zfs(ZfsSpec),
-}
-
-impl SourceSpec {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceSpec::Dir { .. } => "dir",
-            SourceSpec::Postgres(_) => "postgres",
-            SourceSpec::Mariadb(_) => "mariadb",
-            SourceSpec::Btrfs(_) => "btrfs",
-            SourceSpec::Block(_) => "block",
-            SourceSpec::Lvm(_) => "lvm",
-            SourceSpec::Zfs(_) => "zfs",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
