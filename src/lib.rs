@@ -10,6 +10,8 @@
 //! ```
 //! - [`plan`] — plan files: jobs, schedules, objectives, destinations, secrets, drills;
 //!   validation with errors that name the file, line, key and fix.
+//! - [`secret`] — where a password comes from (file, environment variable, systemd
+//!   credential), shared by plans and database sources.
 //! - [`ids`] — newtypes for the 32-byte ids (blobs, packs, snapshots, files).
 //! - [`crypto`] — the repository keys: subkey derivation, keyed blob ids, seal/open (AEAD).
 //! - [`store`] — `trait Store` (get/put/list/delete/head by key): a local directory, an S3
@@ -47,6 +49,7 @@ pub mod progress;
 pub mod repo;
 pub mod restore;
 pub mod schedule;
+pub mod secret;
 pub mod source;
 pub mod store;
 pub mod sys;

@@ -180,7 +180,7 @@ pub async fn backup_plan(env: &Env, target: &Target, req: PlanRequest) -> Result
             force: req.force,
         };
         let started = chrono::Utc::now();
-        let res = match crate::source::from_job(job) {
+        let res = match job.source.build(&job.name, &job.hooks) {
             Ok(src) => {
                 snapshot_source(
                     repo,

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::plan::secret::SecretSpec;
+use crate::secret::SecretSpec;
 use crate::{Error, Result};
 
 /// How per-table row counts are recorded in the snapshot metadata.

@@ -5,7 +5,9 @@
 //!
 //! Kinds: [`dir`] trees, [`postgres`] and [`mysql`] dumps, [`volume`] snapshots (btrfs,
 //! block, LVM, ZFS); [`hooks`] wraps any of them in a job's pre/post commands; [`process`]
-//! runs the child tools; [`from_job`] builds a source from a plan job.
+//! runs the child tools; [`spec`] holds [`SourceSpec`], what a job backs up, and builds the
+//! source from it. Plans are validated into these specs; this module knows nothing about
+//! plan files.
 
 pub mod db;
 pub mod dir;
@@ -13,7 +15,10 @@ pub mod hooks;
 pub mod mysql;
 pub mod postgres;
 pub mod process;
+pub mod spec;
 pub mod volume;
+
+pub use spec::SourceSpec;
 
 use std::io::Read;
 
@@ -144,28 +149,4 @@ pub trait Source: Send {
     fn paths(&self) -> Vec<String>;
     /// Feeds everything into the pipeline. `parent` is the previous snapshot's root tree.
     fn run(&mut self, ctx: &mut BackupContext<'_>, parent: Option<&Tree>) -> Result<SourceOutput>;
-}
-
-/// Builds the source a plan job describes, wrapped in the job's hooks. Database passwords
-/// are read here, so a missing secret fails before anything starts.
-pub fn from_job(job: &crate::plan::JobSpec) -> Result<Box<dyn Source>> {
-    use crate::plan::SourceSpec;
-    let name = job.name.as_str();
-    let inner: Box<dyn Source> = match &job.source {
-        SourceSpec::Dir { paths } => Box::new(dir::DirSource::new(paths.clone())?),
-        SourceSpec::Postgres(s) => Box::new(postgres::PostgresSource::new(s.clone(), name)?),
-        SourceSpec::Mariadb(s) => Box::new(mysql::MariadbSource::new(s.clone(), name)?),
-        SourceSpec::Btrfs(s) => Box::new(volume::btrfs::BtrfsSource::new(s.clone(), name)),
-        SourceSpec::Block(s) => Box::new(volume::block::BlockSource::new(s.clone(), name)),
-        SourceSpec::Lvm(s) => Box::new(volume::lvm::LvmSource::new(s.clone(), name)),
-        SourceSpec::Zfs(s) => Box::new(volume::zfs::ZfsSource::new(s.clone(), name)),
-    };
-    if job.hooks.pre.is_none() && job.hooks.post.is_none() {
-        return Ok(inner);
-    }
-    Ok(Box::new(hooks::Hooked {
-        inner,
-        hooks: job.hooks.clone(),
-        job: job.name.clone(),
-    }))
 }

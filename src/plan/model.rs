@@ -1,0 +1,202 @@
+//! The validated plan: [`Plan`] and the `*Spec` values the rest of lifeboat reads (jobs,
+//! objectives, destinations, retention, drills). Everything here has passed validation:
+//! durations and schedules are parsed, relative paths are resolved against the plan file's
+//! directory. A job's source is a [`SourceSpec`], a type of [`crate::source`].
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::secret::SecretSpec;
+use crate::source::hooks::HooksSpec;
+use crate::source::spec::SourceSpec;
+use crate::store::multi::DestinationConfig;
+
+/// A validated plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    pub file: PathBuf,
+    pub description: Option<String>,
+    pub password: SecretSpec,
+    pub objectives: Objectives,
+    pub destinations: Vec<DestinationSpec>,
+    /// How many destinations must commit a backup.
+    pub min_regions: usize,
+    pub jobs: Vec<JobSpec>,
+    pub retention: Option<RetentionSpec>,
+    pub drill: Option<DrillSpec>,
+}
+
+impl Plan {
+    pub fn job(&self, name: &str) -> Option<&JobSpec> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// The jobs `--job` selects (all when `None`), or a usage error naming the known jobs.
+    pub fn select_jobs(&self, name: Option<&str>) -> crate::Result<Vec<&JobSpec>> {
+        match name {
+            None => Ok(self.jobs.iter().collect()),
+            Some(n) => self.job(n).map(|j| vec![j]).ok_or_else(|| {
+                crate::Error::Usage(format!(
+                    "plan {} has no job {n:?}; its jobs are: {}",
+                    self.file.display(),
+                    self.jobs
+                        .iter()
+                        .map(|j| j.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }),
+        }
+    }
+
+    /// Jobs whose schedule cannot meet the plan's RPO by construction: the longest gap
+    /// between two runs (over the next 60 days) is longer than the objective. Returns
+    /// (job, longest gap) pairs.
+    pub fn rpo_misses(&self) -> Vec<(String, Duration)> {
+        let Some(rpo) = self.objectives.rpo else {
+            return Vec::new();
+        };
+        let now = chrono::Utc::now();
+        let horizon = now + chrono::Duration::days(60);
+        self.jobs
+            .iter()
+            .filter_map(|j| {
+                let times: Vec<_> = j
+                    .schedule
+                    .after(&now)
+                    .take_while(|t| *t < horizon)
+                    .take(20_000)
+                    .collect();
+                let gap = times
+                    .windows(2)
+                    .map(|w| (w[1] - w[0]).to_std().unwrap_or_default())
+                    .max()?;
+                (gap > rpo).then(|| (j.name.clone(), gap))
+            })
+            .collect()
+    }
+
+    /// The destination backups are written to.
+    pub fn primary(&self) -> &DestinationSpec {
+        &self.destinations[0]
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Objectives {
+    pub rpo: Option<Duration>,
+    pub rto: Option<Duration>,
+}
+
+/// One validated destination (local paths resolved against the plan file's directory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationSpec(pub DestinationConfig);
+
+impl DestinationSpec {
+    /// The names the catalog records a plan's destinations under, in order: a local first
+    /// destination is region `local` (what `--repo` runs record too); every other
+    /// destination goes by its region name.
+    pub fn catalog_regions(dests: &[DestinationSpec]) -> Vec<String> {
+        dests
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match &d.0 {
+                DestinationConfig::Local(_) if i == 0 => "local".to_string(),
+                c => crate::store::multi::Destination::name_of(c),
+            })
+            .collect()
+    }
+
+    /// A human description of where it is (no secrets).
+    pub fn location(&self) -> String {
+        match &self.0 {
+            DestinationConfig::Local(l) => l.path.display().to_string(),
+            DestinationConfig::S3(c) => format!("s3:{}", c.label()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub name: String,
+    /// The expression as written (5 fields are accepted and get a leading `0` seconds field).
+    pub schedule_expr: String,
+    pub schedule: cron::Schedule,
+    pub source: SourceSpec,
+    pub tags: Vec<String>,
+    pub hooks: HooksSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionSpec {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    pub keep_within: Option<Duration>,
+}
+
+/// Where a drill restores into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvironmentKind {
+    EphemeralPostgres,
+    EphemeralMariadb,
+    /// An existing server given by URL (`[drill] server`).
+    Scratch,
+    /// The user's provisioning/teardown commands (`[drill] provision`, `teardown`).
+    Command,
+    /// A temporary directory (file and volume jobs; `temp-dir` is accepted too).
+    Directory,
+}
+
+impl FromStr for EnvironmentKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "ephemeral-postgres" => EnvironmentKind::EphemeralPostgres,
+            "ephemeral-mariadb" => EnvironmentKind::EphemeralMariadb,
+            "scratch" => EnvironmentKind::Scratch,
+            "command" => EnvironmentKind::Command,
+            "directory" | "temp-dir" => EnvironmentKind::Directory,
+            _ => return Err(()),
+        })
+    }
+}
+
+impl EnvironmentKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EnvironmentKind::EphemeralPostgres => "ephemeral-postgres",
+            EnvironmentKind::EphemeralMariadb => "ephemeral-mariadb",
+            EnvironmentKind::Scratch => "scratch",
+            EnvironmentKind::Command => "command",
+            EnvironmentKind::Directory => "directory",
+        }
+    }
+}
+
+/// `environment = "scratch"`: the server and where its password comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScratchDrillSpec {
+    pub server: crate::drill::env::ScratchSpec,
+    pub password: Option<SecretSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DrillSpec {
+    pub environment: EnvironmentKind,
+    pub schedule: Option<cron::Schedule>,
+    /// Jobs to drill (all when empty).
+    pub jobs: Vec<String>,
+    /// Restore-test files, resolved against the plan file's directory.
+    pub restore_tests: Vec<PathBuf>,
+    pub postgres_version: Option<u32>,
+    /// Set when `environment = "scratch"`.
+    pub scratch: Option<ScratchDrillSpec>,
+    /// Set when `environment = "command"`.
+    pub command: Option<crate::drill::env::CommandSpec>,
+}

@@ -1,0 +1,217 @@
+//! Plan parsing and validation, end to end: a good plan, and the issues bad ones report.
+
+use std::time::Duration;
+
+use super::*;
+use crate::source::db::RowCounts;
+
+const GOOD: &str = r#"
+name = "shop"
+[repository]
+password_file = "repo.pass"
+[objectives]
+rpo = "6h"
+rto = "30m"
+[[destinations]]
+type = "local"
+path = "/srv/lifeboat/shop"
+[[jobs]]
+name = "orders"
+schedule = "15 */6 * * *"
+[jobs.source]
+type = "postgres"
+database = "orders"
+row_counts = "estimate"
+[jobs.hooks]
+pre = "true"
+timeout = "1m"
+[retention]
+keep_daily = 7
+"#;
+
+#[test]
+fn parses_a_good_plan() {
+    let p = parse(Path::new("/etc/lifeboat/shop.toml"), GOOD).unwrap();
+    assert_eq!(p.name, "shop");
+    assert_eq!(
+        p.password,
+        SecretSpec::File("/etc/lifeboat/repo.pass".into())
+    );
+    assert_eq!(p.objectives.rpo, Some(Duration::from_secs(6 * 3600)));
+    assert_eq!(p.objectives.rto, Some(Duration::from_secs(1800)));
+    let j = p.job("orders").unwrap();
+    assert_eq!(j.hooks.timeout, Duration::from_secs(60));
+    match &j.source {
+        SourceSpec::Postgres(s) => {
+            assert_eq!(s.row_counts, RowCounts::Estimate);
+            assert!(s.globals);
+        }
+        other => panic!("wrong source {other:?}"),
+    }
+}
+
+fn issues(text: &str) -> Vec<PlanIssue> {
+    parse(Path::new("plans/x.toml"), text).unwrap_err().issues
+}
+
+#[test]
+fn errors_name_file_line_key_and_fix() {
+    let bad = GOOD.replace(
+        "schedule = \"15 */6 * * *\"",
+        "schedule = \"every tuesday\"",
+    );
+    let i = issues(&bad);
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert_eq!(i[0].key, "jobs[0].schedule");
+    assert_eq!(i[0].line, 13);
+    assert!(i[0].fix.contains("5 fields"));
+    assert!(
+        i[0].to_string()
+            .starts_with("plans/x.toml:13: jobs[0].schedule:"),
+        "{}",
+        i[0]
+    );
+
+    let bad = GOOD.replace("rto = \"30m\"", "rto = \"half an hour\"");
+    let i = issues(&bad);
+    assert_eq!((i[0].key.as_str(), i[0].line), ("objectives.rto", 7));
+
+    let bad = GOOD.replace("row_counts = \"estimate\"", "row_count = \"estimate\"");
+    let i = issues(&bad);
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert_eq!((i[0].key.as_str(), i[0].line), ("row_count", 17));
+
+    let bad = GOOD.replace(
+        "password_file = \"repo.pass\"",
+        "password_file = \"a\"\npassword_env = \"B\"",
+    );
+    let i = issues(&bad);
+    assert_eq!(i[0].key, "repository.password_env");
+    assert!(i[0].fix.contains("exactly one"));
+
+    let bad = GOOD.replace("row_counts = \"estimate\"", "jobs = 4");
+    let i = issues(&bad);
+    assert_eq!((i[0].key.as_str(), i[0].line), ("jobs[0].source.jobs", 17));
+    assert!(i[0].fix.contains("format = \"directory\""), "{i:?}");
+    assert!(parse(
+        Path::new("x.toml"),
+        &GOOD.replace(
+            "row_counts = \"estimate\"",
+            "jobs = 4\nformat = \"directory\""
+        )
+    )
+    .is_ok());
+
+    let bad = GOOD.replace("type = \"local\"", "type = \"ftp\"");
+    let i = issues(&bad);
+    assert!(i[0].problem.contains("unknown variant"), "{i:?}");
+    assert_eq!(i[0].line, 9);
+}
+
+#[test]
+fn five_field_cron_uses_classic_weekdays() {
+    use chrono::{Datelike, TimeZone, Timelike, Utc};
+    let after = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(); // a Thursday
+    let next = |e: &str| parse_cron(e).unwrap().after(&after).next().unwrap();
+    assert_eq!(next("0 4 * * 0").weekday(), chrono::Weekday::Sun);
+    assert_eq!(next("0 4 * * 7").weekday(), chrono::Weekday::Sun);
+    assert_eq!(next("0 4 * * 1-5").weekday(), chrono::Weekday::Thu);
+    assert_eq!(next("0 4 * * 6").weekday(), chrono::Weekday::Sat);
+    assert_eq!(next("0 4 * * 1").weekday(), chrono::Weekday::Mon);
+    assert_eq!(
+        next("30 2 * * *"),
+        Utc.with_ymd_and_hms(2026, 1, 1, 2, 30, 0).unwrap()
+    );
+    assert_eq!(next("0 0 */6 * * *").hour(), 6);
+    assert!(parse_cron("61 * * * *").is_err());
+}
+
+#[test]
+fn schedules_slower_than_the_rpo_are_found() {
+    let p = parse(Path::new("x.toml"), GOOD).unwrap();
+    assert!(p.rpo_misses().is_empty(), "every 6h meets rpo 6h");
+    let p = parse(
+        Path::new("x.toml"),
+        &GOOD.replace("15 */6 * * *", "0 3 * * *"),
+    )
+    .unwrap();
+    assert_eq!(
+        p.rpo_misses(),
+        vec![("orders".to_string(), Duration::from_secs(86400))]
+    );
+}
+
+#[test]
+fn all_problems_reported_together() {
+    let bad = GOOD
+        .replace("rpo = \"6h\"", "rpo = \"0s\"")
+        .replace("keep_daily = 7", "")
+        .replace("schedule = \"15 */6 * * *\"", "schedule = \"99 * * * *\"");
+    let keys: Vec<_> = issues(&bad).into_iter().map(|i| i.key).collect();
+    assert_eq!(
+        keys,
+        vec!["objectives.rpo", "jobs[0].schedule", "retention"]
+    );
+}
+
+#[test]
+fn drill_environments_validate_their_own_keys() {
+    let p = parse(
+        Path::new("plans/x.toml"),
+        &format!(
+            "{GOOD}\n[drill]\nenvironment = \"scratch\"\nserver = \"postgres://drill@staging:5433/postgres\"\npassword_env = \"PW\"\norphan_expiry = \"12h\"\n"
+        ),
+    )
+    .unwrap();
+    let d = p.drill.unwrap();
+    assert_eq!(d.environment, EnvironmentKind::Scratch);
+    let s = d.scratch.unwrap();
+    assert_eq!(s.server.kind, "postgres");
+    assert_eq!(s.server.server.host.as_deref(), Some("staging"));
+    assert_eq!(s.server.server.port, Some(5433));
+    assert_eq!(s.server.orphan_expiry, Duration::from_secs(12 * 3600));
+    assert_eq!(s.password, Some(SecretSpec::Env("PW".into())));
+
+    let p = parse(
+        Path::new("plans/x.toml"),
+        &format!("{GOOD}\n[drill]\nenvironment = \"command\"\nprovision = \"./up.sh\"\nteardown = \"./down.sh\"\ntimeout = \"5m\"\n"),
+    )
+    .unwrap();
+    let c = p.drill.unwrap().command.unwrap();
+    assert_eq!(
+        (c.provision.as_str(), c.teardown.as_str()),
+        ("./up.sh", "./down.sh")
+    );
+    assert_eq!(c.timeout, Duration::from_secs(300));
+
+    // Missing, misplaced and malformed keys each name the key and the fix.
+    let keys = |drill: &str| -> Vec<String> {
+        issues(&format!("{GOOD}\n[drill]\n{drill}"))
+            .into_iter()
+            .map(|i| i.key)
+            .collect()
+    };
+    assert_eq!(keys("environment = \"scratch\"\n"), vec!["drill.server"]);
+    assert_eq!(
+        keys("environment = \"scratch\"\nserver = \"postgres://u:pw@h/db\"\n"),
+        vec!["drill.server"]
+    );
+    assert_eq!(
+        keys("environment = \"command\"\nprovision = \"x\"\n"),
+        vec!["drill.teardown"]
+    );
+    assert_eq!(
+        keys("environment = \"ephemeral-postgres\"\nserver = \"postgres://h/db\"\nprovision = \"x\"\n"),
+        vec!["drill.server", "drill.provision"]
+    );
+    assert_eq!(
+        keys("environment = \"docker\"\n"),
+        vec!["drill.environment"]
+    );
+    let p = parse(
+        Path::new("x.toml"),
+        &format!("{GOOD}\n[drill]\nenvironment = \"temp-dir\"\n"),
+    )
+    .unwrap();
+    assert_eq!(p.drill.unwrap().environment, EnvironmentKind::Directory);
+}

@@ -1,0 +1,32 @@
+//! `[retention]`: how many snapshots to keep; a table that keeps nothing is an error.
+
+use super::{Seg, Validator};
+use crate::plan::model::RetentionSpec;
+use crate::plan::raw::RetentionConfig;
+
+impl Validator<'_> {
+    /// `[retention]`.
+    pub(super) fn retention(&mut self, r: RetentionConfig) -> RetentionSpec {
+        let keep_within = r
+            .keep_within
+            .as_deref()
+            .and_then(|s| self.duration(&[Seg::K("retention"), Seg::K("keep_within")], s));
+        let spec = RetentionSpec {
+            keep_last: r.keep_last,
+            keep_hourly: r.keep_hourly,
+            keep_daily: r.keep_daily,
+            keep_weekly: r.keep_weekly,
+            keep_monthly: r.keep_monthly,
+            keep_yearly: r.keep_yearly,
+            keep_within,
+        };
+        if spec == RetentionSpec::default() {
+            self.issue(
+                &[Seg::K("retention")],
+                "keeps nothing",
+                "set at least one of keep_last, keep_daily, …, keep_within, or remove [retention]",
+            );
+        }
+        spec
+    }
+}
