@@ -19,7 +19,7 @@ use super::env::{
     Password, ScratchServer, ScratchSpec,
 };
 use super::measure::{Phase, Stopwatch};
-use super::{new_drill_id, DrillContext, DrillReport};
+use super::{new_drill_id, DrillContext, DrillError, DrillFailure, DrillReport};
 use crate::restore::database::{restore_mariadb, restore_postgres, DbRestoreOptions};
 
 /// A drill of a PostgreSQL or MariaDB snapshot into a throwaway server.
@@ -108,7 +108,8 @@ impl DbDrill<'_> {
 
     /// Builds and provisions the environment off the async threads (provisioning blocks for
     /// seconds). A failed environment is torn down before the error is returned.
-    async fn provision(&self, drill_id: &str) -> Result<Box<dyn Environment>, String> {
+    async fn provision(&self, drill_id: &str) -> Result<Box<dyn Environment>, DrillError> {
+        let failed = |m: String| DrillError::from_tool(DrillFailure::Provision, m);
         let mut env: Box<dyn Environment> = match (&self.environment, self.kind) {
             (DbEnvironment::Ephemeral { postgres_version }, DbKind::Postgres) => {
                 let installed = super::env::ephemeral_postgres::installed_majors();
@@ -116,7 +117,8 @@ impl DbDrill<'_> {
                     *postgres_version,
                     self.meta().and_then(|m| m.server_version.as_deref()),
                     &installed,
-                )?;
+                )
+                .map_err(failed)?;
                 Box::new(EphemeralPostgres::new(Some(major)))
             }
             // A drill never needs binary logging: it checks data, not replication.
@@ -125,13 +127,13 @@ impl DbDrill<'_> {
             }
             (DbEnvironment::Scratch { spec, password }, _) => {
                 if spec.kind != self.kind_name() {
-                    return Err(format!(
+                    return Err(failed(format!(
                         "the scratch server is a {} server, but job {} is a {} job; give [drill] server a {}:// URL",
                         spec.kind,
                         self.ctx.job.as_deref().unwrap_or("?"),
                         self.kind_name(),
                         self.kind_name()
-                    ));
+                    )));
                 }
                 Box::new(ScratchServer::new(
                     spec.clone(),
@@ -156,11 +158,14 @@ impl DbDrill<'_> {
         .await;
         match res {
             Ok(Ok(env)) => Ok(env),
-            Ok(Err(e)) => Err(format!("provisioning the {} failed: {e}", self.env_name())),
-            Err(e) => Err(format!(
+            Ok(Err(e)) => Err(failed(format!(
+                "provisioning the {} failed: {e}",
+                self.env_name()
+            ))),
+            Err(e) => Err(failed(format!(
                 "provisioning the {} crashed: {e} (its drop guard tore it down)",
                 self.env_name()
-            )),
+            ))),
         }
     }
 
@@ -170,15 +175,15 @@ impl DbDrill<'_> {
         sw: &mut Stopwatch,
         conn: &ConnectionInfo,
         database: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), DrillError> {
         sw.begin(Phase::Fetch);
-        let index = Arc::new(
-            self.ctx
-                .repo
-                .load_index()
-                .await
-                .map_err(|e| format!("reading the repository index failed: {e}"))?,
-        );
+        let index = Arc::new(self.ctx.repo.load_index().await.map_err(|e| {
+            DrillError::from_error(
+                DrillFailure::Fetch,
+                "reading the repository index failed",
+                &e,
+            )
+        })?);
         sw.begin(Phase::Load);
         let target = conn.db_conn(database);
         let password = conn.password.as_ref().map(|p| p.0.clone());
@@ -210,11 +215,26 @@ impl DbDrill<'_> {
             }
         };
         r.map(|_| ()).map_err(|e| match e {
-            crate::Error::Interrupted => "interrupted while loading the snapshot".to_string(),
-            e => format!(
-                "loading snapshot {} into {} failed: {e}",
-                self.ctx.snapshot_id.short(),
-                target.describe(&conn.kind)
+            crate::Error::Interrupted => DrillError::new(
+                DrillFailure::Interrupted,
+                "interrupted while loading the snapshot",
+            ),
+            e if e.exit_code() == crate::error::ExitCode::NoSpace => DrillError::from_error(
+                DrillFailure::NoSpace,
+                &format!(
+                    "loading snapshot {} into {} failed",
+                    self.ctx.snapshot_id.short(),
+                    target.describe(&conn.kind)
+                ),
+                &e,
+            ),
+            e => DrillError::from_tool(
+                DrillFailure::Load,
+                format!(
+                    "loading snapshot {} into {} failed: {e}",
+                    self.ctx.snapshot_id.short(),
+                    target.describe(&conn.kind)
+                ),
             ),
         })
     }
@@ -254,7 +274,7 @@ impl DbDrill<'_> {
         let id = new_drill_id();
         let mut sw = Stopwatch::start(self.ctx.clock.clone());
         let mut checks = Vec::new();
-        let mut error: Option<String> = None;
+        let mut error: Option<DrillError> = None;
         let mut kept = None;
         let database = self
             .database
@@ -273,18 +293,32 @@ impl DbDrill<'_> {
                     .unwrap_or(database);
                 match conn {
                     None => {
-                        error = Some(format!(
-                            "the {} reported no connection after provisioning",
-                            self.env_name()
+                        error = Some(DrillError::new(
+                            DrillFailure::Provision,
+                            format!(
+                                "the {} reported no connection after provisioning",
+                                self.env_name()
+                            ),
                         ))
                     }
                     Some(_) if self.ctx.cancel.is_cancelled() => {
-                        error = Some("interrupted after provisioning".into())
+                        error = Some(DrillError::new(
+                            DrillFailure::Interrupted,
+                            "interrupted after provisioning",
+                        ))
                     }
                     Some(conn) => match self.load(&mut sw, &conn, &database).await {
                         Err(e) => {
+                            // The server's own log may be what says the disk ran full.
                             error = Some(match env.server_log_tail() {
-                                Some(log) => format!("{e}\nthe server's log ends with:\n{log}"),
+                                Some(log) if e.kind == DrillFailure::Load => DrillError::from_tool(
+                                    e.kind,
+                                    format!("{e}\nthe server's log ends with:\n{log}"),
+                                ),
+                                Some(log) => DrillError::new(
+                                    e.kind,
+                                    format!("{e}\nthe server's log ends with:\n{log}"),
+                                ),
                                 None => e,
                             })
                         }
@@ -318,7 +352,7 @@ impl DbDrill<'_> {
             }
         }
         if self.ctx.cancel.is_cancelled() && error.is_none() {
-            error = Some("interrupted".into());
+            error = Some(DrillError::new(DrillFailure::Interrupted, "interrupted"));
         }
         sw.end();
         let environment = self.env_name();
@@ -332,7 +366,7 @@ impl DbDrill<'_> {
         conn: &ConnectionInfo,
         database: &str,
         drill_start: chrono::DateTime<Utc>,
-    ) -> Result<Vec<checks::CheckResult>, String> {
+    ) -> Result<Vec<checks::CheckResult>, DrillError> {
         let sql = conn.sql_conn(database);
         let env = conn.client_env(database);
         let tests = self.ctx.tests.clone();
@@ -350,16 +384,21 @@ impl DbDrill<'_> {
             checks::run_all(&tests, &t)
         })
         .await
-        .map_err(|e| format!("the restore tests crashed: {e}"))
+        .map_err(|e| {
+            DrillError::new(
+                DrillFailure::Checks,
+                format!("the restore tests crashed: {e}"),
+            )
+        })
     }
 }
 
 /// Stops the server and removes its files, off the async threads.
-async fn teardown(mut env: Box<dyn Environment>) -> Result<(), String> {
+async fn teardown(mut env: Box<dyn Environment>) -> Result<(), DrillError> {
     let name = env.kind().to_string();
     let res = tokio::task::spawn_blocking(move || env.teardown()).await;
     let err = |e: String| {
-        format!("tearing down the {name} failed: {e}; remove what is left with `lifeboat drill` (it sweeps orphans) or by hand")
+        DrillError::new(DrillFailure::Teardown, format!("tearing down the {name} failed: {e}; remove what is left with `lifeboat drill` (it sweeps orphans) or by hand"))
     };
     match res {
         Ok(Ok(())) => Ok(()),

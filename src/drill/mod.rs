@@ -34,9 +34,72 @@ use restore_tests::RestoreTests;
 /// The outcome class of a drill: one type, shared with the catalog that records it.
 pub use crate::catalog::DrillResult;
 
-/// Whether an error text says a disk or quota ran full (the restore target's file system,
+/// Why a drill could not finish, classified where it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrillFailure {
+    /// The throwaway environment could not be started.
+    Provision,
+    /// The snapshot could not be read from the repository.
+    Fetch,
+    /// The snapshot could not be loaded into the environment.
+    Load,
+    /// The restore tests could not run (not: a test failed).
+    Checks,
+    /// The environment could not be removed.
+    Teardown,
+    /// The restore target's disk or quota ran full (exit 15).
+    NoSpace,
+    Interrupted,
+}
+
+/// A drill's infrastructure failure: its class and the message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillError {
+    pub kind: DrillFailure,
+    pub message: String,
+}
+
+impl std::fmt::Display for DrillError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl DrillError {
+    pub fn new(kind: DrillFailure, message: impl Into<String>) -> Self {
+        DrillError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A library error met in phase `kind`: a full disk (typed by the store or I/O layer)
+    /// is [`DrillFailure::NoSpace`], cancellation is [`DrillFailure::Interrupted`].
+    pub fn from_error(kind: DrillFailure, context: &str, e: &crate::Error) -> Self {
+        let kind = match e {
+            crate::Error::Interrupted => DrillFailure::Interrupted,
+            e if e.exit_code() == ExitCode::NoSpace => DrillFailure::NoSpace,
+            _ => kind,
+        };
+        DrillError::new(kind, format!("{context}: {e}"))
+    }
+
+    /// A child tool's failure text (a loader, a server): classified as [`DrillFailure::NoSpace`]
+    /// when the tool says its disk or quota ran full.
+    pub fn from_tool(kind: DrillFailure, message: String) -> Self {
+        let kind = if says_out_of_space(&message) {
+            DrillFailure::NoSpace
+        } else {
+            kind
+        };
+        DrillError::new(kind, message)
+    }
+}
+
+/// Whether a tool's text says a disk or quota ran full (the restore target's file system,
 /// PostgreSQL's "could not extend file", MariaDB's "table is full" / errno 28).
-pub fn is_out_of_space(error: &str) -> bool {
+fn says_out_of_space(error: &str) -> bool {
     const SIGNS: [&str; 8] = [
         "No space left on device",
         "out of space",
@@ -90,6 +153,9 @@ pub struct DrillReport {
     /// Why the drill could not finish, for `InfraFailed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The class of that failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<DrillFailure>,
     /// Where the kept environment is (with `--keep`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kept: Option<String>,
@@ -100,8 +166,8 @@ impl DrillReport {
     /// a full disk or quota on the restore target is 15 (out of space), so alerting can tell
     /// "the drill host needs room" from "the drill broke".
     pub fn exit_code(&self) -> ExitCode {
-        match (&self.result, &self.error) {
-            (DrillResult::InfraFailed, Some(e)) if is_out_of_space(e) => ExitCode::NoSpace,
+        match (&self.result, self.failure) {
+            (DrillResult::InfraFailed, Some(DrillFailure::NoSpace)) => ExitCode::NoSpace,
             (r, _) => r.exit_code(),
         }
     }
@@ -112,7 +178,7 @@ impl DrillReport {
         checks: &[CheckResult],
         consistency_time: DateTime<Utc>,
         targets: Targets,
-        error: Option<&str>,
+        error: Option<&DrillError>,
     ) -> (Objective, Objective, DrillResult) {
         let rpo = Objective::judge(sw.rpo(consistency_time), targets.rpo);
         let rto = match sw.rto() {
@@ -160,7 +226,7 @@ impl DrillContext<'_> {
         environment: &str,
         sw: &Stopwatch,
         checks: Vec<CheckResult>,
-        error: Option<String>,
+        error: Option<DrillError>,
         kept: Option<String>,
     ) -> DrillReport {
         let (rto, rpo, result) = DrillReport::judge(
@@ -168,7 +234,7 @@ impl DrillContext<'_> {
             &checks,
             self.snapshot.consistency_time,
             self.targets,
-            error.as_deref(),
+            error.as_ref(),
         );
         DrillReport {
             id,
@@ -186,7 +252,8 @@ impl DrillContext<'_> {
             rto,
             rpo,
             result,
-            error,
+            failure: error.as_ref().map(|e| e.kind),
+            error: error.map(|e| e.message),
             kept,
         }
     }
@@ -221,7 +288,13 @@ impl DirDrill<'_> {
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir();
         match dir {
-            Err(e) => error = Some(format!("cannot create the throwaway directory: {e}")),
+            Err(e) => {
+                error = Some(DrillError::from_error(
+                    DrillFailure::Provision,
+                    "cannot create the throwaway directory",
+                    &crate::Error::io("create", std::env::temp_dir(), e),
+                ))
+            }
             Ok(dir) => {
                 let target = dir.path().join("restore");
                 sw.begin(Phase::Fetch);
@@ -240,7 +313,13 @@ impl DirDrill<'_> {
                     Err(e) => Err(e),
                 };
                 match restored {
-                    Err(e) => error = Some(format!("restore failed: {e}")),
+                    Err(e) => {
+                        error = Some(DrillError::from_error(
+                            DrillFailure::Fetch,
+                            "restore failed",
+                            &e,
+                        ))
+                    }
                     Ok(_) => {
                         sw.begin(Phase::Checks);
                         let t = CheckTarget {
@@ -298,4 +377,33 @@ pub async fn snapshot_packs(
         }
     }
     Ok(packs.into_iter().map(|p| index.pack(p)).collect())
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_classified_where_they_arise() {
+        let full = crate::Error::Store(crate::store::StoreError::NoSpace {
+            key: "/tmp/x".into(),
+        });
+        let e = DrillError::from_error(DrillFailure::Fetch, "restore failed", &full);
+        assert_eq!(e.kind, DrillFailure::NoSpace);
+        assert!(e.message.starts_with("restore failed: "), "{}", e.message);
+        let e = DrillError::from_error(DrillFailure::Fetch, "x", &crate::Error::Interrupted);
+        assert_eq!(e.kind, DrillFailure::Interrupted);
+        let e = DrillError::from_error(DrillFailure::Fetch, "x", &crate::Error::Other("y".into()));
+        assert_eq!(e.kind, DrillFailure::Fetch);
+        let pg = "pg_restore: error: could not extend file \"base/16384/16385\": No space left on device";
+        assert_eq!(
+            DrillError::from_tool(DrillFailure::Load, pg.into()).kind,
+            DrillFailure::NoSpace
+        );
+        let syntax = "ERROR 1064 (42000) at line 12: You have an error in your SQL syntax";
+        assert_eq!(
+            DrillError::from_tool(DrillFailure::Load, syntax.into()).kind,
+            DrillFailure::Load
+        );
+    }
 }
