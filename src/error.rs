@@ -102,7 +102,12 @@ pub enum Error {
     },
 
     #[error("source {source_name} failed: {detail}")]
-    SourceFailed { source_name: String, detail: String },
+    SourceFailed {
+        source_name: String,
+        detail: String,
+        /// What the failure was, as far as the tool said (the hint follows from it).
+        cause: SourceCause,
+    },
 
     #[error("restore into {target} failed: {detail}")]
     RestoreFailed { target: String, detail: String },
@@ -146,6 +151,17 @@ impl Error {
             op,
             path: path.into(),
             source,
+        }
+    }
+
+    /// A source (dump tool, snapshot tool, hook) failed; its text is classified here, once,
+    /// where the failure arises.
+    pub fn source_failed(source_name: impl Into<String>, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        Error::SourceFailed {
+            source_name: source_name.into(),
+            cause: SourceCause::classify(&detail),
+            detail,
         }
     }
 
@@ -196,7 +212,7 @@ impl Error {
             Error::Integrity { .. } => {
                 "run `lifeboat verify --read-data` to list every damaged object; restore from another region if one has a good copy".into()
             }
-            Error::SourceFailed { detail, .. } => return source_hint(detail),
+            Error::SourceFailed { cause, .. } => return cause.hint().map(str::to_string),
             Error::Store(e) => return e.hint(),
             Error::Catalog(e) => e.hint(),
             Error::SnapshotNotFound { .. } => "`lifeboat snapshots` lists the snapshots".into(),
@@ -206,40 +222,81 @@ impl Error {
     }
 }
 
-/// What to do about a dump tool's failure, for the causes users meet most: the backup role
-/// lacks a right, or the server cannot be reached. Matched on the tools' own messages.
-fn source_hint(detail: &str) -> Option<String> {
-    let hints: &[(&[&str], &str)] = &[
-        (
-            &["row-level security"],
-            "the backup role must bypass row-level security to dump every row: ALTER ROLE <backup role> BYPASSRLS (or back up as a superuser)",
-        ),
-        (
-            &["permission denied for large object"],
-            "pg_read_all_data does not cover large objects: back up as a superuser, or have their owners GRANT SELECT ON LARGE OBJECT … to the backup role",
-        ),
-        (
-            &["permission denied for"],
-            "the backup role cannot read everything: GRANT pg_read_all_data TO <backup role> (PostgreSQL 14+), or back up as a superuser",
-        ),
-        (
-            &["command denied to user", "Access denied for user"],
-            "mariadb-dump --single-transaction --routines --triggers --events needs SELECT, SHOW VIEW, TRIGGER and EVENT on the database, and SELECT on mysql.proc; check the job's user and password",
-        ),
-        (
-            &["password authentication failed", "no password supplied", "FATAL:  role "],
-            "check the job's user and password (password_file / password_env) and the server's pg_hba.conf",
-        ),
-        (&["FATAL:  database "], "check the job's database name"),
-        (
-            &["Connection refused", "could not connect", "Can't connect", "failed: No such file or directory"],
-            "check the job's host, port or socket, and that the server is running and accepts connections from this host",
-        ),
-    ];
-    hints
-        .iter()
-        .find(|(needles, _)| needles.iter().any(|n| detail.contains(n)))
-        .map(|(_, h)| h.to_string())
+/// Why a source failed, for the causes users meet most: the backup role lacks a right, the
+/// credentials are wrong, or the server cannot be reached. Dump tools report these only as
+/// text, so the text is read once, where the failure is made into an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceCause {
+    /// PostgreSQL row-level security hides rows from the backup role.
+    RowSecurity,
+    /// PostgreSQL large objects the backup role may not read.
+    LargeObjects,
+    /// A table or schema the backup role may not read.
+    Permission,
+    /// mariadb-dump lacks one of the privileges it needs.
+    MariadbPrivileges,
+    /// Wrong role, user or password.
+    Auth,
+    /// The database does not exist.
+    NoDatabase,
+    /// The server cannot be reached.
+    Connect,
+    Other,
+}
+
+impl SourceCause {
+    /// Reads a tool's failure text.
+    pub fn classify(detail: &str) -> SourceCause {
+        let causes: &[(&[&str], SourceCause)] = &[
+            (&["row-level security"], SourceCause::RowSecurity),
+            (
+                &["permission denied for large object"],
+                SourceCause::LargeObjects,
+            ),
+            (&["permission denied for"], SourceCause::Permission),
+            (
+                &["command denied to user", "Access denied for user"],
+                SourceCause::MariadbPrivileges,
+            ),
+            (
+                &[
+                    "password authentication failed",
+                    "no password supplied",
+                    "FATAL:  role ",
+                ],
+                SourceCause::Auth,
+            ),
+            (&["FATAL:  database "], SourceCause::NoDatabase),
+            (
+                &[
+                    "Connection refused",
+                    "could not connect",
+                    "Can't connect",
+                    "failed: No such file or directory",
+                ],
+                SourceCause::Connect,
+            ),
+        ];
+        causes
+            .iter()
+            .find(|(needles, _)| needles.iter().any(|n| detail.contains(n)))
+            .map(|(_, c)| *c)
+            .unwrap_or(SourceCause::Other)
+    }
+
+    /// What to do about it.
+    pub fn hint(self) -> Option<&'static str> {
+        Some(match self {
+            SourceCause::RowSecurity => "the backup role must bypass row-level security to dump every row: ALTER ROLE <backup role> BYPASSRLS (or back up as a superuser)",
+            SourceCause::LargeObjects => "pg_read_all_data does not cover large objects: back up as a superuser, or have their owners GRANT SELECT ON LARGE OBJECT … to the backup role",
+            SourceCause::Permission => "the backup role cannot read everything: GRANT pg_read_all_data TO <backup role> (PostgreSQL 14+), or back up as a superuser",
+            SourceCause::MariadbPrivileges => "mariadb-dump --single-transaction --routines --triggers --events needs SELECT, SHOW VIEW, TRIGGER and EVENT on the database, and SELECT on mysql.proc; check the job's user and password",
+            SourceCause::Auth => "check the job's user and password (password_file / password_env) and the server's pg_hba.conf",
+            SourceCause::NoDatabase => "check the job's database name",
+            SourceCause::Connect => "check the job's host, port or socket, and that the server is running and accepts connections from this host",
+            SourceCause::Other => return None,
+        })
+    }
 }
 
 impl From<crate::crypto::CryptoError> for Error {
@@ -253,11 +310,7 @@ mod tests {
     use super::*;
 
     fn hint_for(detail: &str) -> Option<String> {
-        Error::SourceFailed {
-            source_name: "db".into(),
-            detail: detail.into(),
-        }
-        .hint()
+        Error::source_failed("db", detail).hint()
     }
 
     #[test]

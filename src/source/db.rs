@@ -119,9 +119,8 @@ pub fn read_password(conn: &DbConn, job: &str) -> Result<Option<zeroize::Zeroizi
     conn.password
         .as_ref()
         .map(|s| {
-            s.read().map_err(|e| Error::SourceFailed {
-                source_name: job.into(),
-                detail: format!("database password: {e}; {}", e.fix),
+            s.read().map_err(|e| {
+                Error::source_failed(job, format!("database password: {e}; {}", e.fix))
             })
         })
         .transpose()

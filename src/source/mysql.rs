@@ -162,13 +162,13 @@ impl MariadbSource {
                 'schema_exists', (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {db}));"
         ))?;
         if meta["schema_exists"].as_i64() == Some(0) {
-            return Err(Error::SourceFailed {
-                source_name: self.name.clone(),
-                detail: format!(
+            return Err(Error::source_failed(
+                self.name.clone(),
+                format!(
                     "database {:?} does not exist on the server; fix `database` in the plan",
                     self.spec.conn.database
                 ),
-            });
+            ));
         }
         if meta["log_bin"].as_i64() == Some(1) {
             // MariaDB exposes the binlog position that belongs to this snapshot.
@@ -344,10 +344,7 @@ impl Source for MariadbSource {
         // short (even by a wrapper that exited 0) lacks it.
         let last = String::from_utf8_lossy(&tail.tail).to_string();
         if !last.contains("-- Dump completed") {
-            return Err(Error::SourceFailed {
-                source_name: self.name.clone(),
-                detail: format!("the dump ({len} bytes) does not end with \"-- Dump completed\": it was cut short; nothing was committed"),
-            });
+            return Err(Error::source_failed(self.name.clone(), format!("the dump ({len} bytes) does not end with \"-- Dump completed\": it was cut short; nothing was committed")));
         }
         let tree = ctx.stream_root(DUMP_NODE, ids, len, 0o600)?;
         ctx.summary.files_new += 1;

@@ -195,10 +195,7 @@ impl PostgresSource {
         // pg_dump is done with the snapshot: end the transaction, then check the session.
         session.close("ROLLBACK;")?;
         if !head.starts_with(b"PGDMP") {
-            return Err(Error::SourceFailed {
-                source_name: self.name.clone(),
-                detail: format!("pg_dump exited 0 but its output ({dump_len} bytes) is not a custom-format archive (no PGDMP header); nothing was committed"),
-            });
+            return Err(Error::source_failed(self.name.clone(), format!("pg_dump exited 0 but its output ({dump_len} bytes) is not a custom-format archive (no PGDMP header); nothing was committed")));
         }
 
         let node = ctx.file_node(DUMP_NODE, dump_ids, dump_len, 0o600);
@@ -255,9 +252,11 @@ impl PostgresSource {
             .stdout(Stdio::null());
         ChildProc::spawn(vcmd, "pg_restore (archive check)", &self.name, vec![])?
             .finish()
-            .map_err(|e| Error::SourceFailed {
-                source_name: self.name.clone(),
-                detail: format!("the dump is incomplete or damaged: {e}"),
+            .map_err(|e| {
+                Error::source_failed(
+                    self.name.clone(),
+                    format!("the dump is incomplete or damaged: {e}"),
+                )
             })?;
         let before = ctx.summary.bytes_processed;
         let node = super::dir::walk_entry(ctx, &out, DIR_NODE.into(), None)?;
@@ -267,10 +266,7 @@ impl PostgresSource {
                 n,
                 json!({"dir": DIR_NODE, "format": "directory", "jobs": self.spec.jobs, "bytes": bytes, "compress": self.spec.compress}),
             )),
-            _ => Err(Error::SourceFailed {
-                source_name: self.name.clone(),
-                detail: format!("files of the directory-format dump in {} could not be read (see the warnings above)", spool.path().display()),
-            }),
+            _ => Err(Error::source_failed(self.name.clone(), format!("files of the directory-format dump in {} could not be read (see the warnings above)", spool.path().display()))),
         }
     }
 
@@ -293,10 +289,10 @@ impl PostgresSource {
         )?;
         let snap = v["snapshot"].as_str().unwrap_or_default().to_string();
         if snap.is_empty() {
-            return Err(Error::SourceFailed {
-                source_name: self.name.clone(),
-                detail: "pg_export_snapshot() returned nothing".into(),
-            });
+            return Err(Error::source_failed(
+                self.name.clone(),
+                "pg_export_snapshot() returned nothing",
+            ));
         }
         Ok((snap, v))
     }
@@ -357,10 +353,7 @@ impl PostgresSource {
                     ctx.warn(line.trim().replacen("warning: ", "", 1), false);
                 }
                 if let Some(v) = verifier {
-                    v.finish().map_err(|e| Error::SourceFailed {
-                        source_name: self.name.clone(),
-                        detail: format!("the dump is incomplete or damaged (pg_restore could not read it to the end): {e}"),
-                    })?;
+                    v.finish().map_err(|e| Error::source_failed(self.name.clone(), format!("the dump is incomplete or damaged (pg_restore could not read it to the end): {e}")))?;
                 }
                 Ok((ids, n, first))
             }

@@ -59,17 +59,14 @@ pub fn require_tool(
     tools: &[&str],
     bin_dir: Option<&std::path::Path>,
 ) -> Result<std::path::PathBuf> {
-    tools.iter().find_map(|t| find_tool(t, bin_dir)).ok_or_else(|| Error::SourceFailed {
-        source_name: source.into(),
-        detail: format!(
+    tools.iter().find_map(|t| find_tool(t, bin_dir)).ok_or_else(|| Error::source_failed(source, format!(
             "{} not found {}; install the client tools (e.g. `apt-get install postgresql-client` or `mariadb-client`) or set bin_dir in the plan",
             tools.join(" / "),
             match bin_dir {
                 Some(d) => format!("in {}", d.display()),
                 None => "on PATH".into(),
             }
-        ),
-    })
+        )))
 }
 
 /// A running child with stderr captured in the background.
@@ -106,10 +103,9 @@ impl ChildProc {
     ) -> Result<ChildProc> {
         isolate(&mut cmd);
         cmd.stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| Error::SourceFailed {
-            source_name: source.into(),
-            detail: format!("cannot start {name}: {e}"),
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::source_failed(source, format!("cannot start {name}: {e}")))?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr.take().expect("stderr piped");
         let buf = stderr.clone();
@@ -252,9 +248,11 @@ impl ChildProc {
 
     fn wait_status(&mut self) -> Result<ExitStatus> {
         let c = self.child.as_mut().expect("child present until waited");
-        let status = c.wait().map_err(|e| Error::SourceFailed {
-            source_name: self.source.clone(),
-            detail: format!("cannot wait for {}: {e}", self.name),
+        let status = c.wait().map_err(|e| {
+            Error::source_failed(
+                self.source.clone(),
+                format!("cannot wait for {}: {e}", self.name),
+            )
         })?;
         self.child = None;
         if let Some(t) = self.stderr_thread.take() {
@@ -278,14 +276,14 @@ impl ChildProc {
     /// A SourceFailed error carrying `what` and the redacted stderr tail.
     pub fn failure(&self, what: String) -> Error {
         let tail = self.stderr_tail();
-        Error::SourceFailed {
-            source_name: self.source.clone(),
-            detail: if tail.is_empty() {
+        Error::source_failed(
+            self.source.clone(),
+            if tail.is_empty() {
                 what
             } else {
                 format!("{what}; its stderr ends with:\n{tail}")
             },
-        }
+        )
     }
 }
 

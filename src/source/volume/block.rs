@@ -42,10 +42,7 @@ pub fn stream_device(
     node_name: &str,
     source: &str,
 ) -> Result<(crate::ids::BlobId, u64, bool)> {
-    let fail = |what: String| Error::SourceFailed {
-        source_name: source.into(),
-        detail: what,
-    };
+    let fail = |what: String| Error::source_failed(source, what);
     let meta = std::fs::metadata(path)
         .map_err(|e| fail(format!("cannot stat {}: {e}", path.display())))?;
     let is_device = meta.file_type().is_block_device();

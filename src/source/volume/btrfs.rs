@@ -125,12 +125,14 @@ impl Source for BtrfsSource {
             .subvolume
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| Error::SourceFailed {
-                source_name: self.name.clone(),
-                detail: format!(
-                    "subvolume path {} has no name; give the subvolume's own path",
-                    self.spec.subvolume.display()
-                ),
+            .ok_or_else(|| {
+                Error::source_failed(
+                    self.name.clone(),
+                    format!(
+                        "subvolume path {} has no name; give the subvolume's own path",
+                        self.spec.subvolume.display()
+                    ),
+                )
             })?;
         let snap = dir.join(format!(".{}", snapshot_name()));
         let consistency_time = Utc::now();

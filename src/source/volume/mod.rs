@@ -53,11 +53,9 @@ pub fn run_tool(source: &str, program: &str, args: &[&str]) -> Result<String> {
     let mut out = String::new();
     if let Some(mut so) = child.take_stdout() {
         use std::io::Read;
-        so.read_to_string(&mut out)
-            .map_err(|e| Error::SourceFailed {
-                source_name: source.into(),
-                detail: format!("reading the output of {program}: {e}"),
-            })?;
+        so.read_to_string(&mut out).map_err(|e| {
+            Error::source_failed(source, format!("reading the output of {program}: {e}"))
+        })?;
     }
     child.finish()?;
     Ok(out)

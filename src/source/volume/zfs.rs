@@ -73,10 +73,7 @@ impl Source for ZfsSource {
         .trim()
         .to_string();
         if !mountpoint.starts_with('/') {
-            return Err(Error::SourceFailed {
-                source_name: self.name.clone(),
-                detail: format!("dataset {} is not mounted (mountpoint {mountpoint:?}); mount it or back up a mounted dataset", self.spec.dataset),
-            });
+            return Err(Error::source_failed(self.name.clone(), format!("dataset {} is not mounted (mountpoint {mountpoint:?}); mount it or back up a mounted dataset", self.spec.dataset)));
         }
         let snap = snapshot_name();
         let full = format!("{}@{snap}", self.spec.dataset);
