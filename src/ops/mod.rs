@@ -13,6 +13,7 @@
 //! module never imports `cli`.
 
 pub mod backup;
+pub mod drill;
 pub mod record;
 pub mod snapshots;
 pub mod sync;
@@ -120,4 +121,7 @@ pub enum Event {
     OrphanRemoved(PathBuf),
     /// A plan job's backup finished (the run goes on with the next job).
     JobBackedUp(Box<backup::JobOutcome>),
+    /// A drill finished: its report, the evidence (announced once a run's drills are done,
+    /// before they are recorded).
+    DrillFinished(Box<crate::drill::DrillReport>),
 }
