@@ -152,6 +152,30 @@ impl crate::ops::Observer for Printer {
                     print_drill_report(&r);
                 }
             }
+            Event::TaskDue(t) => {
+                if self.human() {
+                    let why = match (t.slot, t.missed) {
+                        (None, _) => "never ran".to_string(),
+                        (Some(s), 0) => format!("slot {}", s.format("%Y-%m-%d %H:%M UTC")),
+                        (Some(s), m) => format!(
+                            "slot {}, {m} earlier slots missed",
+                            s.format("%Y-%m-%d %H:%M UTC")
+                        ),
+                    };
+                    // A drill prints as `backup plan/`, as it always has (to be fixed).
+                    let job = match &t.kind {
+                        crate::ops::run_due::TaskKind::Backup { job } => job.as_str(),
+                        crate::ops::run_due::TaskKind::Drill => "",
+                    };
+                    println!(
+                        "due: backup {}/{job} ({why}){}",
+                        t.plan,
+                        if t.dry_run { " [dry run]" } else { "" }
+                    );
+                }
+            }
+            Event::TaskFailed { task, error } => eprintln!("error: {task}: {error}"),
+            Event::RegionsWritten(r) => print_regions(self.json, self.quiet, &r),
         }
     }
 }
