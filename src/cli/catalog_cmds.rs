@@ -266,7 +266,7 @@ pub async fn status(ctx: &Ctx, a: StatusArgs) -> Result<ExitCode> {
     // --plan FILE|DIR: one status per plan, judged against the plan's own objectives.
     let plan_files = match a.plan.as_deref() {
         Some(p) if std::path::Path::new(p).exists() => {
-            Some(super::schedule_cmds::load_plans(std::path::Path::new(p))?)
+            Some(crate::ops::run_due::load_plans(std::path::Path::new(p))?)
         }
         _ => None,
     };

@@ -147,8 +147,104 @@ impl crate::ops::Observer for Printer {
                     }
                 }
             },
+            Event::DrillFinished(r) => {
+                if self.human() {
+                    print_drill_report(&r);
+                }
+            }
+            Event::TaskDue(t) => {
+                if self.human() {
+                    let why = match (t.slot, t.missed) {
+                        (None, _) => "never ran".to_string(),
+                        (Some(s), 0) => format!("slot {}", s.format("%Y-%m-%d %H:%M UTC")),
+                        (Some(s), m) => format!(
+                            "slot {}, {m} earlier slots missed",
+                            s.format("%Y-%m-%d %H:%M UTC")
+                        ),
+                    };
+                    // A drill prints as `backup plan/`, as it always has (to be fixed).
+                    let job = match &t.kind {
+                        crate::ops::run_due::TaskKind::Backup { job } => job.as_str(),
+                        crate::ops::run_due::TaskKind::Drill => "",
+                    };
+                    println!(
+                        "due: backup {}/{job} ({why}){}",
+                        t.plan,
+                        if t.dry_run { " [dry run]" } else { "" }
+                    );
+                }
+            }
+            Event::TaskFailed { task, error } => eprintln!("error: {task}: {error}"),
+            Event::RegionsWritten(r) => print_regions(self.json, self.quiet, &r),
         }
     }
+}
+
+fn objective_line(
+    what: &str,
+    o: &crate::drill::measure::Objective,
+    measured_is_final: bool,
+) -> String {
+    let target = o
+        .target_secs
+        .map(|t| format!("target {}", duration(t)))
+        .unwrap_or_else(|| "no target in the plan".into());
+    let verdict = if !measured_is_final {
+        "not reached (the checks never passed)"
+    } else if o.met {
+        "met"
+    } else {
+        "MISSED"
+    };
+    format!(
+        "  {what}  {:<10} {target:<22} {verdict}",
+        duration(o.measured_secs)
+    )
+}
+
+/// A drill's report in human form: phases, RTO and RPO against their targets, the checks,
+/// and the verdict with its exit code.
+pub fn print_drill_report(r: &crate::drill::DrillReport) {
+    use crate::drill::checks::CheckStatus;
+    use crate::drill::DrillResult;
+    use crate::error::ExitCode;
+    println!(
+        "drill {}: plan {} job {} region {}, snapshot {} (consistent at {}), environment {}",
+        r.id,
+        r.plan.as_deref().unwrap_or("-"),
+        r.job.as_deref().unwrap_or("-"),
+        r.region.as_deref().unwrap_or("-"),
+        r.snapshot_id.short(),
+        r.consistency_time.format("%Y-%m-%d %H:%M:%S UTC"),
+        r.environment
+    );
+    for ph in &r.phases {
+        println!("  {:<10} {}", ph.phase.as_str(), duration(ph.secs));
+    }
+    let passed = r.error.is_none() && r.checks.iter().all(|c| c.status == CheckStatus::Passed);
+    println!("{}", objective_line("RTO", &r.rto, passed));
+    println!("{}", objective_line("RPO", &r.rpo, true));
+    for c in &r.checks {
+        let status = match c.status {
+            CheckStatus::Passed => "passed",
+            CheckStatus::Failed => "FAILED",
+        };
+        println!("  check {:<28} {status:<7} {}", c.name, c.detail);
+    }
+    if let Some(e) = &r.error {
+        println!("  error: {e}");
+    }
+    if let Some(k) = &r.kept {
+        println!("  kept: {k}");
+    }
+    let verdict = match r.result {
+        DrillResult::Passed => "passed: the backup restores and its checks pass within the objectives",
+        DrillResult::CheckFailed => "FAILED: the restored data did not pass its checks (exit 16)",
+        DrillResult::ObjectiveMissed => "OBJECTIVE MISSED: the restore works, but RTO or RPO exceeded its target (exit 17)",
+        DrillResult::InfraFailed if r.exit_code() == ExitCode::NoSpace => "INFRASTRUCTURE FAILURE: the restore target ran out of space; give the drill environment more room (exit 15). The backup is neither proven good nor bad",
+        DrillResult::InfraFailed => "INFRASTRUCTURE FAILURE: the drill could not finish; the backup is neither proven good nor bad (exit 1)",
+    };
+    println!("  result: {verdict}");
 }
 
 /// Prints the per-region lines of a multi-region write (human form) and warnings for the

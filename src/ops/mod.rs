@@ -13,7 +13,9 @@
 //! module never imports `cli`.
 
 pub mod backup;
+pub mod drill;
 pub mod record;
+pub mod run_due;
 pub mod snapshots;
 pub mod sync;
 pub mod target;
@@ -120,4 +122,13 @@ pub enum Event {
     OrphanRemoved(PathBuf),
     /// A plan job's backup finished (the run goes on with the next job).
     JobBackedUp(Box<backup::JobOutcome>),
+    /// A drill finished: its report, the evidence (announced once a run's drills are done,
+    /// before they are recorded).
+    DrillFinished(Box<crate::drill::DrillReport>),
+    /// `run-due` found a task due (and runs it, unless this is a dry run).
+    TaskDue(run_due::DueTask),
+    /// A due task could not run to a report; `run-due` goes on with the others.
+    TaskFailed { task: String, error: String },
+    /// How each region fared in a multi-region write that `run-due` made.
+    RegionsWritten(Vec<crate::store::multi::RegionResult>),
 }

@@ -11,6 +11,7 @@ mod drills;
 mod environments;
 mod examples;
 mod mariadb;
+mod ops;
 mod plan_regions;
 mod plans;
 mod postgres;

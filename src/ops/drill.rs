@@ -1,0 +1,438 @@
+//! The drill use case (`lifeboat drill --plan`, and the drills `run-due` finds due): restore
+//! each selected job's snapshot into a throwaway environment, run the restore tests, measure
+//! RTO and RPO against the plan's objectives, and record the evidence in the catalog and the
+//! pack ledger (best effort: a catalog problem is a warning, never a failed drill).
+//!
+//! [`drill`] takes a plan's [`Target`] and a [`DrillRequest`] and returns a [`DrillRun`]
+//! whose exit code is the worst drill's: 16 a check failed, 17 an objective was missed, 1 the
+//! environment failed (15 out of space). Each finished drill's report is an
+//! [`Event::DrillFinished`] (the evidence, shown before the drills are recorded); a run
+//! interrupted after its reports exist still records them, then returns
+//! [`Error::Interrupted`].
+
+use std::sync::Arc;
+
+use super::record::{self, not_recorded};
+use super::snapshots::find_job_snapshot;
+use super::target::{Region, Target, LOCAL_REGION};
+use super::{Env, Event};
+use crate::catalog::{self, DrillCheck, DrillPhase, DrillRecord, RunId};
+use crate::drill::checks::{CheckStatus, DbKind};
+use crate::drill::database::{DbDrill, DbEnvironment};
+use crate::drill::env::Password;
+use crate::drill::restore_tests::RestoreTests;
+use crate::drill::{DirDrill, DrillContext, DrillReport, DrillResult, Targets};
+use crate::error::ExitCode;
+use crate::plan::{EnvironmentKind, JobSpec, Plan, SourceSpec};
+use crate::repo::Repository;
+use crate::sys::SystemClock;
+use crate::{Error, Result};
+
+/// What to drill and how.
+#[derive(Debug, Clone)]
+pub struct DrillRequest {
+    /// Only this job (default: the plan's `[drill] jobs`, else every job).
+    pub job: Option<String>,
+    /// Restore from this destination (catalog region, destination name or location;
+    /// default: the plan's first).
+    pub region: Option<String>,
+    /// A snapshot id (or a unique prefix), or `latest` (each job's newest).
+    pub snapshot: String,
+    /// Leave the restored environment running for inspection.
+    pub keep: bool,
+}
+
+impl Default for DrillRequest {
+    fn default() -> Self {
+        DrillRequest {
+            job: None,
+            region: None,
+            snapshot: "latest".into(),
+            keep: false,
+        }
+    }
+}
+
+/// The result of a drill run: one report per drilled job.
+#[derive(Debug, Clone)]
+pub struct DrillRun {
+    pub reports: Vec<DrillReport>,
+    /// Why the drills are missing from the catalog (empty: recorded).
+    pub catalog_warnings: Vec<String>,
+}
+
+impl DrillRun {
+    /// The worst drill's exit code (a failed check before a missed objective before a failed
+    /// environment); `Ok` when nothing was drilled.
+    pub fn exit_code(&self) -> ExitCode {
+        self.reports
+            .iter()
+            .max_by_key(|r| rank(r.result))
+            .map(DrillReport::exit_code)
+            .unwrap_or(ExitCode::Ok)
+    }
+}
+
+const NOT_RECORDED: &str = "the drill was not recorded in the catalog, so `lifeboat status` and `history` will not show it; the report above is the evidence";
+
+/// Drills the selected jobs of the target's plan, one after the other, under a shared
+/// repository lock (a drill only reads, but prune must not delete what it is restoring).
+pub async fn drill(env: &Env, target: &Target, req: DrillRequest) -> Result<DrillRun> {
+    let p: &Plan = target
+        .plan
+        .as_deref()
+        .ok_or_else(|| Error::Usage("a drill needs a plan's target".into()))?;
+    let jobs = select(p, req.job.as_deref())?;
+    let hows = jobs.iter().map(|j| how(p, j)).collect::<Result<Vec<_>>>()?;
+    let tests = load_tests(p)?;
+    let targets = Targets {
+        rto: p.objectives.rto,
+        rpo: p.objectives.rpo,
+    };
+    let region = destination(p, target, req.region.as_deref())?;
+    let repo = target.open_region(region).await?;
+    let reports = repo
+        .with_lock("drill", false, async |_| {
+            drill_locked(
+                env,
+                &req,
+                p,
+                &jobs,
+                &hows,
+                &tests,
+                targets,
+                &repo,
+                &region.catalog_region,
+            )
+            .await
+        })
+        .await?;
+    for r in &reports {
+        env.emit(Event::DrillFinished(Box::new(r.clone())));
+    }
+    let catalog_warnings = record(env, &repo, &reports).await;
+    if env.cancel.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
+    Ok(DrillRun {
+        reports,
+        catalog_warnings,
+    })
+}
+
+/// How a job is drilled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    Db(DbKind),
+    Dir,
+}
+
+/// The environment for a job: a database job needs a server — the matching ephemeral one
+/// by default, or the plan's scratch server or command environment; file trees and volumes
+/// restore into a temporary directory whatever the plan's database environment is.
+fn how(p: &Plan, job: &JobSpec) -> Result<How> {
+    let wanted = p.drill.as_ref().map(|d| d.environment);
+    let (need, kind) = match &job.source {
+        SourceSpec::Postgres(_) => (
+            EnvironmentKind::EphemeralPostgres,
+            How::Db(DbKind::Postgres),
+        ),
+        SourceSpec::Mariadb(_) => (EnvironmentKind::EphemeralMariadb, How::Db(DbKind::Mariadb)),
+        _ => return Ok(How::Dir),
+    };
+    let scratch_kind = p
+        .drill
+        .as_ref()
+        .and_then(|d| d.scratch.as_ref())
+        .map(|s| s.server.kind.as_str());
+    match wanted {
+        None | Some(EnvironmentKind::Command) => Ok(kind),
+        Some(w) if w == need => Ok(kind),
+        Some(EnvironmentKind::Scratch) if scratch_kind == Some(job.source.kind()) => Ok(kind),
+        Some(w) => Err(Error::Usage(format!(
+            "plan {}: job {} is a {} job, but [drill] environment is {}{}; set environment = \"{}\" (or a scratch server of that kind) or drill the job from a plan whose drill environment fits it",
+            p.file.display(),
+            job.name,
+            job.source.kind(),
+            w.name(),
+            scratch_kind.map(|k| format!(" with a {k} server")).unwrap_or_default(),
+            need.name()
+        ))),
+    }
+}
+
+/// Where a database job's drill restores into, from the plan's `[drill]` section (the
+/// scratch server's password is read now: a missing secret stops the drill before anything
+/// starts).
+fn db_environment(p: &Plan) -> Result<DbEnvironment> {
+    let Some(d) = &p.drill else {
+        return Ok(DbEnvironment::Ephemeral {
+            postgres_version: None,
+        });
+    };
+    Ok(match (d.environment, &d.scratch, &d.command) {
+        (EnvironmentKind::Scratch, Some(s), _) => DbEnvironment::Scratch {
+            spec: s.server.clone(),
+            password: s
+                .password
+                .as_ref()
+                .map(|sec| {
+                    sec.read().map(Password).map_err(|e| {
+                        Error::Usage(format!(
+                            "plan {}: [drill] scratch server password: {e}; {}",
+                            p.file.display(),
+                            e.fix
+                        ))
+                    })
+                })
+                .transpose()?,
+        },
+        (EnvironmentKind::Command, _, Some(c)) => DbEnvironment::Command(c.clone()),
+        _ => DbEnvironment::Ephemeral {
+            postgres_version: d.postgres_version,
+        },
+    })
+}
+
+/// The jobs to drill: `job`, else the plan's `[drill] jobs`, else all.
+fn select<'a>(p: &'a Plan, job: Option<&str>) -> Result<Vec<&'a JobSpec>> {
+    if job.is_some() {
+        return p.select_jobs(job);
+    }
+    match &p.drill {
+        Some(d) if !d.jobs.is_empty() => d
+            .jobs
+            .iter()
+            .map(|j| p.select_jobs(Some(j.as_str())).map(|v| v[0]))
+            .collect(),
+        _ => p.select_jobs(None),
+    }
+}
+
+/// The region to restore from: the first, or the one `region` names.
+fn destination<'a>(p: &Plan, target: &'a Target, region: Option<&str>) -> Result<&'a Region> {
+    let pick = match region {
+        None => target.regions.first(),
+        Some(r) => target.regions.iter().find(|d| d.is(r)),
+    };
+    pick.ok_or_else(|| {
+        Error::Usage(format!(
+            "plan {} has no destination {:?}; its destinations are: {}",
+            p.file.display(),
+            region.unwrap_or_default(),
+            target
+                .regions
+                .iter()
+                .map(|d| format!("{} ({})", d.catalog_region, d.location))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
+fn load_tests(p: &Plan) -> Result<RestoreTests> {
+    let files = p
+        .drill
+        .as_ref()
+        .map(|d| d.restore_tests.clone())
+        .unwrap_or_default();
+    if files.is_empty() {
+        return Ok(RestoreTests::builtin());
+    }
+    let sets = files
+        .iter()
+        .map(|f| RestoreTests::load(f).map_err(|e| Error::Usage(format!("restore tests: {e}"))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RestoreTests::merge(sets))
+}
+
+/// How bad a result is, for the run's exit code.
+fn rank(r: DrillResult) -> u8 {
+    match r {
+        DrillResult::Passed => 0,
+        DrillResult::InfraFailed => 1,
+        DrillResult::ObjectiveMissed => 2,
+        DrillResult::CheckFailed => 3,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drill_locked(
+    env: &Env,
+    req: &DrillRequest,
+    p: &Plan,
+    jobs: &[&JobSpec],
+    hows: &[How],
+    tests: &RestoreTests,
+    targets: Targets,
+    repo: &Repository,
+    region: &str,
+) -> Result<Vec<DrillReport>> {
+    let mut reports = Vec::new();
+    for (job, how) in jobs.iter().zip(hows) {
+        if env.cancel.is_cancelled() {
+            break;
+        }
+        let (id, snap) = find_job_snapshot(repo, p, &job.name, &req.snapshot).await?;
+        // Servers left behind by a drill that was killed outright hold memory and ports.
+        for d in crate::drill::env::sweep_orphans() {
+            env.emit(Event::OrphanRemoved(d));
+        }
+        env.emit(Event::DrillStarting {
+            job: job.name.clone(),
+            snapshot: id,
+            consistency_time: snap.consistency_time,
+        });
+        let dctx = DrillContext {
+            repo,
+            snapshot_id: id,
+            snapshot: &snap,
+            tests,
+            targets,
+            plan: Some(p.name.clone()),
+            job: Some(job.name.clone()),
+            region: Some(region.to_string()),
+            keep: req.keep,
+            clock: Arc::new(SystemClock),
+            cancel: env.cancel.clone(),
+        };
+        let report = match how {
+            How::Dir => {
+                DirDrill {
+                    ctx: dctx,
+                    progress: env.progress.bytes(&job.name),
+                }
+                .run()
+                .await
+            }
+            How::Db(kind) => {
+                let database = match &job.source {
+                    SourceSpec::Postgres(s) => Some(s.conn.database.clone()),
+                    SourceSpec::Mariadb(s) => Some(s.conn.database.clone()),
+                    _ => None,
+                };
+                DbDrill {
+                    ctx: dctx,
+                    kind: *kind,
+                    database,
+                    environment: db_environment(p)?,
+                }
+                .run()
+                .await
+            }
+        };
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Records the drills in the catalog, and the packs each restore read and verified in the
+/// pack ledger. Never fails: returns the warnings (empty when recorded), which are also an
+/// [`Event::CatalogNotRecorded`].
+async fn record(env: &Env, repo: &Repository, reports: &[DrillReport]) -> Vec<String> {
+    if reports.is_empty() {
+        return Vec::new();
+    }
+    let mut warnings = Vec::new();
+    if let Some(cat) = record::open_best_effort(env, &mut warnings).await {
+        let res = async {
+            cat.record_repository(repo.id(), &repo.location()).await?;
+            for r in reports {
+                cat.record_drill(&to_record(repo, r)).await?;
+            }
+            Ok::<_, catalog::CatalogError>(())
+        }
+        .await;
+        if let Err(e) = res {
+            warnings.push(e.to_string());
+        }
+        // A drill that restored its snapshot read and verified (AEAD + re-hash) every pack
+        // it needed: the ledger counts them as verified in that region.
+        let res = async {
+            let restored: Vec<&DrillReport> = reports
+                .iter()
+                .filter(|r| r.result != DrillResult::InfraFailed)
+                .collect();
+            if restored.is_empty() {
+                return Ok(());
+            }
+            let index = repo.load_index().await.map_err(|e| e.to_string())?;
+            for r in restored {
+                let region = r.region.clone().unwrap_or_else(|| LOCAL_REGION.into());
+                let snap: crate::repo::snapshot::Snapshot = repo
+                    .load_json(crate::repo::ObjectKind::Snapshot, &r.snapshot_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let packs = crate::drill::snapshot_packs(repo, &index, &snap)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                cat.sync_packs(repo.id(), &region, index.packs())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let reads: Vec<catalog::PackRead> = packs
+                    .into_iter()
+                    .map(|(pack, size)| catalog::PackRead {
+                        pack,
+                        size,
+                        ok: true,
+                    })
+                    .collect();
+                cat.record_pack_verifications(
+                    repo.id(),
+                    &region,
+                    &reads,
+                    catalog::VerifiedBy::Drill,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        }
+        .await;
+        if let Err(e) = res {
+            warnings.push(e);
+        }
+        cat.close().await;
+    }
+    not_recorded(env, &warnings, NOT_RECORDED);
+    warnings
+}
+
+/// A drill report as the catalog records it.
+fn to_record(repo: &Repository, r: &DrillReport) -> DrillRecord {
+    let passed = r.error.is_none() && r.checks.iter().all(|c| c.status == CheckStatus::Passed);
+    DrillRecord {
+        drill_id: RunId(r.id.clone()),
+        repo_id: *repo.id(),
+        plan: r.plan.clone().unwrap_or_default(),
+        job: r.job.clone().unwrap_or_default(),
+        region: r.region.clone().unwrap_or_else(|| LOCAL_REGION.into()),
+        snapshot_id: r.snapshot_id,
+        started: r.started,
+        finished: r.finished,
+        result: r.result,
+        rto_secs: passed.then_some(r.rto.measured_secs),
+        rpo_secs: Some(r.rpo.measured_secs),
+        rto_target_secs: r.rto.target_secs,
+        rpo_target_secs: r.rpo.target_secs,
+        detail: r.error.clone().or_else(|| r.kept.clone()),
+        phases: r
+            .phases
+            .iter()
+            .map(|ph| DrillPhase {
+                phase: ph.phase.as_str().into(),
+                started: ph.started,
+                secs: ph.secs,
+            })
+            .collect(),
+        checks: r
+            .checks
+            .iter()
+            .map(|c| DrillCheck {
+                name: c.name.clone(),
+                passed: c.status == CheckStatus::Passed,
+                detail: c.detail.clone(),
+            })
+            .collect(),
+    }
+}
