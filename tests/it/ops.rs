@@ -132,7 +132,7 @@ async fn backup_paths_commits_a_snapshot_and_records_it() {
     assert_eq!(s.host, "web-1");
     assert_eq!(s.tags, vec!["nightly".to_string()]);
     assert_eq!(s.paths, vec![data.display().to_string()]);
-    assert_eq!(s.source_kind, "dir");
+    assert_eq!(s.source.kind(), "dir");
     assert_eq!(s.parent, None);
     assert_eq!((s.summary.files_new, s.summary.files_unmodified), (2, 0));
     assert_eq!(s.summary.bytes_processed, 12 + 15);
