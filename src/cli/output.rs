@@ -1,22 +1,8 @@
 //! Human and JSON output helpers.
 
-use std::time::Duration;
-
 use serde::Serialize;
 
-pub fn bytes(n: u64) -> String {
-    indicatif::HumanBytes(n).to_string()
-}
-
-pub fn duration(secs: f64) -> String {
-    if secs < 1.0 {
-        format!("{:.0} ms", secs * 1000.0)
-    } else if secs < 120.0 {
-        format!("{secs:.2} s")
-    } else {
-        humantime::format_duration(Duration::from_secs(secs.round() as u64)).to_string()
-    }
-}
+pub use crate::sys::human::{bytes, duration};
 
 pub fn print_json<T: Serialize + ?Sized>(v: &T) {
     println!(

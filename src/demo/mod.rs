@@ -12,7 +12,6 @@ use std::time::Instant;
 use chrono::Utc;
 use serde_json::json;
 
-use crate::cli::output::{bytes, duration};
 use crate::error::ExitCode;
 use crate::ops::backup::BackupOptions;
 use crate::progress::Progress;
@@ -20,6 +19,7 @@ use crate::repo::keys::KdfParams;
 use crate::repo::{InitOptions, Repository};
 use crate::source::dir::DirSource;
 use crate::store::LocalStore;
+use crate::sys::human::{bytes, duration};
 use crate::sys::Cancel;
 use crate::{Error, Result};
 
@@ -273,7 +273,7 @@ pub async fn run(
         pw_file.display()
     ));
     if json {
-        crate::cli::output::print_json(&json!({
+        print_json(&json!({
             "dir": dir,
             "repository": repo_dir,
             "password_file": pw_file,
@@ -386,4 +386,11 @@ fn demo_restore_tests(data: &Path) -> Result<crate::drill::restore_tests::Restor
         },
     ];
     Ok(t)
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("output serializes")
+    );
 }
