@@ -1,13 +1,29 @@
 //! lifeboat: backups that prove they restore.
 //!
 //! # Layout
-//! Data flows left to right; each module is one stage of the data's journey.
+//! Three floors. The CLI parses and renders; the application layer ([`ops`]) holds one
+//! module per use case; below it, each module is one stage of the data's journey, and no
+//! stage imports one above it. Neutral helpers ([`sys`]) sit under everything.
 //!
 //! ```text
+//! cli (clap, rendering, exit codes)       main.rs -> cli::main
+//!  |
+//! ops (backup, restore, drill, verify, sync, snapshots, status, catalog, preflight,
+//!  |   run_due, keys, health; target = where the data lives; record = catalog writes)
+//!  v
 //! plan  ->  source  ->  pipeline  ->  repo  ->  store (local | s3, one per region)
 //!                                       |
 //!             drill (env + restore + checks + measure)  ->  catalog
+//! schedule (cron, due-ness)                        sys (cancel, clock, host, processes)
 //! ```
+//! A use case takes a resolved [`ops::target::Target`] and a request, returns a report with
+//! `exit_code()`, and never prints: what happens on the way is an [`ops::Event`] for the
+//! caller's [`ops::Observer`]. `run-due`, the CLI and the tests call the same functions.
+//! - [`cli`] — clap definitions, one file per command group (none imports another), the
+//!   rendering of reports and events, passwords from flags or a prompt, signals.
+//! - [`ops`] — the use cases (see its module documentation).
+//! - [`sys`] — cancellation, the clock, host identity, child processes and tool lookup,
+//!   human-readable sizes: nothing in it knows about backups.
 //! - [`plan`] — plan files: jobs, schedules, objectives, destinations, secrets, drills;
 //!   validation with errors that name the file, line, key and fix.
 //! - [`secret`] — where a password comes from (file, environment variable, systemd
@@ -23,8 +39,12 @@
 //! - [`pipeline`] — content-defined chunking, dedup, compression, encryption and packing with
 //!   bounded memory, spread over all cores.
 //! - [`source`] — what is backed up: directory trees, PostgreSQL and MariaDB dumps, btrfs,
-//!   block, LVM and ZFS volumes.
-//! - [`drill`] — restore drills; today its throwaway environments (`drill::env`).
+//!   block, LVM and ZFS volumes; each only produces data (the commit protocol around it is
+//!   `ops::backup`'s); `source::spec` builds a source from a job, `source::preflight` checks
+//!   one.
+//! - [`drill`] — one restore drill (directory or database) into a throwaway environment
+//!   (`drill::env`), its restore tests (`drill::checks`) and measurements (`drill::measure`);
+//!   which jobs, where and how it is recorded is `ops::drill`'s.
 //! - [`restore`] — snapshot → files, verified blob by blob, written into a staging area first.
 //! - [`catalog`] — sqlx (SQLite file or PostgreSQL): runs, snapshots, drills, measured RTO/RPO,
 //!   the pack verification ledger and high-water marks; rebuildable from the repository.
