@@ -13,8 +13,11 @@
 //! module never imports `cli`.
 
 pub mod backup;
+pub mod catalog;
+pub mod plans;
 pub mod record;
 pub mod snapshots;
+pub mod status;
 pub mod sync;
 pub mod target;
 
