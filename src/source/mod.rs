@@ -12,6 +12,7 @@ pub mod dir;
 pub mod hooks;
 pub mod mysql;
 pub mod postgres;
+pub mod preflight;
 pub mod process;
 pub mod volume;
 
