@@ -1,6 +1,7 @@
-//! Catalog commands — `status`, `history`, `catalog rebuild`, `catalog info` — and the hooks
-//! that let `backup` and `verify` write to the catalog without depending on it: a catalog that
-//! cannot be opened or written costs a warning, never a committed backup (T30).
+//! Catalog commands — `status`, `history`, `catalog rebuild`, `catalog info` — parse their
+//! flags, call `ops::status` / `ops::catalog` and render the reports; and the hooks that let
+//! `backup` and `verify` write to the catalog without depending on it: a catalog that cannot
+//! be opened or written costs a warning, never a committed backup (T30).
 
 use std::time::Duration;
 
@@ -9,12 +10,12 @@ use serde_json::json;
 
 use super::output::{bytes, print_json};
 use super::Ctx;
-use crate::catalog::{
-    self, age_secs, Catalog, HistoryFilter, OpenOptions, PackRead, StatusFilter, VerifiedBy,
-};
+use crate::catalog::{self, age_secs, Catalog, OpenOptions, PackRead, VerifiedBy};
 use crate::error::ExitCode;
 use crate::ids::PackId;
-use crate::repo::verify::{Finding, ReadData, Severity, VerifyReport};
+use crate::ops::catalog::RebuildRequest;
+use crate::ops::status::{parse_cycle, HistoryRequest, StatusRequest};
+use crate::repo::verify::{ReadData, Severity, VerifyReport};
 use crate::repo::Repository;
 use crate::{Error, Result};
 
@@ -156,18 +157,6 @@ pub fn parse_size(s: &str) -> Result<u64> {
     Ok(v as u64)
 }
 
-fn parse_cycle(s: &str) -> Result<Duration> {
-    let d = humantime::parse_duration(s).map_err(|e| {
-        Error::Usage(format!(
-            "--cycle {s:?}: {e}; expected a duration such as 30d or 12h"
-        ))
-    })?;
-    if d.is_zero() {
-        return Err(Error::Usage("--cycle must be longer than zero".into()));
-    }
-    Ok(d)
-}
-
 /// `verify --budget`: the packs to read, least recently verified first, within the budget.
 /// Needs the catalog (its ledger decides the order), so failing to open it is an error here.
 pub async fn budget_selection(
@@ -260,94 +249,35 @@ pub async fn after_verify(
 }
 
 pub async fn status(ctx: &Ctx, a: StatusArgs) -> Result<ExitCode> {
-    let cycle = parse_cycle(&a.cycle)?;
-    let cat = open_catalog(ctx).await?;
-    let mut findings: Vec<Finding> = Vec::new();
-    // --plan FILE|DIR: one status per plan, judged against the plan's own objectives.
-    let plan_files = match a.plan.as_deref() {
-        Some(p) if std::path::Path::new(p).exists() => {
-            Some(crate::ops::run_due::load_plans(std::path::Path::new(p))?)
-        }
-        _ => None,
-    };
-    let mut filter = StatusFilter {
-        repo: None,
-        region: a.region.clone(),
-        plan: if plan_files.is_some() { None } else { a.plan },
+    let req = StatusRequest {
+        cycle: parse_cycle(&a.cycle)?,
+        region: a.region,
+        plan: a.plan,
         job: a.job,
-        cycle,
     };
-    if !ctx.global.repo.is_empty() {
-        let repo = ctx.target(None, false)?.open_for_write().await?.repo;
-        let region = a.region.as_deref().unwrap_or(LOCAL_REGION);
-        cat.record_repository(repo.id(), &repo.location()).await?;
-        let listing = repo.list_snapshots().await?;
-        findings = cat.check_high_water(repo.id(), region, &listing).await?;
-        let index = repo.load_index().await?;
-        cat.sync_packs(repo.id(), region, index.packs()).await?;
-        filter.repo = Some(*repo.id());
-    }
-    let report = match plan_files {
-        None => cat.status(&filter).await?,
-        Some(plans) => {
-            let mut merged: Option<catalog::StatusReport> = None;
-            for (_, plan) in &plans {
-                let f = StatusFilter {
-                    plan: Some(plan.name.clone()),
-                    ..filter.clone()
-                };
-                let mut r = cat.status(&f).await?;
-                let target = plan.objectives.rpo.map(|d| d.as_secs_f64());
-                for j in &mut r.jobs {
-                    if target.is_some() {
-                        j.rpo_target_secs = target;
-                        j.rpo_met = match (j.honest_rpo_secs, target) {
-                            (Some(h), Some(t)) => Some(h <= t),
-                            (None, Some(_)) => Some(false),
-                            _ => None,
-                        };
-                    }
-                }
-                match &mut merged {
-                    None => merged = Some(r),
-                    Some(m) => {
-                        m.jobs.extend(r.jobs);
-                        for c in r.coverage {
-                            if !m.coverage.contains(&c) {
-                                m.coverage.push(c);
-                            }
-                        }
-                    }
-                }
-            }
-            merged.expect("load_plans returns at least one plan")
-        }
+    let repo = if ctx.global.repo.is_empty() {
+        None
+    } else {
+        Some(ctx.target(None, false)?)
     };
-    cat.close().await;
-    let errors = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .count();
+    let r = crate::ops::status::status(&ctx.env(), repo.as_ref(), req).await?;
     if ctx.global.json {
         print_json(&json!({
-            "catalog": cat.describe(),
-            "now": report.now,
-            "jobs": report.jobs,
-            "coverage": report.coverage,
-            "findings": findings,
+            "catalog": r.catalog,
+            "now": r.status.now,
+            "jobs": r.status.jobs,
+            "coverage": r.status.coverage,
+            "findings": r.findings,
         }));
     } else {
-        print_status(ctx, &cat, &report, &findings);
+        print_status(ctx, &r);
     }
-    Ok(if errors > 0 {
-        ExitCode::Integrity
-    } else {
-        ExitCode::Ok
-    })
+    Ok(r.exit_code())
 }
 
-fn print_status(ctx: &Ctx, cat: &Catalog, report: &catalog::StatusReport, findings: &[Finding]) {
-    for f in findings {
+fn print_status(ctx: &Ctx, r: &crate::ops::status::StatusReport) {
+    let report = &r.status;
+    for f in &r.findings {
         let sev = match f.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
@@ -358,7 +288,7 @@ fn print_status(ctx: &Ctx, cat: &Catalog, report: &catalog::StatusReport, findin
     if ctx.global.quiet {
         return;
     }
-    println!("catalog {}", cat.describe());
+    println!("catalog {}", r.catalog);
     if report.jobs.is_empty() {
         println!("no runs, snapshots or drills recorded yet");
     } else {
@@ -468,26 +398,23 @@ pub fn age(secs: f64) -> String {
 }
 
 pub async fn history(ctx: &Ctx, a: HistoryArgs) -> Result<ExitCode> {
-    let cat = open_catalog(ctx).await?;
-    let entries = cat
-        .history(&HistoryFilter {
-            repo: None,
-            region: a.region,
-            plan: a.plan,
-            job: a.job,
-            limit: a.limit,
-        })
-        .await?;
-    cat.close().await;
+    let req = HistoryRequest {
+        region: a.region,
+        plan: a.plan,
+        job: a.job,
+        limit: a.limit,
+    };
+    let r = crate::ops::status::history(&ctx.env(), req).await?;
+    let entries = &r.entries;
     if ctx.global.json {
-        print_json(&entries);
-        return Ok(ExitCode::Ok);
+        print_json(entries);
+        return Ok(r.exit_code());
     }
     println!(
         "{:<20} {:<7} {:<22} {:<10} {:<17} {:>10}  snapshot / detail",
         "started (UTC)", "kind", "job", "region", "outcome", "duration"
     );
-    for e in &entries {
+    for e in entries {
         let name = match (e.plan.as_str(), e.job.as_str()) {
             ("", "") => "(no plan)".to_string(),
             (p, j) => format!("{p}/{j}"),
@@ -512,71 +439,68 @@ pub async fn history(ctx: &Ctx, a: HistoryArgs) -> Result<ExitCode> {
         );
     }
     println!("{} entries", entries.len());
-    Ok(ExitCode::Ok)
+    Ok(r.exit_code())
 }
 
 pub async fn catalog_cmd(ctx: &Ctx, cmd: CatalogCommand) -> Result<ExitCode> {
     match cmd {
         CatalogCommand::Info => {
-            let cat = open_catalog(ctx).await?;
-            let versions = cat.schema_versions().await?;
-            cat.close().await;
+            let r = crate::ops::catalog::info(&ctx.env()).await?;
             if ctx.global.json {
                 print_json(&json!({
-                    "catalog": cat.describe(),
-                    "backend": cat.backend(),
-                    "schema_versions": versions,
-                    "supported_schema_version": catalog::SCHEMA_VERSION,
+                    "catalog": r.catalog,
+                    "backend": r.backend,
+                    "schema_versions": r.schema_versions,
+                    "supported_schema_version": r.supported_schema_version,
                 }));
             } else {
-                let backend = match cat.backend() {
+                let backend = match r.backend {
                     catalog::Backend::Sqlite => "sqlite",
                     catalog::Backend::Postgres => "postgresql",
                 };
-                println!("catalog {} ({backend})", cat.describe());
+                println!("catalog {} ({backend})", r.catalog);
                 println!(
                     "schema versions applied: {:?} (this lifeboat: {})",
-                    versions,
-                    catalog::SCHEMA_VERSION
+                    r.schema_versions, r.supported_schema_version
                 );
             }
-            Ok(ExitCode::Ok)
+            Ok(r.exit_code())
         }
-        CatalogCommand::Rebuild(a) => match a.plan.clone() {
-            Some(file) => rebuild_plan(ctx, &file, a).await,
-            None => {
-                let repo = ctx.target(None, false)?.open_for_write().await?.repo;
-                let cat = open_catalog(ctx).await?;
-                let region = a.region.as_deref().unwrap_or(LOCAL_REGION);
-                let report = cat.rebuild(&repo, region, a.forget_missing).await?;
-                cat.close().await;
-                if ctx.global.json {
-                    print_json(&json!({
-                        "catalog": cat.describe(),
-                        "repository": repo.location(),
-                        "report": report,
-                    }));
-                } else {
-                    print_rebuild(ctx, &cat, &repo.location(), &report, a.forget_missing);
+        CatalogCommand::Rebuild(a) => {
+            let req = RebuildRequest {
+                region: a.region,
+                forget_missing: a.forget_missing,
+            };
+            match a.plan {
+                Some(file) => rebuild_plan(ctx, &file, req).await,
+                None => {
+                    let target = ctx.target(None, false)?;
+                    let r = crate::ops::catalog::rebuild(&ctx.env(), &target, req.clone()).await?;
+                    if ctx.global.json {
+                        print_json(&json!({
+                            "catalog": r.catalog,
+                            "repository": r.repository,
+                            "report": r.report,
+                        }));
+                    } else {
+                        print_rebuild(
+                            ctx,
+                            &r.catalog,
+                            &r.repository,
+                            &r.report,
+                            req.forget_missing,
+                        );
+                    }
+                    Ok(r.exit_code())
                 }
-                Ok(rebuild_exit(std::slice::from_ref(&report)))
             }
-        },
-    }
-}
-
-/// Exit 13 when a region diverged (the catalog lists snapshots it no longer has).
-fn rebuild_exit(reports: &[catalog::RebuildReport]) -> ExitCode {
-    if reports.iter().any(|r| r.errors() > 0) {
-        ExitCode::Integrity
-    } else {
-        ExitCode::Ok
+        }
     }
 }
 
 fn print_rebuild(
     ctx: &Ctx,
-    cat: &Catalog,
+    catalog: &str,
     location: &str,
     report: &catalog::RebuildReport,
     forget_missing: bool,
@@ -588,8 +512,7 @@ fn print_rebuild(
         return;
     }
     println!(
-        "rebuilt catalog {} from {location} (region {}): {} snapshots in the repository, {} added, {} updated, {} unchanged, {} forgotten",
-        cat.describe(),
+        "rebuilt catalog {catalog} from {location} (region {}): {} snapshots in the repository, {} added, {} updated, {} unchanged, {} forgotten",
         report.region,
         report.snapshots_in_repository,
         report.added,
@@ -603,69 +526,42 @@ fn print_rebuild(
 }
 
 /// `catalog rebuild --plan FILE`: every destination of the plan (or the one `--region`
-/// names), each under the region name its backups are recorded with. A destination that
-/// cannot be read is reported and the others are still rebuilt (exit 3).
-async fn rebuild_plan(ctx: &Ctx, file: &std::path::Path, a: RebuildArgs) -> Result<ExitCode> {
-    let plan = crate::plan::load(file)?;
-    let all = super::drill_cmds::plan_destinations(&plan)?;
-    let regions: Vec<String> = all.iter().map(|d| d.region.clone()).collect();
-    let picked: Vec<_> = all
-        .into_iter()
-        .filter(|d| a.region.as_deref().is_none_or(|r| d.is(r)))
-        .map(|d| (d.region, d.location, d.dest.store))
-        .collect();
-    if picked.is_empty() {
-        return Err(Error::Usage(format!(
-            "plan {} has no destination {:?}; its regions are: {}",
-            file.display(),
-            a.region.unwrap_or_default(),
-            regions.join(", ")
-        )));
-    }
-    let cat = open_catalog(ctx).await?;
-    let (mut reports, mut rows, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-    for (region, location, store) in picked {
-        let rebuilt = async {
-            let repo = super::drill_cmds::open_plan_repo(&plan, store).await?;
-            cat.rebuild(&repo, &region, a.forget_missing).await
-        }
-        .await;
-        match rebuilt {
+/// names). A destination that cannot be read is reported and the others are still rebuilt
+/// (exit 3); when none could be, the first reason is the command's error.
+async fn rebuild_plan(ctx: &Ctx, file: &std::path::Path, req: RebuildRequest) -> Result<ExitCode> {
+    let target = ctx.target(Some(file), false)?;
+    let forget_missing = req.forget_missing;
+    let r = crate::ops::catalog::rebuild_plan(&ctx.env(), &target, req).await?;
+    let mut rows = Vec::new();
+    for g in &r.regions {
+        match &g.result {
             Ok(report) => {
                 if !ctx.global.json {
-                    print_rebuild(ctx, &cat, &location, &report, a.forget_missing);
+                    print_rebuild(ctx, &r.catalog, &g.location, report, forget_missing);
                 }
-                rows.push(json!({"region": region, "repository": location, "report": report}));
-                reports.push(report);
-            }
-            // The catalog itself failing is no region's fault: stop.
-            Err(e @ Error::Catalog(_)) => {
-                cat.close().await;
-                return Err(e);
+                rows.push(json!({"region": g.region, "repository": g.location, "report": report}));
             }
             Err(e) => {
                 if !ctx.global.json {
-                    eprintln!("error: region {region} ({location}) was not rebuilt: {e}");
+                    eprintln!(
+                        "error: region {} ({}) was not rebuilt: {e}",
+                        g.region, g.location
+                    );
                 }
                 rows.push(
-                    json!({"region": region, "repository": location, "error": e.to_string()}),
+                    json!({"region": g.region, "repository": g.location, "error": e.to_string()}),
                 );
-                failed.push(e);
             }
         }
     }
-    cat.close().await;
     if ctx.global.json {
-        print_json(&json!({"catalog": cat.describe(), "plan": plan.name, "regions": rows}));
+        print_json(&json!({"catalog": r.catalog, "plan": r.plan, "regions": rows}));
     }
-    if reports.is_empty() {
-        // Nothing was rebuilt: the (first) reason is the command's error.
-        return Err(failed.remove(0));
+    let code = r.exit_code();
+    match r.into_failure() {
+        Some(e) => Err(e),
+        None => Ok(code),
     }
-    Ok(match rebuild_exit(&reports) {
-        ExitCode::Ok if !failed.is_empty() => ExitCode::Partial,
-        code => code,
-    })
 }
 
 #[cfg(test)]

@@ -14,8 +14,6 @@ use crate::drill::DrillReport;
 use crate::error::ExitCode;
 use crate::ops::drill::DrillRequest;
 use crate::ops::{Event, Observer};
-use crate::plan::Plan;
-use crate::repo::Repository;
 use crate::{Error, Result};
 
 #[derive(Args, Debug)]
@@ -76,60 +74,4 @@ impl Observer for KeepReports {
         }
         self.inner.event(e);
     }
-}
-
-// ----- kept for `catalog rebuild --plan` until it resolves its regions with `ops::target` -----
-
-/// One of a plan's destinations: where it is, the region name the catalog records it under
-/// (a local first destination is region `local`, like the backups recorded from it; others
-/// go by their destination name), and its store.
-pub(super) struct PlanDestination {
-    pub location: String,
-    pub region: String,
-    pub dest: crate::store::multi::Destination,
-}
-
-impl PlanDestination {
-    /// Whether `--region r` names this destination (by region, destination name or location).
-    pub fn is(&self, r: &str) -> bool {
-        self.region == r
-            || self.dest.name == r
-            || self.location == r
-            || format!("local:{}", self.location) == r
-    }
-}
-
-/// Every destination of a plan, in order.
-pub(super) fn plan_destinations(p: &Plan) -> Result<Vec<PlanDestination>> {
-    let names = crate::plan::DestinationSpec::catalog_regions(&p.destinations);
-    p.destinations
-        .iter()
-        .zip(names)
-        .map(|(d, region)| {
-            let dest = crate::store::multi::Destination::from_config(&d.0).map_err(|e| {
-                Error::Usage(format!(
-                    "plan {}: destination {}: {e}",
-                    p.name,
-                    d.location()
-                ))
-            })?;
-            Ok(PlanDestination {
-                location: d.location(),
-                region,
-                dest,
-            })
-        })
-        .collect()
-}
-
-/// Opens a plan's repository in one of its destinations, with the plan's password.
-pub(super) async fn open_plan_repo(p: &Plan, store: crate::store::DynStore) -> Result<Repository> {
-    crate::repo::read_config(&store).await?;
-    let pw = p.password.read().map_err(|e| {
-        Error::Usage(format!(
-            "repository password of plan {}: {e}; {}",
-            p.name, e.fix
-        ))
-    })?;
-    Repository::open(store, pw.as_bytes()).await
 }

@@ -12,6 +12,7 @@ pub mod checks;
 pub mod database;
 pub mod env;
 pub mod measure;
+pub mod preflight;
 pub mod restore_tests;
 
 use std::path::PathBuf;

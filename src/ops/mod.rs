@@ -13,10 +13,14 @@
 //! module never imports `cli`.
 
 pub mod backup;
+pub mod catalog;
 pub mod drill;
+pub mod plans;
+pub mod preflight;
 pub mod record;
 pub mod run_due;
 pub mod snapshots;
+pub mod status;
 pub mod sync;
 pub mod target;
 

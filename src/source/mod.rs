@@ -14,6 +14,7 @@ pub mod dir;
 pub mod hooks;
 pub mod mysql;
 pub mod postgres;
+pub mod preflight;
 pub mod process;
 pub mod spec;
 pub mod volume;

@@ -1,0 +1,70 @@
+//! Before a plan's first drill: its environment, checked without creating anything — a
+//! scratch server answers with the password from the plan (nothing is created or swept);
+//! command scripts are at least valid shell.
+
+use crate::plan::DrillSpec;
+use crate::source::preflight::Check;
+
+/// The drill environment's preflight checks (blocking: pings the server, runs `sh -n`).
+pub fn check_drill(d: &DrillSpec) -> Vec<Check> {
+    let mut out = Vec::new();
+    if let Some(s) = &d.scratch {
+        let password = match &s.password {
+            None => None,
+            Some(sec) => match sec.read() {
+                Ok(pw) => Some(super::env::Password(pw)),
+                Err(e) => {
+                    out.push(Check {
+                        ok: false,
+                        what: format!("server password: {e}; {}", e.fix),
+                    });
+                    return out;
+                }
+            },
+        };
+        let server = s.server.server.describe(&s.server.kind);
+        let scratch = super::env::ScratchServer::new(
+            s.server.clone(),
+            password,
+            "preflight",
+            std::time::Duration::ZERO,
+        );
+        out.push(match scratch.ping() {
+            Ok(v) => Check {
+                ok: true,
+                what: format!("server {server} answers (version {v})"),
+            },
+            Err(e) => Check {
+                ok: false,
+                what: format!(
+                    "server {server}: {e}; check the URL, the role and the password source"
+                ),
+            },
+        });
+    }
+    if let Some(c) = &d.command {
+        for (name, script) in [("provision", &c.provision), ("teardown", &c.teardown)] {
+            let r = std::process::Command::new("sh")
+                .args(["-n", "-c", script])
+                .output();
+            out.push(match r {
+                Ok(o) if o.status.success() => Check {
+                    ok: true,
+                    what: format!("{name} command is valid shell"),
+                },
+                Ok(o) => Check {
+                    ok: false,
+                    what: format!(
+                        "{name} command is not valid shell: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                },
+                Err(e) => Check {
+                    ok: false,
+                    what: format!("cannot run sh to check the {name} command: {e}"),
+                },
+            });
+        }
+    }
+    out
+}
