@@ -10,7 +10,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::classify::{httpdate_parse, skew_of, SKEW_LIMIT};
+use super::classify::{classify, Fault, S3Error};
 use super::S3Store;
 use crate::store::{Store, StoreError};
 
@@ -77,11 +77,11 @@ pub async fn healthcheck(store: &S3Store) -> HealthReport {
                 .send()
                 .await
             {
-                classify_health(store, &mut r, e2);
+                diagnose(store, &mut r, e2);
                 return r;
             }
         }
-        classify_health(store, &mut r, e);
+        diagnose(store, &mut r, e);
         return r;
     }
     let key = format!(
@@ -122,83 +122,62 @@ pub async fn healthcheck(store: &S3Store) -> HealthReport {
     r
 }
 
-fn classify_health<E>(
-    store: &S3Store,
-    r: &mut HealthReport,
-    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) where
+/// Fills in the report from the failed request about the bucket: what [`classify`] reads in
+/// the error becomes the report's problem, with a hint naming what to fix.
+fn diagnose<E>(store: &S3Store, r: &mut HealthReport, err: S3Error<E>)
+where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let cfg = store.config();
     let status = err.raw_response().map(|x| x.status().as_u16());
     let code = err.code().unwrap_or("").to_string();
-    let bucket_region = err
-        .raw_response()
-        .and_then(|x| x.headers().get("x-amz-bucket-region"))
-        .map(str::to_string);
-    let server_date = err
-        .raw_response()
-        .and_then(|x| x.headers().get("date"))
-        .and_then(httpdate_parse);
     let detail = DisplayErrorContext(&err).to_string();
-    let skew = server_date.map(|d| skew_of(d, store.now()));
-    let (problem, hint) = if matches!(
-        err,
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
-    ) {
-        (
+    let (problem, hint) = match classify(&err, &cfg.region, store.now()) {
+        Fault::TimedOut | Fault::Unreachable | Fault::SendFailed => (
             HealthProblem::Unreachable,
             format!(
                 "nothing answers at {}: check the endpoint URL, DNS, the firewall and that the S3 server is running",
                 cfg.endpoint_display().unwrap_or_else(|| format!("the AWS endpoint for region {}", cfg.region))
             ),
-        )
-    } else if code == "RequestTimeTooSkewed" || skew.is_some_and(|s| s >= SKEW_LIMIT) {
-        (
+        ),
+        Fault::NoCredentials => (
+            HealthProblem::BadCredentials,
+            "no usable credentials were found: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile or the credentials_file of this destination".into(),
+        ),
+        Fault::ClockSkew { skew } => (
             HealthProblem::ClockSkew,
             format!(
                 "this machine's clock is {} off the server's; S3 refuses signatures more than 15 minutes off: sync the clock (chrony/systemd-timesyncd)",
                 skew.map(|s| humantime::format_duration(Duration::from_secs(s.as_secs())).to_string()).unwrap_or_else(|| "too far".into())
             ),
-        )
-    } else if bucket_region.as_deref().is_some_and(|b| b != cfg.region)
-        || code == "AuthorizationHeaderMalformed"
-        || code == "PermanentRedirect"
-        || status == Some(301)
-        || code == "InvalidRegion"
-        || (status == Some(400)
-            && err
-                .message()
-                .is_some_and(|m| m.to_ascii_lowercase().contains("region")))
-    {
-        (
+        ),
+        Fault::WrongRegion { bucket_region } => (
             HealthProblem::WrongRegion,
             match bucket_region {
                 Some(b) => format!("bucket {} is in region {b}, not {}: set region = \"{b}\"", cfg.bucket, cfg.region),
                 None => format!("the server refused region {:?}: set region to the server's region (for Garage: s3_region in garage.toml)", cfg.region),
             },
-        )
-    } else if status == Some(404) || code == "NoSuchBucket" {
-        (
+        ),
+        // The request was about the bucket: a 404 means the bucket is missing.
+        Fault::NoSuchBucket | Fault::NotFound => (
             HealthProblem::UnknownBucket,
             format!(
                 "bucket {} does not exist at this endpoint: create it, or fix `bucket`",
                 cfg.bucket
             ),
-        )
-    } else if matches!(status, Some(401 | 403))
-        || code == "InvalidAccessKeyId"
-        || code == "SignatureDoesNotMatch"
-    {
-        (
+        ),
+        Fault::Denied => (
             HealthProblem::BadCredentials,
             "the credentials were refused: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile or credentials_file, and that the key may access this bucket".into(),
-        )
-    } else {
-        (
+        ),
+        Fault::Unsendable
+        | Fault::BrokenResponse
+        | Fault::Throttled
+        | Fault::ServerTrouble
+        | Fault::Refused => (
             HealthProblem::ProbeFailed,
             "see the detail; check the server's logs".into(),
-        )
+        ),
     };
     r.problem = Some(problem);
     r.detail = format!(

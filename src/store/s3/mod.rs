@@ -11,7 +11,8 @@
 //!   5xx / timeouts / connection errors → `Transient` / `Unreachable`, `RequestTimeTooSkewed`
 //!   (or a server `Date` more than 15 minutes off) → `ClockSkew`.
 //! - [`healthcheck`] tells apart an unknown bucket, bad credentials, an unreachable endpoint, a
-//!   wrong region and clock skew, each with a hint (the plan preflight calls it).
+//!   wrong region and clock skew, each with a hint (the plan preflight calls it). It reads SDK
+//!   errors with the same classifier as the store operations (`classify.rs`), so the two agree.
 //!
 //! The SDK's own retries are switched off: retries, the stalled-request watchdog and the
 //! deadline are the [`super::retry::RetryStore`] decorator's job, so they are counted in one
@@ -19,11 +20,11 @@
 //! instance metadata) or from a credentials file named in the config; no secret is ever part of
 //! a `Debug` or `Display` output of this module.
 //!
-//! Layout: this file is the [`S3Store`] type and its [`Store`] operations; [`config`] the
-//! destination's config and URL form; [`client`] builds the SDK client; [`classify`] reads an
-//! SDK error; [`multipart`] uploads large objects in parts; [`health`] is the healthcheck. This
-//! file must not know how an SDK error is read (it asks [`classify`]) nor how the client is
-//! built.
+//! Layout: this file is the [`S3Store`] type and its [`Store`] operations; `config.rs` the
+//! destination's config and URL form; `client.rs` builds the SDK client; `classify.rs` reads an
+//! SDK error; `multipart.rs` uploads large objects in parts; `health.rs` is the healthcheck.
+//! This file must not know how an SDK error is read (it asks `classify.rs`) nor how the client
+//! is built.
 
 mod classify;
 mod client;
@@ -36,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ObjectLockMode, ServerSideEncryption, StorageClass};
 use aws_sdk_s3::Client;
@@ -46,6 +47,7 @@ use md5::{Digest, Md5};
 use tokio::sync::OnceCell;
 
 use super::{ObjectInfo, Store, StoreError, StoreResult};
+use classify::{classify, S3Error};
 use client::OffsetClock;
 
 pub use config::{LockMode, S3Config};
@@ -122,6 +124,20 @@ impl S3Store {
 
     fn full_key(&self, key: &str) -> String {
         format!("{}{}", self.prefix, key)
+    }
+
+    /// Maps an SDK error to a [`StoreError`] naming this store, the operation and the key.
+    fn map_err<E>(&self, op: &'static str, key: &str, err: S3Error<E>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        classify(&err, &self.cfg.region, self.now()).store_error(
+            &err,
+            self.describe(),
+            op,
+            key,
+            &self.cfg.bucket,
+        )
     }
 
     fn put_options(&self) -> PutOptions {

@@ -3,7 +3,7 @@
 //! upload is aborted ([`AbortGuard`], also when the retry watchdog drops the request). Also the
 //! listing and aborting of uploads that a killed process left behind ([`PendingUpload`]).
 //!
-//! This file must not know how SDK errors are classified (it asks [`S3Store::map_err`]), how the
+//! This file must not know how SDK errors are classified (it asks the store's `map_err`), how the
 //! client is built, or anything of the healthcheck.
 
 use std::time::Duration;
