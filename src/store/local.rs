@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::pool::READS;
-use super::{ObjectInfo, Store, StoreError, StoreResult};
+use super::{Backend, ObjectInfo, Store, StoreError, StoreResult};
 use crate::direct;
 
 const TEMP_PREFIX: &str = ".tmp-";
@@ -62,6 +62,7 @@ impl LocalStore {
             },
             ErrorKind::PermissionDenied => StoreError::PermissionDenied {
                 store: self.describe(),
+                backend: Backend::Local,
                 key: key.into(),
                 detail: e.to_string(),
             },
@@ -210,6 +211,10 @@ impl LocalStore {
 impl Store for LocalStore {
     fn describe(&self) -> String {
         format!("local:{}", self.root.display())
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Local
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {

@@ -30,7 +30,20 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// The kind of storage behind a store ([`Store::backend`]); decorators report the kind of the
+/// store they wrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A directory: [`LocalStore`].
+    Local,
+    /// An S3 bucket: [`s3::S3Store`].
+    S3,
+    /// A fan-out to several destinations: [`multi::MultiStore`].
+    Multi,
+}
+
 /// Errors a store reports. `is_retryable` separates transient faults from permanent ones.
+/// `backend` is the kind of the store named in `store`; [`StoreError::hint`] goes by it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("object {key} not found in {store}")]
@@ -42,6 +55,7 @@ pub enum StoreError {
     #[error("permission denied on {key} in {store}: {detail}")]
     PermissionDenied {
         store: String,
+        backend: Backend,
         key: String,
         detail: String,
     },
@@ -71,7 +85,11 @@ pub enum StoreError {
     },
 
     #[error("store {store} is unreachable: {detail}")]
-    Unreachable { store: String, detail: String },
+    Unreachable {
+        store: String,
+        backend: Backend,
+        detail: String,
+    },
 
     #[error("store {store} refused the request signature because of clock skew: {detail}")]
     ClockSkew { store: String, detail: String },
@@ -104,14 +122,20 @@ impl StoreError {
                 "free space on the repository's file system (or raise the quota); nothing was committed"
                     .into(),
             ),
-            StoreError::PermissionDenied { store, .. } if store.starts_with("s3:") => Some(
+            StoreError::PermissionDenied {
+                backend: Backend::S3,
+                ..
+            } => Some(
                 "check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile or the credentials_file of this destination) and that the key may read, write and list this bucket"
                     .into(),
             ),
             StoreError::PermissionDenied { .. } => {
                 Some("check the permissions or credentials for this store".into())
             }
-            StoreError::Unreachable { store, .. } if store.starts_with("s3:") => Some(
+            StoreError::Unreachable {
+                backend: Backend::S3,
+                ..
+            } => Some(
                 "check the endpoint URL, DNS, the firewall and that the S3 server is running".into(),
             ),
             StoreError::Unreachable { .. } => {
@@ -132,6 +156,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + fmt::Debug {
     /// A short human description, e.g. `local:/srv/backup` or `s3:eu-west/bucket/prefix`.
     fn describe(&self) -> String;
+
+    /// The kind of storage this is; a decorator answers for the store it wraps.
+    fn backend(&self) -> Backend;
 
     async fn get(&self, key: &str) -> StoreResult<Bytes>;
 
@@ -189,4 +216,40 @@ pub fn open_destination(location: &str) -> crate::Result<multi::Destination> {
         retry: None,
         s3: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_follow_the_backend_not_the_store_name() {
+        let denied = |backend| StoreError::PermissionDenied {
+            store: "local:/srv/s3:backups".into(),
+            backend,
+            key: "k".into(),
+            detail: "403".into(),
+        };
+        assert!(denied(Backend::S3)
+            .hint()
+            .unwrap()
+            .contains("AWS_SECRET_ACCESS_KEY"));
+        assert_eq!(
+            denied(Backend::Local).hint().as_deref(),
+            Some("check the permissions or credentials for this store")
+        );
+        let unreachable = |backend| StoreError::Unreachable {
+            store: "s3:eu:backups".into(),
+            backend,
+            detail: "connection refused".into(),
+        };
+        assert_eq!(
+            unreachable(Backend::S3).hint().as_deref(),
+            Some("check the endpoint URL, DNS, the firewall and that the S3 server is running")
+        );
+        assert_eq!(
+            unreachable(Backend::Multi).hint().as_deref(),
+            Some("check that the store is mounted / the endpoint is reachable")
+        );
+    }
 }

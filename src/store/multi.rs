@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::retry::{RetryCounts, RetryStats, RetryStore};
 use super::s3::{S3Config, S3Store};
-use super::{DynStore, LocalStore, ObjectInfo, Store, StoreError, StoreResult};
+use super::{Backend, DynStore, LocalStore, ObjectInfo, Store, StoreError, StoreResult};
 
 /// One destination as the CLI and the plan build it: a name, the (decorated) store, and the
 /// retry counters of its decorator.
@@ -396,6 +396,7 @@ impl MultiStore {
         }
         Err(first_err.unwrap_or_else(|| StoreError::Unreachable {
             store: self.describe(),
+            backend: Backend::Multi,
             detail: format!("{op} {key}: no region is usable"),
         }))
     }
@@ -406,6 +407,10 @@ impl Store for MultiStore {
     fn describe(&self) -> String {
         let names: Vec<&str> = self.regions.iter().map(|r| r.dest.name.as_str()).collect();
         format!("regions[{}]", names.join(","))
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Multi
     }
 
     fn as_multi(&self) -> Option<&MultiStore> {

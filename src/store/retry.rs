@@ -23,7 +23,7 @@ use bytes::Bytes;
 use rand::Rng;
 use serde::Serialize;
 
-use super::{DynStore, ObjectInfo, Store, StoreError, StoreResult};
+use super::{Backend, DynStore, ObjectInfo, Store, StoreError, StoreResult};
 
 /// Retry policy. `Default` suits remote object stores.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,8 +278,13 @@ impl RetryStore {
                         key,
                         detail: format!("{detail} ({why})"),
                     },
-                    StoreError::Unreachable { store, detail } => StoreError::Unreachable {
+                    StoreError::Unreachable {
                         store,
+                        backend,
+                        detail,
+                    } => StoreError::Unreachable {
+                        store,
+                        backend,
                         detail: format!("{detail} ({why})"),
                     },
                     other => other,
@@ -297,6 +302,10 @@ impl RetryStore {
 impl Store for RetryStore {
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    fn backend(&self) -> Backend {
+        self.inner.backend()
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
@@ -344,6 +353,9 @@ mod tests {
         fn describe(&self) -> String {
             "flaky".into()
         }
+        fn backend(&self) -> Backend {
+            Backend::Local
+        }
         async fn get(&self, key: &str) -> StoreResult<Bytes> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             if n < self.fail {
@@ -352,6 +364,7 @@ mod tests {
                     "permanent" => {
                         return Err(StoreError::PermissionDenied {
                             store: "flaky".into(),
+                            backend: Backend::Local,
                             key: key.into(),
                             detail: "403".into(),
                         })
@@ -514,6 +527,9 @@ mod tests {
         impl Store for Slow {
             fn describe(&self) -> String {
                 "slow".into()
+            }
+            fn backend(&self) -> Backend {
+                Backend::Local
             }
             async fn get(&self, key: &str) -> StoreResult<Bytes> {
                 if self.0.fetch_add(1, Ordering::SeqCst) < 2 {

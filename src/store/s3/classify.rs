@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use crate::store::StoreError;
+use crate::store::{Backend, StoreError};
 
 /// SigV4 refuses requests whose clock is further than this from the server's.
 pub(super) const SKEW_LIMIT: Duration = Duration::from_secs(15 * 60);
@@ -157,12 +157,14 @@ impl Fault {
             },
             Fault::Unreachable => StoreError::Unreachable {
                 store,
+                backend: Backend::S3,
                 detail: format!("{op} {key}: {detail}"),
             },
             Fault::NoCredentials => {
                 let first = detail.lines().next().unwrap_or("").to_string();
                 StoreError::PermissionDenied {
                     store,
+                    backend: Backend::S3,
                     key,
                     detail: format!("{op}: no usable credentials ({first})"),
                 }
@@ -206,6 +208,7 @@ impl Fault {
             Fault::NotFound => StoreError::NotFound { store, key },
             Fault::Denied => StoreError::PermissionDenied {
                 store,
+                backend: Backend::S3,
                 key,
                 detail: format!(
                     "{op}: {}",

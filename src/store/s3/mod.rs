@@ -46,7 +46,7 @@ use bytes::Bytes;
 use md5::{Digest, Md5};
 use tokio::sync::OnceCell;
 
-use super::{ObjectInfo, Store, StoreError, StoreResult};
+use super::{Backend, ObjectInfo, Store, StoreError, StoreResult};
 use classify::{classify, S3Error};
 use client::OffsetClock;
 
@@ -115,6 +115,7 @@ impl S3Store {
                     .await
                     .map_err(|detail| StoreError::PermissionDenied {
                         store: self.describe(),
+                        backend: Backend::S3,
                         key: String::new(),
                         detail,
                     })
@@ -225,6 +226,10 @@ impl Store for S3Store {
             s.push_str(self.prefix.trim_end_matches('/'));
         }
         s
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::S3
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
