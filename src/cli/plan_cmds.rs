@@ -186,8 +186,8 @@ async fn preflight(ctx: &Ctx, p: &Plan, f: &mut Vec<Finding>) {
     // S3 destinations: bucket, credentials, endpoint, region and clock, each told apart.
     for d in &p.destinations {
         if let Ok(dest) = crate::store::multi::Destination::from_config(&d.0) {
-            if let Some(s3) = &dest.s3 {
-                let h = crate::store::s3::healthcheck(s3).await;
+            if dest.store.backend() == crate::store::Backend::S3 {
+                let h = dest.store.probe().await;
                 let hint = h
                     .hint
                     .as_deref()

@@ -3,10 +3,15 @@
 //! (an S3 bucket); decorators wrap any store: [`retry::RetryStore`] (backoff, watchdog,
 //! deadline) and [`multi::MultiStore`] (fan-out to several regions).
 //!
+//! Every store also answers [`Store::backend`] (its kind, which picks error hints) and
+//! [`Store::probe`] (can it be reached, written, read and deleted: a [`health::HealthReport`],
+//! findings as data).
+//!
 //! Keys are `/`-separated relative paths such as `data/ab/ab12…` or `snapshots/12ef…`.
 //! Every object the repository writes is immutable once written: `put` of an existing key
 //! must leave either the old or the new (identical) bytes, never a mix.
 
+pub mod health;
 pub mod local;
 pub mod multi;
 pub mod pool;
@@ -21,6 +26,7 @@ use bytes::Bytes;
 
 use crate::error::ExitCode;
 
+pub use health::{HealthProblem, HealthReport};
 pub use local::LocalStore;
 
 /// Metadata of a stored object.
@@ -176,6 +182,11 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectInfo>>;
 
+    /// Checks that the store can be used (reached, written, read, deleted), telling apart what
+    /// is wrong. Never fails: every finding is in the report. Not retried by the retry
+    /// decorator: a diagnosis reports the first failure rather than waiting it out.
+    async fn probe(&self) -> HealthReport;
+
     /// The multi-region fan-out behind this store, if it is one (the backup's commit step
     /// asks it which regions are complete).
     fn as_multi(&self) -> Option<&multi::MultiStore> {
@@ -214,7 +225,6 @@ pub fn open_destination(location: &str) -> crate::Result<multi::Destination> {
         name: format!("local:{path}"),
         store: Arc::new(LocalStore::new(path)),
         retry: None,
-        s3: None,
     })
 }
 

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use rand::Rng;
 use serde::Serialize;
 
-use super::{Backend, DynStore, ObjectInfo, Store, StoreError, StoreResult};
+use super::{Backend, DynStore, HealthReport, ObjectInfo, Store, StoreError, StoreResult};
 
 /// Retry policy. `Default` suits remote object stores.
 #[derive(Debug, Clone, PartialEq)]
@@ -333,6 +333,11 @@ impl Store for RetryStore {
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectInfo>> {
         self.run("head", key, || self.inner.head(key)).await
     }
+
+    /// The wrapped store's probe, as it is: no retry, no watchdog (see [`Store::probe`]).
+    async fn probe(&self) -> HealthReport {
+        self.inner.probe().await
+    }
 }
 
 #[cfg(test)]
@@ -394,6 +399,9 @@ mod tests {
             unreachable!("not used by these tests")
         }
         async fn head(&self, _: &str) -> StoreResult<Option<ObjectInfo>> {
+            unreachable!("not used by these tests")
+        }
+        async fn probe(&self) -> HealthReport {
             unreachable!("not used by these tests")
         }
     }
@@ -555,6 +563,9 @@ mod tests {
                 unreachable!("not used by this test")
             }
             async fn head(&self, _: &str) -> StoreResult<Option<ObjectInfo>> {
+                unreachable!("not used by this test")
+            }
+            async fn probe(&self) -> HealthReport {
                 unreachable!("not used by this test")
             }
         }

@@ -1,48 +1,20 @@
-//! The healthcheck of one S3 destination: `HeadBucket`, then a small put/get/delete probe under
-//! the prefix; every finding (unknown bucket, bad credentials, unreachable endpoint, wrong
-//! region, clock skew) goes into a [`HealthReport`] with a hint, never into an `Err`.
+//! The healthcheck of one S3 destination (what [`S3Store`]'s `Store::probe` runs): `HeadBucket`,
+//! then a small put/get/delete probe under the prefix; every finding (unknown bucket, bad
+//! credentials, unreachable endpoint, wrong region, clock skew) goes into a [`HealthReport`]
+//! with a hint, never into an `Err`.
 //!
-//! This file must not know how the client is built.
+//! This file must not know how the client is built, nor how an SDK error is read (it renders
+//! what `classify.rs` says).
 
 use std::time::Duration;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use bytes::Bytes;
-use serde::Serialize;
 
 use super::classify::{classify, Fault, S3Error};
 use super::S3Store;
+use crate::store::health::{probe_key, HealthProblem, HealthReport};
 use crate::store::{Store, StoreError};
-
-/// What a healthcheck found wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HealthProblem {
-    UnknownBucket,
-    BadCredentials,
-    Unreachable,
-    WrongRegion,
-    ClockSkew,
-    ProbeFailed,
-}
-
-/// The outcome of [`healthcheck`]: `problem` is `None` when the destination works.
-#[derive(Debug, Clone, Serialize)]
-pub struct HealthReport {
-    pub name: String,
-    pub bucket: String,
-    pub region: String,
-    pub endpoint: Option<String>,
-    pub problem: Option<HealthProblem>,
-    pub detail: String,
-    pub hint: Option<String>,
-}
-
-impl HealthReport {
-    pub fn ok(&self) -> bool {
-        self.problem.is_none()
-    }
-}
 
 /// Checks that a destination is usable: `HeadBucket`, then a small put/get/delete probe under
 /// the prefix. Never fails; every finding is in the report.
@@ -84,10 +56,7 @@ pub async fn healthcheck(store: &S3Store) -> HealthReport {
         diagnose(store, &mut r, e);
         return r;
     }
-    let key = format!(
-        "lifeboat-healthcheck/{}",
-        hex::encode(rand::random::<[u8; 8]>())
-    );
+    let key = probe_key();
     let body = Bytes::from(format!(
         "lifeboat healthcheck {}",
         chrono::Utc::now().to_rfc3339()

@@ -10,8 +10,9 @@
 //!   `PermissionDenied` (permanent: no retry storm), 503 / SlowDown / 429 → `Throttled`, other
 //!   5xx / timeouts / connection errors → `Transient` / `Unreachable`, `RequestTimeTooSkewed`
 //!   (or a server `Date` more than 15 minutes off) → `ClockSkew`.
-//! - [`healthcheck`] tells apart an unknown bucket, bad credentials, an unreachable endpoint, a
-//!   wrong region and clock skew, each with a hint (the plan preflight calls it). It reads SDK
+//! - [`healthcheck`] (the store's `probe`) tells apart an unknown bucket, bad credentials, an
+//!   unreachable endpoint, a wrong region and clock skew, each with a hint (the plan preflight
+//!   and `lifeboat healthcheck` call it). It reads SDK
 //!   errors with the same classifier as the store operations (`classify.rs`), so the two agree.
 //!
 //! The SDK's own retries are switched off: retries, the stalled-request watchdog and the
@@ -50,8 +51,9 @@ use super::{Backend, ObjectInfo, Store, StoreError, StoreResult};
 use classify::{classify, S3Error};
 use client::OffsetClock;
 
+pub use crate::store::health::{HealthProblem, HealthReport};
 pub use config::{LockMode, S3Config};
-pub use health::{healthcheck, HealthProblem, HealthReport};
+pub use health::healthcheck;
 pub use multipart::PendingUpload;
 
 /// An S3 bucket (and prefix) as a [`Store`]. The SDK client is built on first use, so opening
@@ -230,6 +232,11 @@ impl Store for S3Store {
 
     fn backend(&self) -> Backend {
         Backend::S3
+    }
+
+    /// The [`healthcheck`]: bucket, credentials, endpoint, region and clock told apart.
+    async fn probe(&self) -> HealthReport {
+        healthcheck(self).await
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
