@@ -9,11 +9,12 @@
 //! - SDK errors map to [`StoreError`]: 404 → `NotFound`, 403 / bad key / bad signature →
 //!   `PermissionDenied` (permanent: no retry storm), 503 / SlowDown / 429 → `Throttled`, other
 //!   5xx / timeouts / connection errors → `Transient` / `Unreachable`, `RequestTimeTooSkewed`
-//!   (or a server `Date` more than 15 minutes off) → `ClockSkew`.
+//!   (or a server `Date` more than 15 minutes off) → `ClockSkew`, a bucket in another region →
+//!   `Permanent` ("wrong region").
 //! - [`healthcheck`] (the store's `probe`) tells apart an unknown bucket, bad credentials, an
 //!   unreachable endpoint, a wrong region and clock skew, each with a hint (the plan preflight
-//!   and `lifeboat healthcheck` call it). It reads SDK
-//!   errors with the same classifier as the store operations (`classify.rs`), so the two agree.
+//!   and `lifeboat healthcheck` call it). It reads SDK errors with the same classifier as the
+//!   store operations (`classify.rs`), so the two agree.
 //!
 //! The SDK's own retries are switched off: retries, the stalled-request watchdog and the
 //! deadline are the [`super::retry::RetryStore`] decorator's job, so they are counted in one
