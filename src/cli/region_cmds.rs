@@ -299,9 +299,9 @@ pub async fn healthcheck(ctx: &Ctx, a: HealthcheckArgs) -> Result<ExitCode> {
     let (dests, _) = destinations(ctx)?;
     let mut out = Vec::new();
     for d in &dests {
-        let report = match &d.s3 {
-            Some(s3) => crate::store::s3::healthcheck(s3).await,
-            None => local_health(d).await,
+        let report = crate::store::HealthReport {
+            name: d.name.clone(),
+            ..d.store.probe().await
         };
         out.push(report);
     }
@@ -337,35 +337,4 @@ pub async fn healthcheck(ctx: &Ctx, a: HealthcheckArgs) -> Result<ExitCode> {
         n if n == out.len() => ExitCode::Error,
         _ => ExitCode::Partial,
     })
-}
-
-async fn local_health(d: &Destination) -> crate::store::s3::HealthReport {
-    let key = format!(
-        "lifeboat-healthcheck/{}",
-        hex::encode(rand::random::<[u8; 8]>())
-    );
-    let res = async {
-        d.store
-            .put(&key, bytes::Bytes::from_static(b"probe"))
-            .await?;
-        d.store.get(&key).await?;
-        d.store.delete(&key).await
-    }
-    .await;
-    crate::store::s3::HealthReport {
-        name: d.name.clone(),
-        bucket: String::new(),
-        region: String::new(),
-        endpoint: None,
-        problem: res
-            .as_ref()
-            .err()
-            .map(|_| crate::store::s3::HealthProblem::ProbeFailed),
-        detail: res
-            .as_ref()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default(),
-        hint: res.err().and_then(|e| e.hint()),
-    }
 }

@@ -112,8 +112,8 @@ pub async fn preflight(p: &Arc<Plan>) -> Vec<Finding> {
     let mut push = |ok: bool, what: String| f.push(Finding::new(ok, what));
     for d in &p.destinations {
         if let Ok(dest) = crate::store::multi::Destination::from_config(&d.0) {
-            if let Some(s3) = &dest.s3 {
-                let h = crate::store::s3::healthcheck(s3).await;
+            if dest.store.backend() == crate::store::Backend::S3 {
+                let h = dest.store.probe().await;
                 let hint = h
                     .hint
                     .as_deref()

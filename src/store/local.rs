@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::health::{probe_key, HealthProblem, HealthReport};
 use super::pool::READS;
-use super::{ObjectInfo, Store, StoreError, StoreResult};
+use super::{Backend, ObjectInfo, Store, StoreError, StoreResult};
 use crate::direct;
 
 const TEMP_PREFIX: &str = ".tmp-";
@@ -62,6 +63,7 @@ impl LocalStore {
             },
             ErrorKind::PermissionDenied => StoreError::PermissionDenied {
                 store: self.describe(),
+                backend: Backend::Local,
                 key: key.into(),
                 detail: e.to_string(),
             },
@@ -212,6 +214,10 @@ impl Store for LocalStore {
         format!("local:{}", self.root.display())
     }
 
+    fn backend(&self) -> Backend {
+        Backend::Local
+    }
+
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         let path = self.path(key)?;
         let this = self.clone();
@@ -280,6 +286,31 @@ impl Store for LocalStore {
             Err(e) => Err(self.map_err("head", key, e)),
         }
     }
+
+    /// A put, get and delete of a fresh `lifeboat-healthcheck/…` key. The report is named after
+    /// the directory (`local:<path>`); bucket and region are empty.
+    async fn probe(&self) -> HealthReport {
+        let key = probe_key();
+        let res = async {
+            self.put(&key, Bytes::from_static(b"probe")).await?;
+            self.get(&key).await?;
+            self.delete(&key).await
+        }
+        .await;
+        HealthReport {
+            name: self.describe(),
+            bucket: String::new(),
+            region: String::new(),
+            endpoint: None,
+            problem: res.as_ref().err().map(|_| HealthProblem::ProbeFailed),
+            detail: res
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+            hint: res.err().and_then(|e| e.hint()),
+        }
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -322,6 +353,21 @@ mod tests {
         s.delete("snapshots/x").await.unwrap();
         assert!(s.head("snapshots/x").await.unwrap().is_none());
         assert!(s.put("../escape", Bytes::new()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn probe_writes_reads_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(dir.path().join("repo"));
+        let r = s.probe().await;
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(r.name, s.describe());
+        assert!(s.list("").await.unwrap().is_empty(), "the probe cleans up");
+        // A root that is a file: nothing can be written there.
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let r = LocalStore::new(dir.path().join("file")).probe().await;
+        assert_eq!(r.problem, Some(HealthProblem::ProbeFailed), "{r:?}");
+        assert!(r.detail.contains("lifeboat-healthcheck/"), "{r:?}");
     }
 
     #[test]

@@ -3,10 +3,15 @@
 //! (an S3 bucket); decorators wrap any store: [`retry::RetryStore`] (backoff, watchdog,
 //! deadline) and [`multi::MultiStore`] (fan-out to several regions).
 //!
+//! Every store also answers [`Store::backend`] (its kind, which picks error hints) and
+//! [`Store::probe`] (can it be reached, written, read and deleted: a [`health::HealthReport`],
+//! findings as data).
+//!
 //! Keys are `/`-separated relative paths such as `data/ab/ab12…` or `snapshots/12ef…`.
 //! Every object the repository writes is immutable once written: `put` of an existing key
 //! must leave either the old or the new (identical) bytes, never a mix.
 
+pub mod health;
 pub mod local;
 pub mod multi;
 pub mod pool;
@@ -21,6 +26,7 @@ use bytes::Bytes;
 
 use crate::error::ExitCode;
 
+pub use health::{HealthProblem, HealthReport};
 pub use local::LocalStore;
 
 /// Metadata of a stored object.
@@ -30,7 +36,20 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// The kind of storage behind a store ([`Store::backend`]); decorators report the kind of the
+/// store they wrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A directory: [`LocalStore`].
+    Local,
+    /// An S3 bucket: [`s3::S3Store`].
+    S3,
+    /// A fan-out to several destinations: [`multi::MultiStore`].
+    Multi,
+}
+
 /// Errors a store reports. `is_retryable` separates transient faults from permanent ones.
+/// `backend` is the kind of the store named in `store`; [`StoreError::hint`] goes by it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("object {key} not found in {store}")]
@@ -42,6 +61,7 @@ pub enum StoreError {
     #[error("permission denied on {key} in {store}: {detail}")]
     PermissionDenied {
         store: String,
+        backend: Backend,
         key: String,
         detail: String,
     },
@@ -71,7 +91,11 @@ pub enum StoreError {
     },
 
     #[error("store {store} is unreachable: {detail}")]
-    Unreachable { store: String, detail: String },
+    Unreachable {
+        store: String,
+        backend: Backend,
+        detail: String,
+    },
 
     #[error("store {store} refused the request signature because of clock skew: {detail}")]
     ClockSkew { store: String, detail: String },
@@ -104,14 +128,20 @@ impl StoreError {
                 "free space on the repository's file system (or raise the quota); nothing was committed"
                     .into(),
             ),
-            StoreError::PermissionDenied { store, .. } if store.starts_with("s3:") => Some(
+            StoreError::PermissionDenied {
+                backend: Backend::S3,
+                ..
+            } => Some(
                 "check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile or the credentials_file of this destination) and that the key may read, write and list this bucket"
                     .into(),
             ),
             StoreError::PermissionDenied { .. } => {
                 Some("check the permissions or credentials for this store".into())
             }
-            StoreError::Unreachable { store, .. } if store.starts_with("s3:") => Some(
+            StoreError::Unreachable {
+                backend: Backend::S3,
+                ..
+            } => Some(
                 "check the endpoint URL, DNS, the firewall and that the S3 server is running".into(),
             ),
             StoreError::Unreachable { .. } => {
@@ -133,6 +163,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// A short human description, e.g. `local:/srv/backup` or `s3:eu-west/bucket/prefix`.
     fn describe(&self) -> String;
 
+    /// The kind of storage this is; a decorator answers for the store it wraps.
+    fn backend(&self) -> Backend;
+
     async fn get(&self, key: &str) -> StoreResult<Bytes>;
 
     /// `len` bytes starting at `offset`. Reading past the end is an error.
@@ -148,6 +181,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn delete(&self, key: &str) -> StoreResult<()>;
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectInfo>>;
+
+    /// Checks that the store can be used (reached, written, read, deleted), telling apart what
+    /// is wrong. Never fails: every finding is in the report. Not retried by the retry
+    /// decorator: a diagnosis reports the first failure rather than waiting it out.
+    async fn probe(&self) -> HealthReport;
 
     /// The multi-region fan-out behind this store, if it is one (the backup's commit step
     /// asks it which regions are complete).
@@ -187,6 +225,41 @@ pub fn open_destination(location: &str) -> crate::Result<multi::Destination> {
         name: format!("local:{path}"),
         store: Arc::new(LocalStore::new(path)),
         retry: None,
-        s3: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_follow_the_backend_not_the_store_name() {
+        let denied = |backend| StoreError::PermissionDenied {
+            store: "local:/srv/s3:backups".into(),
+            backend,
+            key: "k".into(),
+            detail: "403".into(),
+        };
+        assert!(denied(Backend::S3)
+            .hint()
+            .unwrap()
+            .contains("AWS_SECRET_ACCESS_KEY"));
+        assert_eq!(
+            denied(Backend::Local).hint().as_deref(),
+            Some("check the permissions or credentials for this store")
+        );
+        let unreachable = |backend| StoreError::Unreachable {
+            store: "s3:eu:backups".into(),
+            backend,
+            detail: "connection refused".into(),
+        };
+        assert_eq!(
+            unreachable(Backend::S3).hint().as_deref(),
+            Some("check the endpoint URL, DNS, the firewall and that the S3 server is running")
+        );
+        assert_eq!(
+            unreachable(Backend::Multi).hint().as_deref(),
+            Some("check that the store is mounted / the endpoint is reachable")
+        );
+    }
 }

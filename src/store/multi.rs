@@ -9,6 +9,7 @@
 //!   lagged behind in an earlier run) is marked *lagging* and gets no snapshot, so no region
 //!   ever holds a snapshot without all its packs and index.
 //! - Reads go to the first live region that has the object (regions in configured order).
+//! - [`Store::probe`] probes every region and reports the first one with a problem.
 //! - [`Destinations`] is the small destinations file (`[[destinations]] type = "s3" | "local"`)
 //!   that the CLI reads until plans carry the same list.
 //!
@@ -26,7 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use super::retry::{RetryCounts, RetryStats, RetryStore};
 use super::s3::{S3Config, S3Store};
-use super::{DynStore, LocalStore, ObjectInfo, Store, StoreError, StoreResult};
+use super::{
+    Backend, DynStore, HealthReport, LocalStore, ObjectInfo, Store, StoreError, StoreResult,
+};
 
 /// One destination as the CLI and the plan build it: a name, the (decorated) store, and the
 /// retry counters of its decorator.
@@ -35,8 +38,6 @@ pub struct Destination {
     pub name: String,
     pub store: DynStore,
     pub retry: Option<Arc<RetryStats>>,
-    /// Set for S3 destinations, for the healthcheck.
-    pub s3: Option<Arc<S3Store>>,
 }
 
 impl Destination {
@@ -57,13 +58,12 @@ impl Destination {
             DestinationConfig::S3(c) => {
                 let retry_cfg = c.retry_config();
                 let s3 = Arc::new(S3Store::new((**c).clone())?);
-                let retry = RetryStore::new(s3.clone(), retry_cfg);
+                let retry = RetryStore::new(s3, retry_cfg);
                 let stats = retry.stats();
                 Ok(Destination {
                     name: Self::name_of(cfg),
                     store: Arc::new(retry),
                     retry: Some(stats),
-                    s3: Some(s3),
                 })
             }
             DestinationConfig::Local(l) => {
@@ -74,7 +74,6 @@ impl Destination {
                     name: Self::name_of(cfg),
                     store: Arc::new(LocalStore::new(&l.path)),
                     retry: None,
-                    s3: None,
                 })
             }
         }
@@ -370,6 +369,19 @@ impl MultiStore {
             .collect()
     }
 
+    /// Probes every configured region at once, failed and lagging ones too (a probe is a
+    /// diagnosis, not part of this run); one report per region in configured order, named after
+    /// the region.
+    pub async fn probe_regions(&self) -> Vec<HealthReport> {
+        join_all(self.regions.iter().map(|r| async move {
+            HealthReport {
+                name: r.dest.name.clone(),
+                ..r.dest.store.probe().await
+            }
+        }))
+        .await
+    }
+
     /// Reads from live regions in order until one answers; `NotFound` only if none has it.
     async fn read_first<T, F, Fut>(&self, op: &'static str, key: &str, f: F) -> StoreResult<T>
     where
@@ -396,6 +408,7 @@ impl MultiStore {
         }
         Err(first_err.unwrap_or_else(|| StoreError::Unreachable {
             store: self.describe(),
+            backend: Backend::Multi,
             detail: format!("{op} {key}: no region is usable"),
         }))
     }
@@ -406,6 +419,10 @@ impl Store for MultiStore {
     fn describe(&self) -> String {
         let names: Vec<&str> = self.regions.iter().map(|r| r.dest.name.as_str()).collect();
         format!("regions[{}]", names.join(","))
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Multi
     }
 
     fn as_multi(&self) -> Option<&MultiStore> {
@@ -501,6 +518,25 @@ impl Store for MultiStore {
             _ => Ok(None),
         }
     }
+
+    /// Every region is probed ([`MultiStore::probe_regions`]); the report is the first region's
+    /// (in configured order) that found a problem, named after that region. When all work, an
+    /// ok report named after the fan-out (`regions[a,b]`), with no bucket or region.
+    async fn probe(&self) -> HealthReport {
+        let reports = self.probe_regions().await;
+        reports
+            .into_iter()
+            .find(|r| !r.ok())
+            .unwrap_or_else(|| HealthReport {
+                name: self.describe(),
+                bucket: String::new(),
+                region: String::new(),
+                endpoint: None,
+                problem: None,
+                detail: String::new(),
+                hint: None,
+            })
+    }
 }
 
 #[cfg(test)]
@@ -512,7 +548,6 @@ mod tests {
             name: name.into(),
             store: Arc::new(LocalStore::new(dir.join(name))),
             retry: None,
-            s3: None,
         }
     }
 
@@ -533,6 +568,33 @@ mod tests {
         assert_eq!(res[1].status, RegionStatus::Failed);
         assert!(res[1].error.as_deref().unwrap().contains("data/x"));
         assert_eq!(res[1].objects_written, 0);
+    }
+
+    #[tokio::test]
+    async fn probe_names_the_first_region_with_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MultiStore::new(vec![local(dir.path(), "a"), local(dir.path(), "b")], 1).unwrap();
+        let r = m.probe().await;
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(r.name, "regions[a,b]");
+        // Region c's root is a file: its probe fails, also after c was marked failed.
+        std::fs::write(dir.path().join("c"), b"not a directory").unwrap();
+        let m = MultiStore::new(vec![local(dir.path(), "a"), local(dir.path(), "c")], 1).unwrap();
+        m.put("k", Bytes::from_static(b"v")).await.unwrap();
+        assert_eq!(m.results()[1].status, RegionStatus::Failed);
+        let r = m.probe().await;
+        assert_eq!(
+            (r.name.as_str(), r.problem),
+            ("c", Some(crate::store::HealthProblem::ProbeFailed)),
+            "{r:?}"
+        );
+        let names: Vec<String> = m
+            .probe_regions()
+            .await
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["a", "c"]);
     }
 
     #[tokio::test]

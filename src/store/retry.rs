@@ -23,7 +23,7 @@ use bytes::Bytes;
 use rand::Rng;
 use serde::Serialize;
 
-use super::{DynStore, ObjectInfo, Store, StoreError, StoreResult};
+use super::{Backend, DynStore, HealthReport, ObjectInfo, Store, StoreError, StoreResult};
 
 /// Retry policy. `Default` suits remote object stores.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,8 +278,13 @@ impl RetryStore {
                         key,
                         detail: format!("{detail} ({why})"),
                     },
-                    StoreError::Unreachable { store, detail } => StoreError::Unreachable {
+                    StoreError::Unreachable {
                         store,
+                        backend,
+                        detail,
+                    } => StoreError::Unreachable {
+                        store,
+                        backend,
                         detail: format!("{detail} ({why})"),
                     },
                     other => other,
@@ -297,6 +302,10 @@ impl RetryStore {
 impl Store for RetryStore {
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    fn backend(&self) -> Backend {
+        self.inner.backend()
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
@@ -324,6 +333,11 @@ impl Store for RetryStore {
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectInfo>> {
         self.run("head", key, || self.inner.head(key)).await
     }
+
+    /// The wrapped store's probe, as it is: no retry, no watchdog (see [`Store::probe`]).
+    async fn probe(&self) -> HealthReport {
+        self.inner.probe().await
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +358,9 @@ mod tests {
         fn describe(&self) -> String {
             "flaky".into()
         }
+        fn backend(&self) -> Backend {
+            Backend::Local
+        }
         async fn get(&self, key: &str) -> StoreResult<Bytes> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             if n < self.fail {
@@ -352,6 +369,7 @@ mod tests {
                     "permanent" => {
                         return Err(StoreError::PermissionDenied {
                             store: "flaky".into(),
+                            backend: Backend::Local,
                             key: key.into(),
                             detail: "403".into(),
                         })
@@ -381,6 +399,9 @@ mod tests {
             unreachable!("not used by these tests")
         }
         async fn head(&self, _: &str) -> StoreResult<Option<ObjectInfo>> {
+            unreachable!("not used by these tests")
+        }
+        async fn probe(&self) -> HealthReport {
             unreachable!("not used by these tests")
         }
     }
@@ -515,6 +536,9 @@ mod tests {
             fn describe(&self) -> String {
                 "slow".into()
             }
+            fn backend(&self) -> Backend {
+                Backend::Local
+            }
             async fn get(&self, key: &str) -> StoreResult<Bytes> {
                 if self.0.fetch_add(1, Ordering::SeqCst) < 2 {
                     return Err(StoreError::Throttled {
@@ -539,6 +563,9 @@ mod tests {
                 unreachable!("not used by this test")
             }
             async fn head(&self, _: &str) -> StoreResult<Option<ObjectInfo>> {
+                unreachable!("not used by this test")
+            }
+            async fn probe(&self) -> HealthReport {
                 unreachable!("not used by this test")
             }
         }
