@@ -294,22 +294,13 @@ pub async fn sync(ctx: &Ctx, a: SyncArgs) -> Result<ExitCode> {
 
 /// `lifeboat healthcheck`: can every destination be reached, read, written and deleted?
 pub async fn healthcheck(ctx: &Ctx, a: HealthcheckArgs) -> Result<ExitCode> {
-    let pctx = plan_ctx(ctx, a.plan.as_deref())?;
-    let ctx = pctx.as_ref().unwrap_or(ctx);
-    let (dests, _) = destinations(ctx)?;
-    let mut out = Vec::new();
-    for d in &dests {
-        let report = crate::store::HealthReport {
-            name: d.name.clone(),
-            ..d.store.probe().await
-        };
-        out.push(report);
-    }
-    let failed = out.iter().filter(|r| !r.ok()).count();
+    let target = ctx.target(a.plan.as_deref(), false)?;
+    let health = crate::ops::health::healthcheck(&target).await;
+    let out = &health.destinations;
     if ctx.global.json {
         print_json(&json!({"message_type": "summary", "destinations": out}));
     } else {
-        for r in &out {
+        for r in out {
             if r.ok() {
                 if !ctx.global.quiet {
                     println!(
@@ -332,9 +323,5 @@ pub async fn healthcheck(ctx: &Ctx, a: HealthcheckArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(match failed {
-        0 => ExitCode::Ok,
-        n if n == out.len() => ExitCode::Error,
-        _ => ExitCode::Partial,
-    })
+    Ok(health.exit_code())
 }

@@ -15,6 +15,7 @@
 pub mod backup;
 pub mod catalog;
 pub mod drill;
+pub mod health;
 pub mod plans;
 pub mod preflight;
 pub mod record;

@@ -186,12 +186,6 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// is wrong. Never fails: every finding is in the report. Not retried by the retry
     /// decorator: a diagnosis reports the first failure rather than waiting it out.
     async fn probe(&self) -> HealthReport;
-
-    /// The multi-region fan-out behind this store, if it is one (the backup's commit step
-    /// asks it which regions are complete).
-    fn as_multi(&self) -> Option<&multi::MultiStore> {
-        None
-    }
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -425,10 +425,6 @@ impl Store for MultiStore {
         Backend::Multi
     }
 
-    fn as_multi(&self) -> Option<&MultiStore> {
-        Some(self)
-    }
-
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         self.read_first("get", key, |s| async move { s.get(key).await })
             .await
