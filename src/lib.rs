@@ -48,7 +48,7 @@
 //! - [`restore`] — snapshot → files, verified blob by blob, written into a staging area first.
 //! - [`catalog`] — sqlx (SQLite file or PostgreSQL): runs, snapshots, drills, measured RTO/RPO,
 //!   the pack verification ledger and high-water marks; rebuildable from the repository.
-//! - [`error`] — the library error type and the process exit codes it maps to.
+//! - [`error`] — the library error type; [`exit`] — the process exit codes it maps to.
 //! - [`direct`] — writes past the page cache (`O_DIRECT`) for packs and restored files.
 //! - [`progress`] — progress reporting that the CLI renders (bars on a terminal, nothing else).
 //! - [`demo`] — the `lifeboat demo` walkthrough on the embedded default.
@@ -60,6 +60,7 @@ pub mod demo;
 pub mod direct;
 pub mod drill;
 pub mod error;
+pub mod exit;
 pub mod failpoint;
 pub mod ids;
 pub mod ops;

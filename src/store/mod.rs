@@ -24,7 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::error::ExitCode;
+use crate::exit::ExitCode;
 
 pub use health::{HealthProblem, HealthReport};
 pub use local::LocalStore;
