@@ -14,9 +14,11 @@
 
 pub mod backup;
 pub mod record;
+pub mod restore;
 pub mod snapshots;
 pub mod sync;
 pub mod target;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
