@@ -227,9 +227,8 @@ async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
     match cmd {
         Init(a) => repo_cmds::init(ctx, a).await,
         Backup(a) => repo_cmds::backup(ctx, a).await,
-        Snapshots(a) if a.plan.is_some() => plan_cmds::snapshots(ctx, a).await,
-        Snapshots(_) if region_cmds::is_multi(ctx) => region_cmds::snapshots(ctx).await,
-        Snapshots(_) => restore_cmds::snapshots(ctx).await,
+        // A repository's, a plan's or job's, or (several regions) which is in which.
+        Snapshots(a) => restore_cmds::snapshots(ctx, a).await,
         Ls(a) => restore_cmds::ls(ctx, a).await,
         Restore(a) => restore_cmds::restore(ctx, a).await,
         Verify(a) => restore_cmds::verify(ctx, a).await,

@@ -1,9 +1,6 @@
 //! Multi-region commands and helpers: building the destinations from repeated `--repo`
-//! locations or a `--destinations` file, per-region output of backups, `snapshots` per region,
-//! `sync`, `healthcheck`, and opening one region for `restore --region` / `verify --region`
-//! (with `--allow-fallback` reading from the others).
+//! locations or a `--destinations` file, `sync` and `healthcheck`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use clap::Args;
@@ -12,7 +9,6 @@ use serde_json::json;
 use super::output::{bytes, print_json};
 use super::Ctx;
 use crate::error::ExitCode;
-use crate::repo::{ObjectKind, Repository};
 use crate::store::multi::{Destination, Destinations, MultiStore};
 use crate::store::{open_destination, DynStore};
 use crate::{Error, Result};
@@ -93,16 +89,6 @@ pub fn destinations(ctx: &Ctx) -> Result<(Vec<Destination>, Option<usize>)> {
     ))
 }
 
-/// The destination names, comma-separated (for messages).
-pub fn region_names(ctx: &Ctx) -> Result<String> {
-    let (dests, _) = destinations(ctx)?;
-    Ok(dests
-        .iter()
-        .map(|d| d.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", "))
-}
-
 /// True when the command line names more than one destination.
 pub fn is_multi(ctx: &Ctx) -> bool {
     if let Some(p) = &ctx.plan {
@@ -119,151 +105,6 @@ pub fn open_store(ctx: &Ctx) -> Result<DynStore> {
     }
     let min = ctx.global.min_regions.or(file_min).unwrap_or(1);
     Ok(Arc::new(MultiStore::new(dests, min).map_err(Error::Usage)?))
-}
-
-fn find<'a>(dests: &'a [Destination], name: &str) -> Result<&'a Destination> {
-    dests.iter().find(|d| d.name == name).ok_or_else(|| {
-        let names: Vec<&str> = dests.iter().map(|d| d.name.as_str()).collect();
-        Error::Usage(format!(
-            "no region named {name:?}; the regions are: {}",
-            names.join(", ")
-        ))
-    })
-}
-
-/// Opens the repository for reading: in region `region` when given (else all regions, first
-/// answer wins); with `allow_fallback`, a blob that fails to read or verify in the chosen
-/// region is read from the others.
-pub async fn open_repo_for_read(
-    ctx: &Ctx,
-    region: Option<&str>,
-    allow_fallback: bool,
-) -> Result<Repository> {
-    let (dests, _) = destinations(ctx)?;
-    let (primary, others): (DynStore, Vec<&Destination>) = match region {
-        Some(name) => {
-            let d = find(&dests, name)?;
-            (
-                d.store.clone(),
-                dests.iter().filter(|o| o.name != name).collect(),
-            )
-        }
-        None if dests.len() == 1 => (dests[0].store.clone(), Vec::new()),
-        None if allow_fallback => (dests[0].store.clone(), dests[1..].iter().collect()),
-        None => (
-            Arc::new(MultiStore::new(dests.clone(), 1).map_err(Error::Usage)?) as DynStore,
-            Vec::new(),
-        ),
-    };
-    crate::repo::read_config(&primary).await?;
-    let pw = ctx.password(&primary.describe(), false)?;
-    let repo = Repository::open(primary, pw.as_bytes()).await?;
-    Ok(if allow_fallback {
-        repo.with_fallbacks(
-            others
-                .into_iter()
-                .map(|d| (d.name.clone(), d.store.clone()))
-                .collect(),
-        )
-    } else {
-        repo
-    })
-}
-
-/// `lifeboat snapshots` over several regions: which snapshot exists in which region.
-pub async fn snapshots(ctx: &Ctx) -> Result<ExitCode> {
-    let (dests, _) = destinations(ctx)?;
-    let repo = open_repo_for_read(ctx, None, false).await?;
-    let mut presence: BTreeMap<crate::ids::SnapshotId, Vec<bool>> = BTreeMap::new();
-    let mut unreachable = Vec::new();
-    for (i, d) in dests.iter().enumerate() {
-        match d.store.list("snapshots/").await {
-            Ok(list) => {
-                for info in list {
-                    if let Some(id) = info
-                        .key
-                        .strip_prefix("snapshots/")
-                        .and_then(|s| s.parse().ok())
-                    {
-                        presence
-                            .entry(id)
-                            .or_insert_with(|| vec![false; dests.len()])[i] = true;
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!("warning: region {}: cannot list snapshots: {e}", d.name);
-                unreachable.push(d.name.clone());
-            }
-        }
-    }
-    let mut rows = Vec::new();
-    for (id, present) in presence {
-        let snap: crate::repo::snapshot::Snapshot =
-            repo.load_json(ObjectKind::Snapshot, &id).await?;
-        rows.push((id, snap, present));
-    }
-    rows.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-    if ctx.global.json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|(id, s, present)| {
-                let mut v = serde_json::to_value(s).expect("snapshot serializes");
-                v["id"] = json!(id);
-                v["short_id"] = json!(id.short());
-                v["regions"] = json!(dests
-                    .iter()
-                    .zip(present)
-                    .filter(|(_, p)| **p)
-                    .map(|(d, _)| &d.name)
-                    .collect::<Vec<_>>());
-                v["missing_from"] = json!(dests
-                    .iter()
-                    .zip(present)
-                    .filter(|(_, p)| !**p)
-                    .map(|(d, _)| &d.name)
-                    .collect::<Vec<_>>());
-                v
-            })
-            .collect();
-        print_json(&v);
-    } else {
-        let names: Vec<String> = dests
-            .iter()
-            .map(|d| format!("{:^8}", truncate(&d.name, 8)))
-            .collect();
-        println!(
-            "{:<10} {:<20} {:<16} {}  paths",
-            "id",
-            "time (UTC)",
-            "host",
-            names.join(" ")
-        );
-        for (id, s, present) in &rows {
-            let marks: Vec<String> = present
-                .iter()
-                .map(|p| format!("{:^8}", if *p { "yes" } else { "-" }))
-                .collect();
-            println!(
-                "{:<10} {:<20} {:<16} {}  {}",
-                id.short(),
-                s.time.format("%Y-%m-%d %H:%M:%S"),
-                truncate(&s.host, 16),
-                marks.join(" "),
-                s.paths.join(" ")
-            );
-        }
-        println!("{} snapshots", rows.len());
-    }
-    Ok(if unreachable.is_empty() {
-        ExitCode::Ok
-    } else {
-        ExitCode::Partial
-    })
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
 }
 
 /// `lifeboat sync`: copy what lagging regions lack from the others, verified, snapshots last.
