@@ -10,20 +10,12 @@ use serde_json::json;
 
 use super::output::{bytes, print_json};
 use super::Ctx;
-use crate::catalog::{self, age_secs, Catalog, OpenOptions, PackRead, VerifiedBy};
+use crate::catalog::{self, age_secs};
 use crate::error::ExitCode;
-use crate::ids::PackId;
 use crate::ops::catalog::RebuildRequest;
 use crate::ops::status::{parse_cycle, HistoryRequest, StatusRequest};
-use crate::repo::verify::{ReadData, Severity, VerifyReport};
-use crate::repo::Repository;
-use crate::{Error, Result};
-
-/// The region a plain `--repo` location counts as (plans name their regions).
-pub const LOCAL_REGION: &str = "local";
-
-/// How long `backup` and `verify` wait for the catalog before going on without it.
-const BEST_EFFORT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::repo::verify::Severity;
+use crate::Result;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -80,172 +72,6 @@ pub struct RebuildArgs {
     /// Drop catalog rows of snapshots the repository no longer has (after checking why)
     #[arg(long)]
     pub forget_missing: bool,
-}
-
-/// `--catalog` / `LIFEBOAT_CATALOG`, else the default file in the state directory.
-pub fn catalog_location(ctx: &Ctx) -> Result<String> {
-    match &ctx.global.catalog {
-        Some(loc) => {
-            let from_env = std::env::var("LIFEBOAT_CATALOG").ok().as_deref() == Some(loc);
-            if catalog::has_password(loc) && !from_env {
-                return Err(Error::Usage(format!(
-                    "--catalog {}: a password on the command line is visible to every user in `ps`; put the URL in LIFEBOAT_CATALOG, or use PGPASSWORD / ~/.pgpass",
-                    catalog::redact(loc)
-                )));
-            }
-            Ok(loc.clone())
-        }
-        None => Ok(catalog::default_location()?.display().to_string()),
-    }
-}
-
-pub async fn open_catalog(ctx: &Ctx) -> Result<Catalog> {
-    Ok(Catalog::open(&catalog_location(ctx)?).await?)
-}
-
-/// Opens the catalog for a write that must not fail the command: `None` plus a warning.
-pub(super) async fn open_best_effort(ctx: &Ctx, warnings: &mut Vec<String>) -> Option<Catalog> {
-    let opts = OpenOptions {
-        connect_timeout: BEST_EFFORT_TIMEOUT,
-        ..Default::default()
-    };
-    let loc = match catalog_location(ctx) {
-        Ok(l) => l,
-        Err(e) => {
-            warnings.push(e.to_string());
-            return None;
-        }
-    };
-    match Catalog::open_with(&loc, &opts).await {
-        Ok(c) => Some(c),
-        Err(e) => {
-            warnings.push(e.to_string());
-            None
-        }
-    }
-}
-
-/// Parses a humanized size: `5GiB`, `500MB`, `1.5G` (binary), `4096`.
-pub fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || {
-        Error::Usage(format!(
-            "size {s:?}: expected a number with an optional unit, such as 5GiB, 500MB or 1.5G"
-        ))
-    };
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "kb" => 1_000,
-        "m" | "mib" => 1 << 20,
-        "mb" => 1_000_000,
-        "g" | "gib" => 1 << 30,
-        "gb" => 1_000_000_000,
-        "t" | "tib" => 1 << 40,
-        "tb" => 1_000_000_000_000,
-        _ => return Err(bad()),
-    };
-    let v = n * mult as f64;
-    if !(v.is_finite() && v >= 1.0 && v < u64::MAX as f64) {
-        return Err(bad());
-    }
-    Ok(v as u64)
-}
-
-/// `verify --budget`: the packs to read, least recently verified first, within the budget.
-/// Needs the catalog (its ledger decides the order), so failing to open it is an error here.
-pub async fn budget_selection(
-    ctx: &Ctx,
-    repo: &Repository,
-    budget: &str,
-) -> Result<(Catalog, ReadData)> {
-    let budget = parse_size(budget)?;
-    let cat = open_catalog(ctx).await?;
-    let index = repo.load_index().await?;
-    cat.record_repository(repo.id(), &repo.location()).await?;
-    let (chosen, too_big) = cat
-        .least_recently_verified(repo.id(), LOCAL_REGION, budget, index.packs())
-        .await?;
-    for (id, size) in too_big.iter().take(5) {
-        eprintln!(
-            "warning: pack {} ({}) is larger than the budget ({}) and is never read by --budget; run `lifeboat verify --read-data` or raise --budget",
-            id.short(),
-            bytes(*size),
-            bytes(budget)
-        );
-    }
-    if too_big.len() > 5 {
-        eprintln!(
-            "warning: {} more packs are larger than the budget; the largest is {}",
-            too_big.len() - 5,
-            bytes(too_big.iter().map(|p| p.1).max().unwrap_or(0))
-        );
-    }
-    Ok((
-        cat,
-        ReadData::Packs(
-            chosen
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect::<Vec<PackId>>(),
-        ),
-    ))
-}
-
-/// After `verify`: records what was read in the ledger and adds the high-water findings
-/// (rollback, vanished snapshots) to the report. Problems with the catalog are warnings.
-pub async fn after_verify(
-    ctx: &Ctx,
-    repo: &Repository,
-    catalog: Option<Catalog>,
-    report: &mut VerifyReport,
-) -> Vec<String> {
-    let mut warnings = Vec::new();
-    let cat = match catalog {
-        Some(c) => Some(c),
-        None => open_best_effort(ctx, &mut warnings).await,
-    };
-    if let Some(cat) = cat {
-        let res = async {
-            cat.record_repository(repo.id(), &repo.location()).await?;
-            let reads: Vec<PackRead> = report
-                .read_results
-                .iter()
-                .map(|r| PackRead {
-                    pack: r.pack,
-                    size: r.size,
-                    ok: r.ok,
-                })
-                .collect();
-            if !reads.is_empty() {
-                cat.record_pack_verifications(repo.id(), LOCAL_REGION, &reads, VerifiedBy::Verify)
-                    .await?;
-            }
-            let listing = repo.list_snapshots().await?;
-            let findings = cat
-                .check_high_water(repo.id(), LOCAL_REGION, &listing)
-                .await?;
-            Ok::<_, Error>(findings)
-        }
-        .await;
-        match res {
-            Ok(f) => report.findings.extend(f),
-            Err(e) => warnings.push(e.to_string()),
-        }
-        cat.close().await;
-    }
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
-    if !warnings.is_empty() {
-        eprintln!("warning: the verification was not recorded in the catalog, and rollback detection did not run");
-    }
-    warnings
 }
 
 pub async fn status(ctx: &Ctx, a: StatusArgs) -> Result<ExitCode> {
@@ -567,19 +393,6 @@ async fn rebuild_plan(ctx: &Ctx, file: &std::path::Path, req: RebuildRequest) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_and_decimal_units() {
-        assert_eq!(parse_size("5GiB").unwrap(), 5 << 30);
-        assert_eq!(parse_size("5 GiB").unwrap(), 5 << 30);
-        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
-        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("64k").unwrap(), 65_536);
-        for bad in ["", "GiB", "5 parsecs", "-1G", "0", "1.2.3M"] {
-            assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
-        }
-    }
 
     #[test]
     fn ages_are_compact() {

@@ -217,7 +217,6 @@ async fn run(cli: Cli, cancel: Cancel) -> Result<ExitCode> {
     let ctx = Ctx {
         global: cli.global,
         cancel,
-        plan: None,
     };
     dispatch(&ctx, cli.command).await
 }
@@ -227,9 +226,8 @@ async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
     match cmd {
         Init(a) => repo_cmds::init(ctx, a).await,
         Backup(a) => repo_cmds::backup(ctx, a).await,
-        Snapshots(a) if a.plan.is_some() => plan_cmds::snapshots(ctx, a).await,
-        Snapshots(_) if region_cmds::is_multi(ctx) => region_cmds::snapshots(ctx).await,
-        Snapshots(_) => restore_cmds::snapshots(ctx).await,
+        // A repository's, a plan's or job's, or (several regions) which is in which.
+        Snapshots(a) => restore_cmds::snapshots(ctx, a).await,
         Ls(a) => restore_cmds::ls(ctx, a).await,
         Restore(a) => restore_cmds::restore(ctx, a).await,
         Verify(a) => restore_cmds::verify(ctx, a).await,
@@ -261,20 +259,9 @@ async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
 pub struct Ctx {
     pub global: Global,
     pub cancel: Cancel,
-    /// Set for `--plan` commands: the plan names the destinations and the password.
-    pub plan: Option<std::sync::Arc<crate::plan::Plan>>,
 }
 
 impl Ctx {
-    /// The same context, with destinations and password taken from `plan`.
-    pub fn with_plan(&self, plan: crate::plan::Plan) -> Ctx {
-        Ctx {
-            global: self.global.clone(),
-            cancel: self.cancel.clone(),
-            plan: Some(std::sync::Arc::new(plan)),
-        }
-    }
-
     pub fn progress(&self) -> crate::progress::Progress {
         crate::progress::Progress::new(self.global.quiet || self.global.json)
     }
@@ -347,36 +334,6 @@ impl Ctx {
             self.global.destinations.as_deref(),
             self.global.min_regions,
             password,
-        )
-    }
-
-    pub fn repo_location(&self) -> Result<String> {
-        match self.global.repo.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => Err(Error::Usage(
-                "no repository given: pass --repo PATH or set LIFEBOAT_REPO".into(),
-            )),
-            _ => Err(Error::Usage("this command takes a single --repo".into())),
-        }
-    }
-
-    /// The repository password: --password-file / LIFEBOAT_PASSWORD_FILE, then
-    /// LIFEBOAT_PASSWORD, then a prompt on a terminal.
-    pub fn password(&self, location: &str, confirm: bool) -> Result<Zeroizing<String>> {
-        if let Some(p) = &self.plan {
-            return p.password.read().map_err(|e| {
-                Error::Usage(format!(
-                    "repository password of plan {}: {e}; {}",
-                    p.name, e.fix
-                ))
-            });
-        }
-        read_secret(
-            self.global.password_file.as_deref(),
-            "LIFEBOAT_PASSWORD",
-            location,
-            confirm,
-            "repository password",
         )
     }
 }

@@ -1,16 +1,21 @@
-//! Read commands: `snapshots`, `ls`, `restore` and `verify`.
+//! Read commands: `snapshots` (a repository's, a plan's, or which is in which region), `ls`,
+//! `restore` (a tree into `--target`, or a plan job's snapshot by its kind) and `verify`.
+//! Each parses its flags, calls its use case in `ops` and renders the report.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use super::output::{self, bytes, duration, print_json};
 use super::Ctx;
 use crate::error::ExitCode;
-use crate::repo::verify::{ReadData, Severity};
-use crate::repo::Repository;
+use crate::ops::restore::{JobRequest, JobRestore, Restored, TreeRequest, TreeRestore};
+use crate::ops::snapshots::{Listing, Presence};
+use crate::ops::verify::{ReadMode, Verification, VerifyRequest};
+use crate::plan::SecretSpec;
+use crate::repo::verify::Severity;
 use crate::{Error, Result};
 
 #[derive(Args, Debug)]
@@ -40,7 +45,7 @@ pub struct RestoreArgs {
     #[arg(long, short, value_name = "DIR", required_unless_present = "plan")]
     pub target: Option<PathBuf>,
     #[command(flatten)]
-    pub plan: super::plan_cmds::PlanRestoreArgs,
+    pub plan: PlanRestoreArgs,
     /// Restore from this region (a destination name) instead of the first that answers
     #[arg(long, value_name = "NAME")]
     pub region: Option<String>,
@@ -69,29 +74,68 @@ pub struct VerifyArgs {
     pub budget: Option<String>,
 }
 
-pub(super) async fn open_repo(ctx: &Ctx) -> Result<Repository> {
-    let store = super::region_cmds::open_store(ctx)?;
-    // Refuse early (exit 10) before asking for a password the user cannot use.
-    crate::repo::read_config(&store).await?;
-    let pw = ctx.password(&store.describe(), false)?;
-    Repository::open(store, pw.as_bytes()).await
+/// The `restore --plan` flags (flattened into `restore`).
+#[derive(Args, Debug, Default)]
+pub struct PlanRestoreArgs {
+    /// Restore a snapshot of this plan (from its destination)
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// With --plan: the job whose snapshot is restored
+    #[arg(long, requires = "plan", value_name = "NAME")]
+    pub job: Option<String>,
+    /// Database jobs: the server and database to load into, e.g. postgres://user@host:5432/db
+    /// or mariadb://root@/db?socket=/run/mysqld/mysqld.sock (no password in the URL).
+    /// Block jobs: the image file to write (must not exist)
+    #[arg(long, requires = "plan", value_name = "URL|FILE")]
+    pub to: Option<String>,
+    /// Password for the --to server: first line of this file (else LIFEBOAT_TARGET_PASSWORD)
+    #[arg(long, env = "LIFEBOAT_TARGET_PASSWORD_FILE", value_name = "FILE")]
+    pub to_password_file: Option<PathBuf>,
+    /// Load into a database that already holds objects (replacing what the dump contains)
+    #[arg(long, requires = "plan")]
+    pub force: bool,
+    /// PostgreSQL: restore roles and tablespaces (globals.sql) before the database
+    #[arg(long, requires = "plan")]
+    pub globals: bool,
+    /// Do not restore who owns what, for a server that lacks the dumped accounts.
+    /// PostgreSQL: pg_restore --no-owner --no-privileges; MariaDB: views, routines,
+    /// triggers and events are defined as the loading user (DEFINER=CURRENT_USER)
+    #[arg(long, requires = "plan")]
+    pub no_owner: bool,
+    /// PostgreSQL: put everything in the default tablespace (pg_restore --no-tablespaces;
+    /// with --globals, globals.sql's tablespace statements are left out too), for a server
+    /// without the source's tablespace directories
+    #[arg(long, requires = "plan")]
+    pub no_tablespaces: bool,
+    /// PostgreSQL: parallel pg_restore workers (more than 1 stages the archive in a temp file)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub jobs: usize,
 }
 
-pub async fn snapshots(ctx: &Ctx) -> Result<ExitCode> {
-    let repo = open_repo(ctx).await?;
-    let snaps = repo.list_snapshots().await?;
+pub async fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
+    let target = ctx.target(a.plan.as_deref(), true)?;
+    let listing = crate::ops::snapshots::list(&ctx.env(), &target, a.job.as_deref()).await?;
+    match &listing {
+        Listing::Repository(snaps) => print_snapshots(ctx, snaps),
+        Listing::Plan { plan, snapshots } => print_plan_snapshots(ctx, plan, snapshots),
+        Listing::Regions(p) => print_presence(ctx, p),
+    }
+    Ok(listing.exit_code())
+}
+
+type Snapshots = [(crate::ids::SnapshotId, crate::repo::snapshot::Snapshot)];
+
+fn print_snapshots(ctx: &Ctx, snaps: &Snapshots) {
     if ctx.global.json {
-        print_json(&super::output::snapshots_json(
-            snaps.iter().map(|(id, s)| (id, s)),
-        ));
-        return Ok(ExitCode::Ok);
+        print_json(&output::snapshots_json(snaps.iter().map(|(id, s)| (id, s))));
+        return;
     }
     println!(
         "{:<10} {:<20} {:<16} {:<12} {:>10}  paths",
         "id", "time (UTC)", "host", "tags", "size"
     );
     println!("{}", "-".repeat(90));
-    for (id, s) in &snaps {
+    for (id, s) in snaps {
         println!(
             "{:<10} {:<20} {:<16} {:<12} {:>10}  {}",
             id.short(),
@@ -103,35 +147,105 @@ pub async fn snapshots(ctx: &Ctx) -> Result<ExitCode> {
         );
     }
     println!("{} snapshots", snaps.len());
-    Ok(ExitCode::Ok)
+}
+
+fn print_plan_snapshots(ctx: &Ctx, plan: &str, snaps: &Snapshots) {
+    if ctx.global.json {
+        print_json(&output::snapshots_json(snaps.iter().map(|(id, s)| (id, s))));
+        return;
+    }
+    println!(
+        "{:<10} {:<20} {:<16} {:<9} {:<24} {:>10}",
+        "id", "time (UTC)", "job", "kind", "consistent at (UTC)", "size"
+    );
+    println!("{}", "-".repeat(95));
+    for (id, s) in snaps {
+        println!(
+            "{:<10} {:<20} {:<16} {:<9} {:<24} {:>10}",
+            id.short(),
+            s.time.format("%Y-%m-%d %H:%M:%S"),
+            s.job.as_deref().unwrap_or("-"),
+            s.source.kind(),
+            s.consistency_time.format("%Y-%m-%d %H:%M:%S%.3f"),
+            bytes(s.summary.bytes_processed)
+        );
+    }
+    println!("{} snapshots of plan {plan}", snaps.len());
+}
+
+/// Which snapshot exists in which region.
+fn print_presence(ctx: &Ctx, p: &Presence) {
+    if ctx.global.json {
+        let v: Vec<_> = p
+            .rows
+            .iter()
+            .map(|r| {
+                let names = |want: bool| {
+                    p.regions
+                        .iter()
+                        .zip(&r.present)
+                        .filter(|(_, has)| **has == want)
+                        .map(|(name, _)| name)
+                        .collect::<Vec<_>>()
+                };
+                let mut v = serde_json::to_value(&r.snapshot).expect("snapshot serializes");
+                v["id"] = json!(r.id);
+                v["short_id"] = json!(r.id.short());
+                v["regions"] = json!(names(true));
+                v["missing_from"] = json!(names(false));
+                v
+            })
+            .collect();
+        print_json(&v);
+        return;
+    }
+    let names: Vec<String> = p
+        .regions
+        .iter()
+        .map(|n| format!("{:^8}", truncate(n, 8)))
+        .collect();
+    println!(
+        "{:<10} {:<20} {:<16} {}  paths",
+        "id",
+        "time (UTC)",
+        "host",
+        names.join(" ")
+    );
+    for r in &p.rows {
+        let marks: Vec<String> = r
+            .present
+            .iter()
+            .map(|has| format!("{:^8}", if *has { "yes" } else { "-" }))
+            .collect();
+        println!(
+            "{:<10} {:<20} {:<16} {}  {}",
+            r.id.short(),
+            r.snapshot.time.format("%Y-%m-%d %H:%M:%S"),
+            truncate(&r.snapshot.host, 16),
+            marks.join(" "),
+            r.snapshot.paths.join(" ")
+        );
+    }
+    println!("{} snapshots", p.rows.len());
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
 }
 
 pub async fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
-    let repo = open_repo(ctx).await?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot).await?;
-    let index = repo.load_index().await?;
-    let mut stack = vec![(PathBuf::from("/"), snap.tree)];
-    let mut rows = Vec::new();
-    while let Some((dir, tree)) = stack.pop() {
-        let t = repo.load_tree(&index, &tree).await?;
-        for n in t.nodes.into_iter().rev() {
-            let p = dir.join(&n.name);
-            if let Some(s) = n.subtree {
-                stack.push((p.clone(), s));
-            }
-            rows.push((p, n));
-        }
-    }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let target = ctx.target(None, false)?;
+    let c = crate::ops::snapshots::ls(&target, &a.snapshot).await?;
     if ctx.global.json {
-        let v: Vec<_> = rows
+        let v: Vec<_> = c
+            .nodes
             .iter()
             .map(|(p, n)| json!({"path": p, "type": n.kind, "mode": n.mode, "uid": n.uid, "gid": n.gid, "size": n.size, "mtime_ns": n.mtime_ns, "target": n.target}))
             .collect();
-        print_json(&json!({"snapshot_id": id, "nodes": v}));
+        print_json(&json!({"snapshot_id": c.snapshot_id, "nodes": v}));
         return Ok(ExitCode::Ok);
     }
-    for (p, n) in rows {
+    for (p, n) in c.nodes {
         if a.long {
             let mtime =
                 chrono::DateTime::from_timestamp_nanos(n.mtime_ns).format("%Y-%m-%d %H:%M:%S");
@@ -155,41 +269,35 @@ pub async fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
 
 pub async fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
     if a.plan.plan.is_some() {
-        return super::plan_cmds::restore(ctx, a).await;
+        return restore_job(ctx, a).await;
     }
-    let target = a
+    let target_dir = a
         .target
         .clone()
         .ok_or_else(|| Error::Usage("--target DIR is required".into()))?;
-    let repo =
-        super::region_cmds::open_repo_for_read(ctx, a.region.as_deref(), a.allow_fallback).await?;
-    let lock = repo.lock("restore", false).await?;
-    let result = async {
-        let (id, snap) = repo.find_snapshot(&a.snapshot).await?;
-        let index = Arc::new(repo.load_index().await?);
-        let report = crate::restore::restore(
-            &repo,
-            index,
-            &snap,
-            &target,
-            ctx.progress().bytes("restore"),
-            ctx.cancel.clone(),
-        )
-        .await?;
-        Ok::<_, Error>((id, report))
-    }
-    .await;
-    lock.release().await;
-    let (id, report) = result?;
+    let target = ctx.target(None, false)?;
+    let req = TreeRequest {
+        snapshot: a.snapshot,
+        target_dir,
+        region: a.region,
+        allow_fallback: a.allow_fallback,
+    };
+    let r = crate::ops::restore::restore_tree(&ctx.env(), &target, req).await?;
+    print_tree_restore(ctx, &r);
+    Ok(r.exit_code())
+}
+
+fn print_tree_restore(ctx: &Ctx, r: &TreeRestore) {
+    let report = &r.report;
     if ctx.global.json {
         print_json(
-            &json!({"message_type": "summary", "snapshot_id": id, "target": target, "report": report}),
+            &json!({"message_type": "summary", "snapshot_id": r.snapshot_id, "target": r.target_dir, "report": report}),
         );
     } else if !ctx.global.quiet {
         println!(
             "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {} hard links, {} in {}",
-            id.short(),
-            target.display(),
+            r.snapshot_id.short(),
+            r.target_dir.display(),
             report.files,
             report.dirs,
             report.symlinks,
@@ -201,7 +309,114 @@ pub async fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
     for f in &report.fallback_reads {
         eprintln!("warning: {f}");
     }
-    Ok(ExitCode::Ok)
+}
+
+/// `restore --plan --job`.
+async fn restore_job(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
+    let pa = a.plan;
+    let target = ctx.target(pa.plan.as_deref(), true)?;
+    let p = target.plan.as_deref().expect("a plan's target");
+    let job = pa.job.clone().ok_or_else(|| {
+        Error::Usage(format!(
+            "--job is required with --plan for restore; the plan's jobs are: {}",
+            p.jobs
+                .iter()
+                .map(|j| j.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    // Only a restore into a server (or an image file) has a use for the server's password.
+    let to_password = match &pa.to {
+        Some(_) => to_password(&pa)?,
+        None => None,
+    };
+    let req = JobRequest {
+        job,
+        snapshot: a.snapshot,
+        to: pa.to,
+        to_password,
+        force: pa.force,
+        globals: pa.globals,
+        no_owner: pa.no_owner,
+        no_tablespaces: pa.no_tablespaces,
+        jobs: pa.jobs,
+        target_dir: a.target,
+        region: a.region,
+        allow_fallback: a.allow_fallback,
+    };
+    let r = crate::ops::restore::restore_job(&ctx.env(), &target, req).await?;
+    print_job_restore(ctx, &r);
+    Ok(r.exit_code())
+}
+
+/// The password for the `--to` server: `--to-password-file`, else LIFEBOAT_TARGET_PASSWORD.
+fn to_password(a: &PlanRestoreArgs) -> Result<Option<Zeroizing<String>>> {
+    if let Some(f) = &a.to_password_file {
+        return SecretSpec::File(f.clone())
+            .read()
+            .map(Some)
+            .map_err(|e| Error::Usage(format!("--to-password-file: {e}; {}", e.fix)));
+    }
+    Ok(std::env::var("LIFEBOAT_TARGET_PASSWORD")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(Zeroizing::new))
+}
+
+fn print_job_restore(ctx: &Ctx, r: &JobRestore) {
+    let report = match &r.restored {
+        Restored::Database {
+            report,
+            duration_secs,
+        } => {
+            let text = format!(
+                "{} loaded into {}{}{} in {}",
+                bytes(report.bytes),
+                report.target,
+                if report.created_database {
+                    " (database created)"
+                } else {
+                    ""
+                },
+                if report.globals_restored {
+                    ", globals first"
+                } else {
+                    ""
+                },
+                duration(*duration_secs)
+            );
+            json!({"text": text, "database": report})
+        }
+        Restored::Image { bytes: n, file } => json!({
+            "text": format!("{} written sparse to {}", bytes(*n), file.display()),
+            "bytes": n,
+            "file": file,
+        }),
+        Restored::Tree { target_dir, report } => {
+            let text = format!(
+                "{} files, {} dirs, {} into {} in {}",
+                report.files,
+                report.dirs,
+                bytes(report.bytes),
+                target_dir.display(),
+                duration(report.duration_secs)
+            );
+            json!({"text": text, "report": report})
+        }
+    };
+    if ctx.global.json {
+        print_json(
+            &json!({"message_type": "summary", "snapshot_id": r.snapshot_id, "job": r.job, "report": report}),
+        );
+    } else if !ctx.global.quiet {
+        println!(
+            "restored snapshot {} of job {}: {}",
+            r.snapshot_id.short(),
+            r.job,
+            report["text"].as_str().unwrap_or("")
+        );
+    }
 }
 
 fn parse_percent(s: &str) -> Result<f64> {
@@ -220,86 +435,63 @@ fn parse_percent(s: &str) -> Result<f64> {
 
 pub async fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
     let read = match (&a.read_data_subset, a.read_data) {
-        (Some(s), _) => ReadData::Subset(parse_percent(s)?),
-        (None, true) => ReadData::All,
-        (None, false) => ReadData::None,
+        (Some(s), _) => ReadMode::Subset(parse_percent(s)?),
+        (None, true) => ReadMode::All,
+        (None, false) => ReadMode::Structure,
     };
-    let pctx = super::region_cmds::plan_ctx(ctx, a.plan.as_deref())?;
-    let ctx = pctx.as_ref().unwrap_or(ctx);
-    if a.region.is_none() && super::region_cmds::is_multi(ctx) {
-        return Err(Error::Usage(format!(
-            "verify checks one region at a time: pass --region NAME (regions: {})",
-            super::region_cmds::region_names(ctx)?
-        )));
-    }
-    if let Some(b) = &a.budget {
-        super::catalog_cmds::parse_size(b)?;
-    }
-    let repo = super::region_cmds::open_repo_for_read(ctx, a.region.as_deref(), false).await?;
-    let lock = repo.lock("verify", false).await?;
-    let result = async {
-        let (read, catalog) = match &a.budget {
-            Some(b) => {
-                let (c, r) = super::catalog_cmds::budget_selection(ctx, &repo, b).await?;
-                (r, Some(c))
-            }
-            None => (read, None),
-        };
-        let report = crate::repo::verify::verify(
-            &repo,
-            read,
-            ctx.progress().bytes("verify"),
-            ctx.cancel.clone(),
-        )
-        .await?;
-        Ok::<_, Error>((report, catalog))
-    }
-    .await;
-    lock.release().await;
-    let (mut report, catalog) = result?;
-    super::catalog_cmds::after_verify(ctx, &repo, catalog, &mut report).await;
+    let target = ctx.target(a.plan.as_deref(), false)?;
+    let read = match &a.budget {
+        Some(b) => ReadMode::Budget(crate::ops::verify::parse_size(b)?),
+        None => read,
+    };
+    let req = VerifyRequest {
+        region: a.region,
+        read,
+    };
+    let v = crate::ops::verify::verify(&ctx.env(), &target, req).await?;
+    print_verification(ctx, &v);
+    Ok(v.exit_code())
+}
+
+fn print_verification(ctx: &Ctx, v: &Verification) {
+    let report = &v.report;
     let errors = report.errors();
     if ctx.global.json {
         print_json(&json!({"message_type": "summary", "errors": errors, "report": report}));
-    } else {
-        for f in &report.findings {
-            let sev = match f.severity {
-                Severity::Error => "error",
-                Severity::Warning => "warning",
-                Severity::Info => "info",
-            };
-            if f.severity != Severity::Info || ctx.global.verbose > 0 {
-                eprintln!("{sev}: {}: {}", f.object, f.message);
-            }
-        }
-        if !ctx.global.quiet {
-            let infos = report
-                .findings
-                .iter()
-                .filter(|f| f.severity == Severity::Info)
-                .count();
-            println!(
-                "checked {} snapshots, {} trees, {} index files, {} packs; read {} packs ({})",
-                report.snapshots,
-                report.trees,
-                report.index_files,
-                report.packs,
-                report.packs_read,
-                bytes(report.bytes_read)
-            );
-            if infos > 0 && ctx.global.verbose == 0 {
-                println!("{infos} informational findings (-v to show)");
-            }
-            if errors == 0 {
-                println!("no errors were found");
-            } else {
-                println!("{errors} errors were found");
-            }
+        return;
+    }
+    for f in &report.findings {
+        let sev = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        };
+        if f.severity != Severity::Info || ctx.global.verbose > 0 {
+            eprintln!("{sev}: {}: {}", f.object, f.message);
         }
     }
-    Ok(if errors > 0 {
-        ExitCode::Integrity
-    } else {
-        ExitCode::Ok
-    })
+    if !ctx.global.quiet {
+        let infos = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Info)
+            .count();
+        println!(
+            "checked {} snapshots, {} trees, {} index files, {} packs; read {} packs ({})",
+            report.snapshots,
+            report.trees,
+            report.index_files,
+            report.packs,
+            report.packs_read,
+            bytes(report.bytes_read)
+        );
+        if infos > 0 && ctx.global.verbose == 0 {
+            println!("{infos} informational findings (-v to show)");
+        }
+        if errors == 0 {
+            println!("no errors were found");
+        } else {
+            println!("{errors} errors were found");
+        }
+    }
 }

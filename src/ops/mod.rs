@@ -19,11 +19,13 @@ pub mod health;
 pub mod plans;
 pub mod preflight;
 pub mod record;
+pub mod restore;
 pub mod run_due;
 pub mod snapshots;
 pub mod status;
 pub mod sync;
 pub mod target;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

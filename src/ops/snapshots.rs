@@ -1,11 +1,166 @@
-//! Finding snapshots: a plan's (and a job's) snapshots, and the snapshot a restore or drill of
-//! a job means by `latest` or an id.
+//! Finding and listing snapshots: what `lifeboat snapshots` lists ([`list`]: a repository's
+//! snapshots, a plan's or a job's, or with several regions which snapshot is in which —
+//! [`presence`]), the contents of one snapshot ([`ls`]), and the snapshot a restore or drill
+//! of a job means by `latest` or an id ([`find_job_snapshot`]).
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::target::Target;
+use super::Env;
+use crate::error::ExitCode;
 use crate::ids::SnapshotId;
 use crate::plan::Plan;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::Repository;
+use crate::repo::tree::Node;
+use crate::repo::{ObjectKind, Repository};
 use crate::{Error, Result};
+
+/// What `lifeboat snapshots` lists, by the form of its target.
+#[derive(Debug, Clone)]
+pub enum Listing {
+    /// One repository: all its snapshots, oldest first.
+    Repository(Vec<(SnapshotId, Snapshot)>),
+    /// A plan with one destination: the plan's (or one job's) snapshots, oldest first.
+    Plan {
+        plan: String,
+        snapshots: Vec<(SnapshotId, Snapshot)>,
+    },
+    /// Several regions (or a destinations file): which snapshot is in which region.
+    Regions(Presence),
+}
+
+impl Listing {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Listing::Regions(p) => p.exit_code(),
+            _ => ExitCode::Ok,
+        }
+    }
+}
+
+/// Which snapshot exists in which region.
+#[derive(Debug, Clone)]
+pub struct Presence {
+    /// The regions' destination names, in the target's order.
+    pub regions: Vec<String>,
+    /// Every snapshot some region holds, oldest first.
+    pub rows: Vec<PresenceRow>,
+    /// The regions whose snapshots could not be listed (each was an [`Event::Warning`]).
+    ///
+    /// [`Event::Warning`]: super::Event::Warning
+    pub unreachable: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PresenceRow {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    /// Per region (in [`Presence::regions`] order): whether it holds the snapshot.
+    pub present: Vec<bool>,
+}
+
+impl Presence {
+    /// Exit 3 when some region could not be listed.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.unreachable.is_empty() {
+            ExitCode::Ok
+        } else {
+            ExitCode::Partial
+        }
+    }
+}
+
+/// `lifeboat snapshots`: with several regions their [`presence`] table (a plan's `job` is
+/// checked, but the table shows every snapshot), else the plan's (or `job`'s) snapshots, else
+/// every snapshot of the repository.
+pub async fn list(env: &Env, target: &Target, job: Option<&str>) -> Result<Listing> {
+    if let (Some(p), Some(j)) = (&target.plan, job) {
+        p.select_jobs(Some(j))?;
+    }
+    if target.is_multi() {
+        return Ok(Listing::Regions(presence(env, target).await?));
+    }
+    let repo = target.open_for_read(None, false).await?;
+    let all = repo.list_snapshots().await?;
+    Ok(match &target.plan {
+        Some(p) => Listing::Plan {
+            plan: p.name.clone(),
+            snapshots: of_plan(&all, p, job).into_iter().cloned().collect(),
+        },
+        None => Listing::Repository(all),
+    })
+}
+
+/// Which snapshot exists in which of the target's regions. A region whose listing fails is
+/// reported ([`Event::Warning`](super::Event::Warning)) and counted as unreachable; the
+/// snapshots themselves are read from the first region that answers.
+pub async fn presence(env: &Env, target: &Target) -> Result<Presence> {
+    let repo = target.open_for_read(None, false).await?;
+    let n = target.regions.len();
+    let mut present: BTreeMap<SnapshotId, Vec<bool>> = BTreeMap::new();
+    let mut unreachable = Vec::new();
+    for (i, r) in target.regions.iter().enumerate() {
+        match crate::repo::list_ids_in(r.store(), ObjectKind::Snapshot).await {
+            Ok(ids) => {
+                for id in ids {
+                    present.entry(id).or_insert_with(|| vec![false; n])[i] = true;
+                }
+            }
+            Err(e) => {
+                env.warn(format!("region {}: cannot list snapshots: {e}", r.name));
+                unreachable.push(r.name.clone());
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (id, present) in present {
+        let snapshot: Snapshot = repo.load_json(ObjectKind::Snapshot, &id).await?;
+        rows.push(PresenceRow {
+            id,
+            snapshot,
+            present,
+        });
+    }
+    rows.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+    Ok(Presence {
+        regions: target.regions.iter().map(|r| r.name.clone()).collect(),
+        rows,
+        unreachable,
+    })
+}
+
+/// The contents of a snapshot (`lifeboat ls`).
+#[derive(Debug, Clone)]
+pub struct Contents {
+    pub snapshot_id: SnapshotId,
+    /// Every entry with its path from the snapshot's root (`/…`), sorted by path.
+    pub nodes: Vec<(PathBuf, Node)>,
+}
+
+/// `lifeboat ls`: every entry of snapshot `query` (`latest` or an id prefix).
+pub async fn ls(target: &Target, query: &str) -> Result<Contents> {
+    let repo = target.open_for_read(None, false).await?;
+    let (id, snap) = repo.find_snapshot(query).await?;
+    let index = repo.load_index().await?;
+    let mut stack = vec![(PathBuf::from("/"), snap.tree)];
+    let mut rows = Vec::new();
+    while let Some((dir, tree)) = stack.pop() {
+        let t = repo.load_tree(&index, &tree).await?;
+        for n in t.nodes.into_iter().rev() {
+            let p = dir.join(&n.name);
+            if let Some(s) = n.subtree {
+                stack.push((p.clone(), s));
+            }
+            rows.push((p, n));
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Contents {
+        snapshot_id: id,
+        nodes: rows,
+    })
+}
 
 /// The snapshots of plan `p` (and of `job`, when given), in the listing's order.
 pub fn of_plan<'a>(

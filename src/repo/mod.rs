@@ -153,6 +153,18 @@ impl std::fmt::Debug for Repository {
     }
 }
 
+/// The ids of the `kind` objects one store holds, without opening a repository on it (which
+/// snapshots a single region has, behind a multi-region repository).
+pub async fn list_ids_in(store: &DynStore, kind: ObjectKind) -> Result<Vec<ObjectId>> {
+    let prefix = format!("{}/", kind.dir());
+    Ok(store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|i| i.key.strip_prefix(&prefix).and_then(|s| s.parse().ok()))
+        .collect())
+}
+
 /// Reads `config`, mapping a missing one to "repository not found" and a newer format to a
 /// refusal before anything is written (T32).
 pub async fn read_config(store: &DynStore) -> Result<Config> {
@@ -468,14 +480,7 @@ impl Repository {
     }
 
     pub async fn list_ids(&self, kind: ObjectKind) -> Result<Vec<ObjectId>> {
-        let prefix = format!("{}/", kind.dir());
-        Ok(self
-            .store
-            .list(&prefix)
-            .await?
-            .into_iter()
-            .filter_map(|i| i.key.strip_prefix(&prefix).and_then(|s| s.parse().ok()))
-            .collect())
+        list_ids_in(&self.store, kind).await
     }
 
     // ----- index ----------------------------------------------------------------------

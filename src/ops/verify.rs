@@ -1,0 +1,234 @@
+//! The verify use case (`lifeboat verify`): check one region's repository structure and, as
+//! asked, read and verify its data — all of it, a random share, or the least recently
+//! verified packs within a byte budget (the catalog keeps that ledger). Afterwards the catalog
+//! records what was read and checks for rollback (best effort: a catalog problem is an
+//! [`Event::CatalogNotRecorded`](super::Event::CatalogNotRecorded), never a failed verification). Findings are data in the
+//! report; errors among them make exit 13.
+
+use super::record::{not_recorded, open_best_effort, open_catalog};
+use super::target::{Target, LOCAL_REGION};
+use super::Env;
+use crate::catalog::{Catalog, PackRead, VerifiedBy};
+use crate::error::ExitCode;
+use crate::ids::PackId;
+use crate::repo::verify::{ReadData, VerifyReport};
+use crate::repo::Repository;
+use crate::{Error, Result};
+
+/// How much data to read besides checking the structure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadMode {
+    /// The structure only (snapshots, trees, index, pack listing).
+    Structure,
+    /// Every pack.
+    All,
+    /// A random percentage of packs (0 < p ≤ 100).
+    Subset(f64),
+    /// The least recently verified packs first, at most this many bytes (needs the catalog).
+    Budget(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifyRequest {
+    /// The region to check; required when the target has several.
+    pub region: Option<String>,
+    pub read: ReadMode,
+}
+
+/// The result of `lifeboat verify`.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// The structure and data checks, with the catalog's rollback findings added.
+    pub report: VerifyReport,
+    /// Why the verification is missing from the catalog (empty: recorded).
+    pub catalog_warnings: Vec<String>,
+}
+
+impl Verification {
+    /// 13 when any finding is an error.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.report.errors() > 0 {
+            ExitCode::Integrity
+        } else {
+            ExitCode::Ok
+        }
+    }
+}
+
+const NOT_RECORDED: &str =
+    "the verification was not recorded in the catalog, and rollback detection did not run";
+
+/// `lifeboat verify`: one region (or the only one) under a shared lock, then the catalog.
+pub async fn verify(env: &Env, target: &Target, req: VerifyRequest) -> Result<Verification> {
+    if req.region.is_none() && target.is_multi() {
+        return Err(Error::Usage(format!(
+            "verify checks one region at a time: pass --region NAME (regions: {})",
+            target.region_names()
+        )));
+    }
+    let repo = target.open_for_read(req.region.as_deref(), false).await?;
+    let (mut report, catalog) = repo
+        .with_lock("verify", false, async |_| {
+            let (read, catalog) = match req.read {
+                ReadMode::Budget(b) => {
+                    let (c, r) = budget_selection(env, &repo, b).await?;
+                    (r, Some(c))
+                }
+                ReadMode::Structure => (ReadData::None, None),
+                ReadMode::All => (ReadData::All, None),
+                ReadMode::Subset(p) => (ReadData::Subset(p), None),
+            };
+            let report = crate::repo::verify::verify(
+                &repo,
+                read,
+                env.progress.bytes("verify"),
+                env.cancel.clone(),
+            )
+            .await?;
+            Ok((report, catalog))
+        })
+        .await?;
+    let catalog_warnings = after_verify(env, &repo, catalog, &mut report).await;
+    Ok(Verification {
+        report,
+        catalog_warnings,
+    })
+}
+
+/// `--budget`: the packs to read, least recently verified first, within `budget` bytes.
+/// Needs the catalog (its ledger decides the order), so failing to open it is an error here.
+/// Packs larger than the budget are never read this way: each is a warning (the first five).
+async fn budget_selection(
+    env: &Env,
+    repo: &Repository,
+    budget: u64,
+) -> Result<(Catalog, ReadData)> {
+    let bytes = |n: u64| indicatif::HumanBytes(n).to_string();
+    let cat = open_catalog(env).await?;
+    let index = repo.load_index().await?;
+    cat.record_repository(repo.id(), &repo.location()).await?;
+    let (chosen, too_big) = cat
+        .least_recently_verified(repo.id(), LOCAL_REGION, budget, index.packs())
+        .await?;
+    for (id, size) in too_big.iter().take(5) {
+        env.warn(format!(
+            "pack {} ({}) is larger than the budget ({}) and is never read by --budget; run `lifeboat verify --read-data` or raise --budget",
+            id.short(),
+            bytes(*size),
+            bytes(budget)
+        ));
+    }
+    if too_big.len() > 5 {
+        env.warn(format!(
+            "{} more packs are larger than the budget; the largest is {}",
+            too_big.len() - 5,
+            bytes(too_big.iter().map(|p| p.1).max().unwrap_or(0))
+        ));
+    }
+    Ok((
+        cat,
+        ReadData::Packs(
+            chosen
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect::<Vec<PackId>>(),
+        ),
+    ))
+}
+
+/// After the checks: records what was read in the ledger and adds the high-water findings
+/// (rollback, vanished snapshots) to the report. Problems with the catalog are returned as
+/// warnings (and told as an [`Event::CatalogNotRecorded`](super::Event::CatalogNotRecorded)).
+async fn after_verify(
+    env: &Env,
+    repo: &Repository,
+    catalog: Option<Catalog>,
+    report: &mut VerifyReport,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let cat = match catalog {
+        Some(c) => Some(c),
+        None => open_best_effort(env, &mut warnings).await,
+    };
+    if let Some(cat) = cat {
+        let res = async {
+            cat.record_repository(repo.id(), &repo.location()).await?;
+            let reads: Vec<PackRead> = report
+                .read_results
+                .iter()
+                .map(|r| PackRead {
+                    pack: r.pack,
+                    size: r.size,
+                    ok: r.ok,
+                })
+                .collect();
+            if !reads.is_empty() {
+                cat.record_pack_verifications(repo.id(), LOCAL_REGION, &reads, VerifiedBy::Verify)
+                    .await?;
+            }
+            let listing = repo.list_snapshots().await?;
+            let findings = cat
+                .check_high_water(repo.id(), LOCAL_REGION, &listing)
+                .await?;
+            Ok::<_, Error>(findings)
+        }
+        .await;
+        match res {
+            Ok(f) => report.findings.extend(f),
+            Err(e) => warnings.push(e.to_string()),
+        }
+        cat.close().await;
+    }
+    not_recorded(env, &warnings, NOT_RECORDED);
+    warnings
+}
+
+/// Parses a humanized size: `5GiB`, `500MB`, `1.5G` (binary), `4096`.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        Error::Usage(format!(
+            "size {s:?}: expected a number with an optional unit, such as 5GiB, 500MB or 1.5G"
+        ))
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1_000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        "t" | "tib" => 1 << 40,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    let v = n * mult as f64;
+    if !(v.is_finite() && v >= 1.0 && v < u64::MAX as f64) {
+        return Err(bad());
+    }
+    Ok(v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("5GiB").unwrap(), 5 << 30);
+        assert_eq!(parse_size("5 GiB").unwrap(), 5 << 30);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64k").unwrap(), 65_536);
+        for bad in ["", "GiB", "5 parsecs", "-1G", "0", "1.2.3M"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+}
