@@ -13,7 +13,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::error::ExitCode;
-use crate::ops::backup::BackupOptions;
+use crate::ops::engine::BackupOptions;
 use crate::progress::Progress;
 use crate::repo::keys::KdfParams;
 use crate::repo::{InitOptions, Repository};
@@ -134,7 +134,7 @@ pub async fn run(
         tags: vec!["demo".into()],
         ..Default::default()
     };
-    let b1 = crate::ops::backup::snapshot_source(
+    let b1 = crate::ops::engine::snapshot_source(
         &repo,
         None,
         Box::new(DirSource::new(vec![data.clone()])?),
@@ -158,7 +158,7 @@ pub async fn run(
 
     // 4. change a little, back up again
     change_a_little(&data)?;
-    let b2 = crate::ops::backup::snapshot_source(
+    let b2 = crate::ops::engine::snapshot_source(
         &repo,
         None,
         Box::new(DirSource::new(vec![data.clone()])?),

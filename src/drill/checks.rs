@@ -2,7 +2,7 @@
 //! [`CheckResult`] — data, never an early error: a check that cannot even run is a failed
 //! check with the reason in its detail.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::restore_tests::{Expect, MaxAge, RestoreTests};
-use crate::repo::snapshot::Snapshot;
+use super::sql::SqlConn;
+use crate::repo::snapshot::{DbKind, Snapshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -26,128 +27,6 @@ pub struct CheckResult {
     pub status: CheckStatus,
     pub detail: String,
     pub secs: f64,
-}
-
-/// A SQL client for the restored server, driven through the server's own command-line
-/// client (`psql` / `mariadb`), so checks see exactly what an operator would.
-#[derive(Debug, Clone)]
-pub struct SqlConn {
-    pub kind: DbKind,
-    /// PostgreSQL: socket directory or host; MariaDB: host (ignored when `socket` is set).
-    pub host: String,
-    pub port: u16,
-    /// MariaDB socket file.
-    pub socket: Option<PathBuf>,
-    pub user: String,
-    pub database: String,
-    /// Where the client binaries live (matching the server version), if not on PATH.
-    pub bin_dir: Option<PathBuf>,
-    /// Passed in the client's environment (`PGPASSWORD` / `MYSQL_PWD`), never in argv.
-    pub password: Option<super::env::Password>,
-}
-
-pub use crate::repo::snapshot::DbKind;
-
-impl SqlConn {
-    fn tool(&self, name: &str) -> PathBuf {
-        match &self.bin_dir {
-            Some(d) if d.join(name).exists() => d.join(name),
-            _ => PathBuf::from(name),
-        }
-    }
-
-    /// Runs one statement; returns rows of tab-separated columns.
-    pub fn query(&self, sql: &str) -> Result<Vec<Vec<String>>, String> {
-        let mut cmd = match self.kind {
-            DbKind::Postgres => {
-                let mut c = Command::new(self.tool("psql"));
-                c.args([
-                    "-X",
-                    "-w",
-                    "-q",
-                    "-A",
-                    "-t",
-                    "-F",
-                    "\t",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                ])
-                .arg("-h")
-                .arg(&self.host)
-                .arg("-p")
-                .arg(self.port.to_string())
-                .arg("-U")
-                .arg(&self.user)
-                .arg("-d")
-                .arg(&self.database)
-                .arg("-c")
-                .arg(sql);
-                c
-            }
-            DbKind::Mariadb => {
-                let mut c = Command::new(self.tool("mariadb"));
-                c.args(["--no-defaults", "-N", "-B"]);
-                match &self.socket {
-                    Some(s) => c.arg(format!("--socket={}", s.display())),
-                    None => c
-                        .arg(format!("--host={}", self.host))
-                        .arg(format!("--port={}", self.port)),
-                };
-                c.arg(format!("--user={}", self.user))
-                    .arg(&self.database)
-                    .arg("-e")
-                    .arg(sql);
-                c
-            }
-        };
-        self.with_password(&mut cmd);
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run the SQL client: {e}"))?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            return Err(err
-                .trim()
-                .lines()
-                .last()
-                .unwrap_or("query failed")
-                .to_string());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split('\t').map(str::to_string).collect())
-            .collect())
-    }
-
-    /// Hands the password to a client through its environment (never argv).
-    fn with_password(&self, cmd: &mut Command) {
-        if let Some(p) = &self.password {
-            cmd.env(
-                match self.kind {
-                    DbKind::Postgres => "PGPASSWORD",
-                    DbKind::Mariadb => "MYSQL_PWD",
-                },
-                p.as_str(),
-            );
-        }
-    }
-
-    fn quote_table(&self, name: &str) -> String {
-        match self.kind {
-            DbKind::Postgres => name
-                .splitn(2, '.')
-                .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
-                .collect::<Vec<_>>()
-                .join("."),
-            DbKind::Mariadb => name
-                .splitn(2, '.')
-                .map(|p| format!("`{}`", p.replace('`', "``")))
-                .collect::<Vec<_>>()
-                .join("."),
-        }
-    }
 }
 
 /// What the checks run against.

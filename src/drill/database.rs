@@ -13,13 +13,15 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::checks::{self, CheckStatus, CheckTarget, DbKind};
+use super::checks::{self, CheckStatus, CheckTarget};
 use super::env::{
     CommandEnv, CommandSpec, ConnectionInfo, Environment, EphemeralMariadb, EphemeralPostgres,
-    Password, ScratchServer, ScratchSpec,
+    ScratchServer, ScratchSpec,
 };
 use super::measure::{Phase, Stopwatch};
+use super::sql::Password;
 use super::{new_drill_id, DrillContext, DrillError, DrillFailure, DrillReport};
+use crate::repo::snapshot::DbKind;
 use crate::restore::database::{restore_mariadb, restore_postgres, DbRestoreOptions};
 
 /// A drill of a PostgreSQL or MariaDB snapshot into a throwaway server.

@@ -14,6 +14,7 @@ pub mod env;
 pub mod measure;
 pub mod preflight;
 pub mod restore_tests;
+pub mod sql;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -12,7 +12,7 @@ pub fn check_drill(d: &DrillSpec) -> Vec<Check> {
         let password = match &s.password {
             None => None,
             Some(sec) => match sec.read() {
-                Ok(pw) => Some(super::env::Password(pw)),
+                Ok(pw) => Some(super::sql::Password(pw)),
                 Err(e) => {
                     out.push(Check {
                         ok: false,

@@ -15,6 +15,7 @@
 pub mod backup;
 pub mod catalog;
 pub mod drill;
+pub mod engine;
 pub mod health;
 pub mod plans;
 pub mod preflight;

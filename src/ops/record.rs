@@ -14,7 +14,7 @@ use crate::repo::Repository;
 use crate::store::multi::{RegionResult, RegionStatus};
 use crate::{Error, Result};
 
-use super::backup::SnapshotReport;
+use super::engine::SnapshotReport;
 
 /// How long best-effort writers wait for the catalog before going on without it.
 const BEST_EFFORT_TIMEOUT: Duration = Duration::from_secs(5);

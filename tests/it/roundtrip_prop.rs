@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use lifeboat::ops::backup::{snapshot_source, BackupOptions};
+use lifeboat::ops::engine::{snapshot_source, BackupOptions};
 use lifeboat::repo::keys::KdfParams;
 use lifeboat::repo::{ChunkerParams, InitOptions, Repository};
 use lifeboat::restore::{compare_dirs, restore};

@@ -20,7 +20,8 @@ pub use ephemeral_mariadb::EphemeralMariadb;
 pub use ephemeral_postgres::EphemeralPostgres;
 pub use scratch::{ScratchServer, ScratchSpec};
 
-use super::checks::{DbKind, SqlConn};
+use super::sql::SqlConn;
+use crate::repo::snapshot::DbKind;
 use crate::source::db::DbConn;
 
 /// Prefix of every environment's temporary directory.
@@ -55,21 +56,7 @@ impl From<EnvError> for crate::Error {
     }
 }
 
-/// A database password handed over by an environment (never printed: `Debug` hides it).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(pub zeroize::Zeroizing<String>);
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(<redacted>)")
-    }
-}
-
-impl Password {
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-}
+use super::sql::Password;
 
 /// How to reach a provisioned server. Ephemeral servers use local trust/socket
 /// authentication and no password; scratch and command environments may carry one.

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDateTime, Utc};
 
 use super::{ConnectionInfo, EnvError, Environment, Password};
-use crate::drill::checks::{DbKind, SqlConn};
+use crate::drill::sql::SqlConn;
+use crate::repo::snapshot::DbKind;
 use crate::source::db::DbConn;
 
 /// Prefix of every drill database.
