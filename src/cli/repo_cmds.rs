@@ -11,7 +11,7 @@ use super::Ctx;
 use crate::error::ExitCode;
 use crate::ops::backup::{PathsBackup, PathsRequest, PlanBackup, PlanRequest};
 use crate::repo::keys::{KdfParams, DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_MIB};
-use crate::repo::{InitOptions, Repository};
+use crate::repo::InitOptions;
 use crate::{Error, Result};
 
 #[derive(Args, Debug)]
@@ -103,19 +103,12 @@ fn kdf(memory_mib: u32, iterations: u32) -> Result<KdfParams> {
 
 pub async fn init(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
     let target = ctx.target(a.plan.as_deref(), false)?;
-    let (store, fanout) = target.store_for_write()?;
-    if store.head("config").await?.is_some() {
-        return Err(Error::RepoExists {
-            location: store.describe(),
-        });
-    }
-    let pw = target.password(&store.describe(), true)?;
     let opts = InitOptions {
         kdf: kdf(a.kdf_memory, a.kdf_iterations)?,
         compression_level: Some(a.compression_level),
         ..Default::default()
     };
-    let repo = Repository::init(store, pw.as_bytes(), opts).await?;
+    let crate::ops::keys::Created { repo, fanout } = crate::ops::keys::init(&target, opts).await?;
     if ctx.global.json {
         print_json(
             &json!({"repository_id": repo.id(), "location": repo.location(), "key_id": repo.key_id}),
@@ -256,7 +249,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<ExitCode> {
     let repo = ctx.target(None, false)?.open_for_write().await?.repo;
     match cmd {
         KeyCommand::List => {
-            let keys = repo.list_keys().await?;
+            let keys = crate::ops::keys::list(&repo).await?;
             if ctx.global.json {
                 let v: Vec<_> = keys
                     .iter()
@@ -291,10 +284,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<ExitCode> {
                 true,
                 "new password",
             )?;
-            let lock = repo.lock("key add", false).await?;
-            let res = repo.add_key(pw.as_bytes(), params).await;
-            lock.release().await;
-            let id = res?;
+            let id = crate::ops::keys::add(&repo, pw.as_bytes(), params).await?;
             if ctx.global.json {
                 print_json(&json!({"key_id": id}));
             } else if !ctx.global.quiet {
@@ -305,31 +295,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<ExitCode> {
             }
         }
         KeyCommand::Remove(a) => {
-            let keys = repo.list_keys().await?;
-            let q = a.id.to_ascii_lowercase();
-            let hits: Vec<_> = keys
-                .iter()
-                .filter(|(id, _)| id.to_hex().starts_with(&q))
-                .collect();
-            let id = match hits.as_slice() {
-                [(id, _)] => *id,
-                [] => {
-                    return Err(Error::Usage(format!(
-                        "no key slot matches {:?}; `lifeboat key list` shows them",
-                        a.id
-                    )))
-                }
-                _ => {
-                    return Err(Error::Usage(format!(
-                        "key prefix {:?} is ambiguous; give more characters",
-                        a.id
-                    )))
-                }
-            };
-            let lock = repo.lock("key remove", true).await?;
-            let res = repo.remove_key(&id).await;
-            lock.release().await;
-            res?;
+            let id = crate::ops::keys::remove(&repo, &a.id).await?;
             if ctx.global.json {
                 print_json(&json!({"removed": id}));
             } else if !ctx.global.quiet {

@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod drill;
 pub mod engine;
 pub mod health;
+pub mod keys;
 pub mod plans;
 pub mod preflight;
 pub mod record;

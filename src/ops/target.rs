@@ -226,11 +226,8 @@ impl Target {
     /// Opens the repository for writing (backups, key changes).
     pub async fn open_for_write(&self) -> Result<Opened> {
         let (store, fanout) = self.store_for_write()?;
-        // Refuse early (exit 10) before asking for a password the user cannot use.
-        crate::repo::read_config(&store).await?;
-        let pw = self.password(&store.describe(), false)?;
         Ok(Opened {
-            repo: Repository::open(store, pw.as_bytes()).await?,
+            repo: self.open_store(store).await?,
             fanout,
         })
     }
@@ -247,7 +244,12 @@ impl Target {
 
     /// Opens one region's repository with the target's password.
     pub async fn open_region(&self, region: &Region) -> Result<Repository> {
-        let store = region.dest.store.clone();
+        self.open_store(region.dest.store.clone()).await
+    }
+
+    /// Opens the repository in `store` with the target's password, refusing early (exit 10)
+    /// before asking for a password the user cannot use.
+    async fn open_store(&self, store: DynStore) -> Result<Repository> {
         crate::repo::read_config(&store).await?;
         let pw = self.password(&store.describe(), false)?;
         Repository::open(store, pw.as_bytes()).await
@@ -282,9 +284,7 @@ impl Target {
                 )
             }
         };
-        crate::repo::read_config(&primary).await?;
-        let pw = self.password(&primary.describe(), false)?;
-        let repo = Repository::open(primary, pw.as_bytes()).await?;
+        let repo = self.open_store(primary).await?;
         Ok(if allow_fallback {
             repo.with_fallbacks(
                 others
