@@ -151,7 +151,7 @@ pub async fn backup_plan(env: &Env, target: &Target, req: PlanRequest) -> Result
     let p: &Plan = target
         .plan
         .as_deref()
-        .ok_or_else(|| Error::Usage("backup_plan needs a plan's target".into()))?;
+        .ok_or_else(|| Error::Other("backup_plan needs a plan's target".into()))?;
     let jobs = p.select_jobs(req.job.as_deref())?;
     let opened = target.open_for_write().await?;
     let (repo, fanout) = (&opened.repo, opened.fanout.as_deref());

@@ -146,7 +146,7 @@ pub async fn rebuild_plan(env: &Env, target: &Target, req: RebuildRequest) -> Re
     let plan = target
         .plan
         .as_ref()
-        .ok_or_else(|| Error::Usage("catalog rebuild of a plan needs the plan".into()))?;
+        .ok_or_else(|| Error::Other("catalog rebuild of a plan needs the plan".into()))?;
     let picked: Vec<_> = target
         .regions
         .iter()

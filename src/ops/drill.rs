@@ -82,7 +82,7 @@ pub async fn drill(env: &Env, target: &Target, req: DrillRequest) -> Result<Dril
     let p: &Plan = target
         .plan
         .as_deref()
-        .ok_or_else(|| Error::Usage("a drill needs a plan's target".into()))?;
+        .ok_or_else(|| Error::Other("a drill needs a plan's target".into()))?;
     let jobs = select(p, req.job.as_deref())?;
     let hows = jobs.iter().map(|j| how(p, j)).collect::<Result<Vec<_>>>()?;
     let tests = load_tests(p)?;
@@ -150,7 +150,7 @@ fn how(p: &Plan, job: &JobSpec) -> Result<How> {
         None | Some(EnvironmentKind::Command) => Ok(kind),
         Some(w) if w == need => Ok(kind),
         Some(EnvironmentKind::Scratch) if scratch_kind == Some(job.source.kind()) => Ok(kind),
-        Some(w) => Err(Error::Usage(format!(
+        Some(w) => Err(Error::Config(format!(
             "plan {}: job {} is a {} job, but [drill] environment is {}{}; set environment = \"{}\" (or a scratch server of that kind) or drill the job from a plan whose drill environment fits it",
             p.file.display(),
             job.name,
@@ -179,7 +179,7 @@ fn db_environment(p: &Plan) -> Result<DbEnvironment> {
                 .as_ref()
                 .map(|sec| {
                     sec.read().map(Password).map_err(|e| {
-                        Error::Usage(format!(
+                        Error::Config(format!(
                             "plan {}: [drill] scratch server password: {e}; {}",
                             p.file.display(),
                             e.fix
@@ -242,7 +242,7 @@ fn load_tests(p: &Plan) -> Result<RestoreTests> {
     }
     let sets = files
         .iter()
-        .map(|f| RestoreTests::load(f).map_err(|e| Error::Usage(format!("restore tests: {e}"))))
+        .map(|f| RestoreTests::load(f).map_err(|e| Error::Config(format!("restore tests: {e}"))))
         .collect::<Result<Vec<_>>>()?;
     Ok(RestoreTests::merge(sets))
 }
