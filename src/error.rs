@@ -79,7 +79,7 @@ pub enum Error {
     AmbiguousSnapshot { query: String, count: usize },
 
     #[error(transparent)]
-    Plan(#[from] crate::plan::PlanError),
+    Plan(#[from] PlanError),
 
     #[error("invalid argument: {0}")]
     Usage(String),
@@ -94,6 +94,52 @@ pub enum Error {
 
     #[error("{0}")]
     Other(String),
+}
+
+/// One problem in a plan file: where it is, what is wrong, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanIssue {
+    pub file: PathBuf,
+    pub line: usize,
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl std::fmt::Display for PlanIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}: {}; fix: {}",
+            self.file.display(),
+            self.line,
+            self.key,
+            self.problem,
+            self.fix
+        )
+    }
+}
+
+/// Every problem found in one plan file.
+#[derive(Debug, thiserror::Error)]
+pub struct PlanError {
+    pub file: PathBuf,
+    pub issues: Vec<PlanIssue>,
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "plan {} has {} problem(s):",
+            self.file.display(),
+            self.issues.len()
+        )?;
+        for i in &self.issues {
+            write!(f, "\n  {i}")?;
+        }
+        Ok(())
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,8 +2,8 @@
 //! (`$CREDENTIALS_DIRECTORY/<name>`). Plans name the source, never the secret itself, so a
 //! password never appears in a plan file, in argv, or in a log line.
 //!
-//! Below both [`crate::plan`] (repository and scratch-server passwords) and
-//! [`crate::source`] (database passwords); it knows neither.
+//! Below both `plan` (repository and scratch-server passwords) and
+//! `source` (database passwords); it knows neither.
 
 use std::path::PathBuf;
 

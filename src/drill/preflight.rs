@@ -2,14 +2,19 @@
 //! scratch server answers with the password from the plan (nothing is created or swept);
 //! command scripts are at least valid shell.
 
-use crate::plan::DrillSpec;
+use super::env::{CommandSpec, ScratchSpec};
+use crate::secret::SecretSpec;
 use crate::source::preflight::Check;
 
-/// The drill environment's preflight checks (blocking: pings the server, runs `sh -n`).
-pub fn check_drill(d: &DrillSpec) -> Vec<Check> {
+/// The drill environment's preflight checks (blocking: pings the server, runs `sh -n`):
+/// a scratch server (and the secret its password comes from), or command scripts.
+pub fn check_drill(
+    scratch: Option<(&ScratchSpec, Option<&SecretSpec>)>,
+    command: Option<&CommandSpec>,
+) -> Vec<Check> {
     let mut out = Vec::new();
-    if let Some(s) = &d.scratch {
-        let password = match &s.password {
+    if let Some((server, secret)) = scratch {
+        let password = match secret {
             None => None,
             Some(sec) => match sec.read() {
                 Ok(pw) => Some(super::sql::Password(pw)),
@@ -22,9 +27,9 @@ pub fn check_drill(d: &DrillSpec) -> Vec<Check> {
                 }
             },
         };
-        let server = s.server.server.describe(&s.server.kind);
+        let server_name = server.server.describe(&server.kind);
         let scratch = super::env::ScratchServer::new(
-            s.server.clone(),
+            server.clone(),
             password,
             "preflight",
             std::time::Duration::ZERO,
@@ -32,17 +37,17 @@ pub fn check_drill(d: &DrillSpec) -> Vec<Check> {
         out.push(match scratch.ping() {
             Ok(v) => Check {
                 ok: true,
-                what: format!("server {server} answers (version {v})"),
+                what: format!("server {server_name} answers (version {v})"),
             },
             Err(e) => Check {
                 ok: false,
                 what: format!(
-                    "server {server}: {e}; check the URL, the role and the password source"
+                    "server {server_name}: {e}; check the URL, the role and the password source"
                 ),
             },
         });
     }
-    if let Some(c) = &d.command {
+    if let Some(c) = command {
         for (name, script) in [("provision", &c.provision), ("teardown", &c.teardown)] {
             let r = std::process::Command::new("sh")
                 .args(["-n", "-c", script])

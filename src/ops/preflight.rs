@@ -155,12 +155,15 @@ pub async fn preflight(p: &Arc<Plan>) -> Vec<Finding> {
         }
     }
     for job in &p.jobs {
-        for c in crate::source::preflight::check_job(job) {
+        for c in crate::source::preflight::check_job(&job.name, &job.source) {
             push(c.ok, format!("job {}: {}", job.name, c.what));
         }
     }
     if let Some(d) = &p.drill {
-        for c in crate::drill::preflight::check_drill(d) {
+        for c in crate::drill::preflight::check_drill(
+            d.scratch.as_ref().map(|s| (&s.server, s.password.as_ref())),
+            d.command.as_ref(),
+        ) {
             push(
                 c.ok,
                 format!("drill environment {}: {}", d.environment.name(), c.what),

@@ -22,7 +22,7 @@ mod raw;
 mod tests;
 mod validate;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use crate::secret::{self, SecretError, SecretSpec};
 pub use crate::source::spec::SourceSpec;
@@ -36,51 +36,8 @@ use validate::Validator;
 
 // ----- errors ---------------------------------------------------------------------------
 
-/// One problem in a plan file: where it is, what is wrong, and how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlanIssue {
-    pub file: PathBuf,
-    pub line: usize,
-    pub key: String,
-    pub problem: String,
-    pub fix: String,
-}
-
-impl std::fmt::Display for PlanIssue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}: {}; fix: {}",
-            self.file.display(),
-            self.line,
-            self.key,
-            self.problem,
-            self.fix
-        )
-    }
-}
-
-/// Every problem found in one plan file.
-#[derive(Debug, thiserror::Error)]
-pub struct PlanError {
-    pub file: PathBuf,
-    pub issues: Vec<PlanIssue>,
-}
-
-impl std::fmt::Display for PlanError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "plan {} has {} problem(s):",
-            self.file.display(),
-            self.issues.len()
-        )?;
-        for i in &self.issues {
-            write!(f, "\n  {i}")?;
-        }
-        Ok(())
-    }
-}
+// Defined with the library's other error types (so `error` need not import `plan`).
+pub use crate::error::{PlanError, PlanIssue};
 
 // ----- loading --------------------------------------------------------------------------
 

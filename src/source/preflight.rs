@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use crate::plan::{JobSpec, SecretSpec, SourceSpec};
+use super::SourceSpec;
+use crate::secret::SecretSpec;
 use crate::sys::process::find_tool;
 
 /// One preflight check of a source: passed or not, and what was checked (with the fix when
@@ -67,9 +68,9 @@ fn pg_dump_major(bin: Option<&Path>) -> Option<u64> {
 }
 
 /// Everything a job's source needs before its first backup (blocking: runs the clients).
-pub fn check_job(job: &JobSpec) -> Vec<Check> {
+pub fn check_job(job: &str, source: &SourceSpec) -> Vec<Check> {
     let mut out = Vec::new();
-    match &job.source {
+    match source {
         SourceSpec::Dir { paths } => {
             for p in paths {
                 out.push(match std::fs::symlink_metadata(p) {
@@ -90,7 +91,7 @@ pub fn check_job(job: &JobSpec) -> Vec<Check> {
             let pw = s.conn.password.as_ref().and_then(|p| p.read().ok());
             let env = super::postgres::libpq_env(&s.conn, pw.as_deref().map(|x| x.as_str()), None);
             let secrets = pw.iter().map(|p| p.to_string()).collect();
-            let r = super::postgres::psql_session(s.bin_dir.as_deref(), &env, &job.name, secrets)
+            let r = super::postgres::psql_session(s.bin_dir.as_deref(), &env, job, secrets)
                 .and_then(|mut ses| {
                     let v = ses.query_json(
                         "SELECT json_build_object('v', current_setting('server_version'), 'num', current_setting('server_version_num')::int);",
@@ -138,7 +139,7 @@ pub fn check_job(job: &JobSpec) -> Vec<Check> {
             let pw = s.conn.password.as_ref().and_then(|p| p.read().ok());
             let secrets: Vec<String> = pw.iter().map(|p| p.to_string()).collect();
             let r = super::mysql::ClientOptions::new(&s.conn, pw.as_deref().map(|x| x.as_str()), s.no_defaults).and_then(|o| {
-                let mut ses = super::mysql::client_session(s.bin_dir.as_deref(), &o, None, &job.name, secrets)?;
+                let mut ses = super::mysql::client_session(s.bin_dir.as_deref(), &o, None, job, secrets)?;
                 let v = ses.query_json(&format!(
                     "SELECT JSON_OBJECT('v', VERSION(), 'db', (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}));",
                     super::mysql::sql_literal(&s.conn.database)
@@ -155,7 +156,7 @@ pub fn check_job(job: &JobSpec) -> Vec<Check> {
         SourceSpec::Btrfs(s) => {
             out.extend(tools_check(&[&["btrfs"]], None));
             let sub = s.subvolume.to_string_lossy();
-            out.push(match super::volume::run_tool(&job.name, "btrfs", &["subvolume", "show", &sub]) {
+            out.push(match super::volume::run_tool(job, "btrfs", &["subvolume", "show", &sub]) {
                 Ok(_) => Check::new(true, format!("{sub} is a btrfs subvolume")),
                 Err(e) => Check::new(false, format!("{sub} is not a btrfs subvolume ({e}); fix `subvolume` in the plan or create it with `btrfs subvolume create`")),
             });

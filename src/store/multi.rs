@@ -14,7 +14,7 @@
 //!   that the CLI reads until plans carry the same list.
 //!
 //! This module knows key prefixes only as opaque strings handed to it; it knows nothing about
-//! packs, encryption or snapshots. Catch-up copying lives in [`crate::repo::sync`] (run by
+//! packs, encryption or snapshots. Catch-up copying lives in `repo::sync` (run by
 //! `lifeboat sync`, and before every multi-region backup).
 
 use std::path::PathBuf;

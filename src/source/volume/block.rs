@@ -1,7 +1,7 @@
 //! Block devices and image files, read as one stream into a single file node. Runs of zeros
 //! cost almost nothing in the repository (they chunk to the same blob, which dedup stores
 //! once and zstd shrinks); restore writes such an image back sparse (see
-//! [`crate::restore::single`]). The device must be quiet or itself a snapshot (see
+//! `restore::single`). The device must be quiet or itself a snapshot (see
 //! [`super::lvm`]): lifeboat reads it from start to end, not atomically.
 
 use std::fs::File;
