@@ -151,7 +151,7 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
         }
     }
 
-    let last = last_runs(env, &owner).await;
+    let last = last_runs(env, &owner).await?;
     let now = Utc::now();
     let due = schedule::due(&tasks, &last, now);
     let task_env = Env {
@@ -209,35 +209,43 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
     Ok(RunDue { due: results, next })
 }
 
-/// When each task last ran, from the catalog; without one, everything counts as never run.
+/// When each task last ran, from the catalog. Without the catalog run-due cannot tell what
+/// is due: it refuses rather than guess (guessing "never ran" would re-run every backup and
+/// drill on every tick of the timer).
 async fn last_runs(
     env: &Env,
     owner: &HashMap<String, (Arc<Plan>, Option<String>)>,
-) -> HashMap<String, DateTime<Utc>> {
+) -> Result<HashMap<String, DateTime<Utc>>> {
+    let refuse = |e: &dyn std::fmt::Display| {
+        Error::Other(format!(
+            "run-due cannot tell what is due: the catalog {e}; nothing was run. Fix the catalog (LIFEBOAT_CATALOG / --catalog): the next tick runs what is due, missed slots once; a backup can still be run by hand with `lifeboat backup --plan FILE`"
+        ))
+    };
+    let cat = record::open_catalog(env)
+        .await
+        .map_err(|e| refuse(&format_args!("cannot be opened ({e})")))?;
     let mut last = HashMap::new();
-    match record::open_catalog(env).await {
-        Ok(cat) => {
-            for (key, (p, job)) in owner {
-                let f = HistoryFilter {
-                    plan: Some(p.name.clone()),
-                    job: job.clone(),
-                    limit: 50,
-                    ..Default::default()
-                };
-                let kind = if job.is_none() { "drill" } else { "backup" };
-                if let Ok(h) = cat.history(&f).await {
-                    if let Some(e) = h.iter().find(|e| e.kind == kind) {
-                        last.insert(key.clone(), e.started);
-                    }
-                }
+    for (key, (p, job)) in owner {
+        let f = HistoryFilter {
+            plan: Some(p.name.clone()),
+            job: job.clone(),
+            limit: 50,
+            ..Default::default()
+        };
+        let kind = if job.is_none() { "drill" } else { "backup" };
+        let h = match cat.history(&f).await {
+            Ok(h) => h,
+            Err(e) => {
+                cat.close().await;
+                return Err(refuse(&format_args!("cannot be read ({e})")));
             }
-            cat.close().await;
+        };
+        if let Some(e) = h.iter().find(|e| e.kind == kind) {
+            last.insert(key.clone(), e.started);
         }
-        Err(e) => env.warn(format!(
-            "catalog unavailable ({e}); treating every job as never run"
-        )),
     }
-    last
+    cat.close().await;
+    Ok(last)
 }
 
 /// Runs one due task: a job's backup (tagged `scheduled`) or the plan's drill.

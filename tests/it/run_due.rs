@@ -84,3 +84,45 @@ fn run_due_runs_never_run_jobs_once_and_respects_the_lock() {
     assert_eq!(o.status.code(), Some(11), "{}", stderr(&o));
     assert!(stderr(&o).contains("run-due"), "{}", stderr(&o));
 }
+
+/// A catalog run-due cannot open is no reason to guess that every job never ran: it runs
+/// nothing, says why and exits non-zero, so the timer's next tick does not re-run everything.
+#[test]
+fn run_due_refuses_to_guess_when_the_catalog_cannot_be_opened() {
+    let ws = Workspace::new();
+    let state = ws.path().join("state");
+    let data = ws.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), b"hello").unwrap();
+    let plan = ws.plan(
+        "nocat",
+        &format!("[[jobs]]\nname = \"files\"\nschedule = \"0 0 1 1 *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n", data.display()),
+    );
+    // Nothing listens on port 1: the catalog cannot be opened.
+    for dry in [false, true] {
+        let mut c = lifeboat();
+        c.env("LIFEBOAT_STATE_DIR", &state)
+            .env(
+                "LIFEBOAT_CATALOG",
+                "postgres://lifeboat@127.0.0.1:1/catalog",
+            )
+            .args(["run-due", "--plan"])
+            .arg(&plan);
+        if dry {
+            c.arg("--dry-run");
+        }
+        let o = run(&mut c);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("cannot tell what is due")
+                && stderr(&o).contains("nothing was run"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!stdout(&o).contains("due: backup"), "{}", stdout(&o));
+    }
+    assert!(
+        ws.snapshots(&plan).is_empty(),
+        "nothing may run without the catalog"
+    );
+}
