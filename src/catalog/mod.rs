@@ -48,44 +48,8 @@ pub use runs::{BackupRun, RunStatus};
 pub use snapshots::{lineage_of, SnapshotRow};
 pub use status::{HistoryEntry, HistoryFilter, JobStatus, StatusFilter, StatusReport};
 
-/// Errors of the catalog layer. The location is always shown with its password removed.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
-    #[error("catalog {location} cannot be opened: {detail}")]
-    Open { location: String, detail: String },
-
-    #[error("catalog {location}: applying its schema migrations failed: {detail}")]
-    Migrate { location: String, detail: String },
-
-    #[error("catalog {location}: {op} failed: {detail}")]
-    Query {
-        location: String,
-        op: &'static str,
-        detail: String,
-    },
-
-    #[error("catalog {location}: row for {object} is malformed: {detail}")]
-    Malformed {
-        location: String,
-        object: String,
-        detail: String,
-    },
-
-    #[error("invalid catalog location {given:?}: {detail}")]
-    BadLocation { given: String, detail: String },
-}
-
-impl CatalogError {
-    /// What the user can do about it.
-    pub fn hint(&self) -> String {
-        match self {
-            CatalogError::Open { .. } => "check --catalog / LIFEBOAT_CATALOG (a file path, sqlite:///path or postgres://…) and that its directory is writable or its server reachable; a damaged SQLite file can be moved away. Backups still commit without the catalog, and `lifeboat catalog rebuild` fills it in later".into(),
-            CatalogError::Migrate { .. } => "the catalog was written by another lifeboat version or is damaged; move the file away and run `lifeboat catalog rebuild`".into(),
-            CatalogError::Query { .. } | CatalogError::Malformed { .. } => "if the catalog is damaged, move it away and run `lifeboat catalog rebuild` (runs and drills are not in the repository and are lost)".into(),
-            CatalogError::BadLocation { .. } => "give a file path, sqlite:///absolute/path or postgres://user@host/db".into(),
-        }
-    }
-}
+// Defined with the library's other error types (so `error` need not import `catalog`).
+pub use crate::error::CatalogError;
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
