@@ -130,7 +130,8 @@ pub enum Command {
     Verify(restore_cmds::VerifyArgs),
     /// Restore-drill a plan's jobs: restore into a throwaway server or directory, run the
     /// restore tests, measure RTO and RPO against the plan's objectives (exit 16: a check
-    /// failed, 17: an objective was missed, 1: the environment failed, 15: it ran out of space)
+    /// failed, 17: an objective was missed, 13: the backup is damaged, 1: the environment
+    /// failed, 15: it ran out of space)
     Drill(drill_cmds::DrillArgs),
     /// Per job and region: newest snapshot, newest drilled snapshot (honest RPO), last drill
     /// and RTO against target, verification coverage; with --repo also rollback detection

@@ -221,6 +221,15 @@ impl DbDrill<'_> {
                 DrillFailure::Interrupted,
                 "interrupted while loading the snapshot",
             ),
+            e @ crate::Error::Integrity { .. } => DrillError::from_error(
+                DrillFailure::Damaged,
+                &format!(
+                    "loading snapshot {} into {} failed: the backup is damaged",
+                    self.ctx.snapshot_id.short(),
+                    target.describe(&conn.kind)
+                ),
+                &e,
+            ),
             e if e.exit_code() == crate::error::ExitCode::NoSpace => DrillError::from_error(
                 DrillFailure::NoSpace,
                 &format!(

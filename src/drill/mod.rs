@@ -52,6 +52,9 @@ pub enum DrillFailure {
     Teardown,
     /// The restore target's disk or quota ran full (exit 15).
     NoSpace,
+    /// The backup itself is damaged: a blob failed its authentication or hash while being
+    /// restored (exit 13).
+    Damaged,
     Interrupted,
 }
 
@@ -81,6 +84,7 @@ impl DrillError {
     pub fn from_error(kind: DrillFailure, context: &str, e: &crate::Error) -> Self {
         let kind = match e {
             crate::Error::Interrupted => DrillFailure::Interrupted,
+            crate::Error::Integrity { .. } => DrillFailure::Damaged,
             e if e.exit_code() == ExitCode::NoSpace => DrillFailure::NoSpace,
             _ => kind,
         };
@@ -170,6 +174,7 @@ impl DrillReport {
     pub fn exit_code(&self) -> ExitCode {
         match (&self.result, self.failure) {
             (DrillResult::InfraFailed, Some(DrillFailure::NoSpace)) => ExitCode::NoSpace,
+            (DrillResult::InfraFailed, Some(DrillFailure::Damaged)) => ExitCode::Integrity,
             (r, _) => r.exit_code(),
         }
     }
@@ -397,6 +402,9 @@ mod failure_tests {
         assert_eq!(e.kind, DrillFailure::Interrupted);
         let e = DrillError::from_error(DrillFailure::Fetch, "x", &crate::Error::Other("y".into()));
         assert_eq!(e.kind, DrillFailure::Fetch);
+        let bad = crate::Error::integrity("blob 1234", "authentication failed");
+        let e = DrillError::from_error(DrillFailure::Load, "loading failed", &bad);
+        assert_eq!(e.kind, DrillFailure::Damaged);
         let pg = "pg_restore: error: could not extend file \"base/16384/16385\": No space left on device";
         assert_eq!(
             DrillError::from_tool(DrillFailure::Load, pg.into()).kind,

@@ -192,8 +192,7 @@ pub async fn restore_postgres(
         drop(stdin);
         interrupted(&mut child, cancel)?;
         let (status, tail) = child.finish_with_stderr();
-        status.map_err(|e| restore_err(&target, e))?;
-        streamed?;
+        loaded(status.map_err(|e| restore_err(&target, e)), streamed)?;
         let (skipped, fatal): (Vec<_>, Vec<_>) = tail
             .lines()
             .filter(|l| l.contains("ERROR:"))
@@ -293,9 +292,10 @@ pub async fn restore_postgres(
         let streamed = restore_stream(repo, index, snapshot, PG_DUMP, &mut stdin, cancel).await;
         drop(stdin);
         interrupted(&mut child, cancel)?;
-        // pg_restore's own failure explains a broken pipe better than the pipe does.
-        child.finish().map_err(|e| restore_err(&target, e))?;
-        report.bytes = streamed?;
+        report.bytes = loaded(
+            child.finish().map_err(|e| restore_err(&target, e)),
+            streamed,
+        )?;
     }
     Ok(report)
 }
@@ -422,9 +422,23 @@ pub async fn restore_mariadb(
     };
     drop(stdin);
     interrupted(&mut child, cancel)?;
-    child.finish().map_err(|e| restore_err(&target, e))?;
-    report.bytes = streamed?;
+    report.bytes = loaded(
+        child.finish().map_err(|e| restore_err(&target, e)),
+        streamed,
+    )?;
     Ok(report)
+}
+
+/// The loader's result and the stream's, in the order that tells the truth. A damaged
+/// backup (the stream's integrity error) is the cause even when the loader, fed a dump cut
+/// short, failed too ("unexpected end of file", a syntax error); otherwise the loader's own
+/// failure explains a broken pipe better than the pipe does.
+fn loaded(finished: Result<()>, streamed: Result<u64>) -> Result<u64> {
+    match (finished, streamed) {
+        (_, Err(e @ Error::Integrity { .. })) => Err(e),
+        (Err(e), _) => Err(e),
+        (Ok(()), s) => s,
+    }
 }
 
 /// Rewrites the `DEFINER=`user`@`host`` clauses of a mariadb-dump stream to

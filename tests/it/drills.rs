@@ -491,3 +491,55 @@ fn directory_drill_with_file_checks() {
     assert!(stdout(&o).contains("smaller than 5000 bytes"));
     assert_nothing_left(tmp.path());
 }
+
+/// A damaged backup is called damaged: with a byte flipped in the dump's pack, the drill and
+/// `restore --to` fail with exit 13 and the integrity error — not with the loader's reaction
+/// to a dump cut short, reported as an infrastructure failure that proves nothing.
+#[test]
+fn damaged_postgres_backup_is_exit_13_for_drill_and_restore() {
+    let src = EphemeralPostgres::start(None).expect("source server");
+    let sc = src.connection().unwrap().clone();
+    psql(&sc, "postgres", "CREATE DATABASE shop");
+    pg_tool(&sc, "pgbench", &["-i", "-s", "1", "-q", "shop"]);
+    let ws = Workspace::new();
+    let plan = ws.plan(
+        "pgd",
+        &format!(
+            "{}\n[drill]\nenvironment = \"ephemeral-postgres\"\n",
+            pg_job(&sc)
+        ),
+    );
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    assert!(o.status.success(), "backup failed: {}", stderr(&o));
+    // A byte in the middle of the largest pack: inside a blob of the dump.
+    let data = ws.path().join("repo/data");
+    let mut packs: Vec<_> = list_files(&data).iter().map(|p| data.join(p)).collect();
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let pack = packs.last().unwrap();
+    let mut raw = std::fs::read(pack).unwrap();
+    let mid = raw.len() / 2;
+    raw[mid] ^= 0x40;
+    std::fs::write(pack, &raw).unwrap();
+
+    let tmp = drill_tmp();
+    let o = drill(&ws, &plan, tmp.path(), true);
+    assert_eq!(o.status.code(), Some(13), "{}", stderr(&o));
+    let r = &reports(&o)[0];
+    assert_eq!(r["failure"], "damaged", "{r:#}");
+    assert!(
+        r["error"].as_str().unwrap().contains("integrity violation"),
+        "{r:#}"
+    );
+    assert_nothing_left(tmp.path());
+
+    let o = run(lifeboat()
+        .args(["restore", "--plan"])
+        .arg(&plan)
+        .args(["--job", "shop", "latest", "--to"])
+        .arg(format!(
+            "postgres://postgres@127.0.0.1:{}/shop_copy",
+            sc.port
+        )));
+    assert_eq!(o.status.code(), Some(13), "{}", stderr(&o));
+    assert!(stderr(&o).contains("integrity violation"), "{}", stderr(&o));
+}
