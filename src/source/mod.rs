@@ -4,9 +4,9 @@
 //! parent, pipeline, commit) is `ops::backup`'s.
 //!
 //! Kinds: [`dir`] trees, [`postgres`] and [`mysql`] dumps, [`volume`] snapshots (btrfs,
-//! block, LVM, ZFS); [`hooks`] wraps any of them in a job's pre/post commands; [`process`]
-//! runs the child tools; [`spec`] holds [`SourceSpec`], what a job backs up, and builds the
-//! source from it. Plans are validated into these specs; this module knows nothing about
+//! block, LVM, ZFS); [`hooks`] wraps any of them in a job's pre/post commands;
+//! [`session`] holds a database snapshot open while a dump runs; [`spec`] holds
+//! [`SourceSpec`], what a job backs up, and builds the source from it. Plans are validated into these specs; this module knows nothing about
 //! plan files.
 
 pub mod db;
@@ -15,7 +15,7 @@ pub mod hooks;
 pub mod mysql;
 pub mod postgres;
 pub mod preflight;
-pub mod process;
+pub mod session;
 pub mod spec;
 pub mod volume;
 

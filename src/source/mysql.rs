@@ -26,7 +26,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::db::{DbConn, RowCounts};
-use super::process::SqlSession;
+use super::session::SqlSession;
 use super::{BackupContext, Source, SourceOutput, StreamError};
 use crate::repo::tree::Tree;
 use crate::sys::process::{require_tool, ChildProc};

@@ -7,18 +7,23 @@ use std::process::Command;
 
 use support::*;
 
+/// A plan with one directory job scheduled yearly on 1 January: after its first run it is not
+/// due again during a test.
+fn yearly_dir_plan(ws: &Workspace, name: &str) -> std::path::PathBuf {
+    let data = ws.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), b"hello").unwrap();
+    ws.plan(
+        name,
+        &format!("[[jobs]]\nname = \"files\"\nschedule = \"0 0 1 1 *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n", data.display()),
+    )
+}
+
 #[test]
 fn run_due_runs_never_run_jobs_once_and_respects_the_lock() {
     let ws = Workspace::new();
     let state = ws.path().join("state");
-    let data = ws.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("a.txt"), b"hello").unwrap();
-    // Yearly on 1 January: after its first run it is not due again during this test.
-    let plan = ws.plan(
-        "sched",
-        &format!("[[jobs]]\nname = \"files\"\nschedule = \"0 0 1 1 *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n", data.display()),
-    );
+    let plan = yearly_dir_plan(&ws, "sched");
     let cmd = || {
         let mut c = lifeboat();
         c.env("LIFEBOAT_STATE_DIR", &state);
@@ -91,13 +96,7 @@ fn run_due_runs_never_run_jobs_once_and_respects_the_lock() {
 fn run_due_refuses_to_guess_when_the_catalog_cannot_be_opened() {
     let ws = Workspace::new();
     let state = ws.path().join("state");
-    let data = ws.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("a.txt"), b"hello").unwrap();
-    let plan = ws.plan(
-        "nocat",
-        &format!("[[jobs]]\nname = \"files\"\nschedule = \"0 0 1 1 *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n", data.display()),
-    );
+    let plan = yearly_dir_plan(&ws, "nocat");
     // Nothing listens on port 1: the catalog cannot be opened.
     for dry in [false, true] {
         let mut c = lifeboat();
