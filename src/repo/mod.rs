@@ -112,7 +112,7 @@ impl ObjectKind {
     pub fn key(self, id: &ObjectId) -> String {
         format!("{}/{}", self.dir(), id)
     }
-    fn aad(self, repo: &RepoId) -> Vec<u8> {
+    pub fn aad(self, repo: &RepoId) -> Vec<u8> {
         let mut aad = b"lbfile1\0".to_vec();
         aad.extend_from_slice(repo.as_bytes());
         aad.extend_from_slice(self.dir().as_bytes());

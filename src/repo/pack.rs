@@ -66,7 +66,7 @@ pub fn blob_aad(repo: &RepoId, kind: BlobKind, id: &BlobId) -> [u8; 8 + 32 + 1 +
     aad
 }
 
-fn header_aad(repo: &RepoId) -> [u8; 40] {
+pub fn header_aad(repo: &RepoId) -> [u8; 40] {
     let mut aad = [0u8; 40];
     aad[..8].copy_from_slice(b"lbhead1\0");
     aad[8..].copy_from_slice(repo.as_bytes());
