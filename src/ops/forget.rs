@@ -196,6 +196,7 @@ async fn forget_region(
     fr: &mut ForgetRegion,
 ) -> Result<()> {
     let repo = target.open_region(region).await?;
+    let recorded_as = recorded_region(target, region);
     crate::repo::prune::remove_dead_local_locks(&repo).await?;
     let drilled = drill_proven(env, &repo, &region.catalog_region, &mut fr.catalog_warnings).await;
     let removed = repo
@@ -226,14 +227,25 @@ async fn forget_region(
         .await?;
     fr.removed = removed.len();
     if !req.dry_run && !removed.is_empty() {
-        record_forgotten(env, &repo, &region.catalog_region, &removed, &mut fr.catalog_warnings).await;
+        record_forgotten(env, &repo, &recorded_as, &removed, &mut fr.catalog_warnings).await;
     }
     if let Some(p) = &req.prune {
-        let mut pr = super::prune::prune_repo(env, &repo, &region.catalog_region, p).await?;
+        let mut pr = super::prune::prune_repo(env, &repo, &recorded_as, p).await?;
         pr.name = region.name.clone();
         fr.prune = Some(pr);
     }
     Ok(())
+}
+
+/// The region name the catalog records a target's snapshots and packs under: a write that
+/// did not fan out (one `--repo`, a plan with one destination) is recorded as `local`, like
+/// `backup` and `verify` do.
+pub fn recorded_region(target: &Target, region: &Region) -> String {
+    if target.is_multi() {
+        region.catalog_region.clone()
+    } else {
+        super::target::LOCAL_REGION.to_string()
+    }
 }
 
 /// The snapshots the live drill markers name.

@@ -113,7 +113,7 @@ pub async fn prune(
         env.cancel.check()?;
         let res = async {
             let repo = target.open_region(r).await?;
-            prune_repo(env, &repo, &r.catalog_region, &req).await
+            prune_repo(env, &repo, &super::forget::recorded_region(target, r), &req).await
         }
         .await;
         match res {

@@ -153,7 +153,8 @@ fn backup_between_prune_phases_loses_nothing() {
         "old's blobs are deduplicated: {b:#}"
     );
 
-    let j = s.json(&["prune", "--grace", "0s", "--max-unused", "0%"]);
+    // (--max-unused 100%: no new repack of that pack, so only the rescue can save it.)
+    let j = s.json(&["prune", "--grace", "0s", "--max-unused", "100%"]);
     let sw = &j["regions"][0]["sweep"];
     assert!(sw["rescued_packs"].as_u64().unwrap() >= 1, "{j:#}");
     verify_clean(&s);
@@ -228,7 +229,7 @@ fn kill_9_loop_over_prune_leaves_a_valid_repository() {
     std::fs::create_dir_all(&data).unwrap();
     write_random(&data.join("shared"), 7, 2_000_000);
     let mut gen = 0u64;
-    let mut churn = |s: &Scratch, gen: &mut u64| {
+    let churn = |s: &Scratch, gen: &mut u64| {
         for _ in 0..3 {
             *gen += 1;
             write_random(&data.join("a"), *gen * 3, 1_500_000);
