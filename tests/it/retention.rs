@@ -296,3 +296,78 @@ fn kill_9_loop_over_prune_leaves_a_valid_repository() {
     }
     assert_same_tree(&data, &s.path("restored-1").join("data"));
 }
+
+/// Every region gets the same rules; a region that is down is named (exit 3) and handled on
+/// the next run; the catalog then agrees with both repositories (`catalog rebuild` finds
+/// nothing to add or drop). Two local directories stand for the two regions here; the same
+/// code path serves S3 regions.
+#[test]
+fn every_region_is_pruned_and_a_down_region_catches_up_on_the_next_run() {
+    let ws = Workspace::new();
+    let data = ws.path().join("site");
+    std::fs::create_dir_all(&data).unwrap();
+    let plan = ws.path().join("two.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name = \"two\"\n[repository]\npassword_file = \"repo.pass\"\n[objectives]\nrpo = \"1day\"\nrto = \"30m\"\n[[destinations]]\ntype = \"local\"\nname = \"east\"\npath = \"ra\"\n[[destinations]]\ntype = \"local\"\nname = \"west\"\npath = \"rb\"\n\n[[jobs]]\nname = \"site\"\nschedule = \"0 * * * *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n\n[retention]\nkeep_last = 1\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let state = ws.path().join("state");
+    let lb = |args: &[&str]| {
+        let mut c = lifeboat();
+        c.args(args).arg("--plan").arg(&plan).env("LIFEBOAT_STATE_DIR", &state);
+        run(&mut c)
+    };
+    let o = lb(&["init", "--kdf-memory", "8", "--kdf-iterations", "1"]);
+    assert!(o.status.success());
+    for i in 0..3u64 {
+        write_random(&data.join("f"), i, 2_000_000);
+        assert!(lb(&["backup"]).status.success());
+    }
+    let (ra, rb) = (ws.path().join("ra"), ws.path().join("rb"));
+    let snaps = |r: &Path| r.join("snapshots").read_dir().unwrap().count();
+    assert_eq!((snaps(&ra), snaps(&rb)), (3, 3));
+    let size_b = dir_bytes(&rb.join("data"));
+
+    std::fs::rename(&rb, ws.path().join("rb-away")).unwrap();
+    let o = lb(&["forget", "--prune", "--max-unused", "0%", "--json"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let regions = j["regions"].as_array().unwrap();
+    assert_eq!(regions[0]["name"], "east");
+    assert_eq!(regions[0]["removed"], 2, "{j:#}");
+    assert!(regions[0]["prune"]["sweep"]["deleted_packs"].as_u64().unwrap() >= 1, "{j:#}");
+    assert_eq!(regions[1]["name"], "west");
+    assert!(regions[1]["error"].as_str().unwrap().contains("rb"), "{j:#}");
+    assert!(stderr(&o).contains("region west"), "{}", stderr(&o));
+    assert_eq!(snaps(&ra), 1);
+
+    std::fs::rename(ws.path().join("rb-away"), &rb).unwrap();
+    let o = lb(&["forget", "--prune", "--max-unused", "0%", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["regions"][0]["removed"], 0, "{j:#}");
+    assert_eq!(j["regions"][1]["removed"], 2, "{j:#}");
+    assert_eq!(snaps(&rb), 1);
+    assert!(dir_bytes(&rb.join("data")) < size_b / 2);
+    for region in ["east", "west"] {
+        let o = lb(&["verify", "--read-data", "--region", region, "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    }
+    // The catalog dropped the forgotten snapshots in both regions: a rebuild adds nothing,
+    // finds no divergence.
+    let o = lb(&["catalog", "rebuild", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = j["regions"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{j:#}");
+    for r in rows {
+        let rep = &r["report"];
+        assert_eq!(rep["added"], 0, "{j:#}");
+        assert_eq!(rep["snapshots_in_repository"], 1, "{j:#}");
+        assert_eq!(rep["findings"].as_array().unwrap().len(), 0, "{j:#}");
+    }
+}
