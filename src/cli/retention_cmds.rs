@@ -174,7 +174,9 @@ pub async fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
 
 fn print_forget(ctx: &Ctx, r: &ForgetReport) {
     if ctx.global.json {
-        print_json(&json!({"message_type": "summary", "dry_run": r.dry_run, "policy": r.policy, "regions": r.regions}));
+        print_json(
+            &json!({"message_type": "summary", "dry_run": r.dry_run, "policy": r.policy, "regions": r.regions}),
+        );
         return;
     }
     if ctx.global.quiet {
@@ -238,7 +240,9 @@ pub async fn prune(ctx: &Ctx, a: PruneArgs) -> Result<ExitCode> {
     let report: PruneReport =
         crate::ops::prune::prune(&ctx.env(), &target, a.region.as_deref(), req).await?;
     if ctx.global.json {
-        print_json(&json!({"message_type": "summary", "dry_run": report.dry_run, "freed_bytes": report.freed_bytes(), "regions": report.regions}));
+        print_json(
+            &json!({"message_type": "summary", "dry_run": report.dry_run, "freed_bytes": report.freed_bytes(), "regions": report.regions}),
+        );
     } else if !ctx.global.quiet {
         let multi = report.regions.len() > 1;
         for r in &report.regions {

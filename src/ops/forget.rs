@@ -9,7 +9,6 @@
 //! the next run catches it up — the rules are the same, so it converges.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use chrono::Utc;
 use serde::Serialize;
@@ -203,12 +202,23 @@ async fn forget_region(
         .with_lock("forget", false, async |_| {
             let snaps = repo.list_snapshots().await?;
             let running = running_drills(&repo).await?;
-            let groups = decide(target, req.job.as_deref(), policy, &snaps, &drilled, &region.catalog_region, &running)?;
+            let groups = decide(
+                target,
+                req.job.as_deref(),
+                policy,
+                &snaps,
+                &drilled,
+                &region.catalog_region,
+                &running,
+            )?;
             let removed: Vec<SnapshotId> = groups
                 .iter()
                 .flat_map(|g| g.snapshots.iter().filter(|r| !r.keep).map(|r| r.id))
                 .collect();
-            fr.kept = groups.iter().map(|g| g.snapshots.iter().filter(|r| r.keep).count()).sum();
+            fr.kept = groups
+                .iter()
+                .map(|g| g.snapshots.iter().filter(|r| r.keep).count())
+                .sum();
             fr.groups = groups;
             if !req.dry_run {
                 // A drill may have started since the list: never delete what it restores.
@@ -276,7 +286,9 @@ async fn drill_proven(
         Ok(v) => v,
         Err(e) => {
             warnings.push(e.to_string());
-            env.warn(format!("cannot read drilled snapshots from the catalog: {e}"));
+            env.warn(format!(
+                "cannot read drilled snapshots from the catalog: {e}"
+            ));
             Vec::new()
         }
     }
@@ -394,21 +406,29 @@ async fn record_forgotten(
 }
 
 /// The scheduled retention `run-due` applies after a job's successful backup: the plan's
-/// `[retention]` for that job in every region, then a prune when the plan asks for one.
-/// `None` when the plan has no `[retention]`.
-pub async fn after_backup(env: &Env, target: &Target, job: &str) -> Option<Result<ForgetReport>> {
-    let plan = target.plan.as_ref()?;
-    let spec = plan.retention.as_ref()?;
+/// `[retention]` for that job in every region, then a prune when the plan says `prune =
+/// true`. Returns the exit code for the task (`Ok` without a `[retention]`); a failure is an
+/// [`Event::Warning`] as well. A prune whose deletion waits for a lock is not a failure here:
+/// its plan is stored and the next run carries it out.
+pub async fn after_backup(env: &Env, target: &Target, job: &str) -> ExitCode {
+    let Some(spec) = target.plan.as_ref().and_then(|p| p.retention.as_ref()) else {
+        return ExitCode::Ok;
+    };
     let req = ForgetRequest {
         job: Some(job.to_string()),
         policy: Some(policy_of(spec)),
         region: None,
         dry_run: false,
-        prune: spec.prune.then(|| PruneRequest {
-            max_unused: crate::repo::prune::DEFAULT_MAX_UNUSED,
-            grace: Duration::ZERO,
-            dry_run: false,
-        }),
+        prune: spec.prune.then(PruneRequest::default),
     };
-    Some(forget(env, target, req).await)
+    match forget(env, target, req).await {
+        Ok(r) => match r.exit_code() {
+            ExitCode::Locked => ExitCode::Ok,
+            c => c,
+        },
+        Err(e) => {
+            env.warn(format!("job {job}: retention after the backup failed: {e}"));
+            e.exit_code()
+        }
+    }
 }

@@ -307,7 +307,11 @@ pub async fn mark(
     }
     // Repack the packs with the most unused bytes first, until what stays unused is at most
     // `max_unused` of what the repository keeps.
-    partly.sort_by(|a, b| b.unused_bytes().cmp(&a.unused_bytes()).then(a.pack.id.cmp(&b.pack.id)));
+    partly.sort_by(|a, b| {
+        b.unused_bytes()
+            .cmp(&a.unused_bytes())
+            .then(a.pack.id.cmp(&b.pack.id))
+    });
     let after = r.bytes - r.unused_bytes;
     let allowed = (opts.max_unused.clamp(0.0, 1.0) * after as f64) as u64;
     let mut unused_left: u64 = partly.iter().map(|u| u.unused_bytes()).sum();
@@ -395,7 +399,10 @@ async fn repack_packs(
                     |err| match err {
                         Error::Integrity { detail, .. } => Error::integrity(
                             format!("pack {id}"),
-                            format!("blob {}: {detail}; prune stopped before condemning anything", e.id),
+                            format!(
+                                "blob {}: {detail}; prune stopped before condemning anything",
+                                e.id
+                            ),
                         ),
                         other => other,
                     },
@@ -442,9 +449,10 @@ async fn store_verified(
     let keys = repo.keys.clone();
     let repo_id = *repo.id();
     let id = stored.id;
-    let entries = tokio::task::spawn_blocking(move || pack::verify_pack(&keys, &repo_id, &id, &bytes))
-        .await
-        .expect("verify thread")?;
+    let entries =
+        tokio::task::spawn_blocking(move || pack::verify_pack(&keys, &repo_id, &id, &bytes))
+            .await
+            .expect("verify thread")?;
     let want: Vec<PackEntry> = stored.blobs.iter().map(entry_of).collect();
     if entries != want {
         return Err(Error::integrity(
@@ -462,7 +470,10 @@ pub async fn list_plans(repo: &Repository) -> Result<Vec<(ObjectId, PrunePlan)>>
     let ids = repo.list_ids(ObjectKind::PrunePlan).await?;
     let mut out = Vec::new();
     for id in ids {
-        match repo.load_json::<PrunePlan>(ObjectKind::PrunePlan, &id).await {
+        match repo
+            .load_json::<PrunePlan>(ObjectKind::PrunePlan, &id)
+            .await
+        {
             Ok(p) => out.push((id, p)),
             Err(Error::Store(e)) if e.is_not_found() => {}
             Err(e) => return Err(e),

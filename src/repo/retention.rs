@@ -73,15 +73,34 @@ pub struct Candidate {
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum Reason {
     Last,
-    Hourly { bucket: String, oldest: bool },
-    Daily { bucket: String, oldest: bool },
-    Weekly { bucket: String, oldest: bool },
-    Monthly { bucket: String, oldest: bool },
-    Yearly { bucket: String, oldest: bool },
+    Hourly {
+        bucket: String,
+        oldest: bool,
+    },
+    Daily {
+        bucket: String,
+        oldest: bool,
+    },
+    Weekly {
+        bucket: String,
+        oldest: bool,
+    },
+    Monthly {
+        bucket: String,
+        oldest: bool,
+    },
+    Yearly {
+        bucket: String,
+        oldest: bool,
+    },
     Within,
-    Tag { tag: String },
+    Tag {
+        tag: String,
+    },
     /// Lifeboat's own rule: the newest snapshot of the job whose drill passed in `region`.
-    DrillPassed { region: String },
+    DrillPassed {
+        region: String,
+    },
     /// Lifeboat's own rule: a drill is restoring it right now.
     DrillRunning,
 }
@@ -144,7 +163,13 @@ enum Cal {
 }
 
 impl Cal {
-    const ALL: [Cal; 5] = [Cal::Hourly, Cal::Daily, Cal::Weekly, Cal::Monthly, Cal::Yearly];
+    const ALL: [Cal; 5] = [
+        Cal::Hourly,
+        Cal::Daily,
+        Cal::Weekly,
+        Cal::Monthly,
+        Cal::Yearly,
+    ];
 
     fn count(self, p: &Policy) -> u32 {
         match self {
@@ -326,11 +351,31 @@ mod tests {
     #[test]
     fn daily_keeps_the_newest_of_each_day_and_the_oldest_while_counts_are_left() {
         let snaps = vec![
-            Candidate { id: id(1), time: at("2026-12-01T10:00:00Z"), tags: vec![] },
-            Candidate { id: id(2), time: at("2026-12-01T18:00:00Z"), tags: vec![] },
-            Candidate { id: id(3), time: at("2026-12-02T09:00:00Z"), tags: vec![] },
-            Candidate { id: id(4), time: at("2026-12-02T21:00:00Z"), tags: vec!["keep".into()] },
-            Candidate { id: id(5), time: at("2026-12-03T08:00:00Z"), tags: vec![] },
+            Candidate {
+                id: id(1),
+                time: at("2026-12-01T10:00:00Z"),
+                tags: vec![],
+            },
+            Candidate {
+                id: id(2),
+                time: at("2026-12-01T18:00:00Z"),
+                tags: vec![],
+            },
+            Candidate {
+                id: id(3),
+                time: at("2026-12-02T09:00:00Z"),
+                tags: vec![],
+            },
+            Candidate {
+                id: id(4),
+                time: at("2026-12-02T21:00:00Z"),
+                tags: vec!["keep".into()],
+            },
+            Candidate {
+                id: id(5),
+                time: at("2026-12-03T08:00:00Z"),
+                tags: vec![],
+            },
         ];
         let p = Policy {
             keep_daily: Some(2),
@@ -367,7 +412,10 @@ mod tests {
         };
         let d = apply(&p, &snaps, &Utc, &prot);
         assert_eq!(kept(&d), vec![id(5), id(4), id(2), id(1)]);
-        assert_eq!(d[1].reasons, vec![Reason::Tag { tag: "keep".into() }, Reason::Within]);
+        assert_eq!(
+            d[1].reasons,
+            vec![Reason::Tag { tag: "keep".into() }, Reason::Within]
+        );
         assert_eq!(d[3].reasons, vec![Reason::DrillRunning]);
         assert_eq!(d[4].reasons[0].to_string(), "newest passed drill (eu)");
     }

@@ -61,14 +61,30 @@ fn forget_dry_run_shows_reasons_json_and_refuses_to_empty_a_group() {
     let ids = snapshot_ids(&s); // oldest first
     assert_eq!(ids.len(), 5);
 
-    let table = s.ok(&["forget", "--keep-last", "2", "--keep-tag", "golden", "--dry-run"]);
+    let table = s.ok(&[
+        "forget",
+        "--keep-last",
+        "2",
+        "--keep-tag",
+        "golden",
+        "--dry-run",
+    ]);
     assert!(table.contains("would remove 2"), "{table}");
     assert!(table.contains("tag golden"), "{table}");
     assert!(table.matches(" last").count() >= 2, "{table}");
     assert_eq!(snapshot_ids(&s).len(), 5, "a dry run removes nothing");
 
-    let j = s.json(&["forget", "--keep-last", "2", "--keep-tag", "golden", "--dry-run"]);
-    let rows = j["regions"][0]["groups"][0]["snapshots"].as_array().unwrap();
+    let j = s.json(&[
+        "forget",
+        "--keep-last",
+        "2",
+        "--keep-tag",
+        "golden",
+        "--dry-run",
+    ]);
+    let rows = j["regions"][0]["groups"][0]["snapshots"]
+        .as_array()
+        .unwrap();
     assert_eq!(rows.len(), 5);
     let keep: Vec<bool> = rows.iter().map(|r| r["keep"].as_bool().unwrap()).collect();
     assert_eq!(keep, vec![true, true, false, true, false], "{j:#}");
@@ -78,7 +94,11 @@ fn forget_dry_run_shows_reasons_json_and_refuses_to_empty_a_group() {
     // A rule that keeps none of a group's snapshots is refused, and nothing goes.
     let err = s.run(&["forget", "--keep-tag", "no-such-tag"]);
     assert_eq!(err.status.code(), Some(2), "{}", stderr(&err));
-    assert!(stderr(&err).contains("refusing to remove every snapshot"), "{}", stderr(&err));
+    assert!(
+        stderr(&err).contains("refusing to remove every snapshot"),
+        "{}",
+        stderr(&err)
+    );
     // No rule at all is refused too.
     s.expect(&["forget"], 2);
     assert_eq!(snapshot_ids(&s).len(), 5);
@@ -103,15 +123,30 @@ fn forget_prune_frees_space_and_kept_snapshots_restore_identical() {
         s.ok(&["backup", data.to_str().unwrap()]);
     }
     let before = dir_bytes(&s.repo.join("data"));
-    let j = s.json(&["forget", "--keep-last", "2", "--prune", "--max-unused", "0%"]);
+    let j = s.json(&[
+        "forget",
+        "--keep-last",
+        "2",
+        "--prune",
+        "--max-unused",
+        "0%",
+    ]);
     let pr = &j["regions"][0]["prune"];
-    assert!(pr["sweep"]["freed_bytes"].as_u64().unwrap() > 10_000_000, "{j:#}");
+    assert!(
+        pr["sweep"]["freed_bytes"].as_u64().unwrap() > 10_000_000,
+        "{j:#}"
+    );
     let after = dir_bytes(&s.repo.join("data"));
     assert!(
         after < before / 2,
         "repository data should shrink: {before} -> {after}"
     );
-    assert!(s.repo.join("prune").read_dir().map(|mut d| d.next().is_none()).unwrap_or(true));
+    assert!(s
+        .repo
+        .join("prune")
+        .read_dir()
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true));
     verify_clean(&s);
     let out = s.path("restored");
     s.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
@@ -119,7 +154,13 @@ fn forget_prune_frees_space_and_kept_snapshots_restore_identical() {
 
     // Nothing left to do: a second prune deletes nothing and repacks nothing.
     let j = s.json(&["prune", "--max-unused", "0%"]);
-    assert_eq!(j["regions"][0]["sweep"]["deleted_packs"].as_u64().unwrap_or(0), 0, "{j:#}");
+    assert_eq!(
+        j["regions"][0]["sweep"]["deleted_packs"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "{j:#}"
+    );
     assert_eq!(j["regions"][0]["mark"]["repacked_packs"], 0, "{j:#}");
 }
 
@@ -180,7 +221,10 @@ fn the_newest_drilled_snapshot_is_kept() {
     let state = ws.path().join("state");
     let lb = |args: &[&str]| {
         let mut c = lifeboat();
-        c.args(args).arg("--plan").arg(&plan).env("LIFEBOAT_STATE_DIR", &state);
+        c.args(args)
+            .arg("--plan")
+            .arg(&plan)
+            .env("LIFEBOAT_STATE_DIR", &state);
         run(&mut c)
     };
     assert!(lb(&["backup"]).status.success());
@@ -199,7 +243,9 @@ fn the_newest_drilled_snapshot_is_kept() {
     let o = lb(&["forget", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let rows = j["regions"][0]["groups"][0]["snapshots"].as_array().unwrap();
+    let rows = j["regions"][0]["groups"][0]["snapshots"]
+        .as_array()
+        .unwrap();
     let kept: Vec<&serde_json::Value> = rows.iter().filter(|r| r["keep"] == true).collect();
     assert_eq!(kept.len(), 2, "{j:#}");
     assert_eq!(kept[1]["id"], drilled.as_str(), "{j:#}");
@@ -213,7 +259,8 @@ fn the_newest_drilled_snapshot_is_kept() {
     assert!(left.contains(&drilled));
     // The catalog no longer lists the forgotten snapshots.
     let mut c = lifeboat();
-    c.args(["status", "--json"]).env("LIFEBOAT_STATE_DIR", &state);
+    c.args(["status", "--json"])
+        .env("LIFEBOAT_STATE_DIR", &state);
     let o = run(&mut c);
     assert!(o.status.success());
 }
@@ -318,7 +365,10 @@ fn every_region_is_pruned_and_a_down_region_catches_up_on_the_next_run() {
     let state = ws.path().join("state");
     let lb = |args: &[&str]| {
         let mut c = lifeboat();
-        c.args(args).arg("--plan").arg(&plan).env("LIFEBOAT_STATE_DIR", &state);
+        c.args(args)
+            .arg("--plan")
+            .arg(&plan)
+            .env("LIFEBOAT_STATE_DIR", &state);
         run(&mut c)
     };
     let o = lb(&["init", "--kdf-memory", "8", "--kdf-iterations", "1"]);
@@ -339,9 +389,18 @@ fn every_region_is_pruned_and_a_down_region_catches_up_on_the_next_run() {
     let regions = j["regions"].as_array().unwrap();
     assert_eq!(regions[0]["name"], "east");
     assert_eq!(regions[0]["removed"], 2, "{j:#}");
-    assert!(regions[0]["prune"]["sweep"]["deleted_packs"].as_u64().unwrap() >= 1, "{j:#}");
+    assert!(
+        regions[0]["prune"]["sweep"]["deleted_packs"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{j:#}"
+    );
     assert_eq!(regions[1]["name"], "west");
-    assert!(regions[1]["error"].as_str().unwrap().contains("rb"), "{j:#}");
+    assert!(
+        regions[1]["error"].as_str().unwrap().contains("rb"),
+        "{j:#}"
+    );
     assert!(stderr(&o).contains("region west"), "{}", stderr(&o));
     assert_eq!(snaps(&ra), 1);
 
@@ -370,4 +429,44 @@ fn every_region_is_pruned_and_a_down_region_catches_up_on_the_next_run() {
         assert_eq!(rep["snapshots_in_repository"], 1, "{j:#}");
         assert_eq!(rep["findings"].as_array().unwrap().len(), 0, "{j:#}");
     }
+}
+
+/// `run-due` applies the plan's `[retention]` after each successful backup of the job (and
+/// prunes when the plan says `prune = true`).
+#[test]
+fn run_due_applies_retention_after_a_backup() {
+    let ws = Workspace::new();
+    let data = ws.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let plan = ws.plan(
+        "sched",
+        &format!("[[jobs]]\nname = \"files\"\nschedule = \"0 0 1 1 *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n\n[retention]\nkeep_last = 1\nprune = true\n", data.display()),
+    );
+    // Two backups by hand, recorded in another catalog, so run-due still sees the job as
+    // never run.
+    for i in 0..2u64 {
+        write_random(&data.join("f"), i, 1_000_000);
+        let o = run(lifeboat()
+            .args(["backup", "--plan"])
+            .arg(&plan)
+            .env("LIFEBOAT_STATE_DIR", ws.path().join("other-state")));
+        assert!(o.status.success());
+    }
+    assert_eq!(ws.snapshots(&plan).len(), 2);
+    let before = dir_bytes(&ws.path().join("repo/data"));
+    write_random(&data.join("f"), 9, 1_000_000);
+    let o = run(lifeboat()
+        .args(["run-due", "--json", "--plan"])
+        .arg(&plan)
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let snaps = ws.snapshots(&plan);
+    assert_eq!(snaps.len(), 1, "keep_last = 1 after the scheduled backup");
+    assert!(snaps[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t == "scheduled"));
+    // prune = true: the two old files' data is gone.
+    assert!(dir_bytes(&ws.path().join("repo/data")) < before);
 }
