@@ -424,7 +424,7 @@ mod tests {
     /// snapshot by snapshot.
     fn reference<Tz: TimeZone>(p: &Policy, snaps: &[Candidate], tz: &Tz) -> BTreeSet<SnapshotId> {
         let mut list = snaps.to_vec();
-        list.sort_by(|a, b| (b.time, b.id).cmp(&(a.time, a.id)));
+        list.sort_by_key(|c| std::cmp::Reverse((c.time, c.id)));
         let mut keep = BTreeSet::new();
         let Some(newest) = list.first().cloned() else {
             return keep;
