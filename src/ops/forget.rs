@@ -220,25 +220,31 @@ async fn forget_region(
                 .map(|g| g.snapshots.iter().filter(|r| r.keep).count())
                 .sum();
             fr.groups = groups;
-            if !req.dry_run {
-                // A drill may have started since the list: never delete what it restores.
-                let running = running_drills(&repo).await?;
-                for id in removed.iter().filter(|id| !running.contains(id)) {
-                    env.cancel.check()?;
-                    match repo.store.delete(&ObjectKind::Snapshot.key(id)).await {
-                        Ok(()) => {}
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e.into()),
-                    }
+            if req.dry_run || removed.is_empty() {
+                return Ok(removed);
+            }
+            // A drill may have started since the list: never delete what it restores.
+            let running = running_drills(&repo).await?;
+            let removed: Vec<SnapshotId> = removed
+                .into_iter()
+                .filter(|id| !running.contains(id))
+                .collect();
+            // The catalog first: a kill between the two leaves a snapshot the catalog does
+            // not list (a warning, `catalog rebuild` adds it back), never a row for a
+            // snapshot that is gone (which `verify` reports as deleted behind our back).
+            record_forgotten(env, &repo, &recorded_as, &removed, &mut fr.catalog_warnings).await;
+            for id in &removed {
+                env.cancel.check()?;
+                match repo.store.delete(&ObjectKind::Snapshot.key(id)).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
             Ok(removed)
         })
         .await?;
     fr.removed = removed.len();
-    if !req.dry_run && !removed.is_empty() {
-        record_forgotten(env, &repo, &recorded_as, &removed, &mut fr.catalog_warnings).await;
-    }
     if let Some(p) = &req.prune {
         let mut pr = super::prune::prune_repo(env, &repo, &recorded_as, p).await?;
         pr.name = region.name.clone();
