@@ -470,3 +470,55 @@ fn run_due_applies_retention_after_a_backup() {
     // prune = true: the two old files' data is gone.
     assert!(dir_bytes(&ws.path().join("repo/data")) < before);
 }
+
+/// Prune run again and again while a large backup is writing: phase 1 runs beside it (and
+/// may condemn the packs the backup already indexed at a checkpoint but no snapshot names
+/// yet), phase 2 waits for the backup's lock (exit 11, the plan stays). Once the backup has
+/// committed, the next prune's rescue check keeps everything its snapshot needs.
+#[test]
+fn prune_beside_a_running_backup_loses_nothing() {
+    let s = Scratch::new();
+    s.init();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_random(&data.join("small"), 1, 100_000);
+    s.ok(&["backup", data.to_str().unwrap()]);
+    // Garbage for prune to find, so it has work to do while the backup runs.
+    write_random(&data.join("gone"), 2, 3_000_000);
+    s.ok(&["backup", data.to_str().unwrap()]);
+    std::fs::remove_file(data.join("gone")).unwrap();
+    s.ok(&["backup", data.to_str().unwrap()]);
+    s.ok(&["forget", "--keep-last", "1"]);
+    write_random(&data.join("big"), 3, 120_000_000);
+
+    let mut backup = s
+        .cmd()
+        .args(["backup", "--quiet", data.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    // Start pruning once the backup holds its lock (a prune's exclusive phase taken before
+    // the backup locks would make the backup, not the prune, wait).
+    let locks = s.repo.join("locks");
+    while locks.read_dir().unwrap().next().is_none() {
+        assert!(backup.try_wait().unwrap().is_none(), "backup ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut deferred, mut during) = (0, 0);
+    while backup.try_wait().unwrap().is_none() {
+        let o = s.run(&["prune", "--max-unused", "0%", "--json"]);
+        let code = o.status.code();
+        assert!(matches!(code, Some(0) | Some(11)), "prune: {code:?}\n{}", stderr(&o));
+        if code == Some(11) {
+            deferred += 1;
+        }
+        during += 1;
+    }
+    assert!(backup.wait().unwrap().success(), "the backup beside prune succeeds");
+    eprintln!("{during} prunes during the backup, {deferred} deferred phase 2");
+    assert!(during >= 1);
+    s.ok(&["prune", "--max-unused", "0%"]);
+    verify_clean(&s);
+    let out = s.path("restored");
+    s.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_same_tree(&data, &out.join("data"));
+}
