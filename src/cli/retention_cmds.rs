@@ -202,7 +202,7 @@ fn print_forget(ctx: &Ctx, r: &ForgetReport) {
             } else {
                 println!("{title}");
             }
-            println!("  {:<10} {:<20} {:<7} reasons", "snapshot", "time", "");
+            println!("  {:<10} {:<20} {:<7} reasons", "snapshot", "time", "action");
             for s in &g.snapshots {
                 let reasons: Vec<String> = s.reasons.iter().map(|x| x.to_string()).collect();
                 println!(
