@@ -640,15 +640,19 @@ async fn delete_if_there(repo: &Repository, key: &str) -> Result<()> {
     }
 }
 
-/// Removes the lock files of lifeboat processes on this host that no longer exist (a prune
-/// or forget killed outright), like restic's `unlock`: their leases would otherwise block the
-/// next prune for up to 15 minutes. Returns how many went.
+/// Removes the locks of `prune` and `forget` processes on this host that no longer exist
+/// (killed outright), like restic's `unlock`: their leases would otherwise block the next
+/// prune for up to 15 minutes. Only those two purposes: a backup's lock is never taken away
+/// here (a pid that looks dead from this pid namespace may be alive in a container sharing
+/// the host name, and a backup that loses its lock unnoticed could commit against deleted
+/// packs). Returns how many went.
 pub async fn remove_dead_local_locks(repo: &Repository) -> Result<usize> {
     let host = crate::sys::host::hostname();
     let me = std::process::id();
     let mut n = 0;
     for (id, l) in repo.list_locks().await? {
-        if l.host != host || l.pid == me || pid_alive(l.pid) {
+        let ours = l.purpose.starts_with("prune") || l.purpose == "forget";
+        if !ours || l.host != host || l.pid == me || pid_alive(l.pid) {
             continue;
         }
         delete_if_there(repo, &ObjectKind::Lock.key(&id)).await?;

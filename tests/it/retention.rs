@@ -412,6 +412,24 @@ fn every_region_is_pruned_and_a_down_region_catches_up_on_the_next_run() {
     assert_eq!(j["regions"][1]["removed"], 2, "{j:#}");
     assert_eq!(snaps(&rb), 1);
     assert!(dir_bytes(&rb.join("data")) < size_b / 2);
+    // The verification ledger lists exactly the packs each region still has.
+    let o = lb(&["status", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // (A plan's first local destination is region `local` in the catalog.)
+    for (name, dir) in [("local", &ra), ("west", &rb)] {
+        let c = st["coverage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["region"] == name)
+            .unwrap_or_else(|| panic!("no coverage row for {name}: {st:#}"));
+        assert_eq!(
+            c["packs"].as_u64().unwrap() as usize,
+            list_files(&dir.join("data")).len(),
+            "{name}: {st:#}"
+        );
+    }
     for region in ["east", "west"] {
         let o = lb(&["verify", "--read-data", "--region", region, "--json"]);
         assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
