@@ -329,8 +329,8 @@ pub async fn mark(
     if !opts.dry_run && !repack.is_empty() {
         progress.set_length(repack.iter().map(|u| u.pack.size).sum());
         new_packs = repack_packs(repo, &repack, &mut r, &progress, cancel).await?;
-        progress.finish_and_clear();
     }
+    progress.finish_and_clear();
     for u in &repack {
         // On a dry run, or when the pack could be copied (repack_packs skipped none).
         condemned.push(CondemnedPack {
