@@ -202,7 +202,10 @@ fn print_forget(ctx: &Ctx, r: &ForgetReport) {
             } else {
                 println!("{title}");
             }
-            println!("  {:<10} {:<20} {:<7} reasons", "snapshot", "time", "action");
+            println!(
+                "  {:<10} {:<20} {:<7} reasons",
+                "snapshot", "time", "action"
+            );
             for s in &g.snapshots {
                 let reasons: Vec<String> = s.reasons.iter().map(|x| x.to_string()).collect();
                 println!(
@@ -317,6 +320,13 @@ fn print_prune_region(r: &PruneRegion, dry_run: bool, multi: bool) {
             } else {
                 String::new()
             }
+        );
+    }
+    if let Some(s) = r.sweep.as_ref().filter(|s| s.locked_packs > 0) {
+        println!(
+            "{pre}{} packs ({}) are still under Object Lock retention: kept, a later prune deletes them once it lapses",
+            s.locked_packs,
+            bytes(s.locked_bytes)
         );
     }
     if let Some(d) = &r.deferred {

@@ -104,6 +104,10 @@ pub struct SweepReport {
     pub index_files_rewritten: usize,
     /// Snapshots committed after the plan, walked for the rescue check.
     pub new_snapshots: usize,
+    /// Packs the store refused to delete (Object Lock retention not lapsed): kept and
+    /// indexed again, retried by a later prune.
+    pub locked_packs: usize,
+    pub locked_bytes: u64,
 }
 
 /// Phase 1 options.
@@ -615,21 +619,61 @@ pub async fn sweep(
         .try_collect::<Vec<()>>()
         .await?;
     r.index_files_rewritten = stale.len();
-    // 3. The packs: nothing lists them any more.
+    // 3. The packs: nothing lists them any more. A store that refuses the delete (Object
+    // Lock: the pack's retention has not lapsed) keeps the pack; it is indexed again so it
+    // stays accounted for, and a later prune retries once the lock lapses.
     let sizes: Vec<(PackId, u64)> = doomed.iter().map(|p| (*p, condemned[p])).collect();
-    stream::iter(sizes.iter())
-        .map(|(p, _)| async move { delete_if_there(repo, &pack_key(p)).await })
+    let results: Vec<(PackId, u64, Result<()>)> = stream::iter(sizes.iter())
+        .map(|(p, size)| async move { (*p, *size, delete_if_there(repo, &pack_key(p)).await) })
         .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
-    r.deleted_packs = sizes.len();
-    r.freed_bytes = sizes.iter().map(|(_, s)| s).sum();
+        .collect()
+        .await;
+    let mut locked: Vec<PackId> = Vec::new();
+    for (p, size, res) in results {
+        match res {
+            Ok(()) => {
+                r.deleted_packs += 1;
+                r.freed_bytes += size;
+            }
+            Err(Error::Store(e)) if is_refused_delete(&e) => {
+                tracing::warn!(pack = %p, error = %e, "the store refused to delete a pack (Object Lock?); kept");
+                locked.push(p);
+                r.locked_packs += 1;
+                r.locked_bytes += size;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !locked.is_empty() {
+        let mut seen = HashSet::new();
+        let again: Vec<IndexPack> = files
+            .iter()
+            .flat_map(|(_, f)| f.packs.iter())
+            .filter(|p| locked.contains(&p.id) && seen.insert(p.id))
+            .cloned()
+            .collect();
+        repo.save_index(again).await?;
+    }
     // 4. The plans: done.
     for (id, _) in &due {
         delete_if_there(repo, &ObjectKind::PrunePlan.key(id)).await?;
     }
     r.plans = due.len();
     Ok(r)
+}
+
+/// A delete the store refused for good (S3 Object Lock answers AccessDenied for a locked
+/// object version), as opposed to a store that is down (which fails the region's prune).
+fn is_refused_delete(e: &crate::store::StoreError) -> bool {
+    use crate::store::StoreError;
+    match e {
+        StoreError::PermissionDenied { .. } => true,
+        StoreError::Permanent { detail, .. } => {
+            let d = detail.to_ascii_lowercase();
+            d.contains("lock") || d.contains("retention") || d.contains("accessdenied")
+        }
+        _ => false,
+    }
 }
 
 async fn delete_if_there(repo: &Repository, key: &str) -> Result<()> {

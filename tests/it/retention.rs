@@ -525,13 +525,20 @@ fn prune_beside_a_running_backup_loses_nothing() {
     while backup.try_wait().unwrap().is_none() {
         let o = s.run(&["prune", "--max-unused", "0%", "--json"]);
         let code = o.status.code();
-        assert!(matches!(code, Some(0) | Some(11)), "prune: {code:?}\n{}", stderr(&o));
+        assert!(
+            matches!(code, Some(0) | Some(11)),
+            "prune: {code:?}\n{}",
+            stderr(&o)
+        );
         if code == Some(11) {
             deferred += 1;
         }
         during += 1;
     }
-    assert!(backup.wait().unwrap().success(), "the backup beside prune succeeds");
+    assert!(
+        backup.wait().unwrap().success(),
+        "the backup beside prune succeeds"
+    );
     eprintln!("{during} prunes during the backup, {deferred} deferred phase 2");
     assert!(during >= 1);
     s.ok(&["prune", "--max-unused", "0%"]);
