@@ -25,6 +25,7 @@
 mod drills;
 mod ledger;
 mod rebuild;
+mod retention;
 mod runs;
 mod snapshots;
 mod status;

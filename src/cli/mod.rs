@@ -10,6 +10,7 @@ mod plan_cmds;
 mod region_cmds;
 mod repo_cmds;
 mod restore_cmds;
+mod retention_cmds;
 mod schedule_cmds;
 mod tools_cmds;
 
@@ -147,6 +148,10 @@ pub enum Command {
     /// Check plan files
     #[command(subcommand)]
     Plan(plan_cmds::PlanCommand),
+    /// Remove snapshots the keep rules (--keep-* or the plan's [retention]) do not keep
+    Forget(retention_cmds::ForgetArgs),
+    /// Free the data no snapshot needs (two phases, safe beside running backups)
+    Prune(retention_cmds::PruneArgs),
     /// Run the backups and drills whose cron schedules say they are due (what the systemd timer calls)
     RunDue(schedule_cmds::RunDueArgs),
     /// Run the whole job on a sample dataset: back up, change, back up, restore, prove it
@@ -239,6 +244,8 @@ async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
         History(a) => catalog_cmds::history(ctx, a).await,
         Catalog(c) => catalog_cmds::catalog_cmd(ctx, c).await,
         RunDue(a) => schedule_cmds::run_due(ctx, a).await,
+        Forget(a) => retention_cmds::forget(ctx, a).await,
+        Prune(a) => retention_cmds::prune(ctx, a).await,
         Demo(a) => {
             crate::demo::run(
                 a.dir,

@@ -275,6 +275,10 @@ async fn drill_locked(
             break;
         }
         let (id, snap) = find_job_snapshot(repo, p, &job.name, &req.snapshot).await?;
+        // Tells `forget` that this snapshot is being restored: it is kept (issue 13).
+        let marker = repo
+            .lock(&crate::repo::retention::drill_marker(&id), false)
+            .await?;
         // Servers left behind by a drill that was killed outright hold memory and ports.
         for d in crate::drill::env::sweep_orphans() {
             env.emit(Event::OrphanRemoved(d));
@@ -322,6 +326,7 @@ async fn drill_locked(
                 .await
             }
         };
+        marker.release().await;
         reports.push(report);
     }
     Ok(reports)

@@ -1,7 +1,7 @@
 //! The application layer: one module per use case — [`backup`], [`restore`], [`drill`],
 //! [`verify`], [`sync`], [`status`], [`preflight`], [`run_due`], [`snapshots`], [`keys`],
-//! [`health`], [`catalog`]. Each takes a resolved [`target::Target`] (or a plan) and a request
-//! struct and returns a report value with `exit_code()`; none prints. The CLI renders the
+//! [`health`], [`catalog`], [`forget`], [`prune`]. Each takes a resolved [`target::Target`]
+//! (or a plan) and a request struct and returns a report value with `exit_code()`; none prints. The CLI renders the
 //! reports, `run_due` calls the other use cases directly, and tests call the same functions
 //! the commands do.
 //!
@@ -16,10 +16,12 @@ pub mod backup;
 pub mod catalog;
 pub mod drill;
 pub mod engine;
+pub mod forget;
 pub mod health;
 pub mod keys;
 pub mod plans;
 pub mod preflight;
+pub mod prune;
 pub mod record;
 pub mod restore;
 pub mod run_due;

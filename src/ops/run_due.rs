@@ -268,7 +268,11 @@ async fn run_task(
             if let Some(regions) = &r.regions {
                 env.emit(Event::RegionsWritten(regions.clone()));
             }
-            Ok(r.exit_code())
+            // Scheduled retention (issue 13): the plan's [retention] after a successful backup.
+            match r.exit_code() {
+                ExitCode::Ok => Ok(super::forget::after_backup(env, &target, job).await),
+                code => Ok(code),
+            }
         }
         TaskKind::Drill => Ok(drill::drill(env, &target, DrillRequest::default())
             .await?

@@ -138,6 +138,10 @@ pub struct RetentionSpec {
     pub keep_monthly: Option<u32>,
     pub keep_yearly: Option<u32>,
     pub keep_within: Option<Duration>,
+    /// Snapshots carrying any of these tags are kept.
+    pub keep_tags: Vec<String>,
+    /// `run-due` prunes after applying the rules (`prune = true`); else it only forgets.
+    pub prune: bool,
 }
 
 /// Where a drill restores into.

@@ -156,6 +156,10 @@ pub(super) struct RetentionConfig {
     pub(super) keep_monthly: Option<u32>,
     pub(super) keep_yearly: Option<u32>,
     pub(super) keep_within: Option<String>,
+    #[serde(default)]
+    pub(super) keep_tags: Vec<String>,
+    #[serde(default)]
+    pub(super) prune: bool,
 }
 
 #[derive(Debug, Deserialize)]

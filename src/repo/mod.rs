@@ -8,6 +8,7 @@
 //! index/<id>          encrypted: blob -> (pack, offset, length)
 //! snapshots/<id>      encrypted snapshot manifests (the commit points)
 //! locks/<id>          encrypted leases
+//! prune/<id>          encrypted prune plans: packs condemned by phase 1 of a prune
 //! ```
 //! Every file object (index, snapshot, lock) is JSON → zstd → XChaCha20-Poly1305 with
 //! associated data binding the repository id and object type, stored under the blake3 hash of
@@ -17,6 +18,8 @@ pub mod index;
 pub mod keys;
 pub mod lock;
 pub mod pack;
+pub mod prune;
+pub mod retention;
 pub mod snapshot;
 pub mod sync;
 pub mod tree;
@@ -99,6 +102,8 @@ pub enum ObjectKind {
     Index,
     Snapshot,
     Lock,
+    /// A prune's stored plan of packs to delete (`prune/<id>`, see `repo::prune`).
+    PrunePlan,
 }
 
 impl ObjectKind {
@@ -107,6 +112,7 @@ impl ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshots",
             ObjectKind::Lock => "locks",
+            ObjectKind::PrunePlan => "prune",
         }
     }
     pub fn key(self, id: &ObjectId) -> String {

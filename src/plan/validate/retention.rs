@@ -19,14 +19,19 @@ impl Validator<'_> {
             keep_monthly: r.keep_monthly,
             keep_yearly: r.keep_yearly,
             keep_within,
+            keep_tags: r.keep_tags,
+            prune: false,
         };
         if spec == RetentionSpec::default() {
             self.issue(
                 &[Seg::K("retention")],
                 "keeps nothing",
-                "set at least one of keep_last, keep_daily, …, keep_within, or remove [retention]",
+                "set at least one of keep_last, keep_daily, …, keep_within, keep_tags, or remove [retention]",
             );
         }
-        spec
+        RetentionSpec {
+            prune: r.prune,
+            ..spec
+        }
     }
 }

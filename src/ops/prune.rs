@@ -1,0 +1,227 @@
+//! `lifeboat prune`: frees the packs no snapshot needs, region by region, with the two-phase
+//! scheme of [`crate::repo::prune`] (documented in `docs/format.md`, "Prune"): phase 1 under a
+//! shared lock beside running backups, phase 2 under a short exclusive lock. Afterwards the
+//! catalog's verification ledger drops the deleted packs (best effort).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::record::open_best_effort;
+use super::target::{Region, Target};
+use super::{Env, Event};
+use crate::error::ExitCode;
+use crate::repo::prune::{self as core, MarkOptions, MarkReport, SweepReport};
+use crate::repo::Repository;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct PruneRequest {
+    /// Repack partly used packs until at most this fraction (0–1) of the repository is unused.
+    pub max_unused: f64,
+    /// Packs are deleted only when their plan is at least this old (0: in the same run).
+    pub grace: Duration,
+    /// Report what would be condemned; change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for PruneRequest {
+    fn default() -> Self {
+        PruneRequest {
+            max_unused: core::DEFAULT_MAX_UNUSED,
+            grace: Duration::ZERO,
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub regions: Vec<PruneRegion>,
+}
+
+/// One region's prune.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneRegion {
+    pub name: String,
+    pub region: String,
+    /// Why the region was not pruned (it is left for the next run).
+    pub error: Option<String>,
+    pub mark: Option<MarkReport>,
+    pub sweep: Option<SweepReport>,
+    /// Phase 2 could not take its exclusive lock (a backup or drill is running): the plan
+    /// is stored and the next prune carries it out.
+    pub deferred: Option<String>,
+    pub catalog_warnings: Vec<String>,
+}
+
+impl PruneRegion {
+    pub fn exit_code(&self) -> ExitCode {
+        if self.error.is_some() {
+            ExitCode::Partial
+        } else if self.deferred.is_some() {
+            ExitCode::Locked
+        } else {
+            ExitCode::Ok
+        }
+    }
+}
+
+impl PruneReport {
+    pub fn exit_code(&self) -> ExitCode {
+        if self.regions.iter().any(|r| r.error.is_some()) {
+            return ExitCode::Partial;
+        }
+        self.regions
+            .iter()
+            .map(PruneRegion::exit_code)
+            .max_by_key(|c| c.code())
+            .unwrap_or(ExitCode::Ok)
+    }
+
+    pub fn freed_bytes(&self) -> u64 {
+        self.regions
+            .iter()
+            .filter_map(|r| r.sweep.as_ref())
+            .map(|s| s.freed_bytes)
+            .sum()
+    }
+}
+
+/// `lifeboat prune`: every region of the target (or `region`).
+pub async fn prune(
+    env: &Env,
+    target: &Target,
+    region: Option<&str>,
+    req: PruneRequest,
+) -> Result<PruneReport> {
+    if !(0.0..=1.0).contains(&req.max_unused) {
+        return Err(Error::Usage(format!(
+            "--max-unused {}: give a percentage from 0% to 100%",
+            req.max_unused * 100.0
+        )));
+    }
+    let regions: Vec<&Region> = match region {
+        Some(r) => vec![target.region(r)?],
+        None => target.regions.iter().collect(),
+    };
+    let single = regions.len() == 1;
+    let mut out = Vec::new();
+    for r in regions {
+        env.cancel.check()?;
+        let res = async {
+            let repo = target.open_region(r).await?;
+            prune_repo(env, &repo, &super::forget::recorded_region(target, r), &req).await
+        }
+        .await;
+        match res {
+            Ok(mut pr) => {
+                pr.name = r.name.clone();
+                out.push(pr);
+            }
+            Err(e) if single => return Err(e),
+            Err(e @ Error::Interrupted) => return Err(e),
+            Err(e) => {
+                env.warn(format!(
+                    "region {}: not pruned, the next run will: {e}",
+                    r.name
+                ));
+                out.push(PruneRegion {
+                    name: r.name.clone(),
+                    region: r.catalog_region.clone(),
+                    error: Some(e.to_string()),
+                    mark: None,
+                    sweep: None,
+                    deferred: None,
+                    catalog_warnings: Vec::new(),
+                });
+            }
+        }
+    }
+    Ok(PruneReport {
+        dry_run: req.dry_run,
+        regions: out,
+    })
+}
+
+/// Prunes one repository (one region): phase 1, then phase 2 for every plan old enough.
+pub async fn prune_repo(
+    env: &Env,
+    repo: &Repository,
+    catalog_region: &str,
+    req: &PruneRequest,
+) -> Result<PruneRegion> {
+    core::remove_dead_local_locks(repo).await?;
+    let mut pr = PruneRegion {
+        name: repo.location(),
+        region: catalog_region.to_string(),
+        error: None,
+        mark: None,
+        sweep: None,
+        deferred: None,
+        catalog_warnings: Vec::new(),
+    };
+    let opts = MarkOptions {
+        max_unused: req.max_unused,
+        dry_run: req.dry_run,
+    };
+    let bar = env.progress.bytes("repack");
+    let mark = repo
+        .with_lock("prune (phase 1: mark)", false, async |_| {
+            core::mark(repo, opts, bar, &env.cancel).await
+        })
+        .await?;
+    pr.mark = Some(mark);
+    if req.dry_run {
+        return Ok(pr);
+    }
+    let sweep = repo
+        .with_lock("prune (phase 2: delete)", true, async |lock| {
+            let s = core::sweep(repo, req.grace, Utc::now(), &env.cancel).await?;
+            lock.check()?;
+            Ok(s)
+        })
+        .await;
+    match sweep {
+        Ok(s) => {
+            let deleted = s.deleted_packs;
+            pr.sweep = Some(s);
+            if deleted > 0 {
+                update_ledger(env, repo, catalog_region, &mut pr.catalog_warnings).await;
+            }
+        }
+        Err(Error::Locked { holder, .. }) => {
+            env.warn(format!(
+                "{}: packs not deleted yet, the repository is in use ({holder}); the prune plan is stored and the next prune deletes them",
+                repo.location()
+            ));
+            pr.deferred = Some(holder);
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(pr)
+}
+
+/// Drops the deleted packs from the verification ledger (and adds the repacked ones).
+async fn update_ledger(env: &Env, repo: &Repository, region: &str, warnings: &mut Vec<String>) {
+    let mut w = Vec::new();
+    if let Some(cat) = open_best_effort(env, &mut w).await {
+        match repo.load_index().await {
+            Ok(index) => {
+                if let Err(e) = cat.sync_packs(repo.id(), region, index.packs()).await {
+                    w.push(e.to_string());
+                }
+            }
+            Err(e) => w.push(e.to_string()),
+        }
+    }
+    if !w.is_empty() {
+        env.emit(Event::CatalogNotRecorded {
+            what: "the verification ledger still lists the deleted packs; the next `verify --budget` or `catalog rebuild` drops them".into(),
+            warnings: w.clone(),
+        });
+        warnings.extend(w);
+    }
+}

@@ -1,0 +1,716 @@
+//! Prune: free the packs no snapshot needs, in two phases that never race a backup
+//! (the scheme and its argument are in `docs/format.md`, "Prune").
+//!
+//! - [`mark`] (phase 1, under a *shared* lock, so backups go on meanwhile): reads every
+//!   snapshot's trees, finds the packs with no used blob (condemned) and the partly used ones
+//!   whose unused bytes exceed `max_unused` (repacked: their used blobs are copied, sealed
+//!   bytes as they are, into new packs that are read back and verified blob by blob, then
+//!   indexed; the old packs are condemned too). Nothing is deleted. The condemned packs go
+//!   into a [`PrunePlan`] stored encrypted under `prune/<id>`, with the snapshots and index
+//!   files phase 1 accounted for.
+//! - [`sweep`] (phase 2, under an *exclusive* lock, so no backup runs meanwhile): for every
+//!   plan at least `grace` old, walks the snapshots committed since the plan (a backup that
+//!   ran between the phases may have deduplicated against a condemned pack) and rescues every
+//!   condemned pack that holds a blob one of them needs and no surviving pack has; a pack a
+//!   newer index lists is rescued too. Then: replacement index files without the doomed packs
+//!   are written, the old index files deleted, the packs deleted, the plan deleted — in that
+//!   order, so a kill at any point leaves every snapshot restorable.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use super::index::{Index, IndexBlob, IndexFile, IndexPack};
+use super::pack::{self, PackBuilder, PackEntry};
+use super::snapshot::Snapshot;
+use super::tree::{NodeKind, Tree};
+use super::{pack_key, ObjectKind, Repository};
+use crate::ids::{BlobId, IndexId, ObjectId, PackId, SnapshotId};
+use crate::sys::Cancel;
+use crate::{Error, Result};
+
+/// How many objects are read or deleted at once.
+const CONCURRENCY: usize = 16;
+/// restic's default: repack until at most 5 % of the repository is unused.
+pub const DEFAULT_MAX_UNUSED: f64 = 0.05;
+
+/// A prune's plan (`prune/<id>`): what phase 1 condemned and what it had seen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrunePlan {
+    pub created: DateTime<Utc>,
+    pub host: String,
+    /// The packs to delete, with their sizes.
+    pub packs: Vec<CondemnedPack>,
+    /// The snapshots whose blobs phase 1 counted as used.
+    pub snapshots: Vec<SnapshotId>,
+    /// The index files phase 1 read (and the one it wrote for repacked blobs).
+    pub index_files: Vec<IndexId>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CondemnedPack {
+    pub id: PackId,
+    pub size: u64,
+    /// Repacked (its used blobs were copied) rather than wholly unused.
+    #[serde(default)]
+    pub repacked: bool,
+}
+
+/// What phase 1 found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MarkReport {
+    pub snapshots: usize,
+    pub packs: usize,
+    pub bytes: u64,
+    /// Packs no snapshot needs at all.
+    pub unused_packs: usize,
+    pub unused_bytes: u64,
+    /// Partly used packs whose used blobs were copied into new packs.
+    pub repacked_packs: usize,
+    pub repacked_bytes: u64,
+    pub repacked_blobs: usize,
+    /// New packs written by the repack (each read back and verified).
+    pub new_packs: usize,
+    pub new_bytes: u64,
+    /// Unused bytes left in partly used packs (under `max_unused`).
+    pub unused_bytes_kept: u64,
+    /// Blobs a snapshot needs that no index lists (damage `verify` reports; never deleted).
+    pub missing_blobs: usize,
+    /// The stored plan, when something was condemned (`None` on a dry run).
+    pub plan: Option<ObjectId>,
+    /// Condemned packs (planned, or on a dry run what would be).
+    pub condemned_packs: usize,
+    pub condemned_bytes: u64,
+}
+
+/// What phase 2 did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SweepReport {
+    /// Plans carried out (and removed).
+    pub plans: usize,
+    /// Plans younger than the grace period, left for a later prune.
+    pub plans_waiting: usize,
+    pub deleted_packs: usize,
+    pub freed_bytes: u64,
+    /// Condemned packs kept because a snapshot newer than the plan needs them, or a newer
+    /// index lists them.
+    pub rescued_packs: usize,
+    pub index_files_rewritten: usize,
+    /// Snapshots committed after the plan, walked for the rescue check.
+    pub new_snapshots: usize,
+    /// Packs the store refused to delete (Object Lock retention not lapsed): kept and
+    /// indexed again, retried by a later prune.
+    pub locked_packs: usize,
+    pub locked_bytes: u64,
+}
+
+/// Phase 1 options.
+#[derive(Debug, Clone, Copy)]
+pub struct MarkOptions {
+    /// Repack partly used packs until at most this fraction (0–1) of the repository is unused.
+    pub max_unused: f64,
+    pub dry_run: bool,
+}
+
+/// Every index file, by id.
+pub async fn load_index_files(repo: &Repository) -> Result<Vec<(IndexId, IndexFile)>> {
+    let ids = repo.list_ids(ObjectKind::Index).await?;
+    stream::iter(ids)
+        .map(|id| async move {
+            repo.load_json::<IndexFile>(ObjectKind::Index, &id)
+                .await
+                .map(|f| (id, f))
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// Loads snapshots by id; one deleted meanwhile (a concurrent `forget`) is skipped.
+async fn load_snapshots(
+    repo: &Repository,
+    ids: Vec<SnapshotId>,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let loaded: Vec<Option<(SnapshotId, Snapshot)>> = stream::iter(ids)
+        .map(|id| async move {
+            match repo.load_json::<Snapshot>(ObjectKind::Snapshot, &id).await {
+                Ok(s) => Ok(Some((id, s))),
+                Err(Error::Store(e)) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(loaded.into_iter().flatten().collect())
+}
+
+/// Adds every blob the trees below `roots` reference (tree blobs included) to `used`, reading
+/// each tree once (`visited`), a level at a time with several reads in flight.
+pub async fn collect_used(
+    repo: &Repository,
+    index: &Index,
+    roots: impl IntoIterator<Item = BlobId>,
+    used: &mut HashSet<BlobId>,
+    visited: &mut HashSet<BlobId>,
+    cancel: &Cancel,
+) -> Result<()> {
+    let mut level: Vec<BlobId> = roots.into_iter().filter(|t| visited.insert(*t)).collect();
+    while !level.is_empty() {
+        cancel.check()?;
+        used.extend(level.iter().copied());
+        let trees: Vec<Tree> = stream::iter(level)
+            .map(|t| async move { repo.load_tree(index, &t).await })
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut next = Vec::new();
+        for t in trees {
+            for n in t.nodes {
+                match n.kind {
+                    NodeKind::Dir => {
+                        if let Some(s) = n.subtree {
+                            if visited.insert(s) {
+                                next.push(s);
+                            }
+                        }
+                    }
+                    NodeKind::File => used.extend(n.content),
+                    NodeKind::Symlink => {}
+                }
+            }
+        }
+        level = next;
+    }
+    Ok(())
+}
+
+fn entry_of(b: &IndexBlob) -> PackEntry {
+    PackEntry {
+        kind: b.kind,
+        id: b.id,
+        offset: b.offset,
+        length: b.length,
+        raw_length: b.raw_length,
+    }
+}
+
+/// One pack as the index files describe it, with the blobs of it that prune keeps.
+struct PackUse<'a> {
+    pack: &'a IndexPack,
+    keep: Vec<&'a IndexBlob>,
+}
+
+impl PackUse<'_> {
+    fn kept_bytes(&self) -> u64 {
+        self.keep.iter().map(|b| b.length as u64).sum()
+    }
+    fn blob_bytes(&self) -> u64 {
+        self.pack.blobs.iter().map(|b| b.length as u64).sum()
+    }
+    fn unused_bytes(&self) -> u64 {
+        self.blob_bytes() - self.kept_bytes()
+    }
+}
+
+/// Decides, for each pack, which of its blobs are kept. A used blob that several packs hold
+/// (a repack killed before its old packs went) is kept in the most used of them, so a
+/// half-finished repack converges instead of repacking again.
+fn claim<'a>(packs: &[&'a IndexPack], used: &HashSet<BlobId>) -> Vec<PackUse<'a>> {
+    let ratio = |p: &IndexPack| {
+        let total: u64 = p.blobs.iter().map(|b| b.length as u64).sum();
+        let u: u64 = p
+            .blobs
+            .iter()
+            .filter(|b| used.contains(&b.id))
+            .map(|b| b.length as u64)
+            .sum();
+        if total == 0 {
+            0.0
+        } else {
+            u as f64 / total as f64
+        }
+    };
+    let mut order: Vec<(f64, &IndexPack)> = packs.iter().map(|p| (ratio(p), *p)).collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
+    let mut claimed: HashSet<BlobId> = HashSet::new();
+    order
+        .into_iter()
+        .map(|(_, p)| PackUse {
+            pack: p,
+            keep: p
+                .blobs
+                .iter()
+                .filter(|b| used.contains(&b.id) && claimed.insert(b.id))
+                .collect(),
+        })
+        .collect()
+}
+
+/// Phase 1. The caller holds a shared lock.
+pub async fn mark(
+    repo: &Repository,
+    opts: MarkOptions,
+    progress: ProgressBar,
+    cancel: &Cancel,
+) -> Result<MarkReport> {
+    let mut r = MarkReport::default();
+    // Snapshots before index files: a snapshot is committed only after the index files it
+    // needs, so every snapshot listed now is covered by the index files listed next.
+    let snap_ids = repo.list_ids(ObjectKind::Snapshot).await?;
+    let files = load_index_files(repo).await?;
+    let snaps = load_snapshots(repo, snap_ids).await?;
+    r.snapshots = snaps.len();
+    let mut index = Index::default();
+    for (id, f) in &files {
+        index.add_file(*id, f);
+    }
+    let mut used = HashSet::new();
+    let mut visited = HashSet::new();
+    collect_used(
+        repo,
+        &index,
+        snaps.iter().map(|(_, s)| s.tree),
+        &mut used,
+        &mut visited,
+        cancel,
+    )
+    .await?;
+    r.missing_blobs = used.iter().filter(|b| !index.contains(b)).count();
+
+    let mut seen = HashSet::new();
+    let packs: Vec<&IndexPack> = files
+        .iter()
+        .flat_map(|(_, f)| f.packs.iter())
+        .filter(|p| seen.insert(p.id))
+        .collect();
+    r.packs = packs.len();
+    r.bytes = packs.iter().map(|p| p.size).sum();
+    let uses = claim(&packs, &used);
+
+    let mut condemned: Vec<CondemnedPack> = Vec::new();
+    let mut partly: Vec<&PackUse> = Vec::new();
+    for u in &uses {
+        if u.keep.is_empty() {
+            r.unused_packs += 1;
+            r.unused_bytes += u.pack.size;
+            condemned.push(CondemnedPack {
+                id: u.pack.id,
+                size: u.pack.size,
+                repacked: false,
+            });
+        } else if u.keep.len() < u.pack.blobs.len() {
+            partly.push(u);
+        }
+    }
+    // Repack the packs with the most unused bytes first, until what stays unused is at most
+    // `max_unused` of what the repository keeps.
+    partly.sort_by(|a, b| {
+        b.unused_bytes()
+            .cmp(&a.unused_bytes())
+            .then(a.pack.id.cmp(&b.pack.id))
+    });
+    let after = r.bytes - r.unused_bytes;
+    let allowed = (opts.max_unused.clamp(0.0, 1.0) * after as f64) as u64;
+    let mut unused_left: u64 = partly.iter().map(|u| u.unused_bytes()).sum();
+    let mut repack: Vec<&PackUse> = Vec::new();
+    for u in partly {
+        if unused_left <= allowed {
+            break;
+        }
+        unused_left -= u.unused_bytes();
+        repack.push(u);
+    }
+    r.unused_bytes_kept = unused_left;
+
+    let mut new_packs: Vec<IndexPack> = Vec::new();
+    if !opts.dry_run && !repack.is_empty() {
+        progress.set_length(repack.iter().map(|u| u.pack.size).sum());
+        new_packs = repack_packs(repo, &repack, &mut r, &progress, cancel).await?;
+    }
+    progress.finish_and_clear();
+    for u in &repack {
+        // On a dry run, or when the pack could be copied (repack_packs skipped none).
+        condemned.push(CondemnedPack {
+            id: u.pack.id,
+            size: u.pack.size,
+            repacked: true,
+        });
+    }
+    r.repacked_packs = repack.len();
+    r.repacked_bytes = repack.iter().map(|u| u.pack.size).sum();
+    r.condemned_packs = condemned.len();
+    r.condemned_bytes = condemned.iter().map(|c| c.size).sum();
+    if opts.dry_run || condemned.is_empty() {
+        return Ok(r);
+    }
+    let mut index_files: Vec<IndexId> = files.iter().map(|(id, _)| *id).collect();
+    if !new_packs.is_empty() {
+        // The copies are indexed before anything is condemned: from here on a reader finds
+        // every kept blob in a pack that stays.
+        index_files.push(repo.save_index(new_packs).await?);
+    }
+    let plan = PrunePlan {
+        created: Utc::now(),
+        host: crate::sys::host::hostname(),
+        packs: condemned,
+        snapshots: snaps.iter().map(|(id, _)| *id).collect(),
+        index_files,
+    };
+    r.plan = Some(repo.save_json(ObjectKind::PrunePlan, &plan).await?);
+    Ok(r)
+}
+
+/// Copies the kept blobs of `repack` into new packs: each blob is opened and re-hashed from
+/// the old pack before it is copied (sealed bytes as they are: a blob's seal binds the
+/// repository, its type and id, not its pack), each new pack is checked before it is stored
+/// and then read back from the store and verified blob by blob.
+async fn repack_packs(
+    repo: &Repository,
+    repack: &[&PackUse<'_>],
+    r: &mut MarkReport,
+    progress: &ProgressBar,
+    cancel: &Cancel,
+) -> Result<Vec<IndexPack>> {
+    let pack_size = repo.config.pack_size as usize;
+    let mut builder = PackBuilder::with_capacity(pack_size + (pack_size >> 3));
+    let mut out = Vec::new();
+    for u in repack {
+        cancel.check()?;
+        let id = u.pack.id;
+        let bytes = repo.store.get(&pack_key(&id)).await?;
+        if PackId::of(&bytes) != id {
+            return Err(Error::integrity(
+                format!("pack {id}"),
+                "content hash does not match its name; prune stopped before condemning anything (run `lifeboat verify --read-data`)",
+            ));
+        }
+        let keys = repo.keys.clone();
+        let repo_id = *repo.id();
+        let keep: Vec<PackEntry> = u.keep.iter().map(|b| entry_of(b)).collect();
+        // Open and re-hash every kept blob (on a blocking thread: it is all CPU).
+        let (bytes, keep) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let (mut body, mut piece) = (Vec::new(), Vec::new());
+            for e in &keep {
+                let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+                pack::check_blob(&keys, &repo_id, e, sealed, &mut body, &mut piece).map_err(
+                    |err| match err {
+                        Error::Integrity { detail, .. } => Error::integrity(
+                            format!("pack {id}"),
+                            format!(
+                                "blob {}: {detail}; prune stopped before condemning anything",
+                                e.id
+                            ),
+                        ),
+                        other => other,
+                    },
+                )?;
+            }
+            Ok((bytes, keep))
+        })
+        .await
+        .expect("repack check thread")?;
+        for e in &keep {
+            let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+            let crc = crc32fast::hash(sealed);
+            if !builder.push_verified(e.kind, e.id, e.raw_length, sealed, crc) {
+                return Err(Error::integrity(
+                    format!("pack {id}"),
+                    format!("blob {} changed in memory while it was copied", e.id),
+                ));
+            }
+            r.repacked_blobs += 1;
+            if builder.len() >= pack_size {
+                let full = std::mem::replace(
+                    &mut builder,
+                    PackBuilder::with_capacity(pack_size + (pack_size >> 3)),
+                );
+                out.push(store_verified(repo, full, r).await?);
+            }
+        }
+        progress.inc(u.pack.size);
+    }
+    if !builder.is_empty() {
+        out.push(store_verified(repo, builder, r).await?);
+    }
+    Ok(out)
+}
+
+async fn store_verified(
+    repo: &Repository,
+    builder: PackBuilder,
+    r: &mut MarkReport,
+) -> Result<IndexPack> {
+    let finished = builder.finish(&repo.keys, repo.id());
+    let stored = repo.store_pack(finished).await?;
+    let bytes = repo.store.get(&pack_key(&stored.id)).await?;
+    let keys = repo.keys.clone();
+    let repo_id = *repo.id();
+    let id = stored.id;
+    let entries =
+        tokio::task::spawn_blocking(move || pack::verify_pack(&keys, &repo_id, &id, &bytes))
+            .await
+            .expect("verify thread")?;
+    let want: Vec<PackEntry> = stored.blobs.iter().map(entry_of).collect();
+    if entries != want {
+        return Err(Error::integrity(
+            format!("pack {id}"),
+            "the repacked pack read back does not hold the blobs written into it",
+        ));
+    }
+    r.new_packs += 1;
+    r.new_bytes += stored.size;
+    Ok(stored)
+}
+
+/// Every stored prune plan; one that vanished (a concurrent sweep) is skipped.
+pub async fn list_plans(repo: &Repository) -> Result<Vec<(ObjectId, PrunePlan)>> {
+    let ids = repo.list_ids(ObjectKind::PrunePlan).await?;
+    let mut out = Vec::new();
+    for id in ids {
+        match repo
+            .load_json::<PrunePlan>(ObjectKind::PrunePlan, &id)
+            .await
+        {
+            Ok(p) => out.push((id, p)),
+            Err(Error::Store(e)) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by_key(|(_, p)| p.created);
+    Ok(out)
+}
+
+/// Phase 2. The caller holds an exclusive lock: no backup is running, and every backup that
+/// ran since the plans were made has either committed its snapshot or never will.
+pub async fn sweep(
+    repo: &Repository,
+    grace: Duration,
+    now: DateTime<Utc>,
+    cancel: &Cancel,
+) -> Result<SweepReport> {
+    let mut r = SweepReport::default();
+    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let (due, waiting): (Vec<_>, Vec<_>) = list_plans(repo)
+        .await?
+        .into_iter()
+        .partition(|(_, p)| now.signed_duration_since(p.created) >= grace);
+    r.plans_waiting = waiting.len();
+    if due.is_empty() {
+        return Ok(r);
+    }
+    let mut condemned: HashMap<PackId, u64> = HashMap::new();
+    for (_, p) in &due {
+        for c in &p.packs {
+            condemned.insert(c.id, c.size);
+        }
+    }
+    // A snapshot every due plan accounted for needs nothing condemned; any other one may.
+    let mut accounted: Option<HashSet<SnapshotId>> = None;
+    for (_, p) in &due {
+        let s: HashSet<SnapshotId> = p.snapshots.iter().copied().collect();
+        accounted = Some(match accounted {
+            None => s,
+            Some(a) => a.intersection(&s).copied().collect(),
+        });
+    }
+    let accounted = accounted.unwrap_or_default();
+    let known_files: HashSet<IndexId> = due
+        .iter()
+        .flat_map(|(_, p)| p.index_files.iter().copied())
+        .collect();
+
+    let snap_ids = repo.list_ids(ObjectKind::Snapshot).await?;
+    let files = load_index_files(repo).await?;
+    let new_ids: Vec<SnapshotId> = snap_ids
+        .into_iter()
+        .filter(|id| !accounted.contains(id))
+        .collect();
+    let new_snaps = load_snapshots(repo, new_ids).await?;
+    r.new_snapshots = new_snaps.len();
+
+    // Surviving packs first: the index answers with a blob's first location, so a blob that
+    // a surviving pack holds is never attributed to a condemned one.
+    let mut index = Index::default();
+    for (id, f) in &files {
+        let keep = IndexFile {
+            packs: f
+                .packs
+                .iter()
+                .filter(|p| !condemned.contains_key(&p.id))
+                .cloned()
+                .collect(),
+        };
+        index.add_file(*id, &keep);
+    }
+    for (_, f) in &files {
+        for p in f.packs.iter().filter(|p| condemned.contains_key(&p.id)) {
+            index.add_pack(p);
+        }
+    }
+    let mut rescued: HashSet<PackId> = HashSet::new();
+    // A newer index file (a backup adopted a pack a killed sweep had already unindexed)
+    // lists the pack again: leave it to a later prune.
+    for (id, f) in &files {
+        if known_files.contains(id) {
+            continue;
+        }
+        for p in &f.packs {
+            if condemned.contains_key(&p.id) {
+                rescued.insert(p.id);
+            }
+        }
+    }
+    if !new_snaps.is_empty() {
+        let mut used = HashSet::new();
+        let mut visited = HashSet::new();
+        collect_used(
+            repo,
+            &index,
+            new_snaps.iter().map(|(_, s)| s.tree),
+            &mut used,
+            &mut visited,
+            cancel,
+        )
+        .await?;
+        for b in &used {
+            if let Some(loc) = index.get(b) {
+                let pack = index.pack(loc.pack).0;
+                if condemned.contains_key(&pack) {
+                    rescued.insert(pack);
+                }
+            }
+        }
+    }
+    r.rescued_packs = rescued.len();
+    let doomed: HashSet<PackId> = condemned
+        .keys()
+        .filter(|p| !rescued.contains(p))
+        .copied()
+        .collect();
+    cancel.check()?;
+
+    // 1. Replacement index files without the doomed packs, 2. the old files go: until both
+    // are done the index lists a pack twice at worst, never a deleted one.
+    let stale: Vec<&(IndexId, IndexFile)> = files
+        .iter()
+        .filter(|(_, f)| f.packs.iter().any(|p| doomed.contains(&p.id)))
+        .collect();
+    for (_, f) in &stale {
+        let packs: Vec<IndexPack> = f
+            .packs
+            .iter()
+            .filter(|p| !doomed.contains(&p.id))
+            .cloned()
+            .collect();
+        if !packs.is_empty() {
+            repo.save_index(packs).await?;
+        }
+    }
+    stream::iter(stale.iter().map(|(id, _)| ObjectKind::Index.key(id)))
+        .map(|key| async move { delete_if_there(repo, &key).await })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    r.index_files_rewritten = stale.len();
+    // 3. The packs: nothing lists them any more. A store that refuses the delete (Object
+    // Lock: the pack's retention has not lapsed) keeps the pack; it is indexed again so it
+    // stays accounted for, and a later prune retries once the lock lapses.
+    let sizes: Vec<(PackId, u64)> = doomed.iter().map(|p| (*p, condemned[p])).collect();
+    let results: Vec<(PackId, u64, Result<()>)> = stream::iter(sizes.iter())
+        .map(|(p, size)| async move { (*p, *size, delete_if_there(repo, &pack_key(p)).await) })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut locked: Vec<PackId> = Vec::new();
+    for (p, size, res) in results {
+        match res {
+            Ok(()) => {
+                r.deleted_packs += 1;
+                r.freed_bytes += size;
+            }
+            Err(Error::Store(e)) if is_refused_delete(&e) => {
+                tracing::warn!(pack = %p, error = %e, "the store refused to delete a pack (Object Lock?); kept");
+                locked.push(p);
+                r.locked_packs += 1;
+                r.locked_bytes += size;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !locked.is_empty() {
+        let mut seen = HashSet::new();
+        let again: Vec<IndexPack> = files
+            .iter()
+            .flat_map(|(_, f)| f.packs.iter())
+            .filter(|p| locked.contains(&p.id) && seen.insert(p.id))
+            .cloned()
+            .collect();
+        repo.save_index(again).await?;
+    }
+    // 4. The plans: done.
+    for (id, _) in &due {
+        delete_if_there(repo, &ObjectKind::PrunePlan.key(id)).await?;
+    }
+    r.plans = due.len();
+    Ok(r)
+}
+
+/// A delete the store refused for good (S3 Object Lock answers AccessDenied for a locked
+/// object version), as opposed to a store that is down (which fails the region's prune).
+fn is_refused_delete(e: &crate::store::StoreError) -> bool {
+    use crate::store::StoreError;
+    match e {
+        StoreError::PermissionDenied { .. } => true,
+        StoreError::Permanent { detail, .. } => {
+            let d = detail.to_ascii_lowercase();
+            d.contains("lock") || d.contains("retention") || d.contains("accessdenied")
+        }
+        _ => false,
+    }
+}
+
+async fn delete_if_there(repo: &Repository, key: &str) -> Result<()> {
+    match repo.store.delete(key).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes the locks of `prune` and `forget` processes on this host that no longer exist
+/// (killed outright), like restic's `unlock`: their leases would otherwise block the next
+/// prune for up to 15 minutes. Only those two purposes: a backup's lock is never taken away
+/// here (a pid that looks dead from this pid namespace may be alive in a container sharing
+/// the host name, and a backup that loses its lock unnoticed could commit against deleted
+/// packs). Returns how many went.
+pub async fn remove_dead_local_locks(repo: &Repository) -> Result<usize> {
+    let host = crate::sys::host::hostname();
+    let me = std::process::id();
+    let mut n = 0;
+    for (id, l) in repo.list_locks().await? {
+        let ours = l.purpose.starts_with("prune") || l.purpose == "forget";
+        if !ours || l.host != host || l.pid == me || pid_alive(l.pid) {
+            continue;
+        }
+        delete_if_there(repo, &ObjectKind::Lock.key(&id)).await?;
+        tracing::info!(pid = l.pid, purpose = %l.purpose, "removed the lock of a process that is gone");
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

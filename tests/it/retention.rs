@@ -1,0 +1,549 @@
+//! `forget` and `prune` end to end: the dry-run table with reasons and `--json`, the refusal
+//! to empty a job, lifeboat's drill rule, prune freeing space while every kept snapshot
+//! restores byte-identical, a backup made between prune's two phases surviving, and a
+//! `kill -9` loop over prune (every state it leaves verifies and restores).
+
+use crate::support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use support::*;
+
+fn write_random(path: &Path, seed: u64, len: usize) {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut data = vec![0u8; len];
+    r.fill(&mut data[..]);
+    std::fs::write(path, data).unwrap();
+}
+
+fn snapshot_ids(s: &Scratch) -> Vec<String> {
+    let v = s.json(&["snapshots"]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    let fa = list_files(a);
+    assert_eq!(fa, list_files(b), "file lists differ");
+    for f in fa {
+        let (x, y) = (a.join(&f), b.join(&f));
+        if std::fs::symlink_metadata(&x).unwrap().is_file() {
+            assert!(
+                std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(),
+                "{} differs",
+                f.display()
+            );
+        }
+    }
+}
+
+fn verify_clean(s: &Scratch) {
+    let v = s.json(&["verify", "--read-data"]);
+    assert_eq!(v["errors"], 0, "{v:#}");
+}
+
+#[test]
+fn forget_dry_run_shows_reasons_json_and_refuses_to_empty_a_group() {
+    let s = Scratch::new();
+    s.init();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 0..5 {
+        write_random(&data.join("f"), i, 10_000);
+        let tag = if i == 1 { "golden" } else { "nightly" };
+        s.ok(&["backup", data.to_str().unwrap(), "--tag", tag]);
+    }
+    let ids = snapshot_ids(&s); // oldest first
+    assert_eq!(ids.len(), 5);
+
+    let table = s.ok(&[
+        "forget",
+        "--keep-last",
+        "2",
+        "--keep-tag",
+        "golden",
+        "--dry-run",
+    ]);
+    assert!(table.contains("would remove 2"), "{table}");
+    assert!(table.contains("tag golden"), "{table}");
+    assert!(table.matches(" last").count() >= 2, "{table}");
+    assert_eq!(snapshot_ids(&s).len(), 5, "a dry run removes nothing");
+
+    let j = s.json(&[
+        "forget",
+        "--keep-last",
+        "2",
+        "--keep-tag",
+        "golden",
+        "--dry-run",
+    ]);
+    let rows = j["regions"][0]["groups"][0]["snapshots"]
+        .as_array()
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    let keep: Vec<bool> = rows.iter().map(|r| r["keep"].as_bool().unwrap()).collect();
+    assert_eq!(keep, vec![true, true, false, true, false], "{j:#}");
+    assert_eq!(rows[3]["reasons"][0]["rule"], "tag", "{j:#}");
+    assert_eq!(rows[3]["id"], ids[1]);
+
+    // A rule that keeps none of a group's snapshots is refused, and nothing goes.
+    let err = s.run(&["forget", "--keep-tag", "no-such-tag"]);
+    assert_eq!(err.status.code(), Some(2), "{}", stderr(&err));
+    assert!(
+        stderr(&err).contains("refusing to remove every snapshot"),
+        "{}",
+        stderr(&err)
+    );
+    // No rule at all is refused too.
+    s.expect(&["forget"], 2);
+    assert_eq!(snapshot_ids(&s).len(), 5);
+
+    s.ok(&["forget", "--keep-last", "2", "--keep-tag", "golden"]);
+    let left = snapshot_ids(&s);
+    assert_eq!(left, vec![ids[1].clone(), ids[3].clone(), ids[4].clone()]);
+}
+
+#[test]
+fn forget_prune_frees_space_and_kept_snapshots_restore_identical() {
+    let s = Scratch::new();
+    s.init();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Each snapshot replaces two 3 MB files and keeps a shared one, so old data goes
+    // unreferenced while the shared blobs stay.
+    write_random(&data.join("shared"), 999, 3_000_000);
+    for i in 0..6u64 {
+        write_random(&data.join("a"), i * 2, 3_000_000);
+        write_random(&data.join("b"), i * 2 + 1, 3_000_000);
+        s.ok(&["backup", data.to_str().unwrap()]);
+    }
+    let before = dir_bytes(&s.repo.join("data"));
+    let j = s.json(&[
+        "forget",
+        "--keep-last",
+        "2",
+        "--prune",
+        "--max-unused",
+        "0%",
+    ]);
+    let pr = &j["regions"][0]["prune"];
+    assert!(
+        pr["sweep"]["freed_bytes"].as_u64().unwrap() > 10_000_000,
+        "{j:#}"
+    );
+    let after = dir_bytes(&s.repo.join("data"));
+    assert!(
+        after < before / 2,
+        "repository data should shrink: {before} -> {after}"
+    );
+    assert!(s
+        .repo
+        .join("prune")
+        .read_dir()
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true));
+    verify_clean(&s);
+    let out = s.path("restored");
+    s.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_same_tree(&data, &out.join("data"));
+
+    // Nothing left to do: a second prune deletes nothing and repacks nothing.
+    let j = s.json(&["prune", "--max-unused", "0%"]);
+    assert_eq!(
+        j["regions"][0]["sweep"]["deleted_packs"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "{j:#}"
+    );
+    assert_eq!(j["regions"][0]["mark"]["repacked_packs"], 0, "{j:#}");
+}
+
+/// A backup made after phase 1 condemned a pack, deduplicating against it, must keep that
+/// pack alive: phase 2 walks the snapshots committed since the plan and rescues it.
+#[test]
+fn backup_between_prune_phases_loses_nothing() {
+    let s = Scratch::new();
+    s.init();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_random(&data.join("old"), 1, 4_000_000);
+    s.ok(&["backup", data.to_str().unwrap()]);
+    std::fs::remove_file(data.join("old")).unwrap();
+    write_random(&data.join("new"), 2, 4_000_000);
+    s.ok(&["backup", data.to_str().unwrap()]);
+    s.ok(&["forget", "--keep-last", "1"]);
+
+    // Phase 1 condemns the packs of `old`; with a grace period phase 2 leaves them for later.
+    let j = s.json(&["prune", "--grace", "1h", "--max-unused", "0%"]);
+    let r = &j["regions"][0];
+    assert!(r["mark"]["condemned_packs"].as_u64().unwrap() >= 1, "{j:#}");
+    assert_eq!(r["sweep"]["plans_waiting"], 1, "{j:#}");
+    assert_eq!(r["sweep"]["deleted_packs"], 0, "{j:#}");
+
+    // Between the phases: `old` comes back; the backup reuses its blobs from the condemned pack.
+    write_random(&data.join("old"), 1, 4_000_000);
+    let b = s.json(&["backup", data.to_str().unwrap()]);
+    assert!(
+        b["summary"]["blobs_added"].as_u64().unwrap() <= 2,
+        "old's blobs are deduplicated: {b:#}"
+    );
+
+    // (--max-unused 100%: no new repack of that pack, so only the rescue can save it.)
+    let j = s.json(&["prune", "--grace", "0s", "--max-unused", "100%"]);
+    let sw = &j["regions"][0]["sweep"];
+    assert!(sw["rescued_packs"].as_u64().unwrap() >= 1, "{j:#}");
+    verify_clean(&s);
+    let out = s.path("restored");
+    s.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_same_tree(&data, &out.join("data"));
+}
+
+/// The newest snapshot whose drill passed is kept whatever the rules say.
+#[test]
+fn the_newest_drilled_snapshot_is_kept() {
+    let ws = Workspace::new();
+    let data = ws.path().join("site");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("index.html"), "v0").unwrap();
+    let plan = ws.plan(
+        "files",
+        &format!(
+            "[[jobs]]\nname = \"site\"\nschedule = \"0 * * * *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n\n[retention]\nkeep_last = 1\n\n[drill]\nenvironment = \"temp-dir\"\n",
+            data.display()
+        ),
+    );
+    let state = ws.path().join("state");
+    let lb = |args: &[&str]| {
+        let mut c = lifeboat();
+        c.args(args)
+            .arg("--plan")
+            .arg(&plan)
+            .env("LIFEBOAT_STATE_DIR", &state);
+        run(&mut c)
+    };
+    assert!(lb(&["backup"]).status.success());
+    let tmp = drill_tmp();
+    let mut c = lifeboat();
+    c.args(["drill", "--plan"])
+        .arg(&plan)
+        .env("TMPDIR", tmp.path())
+        .env("LIFEBOAT_STATE_DIR", &state);
+    assert_eq!(run(&mut c).status.code(), Some(0), "the drill passes");
+    let drilled = ws.snapshots(&plan)[0]["id"].as_str().unwrap().to_string();
+    for i in 1..4 {
+        std::fs::write(data.join("index.html"), format!("v{i}")).unwrap();
+        assert!(lb(&["backup"]).status.success());
+    }
+    let o = lb(&["forget", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = j["regions"][0]["groups"][0]["snapshots"]
+        .as_array()
+        .unwrap();
+    let kept: Vec<&serde_json::Value> = rows.iter().filter(|r| r["keep"] == true).collect();
+    assert_eq!(kept.len(), 2, "{j:#}");
+    assert_eq!(kept[1]["id"], drilled.as_str(), "{j:#}");
+    assert_eq!(kept[1]["reasons"][0]["rule"], "drill_passed", "{j:#}");
+    let left: Vec<String> = ws
+        .snapshots(&plan)
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left.len(), 2);
+    assert!(left.contains(&drilled));
+    // The catalog no longer lists the forgotten snapshots.
+    let mut c = lifeboat();
+    c.args(["status", "--json"])
+        .env("LIFEBOAT_STATE_DIR", &state);
+    let o = run(&mut c);
+    assert!(o.status.success());
+}
+
+/// `kill -9` at many moments of a prune: each time, what is left verifies (every pack the
+/// index lists is there and reads back, every snapshot's blobs are indexed), the next prune
+/// finishes the job, and at the end every kept snapshot restores byte-identical.
+#[test]
+fn kill_9_loop_over_prune_leaves_a_valid_repository() {
+    let s = Scratch::new();
+    s.init();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_random(&data.join("shared"), 7, 2_000_000);
+    let mut gen = 0u64;
+    let churn = |s: &Scratch, gen: &mut u64| {
+        for _ in 0..3 {
+            *gen += 1;
+            write_random(&data.join("a"), *gen * 3, 1_500_000);
+            write_random(&data.join("b"), *gen * 3 + 1, 1_500_000);
+            s.ok(&["backup", data.to_str().unwrap()]);
+        }
+        s.ok(&["forget", "--keep-last", "2"]);
+    };
+    churn(&s, &mut gen);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let mut kills = 0;
+    let mut completed = 0;
+    let mut round = 0;
+    while kills < 24 {
+        round += 1;
+        assert!(round < 200, "too many rounds");
+        let mut child: std::process::Child = s
+            .cmd()
+            .args(["prune", "--max-unused", "0%", "--quiet"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = rng.gen_range(0..120u64);
+        std::thread::sleep(Duration::from_millis(delay));
+        let killed = match child.try_wait().unwrap() {
+            Some(st) => {
+                assert!(st.success(), "prune failed on its own: {st:?}");
+                completed += 1;
+                false
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                true
+            }
+        };
+        if killed {
+            // The killed process's lock would block readers for its lease; `prune` and
+            // `forget` remove it themselves (dead pid on this host), `verify` does not.
+            for l in std::fs::read_dir(s.repo.join("locks")).unwrap().flatten() {
+                std::fs::remove_file(l.path()).unwrap();
+            }
+        }
+        verify_clean(&s);
+        if !killed || round % 4 == 0 {
+            // Finish whatever was interrupted, then make new garbage.
+            s.ok(&["prune", "--max-unused", "0%"]);
+            verify_clean(&s);
+            churn(&s, &mut gen);
+        }
+    }
+    eprintln!("{kills} kills, {completed} prunes completed before the kill");
+    s.ok(&["prune", "--max-unused", "0%"]);
+    verify_clean(&s);
+    // Every kept snapshot restores; the newest is the data as it is now.
+    let ids = snapshot_ids(&s);
+    assert_eq!(ids.len(), 2);
+    for (i, id) in ids.iter().enumerate() {
+        let out = s.path(&format!("restored-{i}"));
+        s.ok(&["restore", id, "--target", out.to_str().unwrap()]);
+        assert!(out.join("data/shared").exists());
+    }
+    assert_same_tree(&data, &s.path("restored-1").join("data"));
+}
+
+/// Every region gets the same rules; a region that is down is named (exit 3) and handled on
+/// the next run; the catalog then agrees with both repositories (`catalog rebuild` finds
+/// nothing to add or drop). Two local directories stand for the two regions here; the same
+/// code path serves S3 regions.
+#[test]
+fn every_region_is_pruned_and_a_down_region_catches_up_on_the_next_run() {
+    let ws = Workspace::new();
+    let data = ws.path().join("site");
+    std::fs::create_dir_all(&data).unwrap();
+    let plan = ws.path().join("two.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name = \"two\"\n[repository]\npassword_file = \"repo.pass\"\n[objectives]\nrpo = \"1day\"\nrto = \"30m\"\n[[destinations]]\ntype = \"local\"\nname = \"east\"\npath = \"ra\"\n[[destinations]]\ntype = \"local\"\nname = \"west\"\npath = \"rb\"\n\n[[jobs]]\nname = \"site\"\nschedule = \"0 * * * *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n\n[retention]\nkeep_last = 1\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let state = ws.path().join("state");
+    let lb = |args: &[&str]| {
+        let mut c = lifeboat();
+        c.args(args)
+            .arg("--plan")
+            .arg(&plan)
+            .env("LIFEBOAT_STATE_DIR", &state);
+        run(&mut c)
+    };
+    let o = lb(&["init", "--kdf-memory", "8", "--kdf-iterations", "1"]);
+    assert!(o.status.success());
+    for i in 0..3u64 {
+        write_random(&data.join("f"), i, 2_000_000);
+        assert!(lb(&["backup"]).status.success());
+    }
+    let (ra, rb) = (ws.path().join("ra"), ws.path().join("rb"));
+    let snaps = |r: &Path| r.join("snapshots").read_dir().unwrap().count();
+    assert_eq!((snaps(&ra), snaps(&rb)), (3, 3));
+    let size_b = dir_bytes(&rb.join("data"));
+
+    std::fs::rename(&rb, ws.path().join("rb-away")).unwrap();
+    let o = lb(&["forget", "--prune", "--max-unused", "0%", "--json"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let regions = j["regions"].as_array().unwrap();
+    assert_eq!(regions[0]["name"], "east");
+    assert_eq!(regions[0]["removed"], 2, "{j:#}");
+    assert!(
+        regions[0]["prune"]["sweep"]["deleted_packs"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{j:#}"
+    );
+    assert_eq!(regions[1]["name"], "west");
+    assert!(
+        regions[1]["error"].as_str().unwrap().contains("rb"),
+        "{j:#}"
+    );
+    assert!(stderr(&o).contains("region west"), "{}", stderr(&o));
+    assert_eq!(snaps(&ra), 1);
+
+    std::fs::rename(ws.path().join("rb-away"), &rb).unwrap();
+    let o = lb(&["forget", "--prune", "--max-unused", "0%", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["regions"][0]["removed"], 0, "{j:#}");
+    assert_eq!(j["regions"][1]["removed"], 2, "{j:#}");
+    assert_eq!(snaps(&rb), 1);
+    assert!(dir_bytes(&rb.join("data")) < size_b / 2);
+    // The verification ledger lists exactly the packs each region still has.
+    let o = lb(&["status", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // (A plan's first local destination is region `local` in the catalog.)
+    for (name, dir) in [("local", &ra), ("west", &rb)] {
+        let c = st["coverage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["region"] == name)
+            .unwrap_or_else(|| panic!("no coverage row for {name}: {st:#}"));
+        assert_eq!(
+            c["packs"].as_u64().unwrap() as usize,
+            list_files(&dir.join("data")).len(),
+            "{name}: {st:#}"
+        );
+    }
+    for region in ["east", "west"] {
+        let o = lb(&["verify", "--read-data", "--region", region, "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    }
+    // The catalog dropped the forgotten snapshots in both regions: a rebuild adds nothing,
+    // finds no divergence.
+    let o = lb(&["catalog", "rebuild", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = j["regions"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{j:#}");
+    for r in rows {
+        let rep = &r["report"];
+        assert_eq!(rep["added"], 0, "{j:#}");
+        assert_eq!(rep["snapshots_in_repository"], 1, "{j:#}");
+        assert_eq!(rep["findings"].as_array().unwrap().len(), 0, "{j:#}");
+    }
+}
+
+/// `run-due` applies the plan's `[retention]` after each successful backup of the job (and
+/// prunes when the plan says `prune = true`).
+#[test]
+fn run_due_applies_retention_after_a_backup() {
+    let ws = Workspace::new();
+    let data = ws.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let plan = ws.plan(
+        "sched",
+        &format!("[[jobs]]\nname = \"files\"\nschedule = \"0 0 1 1 *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n\n[retention]\nkeep_last = 1\nprune = true\n", data.display()),
+    );
+    // Two backups by hand, recorded in another catalog, so run-due still sees the job as
+    // never run.
+    for i in 0..2u64 {
+        write_random(&data.join("f"), i, 1_000_000);
+        let o = run(lifeboat()
+            .args(["backup", "--plan"])
+            .arg(&plan)
+            .env("LIFEBOAT_STATE_DIR", ws.path().join("other-state")));
+        assert!(o.status.success());
+    }
+    assert_eq!(ws.snapshots(&plan).len(), 2);
+    let before = dir_bytes(&ws.path().join("repo/data"));
+    write_random(&data.join("f"), 9, 1_000_000);
+    let o = run(lifeboat()
+        .args(["run-due", "--json", "--plan"])
+        .arg(&plan)
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let snaps = ws.snapshots(&plan);
+    assert_eq!(snaps.len(), 1, "keep_last = 1 after the scheduled backup");
+    assert!(snaps[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t == "scheduled"));
+    // prune = true: the two old files' data is gone.
+    assert!(dir_bytes(&ws.path().join("repo/data")) < before);
+}
+
+/// Prune run again and again while a large backup is writing: phase 1 runs beside it (and
+/// may condemn the packs the backup already indexed at a checkpoint but no snapshot names
+/// yet), phase 2 waits for the backup's lock (exit 11, the plan stays). Once the backup has
+/// committed, the next prune's rescue check keeps everything its snapshot needs.
+#[test]
+fn prune_beside_a_running_backup_loses_nothing() {
+    let s = Scratch::new();
+    s.init();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_random(&data.join("small"), 1, 100_000);
+    s.ok(&["backup", data.to_str().unwrap()]);
+    // Garbage for prune to find, so it has work to do while the backup runs.
+    write_random(&data.join("gone"), 2, 3_000_000);
+    s.ok(&["backup", data.to_str().unwrap()]);
+    std::fs::remove_file(data.join("gone")).unwrap();
+    s.ok(&["backup", data.to_str().unwrap()]);
+    s.ok(&["forget", "--keep-last", "1"]);
+    write_random(&data.join("big"), 3, 120_000_000);
+
+    let mut backup = s
+        .cmd()
+        .args(["backup", "--quiet", data.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    // Start pruning once the backup holds its lock (a prune's exclusive phase taken before
+    // the backup locks would make the backup, not the prune, wait).
+    let locks = s.repo.join("locks");
+    while locks.read_dir().unwrap().next().is_none() {
+        assert!(backup.try_wait().unwrap().is_none(), "backup ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut deferred, mut during) = (0, 0);
+    while backup.try_wait().unwrap().is_none() {
+        let o = s.run(&["prune", "--max-unused", "0%", "--json"]);
+        let code = o.status.code();
+        assert!(
+            matches!(code, Some(0) | Some(11)),
+            "prune: {code:?}\n{}",
+            stderr(&o)
+        );
+        if code == Some(11) {
+            deferred += 1;
+        }
+        during += 1;
+    }
+    assert!(
+        backup.wait().unwrap().success(),
+        "the backup beside prune succeeds"
+    );
+    eprintln!("{during} prunes during the backup, {deferred} deferred phase 2");
+    assert!(during >= 1);
+    s.ok(&["prune", "--max-unused", "0%"]);
+    verify_clean(&s);
+    let out = s.path("restored");
+    s.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_same_tree(&data, &out.join("data"));
+}
