@@ -180,7 +180,12 @@ impl Shared {
 /// Must be driven from a thread outside the tokio runtime (e.g. `spawn_blocking`).
 pub struct Pipeline {
     keys: Arc<Keys>,
+    /// Blobs the index held when the run started.
+    stored: HashSet<BlobId>,
+    /// Blobs added during this run.
     known: HashSet<BlobId>,
+    /// Blobs of `stored` this run used: their packs must still exist at the commit (INV-5).
+    reused: std::cell::RefCell<HashSet<BlobId>>,
     work_tx: Option<crossbeam_channel::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     uploader: Option<tokio::task::JoinHandle<()>>,
@@ -306,7 +311,9 @@ impl Pipeline {
 
         Pipeline {
             keys: repo.keys.clone(),
-            known: index.blob_ids().copied().collect(),
+            stored: index.blob_ids().copied().collect(),
+            known: HashSet::new(),
+            reused: Default::default(),
             work_tx: Some(work_tx),
             threads,
             uploader: Some(uploader),
@@ -339,7 +346,22 @@ impl Pipeline {
 
     /// Whether a blob is already stored (or queued) — used to reuse unchanged files.
     pub fn has(&self, id: &BlobId) -> bool {
-        self.known.contains(id)
+        self.known.contains(id) || self.reuse(id)
+    }
+
+    /// Whether `id` was stored before this run; if so, remembers that this run uses it.
+    fn reuse(&self, id: &BlobId) -> bool {
+        let hit = self.stored.contains(id);
+        if hit {
+            self.reused.borrow_mut().insert(*id);
+        }
+        hit
+    }
+
+    /// The blobs stored before this run that it used (so far): the snapshot depends on their
+    /// packs, which [`crate::repo::Repository::check_packs_present`] checks before the commit.
+    pub fn take_reused(&mut self) -> HashSet<BlobId> {
+        std::mem::take(self.reused.get_mut())
     }
 
     /// Stores a blob unless an identical one exists; returns its id either way.
@@ -352,7 +374,7 @@ impl Pipeline {
     /// Like `add` for a slice; copies only when the blob is new.
     pub fn add_slice(&mut self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
         let id = self.keys.blob_id(data);
-        if !self.known.contains(&id) {
+        if !self.has(&id) {
             self.add_with_id(kind, id, data.to_vec())?;
         }
         Ok(id)
@@ -360,7 +382,7 @@ impl Pipeline {
 
     fn add_with_id(&mut self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
         self.check()?;
-        if !self.known.insert(id) {
+        if self.reuse(&id) || !self.known.insert(id) {
             return Ok(());
         }
         self.stats.blobs_added += 1;

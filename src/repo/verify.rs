@@ -106,6 +106,14 @@ pub async fn verify(
     cancel: Cancel,
 ) -> Result<VerifyReport> {
     let mut r = VerifyReport::default();
+    let swept = repo.sweep_leftovers().await;
+    if swept > 0 {
+        r.push(
+            Severity::Info,
+            repo.location(),
+            format!("removed {swept} temp file(s) left by interrupted writes"),
+        );
+    }
 
     // Snapshots first, then indexes (INV-2): a snapshot is committed only after every index
     // it needs, so each snapshot listed now is covered by the indexes loaded next. Listed

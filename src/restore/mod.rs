@@ -248,28 +248,61 @@ async fn restore_into(
     progress.set_length(total);
     progress.inc(holes);
 
-    // 3. Fetch, verify and write, several packs at once.
+    // 3. Fetch, verify and write, several packs at once. The first failure stops the others,
+    // but every pack task — and the blocking writer inside it — is awaited before the error
+    // is returned: the caller removes the staging directory next, and a writer still running
+    // then would leave a half-restored tree behind it (and the retry a "not empty" target).
     let files = Arc::new(files);
     let staging_arc: Arc<Path> = Arc::from(staging);
+    let stop = Cancel::new();
+    let first_error: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
     let written: u64 = stream::iter(plan)
         .map(|(pos, blobs)| {
-            let (repo, index, files, staging, progress, cancel) = (
+            let (repo, index, files, staging, progress, cancel, stop) = (
                 repo.clone(),
                 index.clone(),
                 files.clone(),
                 staging_arc.clone(),
                 progress.clone(),
                 cancel.clone(),
+                stop.clone(),
             );
+            let first_error = &first_error;
             async move {
-                cancel.check()?;
-                let (pack, size) = index.pack(pos);
-                restore_pack(&repo, pack, size, blobs, files, staging, progress).await
+                if stop.is_cancelled() {
+                    return 0;
+                }
+                let halt = Halt {
+                    cancel: cancel.clone(),
+                    stop: stop.clone(),
+                };
+                let res = match cancel.check() {
+                    Ok(()) => {
+                        let (pack, size) = index.pack(pos);
+                        restore_pack(&repo, pack, size, blobs, files, staging, progress, halt)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match res {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // Errors of packs stopped because another failed are not the cause.
+                        if !stop.is_cancelled() {
+                            first_error.lock().expect("error slot").get_or_insert(e);
+                        }
+                        stop.cancel();
+                        0
+                    }
+                }
             }
         })
         .buffer_unordered(PACK_CONCURRENCY)
-        .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
-        .await?;
+        .fold(0u64, |acc, n| async move { acc + n })
+        .await;
+    if let Some(e) = first_error.into_inner().expect("error slot") {
+        return Err(e);
+    }
     report.bytes = written + holes;
     cancel.check()?;
 
@@ -316,9 +349,27 @@ async fn restore_into(
     Ok(report)
 }
 
+/// Why a pack's writer stops early: the run was cancelled, or another pack failed.
+#[derive(Clone)]
+struct Halt {
+    cancel: Cancel,
+    stop: Cancel,
+}
+
+impl Halt {
+    fn check(&self) -> Result<()> {
+        // Interrupted, so no fallback region is tried for a pack stopped this way.
+        if self.stop.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        self.cancel.check()
+    }
+}
+
 /// Restores the blobs of one pack; when it fails to read or verify and the repository has
 /// fallback regions (`--allow-fallback`), the whole pack is read again from the next region
 /// (writes are positional, so blobs written from the bad copy are simply overwritten).
+#[allow(clippy::too_many_arguments)]
 async fn restore_pack(
     repo: &Repository,
     pack: PackId,
@@ -327,6 +378,7 @@ async fn restore_pack(
     files: Arc<Vec<FileEntry>>,
     staging: Arc<Path>,
     progress: ProgressBar,
+    halt: Halt,
 ) -> Result<u64> {
     let first = match restore_pack_from(
         repo,
@@ -337,6 +389,7 @@ async fn restore_pack(
         files.clone(),
         staging.clone(),
         progress.clone(),
+        halt.clone(),
     )
     .await
     {
@@ -354,6 +407,7 @@ async fn restore_pack(
             files.clone(),
             staging.clone(),
             progress.clone(),
+            halt.clone(),
         )
         .await
         {
@@ -369,7 +423,6 @@ async fn restore_pack(
     }
     Err(first)
 }
-
 #[allow(clippy::too_many_arguments)]
 async fn restore_pack_from(
     repo: &Repository,
@@ -380,6 +433,7 @@ async fn restore_pack_from(
     files: Arc<Vec<FileEntry>>,
     staging: Arc<Path>,
     progress: ProgressBar,
+    halt: Halt,
 ) -> Result<u64> {
     let key = pack_key(&pack);
     let missing = |e: StoreError| match e {
@@ -439,6 +493,7 @@ async fn restore_pack_from(
         let (mut body, mut plain) = (Vec::new(), Vec::new());
         let mut i = 0;
         while i < places.len() {
+            halt.check()?;
             let (fi, start, pi) = places[i];
             let fe = &files[fi];
             let p = || staging.join(&fe.path);
