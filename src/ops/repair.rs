@@ -8,12 +8,15 @@
 //! be restored (tagged `repaired`) and the original removed — a snapshot whose root directory
 //! is lost is left as it is and still reported.
 
+use super::record::{not_recorded, open_best_effort};
 use super::target::Target;
 use super::Env;
 use crate::error::ExitCode;
 use crate::ids::SnapshotId;
 use crate::repo::heal::{IndexRebuild, SnapshotDamage};
 use crate::repo::lock::{LockFile, UnlockReport};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::Repository;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Default)]
@@ -30,6 +33,7 @@ pub struct DamagedSnapshot {
     pub damage: SnapshotDamage,
     /// The snapshot written in its place (with `rewrite_snapshots`, unless its root is lost).
     pub rewritten_as: Option<SnapshotId>,
+    rewritten: Option<(SnapshotId, Snapshot)>,
 }
 
 /// The result of `lifeboat repair`.
@@ -62,8 +66,13 @@ pub async fn repair(env: &Env, target: &Target, req: RepairRequest) -> Result<Re
             target.region_names()
         )));
     }
+    // The catalog's name for the region: a plain `--repo` run records as `local`.
+    let catalog_region = match (&req.region, target.is_multi()) {
+        (Some(r), true) => target.region(r)?.catalog_region.clone(),
+        _ => super::target::LOCAL_REGION.to_string(),
+    };
     let repo = target.open_for_read(req.region.as_deref(), false).await?;
-    repo.with_lock("repair", true, async |lock| {
+    let repair = repo.with_lock("repair", true, async |lock| {
         repo.sweep_leftovers().await;
         let index = repo.rebuild_index(&env.progress.bytes("packs")).await?;
         env.cancel.check()?;
@@ -72,7 +81,7 @@ pub async fn repair(env: &Env, target: &Target, req: RepairRequest) -> Result<Re
         let mut damaged = Vec::new();
         for damage in repo.lost_data(&loaded).await? {
             env.cancel.check()?;
-            let rewritten_as = if req.rewrite_snapshots {
+            let rewritten = if req.rewrite_snapshots {
                 lock.check()?;
                 repo.rewrite_without_lost(&loaded, &damage).await?
             } else {
@@ -80,7 +89,8 @@ pub async fn repair(env: &Env, target: &Target, req: RepairRequest) -> Result<Re
             };
             damaged.push(DamagedSnapshot {
                 damage,
-                rewritten_as,
+                rewritten_as: rewritten.as_ref().map(|(id, _)| *id),
+                rewritten,
             });
         }
         Ok(Repair {
@@ -90,7 +100,42 @@ pub async fn repair(env: &Env, target: &Target, req: RepairRequest) -> Result<Re
             damaged,
         })
     })
-    .await
+    .await?;
+    record_rewrites(env, &repo, &catalog_region, &repair).await;
+    Ok(repair)
+}
+
+/// Tells the catalog (best effort) that each rewritten snapshot replaced its original: a
+/// deliberate replacement, not a rollback for its high-water mark.
+async fn record_rewrites(env: &Env, repo: &Repository, region: &str, r: &Repair) {
+    const WHAT: &str = "the rewritten snapshots were not recorded in the catalog; `lifeboat catalog rebuild` records them once the catalog is back";
+    let rewrites: Vec<_> = r
+        .damaged
+        .iter()
+        .filter_map(|d| d.rewritten.as_ref().map(|new| (d.damage.id, new)))
+        .collect();
+    if rewrites.is_empty() {
+        return;
+    }
+    let mut warnings = Vec::new();
+    let Some(cat) = open_best_effort(env, &mut warnings).await else {
+        not_recorded(env, &warnings, WHAT);
+        return;
+    };
+    let res = async {
+        cat.record_repository(repo.id(), &repo.location()).await?;
+        for (old, (new_id, new)) in &rewrites {
+            cat.record_snapshot(repo.id(), region, new_id, new).await?;
+            cat.forget_snapshots(repo.id(), region, &[*old]).await?;
+        }
+        Ok::<(), crate::catalog::CatalogError>(())
+    }
+    .await;
+    if let Err(e) = res {
+        warnings.push(e.to_string());
+    }
+    cat.close().await;
+    not_recorded(env, &warnings, WHAT);
 }
 
 #[derive(Debug, Clone, Default)]

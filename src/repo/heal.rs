@@ -327,14 +327,14 @@ impl Repository {
     }
 
     /// Writes `damage`'s snapshot again without the files and directories whose data is lost
-    /// (tagged `repaired`), then removes the original. Returns the new snapshot's id, or
+    /// (tagged `repaired`), then removes the original. Returns the new snapshot, or
     /// `None` when its root tree is lost (nothing to keep: the snapshot is left as it is).
     /// Trees are written in a new pack and index before the new snapshot (commit order).
     pub async fn rewrite_without_lost(
         &self,
         index: &Index,
         damage: &SnapshotDamage,
-    ) -> Result<Option<SnapshotId>> {
+    ) -> Result<Option<(SnapshotId, Snapshot)>> {
         if damage.root_lost {
             return Ok(None);
         }
@@ -367,7 +367,7 @@ impl Repository {
         self.store
             .delete(&ObjectKind::Snapshot.key(&damage.id))
             .await?;
-        Ok(Some(new_id))
+        Ok(Some((new_id, snap)))
     }
 
     /// The tree `id` without nodes whose data is lost, children first into `out` (the root
