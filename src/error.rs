@@ -252,6 +252,8 @@ impl Error {
             Error::DamagedBeforeUpload { .. } => {
                 "the repository is unchanged: run the backup again; if this recurs, test this machine's memory and CPU (e.g. memtester, stress-ng)".into()
             }
+            // A damaged config: its message says what to put back.
+            Error::Integrity { object, .. } if object.ends_with("config") => return None,
             Error::Integrity { .. } => {
                 "run `lifeboat verify --read-data` to list every damaged object; restore from another region if one has a good copy".into()
             }

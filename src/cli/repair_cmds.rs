@@ -134,7 +134,11 @@ fn print_repair(ctx: &Ctx, r: &Repair, rewrite: bool) {
             i.lost.len()
         );
     }
-    let left = r.damaged.iter().filter(|d| d.rewritten_as.is_none()).count();
+    let left = r
+        .damaged
+        .iter()
+        .filter(|d| d.rewritten_as.is_none())
+        .count();
     println!(
         "snapshots:  {} checked, {} point at lost data{}",
         r.snapshots_checked,

@@ -72,35 +72,36 @@ pub async fn repair(env: &Env, target: &Target, req: RepairRequest) -> Result<Re
         _ => super::target::LOCAL_REGION.to_string(),
     };
     let repo = target.open_for_read(req.region.as_deref(), false).await?;
-    let repair = repo.with_lock("repair", true, async |lock| {
-        repo.sweep_leftovers().await;
-        let index = repo.rebuild_index(&env.progress.bytes("packs")).await?;
-        env.cancel.check()?;
-        let loaded = repo.load_index().await?;
-        let snapshots_checked = repo.list_snapshots().await?.len();
-        let mut damaged = Vec::new();
-        for damage in repo.lost_data(&loaded).await? {
+    let repair = repo
+        .with_lock("repair", true, async |lock| {
+            repo.sweep_leftovers().await;
+            let index = repo.rebuild_index(&env.progress.bytes("packs")).await?;
             env.cancel.check()?;
-            let rewritten = if req.rewrite_snapshots {
-                lock.check()?;
-                repo.rewrite_without_lost(&loaded, &damage).await?
-            } else {
-                None
-            };
-            damaged.push(DamagedSnapshot {
-                damage,
-                rewritten_as: rewritten.as_ref().map(|(id, _)| *id),
-                rewritten,
-            });
-        }
-        Ok(Repair {
-            location: repo.location(),
-            index,
-            snapshots_checked,
-            damaged,
+            let loaded = repo.load_index().await?;
+            let snapshots_checked = repo.list_snapshots().await?.len();
+            let mut damaged = Vec::new();
+            for damage in repo.lost_data(&loaded).await? {
+                env.cancel.check()?;
+                let rewritten = if req.rewrite_snapshots {
+                    lock.check()?;
+                    repo.rewrite_without_lost(&loaded, &damage).await?
+                } else {
+                    None
+                };
+                damaged.push(DamagedSnapshot {
+                    damage,
+                    rewritten_as: rewritten.as_ref().map(|(id, _)| *id),
+                    rewritten,
+                });
+            }
+            Ok(Repair {
+                location: repo.location(),
+                index,
+                snapshots_checked,
+                damaged,
+            })
         })
-    })
-    .await?;
+        .await?;
     record_rewrites(env, &repo, &catalog_region, &repair).await;
     Ok(repair)
 }

@@ -155,7 +155,7 @@ impl Repository {
                 rec.rewritten.push((id, new_id));
             }
             files = kept_files;
-            tracing::warn!(
+            tracing::info!(
                 packs = rec.lost.len(),
                 "packs listed in the index are missing from the repository; dropped them from the index so their data is stored again"
             );
@@ -235,16 +235,15 @@ impl Repository {
             Err(_) => self.list_ids(ObjectKind::Index).await?,
         };
         progress.set_length(listed.len() as u64);
-        let headers: Vec<(PackId, u64, Result<Vec<super::pack::PackEntry>>)> =
-            stream::iter(listed)
-                .map(|(id, size)| async move {
-                    let r = self.read_pack_header(&id, size).await;
-                    (id, size, r)
-                })
-                .buffer_unordered(HEADER_CONCURRENCY)
-                .inspect(|_| progress.inc(1))
-                .collect()
-                .await;
+        let headers: Vec<(PackId, u64, Result<Vec<super::pack::PackEntry>>)> = stream::iter(listed)
+            .map(|(id, size)| async move {
+                let r = self.read_pack_header(&id, size).await;
+                (id, size, r)
+            })
+            .buffer_unordered(HEADER_CONCURRENCY)
+            .inspect(|_| progress.inc(1))
+            .collect()
+            .await;
         let mut packs = Vec::new();
         for (id, size, r) in headers {
             match r {
@@ -416,7 +415,11 @@ impl Repository {
     }
 
     /// Adopts the packs of `listed` that `index` does not list (shared by backup and repair).
-    pub(super) async fn adopt_listed(&self, index: &mut Index, listed: &HashMap<PackId, u64>) -> Result<usize> {
+    pub(super) async fn adopt_listed(
+        &self,
+        index: &mut Index,
+        listed: &HashMap<PackId, u64>,
+    ) -> Result<usize> {
         let mut adopted = Vec::new();
         let mut ids: Vec<(&PackId, &u64)> = listed.iter().collect();
         ids.sort();

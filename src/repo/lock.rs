@@ -210,7 +210,11 @@ impl LockFile {
     pub fn holder(&self) -> String {
         format!(
             "{} lock for {} held by pid {} on {} since {} (expires {})",
-            if self.exclusive { "exclusive" } else { "shared" },
+            if self.exclusive {
+                "exclusive"
+            } else {
+                "shared"
+            },
             self.purpose,
             self.pid,
             self.host,

@@ -279,8 +279,7 @@ async fn restore_into(
                 let res = match cancel.check() {
                     Ok(()) => {
                         let (pack, size) = index.pack(pos);
-                        restore_pack(&repo, pack, size, blobs, files, staging, progress, halt)
-                            .await
+                        restore_pack(&repo, pack, size, blobs, files, staging, progress, halt).await
                     }
                     Err(e) => Err(e),
                 };

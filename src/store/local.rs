@@ -252,7 +252,12 @@ impl LocalStore {
                     let old = entry
                         .metadata()
                         .and_then(|m| m.modified())
-                        .map(|t| doomed(&name.to_string_lossy(), now.duration_since(t).unwrap_or_default()))
+                        .map(|t| {
+                            doomed(
+                                &name.to_string_lossy(),
+                                now.duration_since(t).unwrap_or_default(),
+                            )
+                        })
                         .unwrap_or(false);
                     if old && std::fs::remove_file(entry.path()).is_ok() {
                         removed += 1;
@@ -390,7 +395,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("repo");
         let s = LocalStore::new(&root);
-        s.put("keys/abc", Bytes::from_static(b"slot")).await.unwrap();
+        s.put("keys/abc", Bytes::from_static(b"slot"))
+            .await
+            .unwrap();
         s.put("data/ab/big", Bytes::from(vec![7u8; 3 << 20]))
             .await
             .unwrap();
@@ -411,9 +418,8 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
-        let old = filetime::FileTime::from_system_time(
-            SystemTime::now() - Duration::from_secs(600),
-        );
+        let old =
+            filetime::FileTime::from_system_time(SystemTime::now() - Duration::from_secs(600));
         let make = |name: &str, aged: bool| {
             let p = data.join(name);
             std::fs::write(&p, b"partial").unwrap();
@@ -428,8 +434,14 @@ mod tests {
         let s = LocalStore::new(dir.path());
         assert_eq!(s.sweep_leftovers(), 1);
         assert!(!dead_old.exists());
-        assert!(dead_new.exists(), "a fresh temp file may belong to a writer elsewhere");
-        assert!(live_old.exists(), "a live writer's temp file is never swept");
+        assert!(
+            dead_new.exists(),
+            "a fresh temp file may belong to a writer elsewhere"
+        );
+        assert!(
+            live_old.exists(),
+            "a live writer's temp file is never swept"
+        );
     }
 
     #[tokio::test]

@@ -48,14 +48,15 @@ const SECRET_VARS: &[&str] = &[
 ];
 
 /// Parts of a variable name that mark it as a secret (`SHOP_DB_PASSWORD`, `API_TOKEN`, …).
-const SECRET_MARKERS: &[&str] = &["PASSWORD", "PASSWD", "SECRET", "TOKEN", "_PWD", "APIKEY", "API_KEY"];
+const SECRET_MARKERS: &[&str] = &[
+    "PASSWORD", "PASSWD", "SECRET", "TOKEN", "_PWD", "APIKEY", "API_KEY",
+];
 
 /// Whether an inherited variable carries a secret: by name (the list above, or a marker in
 /// it), or by value (a URL with a password: `postgres://user:pw@host/db`).
 pub fn is_secret_var(name: &std::ffi::OsStr, value: &std::ffi::OsStr) -> bool {
     let upper = name.to_string_lossy().to_ascii_uppercase();
-    if SECRET_VARS.contains(&upper.as_str()) || SECRET_MARKERS.iter().any(|m| upper.contains(m))
-    {
+    if SECRET_VARS.contains(&upper.as_str()) || SECRET_MARKERS.iter().any(|m| upper.contains(m)) {
         return true;
     }
     let v = value.to_string_lossy();
