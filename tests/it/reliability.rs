@@ -561,19 +561,27 @@ fn zero_runs_inside_chunks_restore_as_holes() {
     std::fs::create_dir_all(&src).unwrap();
     let img = src.join("disk.img");
     let f = std::fs::File::create(&img).unwrap();
-    let block: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7919 % 251) as u8 + 1).collect();
+    let block: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i * 7919 % 251) as u8 + 1)
+        .collect();
     for mib in 0..31u64 {
         f.write_all_at(&block, mib << 20).unwrap();
     }
     f.set_len(31 << 20).unwrap();
     drop(f);
     let allocated = |p: &Path| std::fs::metadata(p).unwrap().blocks() * 512;
-    assert!(allocated(&img) < 4 << 20, "the test file system keeps holes");
+    assert!(
+        allocated(&img) < 4 << 20,
+        "the test file system keeps holes"
+    );
     s.ok(&["backup", src.to_str().unwrap()]);
     let target = s.path("restored");
     s.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     let restored = target.join("src/disk.img");
-    assert_eq!(std::fs::read(&restored).unwrap(), std::fs::read(&img).unwrap());
+    assert_eq!(
+        std::fs::read(&restored).unwrap(),
+        std::fs::read(&img).unwrap()
+    );
     assert!(
         allocated(&restored) < 6 << 20,
         "restored with {} bytes allocated for 2 MiB of data in 31 MiB",
@@ -592,13 +600,21 @@ fn names_and_symlink_targets_that_are_not_utf8_restore_exactly() {
     let src = s.path("src");
     let latin1 = src.join(OsStr::from_bytes(b"caf\xe9 d\xe9j\xe0"));
     std::fs::create_dir_all(latin1.join("sub")).unwrap();
-    std::fs::write(latin1.join("sub/inside.txt"), "a subtree under a Latin-1 name\n").unwrap();
+    std::fs::write(
+        latin1.join("sub/inside.txt"),
+        "a subtree under a Latin-1 name\n",
+    )
+    .unwrap();
     std::fs::write(src.join(OsStr::from_bytes(b"r\xe9sum\xe9.txt")), "x\n").unwrap();
     // Two names with the same readable rendering stay two files.
     std::fs::write(src.join(OsStr::from_bytes(b"a\xfe")), "fe\n").unwrap();
     std::fs::write(src.join(OsStr::from_bytes(b"a\xff")), "ff\n").unwrap();
     std::os::unix::fs::symlink(OsStr::from_bytes(b"../t\xe4rget/\xff"), src.join("link")).unwrap();
-    std::os::unix::fs::symlink(OsStr::from_bytes(b"r\xe9sum\xe9.txt"), src.join(OsStr::from_bytes(b"l\xefnk"))).unwrap();
+    std::os::unix::fs::symlink(
+        OsStr::from_bytes(b"r\xe9sum\xe9.txt"),
+        src.join(OsStr::from_bytes(b"l\xefnk")),
+    )
+    .unwrap();
 
     let out = s.json(&["backup", src.to_str().unwrap()]);
     assert_eq!(out["partial"], false, "{out}");
@@ -607,7 +623,10 @@ fn names_and_symlink_targets_that_are_not_utf8_restore_exactly() {
     let diffs = compare_dirs(&src, &target.join("src")).unwrap();
     assert!(diffs.is_empty(), "{diffs:#?}");
     assert_eq!(
-        std::fs::read_link(target.join("src/link")).unwrap().as_os_str().as_bytes(),
+        std::fs::read_link(target.join("src/link"))
+            .unwrap()
+            .as_os_str()
+            .as_bytes(),
         b"../t\xe4rget/\xff"
     );
     // A second backup finds every file unchanged (the parent lookup uses the bytes).
