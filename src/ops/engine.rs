@@ -153,7 +153,8 @@ async fn snapshot_locked(
     let (out, stats, mut summary, mut warnings, partial, reused) = outcome?;
 
     // Never commit over missing data: the packs this snapshot reuses are still there.
-    repo.check_packs_present(&index2, &reused).await?;
+    repo.check_packs_present(&index2, &reused, &stats.stored_packs)
+        .await?;
     if !packs_lost.is_empty() {
         warnings.push(format!(
             "{} pack(s) listed in the index were missing from the repository (first: {}); \

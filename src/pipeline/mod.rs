@@ -60,6 +60,8 @@ pub struct PipelineStats {
     pub packs_added: u64,
     /// Blobs sealed again because their verification before upload found them damaged.
     pub blobs_resealed: u64,
+    /// The packs this run stored (checked again before the commit).
+    pub stored_packs: Vec<crate::ids::PackId>,
 }
 
 struct Job {
@@ -134,6 +136,8 @@ struct Shared {
     packs: AtomicU64,
     /// Blobs sealed again because a verification found them damaged (T27).
     resealed: AtomicU64,
+    /// Every pack stored so far.
+    stored: Mutex<Vec<crate::ids::PackId>>,
     /// Plaintext bytes between `add` and the packer (see `IN_FLIGHT_BYTES`).
     in_flight: Mutex<usize>,
     packed: Condvar,
@@ -408,6 +412,7 @@ impl Pipeline {
             bytes_stored: self.shared.bytes_stored.load(Ordering::Relaxed),
             packs_added: self.shared.packs.load(Ordering::Relaxed),
             blobs_resealed: self.shared.resealed.load(Ordering::Relaxed),
+            stored_packs: self.shared.stored.lock().expect("stored packs").clone(),
             ..self.stats.clone()
         }
     }
@@ -463,6 +468,7 @@ async fn upload_loop(
                 Ok(ip) => {
                     shared.bytes_stored.fetch_add(ip.size, Ordering::Relaxed);
                     shared.packs.fetch_add(1, Ordering::Relaxed);
+                    shared.stored.lock().expect("stored packs").push(ip.id);
                     pending.push(ip);
                     if pending.len() >= CHECKPOINT_PACKS {
                         if let Err(e) = repo.save_index(std::mem::take(&mut pending)).await {

@@ -169,14 +169,23 @@ impl Repository {
     }
 
     /// Before a commit: every pack holding one of `reused` (blobs of the snapshot that were
-    /// already stored before this run) is still in the store. A pack that vanished while the
-    /// backup ran fails it with exit 13 and nothing is committed (INV-5).
-    pub async fn check_packs_present(&self, index: &Index, reused: &HashSet<BlobId>) -> Result<()> {
+    /// already stored before this run), and every pack in `stored` (this run's own), is still
+    /// in the store. A pack that vanished while the backup ran fails it with exit 13 and
+    /// nothing is committed (INV-5).
+    pub async fn check_packs_present(
+        &self,
+        index: &Index,
+        reused: &HashSet<BlobId>,
+        stored: &[PackId],
+    ) -> Result<()> {
         let mut needed: BTreeMap<PackId, usize> = BTreeMap::new();
         for b in reused {
             if let Some(loc) = index.get(b) {
                 *needed.entry(index.pack(loc.pack).0).or_default() += 1;
             }
+        }
+        for p in stored {
+            needed.entry(*p).or_default();
         }
         if needed.is_empty() {
             return Ok(());
@@ -194,10 +203,15 @@ impl Repository {
             return Err(Error::integrity(
                 format!("pack {p}"),
                 format!(
-                    "vanished while the backup ran ({} missing pack(s); this one holds {n} blob(s) \
-                     the new snapshot needs); nothing was committed — run the backup again: it \
-                     stores again what the source still has",
-                    missing.len()
+                    "vanished while the backup ran ({} missing pack(s); the new snapshot needs \
+                     {}); nothing was committed — run the backup again: it stores again what \
+                     the source still has",
+                    missing.len(),
+                    if **n > 0 {
+                        format!("{n} blob(s) stored in it before this run")
+                    } else {
+                        "it: this run stored it".to_string()
+                    }
                 ),
             ));
         }

@@ -130,11 +130,15 @@ fn the_commit_check_refuses_a_snapshot_over_a_vanished_pack() {
             .filter(|(i, _)| *i != pos)
             .flat_map(|(_, es)| es.iter().map(|e| e.id))
             .collect();
-        repo.check_packs_present(&index, &in_gone).await.unwrap();
+        repo.check_packs_present(&index, &in_gone, &[])
+            .await
+            .unwrap();
         std::fs::remove_file(&gone).unwrap();
-        repo.check_packs_present(&index, &elsewhere).await.unwrap();
+        repo.check_packs_present(&index, &elsewhere, &[])
+            .await
+            .unwrap();
         let e = repo
-            .check_packs_present(&index, &in_gone)
+            .check_packs_present(&index, &in_gone, &[])
             .await
             .unwrap_err();
         assert_eq!(e.exit_code(), lifeboat::ExitCode::Integrity);
@@ -142,6 +146,13 @@ fn the_commit_check_refuses_a_snapshot_over_a_vanished_pack() {
             e.to_string().contains("vanished while the backup ran"),
             "{e}"
         );
+        // A pack this run stored itself is checked as well.
+        let own = index.packs()[pos].0;
+        let e = repo
+            .check_packs_present(&index, &Default::default(), &[own])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("this run stored it"), "{e}");
     });
 }
 
