@@ -21,7 +21,7 @@ use futures::stream::{self, StreamExt};
 use super::index::{Index, IndexFile, IndexPack};
 use super::snapshot::Snapshot;
 use super::tree::{Node, NodeKind, Tree};
-use super::{parse_pack_key, ObjectKind, Repository};
+use super::{pack_key, parse_pack_key, ObjectKind, Repository};
 use crate::ids::{BlobId, IndexId, PackId, SnapshotId};
 use crate::{Error, Result};
 
@@ -127,6 +127,15 @@ impl Repository {
                 }
             }
         }
+        // A listing can be incomplete (T10: a paginated LIST cut short): only a pack that a
+        // HEAD confirms gone counts as lost.
+        let unlisted: Vec<PackId> = lost.iter().copied().collect();
+        for id in unlisted {
+            if self.store.head(&pack_key(&id)).await?.is_some() {
+                tracing::warn!(pack = %id, "the store's listing left out a pack that exists; not treating it as lost");
+                lost.remove(&id);
+            }
+        }
         if !lost.is_empty() {
             rec.lost = lost.iter().copied().collect();
             rec.lost.sort();
@@ -197,8 +206,13 @@ impl Repository {
             .into_iter()
             .filter_map(|i| parse_pack_key(&i.key))
             .collect();
-        let missing: Vec<(&PackId, &usize)> =
-            needed.iter().filter(|(p, _)| !listed.contains(p)).collect();
+        let mut missing: Vec<(&PackId, &usize)> = Vec::new();
+        for (p, n) in needed.iter().filter(|(p, _)| !listed.contains(p)) {
+            // Confirmed by HEAD: a listing cut short must not fail a good backup (T10).
+            if self.store.head(&pack_key(p)).await?.is_none() {
+                missing.push((p, n));
+            }
+        }
         if let Some((p, n)) = missing.first() {
             return Err(Error::integrity(
                 format!("pack {p}"),
@@ -240,6 +254,18 @@ impl Repository {
                         if !listed_ids.contains(&p.id) {
                             lost.insert(p.id, ());
                         }
+                    }
+                }
+                for id in lost.keys() {
+                    if self.store.head(&pack_key(id)).await?.is_some() {
+                        return Err(Error::integrity(
+                            format!("{} listing", self.store.describe()),
+                            format!(
+                                "pack {id} exists but the listing of data/ left it out; \
+                                 refusing to rebuild the index from an incomplete listing \
+                                 (nothing was changed) — run repair again later"
+                            ),
+                        ));
                     }
                 }
                 out.lost = lost.into_keys().collect();

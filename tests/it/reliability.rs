@@ -646,3 +646,98 @@ fn names_and_symlink_targets_that_are_not_utf8_restore_exactly() {
     assert_eq!(out["summary"]["files_changed"], 0, "{out}");
     s.ok(&["verify", "--read-data"]);
 }
+
+/// A store whose listing of `data/` leaves out one key (T10: a paginated LIST cut short).
+#[derive(Debug)]
+struct Hiding {
+    inner: lifeboat::store::DynStore,
+    hidden: String,
+}
+
+#[async_trait::async_trait]
+impl lifeboat::store::Store for Hiding {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn backend(&self) -> lifeboat::store::Backend {
+        self.inner.backend()
+    }
+    async fn get(&self, key: &str) -> lifeboat::store::StoreResult<bytes::Bytes> {
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> lifeboat::store::StoreResult<bytes::Bytes> {
+        self.inner.get_range(key, offset, len).await
+    }
+    async fn put(&self, key: &str, data: bytes::Bytes) -> lifeboat::store::StoreResult<()> {
+        self.inner.put(key, data).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> lifeboat::store::StoreResult<Vec<lifeboat::store::ObjectInfo>> {
+        let mut l = self.inner.list(prefix).await?;
+        l.retain(|i| i.key != self.hidden);
+        Ok(l)
+    }
+    async fn delete(&self, key: &str) -> lifeboat::store::StoreResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> lifeboat::store::StoreResult<Option<lifeboat::store::ObjectInfo>> {
+        self.inner.head(key).await
+    }
+    async fn probe(&self) -> lifeboat::store::health::HealthReport {
+        self.inner.probe().await
+    }
+}
+
+/// Issue 16.1 with T10: a listing that leaves out a pack that exists does not make healing
+/// drop it from the index, nor fail the commit check, and repair refuses to rebuild from it.
+#[test]
+fn an_incomplete_listing_is_not_taken_for_a_lost_pack() {
+    let s = Scratch::new();
+    s.init();
+    small_packs(&s);
+    let src = s.path("src");
+    make_tree(&src, 26, 20, 200_000);
+    s.ok(&["backup", src.to_str().unwrap()]);
+    let pack = data_only_pack(&s);
+    let key = pack
+        .strip_prefix(&s.repo)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let index_files = || list_files(&s.repo.join("index"));
+    let before = index_files();
+    rt().block_on(async {
+        let local: lifeboat::store::DynStore =
+            Arc::new(lifeboat::store::local::LocalStore::new(&s.repo));
+        let store: lifeboat::store::DynStore = Arc::new(Hiding {
+            inner: local,
+            hidden: key.clone(),
+        });
+        let repo = lifeboat::repo::Repository::open(store, PASSWORD.as_bytes())
+            .await
+            .unwrap();
+        let (index, rec) = repo.load_index_reconciled().await.unwrap();
+        assert!(rec.lost.is_empty(), "{:?}", rec.lost);
+        assert!(rec.rewritten.is_empty());
+        let all: std::collections::HashSet<_> = index.blob_ids().copied().collect();
+        repo.check_packs_present(&index, &all, &[]).await.unwrap();
+        let e = repo
+            .rebuild_index(&indicatif::ProgressBar::hidden())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("incomplete listing"), "{e}");
+    });
+    assert_eq!(index_files(), before, "nothing was rewritten");
+    s.ok(&["verify", "--read-data"]);
+}
