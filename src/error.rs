@@ -184,14 +184,10 @@ impl CatalogError {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A local file operation failed. A full disk stays an `Io` error naming the path (exit
+    /// 15), so the hint speaks of that path's file system — a restore target, a drill's
+    /// directory — not of the repository's.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        if source.raw_os_error() == Some(libc::ENOSPC)
-            || source.raw_os_error() == Some(libc::EDQUOT)
-        {
-            return Error::Store(StoreError::NoSpace {
-                key: path.into().display().to_string(),
-            });
-        }
         Error::Io {
             op,
             path: path.into(),
@@ -224,7 +220,9 @@ impl Error {
             Error::Locked { .. } | Error::LockLost { .. } => ExitCode::Locked,
             Error::Integrity { .. } | Error::DamagedBeforeUpload { .. } => ExitCode::Integrity,
             Error::Store(e) => e.exit_code(),
-            Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+            Error::Io { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) =>
+            {
                 ExitCode::NoSpace
             }
             Error::SourceFailed { .. } => ExitCode::SourceFailed,
@@ -254,8 +252,18 @@ impl Error {
             Error::DamagedBeforeUpload { .. } => {
                 "the repository is unchanged: run the backup again; if this recurs, test this machine's memory and CPU (e.g. memtester, stress-ng)".into()
             }
+            // A damaged config: its message says what to put back.
+            Error::Integrity { object, .. } if object.ends_with("config") => return None,
             Error::Integrity { .. } => {
                 "run `lifeboat verify --read-data` to list every damaged object; restore from another region if one has a good copy".into()
+            }
+            Error::Io { path, source, .. }
+                if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) =>
+            {
+                format!(
+                    "free space on the file system that holds {} (or raise its quota), then run again",
+                    path.display()
+                )
             }
             Error::SourceFailed { cause, .. } => return cause.hint().map(str::to_string),
             Error::Store(e) => return e.hint(),

@@ -8,6 +8,7 @@ mod drill_cmds;
 pub mod output;
 mod plan_cmds;
 mod region_cmds;
+mod repair_cmds;
 mod repo_cmds;
 mod restore_cmds;
 mod retention_cmds;
@@ -160,6 +161,11 @@ pub enum Command {
     Sync(region_cmds::SyncArgs),
     /// Check that every destination is reachable, and readable, writable and deletable
     Healthcheck(region_cmds::HealthcheckArgs),
+    /// Rebuild the index from the packs and find the snapshots that point at lost data
+    /// (exit 13 while any does); --rewrite-snapshots keeps what remains of them
+    Repair(repair_cmds::RepairArgs),
+    /// Remove stale locks (expired, or left by a process of this host that no longer runs)
+    Unlock(repair_cmds::UnlockArgs),
     /// Generate realistic sample data (used by the demo and the benchmarks)
     #[command(hide = true)]
     GenData(tools_cmds::GenDataArgs),
@@ -200,7 +206,17 @@ pub fn main() -> i32 {
     };
     let cancel = Cancel::new();
     rt.spawn(watch_signals(cancel.clone()));
-    let result = rt.block_on(run(cli, cancel));
+    quiet_broken_pipe_panics();
+    // A reader that went away (`lifeboat ls latest | head`) ends the command quietly: the
+    // print that hit EPIPE unwinds to here (dropping locks on the way), and the exit code is
+    // 0 like ripgrep's — the work was done, only its output had nobody left to read it.
+    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(run(cli, cancel))
+    })) {
+        Ok(r) => r,
+        Err(p) if is_broken_pipe(p.as_ref()) => Ok(ExitCode::Ok),
+        Err(p) => std::panic::resume_unwind(p),
+    };
     let code = match result {
         Ok(code) => code,
         Err(e) => {
@@ -260,6 +276,8 @@ async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
         BenchPipeline(a) => tools_cmds::bench_pipeline(a),
         Sync(a) => region_cmds::sync(ctx, a).await,
         Healthcheck(a) => region_cmds::healthcheck(ctx, a).await,
+        Repair(a) => repair_cmds::repair(ctx, a).await,
+        Unlock(a) => repair_cmds::unlock(ctx, a).await,
     }
 }
 
@@ -436,6 +454,27 @@ fn init_logging(g: &Global) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.without_time().with_target(false).init(),
     }
+}
+
+/// Whether a panic payload is std's "failed printing to stdout: Broken pipe".
+fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let msg = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    msg.contains("failed printing to std") && msg.contains("Broken pipe")
+}
+
+/// Keeps the panic message of a print into a closed pipe off stderr (see `main`); every
+/// other panic is reported as usual.
+fn quiet_broken_pipe_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_broken_pipe(info.payload()) {
+            default(info);
+        }
+    }));
 }
 
 /// Key material must never land in a core dump (SR-9).

@@ -195,6 +195,7 @@ fn render_paths_backup(ctx: &Ctx, b: &PathsBackup) -> ExitCode {
             "warnings": report.warnings,
             "partial": report.partial,
             "packs_adopted": report.packs_adopted,
+            "packs_lost": report.packs_lost,
             "blobs_resealed": report.blobs_resealed,
             "catalog_recorded": b.catalog_warnings.is_empty(),
             "catalog_warnings": b.catalog_warnings,
@@ -225,6 +226,13 @@ fn render_paths_backup(ctx: &Ctx, b: &PathsBackup) -> ExitCode {
             println!(
                 "reused:     {} packs left by an interrupted run",
                 report.packs_adopted
+            );
+        }
+        if !report.packs_lost.is_empty() {
+            println!(
+                "healed:     {} packs were missing from the repository; what this source still \
+                 has was stored again (`lifeboat repair` finds snapshots that still need them)",
+                report.packs_lost.len()
             );
         }
         if report.blobs_resealed > 0 {

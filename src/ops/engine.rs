@@ -38,6 +38,9 @@ pub struct SnapshotReport {
     pub warnings: Vec<String>,
     pub partial: bool,
     pub packs_adopted: usize,
+    /// Packs the index listed that the store had lost; dropped from the index and their
+    /// blobs stored again where the source still had them (T13).
+    pub packs_lost: Vec<crate::ids::PackId>,
     /// Blobs found damaged by the verification before upload and sealed again (T27).
     pub blobs_resealed: u64,
 }
@@ -71,8 +74,12 @@ async fn snapshot_locked(
 ) -> Result<SnapshotReport> {
     let started = Utc::now();
     let clock = Instant::now();
-    let mut index = repo.load_index().await?;
-    let packs_adopted = repo.adopt_unindexed_packs(&mut index).await?;
+    repo.sweep_leftovers().await;
+    // Packs an interrupted run left are adopted; packs the index lists but the store lost are
+    // dropped from it, so this run stores their blobs again where the source still has them.
+    let (index, reconciled) = repo.load_index_reconciled().await?;
+    let packs_adopted = reconciled.adopted;
+    let packs_lost = reconciled.lost;
     let host = opts.host.clone().unwrap_or_else(hostname);
 
     let probe = Snapshot {
@@ -112,6 +119,7 @@ async fn snapshot_locked(
 
     let repo2 = repo.clone();
     let index = Arc::new(index);
+    let index2 = index.clone();
     let rt = tokio::runtime::Handle::current();
     let src = std::mem::replace(source, Box::new(NoSource));
     let (src, outcome) = tokio::task::spawn_blocking(move || {
@@ -132,17 +140,30 @@ async fn snapshot_locked(
         let out = src.run(&mut ctx, parent_tree.as_ref());
         let (summary, warnings, partial) = (ctx.summary, ctx.warnings, ctx.partial);
         ctx.progress.finish_and_clear();
+        let reused = pipe.take_reused();
         let res = out.and_then(|o| {
             pipe.finish()
-                .map(|stats| (o, stats, summary, warnings, partial))
+                .map(|stats| (o, stats, summary, warnings, partial, reused))
         });
         (src, res)
     })
     .await
     .map_err(|e| Error::Other(format!("backup thread failed: {e}")))?;
     *source = src;
-    let (out, stats, mut summary, warnings, partial) = outcome?;
+    let (out, stats, mut summary, mut warnings, partial, reused) = outcome?;
 
+    // Never commit over missing data: the packs this snapshot reuses are still there.
+    repo.check_packs_present(&index2, &reused, &stats.stored_packs)
+        .await?;
+    if !packs_lost.is_empty() {
+        warnings.push(format!(
+            "{} pack(s) listed in the index were missing from the repository (first: {}); \
+             their data was stored again where this source still has it — other snapshots \
+             that needed them may still be damaged: run `lifeboat repair` to find them",
+            packs_lost.len(),
+            packs_lost[0]
+        ));
+    }
     lock.check()?;
     summary.blobs_added = stats.blobs_added;
     summary.bytes_added = stats.bytes_added;
@@ -184,6 +205,7 @@ async fn snapshot_locked(
         warnings,
         partial,
         packs_adopted,
+        packs_lost,
         blobs_resealed: stats.blobs_resealed,
     })
 }

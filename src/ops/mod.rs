@@ -23,6 +23,7 @@ pub mod plans;
 pub mod preflight;
 pub mod prune;
 pub mod record;
+pub mod repair;
 pub mod restore;
 pub mod run_due;
 pub mod snapshots;

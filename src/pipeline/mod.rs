@@ -60,6 +60,8 @@ pub struct PipelineStats {
     pub packs_added: u64,
     /// Blobs sealed again because their verification before upload found them damaged.
     pub blobs_resealed: u64,
+    /// The packs this run stored (checked again before the commit).
+    pub stored_packs: Vec<crate::ids::PackId>,
 }
 
 struct Job {
@@ -134,6 +136,8 @@ struct Shared {
     packs: AtomicU64,
     /// Blobs sealed again because a verification found them damaged (T27).
     resealed: AtomicU64,
+    /// Every pack stored so far.
+    stored: Mutex<Vec<crate::ids::PackId>>,
     /// Plaintext bytes between `add` and the packer (see `IN_FLIGHT_BYTES`).
     in_flight: Mutex<usize>,
     packed: Condvar,
@@ -180,7 +184,12 @@ impl Shared {
 /// Must be driven from a thread outside the tokio runtime (e.g. `spawn_blocking`).
 pub struct Pipeline {
     keys: Arc<Keys>,
+    /// Blobs the index held when the run started.
+    stored: HashSet<BlobId>,
+    /// Blobs added during this run.
     known: HashSet<BlobId>,
+    /// Blobs of `stored` this run used: their packs must still exist at the commit (INV-5).
+    reused: std::cell::RefCell<HashSet<BlobId>>,
     work_tx: Option<crossbeam_channel::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     uploader: Option<tokio::task::JoinHandle<()>>,
@@ -306,7 +315,9 @@ impl Pipeline {
 
         Pipeline {
             keys: repo.keys.clone(),
-            known: index.blob_ids().copied().collect(),
+            stored: index.blob_ids().copied().collect(),
+            known: HashSet::new(),
+            reused: Default::default(),
             work_tx: Some(work_tx),
             threads,
             uploader: Some(uploader),
@@ -339,7 +350,22 @@ impl Pipeline {
 
     /// Whether a blob is already stored (or queued) — used to reuse unchanged files.
     pub fn has(&self, id: &BlobId) -> bool {
-        self.known.contains(id)
+        self.known.contains(id) || self.reuse(id)
+    }
+
+    /// Whether `id` was stored before this run; if so, remembers that this run uses it.
+    fn reuse(&self, id: &BlobId) -> bool {
+        let hit = self.stored.contains(id);
+        if hit {
+            self.reused.borrow_mut().insert(*id);
+        }
+        hit
+    }
+
+    /// The blobs stored before this run that it used (so far): the snapshot depends on their
+    /// packs, which [`crate::repo::Repository::check_packs_present`] checks before the commit.
+    pub fn take_reused(&mut self) -> HashSet<BlobId> {
+        std::mem::take(self.reused.get_mut())
     }
 
     /// Stores a blob unless an identical one exists; returns its id either way.
@@ -352,7 +378,7 @@ impl Pipeline {
     /// Like `add` for a slice; copies only when the blob is new.
     pub fn add_slice(&mut self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
         let id = self.keys.blob_id(data);
-        if !self.known.contains(&id) {
+        if !self.has(&id) {
             self.add_with_id(kind, id, data.to_vec())?;
         }
         Ok(id)
@@ -360,7 +386,7 @@ impl Pipeline {
 
     fn add_with_id(&mut self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
         self.check()?;
-        if !self.known.insert(id) {
+        if self.reuse(&id) || !self.known.insert(id) {
             return Ok(());
         }
         self.stats.blobs_added += 1;
@@ -386,6 +412,7 @@ impl Pipeline {
             bytes_stored: self.shared.bytes_stored.load(Ordering::Relaxed),
             packs_added: self.shared.packs.load(Ordering::Relaxed),
             blobs_resealed: self.shared.resealed.load(Ordering::Relaxed),
+            stored_packs: self.shared.stored.lock().expect("stored packs").clone(),
             ..self.stats.clone()
         }
     }
@@ -441,6 +468,7 @@ async fn upload_loop(
                 Ok(ip) => {
                     shared.bytes_stored.fetch_add(ip.size, Ordering::Relaxed);
                     shared.packs.fetch_add(1, Ordering::Relaxed);
+                    shared.stored.lock().expect("stored packs").push(ip.id);
                     pending.push(ip);
                     if pending.len() >= CHECKPOINT_PACKS {
                         if let Err(e) = repo.save_index(std::mem::take(&mut pending)).await {

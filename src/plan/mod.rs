@@ -63,7 +63,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, PlanError> {
         Ok(r) => r,
         Err(e) => {
             let msg = e.message().to_string();
-            let (key, fix) = syntax_fix(&msg);
+            let (mut key, fix) = syntax_fix(&msg);
+            if key == "(syntax)" && msg.starts_with("invalid ") {
+                // A type or value error: name the key as well as the line.
+                if let Some(k) = e.span().and_then(|s| v.key_at(s.start)) {
+                    key = k;
+                }
+            }
             let line = e.span().map(|s| v.key_line_within(&key, s)).unwrap_or(0);
             v.issues.push(PlanIssue {
                 file: path.to_path_buf(),

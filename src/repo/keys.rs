@@ -111,8 +111,22 @@ impl KeyFile {
             return Ok(None);
         };
         let plain = Zeroizing::new(plain);
-        if plain.len() != 64 || &plain[32..] != repo.as_bytes() {
+        if plain.len() != 64 {
             return Ok(None);
+        }
+        if &plain[32..] != repo.as_bytes() {
+            // The password is right, the repository id is not: `config` was damaged or
+            // swapped, and "wrong password" would send the user looking in the wrong place.
+            return Err(Error::integrity(
+                "config",
+                format!(
+                    "its id {} is not the repository id this key slot belongs to ({}): the \
+                     config file was damaged or replaced — put back the repository's own \
+                     config (from another region or a copy of the repository)",
+                    repo,
+                    hex::encode(&plain[32..])
+                ),
+            ));
         }
         let mut m = [0u8; 32];
         m.copy_from_slice(&plain[..32]);

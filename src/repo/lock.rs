@@ -1,6 +1,9 @@
 //! Repository locks (leases): `locks/<id>` files carrying a random instance id, host, pid,
 //! purpose and expiry. Shared locks (backup, restore, verify) coexist; an exclusive lock
-//! (prune, key removal) excludes everything. A lock past its expiry is stale and ignored.
+//! (prune, key removal, repair) excludes everything. A lock is stale — ignored, and its file
+//! removed by the next locker — when it is past its expiry or when it was taken on this host
+//! by a process that no longer runs (pid and start time, as restic checks);
+//! `lifeboat unlock` removes stale locks on request (`--remove-all`: every lock).
 //! The holder refreshes its lease in the background and learns when it was lost (T19).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,29 +99,47 @@ impl Repository {
 
     async fn check_conflicts(&self, exclusive: bool, own: Option<&ObjectId>) -> Result<()> {
         for (id, lock) in self.list_locks().await? {
-            if Some(&id) == own || lock.expires < Utc::now() {
+            if Some(&id) == own {
+                continue;
+            }
+            if let Some(why) = lock.staleness(Utc::now()) {
+                // Stale locks are not conflicts; their files are removed so they do not pile
+                // up (each one is read and decrypted on every check).
+                tracing::info!(lock = %id, holder = %lock.holder(), why = why.describe(), "removing a stale lock");
+                let _ = self.store.delete(&ObjectKind::Lock.key(&id)).await;
                 continue;
             }
             if exclusive || lock.exclusive {
                 return Err(Error::Locked {
                     location: self.location(),
-                    holder: format!(
-                        "{} lock for {} held by pid {} on {} since {} (expires {})",
-                        if lock.exclusive {
-                            "exclusive"
-                        } else {
-                            "shared"
-                        },
-                        lock.purpose,
-                        lock.pid,
-                        lock.host,
-                        lock.created.format("%Y-%m-%d %H:%M:%S UTC"),
-                        lock.expires.format("%H:%M:%S UTC")
-                    ),
+                    holder: lock.holder(),
                 });
             }
         }
         Ok(())
+    }
+
+    /// `lifeboat unlock`: removes every stale lock (expired, or held by a process of this
+    /// host that no longer runs); with `remove_all`, live ones too.
+    pub async fn remove_stale_locks(&self, remove_all: bool) -> Result<UnlockReport> {
+        let mut report = UnlockReport::default();
+        let now = Utc::now();
+        for (id, lock) in self.list_locks().await? {
+            let why = match lock.staleness(now) {
+                Some(why) => why,
+                None if remove_all => Staleness::Live,
+                None => {
+                    report.kept.push(lock);
+                    continue;
+                }
+            };
+            match self.store.delete(&ObjectKind::Lock.key(&id)).await {
+                Ok(()) => report.removed.push((lock, why)),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(report)
     }
 
     pub async fn list_locks(&self) -> Result<Vec<(ObjectId, LockFile)>> {
@@ -136,6 +157,110 @@ impl Repository {
         }
         Ok(out)
     }
+}
+
+/// Why a lock no longer protects anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staleness {
+    /// Its lease ran out without a refresh.
+    Expired,
+    /// Its holder was a process on this host that no longer runs.
+    DeadProcess,
+    /// Not stale: removed only because `unlock --remove-all` was asked.
+    Live,
+}
+
+impl Staleness {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Staleness::Expired => "its lease expired",
+            Staleness::DeadProcess => "its process no longer runs on this host",
+            Staleness::Live => "it was live (--remove-all)",
+        }
+    }
+    pub fn is_live(self) -> bool {
+        self == Staleness::Live
+    }
+}
+
+/// What `lifeboat unlock` removed and kept.
+#[derive(Debug, Clone, Default)]
+pub struct UnlockReport {
+    pub removed: Vec<(LockFile, Staleness)>,
+    /// Live locks left in place.
+    pub kept: Vec<LockFile>,
+}
+
+impl LockFile {
+    /// Why this lock is stale at `now`, or `None` while it protects its holder: past its
+    /// expiry, or taken on this host by a process that no longer runs (checked like restic:
+    /// by pid, and by the process's start time so a reused pid does not keep it alive).
+    pub fn staleness(&self, now: DateTime<Utc>) -> Option<Staleness> {
+        if self.expires < now {
+            return Some(Staleness::Expired);
+        }
+        if self.host == crate::sys::host::hostname() && !process_alive_since(self.pid, self.created)
+        {
+            return Some(Staleness::DeadProcess);
+        }
+        None
+    }
+
+    /// The holder, for messages.
+    pub fn holder(&self) -> String {
+        format!(
+            "{} lock for {} held by pid {} on {} since {} (expires {})",
+            if self.exclusive {
+                "exclusive"
+            } else {
+                "shared"
+            },
+            self.purpose,
+            self.pid,
+            self.host,
+            self.created.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.expires.format("%H:%M:%S UTC")
+        )
+    }
+}
+
+/// Whether process `pid` of this host runs and started no later than `created` (a process
+/// started after the lock was taken merely reuses a dead holder's pid).
+fn process_alive_since(pid: u32, created: DateTime<Utc>) -> bool {
+    let Ok(pid_t) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid_t <= 0 {
+        return false;
+    }
+    if !crate::sys::process::pid_alive(pid_t) {
+        return false;
+    }
+    match process_start(pid) {
+        // Generous slack: the start time is derived from the boot time, which moves when
+        // the wall clock is stepped; a live holder must never be taken for dead.
+        Some(started) => started <= created + chrono::Duration::seconds(120),
+        None => true,
+    }
+}
+
+/// When process `pid` started, from /proc (Linux); `None` when unknown.
+fn process_start(pid: u32) -> Option<DateTime<Utc>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let ticks: i64 = rest.split(' ').nth(19)?.parse().ok()?;
+    let btime: i64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        return None;
+    }
+    let ms = btime * 1000 + ticks * 1000 / hz as i64;
+    DateTime::from_timestamp_millis(ms)
 }
 
 async fn refresh_loop(

@@ -14,6 +14,7 @@
 //! associated data binding the repository id and object type, stored under the blake3 hash of
 //! its stored bytes. Reads check the hash against the name before decrypting.
 
+pub mod heal;
 pub mod index;
 pub mod keys;
 pub mod lock;
@@ -85,6 +86,69 @@ pub struct Config {
     pub pack_size: u32,
     /// zstd level for blobs.
     pub compression_level: i32,
+}
+
+/// Smallest and largest pack size a repository may use (offsets in a pack are 32-bit).
+pub const PACK_SIZE_RANGE: std::ops::RangeInclusive<u32> = 64 << 10..=512 << 20;
+const MIN_SIZE_RANGE: std::ops::RangeInclusive<u32> = 64..=1 << 20;
+const AVG_SIZE_RANGE: std::ops::RangeInclusive<u32> = 256..=4 << 20;
+const MAX_SIZE_RANGE: std::ops::RangeInclusive<u32> = 1024..=16 << 20;
+
+impl ChunkerParams {
+    /// The first parameter out of its range, as (key, value, what is allowed).
+    fn out_of_range(&self) -> Option<(&'static str, i64, String)> {
+        let r = |r: &std::ops::RangeInclusive<u32>| format!("{}–{}", r.start(), r.end());
+        if !MIN_SIZE_RANGE.contains(&self.min_size) {
+            return Some(("chunker.min_size", self.min_size.into(), r(&MIN_SIZE_RANGE)));
+        }
+        if !AVG_SIZE_RANGE.contains(&self.avg_size) {
+            return Some(("chunker.avg_size", self.avg_size.into(), r(&AVG_SIZE_RANGE)));
+        }
+        if !MAX_SIZE_RANGE.contains(&self.max_size) {
+            return Some(("chunker.max_size", self.max_size.into(), r(&MAX_SIZE_RANGE)));
+        }
+        if self.min_size > self.avg_size {
+            return Some((
+                "chunker.min_size",
+                self.min_size.into(),
+                format!("at most chunker.avg_size ({})", self.avg_size),
+            ));
+        }
+        if self.avg_size > self.max_size {
+            return Some((
+                "chunker.avg_size",
+                self.avg_size.into(),
+                format!("at most chunker.max_size ({})", self.max_size),
+            ));
+        }
+        None
+    }
+}
+
+impl Config {
+    /// The first value out of its range, as (key, value, what is allowed) — SR-17: a damaged
+    /// or hand-edited config must not reach the chunker or the packer (a zero average chunk
+    /// size indexes out of bounds; tiny packs flood the store).
+    pub fn out_of_range(&self) -> Option<(&'static str, i64, String)> {
+        if let Some(bad) = self.chunker.out_of_range() {
+            return Some(bad);
+        }
+        if !PACK_SIZE_RANGE.contains(&self.pack_size) {
+            return Some((
+                "pack_size",
+                self.pack_size.into(),
+                format!("{}–{}", PACK_SIZE_RANGE.start(), PACK_SIZE_RANGE.end()),
+            ));
+        }
+        if !(0..=MAX_COMPRESSION_LEVEL).contains(&self.compression_level) {
+            return Some((
+                "compression_level",
+                self.compression_level.into(),
+                format!("0–{MAX_COMPRESSION_LEVEL}"),
+            ));
+        }
+        None
+    }
 }
 
 /// Options for `init`.
@@ -197,8 +261,19 @@ pub async fn read_config(store: &DynStore) -> Result<Config> {
             supported: FORMAT_VERSION,
         });
     }
-    serde_json::from_value(v)
-        .map_err(|e| Error::integrity(format!("{}/config", store.describe()), e))
+    let config: Config = serde_json::from_value(v)
+        .map_err(|e| Error::integrity(format!("{}/config", store.describe()), e))?;
+    if let Some((key, value, allowed)) = config.out_of_range() {
+        return Err(Error::integrity(
+            format!("{}/config", store.describe()),
+            format!(
+                "{key} = {value} is out of range (allowed: {allowed}); the file was damaged or \
+                 edited by hand — put back the value it was created with (a copy of `config` \
+                 from another region or an older backup of the repository)"
+            ),
+        ));
+    }
+    Ok(config)
 }
 
 impl Repository {
@@ -210,14 +285,6 @@ impl Repository {
             });
         }
         let c = opts.chunker;
-        let sane = (64..=1 << 20).contains(&c.min_size)
-            && (256..=4 << 20).contains(&c.avg_size)
-            && (1024..=16 << 20).contains(&c.max_size)
-            && c.min_size <= c.avg_size
-            && c.avg_size <= c.max_size;
-        if !sane {
-            return Err(Error::Usage(format!("invalid chunker parameters {c:?}")));
-        }
         let level = opts.compression_level.unwrap_or(DEFAULT_COMPRESSION_LEVEL);
         if !(0..=MAX_COMPRESSION_LEVEL).contains(&level) {
             return Err(Error::Usage(format!(
@@ -232,6 +299,11 @@ impl Repository {
             pack_size: opts.pack_size.unwrap_or(8 << 20),
             compression_level: level,
         };
+        if let Some((key, value, allowed)) = config.out_of_range() {
+            return Err(Error::Usage(format!(
+                "{key} = {value} is out of range (allowed: {allowed})"
+            )));
+        }
         let master = MasterKey::generate();
         let kdf = opts.kdf;
         let id = config.id;
@@ -314,6 +386,19 @@ impl Repository {
         Err(Error::WrongPassword {
             location: store.describe(),
         })
+    }
+
+    /// Sweeps what killed writers left in the store (temp files no live writer owns, T01),
+    /// off the async threads; returns how many were removed.
+    pub async fn sweep_leftovers(&self) -> usize {
+        let store = self.store.clone();
+        let n = tokio::task::spawn_blocking(move || store.sweep_leftovers())
+            .await
+            .unwrap_or(0);
+        if n > 0 {
+            tracing::info!(files = n, store = %self.store.describe(), "removed temp files left by interrupted writes");
+        }
+        n
     }
 
     pub fn location(&self) -> String {
@@ -492,16 +577,7 @@ impl Repository {
     // ----- index ----------------------------------------------------------------------
 
     pub async fn load_index(&self) -> Result<Index> {
-        let ids = self.list_ids(ObjectKind::Index).await?;
-        let files: Vec<(IndexId, IndexFile)> = stream::iter(ids)
-            .map(|id| async move {
-                self.load_json::<IndexFile>(ObjectKind::Index, &id)
-                    .await
-                    .map(|f| (id, f))
-            })
-            .buffer_unordered(LOAD_CONCURRENCY)
-            .try_collect()
-            .await?;
+        let files = self.load_index_files().await?;
         let mut index = Index::default();
         for (id, f) in &files {
             index.add_file(*id, f);
@@ -568,32 +644,14 @@ impl Repository {
     /// Finds packs in `data/` that no index lists (a run was killed after storing them but
     /// before its index checkpoint), and indexes them so their blobs are reused.
     pub async fn adopt_unindexed_packs(&self, index: &mut Index) -> Result<usize> {
-        let listed = self.store.list("data/").await?;
-        let mut adopted = Vec::new();
-        for info in listed {
-            let Some(id) = parse_pack_key(&info.key) else {
-                continue;
-            };
-            if index.has_pack(&id) {
-                continue;
-            }
-            match self.read_pack_header(&id, info.size).await {
-                Ok(entries) => adopted.push(IndexPack::new(id, info.size, &entries)),
-                Err(e) => {
-                    tracing::warn!(pack = %id, error = %e, "unindexed pack is unreadable; ignoring it")
-                }
-            }
-        }
-        let n = adopted.len();
-        if n > 0 {
-            for p in &adopted {
-                index.add_pack(p);
-            }
-            let id = self.save_index(adopted).await?;
-            index.files.push(id);
-            tracing::info!(packs = n, "adopted packs left by an interrupted run");
-        }
-        Ok(n)
+        let listed = self
+            .store
+            .list("data/")
+            .await?
+            .into_iter()
+            .filter_map(|i| parse_pack_key(&i.key).map(|id| (id, i.size)))
+            .collect();
+        self.adopt_listed(index, &listed).await
     }
 
     // ----- blobs, trees, snapshots -------------------------------------------------------

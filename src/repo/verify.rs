@@ -106,6 +106,14 @@ pub async fn verify(
     cancel: Cancel,
 ) -> Result<VerifyReport> {
     let mut r = VerifyReport::default();
+    let swept = repo.sweep_leftovers().await;
+    if swept > 0 {
+        r.push(
+            Severity::Info,
+            repo.location(),
+            format!("removed {swept} temp file(s) left by interrupted writes"),
+        );
+    }
 
     // Snapshots first, then indexes (INV-2): a snapshot is committed only after every index
     // it needs, so each snapshot listed now is covered by the indexes loaded next. Listed
@@ -113,13 +121,28 @@ pub async fn verify(
     // pointing at blobs no index has — a false integrity alarm on a healthy repository.
     let snapshot_ids = repo.list_ids(ObjectKind::Snapshot).await?;
 
-    // Index files, one by one so a damaged one is a finding, not an abort.
+    // Index files, one by one so a damaged one is a finding, not an abort. One listed but
+    // gone when read was replaced meanwhile (a backup healing a lost pack writes the new file
+    // first): the listing is read again, once.
     let mut index = Index::default();
-    for id in repo.list_ids(ObjectKind::Index).await? {
-        match repo.load_json::<IndexFile>(ObjectKind::Index, &id).await {
-            Ok(f) => index.add_file(id, &f),
-            Err(e) => r.push(Severity::Error, format!("index/{id}"), e.to_string()),
+    let mut findings = Vec::new();
+    for attempt in 0..2 {
+        index = Index::default();
+        findings.clear();
+        let mut replaced = false;
+        for id in repo.list_ids(ObjectKind::Index).await? {
+            match repo.load_json::<IndexFile>(ObjectKind::Index, &id).await {
+                Ok(f) => index.add_file(id, &f),
+                Err(crate::Error::Store(e)) if e.is_not_found() && attempt == 0 => replaced = true,
+                Err(e) => findings.push((format!("index/{id}"), e.to_string())),
+            }
         }
+        if !replaced {
+            break;
+        }
+    }
+    for (object, message) in findings {
+        r.push(Severity::Error, object, message);
     }
     r.index_files = index.files.len();
 

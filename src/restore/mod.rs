@@ -112,11 +112,13 @@ fn prepare_target(target: &Path) -> Result<bool> {
     }
 }
 
-fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+fn check_name(node: &Node) -> Result<()> {
+    let name = node.name_bytes();
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
         return Err(Error::integrity(
             "tree",
-            format!("invalid entry name {name:?}"),
+            format!("invalid entry name {:?}", node.name),
         ));
     }
     Ok(())
@@ -157,8 +159,8 @@ async fn restore_into(
                 .await?;
         for (rel, tree_id, tree) in level {
             for node in tree.nodes {
-                check_name(&node.name)?;
-                let path = rel.join(&node.name);
+                check_name(&node)?;
+                let path = rel.join(node.os_name());
                 match node.kind {
                     NodeKind::Dir => {
                         let sub = node.subtree.ok_or_else(|| {
@@ -248,28 +250,60 @@ async fn restore_into(
     progress.set_length(total);
     progress.inc(holes);
 
-    // 3. Fetch, verify and write, several packs at once.
+    // 3. Fetch, verify and write, several packs at once. The first failure stops the others,
+    // but every pack task — and the blocking writer inside it — is awaited before the error
+    // is returned: the caller removes the staging directory next, and a writer still running
+    // then would leave a half-restored tree behind it (and the retry a "not empty" target).
     let files = Arc::new(files);
     let staging_arc: Arc<Path> = Arc::from(staging);
+    let stop = Cancel::new();
+    let first_error: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
     let written: u64 = stream::iter(plan)
         .map(|(pos, blobs)| {
-            let (repo, index, files, staging, progress, cancel) = (
+            let (repo, index, files, staging, progress, cancel, stop) = (
                 repo.clone(),
                 index.clone(),
                 files.clone(),
                 staging_arc.clone(),
                 progress.clone(),
                 cancel.clone(),
+                stop.clone(),
             );
+            let first_error = &first_error;
             async move {
-                cancel.check()?;
-                let (pack, size) = index.pack(pos);
-                restore_pack(&repo, pack, size, blobs, files, staging, progress).await
+                if stop.is_cancelled() {
+                    return 0;
+                }
+                let halt = Halt {
+                    cancel: cancel.clone(),
+                    stop: stop.clone(),
+                };
+                let res = match cancel.check() {
+                    Ok(()) => {
+                        let (pack, size) = index.pack(pos);
+                        restore_pack(&repo, pack, size, blobs, files, staging, progress, halt).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match res {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // Errors of packs stopped because another failed are not the cause.
+                        if !stop.is_cancelled() {
+                            first_error.lock().expect("error slot").get_or_insert(e);
+                        }
+                        stop.cancel();
+                        0
+                    }
+                }
             }
         })
         .buffer_unordered(PACK_CONCURRENCY)
-        .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
-        .await?;
+        .fold(0u64, |acc, n| async move { acc + n })
+        .await;
+    if let Some(e) = first_error.into_inner().expect("error slot") {
+        return Err(e);
+    }
     report.bytes = written + holes;
     cancel.check()?;
 
@@ -288,7 +322,7 @@ async fn restore_into(
     }
     for (rel, node) in &symlinks {
         let p = staging.join(rel);
-        let t = node.target.as_deref().unwrap_or_default();
+        let t = node.os_target().unwrap_or_default();
         std::os::unix::fs::symlink(t, &p).map_err(|e| Error::io("symlink", &p, e))?;
         if root {
             let _ = std::os::unix::fs::lchown(&p, Some(node.uid), Some(node.gid));
@@ -316,9 +350,27 @@ async fn restore_into(
     Ok(report)
 }
 
+/// Why a pack's writer stops early: the run was cancelled, or another pack failed.
+#[derive(Clone)]
+struct Halt {
+    cancel: Cancel,
+    stop: Cancel,
+}
+
+impl Halt {
+    fn check(&self) -> Result<()> {
+        // Interrupted, so no fallback region is tried for a pack stopped this way.
+        if self.stop.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        self.cancel.check()
+    }
+}
+
 /// Restores the blobs of one pack; when it fails to read or verify and the repository has
 /// fallback regions (`--allow-fallback`), the whole pack is read again from the next region
 /// (writes are positional, so blobs written from the bad copy are simply overwritten).
+#[allow(clippy::too_many_arguments)]
 async fn restore_pack(
     repo: &Repository,
     pack: PackId,
@@ -327,6 +379,7 @@ async fn restore_pack(
     files: Arc<Vec<FileEntry>>,
     staging: Arc<Path>,
     progress: ProgressBar,
+    halt: Halt,
 ) -> Result<u64> {
     let first = match restore_pack_from(
         repo,
@@ -337,6 +390,7 @@ async fn restore_pack(
         files.clone(),
         staging.clone(),
         progress.clone(),
+        halt.clone(),
     )
     .await
     {
@@ -354,6 +408,7 @@ async fn restore_pack(
             files.clone(),
             staging.clone(),
             progress.clone(),
+            halt.clone(),
         )
         .await
         {
@@ -369,7 +424,6 @@ async fn restore_pack(
     }
     Err(first)
 }
-
 #[allow(clippy::too_many_arguments)]
 async fn restore_pack_from(
     repo: &Repository,
@@ -380,6 +434,7 @@ async fn restore_pack_from(
     files: Arc<Vec<FileEntry>>,
     staging: Arc<Path>,
     progress: ProgressBar,
+    halt: Halt,
 ) -> Result<u64> {
     let key = pack_key(&pack);
     let missing = |e: StoreError| match e {
@@ -437,8 +492,10 @@ async fn restore_pack_from(
         // Multi-blob files stay open while this pack's blobs are written into them.
         let mut open: HashMap<usize, (std::fs::File, Option<std::fs::File>)> = HashMap::new();
         let (mut body, mut plain) = (Vec::new(), Vec::new());
+        let mut holes: Vec<(u64, u64)> = Vec::new();
         let mut i = 0;
         while i < places.len() {
+            halt.check()?;
             let (fi, start, pi) = places[i];
             let fe = &files[fi];
             let p = || staging.join(&fe.path);
@@ -473,10 +530,12 @@ async fn restore_pack_from(
                     Some(slot) => {
                         pack::open_blob_to(&repo.keys, repo.id(), entry, sealed, &mut body, slot)
                             .map_err(|e| in_pack(pack, entry, e))?;
+                        zero_runs(slot, end, &mut holes);
                         range.commit(len).map_err(wr)?;
                     }
                     None => {
                         let data = open_in_pack(&repo, pack, entry, sealed, &mut body, &mut plain)?;
+                        zero_runs(data, end, &mut holes);
                         range.write(data).map_err(wr)?;
                     }
                 }
@@ -485,6 +544,11 @@ async fn restore_pack_from(
                 i += 1;
             }
             range.finish().map_err(wr)?;
+            // Zero runs inside blobs become holes (a sparse file's blocks of zeros that did
+            // not fill a whole chunk): written, then given back to the file system.
+            for (off, len) in holes.drain(..) {
+                punch_hole(file, off, len).map_err(|e| Error::io("punch a hole in", p(), e))?;
+            }
             written += end - start;
         }
         Ok(written)
@@ -518,6 +582,67 @@ fn open_in_pack<'a>(
         .map_err(|e| in_pack(pack, entry, e))
 }
 
+/// File-system page: holes are whole, aligned pages.
+const PAGE: u64 = 4096;
+/// Shorter zero runs stay written: punching every stray zero page of a database file would
+/// only fragment it.
+const MIN_HOLE: u64 = 32 * 1024;
+
+/// Appends to `out` the runs of whole zero pages (at least [`MIN_HOLE`] long, aligned to
+/// file offsets) of `data`, which lies at file offset `offset`.
+fn zero_runs(data: &[u8], offset: u64, out: &mut Vec<(u64, u64)>) {
+    if (data.len() as u64) < MIN_HOLE {
+        return;
+    }
+    let end = offset + data.len() as u64;
+    let mut page = offset.div_ceil(PAGE) * PAGE;
+    let mut run: Option<u64> = None;
+    let zero = |at: u64| {
+        let i = (at - offset) as usize;
+        data[i..i + PAGE as usize].iter().all(|&b| b == 0)
+    };
+    let mut close = |run: &mut Option<u64>, at: u64| {
+        if let Some(start) = run.take() {
+            if at - start >= MIN_HOLE {
+                out.push((start, at - start));
+            }
+        }
+    };
+    while page + PAGE <= end {
+        if zero(page) {
+            run.get_or_insert(page);
+        } else {
+            close(&mut run, page);
+        }
+        page += PAGE;
+    }
+    close(&mut run, page);
+}
+
+/// Deallocates `len` bytes at `offset` (they read as zeros; the length stays).
+fn punch_hole(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate on an open descriptor with in-range offsets.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    // A file system without holes keeps the zeros written: the content is the same.
+    if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     (unsafe { libc::geteuid() }) == 0
@@ -530,13 +655,18 @@ fn node_mtime(node: &Node) -> filetime::FileTime {
     )
 }
 
-/// Creates a one-blob file with its content, then owner, mode and mtime, all through the
-/// one descriptor. Truncates, so a pack re-read from a fallback region simply rewrites it.
+/// Creates a one-blob file with its content (long zero runs punched out as holes), then
+/// owner, mode and mtime, all through the one descriptor. Truncates, so a pack re-read from a fallback region simply rewrites it.
 fn write_whole_file(p: &Path, node: &Node, data: &[u8], root: bool) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let mut f = std::fs::File::create(p).map_err(|e| Error::io("create", p, e))?;
     f.write_all(data).map_err(|e| Error::io("write", p, e))?;
+    let mut holes = Vec::new();
+    zero_runs(data, 0, &mut holes);
+    for (off, len) in holes {
+        punch_hole(&f, off, len).map_err(|e| Error::io("punch a hole in", p, e))?;
+    }
     if root {
         std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid))
             .map_err(|e| Error::io("chown", p, e))?;
@@ -669,4 +799,29 @@ pub fn count_files(dir: &Path) -> u64 {
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_runs_are_whole_aligned_pages_of_at_least_min_hole() {
+        let mut data = vec![1u8; 256 * 1024];
+        // Zeros from 10_000 to 150_000 in the blob, which starts at file offset 100.
+        data[10_000..150_000].fill(0);
+        // A short run: too small to punch.
+        data[200_000..210_000].fill(0);
+        let mut out = Vec::new();
+        zero_runs(&data, 100, &mut out);
+        // The first whole zero page at or after file offset 10_100 is 12_288; the run ends
+        // at the last whole page before file offset 150_100.
+        assert_eq!(out, vec![(12_288, 147_456 - 12_288)]);
+        let mut none = Vec::new();
+        zero_runs(&[0u8; 16 * 1024], 0, &mut none);
+        assert!(none.is_empty());
+        let mut all = Vec::new();
+        zero_runs(&vec![0u8; 64 * 1024], 0, &mut all);
+        assert_eq!(all, vec![(0, 64 * 1024)]);
+    }
 }

@@ -87,6 +87,8 @@ fn node_from(name: String, kind: NodeKind, m: &Metadata) -> Node {
         content: Vec::new(),
         subtree: None,
         target: None,
+        name_raw: None,
+        target_raw: None,
     }
 }
 
@@ -162,7 +164,7 @@ pub(crate) fn walk_entry(
         let mut node = node_from(name, NodeKind::Symlink, &meta);
         match std::fs::read_link(path) {
             Ok(t) => {
-                node.target = Some(t.to_string_lossy().into_owned());
+                node.set_target(t.as_os_str());
                 Ok(Some(node))
             }
             Err(e) => {
@@ -215,19 +217,11 @@ fn walk_dir(
     names.sort();
     let mut nodes = Vec::with_capacity(names.len());
     for n in names {
+        // Names are stored as bytes: one that is not UTF-8 is kept exactly (tree.rs).
         let name = n.to_string_lossy().into_owned();
-        if name.as_bytes() != n.as_encoded_bytes() {
-            ctx.warn(
-                format!(
-                    "{} has a name that is not UTF-8; skipped",
-                    path.join(&n).display()
-                ),
-                true,
-            );
-            continue;
-        }
-        let pn = parent.and_then(|t| t.find(&name));
-        if let Some(node) = walk_entry(ctx, &path.join(&n), name, pn)? {
+        let pn = parent.and_then(|t| t.find_bytes(n.as_encoded_bytes()));
+        if let Some(mut node) = walk_entry(ctx, &path.join(&n), name, pn)? {
+            node.set_name(&n);
             nodes.push(node);
         }
     }

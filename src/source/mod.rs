@@ -125,6 +125,8 @@ impl BackupContext<'_> {
             content,
             subtree: None,
             target: None,
+            name_raw: None,
+            target_raw: None,
         }
     }
 }

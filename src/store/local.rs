@@ -1,8 +1,11 @@
 //! A store in a local directory. Writes are atomic and durable: temp file in the target
 //! directory, `fsync`, rename, `fsync` of the directory (RELIABILITY invariant 3). Temp files
-//! are named `.tmp-*` and ignored by `list`; ones older than a day are swept by `sweep_temp`.
+//! are named `.tmp-<pid>-<random>` and ignored by `list`; [`Store::sweep_leftovers`] (every
+//! backup, verify and repair) removes those whose writer no longer runs on this host, and
+//! any older than a day. Files are created 0600 and directories 0700, whatever the umask.
 
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +18,12 @@ use super::{Backend, ObjectInfo, Store, StoreError, StoreResult};
 use crate::direct;
 
 const TEMP_PREFIX: &str = ".tmp-";
+/// A temp file whose writer (by the pid in its name) no longer runs on this host is swept
+/// once it is this old (the margin covers a repository shared with another host whose
+/// writer happens to have a pid that is free here).
+const DEAD_WRITER_AGE: Duration = Duration::from_secs(120);
+/// Any temp file this old is swept, whoever wrote it: no single write takes a day.
+const ANY_WRITER_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Reads a whole file into a (pooled, when large) buffer.
 fn read_file(path: &Path) -> std::io::Result<Bytes> {
@@ -56,6 +65,18 @@ impl LocalStore {
     }
 
     fn map_err(&self, op: &'static str, key: &str, e: std::io::Error) -> StoreError {
+        if e.raw_os_error() == Some(libc::ENOTDIR) && self.root.is_file() {
+            return StoreError::Permanent {
+                store: self.describe(),
+                op,
+                key: key.into(),
+                detail: format!(
+                    "the repository path {} is a file, not a directory: give the directory of \
+                     a repository (or a new path for `lifeboat init`)",
+                    self.root.display()
+                ),
+            };
+        }
         match e.kind() {
             ErrorKind::NotFound => StoreError::NotFound {
                 store: self.describe(),
@@ -95,7 +116,13 @@ impl LocalStore {
         let path = self.path(key)?;
         let dir = path.parent().expect("keys always have a parent");
         let err = |e| self.map_err("put", key, e);
-        std::fs::create_dir_all(dir).map_err(err)?;
+        // Directories 0700 and files 0600 (as restic): key slots and packs are for this
+        // user only — a key slot anyone can copy can be attacked offline.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
         let tmp = dir.join(format!(
             "{TEMP_PREFIX}{}-{}",
             std::process::id(),
@@ -106,11 +133,14 @@ impl LocalStore {
             // fsynced before they count anyway, and a backup should not push the backed-up
             // service's working set out of the cache.
             let f = if data.len() >= direct::MIN {
-                direct::write_new(&tmp, data)?
+                let f = direct::write_new(&tmp, data)?;
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                f
             } else {
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
+                    .mode(0o600)
                     .open(&tmp)?;
                 f.write_all(data)?;
                 f
@@ -179,8 +209,33 @@ impl LocalStore {
         Ok(out)
     }
 
+    /// Removes temp files left by killed writers: those whose writer process is gone and
+    /// that are older than [`DEAD_WRITER_AGE`], and any older than [`ANY_WRITER_AGE`].
+    pub fn sweep_dead_writers(&self) -> usize {
+        self.sweep_where(|name, age| {
+            if age >= ANY_WRITER_AGE {
+                return true;
+            }
+            let pid = name
+                .strip_prefix(TEMP_PREFIX)
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<i32>().ok());
+            match pid {
+                Some(pid) if pid > 0 && pid as u32 != std::process::id() => {
+                    age >= DEAD_WRITER_AGE && !crate::sys::process::pid_alive(pid)
+                }
+                _ => false,
+            }
+        })
+    }
+
     /// Removes temp files left by killed writers that are older than `age`.
     pub fn sweep_temp(&self, age: Duration) -> usize {
+        self.sweep_where(|_, a| a >= age)
+    }
+
+    /// Removes the temp files for which `doomed(name, age)` holds.
+    fn sweep_where(&self, doomed: impl Fn(&str, Duration) -> bool) -> usize {
         let mut removed = 0;
         let mut stack = vec![self.root.clone()];
         let now = SystemTime::now();
@@ -193,10 +248,16 @@ impl LocalStore {
                 if ft.is_dir() {
                     stack.push(entry.path());
                 } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                    let name = entry.file_name();
                     let old = entry
                         .metadata()
                         .and_then(|m| m.modified())
-                        .map(|t| now.duration_since(t).unwrap_or_default() >= age)
+                        .map(|t| {
+                            doomed(
+                                &name.to_string_lossy(),
+                                now.duration_since(t).unwrap_or_default(),
+                            )
+                        })
                         .unwrap_or(false);
                     if old && std::fs::remove_file(entry.path()).is_ok() {
                         removed += 1;
@@ -212,6 +273,10 @@ impl LocalStore {
 impl Store for LocalStore {
     fn describe(&self) -> String {
         format!("local:{}", self.root.display())
+    }
+
+    fn sweep_leftovers(&self) -> usize {
+        self.sweep_dead_writers()
     }
 
     fn backend(&self) -> Backend {
@@ -324,6 +389,60 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn files_are_0600_and_directories_0700_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let s = LocalStore::new(&root);
+        s.put("keys/abc", Bytes::from_static(b"slot"))
+            .await
+            .unwrap();
+        s.put("data/ab/big", Bytes::from(vec![7u8; 3 << 20]))
+            .await
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("keys")), 0o700);
+        assert_eq!(mode(&root.join("data/ab")), 0o700);
+        assert_eq!(mode(&root.join("keys/abc")), 0o600);
+        assert_eq!(mode(&root.join("data/ab/big")), 0o600);
+    }
+
+    #[test]
+    fn temp_files_of_dead_writers_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data/ab");
+        std::fs::create_dir_all(&data).unwrap();
+        // A pid that is surely free: a child that has exited and been reaped.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let old =
+            filetime::FileTime::from_system_time(SystemTime::now() - Duration::from_secs(600));
+        let make = |name: &str, aged: bool| {
+            let p = data.join(name);
+            std::fs::write(&p, b"partial").unwrap();
+            if aged {
+                filetime::set_file_mtime(&p, old).unwrap();
+            }
+            p
+        };
+        let dead_old = make(&format!("{TEMP_PREFIX}{dead}-00aa"), true);
+        let dead_new = make(&format!("{TEMP_PREFIX}{dead}-00bb"), false);
+        let live_old = make(&format!("{TEMP_PREFIX}{}-00cc", std::process::id()), true);
+        let s = LocalStore::new(dir.path());
+        assert_eq!(s.sweep_leftovers(), 1);
+        assert!(!dead_old.exists());
+        assert!(
+            dead_new.exists(),
+            "a fresh temp file may belong to a writer elsewhere"
+        );
+        assert!(
+            live_old.exists(),
+            "a live writer's temp file is never swept"
+        );
+    }
 
     #[tokio::test]
     async fn put_get_list_delete() {

@@ -186,6 +186,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// is wrong. Never fails: every finding is in the report. Not retried by the retry
     /// decorator: a diagnosis reports the first failure rather than waiting it out.
     async fn probe(&self) -> HealthReport;
+
+    /// Removes what killed writers left behind (temp files of writes that never finished)
+    /// and no live writer can still own; returns how many. Stores whose writes are atomic
+    /// (S3) have nothing to sweep; decorators forward to what they wrap.
+    fn sweep_leftovers(&self) -> usize {
+        0
+    }
 }
 
 pub type DynStore = Arc<dyn Store>;

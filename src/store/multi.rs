@@ -425,6 +425,13 @@ impl Store for MultiStore {
         Backend::Multi
     }
 
+    fn sweep_leftovers(&self) -> usize {
+        self.regions
+            .iter()
+            .map(|r| r.dest.store.sweep_leftovers())
+            .sum()
+    }
+
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         self.read_first("get", key, |s| async move { s.get(key).await })
             .await

@@ -338,6 +338,10 @@ impl Store for RetryStore {
     async fn probe(&self) -> HealthReport {
         self.inner.probe().await
     }
+
+    fn sweep_leftovers(&self) -> usize {
+        self.inner.sweep_leftovers()
+    }
 }
 
 #[cfg(test)]

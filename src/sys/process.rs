@@ -29,8 +29,76 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     out
 }
 
-/// Puts the child in its own process group and ties its life to ours.
+/// Inherited variables no child ever gets, whatever their value: lifeboat's own secrets
+/// and where they are (SR-9). Variables the caller sets on the command itself (`PGPASSWORD`
+/// for the `pg_dump` it starts) are the child's and are kept.
+const SECRET_VARS: &[&str] = &[
+    "LIFEBOAT_PASSWORD",
+    "LIFEBOAT_PASSWORD_FILE",
+    "LIFEBOAT_PASSWORD_COMMAND",
+    "LIFEBOAT_CATALOG",
+    "LIFEBOAT_TARGET_PASSWORD",
+    "LIFEBOAT_TARGET_PASSWORD_FILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "PGPASSWORD",
+    "MYSQL_PWD",
+];
+
+/// Parts of a variable name that mark it as a secret (`SHOP_DB_PASSWORD`, `API_TOKEN`, …).
+const SECRET_MARKERS: &[&str] = &[
+    "PASSWORD", "PASSWD", "SECRET", "TOKEN", "_PWD", "APIKEY", "API_KEY",
+];
+
+/// Whether an inherited variable carries a secret: by name (the list above, or a marker in
+/// it), or by value (a URL with a password: `postgres://user:pw@host/db`).
+pub fn is_secret_var(name: &std::ffi::OsStr, value: &std::ffi::OsStr) -> bool {
+    let upper = name.to_string_lossy().to_ascii_uppercase();
+    if SECRET_VARS.contains(&upper.as_str()) || SECRET_MARKERS.iter().any(|m| upper.contains(m)) {
+        return true;
+    }
+    let v = value.to_string_lossy();
+    v.split_whitespace().any(|word| {
+        let Some((_, rest)) = word.split_once("://") else {
+            return false;
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    })
+}
+
+/// The inherited variables to remove from a child's environment: every secret of
+/// [`is_secret_var`] that the caller did not set on the command itself.
+pub fn secret_vars_to_remove(
+    inherited: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    cmd: &Command,
+) -> Vec<std::ffi::OsString> {
+    let explicit: std::collections::HashSet<&std::ffi::OsStr> =
+        cmd.get_envs().map(|(k, _)| k).collect();
+    inherited
+        .into_iter()
+        .filter(|(k, v)| !explicit.contains(k.as_os_str()) && is_secret_var(k, v))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// Removes from `cmd`'s environment every inherited secret it was not given on purpose
+/// (SR-9, SR-10): a hook that logs `env`, or a dump tool's crash report, must not carry the
+/// repository password, S3 keys or a catalog URL with its password.
+pub fn scrub_env(cmd: &mut Command) {
+    for k in secret_vars_to_remove(std::env::vars_os(), cmd) {
+        cmd.env_remove(k);
+    }
+}
+
+/// Puts the child in its own process group, ties its life to ours, and removes inherited
+/// secrets from its environment ([`scrub_env`]).
 pub fn isolate(cmd: &mut Command) {
+    scrub_env(cmd);
     cmd.process_group(0);
     // SAFETY: prctl is async-signal-safe; called between fork and exec.
     unsafe {
@@ -339,6 +407,44 @@ mod tests {
         assert!(matches!(e, Error::SourceFailed { .. }));
         assert!(s.contains("exited with status 3"), "{s}");
         assert!(s.contains("<redacted>") && !s.contains("hunter22"), "{s}");
+    }
+
+    #[test]
+    fn inherited_secrets_are_removed_and_explicit_ones_kept() {
+        let inherited: Vec<(std::ffi::OsString, std::ffi::OsString)> = [
+            ("LIFEBOAT_PASSWORD", "repo-pw"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-secret"),
+            ("AWS_ACCESS_KEY_ID", "GK123"),
+            ("SHOP_DB_PASSWORD", "db-pw"),
+            ("GITHUB_TOKEN", "ghp_x"),
+            ("DATABASE_URL", "postgres://app:s3cret@db:5432/app"),
+            ("PGPASSWORD", "catalog-pw"),
+            ("PATH", "/usr/bin:/bin"),
+            ("HOME", "/root"),
+            ("MY_URL", "https://example.com/x@y"),
+            ("PGHOST", "db"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        let mut cmd = Command::new("pg_dump");
+        cmd.env("PGPASSWORD", "the-dumps-own");
+        let mut removed: Vec<String> = secret_vars_to_remove(inherited, &cmd)
+            .into_iter()
+            .map(|k| k.into_string().unwrap())
+            .collect();
+        removed.sort();
+        assert_eq!(
+            removed,
+            [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "DATABASE_URL",
+                "GITHUB_TOKEN",
+                "LIFEBOAT_PASSWORD",
+                "SHOP_DB_PASSWORD"
+            ]
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod ops;
 mod plan_regions;
 mod plans;
 mod postgres;
+mod reliability;
 mod retention;
 mod roundtrip_prop;
 mod run_due;

@@ -82,6 +82,29 @@ impl<'a> Validator<'a> {
         self.line_at(span.start)
     }
 
+    /// The dotted key written on the line at byte `offset` (`objectives.rpo` for `rpo = -5`
+    /// under `[objectives]`), for errors serde reports with a span but no key name.
+    pub(super) fn key_at(&self, offset: usize) -> Option<String> {
+        let offset = offset.min(self.text.len());
+        let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line = self.text[line_start..].lines().next().unwrap_or("");
+        let (key, _) = line.split_once('=')?;
+        let key = key.trim().trim_matches('"');
+        if key.is_empty() || key.starts_with('[') || key.contains(char::is_whitespace) {
+            return None;
+        }
+        let table = self.text[..line_start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|h| h.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        Some(match table {
+            Some(t) if !t.is_empty() => format!("{t}.{key}"),
+            _ => key.to_string(),
+        })
+    }
+
     /// The line of the deepest part of `path` found in the document.
     fn line_of(&self, path: &[Seg]) -> usize {
         let Some(doc) = &self.doc else { return 0 };
@@ -154,6 +177,14 @@ impl<'a> Validator<'a> {
     }
 
     fn schedule(&mut self, path: &[Seg], expr: &str) -> Option<cron::Schedule> {
+        if let Err(problem) = check_cron_ranges(expr) {
+            self.issue(
+                path,
+                format!("{expr:?}: {problem}"),
+                "minute 0–59, hour 0–23, day 1–31, month 1–12, weekday 0–7 (0 and 7 = Sunday)",
+            );
+            return None;
+        }
         match parse_cron(expr) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -210,6 +241,43 @@ impl<'a> Validator<'a> {
             drill,
         }
     }
+}
+
+/// Checks the numbers of a 5-field cron expression against each field's range, so the
+/// message names the field and its range (the `cron` crate's own messages are off by one,
+/// e.g. "minutes must be less than 59" for 60). Other forms are left to the crate.
+pub fn check_cron_ranges(expr: &str) -> Result<(), String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Ok(());
+    }
+    const RANGES: [(&str, u32, u32); 5] = [
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of month", 1, 31),
+        ("month", 1, 12),
+        ("weekday", 0, 7),
+    ];
+    for (field, (name, lo, hi)) in fields.iter().zip(RANGES) {
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (part, None),
+            };
+            if let Some(step) = step {
+                if step.parse::<u32>().is_ok_and(|n| n == 0) {
+                    return Err(format!("the {name} step /0 never advances"));
+                }
+            }
+            for n in range.split('-') {
+                let Ok(v) = n.parse::<u32>() else { continue };
+                if v < lo || v > hi {
+                    return Err(format!("{name} {v} is out of range ({lo}–{hi})"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses a cron expression. Five fields are classic cron (`min hour day month weekday`,
