@@ -11,6 +11,8 @@ mod region_cmds;
 mod repo_cmds;
 mod restore_cmds;
 mod schedule_cmds;
+mod metrics_cmds;
+mod systemd_cmds;
 mod tools_cmds;
 
 use std::io::IsTerminal;
@@ -149,6 +151,12 @@ pub enum Command {
     Plan(plan_cmds::PlanCommand),
     /// Run the backups and drills whose cron schedules say they are due (what the systemd timer calls)
     RunDue(schedule_cmds::RunDueArgs),
+    /// Export the catalog and run-due's outcomes as Prometheus metrics (textfile or HTTP)
+    #[command(subcommand)]
+    Metrics(metrics_cmds::MetricsCommand),
+    /// Install the systemd units for run-due and drills, matching a plan directory
+    #[command(subcommand)]
+    Systemd(systemd_cmds::SystemdCommand),
     /// Run the whole job on a sample dataset: back up, change, back up, restore, prove it
     Demo(tools_cmds::DemoArgs),
     /// Copy what lagging regions lack from the others (verified; snapshots last)
@@ -239,6 +247,8 @@ async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
         History(a) => catalog_cmds::history(ctx, a).await,
         Catalog(c) => catalog_cmds::catalog_cmd(ctx, c).await,
         RunDue(a) => schedule_cmds::run_due(ctx, a).await,
+        Metrics(c) => metrics_cmds::metrics(ctx, c).await,
+        Systemd(c) => systemd_cmds::systemd(ctx, c).await,
         Demo(a) => {
             crate::demo::run(
                 a.dir,

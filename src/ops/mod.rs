@@ -18,6 +18,8 @@ pub mod drill;
 pub mod engine;
 pub mod health;
 pub mod keys;
+pub mod metrics;
+pub mod notify;
 pub mod plans;
 pub mod preflight;
 pub mod record;
@@ -26,6 +28,7 @@ pub mod run_due;
 pub mod snapshots;
 pub mod status;
 pub mod sync;
+pub mod systemd;
 pub mod target;
 pub mod verify;
 
