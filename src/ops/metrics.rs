@@ -336,7 +336,7 @@ async fn catalog_metrics(
         );
     }
     for (_, p) in &plans {
-        let regions = crate::plan::model::DestinationSpec::catalog_regions(&p.destinations);
+        let regions = crate::plan::DestinationSpec::catalog_regions(&p.destinations);
         if let Some(iv) = p.drill_interval() {
             g.set(
                 "lifeboat_drill_interval_seconds",

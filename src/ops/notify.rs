@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::Env;
-use crate::plan::model::NotifySpec;
+use crate::plan::NotifySpec;
 
 /// Which ping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,7 +37,7 @@ use super::target::Target;
 use super::verify::{self, ReadMode, VerifyRequest};
 use super::{record, Env, Event, Observer};
 use crate::error::ExitCode;
-use crate::plan::model::DestinationSpec;
+use crate::plan::DestinationSpec;
 use crate::plan::Plan;
 use crate::schedule::{self, RunLock, Task};
 use crate::sys::clock::Clock;

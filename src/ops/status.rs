@@ -164,7 +164,7 @@ pub fn misses(r: &catalog::StatusReport, plan: Option<&Plan>) -> Vec<Miss> {
     let Some(plan) = plan else {
         return out;
     };
-    let regions = crate::plan::model::DestinationSpec::catalog_regions(&plan.destinations);
+    let regions = crate::plan::DestinationSpec::catalog_regions(&plan.destinations);
     // Jobs never backed up have no status row: with an RPO they miss it.
     if plan.objectives.rpo.is_some() {
         for job in &plan.jobs {

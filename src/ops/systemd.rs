@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::ExitCode;
-use crate::plan::model::{DestinationSpec, EnvironmentKind};
+use crate::plan::{DestinationSpec, EnvironmentKind};
 use crate::secret::SecretSpec;
 use crate::store::multi::DestinationConfig;
 use crate::{Error, Result};
