@@ -174,7 +174,13 @@ async fn catalog_metrics(
         None => Vec::new(),
     };
     let cat = open_catalog(env).await?.with_clock(req.clock.clone());
-    let runs = cat.last_backup_runs("").await?;
+    let names: Vec<&str> = plans.iter().map(|(_, p)| p.name.as_str()).collect();
+    let runs: Vec<_> = cat
+        .last_backup_runs("")
+        .await?
+        .into_iter()
+        .filter(|r| names.is_empty() || names.contains(&r.plan.as_str()))
+        .collect();
     let mut repo_plan: HashMap<String, String> = HashMap::new();
     for j in &r.status.jobs {
         repo_plan
@@ -403,8 +409,48 @@ async fn catalog_metrics(
 /// Renders the metrics and replaces `path` atomically (node_exporter's textfile collector
 /// reads `*.prom` files; it must never see half a file).
 pub async fn write_textfile(env: &Env, req: &MetricsRequest, path: &Path) -> Result<()> {
-    let text = render(env, req).await?;
+    let text = prometheus_text(&render(env, req).await?);
     crate::schedule::write_atomic(path, text.as_bytes())
+}
+
+/// OpenMetrics text as the Prometheus 0.0.4 text format node_exporter's textfile collector
+/// parses: a counter's `# HELP`/`# TYPE` name the sample name (`…_total`) and there is no
+/// `# EOF`. Everything else is the same in both formats.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for l in openmetrics.lines() {
+        if let Some(name) = l
+            .strip_prefix("# TYPE ")
+            .and_then(|r| r.strip_suffix(" counter"))
+        {
+            counters.insert(name.to_string());
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for l in openmetrics.lines() {
+        if l == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| l.strip_prefix(p).map(|r| (p, r)));
+        match meta {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{p}{name}_total {tail}\n"));
+                } else {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+            None => {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// Serves `GET /metrics` on `listen` until `env.cancel` fires, rendering afresh from the
@@ -460,6 +506,7 @@ pub async fn serve(
                             )))
                     } else {
                         match render(&shared.0, &shared.1).await {
+                            // OpenMetrics, which Prometheus negotiates and parses natively.
                             Ok(text) => hyper::Response::builder()
                                 .header(
                                     "content-type",
