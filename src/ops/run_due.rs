@@ -13,6 +13,8 @@
 //! - The orphan sweep (throwaway environments of dead processes) runs on every tick.
 //! - `[schedule] task_timeout` stops a task that runs too long (counted as failed).
 //!
+//! When each task last ran comes from the catalog (shared by a fleet) and from the state file
+//! run-due keeps beside its lock (what this host ran), the later of the two.
 //! A catalog that cannot be opened means run-due cannot tell what is due: it refuses rather
 //! than guess, unless the plan sets `[schedule] local_fallback = true`, in which case the
 //! state file run-due keeps beside its lock (`run-due-state.json`, written after every task)
@@ -264,7 +266,18 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
     let mut refused = Vec::new();
     let mut considered = Vec::new();
     match last_runs(env, &plans).await {
-        Ok(per_plan) => considered.extend(plans.iter().zip(per_plan)),
+        Ok(per_plan) => {
+            for (p, mut last) in plans.iter().zip(per_plan) {
+                // What this host ran itself counts too (the later time wins): a task that
+                // failed before the catalog heard of it waits for its next slot instead of
+                // running again on every tick.
+                for (k, t) in state.tasks.iter().filter(|(_, t)| t.plan == p.plan.name) {
+                    let e = last.entry(k.clone()).or_insert(t.started);
+                    *e = (*e).max(t.started);
+                }
+                considered.push((p, last));
+            }
+        }
         Err(why) => {
             for p in &plans {
                 if p.plan.schedule.local_fallback {
