@@ -69,7 +69,10 @@ pub async fn metrics(ctx: &Ctx, cmd: MetricsCommand) -> Result<ExitCode> {
             let req = request(&a.common)?;
             match &a.textfile {
                 Some(p) => metrics::write_textfile(&env, &req, p).await?,
-                None => print!("{}", metrics::render(&env, &req).await?),
+                None => print!(
+                    "{}",
+                    metrics::prometheus_text(&metrics::render(&env, &req).await?)
+                ),
             }
         }
         MetricsCommand::Serve(a) => {

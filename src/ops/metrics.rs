@@ -2,7 +2,8 @@
 //! exposition format (the `prometheus-client` crate encodes it). Two ways out:
 //! [`write_textfile`] — a file for node_exporter's textfile collector, replaced atomically
 //! (run-due writes it after every run) — and [`serve`] (`lifeboat metrics serve --listen
-//! ADDR`), which renders afresh from the catalog on every scrape of `/metrics`.
+//! ADDR`), which renders afresh from the catalog on every scrape of `/metrics`. Both give
+//! the Prometheus text format ([`prometheus_text`] of the crate's OpenMetrics output).
 //!
 //! Names follow Prometheus conventions (base units, `_seconds`, `_bytes`, `_total`); labels
 //! are `plan`, `job`, `region` (and `phase`, `objective`, `task`, `kind` where they apply).
@@ -506,13 +507,10 @@ pub async fn serve(
                             )))
                     } else {
                         match render(&shared.0, &shared.1).await {
-                            // OpenMetrics, which Prometheus negotiates and parses natively.
+                            // The same text as the textfile: every Prometheus parses it.
                             Ok(text) => hyper::Response::builder()
-                                .header(
-                                    "content-type",
-                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                                )
-                                .body(Full::new(bytes::Bytes::from(text))),
+                                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                                .body(Full::new(bytes::Bytes::from(prometheus_text(&text)))),
                             Err(e) => hyper::Response::builder()
                                 .status(500)
                                 .body(Full::new(bytes::Bytes::from(format!("{e}\n")))),
