@@ -118,7 +118,7 @@ impl Plan {
     }
 
     /// How often each destination must be drilled: `[schedule] drill_interval`, else the
-    /// drill schedule's longest gap (over the next 60 days) times the number of destinations.
+    /// drill schedule's longest gap (over the next 60 days, or between its next two slots) times the number of destinations.
     /// `None` without a drill schedule.
     pub fn drill_interval(&self) -> Option<Duration> {
         if let Some(d) = self.schedule.drill_interval {
@@ -127,10 +127,13 @@ impl Plan {
         let schedule = self.drill.as_ref()?.schedule.as_ref()?;
         let now = chrono::Utc::now();
         let horizon = now + chrono::Duration::days(60);
+        // At least two slots, so a monthly or yearly drill has an interval too.
         let times: Vec<_> = schedule
             .after(&now)
-            .take_while(|t| *t < horizon)
+            .enumerate()
+            .take_while(|(i, t)| *i < 2 || *t < horizon)
             .take(20_000)
+            .map(|(_, t)| t)
             .collect();
         let gap = times
             .windows(2)
