@@ -369,7 +369,7 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
         };
         let duration_secs = clock.elapsed().as_secs_f64();
         let (code, error) = match outcome {
-            Ok(c) => (c, None),
+            Ok((c, detail)) => (c, detail),
             Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) => {
                 env.emit(Event::TaskFailed {
@@ -643,7 +643,7 @@ async fn run_task(
     p: &Arc<Plan>,
     kind: &TaskKind,
     min_regions: Option<usize>,
-) -> Result<ExitCode> {
+) -> Result<(ExitCode, Option<String>)> {
     let target = Target::from_plan(p.clone(), min_regions)?;
     match kind {
         TaskKind::Backup { job } => {
@@ -657,14 +657,26 @@ async fn run_task(
             if let Some(regions) = &r.regions {
                 env.emit(Event::RegionsWritten(regions.clone()));
             }
-            Ok(r.exit_code())
+            let failed: Vec<String> = r
+                .jobs
+                .iter()
+                .filter_map(|j| j.result.as_ref().err().map(|f| f.message.clone()))
+                .collect();
+            Ok((r.exit_code(), (!failed.is_empty()).then(|| failed.join("; "))))
         }
         TaskKind::Drill { region } => {
             let req = DrillRequest {
                 region: Some(region.clone()),
                 ..DrillRequest::default()
             };
-            Ok(drill::drill(env, &target, req).await?.exit_code())
+            let run = drill::drill(env, &target, req).await?;
+            let detail = run
+                .reports
+                .iter()
+                .filter(|r| r.result != crate::catalog::DrillResult::Passed)
+                .map(|r| format!("drill {}: {}", r.id, r.result.as_str()))
+                .collect::<Vec<_>>();
+            Ok((run.exit_code(), (!detail.is_empty()).then(|| detail.join("; "))))
         }
         TaskKind::Verify { region } => {
             let budget = p.verify.as_ref().map(|v| v.budget_bytes).unwrap_or(1 << 30);
@@ -672,7 +684,12 @@ async fn run_task(
                 region: Some(region.clone()),
                 read: ReadMode::Budget(budget),
             };
-            Ok(verify::verify(env, &target, req).await?.exit_code())
+            let v = verify::verify(env, &target, req).await?;
+            let errors = v.report.errors();
+            Ok((
+                v.exit_code(),
+                (errors > 0).then(|| format!("verification of region {region} found {errors} errors")),
+            ))
         }
     }
 }
