@@ -376,10 +376,10 @@ impl Catalog {
                 run_id: RunId(id),
             };
             // Two runs started in the same millisecond: keep one.
-            if !out
-                .last()
-                .is_some_and(|l| (&l.plan, &l.job, &l.region) == (&run.plan, &run.job, &run.region))
-            {
+            let same = |l: &super::BackupRun| {
+                (&l.plan, &l.job, &l.region) == (&run.plan, &run.job, &run.region)
+            };
+            if out.last().is_none_or(|l| !same(l)) {
                 out.push(run);
             }
         }

@@ -111,7 +111,10 @@ pub async fn status(ctx: &Ctx, a: StatusArgs) -> Result<ExitCode> {
                 "missed: {} {}{} in {}: {}",
                 m.objective,
                 m.plan,
-                m.job.as_deref().map(|j| format!("/{j}")).unwrap_or_default(),
+                m.job
+                    .as_deref()
+                    .map(|j| format!("/{j}"))
+                    .unwrap_or_default(),
                 m.region,
                 m.detail
             );

@@ -5,13 +5,13 @@
 
 mod catalog_cmds;
 mod drill_cmds;
+mod metrics_cmds;
 pub mod output;
 mod plan_cmds;
 mod region_cmds;
 mod repo_cmds;
 mod restore_cmds;
 mod schedule_cmds;
-mod metrics_cmds;
 mod systemd_cmds;
 mod tools_cmds;
 

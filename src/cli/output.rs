@@ -144,7 +144,9 @@ impl crate::ops::Observer for Printer {
                     use crate::ops::run_due::TaskKind;
                     let what = match &t.kind {
                         TaskKind::Backup { job } => format!("backup {}/{job}", t.plan),
-                        TaskKind::Drill { region } => format!("drill {} from region {region}", t.plan),
+                        TaskKind::Drill { region } => {
+                            format!("drill {} from region {region}", t.plan)
+                        }
                         TaskKind::Verify { region } => format!("verify {} region {region}", t.plan),
                     };
                     println!(

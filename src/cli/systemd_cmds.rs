@@ -34,7 +34,11 @@ pub struct InstallArgs {
     pub credential_dir: PathBuf,
     /// The metrics file run-due writes after every run (point node_exporter's textfile
     /// collector at its directory); "none" for no textfile
-    #[arg(long, value_name = "PATH", default_value = "/var/lib/lifeboat/metrics/lifeboat.prom")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/var/lib/lifeboat/metrics/lifeboat.prom"
+    )]
     pub textfile: String,
     /// Write the units only: no directories, users, daemon-reload or enable
     #[arg(long)]
@@ -52,7 +56,9 @@ pub async fn systemd(ctx: &Ctx, cmd: SystemdCommand) -> Result<ExitCode> {
     let bin = match a.bin {
         Some(b) => abs(b)?,
         None => std::env::current_exe().map_err(|e| {
-            Error::Other(format!("cannot tell where this binary is ({e}); pass --bin PATH"))
+            Error::Other(format!(
+                "cannot tell where this binary is ({e}); pass --bin PATH"
+            ))
         })?,
     };
     let req = InstallRequest {

@@ -305,7 +305,10 @@ async fn catalog_metrics(
         );
     }
     for c in &r.status.coverage {
-        let plan = repo_plan.get(&c.repo_id.to_hex()).cloned().unwrap_or_default();
+        let plan = repo_plan
+            .get(&c.repo_id.to_hex())
+            .cloned()
+            .unwrap_or_default();
         let l = labels(&[
             ("plan", &plan),
             ("repository", &c.repo_id.short()),
@@ -500,11 +503,9 @@ pub async fn serve(
                 let shared = shared.clone();
                 async move {
                     let resp = if r.uri().path() != "/metrics" {
-                        hyper::Response::builder()
-                            .status(404)
-                            .body(Full::new(bytes::Bytes::from_static(
-                                b"lifeboat serves /metrics\n",
-                            )))
+                        hyper::Response::builder().status(404).body(Full::new(
+                            bytes::Bytes::from_static(b"lifeboat serves /metrics\n"),
+                        ))
                     } else {
                         match render(&shared.0, &shared.1).await {
                             // The same text as the textfile: every Prometheus parses it.

@@ -123,7 +123,10 @@ impl Notifier {
             }
             let req = hyper::Request::post(url)
                 .header("content-type", "application/json")
-                .header("user-agent", concat!("lifeboat/", env!("CARGO_PKG_VERSION")))
+                .header(
+                    "user-agent",
+                    concat!("lifeboat/", env!("CARGO_PKG_VERSION")),
+                )
                 .body(Full::new(bytes.clone()))
                 .map_err(|e| NotifyError(format!("not a valid URL ({e})")))?;
             match tokio::time::timeout(self.spec.timeout, client.request(req)).await {

@@ -662,7 +662,10 @@ async fn run_task(
                 .iter()
                 .filter_map(|j| j.result.as_ref().err().map(|f| f.message.clone()))
                 .collect();
-            Ok((r.exit_code(), (!failed.is_empty()).then(|| failed.join("; "))))
+            Ok((
+                r.exit_code(),
+                (!failed.is_empty()).then(|| failed.join("; ")),
+            ))
         }
         TaskKind::Drill { region } => {
             let req = DrillRequest {
@@ -676,7 +679,10 @@ async fn run_task(
                 .filter(|r| r.result != crate::catalog::DrillResult::Passed)
                 .map(|r| format!("drill {}: {}", r.id, r.result.as_str()))
                 .collect::<Vec<_>>();
-            Ok((run.exit_code(), (!detail.is_empty()).then(|| detail.join("; "))))
+            Ok((
+                run.exit_code(),
+                (!detail.is_empty()).then(|| detail.join("; ")),
+            ))
         }
         TaskKind::Verify { region } => {
             let budget = p.verify.as_ref().map(|v| v.budget_bytes).unwrap_or(1 << 30);
@@ -688,7 +694,8 @@ async fn run_task(
             let errors = v.report.errors();
             Ok((
                 v.exit_code(),
-                (errors > 0).then(|| format!("verification of region {region} found {errors} errors")),
+                (errors > 0)
+                    .then(|| format!("verification of region {region} found {errors} errors")),
             ))
         }
     }

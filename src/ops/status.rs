@@ -116,7 +116,11 @@ pub fn misses(r: &catalog::StatusReport, plan: Option<&Plan>) -> Vec<Miss> {
             match &j.newest_snapshot {
                 Some(s) if s.age_secs > t => out.push(miss(
                     "rpo",
-                    format!("newest snapshot is {} old, target {}", age(s.age_secs), age(t)),
+                    format!(
+                        "newest snapshot is {} old, target {}",
+                        age(s.age_secs),
+                        age(t)
+                    ),
                 )),
                 None => out.push(miss("rpo", "no snapshot recorded".into())),
                 _ => {}
@@ -130,12 +134,11 @@ pub fn misses(r: &catalog::StatusReport, plan: Option<&Plan>) -> Vec<Miss> {
                         age(t)
                     ),
                 )),
-                None if plan.is_some_and(|p| p.drill.is_some()) || j.last_drill.is_some() => {
-                    out.push(miss(
+                None if plan.is_some_and(|p| p.drill.is_some()) || j.last_drill.is_some() => out
+                    .push(miss(
                         "verified_rpo",
                         "no snapshot was proven restorable by a drill".into(),
-                    ))
-                }
+                    )),
                 _ => {}
             }
         }
@@ -286,7 +289,11 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
             for (_, plan) in &plans {
                 let f = StatusFilter {
                     plan: Some(plan.name.clone()),
-                    cycle: plan.verify.as_ref().map(|v| v.cycle).unwrap_or(filter.cycle),
+                    cycle: plan
+                        .verify
+                        .as_ref()
+                        .map(|v| v.cycle)
+                        .unwrap_or(filter.cycle),
                     ..filter.clone()
                 };
                 let mut r = cat.status(&f).await?;

@@ -175,9 +175,7 @@ async fn after_verify(
                     .await?;
             }
             let listing = repo.list_snapshots().await?;
-            let findings = cat
-                .check_high_water(repo.id(), region, &listing)
-                .await?;
+            let findings = cat.check_high_water(repo.id(), region, &listing).await?;
             Ok::<_, Error>(findings)
         }
         .await;

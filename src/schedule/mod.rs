@@ -306,7 +306,14 @@ mod tests {
         }
         // the first three ticks drill each region once (never drilled goes first)
         let firsts: Vec<_> = ["eu", "us", "ap"].iter().map(|r| drilled[*r][0]).collect();
-        assert_eq!(firsts, vec![start, start + chrono::Duration::minutes(5), start + chrono::Duration::minutes(10)]);
+        assert_eq!(
+            firsts,
+            vec![
+                start,
+                start + chrono::Duration::minutes(5),
+                start + chrono::Duration::minutes(10)
+            ]
+        );
     }
 
     #[test]

@@ -182,12 +182,7 @@ async fn status_check_exits_17_on_each_kind_of_miss_and_0_when_all_hold() {
     let site = Site::new();
     let dir = site.tmp.path();
     // RPO 1h, each region drilled daily, every pack read within 2 days.
-    let good = plan(
-        dir,
-        "good",
-        "rpo = \"1h\"\nrto = \"30m\"",
-        "",
-    );
+    let good = plan(dir, "good", "rpo = \"1h\"\nrto = \"30m\"", "");
     std::fs::write(
         &good,
         std::fs::read_to_string(&good).unwrap() + "[schedule]\ndrill_interval = \"1d\"\n",
@@ -196,7 +191,10 @@ async fn status_check_exits_17_on_each_kind_of_miss_and_0_when_all_hold() {
     let ran = site.run_until_idle(&good).await;
     assert!(ran.iter().all(|(_, c)| *c == Some(ExitCode::Ok)), "{ran:?}");
     let keys: BTreeSet<_> = ran.iter().map(|(k, _)| k.as_str()).collect();
-    assert!(keys.contains("good/drill/local") && keys.contains("good/drill/eu"), "{keys:?}");
+    assert!(
+        keys.contains("good/drill/local") && keys.contains("good/drill/eu"),
+        "{keys:?}"
+    );
 
     // now: every objective holds
     let (kinds, code) = site.check(&good, Arc::new(SystemClock)).await;
@@ -234,15 +232,27 @@ async fn status_check_exits_17_on_each_kind_of_miss_and_0_when_all_hold() {
     assert_eq!(code, ExitCode::ObjectiveMissed);
     let o = site.cli_check(&slow);
     assert_eq!(o.status.code(), Some(17), "{}", stderr(&o));
-    assert!(stderr(&o).contains("missed: rto slow/files in local"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("missed: rto slow/files in local"),
+        "{}",
+        stderr(&o)
+    );
     let o = run(lifeboat()
         .env("LIFEBOAT_CATALOG", site.catalog())
         .args(["status", "--plan"])
         .arg(&slow));
-    assert_eq!(o.status.code(), Some(0), "without --check, status only reports");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "without --check, status only reports"
+    );
 
     // A drill whose restore test fails: the last drill failed, and nothing is proven.
-    std::fs::write(dir.join("bad-tests.toml"), "[[file]]\npath = \"no/such/file\"\n").unwrap();
+    std::fs::write(
+        dir.join("bad-tests.toml"),
+        "[[file]]\npath = \"no/such/file\"\n",
+    )
+    .unwrap();
     let bad = plan(
         dir,
         "bad",
@@ -272,7 +282,11 @@ impl Drop for Served {
 
 fn http_get(addr: &str, path: &str) -> (String, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let (head, body) = resp.split_once("\r\n\r\n").unwrap();
@@ -301,7 +315,9 @@ async fn metrics_textfile_and_http_parse_as_prometheus_exposition_with_the_catal
     let text = std::fs::read_to_string(&textfile).unwrap();
     promtool_check_metrics(&text);
     assert_eq!(
-        std::fs::read_dir(textfile.parent().unwrap()).unwrap().count(),
+        std::fs::read_dir(textfile.parent().unwrap())
+            .unwrap()
+            .count(),
         1,
         "no temp file left beside the textfile"
     );
@@ -309,15 +325,29 @@ async fn metrics_textfile_and_http_parse_as_prometheus_exposition_with_the_catal
         let r = format!("region=\"{region}\"");
         let l = ["plan=\"web\"", "job=\"files\"", r.as_str()];
         assert_eq!(value(&text, "lifeboat_backup_last_success", &l), Some(1.0));
-        assert_eq!(value(&text, "lifeboat_rpo_target_seconds", &l), Some(3600.0));
+        assert_eq!(
+            value(&text, "lifeboat_rpo_target_seconds", &l),
+            Some(3600.0)
+        );
         assert_eq!(value(&text, "lifeboat_drill_last_success", &l), Some(1.0));
-        assert_eq!(value(&text, "lifeboat_rto_target_seconds", &l), Some(1800.0));
+        assert_eq!(
+            value(&text, "lifeboat_rto_target_seconds", &l),
+            Some(1800.0)
+        );
         let rpo = value(&text, "lifeboat_rpo_seconds", &l).unwrap();
         assert!((0.0..600.0).contains(&rpo), "{rpo}");
         assert!(value(&text, "lifeboat_verified_rpo_seconds", &l).is_some());
         assert!(value(&text, "lifeboat_backup_last_read_bytes", &l).unwrap() >= 5.0);
-        assert!(value(&text, "lifeboat_drill_last_phase_seconds", &[&r, "phase=\"fetch\""]).is_some());
-        assert_eq!(value(&text, "lifeboat_verify_coverage_ratio", &[&r]), Some(1.0));
+        assert!(value(
+            &text,
+            "lifeboat_drill_last_phase_seconds",
+            &[&r, "phase=\"fetch\""]
+        )
+        .is_some());
+        assert_eq!(
+            value(&text, "lifeboat_verify_coverage_ratio", &[&r]),
+            Some(1.0)
+        );
         assert!(value(&text, "lifeboat_region_last_drill_timestamp_seconds", &[&r]).is_some());
     }
     assert_eq!(value(&text, "lifeboat_catalog_up", &[]), Some(1.0));
@@ -327,7 +357,13 @@ async fn metrics_textfile_and_http_parse_as_prometheus_exposition_with_the_catal
     );
     assert!(value(&text, "lifeboat_run_due_last_tick_timestamp_seconds", &[]).is_some());
     assert!(
-        value(&text, "lifeboat_run_due_task_runs_total", &["task=\"web/drill/eu\""]).unwrap() >= 1.0
+        value(
+            &text,
+            "lifeboat_run_due_task_runs_total",
+            &["task=\"web/drill/eu\""]
+        )
+        .unwrap()
+            >= 1.0
     );
 
     // metrics serve: scraped over HTTP, the same figures
@@ -351,11 +387,18 @@ async fn metrics_textfile_and_http_parse_as_prometheus_exposition_with_the_catal
         .to_string();
     let (head, body) = http_get(&addr, "/metrics");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
     promtool_check_metrics(&body);
     let l = ["plan=\"web\"", "job=\"files\"", "region=\"eu\""];
     assert_eq!(value(&body, "lifeboat_drill_last_success", &l), Some(1.0));
-    assert_eq!(value(&body, "lifeboat_rpo_target_seconds", &l), Some(3600.0));
+    assert_eq!(
+        value(&body, "lifeboat_rpo_target_seconds", &l),
+        Some(3600.0)
+    );
     let (head, _) = http_get(&addr, "/");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 
@@ -370,13 +413,22 @@ async fn metrics_textfile_and_http_parse_as_prometheus_exposition_with_the_catal
     let used = metric_names(&dash);
     assert!(used.len() >= 15, "{used:?}");
     let unknown: Vec<_> = used.difference(&exported).collect();
-    assert!(unknown.is_empty(), "the dashboard uses metrics lifeboat does not export: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "the dashboard uses metrics lifeboat does not export: {unknown:?}"
+    );
     let rules = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring/lifeboat.rules.yml"),
     )
     .unwrap();
-    let unknown: Vec<_> = metric_names(&rules).difference(&exported).cloned().collect();
-    assert!(unknown.is_empty(), "the alert rules use unknown metrics: {unknown:?}");
+    let unknown: Vec<_> = metric_names(&rules)
+        .difference(&exported)
+        .cloned()
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "the alert rules use unknown metrics: {unknown:?}"
+    );
 }
 
 fn metric_names(text: &str) -> BTreeSet<String> {
@@ -432,7 +484,9 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     for l in rules.lines() {
         if let Some(name) = l.trim().strip_prefix("- alert: ") {
             assert!(
-                tests.contains(&format!("alertname: {name}\n        exp_alerts:\n          -")),
+                tests.contains(&format!(
+                    "alertname: {name}\n        exp_alerts:\n          -"
+                )),
                 "alert {name} has no test that fires it"
             );
         }

@@ -132,7 +132,14 @@ fn pings_and_the_webhook_say_what_happened_and_carry_no_secret() {
     assert_ne!(code, 0, "{}", stderr(&o));
     let seen = ep.seen();
     let paths: Vec<_> = seen[2..].iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(paths, [format!("{base}/start"), format!("{base}/fail"), "/hook".into()]);
+    assert_eq!(
+        paths,
+        [
+            format!("{base}/start"),
+            format!("{base}/fail"),
+            "/hook".into()
+        ]
+    );
     for (_, body) in &seen[3..] {
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["event"], "failure", "{v}");
@@ -175,7 +182,11 @@ fn an_endpoint_down_slow_or_failing_never_changes_a_backups_exit_code() {
         );
         // the ping URL's secret path is not in the warning either
         assert!(!stderr(&o).contains(PING_ID), "{}", stderr(&o));
-        assert_eq!(ws.snapshots(&good).len(), 1, "{mode:?}: the backup is saved");
+        assert_eq!(
+            ws.snapshots(&good).len(),
+            1,
+            "{mode:?}: the backup is saved"
+        );
         // timeouts and retries bound the wait: 2 pings × 2 attempts × 1 s, plus backoff
         assert!(started.elapsed() < Duration::from_secs(30), "{mode:?}");
         match mode {

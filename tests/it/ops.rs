@@ -297,7 +297,13 @@ async fn run_due_lists_runs_and_then_skips_a_plans_tasks() {
                 TaskKind::Backup { job: "site".into() },
                 None
             ),
-            ("web/drill/local", TaskKind::Drill { region: "local".into() }, None),
+            (
+                "web/drill/local",
+                TaskKind::Drill {
+                    region: "local".into()
+                },
+                None
+            ),
         ]
     );
     assert!(r

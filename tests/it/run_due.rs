@@ -135,11 +135,7 @@ fn three_region_plan(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     std::fs::write(data.join("a.txt"), b"hello").unwrap();
     let pw = dir.join("repo.pass");
     std::fs::write(&pw, "correct horse battery staple\n").unwrap();
-    std::fs::set_permissions(
-        &pw,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let plan = dir.join("month.toml");
     std::fs::write(
         &plan,
@@ -191,7 +187,9 @@ async fn a_simulated_month_drills_every_region_within_its_interval_and_covers_ev
         // A new file every day: each weekly backup adds a pack the budget has to reach.
         std::fs::write(
             tmp.path().join(format!("data/day{day}.bin")),
-            (0..600u32).map(|i| (i * 7 + day * 13) as u8).collect::<Vec<_>>(),
+            (0..600u32)
+                .map(|i| (i * 7 + day * 13) as u8)
+                .collect::<Vec<_>>(),
         )
         .unwrap();
         let r = run_due(&env, req.clone()).await.unwrap();
@@ -230,7 +228,11 @@ async fn a_simulated_month_drills_every_region_within_its_interval_and_covers_ev
     assert_eq!(drilled["ap"][0], 2);
     for (region, days) in &drilled {
         for w in days.windows(2) {
-            assert!(w[1] - w[0] <= 3, "{region} went {} days undrilled: {days:?}", w[1] - w[0]);
+            assert!(
+                w[1] - w[0] <= 3,
+                "{region} went {} days undrilled: {days:?}",
+                w[1] - w[0]
+            );
         }
         assert!(29 - days.last().unwrap() < 3, "{region}: {days:?}");
     }
@@ -267,7 +269,10 @@ fn without_the_catalog_only_plans_with_a_local_fallback_are_scheduled() {
     let text = std::fs::read_to_string(&a).unwrap();
     std::fs::write(
         plans.join("fallback.toml"),
-        format!("{}\n[schedule]\nlocal_fallback = true\n", text.replace("\"repo", "\"../repo")),
+        format!(
+            "{}\n[schedule]\nlocal_fallback = true\n",
+            text.replace("\"repo", "\"../repo")
+        ),
     )
     .unwrap();
     let cmd = |catalog: Option<&str>| {
@@ -297,11 +302,19 @@ fn without_the_catalog_only_plans_with_a_local_fallback_are_scheduled() {
     // a second plan without the opt-in is refused, and the run says so
     let b = yearly_dir_plan(&ws, "strict");
     let text = std::fs::read_to_string(&b).unwrap();
-    std::fs::write(plans.join("strict.toml"), text.replace("\"repo", "\"../repo")).unwrap();
+    std::fs::write(
+        plans.join("strict.toml"),
+        text.replace("\"repo", "\"../repo"),
+    )
+    .unwrap();
     let o = run(&mut cmd(Some(down)));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["refused"][0]["plan"], "strict", "{v}");
-    assert!(stderr(&o).contains("cannot tell what is due"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot tell what is due"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(ws.snapshots(&a).len(), 1, "nothing ran again");
 }

@@ -17,7 +17,10 @@ fn repo() -> PathBuf {
 
 fn analyze() -> Command {
     assert!(
-        Command::new("systemd-analyze").arg("--version").output().is_ok(),
+        Command::new("systemd-analyze")
+            .arg("--version")
+            .output()
+            .is_ok(),
         "systemd-analyze is missing: apt-get install systemd (scripts/test installs it)"
     );
     Command::new("systemd-analyze")
@@ -76,7 +79,11 @@ fn the_shipped_units_verify_and_are_rated_at_most_5() {
     ] {
         let text = std::fs::read_to_string(repo().join("systemd").join(u)).unwrap();
         // the shipped ExecStart names /usr/local/bin/lifeboat: verify checks it exists
-        std::fs::write(tmp.path().join(u), text.replace("/usr/local/bin/lifeboat", bin)).unwrap();
+        std::fs::write(
+            tmp.path().join(u),
+            text.replace("/usr/local/bin/lifeboat", bin),
+        )
+        .unwrap();
     }
     let timer = std::fs::read_to_string(repo().join("systemd/lifeboat-run-due.timer")).unwrap();
     assert!(
@@ -84,17 +91,29 @@ fn the_shipped_units_verify_and_are_rated_at_most_5() {
         "Persistent= only has an effect with OnCalendar="
     );
     for (unit, level) in check_units(tmp.path()) {
-        assert!(level <= TARGET_EXPOSURE, "{unit}: exposure {level} > {TARGET_EXPOSURE}");
+        assert!(
+            level <= TARGET_EXPOSURE,
+            "{unit}: exposure {level} > {TARGET_EXPOSURE}"
+        );
     }
     // The shipped units match the shipped plans' destinations and credential.
     let service = std::fs::read_to_string(repo().join("systemd/lifeboat-run-due.service")).unwrap();
-    assert!(service.contains("ReadWritePaths=-/srv/lifeboat"), "{service}");
-    assert!(service.contains("LoadCredential=lifeboat-repo:"), "{service}");
+    assert!(
+        service.contains("ReadWritePaths=-/srv/lifeboat"),
+        "{service}"
+    );
+    assert!(
+        service.contains("LoadCredential=lifeboat-repo:"),
+        "{service}"
+    );
     for plan in std::fs::read_dir(repo().join("plans")).unwrap() {
         let text = std::fs::read_to_string(plan.unwrap().path()).unwrap();
         for l in text.lines() {
             if let Some(p) = l.trim().strip_prefix("path = \"/srv/") {
-                assert!(p.starts_with("lifeboat/"), "a plan writes outside /srv/lifeboat: {l}");
+                assert!(
+                    p.starts_with("lifeboat/"),
+                    "a plan writes outside /srv/lifeboat: {l}"
+                );
             }
             if let Some(c) = l.trim().strip_prefix("password_credential = ") {
                 assert!(
@@ -121,15 +140,29 @@ fn systemd_install_writes_units_for_the_plans_that_verify_and_hold_the_target() 
     // this binary, these plans, each local destination writable (skipped if missing), the
     // credential the plans name
     assert!(
-        service.contains(&format!("ExecStart={} run-due --plan {}", env!("CARGO_BIN_EXE_lifeboat"), repo().join("plans").display())),
+        service.contains(&format!(
+            "ExecStart={} run-due --plan {}",
+            env!("CARGO_BIN_EXE_lifeboat"),
+            repo().join("plans").display()
+        )),
         "{service}"
     );
-    for d in ["/srv/lifeboat/web", "/srv/lifeboat/shop", "/srv/lifeboat/vm"] {
+    for d in [
+        "/srv/lifeboat/web",
+        "/srv/lifeboat/shop",
+        "/srv/lifeboat/vm",
+    ] {
         assert!(service.contains(&format!("-{d}")), "{d}: {service}");
     }
-    assert!(service.contains("LoadCredential=lifeboat-repo:/etc/lifeboat/creds/lifeboat-repo"), "{service}");
+    assert!(
+        service.contains("LoadCredential=lifeboat-repo:/etc/lifeboat/creds/lifeboat-repo"),
+        "{service}"
+    );
     assert!(!service.contains("/srv/backup"));
     for (unit, level) in check_units(&units) {
-        assert!(level <= TARGET_EXPOSURE, "{unit}: exposure {level} > {TARGET_EXPOSURE}");
+        assert!(
+            level <= TARGET_EXPOSURE,
+            "{unit}: exposure {level} > {TARGET_EXPOSURE}"
+        );
     }
 }
