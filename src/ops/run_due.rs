@@ -333,8 +333,9 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
         .iter()
         .map(|(p, _)| (p.plan.name.as_str(), &p.plan))
         .collect();
-    let mut results = Vec::new();
-    for task in due {
+    let mut results: Vec<TaskResult> = Vec::new();
+    let plans_of: Vec<String> = due.iter().map(|t| t.plan.clone()).collect();
+    for (i, task) in due.into_iter().enumerate() {
         env.emit(Event::TaskDue(task.clone()));
         if req.dry_run {
             results.push(TaskResult {
@@ -347,10 +348,18 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
         }
         env.cancel.check()?;
         let p = owners[task.plan.as_str()];
+        // One healthchecks-style check per plan: started before its first task of this
+        // tick, success or fail after its last; each failed task also goes to the webhook.
         let notifier = p.notify.as_ref().map(|n| Notifier::new(n.clone()));
-        if let Some(n) = &notifier {
-            n.ping(env, Ping::Start, &task_summary(&task, None, None))
-                .await;
+        let first_of_plan = i == 0 || plans_of[i - 1] != task.plan;
+        let last_of_plan = plans_of.get(i + 1) != Some(&task.plan);
+        if let (Some(n), true) = (&notifier, first_of_plan) {
+            let tasks: Vec<&String> = plans_of.iter().filter(|q| **q == task.plan).collect();
+            let body = serde_json::json!({
+                "source": "lifeboat", "event": "start", "host": crate::sys::host::hostname(),
+                "plan": task.plan, "tasks_due": tasks.len(),
+            });
+            n.ping(env, Ping::Start, &body).await;
         }
         let started = req.clock.now();
         let clock = std::time::Instant::now();
@@ -380,12 +389,9 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
             }
         };
         if let Some(n) = &notifier {
-            let body = task_summary(&task, Some(code), error.as_deref());
-            if code == ExitCode::Ok {
-                n.ping(env, Ping::Success, &body).await;
-            } else {
-                n.ping(env, Ping::Fail, &body).await;
-                n.webhook(env, &body).await;
+            if code != ExitCode::Ok {
+                n.webhook(env, &task_summary(&task, Some(code), error.as_deref()))
+                    .await;
             }
         }
         let entry = state.tasks.entry(task.key.clone()).or_insert(TaskState {
@@ -408,12 +414,32 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
         if let Err(e) = state.save(&state_dir) {
             env.warn(format!("run-due's state was not saved: {e}"));
         }
+        let plan_name = task.plan.clone();
         results.push(TaskResult {
             task,
             exit_code: Some(code),
             error,
             duration_secs,
         });
+        if let (Some(n), true) = (&notifier, last_of_plan) {
+            let mine: Vec<&TaskResult> = results
+                .iter()
+                .filter(|r| r.task.plan == plan_name)
+                .collect();
+            let failed = mine.iter().any(|r| r.exit_code != Some(ExitCode::Ok));
+            let body = serde_json::json!({
+                "source": "lifeboat",
+                "event": if failed { "failure" } else { "success" },
+                "host": crate::sys::host::hostname(),
+                "plan": plan_name,
+                "tasks": mine
+                    .iter()
+                    .map(|r| task_summary(&r.task, r.exit_code, r.error.as_deref()))
+                    .collect::<Vec<_>>(),
+            });
+            let kind = if failed { Ping::Fail } else { Ping::Success };
+            n.ping(env, kind, &body).await;
+        }
     }
     if !req.dry_run {
         state.last_tick = Some(req.clock.now());

@@ -122,10 +122,11 @@ fn pings_and_the_webhook_say_what_happened_and_carry_no_secret() {
     assert_eq!(paths, [format!("{base}/start"), base.clone()], "{seen:?}");
     let v: serde_json::Value = serde_json::from_str(&seen[1].1).unwrap();
     assert_eq!(v["event"], "success");
-    assert_eq!(v["task"], "good/files/backup");
-    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["tasks"][0]["task"], "good/files/backup");
+    assert_eq!(v["tasks"][0]["exit_code"], 0);
 
-    // A backup that fails: the fail ping and the webhook, with the error and exit code.
+    // A backup that fails: the webhook at once, the plan's fail ping after its last task,
+    // each with the error and exit code.
     let bad = notify_plan(&ws, "bad", false, &ep);
     let o = run_due(&ws, &bad);
     let code = o.status.code().unwrap();
@@ -136,12 +137,15 @@ fn pings_and_the_webhook_say_what_happened_and_carry_no_secret() {
         paths,
         [
             format!("{base}/start"),
-            format!("{base}/fail"),
-            "/hook".into()
+            "/hook".into(),
+            format!("{base}/fail")
         ]
     );
-    for (_, body) in &seen[3..] {
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    let hook: serde_json::Value = serde_json::from_str(&seen[3].1).unwrap();
+    let fail: serde_json::Value = serde_json::from_str(&seen[4].1).unwrap();
+    assert_eq!(fail["event"], "failure", "{fail}");
+    assert_eq!(fail["plan"], "bad");
+    for v in [&hook, &fail["tasks"][0]] {
         assert_eq!(v["event"], "failure", "{v}");
         assert_eq!(v["plan"], "bad");
         assert_eq!(v["exit_code"], code);
