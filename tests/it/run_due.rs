@@ -318,3 +318,38 @@ fn without_the_catalog_only_plans_with_a_local_fallback_are_scheduled() {
     );
     assert_eq!(ws.snapshots(&a).len(), 1, "nothing ran again");
 }
+
+/// `[schedule] task_timeout`: a task that runs longer is stopped, counted as failed (exit 1,
+/// recorded in the state file) and says which limit stopped it; no snapshot is committed.
+#[test]
+fn a_task_longer_than_its_timeout_is_stopped_and_counted_as_failed() {
+    let ws = Workspace::new();
+    let state = ws.path().join("state");
+    let data = ws.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), b"hello").unwrap();
+    let plan = ws.plan(
+        "slow",
+        &format!(
+            "[[jobs]]\nname = \"files\"\nschedule = \"0 0 1 1 *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n[jobs.hooks]\npre = \"sleep 4\"\n\n[schedule]\ntask_timeout = \"1s\"\n",
+            data.display()
+        ),
+    );
+    let o = run(lifeboat()
+        .env("LIFEBOAT_STATE_DIR", &state)
+        .args(["run-due", "--json", "--plan"])
+        .arg(&plan));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ran longer than [schedule] task_timeout (1s)"),
+        "{}",
+        stderr(&o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["due"][0]["exit_code"], 1, "{v}");
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("run-due-state.json")).unwrap())
+            .unwrap();
+    assert_eq!(st["tasks"]["slow/files/backup"]["failures"], 1, "{st}");
+    assert!(ws.snapshots(&plan).is_empty());
+}
