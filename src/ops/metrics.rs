@@ -6,7 +6,8 @@
 //! the Prometheus text format ([`prometheus_text`] of the crate's OpenMetrics output).
 //!
 //! Names follow Prometheus conventions (base units, `_seconds`, `_bytes`, `_total`); labels
-//! are `plan`, `job`, `region` (and `phase`, `objective`, `task`, `kind` where they apply).
+//! are `plan`, `lifeboat_job`, `region` (and `phase`, `objective`, `task`, `kind` where they
+//! apply) — not `job`, which Prometheus sets to the scrape job and would rename.
 //! The list is in `docs/operations.md`; `monitoring/` holds alert rules and a dashboard
 //! written against exactly these names. No metric carries a secret: names, times, sizes
 //! and codes only.
@@ -187,7 +188,11 @@ async fn catalog_metrics(
         repo_plan
             .entry(j.repo_id.to_hex())
             .or_insert_with(|| j.plan.clone());
-        let l = labels(&[("plan", &j.plan), ("job", &j.job), ("region", &j.region)]);
+        let l = labels(&[
+            ("plan", &j.plan),
+            ("lifeboat_job", &j.job),
+            ("region", &j.region),
+        ]);
         if let Some(s) = &j.newest_snapshot {
             g.set(
                 "lifeboat_backup_newest_snapshot_timestamp_seconds",
@@ -264,7 +269,7 @@ async fn catalog_metrics(
     for run in &runs {
         let l = labels(&[
             ("plan", &run.plan),
-            ("job", &run.job),
+            ("lifeboat_job", &run.job),
             ("region", &run.region),
         ]);
         g.set(

@@ -323,7 +323,7 @@ async fn metrics_textfile_and_http_parse_as_prometheus_exposition_with_the_catal
     );
     for region in ["local", "eu"] {
         let r = format!("region=\"{region}\"");
-        let l = ["plan=\"web\"", "job=\"files\"", r.as_str()];
+        let l = ["plan=\"web\"", "lifeboat_job=\"files\"", r.as_str()];
         assert_eq!(value(&text, "lifeboat_backup_last_success", &l), Some(1.0));
         assert_eq!(
             value(&text, "lifeboat_rpo_target_seconds", &l),
@@ -393,7 +393,7 @@ async fn metrics_textfile_and_http_parse_as_prometheus_exposition_with_the_catal
         "{head}"
     );
     promtool_check_metrics(&body);
-    let l = ["plan=\"web\"", "job=\"files\"", "region=\"eu\""];
+    let l = ["plan=\"web\"", "lifeboat_job=\"files\"", "region=\"eu\""];
     assert_eq!(value(&body, "lifeboat_drill_last_success", &l), Some(1.0));
     assert_eq!(
         value(&body, "lifeboat_rpo_target_seconds", &l),

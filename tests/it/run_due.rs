@@ -348,8 +348,7 @@ fn a_task_longer_than_its_timeout_is_stopped_and_counted_as_failed() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["due"][0]["exit_code"], 1, "{v}");
     let st: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state.join("run-due-state.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(state.join("run-due-state.json")).unwrap()).unwrap();
     assert_eq!(st["tasks"]["slow/files/backup"]["failures"], 1, "{st}");
     assert!(ws.snapshots(&plan).is_empty());
 }
