@@ -40,6 +40,7 @@ Exit codes:
    14    source dump failed
    15    out of space or quota
    16    restore drill: data verification failed
-   17    restore drill: an objective (RTO or RPO) was missed
+   17    restore drill: an objective (RTO or RPO) was missed;
+         status --check: an objective is missed (RPO, drill interval, coverage…)
   130    interrupted";
 }

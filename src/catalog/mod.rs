@@ -47,7 +47,7 @@ pub use ledger::{Coverage, PackRead, VerifiedBy};
 pub use rebuild::RebuildReport;
 pub use runs::{BackupRun, RunStatus};
 pub use snapshots::{lineage_of, SnapshotRow};
-pub use status::{HistoryEntry, HistoryFilter, JobStatus, StatusFilter, StatusReport};
+pub use status::{HistoryEntry, HistoryFilter, JobStatus, LastStart, StatusFilter, StatusReport};
 
 // Defined with the library's other error types (so `error` need not import `catalog`).
 pub use crate::error::CatalogError;

@@ -93,6 +93,16 @@ pub struct StatusReport {
     pub coverage: Vec<Coverage>,
 }
 
+/// The last start of a backup or drill of one (job, region) ([`Catalog::last_starts`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastStart {
+    /// `backup` or `drill`.
+    pub kind: &'static str,
+    pub job: String,
+    pub region: String,
+    pub started: DateTime<Utc>,
+}
+
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
@@ -289,6 +299,110 @@ impl Catalog {
             last_drill,
             last_run,
         })
+    }
+
+    /// When each (job, region) of `plan` last started a backup (`kind` "backup") or a drill
+    /// ("drill"): what `run-due` needs to tell what is due.
+    pub async fn last_starts(&self, plan: &str) -> Result<Vec<LastStart>> {
+        let mut out = Vec::new();
+        for (kind, table) in [("backup", "backup_runs"), ("drill", "drills")] {
+            let rows = sqlx::query(&format!(
+                "SELECT job, region, MAX(started_ms) AS t FROM {table} WHERE plan = $1
+                 GROUP BY job, region"
+            ))
+            .bind(plan)
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| self.query_err("reading last runs", e))?;
+            for r in rows {
+                let get = |e: sqlx::Error| self.malformed(table, e);
+                out.push(LastStart {
+                    kind,
+                    job: r.try_get("job").map_err(get)?,
+                    region: r.try_get("region").map_err(get)?,
+                    started: from_ms(r.try_get::<i64, _>("t").map_err(get)?),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest backup run of each (plan, job, region) of `plan` (all plans when empty):
+    /// what the metrics report as the last backup's duration, bytes and outcome.
+    pub async fn last_backup_runs(&self, plan: &str) -> Result<Vec<super::BackupRun>> {
+        let rows = sqlx::query(
+            "SELECT r.run_id, r.repo_id, r.plan, r.job, r.region, r.host, r.started_ms,
+                    r.finished_ms, r.status, r.exit_code, r.snapshot_id, r.bytes_processed,
+                    r.bytes_added, r.bytes_stored, r.error
+             FROM backup_runs r
+             WHERE ($1 = '' OR r.plan = $1) AND r.started_ms = (SELECT MAX(x.started_ms)
+                 FROM backup_runs x WHERE x.plan = r.plan AND x.job = r.job
+                 AND x.region = r.region)
+             ORDER BY r.plan, r.job, r.region, r.run_id",
+        )
+        .bind(plan)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.query_err("reading the last backup runs", e))?;
+        let mut out: Vec<super::BackupRun> = Vec::new();
+        for r in rows {
+            let get = |e: sqlx::Error| self.malformed("backup run", e);
+            let id: String = r.try_get("run_id").map_err(get)?;
+            let repo: String = r.try_get("repo_id").map_err(get)?;
+            let status: String = r.try_get("status").map_err(get)?;
+            let snap: Option<String> = r.try_get("snapshot_id").map_err(get)?;
+            let run = super::BackupRun {
+                repo_id: repo
+                    .parse()
+                    .map_err(|e: String| self.malformed(format!("backup run {id}"), e))?,
+                plan: r.try_get("plan").map_err(get)?,
+                job: r.try_get("job").map_err(get)?,
+                region: r.try_get("region").map_err(get)?,
+                host: r.try_get("host").map_err(get)?,
+                started: from_ms(r.try_get("started_ms").map_err(get)?),
+                finished: from_ms(r.try_get("finished_ms").map_err(get)?),
+                status: RunStatus::parse(&status).ok_or_else(|| {
+                    self.malformed("backup run", format!("unknown status {status:?}"))
+                })?,
+                exit_code: r.try_get::<i64, _>("exit_code").map_err(get)? as u8,
+                snapshot_id: snap
+                    .map(|s| s.parse())
+                    .transpose()
+                    .map_err(|e: String| self.malformed(format!("backup run {id}"), e))?,
+                bytes_processed: r.try_get::<i64, _>("bytes_processed").map_err(get)? as u64,
+                bytes_added: r.try_get::<i64, _>("bytes_added").map_err(get)? as u64,
+                bytes_stored: r.try_get::<i64, _>("bytes_stored").map_err(get)? as u64,
+                error: r.try_get("error").map_err(get)?,
+                run_id: RunId(id),
+            };
+            // Two runs started in the same millisecond: keep one.
+            let same = |l: &super::BackupRun| {
+                (&l.plan, &l.job, &l.region) == (&run.plan, &run.job, &run.region)
+            };
+            if out.last().is_none_or(|l| !same(l)) {
+                out.push(run);
+            }
+        }
+        Ok(out)
+    }
+
+    /// When `lifeboat verify` last read packs of `plan`'s repository in `region` (`None`:
+    /// never).
+    pub async fn last_verified(&self, plan: &str, region: &str) -> Result<Option<DateTime<Utc>>> {
+        let row = sqlx::query(
+            "SELECT MAX(verified_ms) AS t FROM pack_verifications
+             WHERE region = $2 AND verified_by = 'verify'
+               AND repo_id IN (SELECT repo_id FROM snapshots WHERE plan = $1)",
+        )
+        .bind(plan)
+        .bind(region)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| self.query_err("reading the last verification", e))?;
+        let t: Option<i64> = row
+            .try_get("t")
+            .map_err(|e| self.malformed("pack_verifications", e))?;
+        Ok(t.map(from_ms))
     }
 
     fn snapshot_ref(&self, r: &AnyRow, now: DateTime<Utc>) -> Result<SnapshotRef> {

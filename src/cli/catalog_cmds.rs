@@ -32,6 +32,11 @@ pub struct StatusArgs {
     /// Verification cycle: coverage counts packs verified within this window
     #[arg(long, default_value = "30d", value_name = "DURATION")]
     pub cycle: String,
+    /// Exit 17 when any objective is missed (RPO, verified RPO, the last drill's RTO or
+    /// result, a region not drilled within the plan's drill interval, coverage behind the
+    /// [verify] cycle); without it, status reports and exits 0
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Args, Debug)]
@@ -80,6 +85,7 @@ pub async fn status(ctx: &Ctx, a: StatusArgs) -> Result<ExitCode> {
         region: a.region,
         plan: a.plan,
         job: a.job,
+        clock: std::sync::Arc::new(crate::sys::clock::SystemClock),
     };
     let repo = if ctx.global.repo.is_empty() {
         None
@@ -94,11 +100,29 @@ pub async fn status(ctx: &Ctx, a: StatusArgs) -> Result<ExitCode> {
             "jobs": r.status.jobs,
             "coverage": r.status.coverage,
             "findings": r.findings,
+            "misses": r.misses,
         }));
     } else {
         print_status(ctx, &r);
     }
-    Ok(r.exit_code())
+    if a.check {
+        for m in &r.misses {
+            eprintln!(
+                "missed: {} {}{} in {}: {}",
+                m.objective,
+                m.plan,
+                m.job
+                    .as_deref()
+                    .map(|j| format!("/{j}"))
+                    .unwrap_or_default(),
+                m.region,
+                m.detail
+            );
+        }
+        Ok(r.check_exit_code())
+    } else {
+        Ok(r.exit_code())
+    }
 }
 
 fn print_status(ctx: &Ctx, r: &crate::ops::status::StatusReport) {

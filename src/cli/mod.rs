@@ -5,6 +5,7 @@
 
 mod catalog_cmds;
 mod drill_cmds;
+mod metrics_cmds;
 pub mod output;
 mod plan_cmds;
 mod region_cmds;
@@ -13,6 +14,7 @@ mod repo_cmds;
 mod restore_cmds;
 mod retention_cmds;
 mod schedule_cmds;
+mod systemd_cmds;
 mod tools_cmds;
 
 use std::io::IsTerminal;
@@ -155,6 +157,12 @@ pub enum Command {
     Prune(retention_cmds::PruneArgs),
     /// Run the backups and drills whose cron schedules say they are due (what the systemd timer calls)
     RunDue(schedule_cmds::RunDueArgs),
+    /// Export the catalog and run-due's outcomes as Prometheus metrics (textfile or HTTP)
+    #[command(subcommand)]
+    Metrics(metrics_cmds::MetricsCommand),
+    /// Install the systemd units for run-due and drills, matching a plan directory
+    #[command(subcommand)]
+    Systemd(systemd_cmds::SystemdCommand),
     /// Run the whole job on a sample dataset: back up, change, back up, restore, prove it
     Demo(tools_cmds::DemoArgs),
     /// Copy what lagging regions lack from the others (verified; snapshots last)
@@ -262,6 +270,8 @@ async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
         RunDue(a) => schedule_cmds::run_due(ctx, a).await,
         Forget(a) => retention_cmds::forget(ctx, a).await,
         Prune(a) => retention_cmds::prune(ctx, a).await,
+        Metrics(c) => metrics_cmds::metrics(ctx, c).await,
+        Systemd(c) => systemd_cmds::systemd(ctx, c).await,
         Demo(a) => {
             crate::demo::run(
                 a.dir,

@@ -140,22 +140,18 @@ impl crate::ops::Observer for Printer {
             }
             Event::TaskDue(t) => {
                 if self.human() {
-                    let why = match (t.slot, t.missed) {
-                        (None, _) => "never ran".to_string(),
-                        (Some(s), 0) => format!("slot {}", s.format("%Y-%m-%d %H:%M UTC")),
-                        (Some(s), m) => format!(
-                            "slot {}, {m} earlier slots missed",
-                            s.format("%Y-%m-%d %H:%M UTC")
-                        ),
-                    };
-                    // A drill prints as `backup plan/`, as it always has (to be fixed).
-                    let job = match &t.kind {
-                        crate::ops::run_due::TaskKind::Backup { job } => job.as_str(),
-                        crate::ops::run_due::TaskKind::Drill => "",
+                    // One line per task: what runs, on what, and why.
+                    use crate::ops::run_due::TaskKind;
+                    let what = match &t.kind {
+                        TaskKind::Backup { job } => format!("backup {}/{job}", t.plan),
+                        TaskKind::Drill { region } => {
+                            format!("drill {} from region {region}", t.plan)
+                        }
+                        TaskKind::Verify { region } => format!("verify {} region {region}", t.plan),
                     };
                     println!(
-                        "due: backup {}/{job} ({why}){}",
-                        t.plan,
+                        "due: {what} ({}){}",
+                        t.reason,
                         if t.dry_run { " [dry run]" } else { "" }
                     );
                 }

@@ -1,7 +1,8 @@
 //! `lifeboat run-due`: what the systemd timer runs every few minutes. Parses its flags, runs
-//! [`crate::ops::run_due`] and renders the result: the due tasks as they are found, the
-//! tasks' own output (unless `--json` or `--quiet`: one JSON document for the whole run),
-//! and a summary.
+//! [`crate::ops::run_due`] and renders the result: one line per due task saying what runs
+//! and why, the tasks' own output (unless `--json` or `--quiet`: one JSON document for the
+//! whole run), and a summary. With `--textfile PATH` it then writes the metrics for
+//! node_exporter's textfile collector.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use serde_json::json;
 use super::output::{print_json, Printer};
 use super::Ctx;
 use crate::error::ExitCode;
-use crate::ops::run_due::{RunDue, RunDueRequest};
+use crate::ops::metrics::MetricsRequest;
+use crate::ops::run_due::{RunDue, RunDueRequest, TaskKind};
+use crate::sys::clock::SystemClock;
 use crate::Result;
 
 #[derive(Args, Debug)]
@@ -23,11 +26,15 @@ pub struct RunDueArgs {
     /// Only say what is due; run nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// After the run, write the metrics (Prometheus text format) to this file, replacing
+    /// it atomically: point it into node_exporter's textfile-collector directory
+    #[arg(long, value_name = "PATH", env = "LIFEBOAT_TEXTFILE")]
+    pub textfile: Option<PathBuf>,
 }
 
 pub async fn run_due(ctx: &Ctx, a: RunDueArgs) -> Result<ExitCode> {
     let req = RunDueRequest {
-        plan: a.plan,
+        plan: a.plan.clone(),
         dry_run: a.dry_run,
         min_regions: ctx.global.min_regions,
         lock_dir: None,
@@ -36,10 +43,35 @@ pub async fn run_due(ctx: &Ctx, a: RunDueArgs) -> Result<ExitCode> {
             json: false,
             quiet: ctx.global.quiet || ctx.global.json,
         }),
+        clock: Arc::new(SystemClock),
     };
-    let r = crate::ops::run_due::run_due(&ctx.env(), req).await?;
+    let env = ctx.env();
+    let result = crate::ops::run_due::run_due(&env, req).await;
+    // The textfile is written even when the run failed: a refusal (catalog down) is exactly
+    // what the metrics must show.
+    if let (Some(path), false) = (&a.textfile, a.dry_run) {
+        let m = MetricsRequest {
+            plan: Some(a.plan.clone()),
+            state_dir: crate::ops::run_due::default_state_dir()?,
+            clock: Arc::new(SystemClock),
+        };
+        if let Err(e) = crate::ops::metrics::write_textfile(&env, &m, path).await {
+            env.warn(format!(
+                "the metrics textfile {} was not written: {e}",
+                path.display()
+            ));
+        }
+    }
+    let r = result?;
     render(ctx, &r);
     Ok(r.exit_code())
+}
+
+fn subject(k: &TaskKind) -> (&'static str, &str) {
+    match k {
+        TaskKind::Backup { job } => ("job", job),
+        TaskKind::Drill { region } | TaskKind::Verify { region } => ("region", region),
+    }
 }
 
 fn render(ctx: &Ctx, r: &RunDue) {
@@ -49,10 +81,18 @@ fn render(ctx: &Ctx, r: &RunDue) {
             .iter()
             .map(|t| {
                 let d = &t.task;
-                match t.exit_code {
-                    None => json!({"task": d.key, "slot": d.slot, "missed": d.missed, "ran": false}),
-                    Some(code) => json!({"task": d.key, "slot": d.slot, "missed": d.missed, "ran": true, "exit_code": code.code()}),
+                let (what, name) = subject(&d.kind);
+                let mut v = json!({
+                    "task": d.key, "plan": d.plan, "kind": d.kind.name(), what: name,
+                    "reason": d.reason, "slot": d.slot, "missed": d.missed,
+                    "ran": t.exit_code.is_some(),
+                });
+                if let Some(code) = t.exit_code {
+                    v["exit_code"] = json!(code.code());
+                    v["duration_secs"] = json!(t.duration_secs);
+                    v["error"] = json!(t.error);
                 }
+                v
             })
             .collect();
         let next: Vec<_> = r
@@ -60,8 +100,26 @@ fn render(ctx: &Ctx, r: &RunDue) {
             .iter()
             .map(|n| json!({"task": n.key, "next": n.next}))
             .collect();
-        print_json(&json!({"message_type": "summary", "due": due, "next": next}));
-    } else if r.due.is_empty() && !ctx.global.quiet {
-        println!("nothing is due");
+        let refused: Vec<_> = r
+            .refused
+            .iter()
+            .map(|(p, why)| json!({"plan": p, "why": why}))
+            .collect();
+        print_json(
+            &json!({"message_type": "summary", "due": due, "next": next, "refused": refused}),
+        );
+    } else if !ctx.global.quiet {
+        if r.due.is_empty() && r.refused.is_empty() {
+            println!("nothing is due");
+        }
+        for t in r.due.iter().filter(|t| t.exit_code.is_some()) {
+            println!(
+                "done: {} {} exit {} in {}",
+                t.task.kind.name(),
+                t.task.key,
+                t.exit_code.map(|c| c.code()).unwrap_or_default(),
+                crate::sys::human::duration(t.duration_secs)
+            );
+        }
     }
 }

@@ -19,6 +19,8 @@ pub mod engine;
 pub mod forget;
 pub mod health;
 pub mod keys;
+pub mod metrics;
+pub mod notify;
 pub mod plans;
 pub mod preflight;
 pub mod prune;
@@ -29,6 +31,7 @@ pub mod run_due;
 pub mod snapshots;
 pub mod status;
 pub mod sync;
+pub mod systemd;
 pub mod target;
 pub mod verify;
 

@@ -3,9 +3,17 @@
 //! with a repository also runs the high-water check (rollback, vanished snapshots) and syncs
 //! the verification ledger with the repository's packs; [`history`] lists backup runs and
 //! drills, newest first.
+//!
+//! `status --check` turns the report into a verdict: every objective that is missed — RPO,
+//! verified RPO, the last drill's RTO, a failed last drill, a region not drilled within the
+//! plan's drill interval, verification coverage behind its cycle — is a [`Miss`], and any
+//! miss is exit 17, so a timer, a Nagios-style check or CI can act on it.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use serde::Serialize;
 
 use super::plans::load_plans;
 use super::record::open_catalog;
@@ -13,7 +21,9 @@ use super::target::{Target, LOCAL_REGION};
 use super::Env;
 use crate::catalog::{self, HistoryEntry, HistoryFilter, StatusFilter};
 use crate::error::ExitCode;
+use crate::plan::Plan;
 use crate::repo::verify::{Finding, Severity};
+use crate::sys::clock::Clock;
 use crate::{Error, Result};
 
 /// What `status` shows.
@@ -26,8 +36,24 @@ pub struct StatusRequest {
     pub plan: Option<String>,
     /// Only this job.
     pub job: Option<String>,
-    /// Coverage counts packs verified within this window ([`parse_cycle`]).
+    /// Coverage counts packs verified within this window ([`parse_cycle`]); a plan's
+    /// `[verify] cycle` takes its place for that plan's regions.
     pub cycle: Duration,
+    /// Where "now" comes from (ages, RPO, intervals).
+    pub clock: Arc<dyn Clock>,
+}
+
+/// An objective that does not hold ([`StatusReport::misses`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Miss {
+    /// `rpo`, `verified_rpo`, `rto`, `drill_failed`, `drill_interval` or `coverage`.
+    pub objective: &'static str,
+    pub plan: String,
+    /// The job, for objectives of a job.
+    pub job: Option<String>,
+    pub region: String,
+    /// What was measured against what, for people.
+    pub detail: String,
 }
 
 /// The result of `status`.
@@ -38,6 +64,8 @@ pub struct StatusReport {
     pub status: catalog::StatusReport,
     /// The high-water check of the repository given (empty without one).
     pub findings: Vec<Finding>,
+    /// The objectives that do not hold now.
+    pub misses: Vec<Miss>,
 }
 
 impl StatusReport {
@@ -56,6 +84,157 @@ impl StatusReport {
             ExitCode::Ok
         }
     }
+
+    /// `status --check`: 13 as [`Self::exit_code`], else 17 when any objective is missed.
+    pub fn check_exit_code(&self) -> ExitCode {
+        match self.exit_code() {
+            ExitCode::Ok if !self.misses.is_empty() => ExitCode::ObjectiveMissed,
+            c => c,
+        }
+    }
+}
+
+/// The objectives of `r` that do not hold: each job's RPO (against the plan's objective,
+/// else the target its last drill recorded), verified RPO, last drill's RTO and result; with
+/// a plan, each destination drilled within the plan's drill interval and, with `[verify]`,
+/// each region's verification coverage within the cycle.
+pub fn misses(r: &catalog::StatusReport, plan: Option<&Plan>) -> Vec<Miss> {
+    let mut out = Vec::new();
+    let age = |s: f64| crate::sys::human::duration(s);
+    for j in &r.jobs {
+        let miss = |objective, detail: String| Miss {
+            objective,
+            plan: j.plan.clone(),
+            job: Some(j.job.clone()),
+            region: j.region.clone(),
+            detail,
+        };
+        let target = plan
+            .and_then(|p| p.objectives.rpo.map(|d| d.as_secs_f64()))
+            .or(j.rpo_target_secs);
+        if let Some(t) = target {
+            match &j.newest_snapshot {
+                Some(s) if s.age_secs > t => out.push(miss(
+                    "rpo",
+                    format!(
+                        "newest snapshot is {} old, target {}",
+                        age(s.age_secs),
+                        age(t)
+                    ),
+                )),
+                None => out.push(miss("rpo", "no snapshot recorded".into())),
+                _ => {}
+            }
+            match &j.newest_verified_snapshot {
+                Some(s) if s.age_secs > t => out.push(miss(
+                    "verified_rpo",
+                    format!(
+                        "newest drilled snapshot is {} old, target {}",
+                        age(s.age_secs),
+                        age(t)
+                    ),
+                )),
+                None if plan.is_some_and(|p| p.drill.is_some()) || j.last_drill.is_some() => out
+                    .push(miss(
+                        "verified_rpo",
+                        "no snapshot was proven restorable by a drill".into(),
+                    )),
+                _ => {}
+            }
+        }
+        if let Some(d) = &j.last_drill {
+            if d.rto_met == Some(false) {
+                out.push(miss(
+                    "rto",
+                    format!(
+                        "last drill took {}, target {}",
+                        age(d.rto_secs.unwrap_or_default()),
+                        age(d.rto_target_secs.unwrap_or_default())
+                    ),
+                ));
+            }
+            if matches!(
+                d.result,
+                catalog::DrillResult::CheckFailed | catalog::DrillResult::InfraFailed
+            ) {
+                out.push(miss(
+                    "drill_failed",
+                    format!("last drill {}: {}", d.drill_id.0, d.result.as_str()),
+                ));
+            }
+        }
+    }
+    let Some(plan) = plan else {
+        return out;
+    };
+    let regions = crate::plan::DestinationSpec::catalog_regions(&plan.destinations);
+    // Jobs never backed up have no status row: with an RPO they miss it.
+    if plan.objectives.rpo.is_some() {
+        for job in &plan.jobs {
+            if !r.jobs.iter().any(|j| j.job == job.name) {
+                for region in &regions {
+                    out.push(Miss {
+                        objective: "rpo",
+                        plan: plan.name.clone(),
+                        job: Some(job.name.clone()),
+                        region: region.clone(),
+                        detail: "no backup recorded".into(),
+                    });
+                }
+            }
+        }
+    }
+    if let Some(interval) = plan.drill_interval() {
+        for region in &regions {
+            let last = r
+                .jobs
+                .iter()
+                .filter(|j| &j.region == region)
+                .filter_map(|j| j.last_drill.as_ref().map(|d| d.finished))
+                .max();
+            let detail = match last {
+                None => Some("never drilled".to_string()),
+                Some(t) => {
+                    let a = catalog::age_secs(r.now, t);
+                    (a > interval.as_secs_f64()).then(|| {
+                        format!(
+                            "last drilled {} ago, interval {}",
+                            age(a),
+                            age(interval.as_secs_f64())
+                        )
+                    })
+                }
+            };
+            if let Some(detail) = detail {
+                out.push(Miss {
+                    objective: "drill_interval",
+                    plan: plan.name.clone(),
+                    job: None,
+                    region: region.clone(),
+                    detail,
+                });
+            }
+        }
+    }
+    if plan.verify.is_some() {
+        for c in &r.coverage {
+            if let Some(a) = c.oldest_unverified_age_secs.filter(|a| *a > c.cycle_secs) {
+                out.push(Miss {
+                    objective: "coverage",
+                    plan: plan.name.clone(),
+                    job: None,
+                    region: c.region.clone(),
+                    detail: format!(
+                        "{:.1}% verified within the {} cycle; a pack has gone unverified for {}",
+                        c.percent,
+                        age(c.cycle_secs),
+                        age(a)
+                    ),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Parses `--cycle`: a duration longer than zero, such as `30d` or `12h`.
@@ -74,7 +253,7 @@ pub fn parse_cycle(s: &str) -> Result<Duration> {
 /// `lifeboat status`. With `repo` (plain `--repo` locations), the repository is checked
 /// against the catalog's high-water marks and its packs are synced into the ledger first.
 pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Result<StatusReport> {
-    let cat = open_catalog(env).await?;
+    let cat = open_catalog(env).await?.with_clock(req.clock.clone());
     let mut findings: Vec<Finding> = Vec::new();
     // --plan FILE|DIR: one status per plan, judged against the plan's own objectives.
     let plan_files = match req.plan.as_deref() {
@@ -98,13 +277,23 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
         cat.sync_packs(repo.id(), region, index.packs()).await?;
         filter.repo = Some(*repo.id());
     }
+    let mut misses_found = Vec::new();
     let report = match plan_files {
-        None => cat.status(&filter).await?,
+        None => {
+            let r = cat.status(&filter).await?;
+            misses_found = misses(&r, None);
+            r
+        }
         Some(plans) => {
             let mut merged: Option<catalog::StatusReport> = None;
             for (_, plan) in &plans {
                 let f = StatusFilter {
                     plan: Some(plan.name.clone()),
+                    cycle: plan
+                        .verify
+                        .as_ref()
+                        .map(|v| v.cycle)
+                        .unwrap_or(filter.cycle),
                     ..filter.clone()
                 };
                 let mut r = cat.status(&f).await?;
@@ -119,6 +308,7 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
                         };
                     }
                 }
+                misses_found.extend(misses(&r, Some(plan)));
                 match &mut merged {
                     None => merged = Some(r),
                     Some(m) => {
@@ -135,10 +325,17 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
         }
     };
     cat.close().await;
+    if let Some(region) = &req.region {
+        misses_found.retain(|m| &m.region == region);
+    }
+    if let Some(job) = &filter.job {
+        misses_found.retain(|m| m.job.as_ref().is_none_or(|j| j == job));
+    }
     Ok(StatusReport {
         catalog: cat.describe().to_string(),
         status: report,
         findings,
+        misses: misses_found,
     })
 }
 

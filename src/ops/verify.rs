@@ -67,11 +67,17 @@ pub async fn verify(env: &Env, target: &Target, req: VerifyRequest) -> Result<Ve
         )));
     }
     let repo = target.open_for_read(req.region.as_deref(), false).await?;
+    // The ledger and high-water marks are per region: a named region's reads are recorded
+    // under its catalog name, not as `local` (which made every region's coverage one).
+    let region = match &req.region {
+        Some(r) => target.region(r)?.catalog_region.clone(),
+        None => LOCAL_REGION.to_string(),
+    };
     let (mut report, catalog) = repo
         .with_lock("verify", false, async |_| {
             let (read, catalog) = match req.read {
                 ReadMode::Budget(b) => {
-                    let (c, r) = budget_selection(env, &repo, b).await?;
+                    let (c, r) = budget_selection(env, &repo, &region, b).await?;
                     (r, Some(c))
                 }
                 ReadMode::Structure => (ReadData::None, None),
@@ -88,7 +94,7 @@ pub async fn verify(env: &Env, target: &Target, req: VerifyRequest) -> Result<Ve
             Ok((report, catalog))
         })
         .await?;
-    let catalog_warnings = after_verify(env, &repo, catalog, &mut report).await;
+    let catalog_warnings = after_verify(env, &repo, &region, catalog, &mut report).await;
     Ok(Verification {
         report,
         catalog_warnings,
@@ -101,6 +107,7 @@ pub async fn verify(env: &Env, target: &Target, req: VerifyRequest) -> Result<Ve
 async fn budget_selection(
     env: &Env,
     repo: &Repository,
+    region: &str,
     budget: u64,
 ) -> Result<(Catalog, ReadData)> {
     let bytes = |n: u64| indicatif::HumanBytes(n).to_string();
@@ -108,7 +115,7 @@ async fn budget_selection(
     let index = repo.load_index().await?;
     cat.record_repository(repo.id(), &repo.location()).await?;
     let (chosen, too_big) = cat
-        .least_recently_verified(repo.id(), LOCAL_REGION, budget, index.packs())
+        .least_recently_verified(repo.id(), region, budget, index.packs())
         .await?;
     for (id, size) in too_big.iter().take(5) {
         env.warn(format!(
@@ -142,6 +149,7 @@ async fn budget_selection(
 async fn after_verify(
     env: &Env,
     repo: &Repository,
+    region: &str,
     catalog: Option<Catalog>,
     report: &mut VerifyReport,
 ) -> Vec<String> {
@@ -163,12 +171,12 @@ async fn after_verify(
                 })
                 .collect();
             if !reads.is_empty() {
-                cat.record_pack_verifications(repo.id(), LOCAL_REGION, &reads, VerifiedBy::Verify)
+                cat.record_pack_verifications(repo.id(), region, &reads, VerifiedBy::Verify)
                     .await?;
             }
             let listing = repo.list_snapshots().await?;
             let mut findings = cat
-                .check_high_water(repo.id(), LOCAL_REGION, &listing)
+                .check_high_water(repo.id(), region, &listing)
                 .await?;
             // A backup that committed and recorded its snapshot between the listing and the
             // catalog read looks like a rollback; a real one is still there when the
@@ -179,7 +187,7 @@ async fn after_verify(
                 }
                 let listing = repo.list_snapshots().await?;
                 findings = cat
-                    .check_high_water(repo.id(), LOCAL_REGION, &listing)
+                    .check_high_water(repo.id(), region, &listing)
                     .await?;
             }
             Ok::<_, Error>(findings)

@@ -26,6 +26,45 @@ pub struct Plan {
     pub jobs: Vec<JobSpec>,
     pub retention: Option<RetentionSpec>,
     pub drill: Option<DrillSpec>,
+    /// `[schedule]`: how `run-due` treats the plan (defaults when absent).
+    pub schedule: ScheduleSpec,
+    /// `[verify]`: scheduled verification of every region within a read budget.
+    pub verify: Option<VerifySpec>,
+    /// `[notify]`: where run-due reports starts, successes and failures.
+    pub notify: Option<NotifySpec>,
+}
+
+/// `[schedule]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScheduleSpec {
+    /// Each destination must be drilled at least this often (default: the drill schedule's
+    /// longest gap times the number of destinations, which rotation alone achieves).
+    pub drill_interval: Option<Duration>,
+    /// A scheduled task that runs longer is stopped and counted as failed.
+    pub task_timeout: Option<Duration>,
+    /// When the catalog cannot be opened, decide what is due from run-due's own state file
+    /// instead of refusing.
+    pub local_fallback: bool,
+}
+
+/// `[verify]`: `schedule` (cron), `budget` (bytes read per region per run), `cycle` (every
+/// pack of every region read within it).
+#[derive(Debug, Clone)]
+pub struct VerifySpec {
+    pub schedule: cron::Schedule,
+    pub budget_bytes: u64,
+    pub cycle: Duration,
+}
+
+/// `[notify]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifySpec {
+    /// healthchecks.io-style: `URL/start`, `URL` (success), `URL/fail` (with a body).
+    pub ping_url: Option<String>,
+    /// A JSON POST for failed backups, failed drills and missed objectives.
+    pub webhook_url: Option<String>,
+    pub timeout: Duration,
+    pub retries: u32,
 }
 
 impl Plan {
@@ -76,6 +115,31 @@ impl Plan {
                 (gap > rpo).then(|| (j.name.clone(), gap))
             })
             .collect()
+    }
+
+    /// How often each destination must be drilled: `[schedule] drill_interval`, else the
+    /// drill schedule's longest gap (over the next 60 days, or between its next two slots) times the number of destinations.
+    /// `None` without a drill schedule.
+    pub fn drill_interval(&self) -> Option<Duration> {
+        if let Some(d) = self.schedule.drill_interval {
+            return Some(d);
+        }
+        let schedule = self.drill.as_ref()?.schedule.as_ref()?;
+        let now = chrono::Utc::now();
+        let horizon = now + chrono::Duration::days(60);
+        // At least two slots, so a monthly or yearly drill has an interval too.
+        let times: Vec<_> = schedule
+            .after(&now)
+            .enumerate()
+            .take_while(|(i, t)| *i < 2 || *t < horizon)
+            .take(20_000)
+            .map(|(_, t)| t)
+            .collect();
+        let gap = times
+            .windows(2)
+            .map(|w| (w[1] - w[0]).to_std().unwrap_or_default())
+            .max()?;
+        Some(gap * self.destinations.len().max(1) as u32)
     }
 
     /// The destination backups are written to.

@@ -25,6 +25,38 @@ pub(super) struct PlanConfig {
     pub(super) jobs: Vec<JobConfig>,
     pub(super) retention: Option<RetentionConfig>,
     pub(super) drill: Option<DrillConfig>,
+    pub(super) schedule: Option<ScheduleConfig>,
+    pub(super) verify: Option<VerifyConfig>,
+    pub(super) notify: Option<NotifyConfig>,
+}
+
+/// `[schedule]`: how `run-due` treats this plan.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ScheduleConfig {
+    pub(super) drill_interval: Option<String>,
+    pub(super) task_timeout: Option<String>,
+    #[serde(default)]
+    pub(super) local_fallback: bool,
+}
+
+/// `[verify]`: scheduled verification within a read budget.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VerifyConfig {
+    pub(super) schedule: String,
+    pub(super) budget: String,
+    pub(super) cycle: Option<String>,
+}
+
+/// `[notify]`: pings and a webhook.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NotifyConfig {
+    pub(super) ping_url: Option<String>,
+    pub(super) webhook_url: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) retries: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

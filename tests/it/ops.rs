@@ -278,6 +278,7 @@ async fn run_due_lists_runs_and_then_skips_a_plans_tasks() {
         min_regions: None,
         lock_dir: Some(tmp.path().join("state")),
         task_observer: task_events.clone(),
+        clock: Arc::new(lifeboat::sys::clock::SystemClock),
     };
     let target = plan_target(&file);
 
@@ -296,7 +297,13 @@ async fn run_due_lists_runs_and_then_skips_a_plans_tasks() {
                 TaskKind::Backup { job: "site".into() },
                 None
             ),
-            ("web/drill", TaskKind::Drill, None),
+            (
+                "web/drill/local",
+                TaskKind::Drill {
+                    region: "local".into()
+                },
+                None
+            ),
         ]
     );
     assert!(r
@@ -333,7 +340,7 @@ async fn run_due_lists_runs_and_then_skips_a_plans_tasks() {
             .collect::<Vec<_>>(),
         vec![
             ("web/site/backup", Some(ExitCode::Ok), None),
-            ("web/drill", Some(ExitCode::Ok), None),
+            ("web/drill/local", Some(ExitCode::Ok), None),
         ]
     );
     assert!(tmp.path().join("state/run-due.lock").exists());

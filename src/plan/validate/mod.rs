@@ -9,10 +9,13 @@
 mod destinations;
 mod drill;
 mod jobs;
+mod notify;
 mod objectives;
 mod repository;
 mod retention;
+mod schedule;
 mod sources;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -227,6 +230,9 @@ impl<'a> Validator<'a> {
         let jobs = self.jobs(raw.jobs);
         let retention = raw.retention.map(|r| self.retention(r));
         let drill = raw.drill.map(|d| self.drill(d, &jobs));
+        let schedule = self.schedule_section(raw.schedule.unwrap_or_default());
+        let verify = raw.verify.and_then(|v| self.verify(v));
+        let notify = raw.notify.map(|n| self.notify(n));
 
         Plan {
             name,
@@ -239,6 +245,9 @@ impl<'a> Validator<'a> {
             jobs,
             retention,
             drill,
+            schedule,
+            verify,
+            notify,
         }
     }
 }

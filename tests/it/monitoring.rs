@@ -1,0 +1,494 @@
+//! The loop around run-due, watched: `status --check` exits 17 on each kind of missed
+//! objective and 0 when all hold (judged on an injected clock); the metrics textfile and
+//! `metrics serve` parse with Prometheus's own exposition parser (`promtool check
+//! metrics`) and carry the figures the catalog holds; the alert rules in `monitoring/` pass
+//! `promtool check rules` and their unit tests; the dashboard names only metrics lifeboat
+//! exports.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use lifeboat::error::ExitCode;
+use lifeboat::ops::run_due::{run_due, RunDueRequest};
+use lifeboat::ops::status::{status, StatusRequest};
+use lifeboat::ops::{Collect, Env};
+use lifeboat::sys::{Cancel, Clock, ManualClock, SystemClock};
+
+use crate::support::*;
+
+const PROMTOOL: &str = "promtool";
+
+fn promtool() -> Command {
+    assert!(
+        Command::new(PROMTOOL).arg("--version").output().is_ok(),
+        "promtool is missing: apt-get install prometheus (scripts/test installs it)"
+    );
+    Command::new(PROMTOOL)
+}
+
+/// `promtool check metrics` on `text`: Prometheus's exposition parser and linter.
+fn promtool_check_metrics(text: &str) {
+    let mut c = promtool()
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The samples of an exposition: (name, labels, value).
+fn samples(text: &str) -> Vec<(String, String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((n, l)) => (n.to_string(), l.trim_end_matches('}').to_string()),
+                None => (series.to_string(), String::new()),
+            };
+            (name, labels, value.parse().unwrap())
+        })
+        .collect()
+}
+
+fn value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    samples(text)
+        .into_iter()
+        .find(|(n, l, _)| n == name && labels.iter().all(|x| l.contains(x)))
+        .map(|(_, _, v)| v)
+}
+
+/// A plan in `dir/NAME.toml` with two local destinations (`local`, `eu`), a yearly
+/// directory job and drill, a yearly budgeted verification; `objectives` and `extra` set
+/// the targets. The repositories are created.
+fn plan(dir: &Path, name: &str, objectives: &str, extra: &str) -> PathBuf {
+    let data = dir.join(format!("{name}-data"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), b"hello").unwrap();
+    let pw = dir.join("repo.pass");
+    std::fs::write(&pw, "correct horse battery staple\n").unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"{name}\"\n[repository]\npassword_file = \"repo.pass\"\n[objectives]\n{objectives}\n\
+             [[destinations]]\ntype = \"local\"\npath = \"{name}-r1\"\n\
+             [[destinations]]\ntype = \"local\"\nname = \"eu\"\npath = \"{name}-r2\"\n\
+             [[jobs]]\nname = \"files\"\nschedule = \"0 0 1 1 *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n\
+             [drill]\nenvironment = \"directory\"\nschedule = \"0 0 1 1 *\"\n{extra}\n\
+             [verify]\nschedule = \"0 0 1 1 *\"\nbudget = \"1MiB\"\ncycle = \"2d\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let o = run(lifeboat().args(FAST_INIT).arg("--plan").arg(&p));
+    assert!(o.status.success(), "{}", stderr(&o));
+    p
+}
+
+struct Site {
+    tmp: tempfile::TempDir,
+    env: Env,
+}
+
+impl Site {
+    fn new() -> Site {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut env, _) = Env::quiet(Cancel::new());
+        env.catalog = Ok(tmp.path().join("catalog.db").display().to_string());
+        Site { tmp, env }
+    }
+
+    fn catalog(&self) -> PathBuf {
+        self.tmp.path().join("catalog.db")
+    }
+
+    /// run-due on the wall clock until nothing is due (never-run tasks, one drill per tick).
+    async fn run_until_idle(&self, plan: &Path) -> Vec<(String, Option<ExitCode>)> {
+        let mut all = Vec::new();
+        for _ in 0..5 {
+            let r = run_due(
+                &self.env,
+                RunDueRequest {
+                    plan: plan.to_path_buf(),
+                    dry_run: false,
+                    min_regions: None,
+                    lock_dir: Some(self.tmp.path().join("state")),
+                    task_observer: Arc::new(Collect::default()),
+                    clock: Arc::new(SystemClock),
+                },
+            )
+            .await
+            .unwrap();
+            if r.due.is_empty() {
+                return all;
+            }
+            all.extend(r.due.into_iter().map(|t| (t.task.key, t.exit_code)));
+        }
+        panic!("run-due never went idle: {all:?}");
+    }
+
+    async fn check(&self, plan: &Path, clock: Arc<dyn Clock>) -> (BTreeSet<String>, ExitCode) {
+        let r = status(
+            &self.env,
+            None,
+            StatusRequest {
+                region: None,
+                plan: Some(plan.display().to_string()),
+                job: None,
+                cycle: std::time::Duration::from_secs(30 * 86_400),
+                clock,
+            },
+        )
+        .await
+        .unwrap();
+        let kinds = r.misses.iter().map(|m| m.objective.to_string()).collect();
+        (kinds, r.check_exit_code())
+    }
+
+    fn cli_check(&self, plan: &Path) -> std::process::Output {
+        run(lifeboat()
+            .env("LIFEBOAT_CATALOG", self.catalog())
+            .args(["status", "--check", "--plan"])
+            .arg(plan))
+    }
+}
+
+fn later(hours: i64) -> Arc<dyn Clock> {
+    Arc::new(ManualClock::new(
+        chrono::Utc::now() + chrono::Duration::hours(hours),
+    ))
+}
+
+fn set(kinds: &[&str]) -> BTreeSet<String> {
+    kinds.iter().map(|k| k.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_check_exits_17_on_each_kind_of_miss_and_0_when_all_hold() {
+    let site = Site::new();
+    let dir = site.tmp.path();
+    // RPO 1h, each region drilled daily, every pack read within 2 days.
+    let good = plan(dir, "good", "rpo = \"1h\"\nrto = \"30m\"", "");
+    std::fs::write(
+        &good,
+        std::fs::read_to_string(&good).unwrap() + "[schedule]\ndrill_interval = \"1d\"\n",
+    )
+    .unwrap();
+    let ran = site.run_until_idle(&good).await;
+    assert!(ran.iter().all(|(_, c)| *c == Some(ExitCode::Ok)), "{ran:?}");
+    let keys: BTreeSet<_> = ran.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        keys.contains("good/drill/local") && keys.contains("good/drill/eu"),
+        "{keys:?}"
+    );
+
+    // now: every objective holds
+    let (kinds, code) = site.check(&good, Arc::new(SystemClock)).await;
+    assert!(kinds.is_empty(), "{kinds:?}");
+    assert_eq!(code, ExitCode::Ok);
+    let o = site.cli_check(&good);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // 2 hours on: the newest and the newest drilled snapshot are older than the RPO
+    let (kinds, code) = site.check(&good, later(2)).await;
+    assert_eq!(kinds, set(&["rpo", "verified_rpo"]));
+    assert_eq!(code, ExitCode::ObjectiveMissed);
+    // 25 hours on: no region was drilled within its day
+    let (kinds, code) = site.check(&good, later(25)).await;
+    assert_eq!(kinds, set(&["rpo", "verified_rpo", "drill_interval"]));
+    assert_eq!(code, ExitCode::ObjectiveMissed);
+    // 49 hours on: packs have gone unread for longer than the 2-day cycle
+    let (kinds, code) = site.check(&good, later(49)).await;
+    assert_eq!(
+        kinds,
+        set(&["rpo", "verified_rpo", "drill_interval", "coverage"])
+    );
+    assert_eq!(code, ExitCode::ObjectiveMissed);
+
+    // A drill slower than its RTO (a 1 ns target): the RTO is missed, now.
+    let slow = plan(dir, "slow", "rpo = \"1h\"\nrto = \"1ns\"", "");
+    let ran = site.run_until_idle(&slow).await;
+    assert!(
+        ran.iter()
+            .any(|(k, c)| k == "slow/drill/local" && *c == Some(ExitCode::ObjectiveMissed)),
+        "{ran:?}"
+    );
+    let (kinds, code) = site.check(&slow, Arc::new(SystemClock)).await;
+    assert_eq!(kinds, set(&["rto"]));
+    assert_eq!(code, ExitCode::ObjectiveMissed);
+    let o = site.cli_check(&slow);
+    assert_eq!(o.status.code(), Some(17), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("missed: rto slow/files in local"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(lifeboat()
+        .env("LIFEBOAT_CATALOG", site.catalog())
+        .args(["status", "--plan"])
+        .arg(&slow));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "without --check, status only reports"
+    );
+
+    // A drill whose restore test fails: the last drill failed, and nothing is proven.
+    std::fs::write(
+        dir.join("bad-tests.toml"),
+        "[[file]]\npath = \"no/such/file\"\n",
+    )
+    .unwrap();
+    let bad = plan(
+        dir,
+        "bad",
+        "rpo = \"1h\"\nrto = \"30m\"",
+        "restore_tests = [\"bad-tests.toml\"]",
+    );
+    let ran = site.run_until_idle(&bad).await;
+    assert!(
+        ran.iter()
+            .any(|(k, c)| k == "bad/drill/local" && *c == Some(ExitCode::DrillCheckFailed)),
+        "{ran:?}"
+    );
+    let (kinds, code) = site.check(&bad, Arc::new(SystemClock)).await;
+    assert_eq!(kinds, set(&["drill_failed", "verified_rpo"]));
+    assert_eq!(code, ExitCode::ObjectiveMissed);
+}
+
+/// A spawned `lifeboat metrics serve`, stopped on drop.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_textfile_and_http_parse_as_prometheus_exposition_with_the_catalogs_figures() {
+    let site = Site::new();
+    let dir = site.tmp.path();
+    let p = plan(dir, "web", "rpo = \"1h\"\nrto = \"30m\"", "");
+    let ran = site.run_until_idle(&p).await;
+    assert!(ran.iter().all(|(_, c)| *c == Some(ExitCode::Ok)), "{ran:?}");
+
+    // run-due --textfile: written after the run, replaced atomically, parsed by promtool
+    let textfile = dir.join("textfile/lifeboat.prom");
+    let state = dir.join("state");
+    let o = run(lifeboat()
+        .env("LIFEBOAT_CATALOG", site.catalog())
+        .env("LIFEBOAT_STATE_DIR", &state)
+        .args(["run-due", "--plan"])
+        .arg(&p)
+        .arg("--textfile")
+        .arg(&textfile));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    promtool_check_metrics(&text);
+    assert_eq!(
+        std::fs::read_dir(textfile.parent().unwrap())
+            .unwrap()
+            .count(),
+        1,
+        "no temp file left beside the textfile"
+    );
+    for region in ["local", "eu"] {
+        let r = format!("region=\"{region}\"");
+        let l = ["plan=\"web\"", "lifeboat_job=\"files\"", r.as_str()];
+        assert_eq!(value(&text, "lifeboat_backup_last_success", &l), Some(1.0));
+        assert_eq!(
+            value(&text, "lifeboat_rpo_target_seconds", &l),
+            Some(3600.0)
+        );
+        assert_eq!(value(&text, "lifeboat_drill_last_success", &l), Some(1.0));
+        assert_eq!(
+            value(&text, "lifeboat_rto_target_seconds", &l),
+            Some(1800.0)
+        );
+        let rpo = value(&text, "lifeboat_rpo_seconds", &l).unwrap();
+        assert!((0.0..600.0).contains(&rpo), "{rpo}");
+        assert!(value(&text, "lifeboat_verified_rpo_seconds", &l).is_some());
+        assert!(value(&text, "lifeboat_backup_last_read_bytes", &l).unwrap() >= 5.0);
+        assert!(value(
+            &text,
+            "lifeboat_drill_last_phase_seconds",
+            &[&r, "phase=\"fetch\""]
+        )
+        .is_some());
+        assert_eq!(
+            value(&text, "lifeboat_verify_coverage_ratio", &[&r]),
+            Some(1.0)
+        );
+        assert!(value(&text, "lifeboat_region_last_drill_timestamp_seconds", &[&r]).is_some());
+    }
+    assert_eq!(value(&text, "lifeboat_catalog_up", &[]), Some(1.0));
+    assert_eq!(
+        value(&text, "lifeboat_objectives_missed", &["objective=\"rpo\""]),
+        Some(0.0)
+    );
+    assert!(value(&text, "lifeboat_run_due_last_tick_timestamp_seconds", &[]).is_some());
+    assert!(
+        value(
+            &text,
+            "lifeboat_run_due_task_runs_total",
+            &["task=\"web/drill/eu\""]
+        )
+        .unwrap()
+            >= 1.0
+    );
+
+    // metrics serve: scraped over HTTP, the same figures
+    let mut child = lifeboat()
+        .env("LIFEBOAT_CATALOG", site.catalog())
+        .env("LIFEBOAT_STATE_DIR", &state)
+        .args(["metrics", "serve", "--listen", "127.0.0.1:0", "--plan"])
+        .arg(&p)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let _served = Served(child);
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("serving metrics at http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let (head, body) = http_get(&addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    promtool_check_metrics(&body);
+    let l = ["plan=\"web\"", "lifeboat_job=\"files\"", "region=\"eu\""];
+    assert_eq!(value(&body, "lifeboat_drill_last_success", &l), Some(1.0));
+    assert_eq!(
+        value(&body, "lifeboat_rpo_target_seconds", &l),
+        Some(3600.0)
+    );
+    let (head, _) = http_get(&addr, "/");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    // The dashboard names only metrics lifeboat exports.
+    let exported: BTreeSet<String> = samples(&text).into_iter().map(|(n, _, _)| n).collect();
+    let dash = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring/lifeboat-dashboard.json"),
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&dash).unwrap();
+    assert_eq!(v["templating"]["list"][0]["type"], "datasource");
+    let used = metric_names(&dash);
+    assert!(used.len() >= 15, "{used:?}");
+    let unknown: Vec<_> = used.difference(&exported).collect();
+    assert!(
+        unknown.is_empty(),
+        "the dashboard uses metrics lifeboat does not export: {unknown:?}"
+    );
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring/lifeboat.rules.yml"),
+    )
+    .unwrap();
+    let unknown: Vec<_> = metric_names(&rules)
+        .difference(&exported)
+        .cloned()
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "the alert rules use unknown metrics: {unknown:?}"
+    );
+}
+
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("lifeboat_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        // Prometheus metric names, not prose such as "lifeboat_run_due" in a title
+        if name.ends_with("_seconds")
+            || name.ends_with("_bytes")
+            || name.ends_with("_total")
+            || name.ends_with("_ratio")
+            || name.ends_with("_success")
+            || name.ends_with("_code")
+            || name.ends_with("_up")
+            || name.ends_with("_missed")
+            || name.ends_with("_packs")
+        {
+            out.insert(name.to_string());
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring");
+    let o = promtool()
+        .args(["check", "rules", "lifeboat.rules.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = promtool()
+        .args(["test", "rules", "lifeboat.rules.test.yml"])
+        .current_dir(dir.join("tests"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // every alert in the rules file has a firing case in the tests
+    let rules = std::fs::read_to_string(dir.join("lifeboat.rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("tests/lifeboat.rules.test.yml")).unwrap();
+    for l in rules.lines() {
+        if let Some(name) = l.trim().strip_prefix("- alert: ") {
+            assert!(
+                tests.contains(&format!(
+                    "alertname: {name}\n        exp_alerts:\n          -"
+                )),
+                "alert {name} has no test that fires it"
+            );
+        }
+    }
+}
