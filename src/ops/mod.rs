@@ -21,6 +21,7 @@ pub mod keys;
 pub mod plans;
 pub mod preflight;
 pub mod record;
+pub mod report;
 pub mod restore;
 pub mod run_due;
 pub mod snapshots;

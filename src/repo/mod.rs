@@ -17,6 +17,7 @@ pub mod index;
 pub mod keys;
 pub mod lock;
 pub mod pack;
+pub mod signing;
 pub mod snapshot;
 pub mod sync;
 pub mod tree;
