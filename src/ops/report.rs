@@ -125,7 +125,7 @@ async fn write_reports(
         let bytes = chain::to_file_bytes(&ev);
         let path = dir.join(ev.file_name());
         match store::write_file(&path, &bytes) {
-            Ok(()) => files.push(path),
+            Ok(()) => files.push(path.clone()),
             Err(e) => env.warn(format!(
                 "drill report {} was not written to the state directory: {e}",
                 ev.report_id
@@ -453,6 +453,7 @@ pub async fn plan_evidence(env: &Env, target: &Target) -> Result<PlanInput> {
         chains,
         unreadable_regions: unreadable,
         public_key: key.map(|k| hex::encode(k.to_bytes())),
+        repository_created: opened.as_ref().map(|r| r.config.created),
     })
 }
 

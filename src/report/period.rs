@@ -33,6 +33,8 @@ pub struct PlanInput {
     pub chains: Vec<ChainStatus>,
     pub unreadable_regions: Vec<String>,
     pub public_key: Option<String>,
+    /// When the repository was created: schedule slots before it are not counted.
+    pub repository_created: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +154,10 @@ pub struct Miss {
     pub region: Option<String>,
     pub cause: String,
     pub report_id: Option<String>,
+    /// Consecutive missed slots are one miss: how many, and the last one.
+    pub count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -355,6 +361,8 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
                 region: Some(d.region.clone()),
                 cause: cause(d),
                 report_id: Some(d.report_id.clone()),
+                count: 1,
+                last: None,
             });
         }
     }
@@ -401,6 +409,8 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
                         rpo_target.map(crate::sys::human::duration).unwrap_or_default()
                     ),
                     report_id: None,
+                    count: 1,
+                    last: None,
                 });
             }
         }
@@ -453,49 +463,65 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
         .iter()
         .flat_map(|r| r.snapshots.iter().map(|(_, s)| s))
         .collect();
+    let from = input.repository_created.map_or(since, |c| c.max(since));
     let mut backup_slots = 0;
     let mut backups_on_time = 0;
     for job in &p.jobs {
-        for (slot, next) in slots(&job.schedule, since, now) {
+        let mut missed = Vec::new();
+        for (slot, next) in slots(&job.schedule, from, now) {
             backup_slots += 1;
             let ok = all_snaps.iter().any(|s| {
                 s.job.as_deref() == Some(job.name.as_str()) && s.time >= slot && s.time < next
             });
+            missed.push((slot, !ok));
             if ok {
                 backups_on_time += 1;
-            } else {
-                misses.push(Miss {
-                    date: slot,
-                    kind: "backup".into(),
-                    job: Some(job.name.clone()),
-                    region: None,
-                    cause: format!(
-                        "no snapshot of job {} between its scheduled time and the next ({})",
-                        job.name,
-                        next.format("%Y-%m-%d %H:%M UTC")
-                    ),
-                    report_id: None,
-                });
             }
+        }
+        for (first, last, count) in runs(&missed) {
+            misses.push(Miss {
+                date: first,
+                kind: "backup".into(),
+                job: Some(job.name.clone()),
+                region: None,
+                cause: if count == 1 {
+                    format!("the scheduled backup of job {} made no snapshot before the next was due", job.name)
+                } else {
+                    format!("{count} scheduled backups of job {} in a row made no snapshot", job.name)
+                },
+                report_id: None,
+                count,
+                last: (count > 1).then_some(last),
+            });
         }
     }
     let mut drill_slots = 0;
     let mut drills_on_time = 0;
     if let Some(sched) = p.drill.as_ref().and_then(|d| d.schedule.as_ref()) {
-        for (slot, next) in slots(sched, since, now) {
+        let mut missed = Vec::new();
+        for (slot, next) in slots(sched, from, now) {
             drill_slots += 1;
-            if input.drills.iter().any(|d| d.started >= slot && d.started < next) {
+            let ok = input.drills.iter().any(|d| d.started >= slot && d.started < next);
+            missed.push((slot, !ok));
+            if ok {
                 drills_on_time += 1;
-            } else {
-                misses.push(Miss {
-                    date: slot,
-                    kind: "drill_schedule".into(),
-                    job: None,
-                    region: None,
-                    cause: "the scheduled drill did not run before the next one was due".into(),
-                    report_id: None,
-                });
             }
+        }
+        for (first, last, count) in runs(&missed) {
+            misses.push(Miss {
+                date: first,
+                kind: "drill_schedule".into(),
+                job: None,
+                region: None,
+                cause: if count == 1 {
+                    "the scheduled drill did not run before the next one was due".into()
+                } else {
+                    format!("{count} scheduled drills in a row did not run")
+                },
+                report_id: None,
+                count,
+                last: (count > 1).then_some(last),
+            });
         }
     }
     misses.sort_by(|a, b| a.date.cmp(&b.date).then(a.kind.cmp(&b.kind)));
@@ -633,6 +659,27 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
         unreadable_regions: input.unreadable_regions.clone(),
         controls,
     }
+}
+
+/// Runs of consecutive missed slots: (first, last, count).
+fn runs(slots: &[(DateTime<Utc>, bool)]) -> Vec<(DateTime<Utc>, DateTime<Utc>, usize)> {
+    let mut out: Vec<(DateTime<Utc>, DateTime<Utc>, usize)> = Vec::new();
+    let mut open = false;
+    for (t, missed) in slots {
+        match (missed, open) {
+            (true, true) => {
+                let r = out.last_mut().expect("open run");
+                r.1 = *t;
+                r.2 += 1;
+            }
+            (true, false) => {
+                out.push((*t, *t, 1));
+                open = true;
+            }
+            (false, _) => open = false,
+        }
+    }
+    out
 }
 
 /// The cron slots of `sched` that started in `since..now` and whose window (until the next

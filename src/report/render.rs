@@ -135,7 +135,7 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
             let _ = writeln!(
                 o,
                 "| {} | {} | {} | {} | {} |",
-                day(m.date),
+                miss_date(m),
                 m.kind,
                 m.job.as_deref().unwrap_or(""),
                 m.region.as_deref().unwrap_or(""),
@@ -439,7 +439,7 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                 .iter()
                 .map(|m| {
                     vec![
-                        day(m.date),
+                        miss_date(m),
                         esc(&m.kind),
                         esc(m.job.as_deref().unwrap_or("")),
                         esc(m.region.as_deref().unwrap_or("")),
@@ -715,4 +715,11 @@ pub fn incident(d: &DrillEvidence) -> String {
     let _ = writeln!(o, "## Lessons\n\n_To be written._\n");
     let _ = writeln!(o, "## Action items\n\n| action | owner | due |\n|---|---|---|\n| | | |");
     o
+}
+
+fn miss_date(m: &super::period::Miss) -> String {
+    match m.last {
+        Some(l) => format!("{} – {} ({}×)", day(m.date), day(l), m.count),
+        None => day(m.date),
+    }
 }
