@@ -15,6 +15,7 @@ mod ops;
 mod plan_regions;
 mod plans;
 mod postgres;
+mod reports;
 mod roundtrip_prop;
 mod run_due;
 mod s3_regions;
