@@ -573,8 +573,8 @@ fn chart(
             * 1.15;
         let built = ChartBuilder::on(&root)
             .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(60)
+            .x_label_area_size(36)
+            .y_label_area_size(70)
             .build_cartesian_2d(0.0..x_max, 0.0..y_max);
         let Ok(mut c) = built else { return svg_fallback() };
         let fmt_x = |x: &f64| (since + Duration::milliseconds((x * 86_400_000.0) as i64)).format("%m-%d").to_string();
@@ -584,6 +584,8 @@ fn chart(
             .y_labels(6)
             .x_label_formatter(&fmt_x)
             .y_desc(y_label)
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
             .light_line_style(RGBColor(235, 238, 243))
             .draw();
         if let Some(t) = target {
@@ -623,6 +625,7 @@ fn chart(
                 .position(SeriesLabelPosition::UpperLeft)
                 .background_style(WHITE.mix(0.85))
                 .border_style(RGBColor(200, 200, 210))
+                .label_font(("sans-serif", 14))
                 .draw();
         }
         let _ = root.present();

@@ -475,8 +475,38 @@ fn synthetic(plan: lifeboat::plan::Plan, now: chrono::DateTime<chrono::Utc>) -> 
     for (ri, region) in ["local", "local:repo2"].into_iter().enumerate() {
         let mut snaps = Vec::new();
         for d in 0..90i64 {
-            let t = start + chrono::Duration::days(d) + chrono::Duration::hours(2 + ri as i64);
+            let t = start + chrono::Duration::days(d) + chrono::Duration::minutes(20 + ri as i64);
             let size = (2u64 << 30) + (d as u64) * (40 << 20);
+            // Two more snapshots a day (every 8 hours), except for two days in May when
+            // region local:repo2's backups failed, and one backup that failed everywhere.
+            for h in [8, 16] {
+                let extra = t + chrono::Duration::hours(h);
+                if (ri == 1 && (44..=45).contains(&d)) || (h == 8 && d == 60) {
+                    continue;
+                }
+                snaps.push((
+                    format!("{:060x}{h:04}", d * 2 + ri as i64),
+                    lifeboat::repo::snapshot::Snapshot {
+                        time: extra,
+                        consistency_time: extra,
+                        host: "db1".into(),
+                        username: "backup".into(),
+                        tags: vec![],
+                        paths: vec!["/srv".into()],
+                        tree: lifeboat::ids::BlobId([1; 32]),
+                        parent: None,
+                        source: lifeboat::repo::snapshot::SourceMeta::Dir,
+                        plan: Some("web".into()),
+                        job: Some("site".into()),
+                        summary: lifeboat::repo::snapshot::Summary {
+                            bytes_processed: size,
+                            ..Default::default()
+                        },
+                        program_version: "0.1.0".into(),
+                    },
+                ));
+            }
+            if !(ri == 1 && (44..=45).contains(&d)) {
             snaps.push((
                 format!("{:064x}", d * 2 + ri as i64),
                 lifeboat::repo::snapshot::Snapshot {
@@ -498,12 +528,13 @@ fn synthetic(plan: lifeboat::plan::Plan, now: chrono::DateTime<chrono::Utc>) -> 
                     program_version: "0.1.0".into(),
                 },
             ));
+            }
             let noise = ((d * 7919 + ri as i64 * 31) % 61) as f64 - 30.0;
             let mut rto = 700.0 + 12.0 * d as f64 + noise + ri as f64 * 40.0;
             if d % 9 == 4 {
                 rto *= 2.5;
             }
-            let started = t + chrono::Duration::hours(3);
+            let started = t + chrono::Duration::hours(15);
             let failed = ri == 1 && d == 40;
             seq += 1;
             let mut ev = DrillEvidence {
@@ -601,7 +632,14 @@ fn dark_pixels(pgm: &[u8]) -> usize {
 #[test]
 fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
     let s = Site::new("");
-    let plan = lifeboat::plan::load(&s.path().join("web.toml")).unwrap();
+    // Backups every 8 hours, a drill a day.
+    let file = s.path().join("web.toml");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("schedule = \"0 0 1 1 *\"", "schedule = \"0 */8 * * *\"")
+        .replace("[drill]\n", "[drill]\nschedule = \"0 15 * * *\"\n");
+    std::fs::write(&file, text).unwrap();
+    let plan = lifeboat::plan::load(&file).unwrap();
     let now: chrono::DateTime<chrono::Utc> = "2026-06-30T12:00:00Z".parse().unwrap();
     let input = synthetic(plan, now);
     let report = lifeboat::report::period::build(&[input], now - chrono::Duration::days(90), now);
