@@ -78,10 +78,29 @@ pub async fn write_drill_reports(
     drilled: &Repository,
     reports: &[DrillReport],
 ) -> Vec<PathBuf> {
+    let local = match store::local_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            env.warn(format!("the drill reports are not kept in the state directory: {e}"));
+            return Vec::new();
+        }
+    };
+    write_drill_reports_in(env, target, drilled, reports, &local).await
+}
+
+/// [`write_drill_reports`] with the local copies in `local` (`<local>/<plan>/…`) instead of
+/// the state directory (the demo keeps everything in its own directory).
+pub async fn write_drill_reports_in(
+    env: &Env,
+    target: &Target,
+    drilled: &Repository,
+    reports: &[DrillReport],
+    local: &Path,
+) -> Vec<PathBuf> {
     if reports.is_empty() {
         return Vec::new();
     }
-    match write_reports(env, target, drilled, reports).await {
+    match write_reports(env, target, drilled, reports, local).await {
         Ok(files) => files,
         Err(e) => {
             env.emit(Event::Warning {
@@ -98,11 +117,11 @@ async fn write_reports(
     target: &Target,
     drilled: &Repository,
     reports: &[DrillReport],
+    local: &Path,
 ) -> Result<Vec<PathBuf>> {
     let regions = all_regions(env, target, drilled).await;
     let repos: Vec<Repository> = regions.iter().map(|(_, r)| r.clone()).collect();
     let key = signing::load_or_create(&repos).await?;
-    let local = store::local_dir()?;
     let mut known = Vec::new();
     for r in &repos {
         match store::load_all(r).await {

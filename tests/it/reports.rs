@@ -701,3 +701,42 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
         assert!(text.contains(want), "the printed PDF lacks {want:?}");
     }
 }
+
+/// `lifeboat demo` ends by writing the drill's signed report and the period report, and
+/// says where they are.
+#[test]
+fn demo_ends_with_its_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let mut c = lifeboat();
+    c.args(["demo", "--size", "2", "--json", "--dir"])
+        .arg(&dir)
+        .env("LIFEBOAT_STATE_DIR", tmp.path().join("state"));
+    let o = run(&mut c);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let out = PathBuf::from(v["report"]["dir"].as_str().unwrap());
+    assert_eq!(out, dir.join("report"));
+    for f in ["dr-report.json", "dr-report.md", "dr-report.html"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let period = json_of(&out.join("dr-report.json"));
+    assert_eq!(period["plans"][0]["plan"], "demo");
+    assert_eq!(period["plans"][0]["compliance"]["drills_passed"], 1);
+    assert_eq!(period["plans"][0]["regions"][0]["snapshots"], 2);
+    let drill = PathBuf::from(v["report"]["drill_reports"][0].as_str().unwrap());
+    assert_eq!(json_of(&drill)["verdict"], "passed");
+    assert_eq!(std::fs::read_dir(dir.join("repo/reports")).unwrap().count(), 1);
+    let mut c = lifeboat();
+    c.args(["report", "verify"]).arg(dir.join("reports"));
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Human output says where the report is.
+    let mut c = lifeboat();
+    c.args(["demo", "--size", "2", "--dir"])
+        .arg(&dir)
+        .env("LIFEBOAT_STATE_DIR", tmp.path().join("state"));
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&out.join("dr-report.html").display().to_string()));
+}
