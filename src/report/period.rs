@@ -144,6 +144,27 @@ pub struct Compliance {
     pub region_drill_share: Option<f64>,
 }
 
+/// One service-level objective over its window, with its error budget.
+#[derive(Debug, Clone, Serialize)]
+pub struct SloStatus {
+    /// `backups_on_time` or `drill_every`.
+    pub slo: String,
+    /// What the plan states, for people ("99 % of scheduled backups on time over 30 days").
+    pub objective: String,
+    pub window_secs: f64,
+    /// The share that must be good.
+    pub target_share: f64,
+    /// The share that was good in the window (`None`: nothing was due).
+    pub measured_share: Option<f64>,
+    pub good: usize,
+    pub total: usize,
+    /// Share of the error budget left: 1 untouched, 0 spent, below 0 overspent.
+    pub budget_left: Option<f64>,
+    /// Bad share over allowed bad share: above 1 spends the budget before the window ends.
+    pub burn_rate: Option<f64>,
+    pub met: bool,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Miss {
     pub date: DateTime<Utc>,
@@ -203,6 +224,7 @@ pub struct PlanPeriod {
     pub description: Option<String>,
     pub regions_total: usize,
     pub objectives: Vec<ObjectiveRow>,
+    pub slos: Vec<SloStatus>,
     pub drills: Vec<DrillRow>,
     pub regions: Vec<RegionRow>,
     pub rpo_over_time: Vec<RpoPoint>,
@@ -221,7 +243,9 @@ pub struct PlanPeriod {
 impl PlanPeriod {
     /// Every objective met and nothing missed in the period.
     pub fn compliant(&self) -> bool {
-        self.objectives.iter().all(|o| o.met) && self.misses.is_empty()
+        self.objectives.iter().all(|o| o.met)
+            && self.slos.iter().all(|s| s.met)
+            && self.misses.is_empty()
     }
 }
 
@@ -641,11 +665,13 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
         })
         .collect();
     let controls = controls(&compliance, &drills, &evidence, &input.chains, regions_total);
+    let slos = slos(input, &all_snaps, now);
     PlanPeriod {
         plan: p.name.clone(),
         description: p.description.clone(),
         regions_total,
         objectives,
+        slos,
         drills,
         regions,
         rpo_over_time: rpo_points,
@@ -659,6 +685,99 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
         unreadable_regions: input.unreadable_regions.clone(),
         controls,
     }
+}
+
+/// An SLO's status from its good and total events.
+fn slo_status(slo: &str, objective: String, window: Duration, target: f64, good: usize, total: usize) -> SloStatus {
+    let measured = share(good, total);
+    let allowed = 1.0 - target;
+    let bad = measured.map(|m| 1.0 - m);
+    let burn = match (bad, allowed > 0.0) {
+        (Some(b), true) => Some(b / allowed),
+        _ => None,
+    };
+    SloStatus {
+        slo: slo.into(),
+        objective,
+        window_secs: secs(window),
+        target_share: target,
+        measured_share: measured,
+        good,
+        total,
+        budget_left: burn.map(|b| 1.0 - b),
+        burn_rate: burn,
+        met: measured.is_none_or(|m| m + 1e-12 >= target),
+    }
+}
+
+/// The plan's SLOs over their window ending `now`: scheduled backups on time, and every
+/// region passing a drill in each `drill_every` stretch of the window.
+pub fn slos(input: &PlanInput, snaps: &[&Snapshot], now: DateTime<Utc>) -> Vec<SloStatus> {
+    let p = &input.plan;
+    let spec = &p.objectives.slo;
+    let window = Duration::from_std(spec.window).unwrap_or(Duration::days(30));
+    let from = input
+        .repository_created
+        .map_or(now - window, |c| c.max(now - window));
+    let days = spec.window.as_secs_f64() / 86_400.0;
+    let mut out = Vec::new();
+    if let Some(bp) = spec.backups_on_time_bp {
+        let target = bp as f64 / 10_000.0;
+        let (mut good, mut total) = (0, 0);
+        for job in &p.jobs {
+            for (slot, next) in slots(&job.schedule, from, now) {
+                total += 1;
+                if snaps.iter().any(|s| {
+                    s.job.as_deref() == Some(job.name.as_str()) && s.time >= slot && s.time < next
+                }) {
+                    good += 1;
+                }
+            }
+        }
+        out.push(slo_status(
+            "backups_on_time",
+            format!("{:.2} % of scheduled backups on time over {days:.0} days", target * 100.0),
+            window,
+            target,
+            good,
+            total,
+        ));
+    }
+    if let Some(every) = spec.drill_every.and_then(|d| Duration::from_std(d).ok()) {
+        let (mut good, mut total) = (0, 0);
+        let regions: Vec<&str> = input
+            .regions
+            .iter()
+            .map(|r| r.region.as_str())
+            .chain(input.unreadable_regions.iter().map(String::as_str))
+            .collect();
+        for region in regions {
+            // Stretches of `every` ending now, as many as fit in the window.
+            let mut end = now;
+            while end - every >= from {
+                let start = end - every;
+                total += 1;
+                if input.drills.iter().any(|d| {
+                    d.region == region && d.passed() && d.started > start && d.started <= end
+                }) {
+                    good += 1;
+                }
+                end = start;
+            }
+        }
+        out.push(slo_status(
+            "drill_every",
+            format!(
+                "every region passes a drill at least every {} over {days:.0} days",
+                crate::sys::human::duration(secs(every))
+            ),
+            window,
+            1.0,
+            good,
+            total,
+        ));
+    }
+    out
 }
 
 /// Runs of consecutive missed slots: (first, last, count).

@@ -77,6 +77,23 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
             if ob.met { "yes" } else { "**no**" }
         );
     }
+    if !p.slos.is_empty() {
+        let _ = writeln!(o, "\n### Service-level objectives\n");
+        let _ = writeln!(o, "| objective | measured | good / due | error budget left | burn rate | met |\n|---|---|---|---|---|---|");
+        for sl in &p.slos {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} / {} | {} | {} | {} |",
+                sl.objective,
+                pct(sl.measured_share),
+                sl.good,
+                sl.total,
+                pct(sl.budget_left),
+                sl.burn_rate.map(|b| format!("{b:.2}")).unwrap_or_else(|| "—".into()),
+                if sl.met { "yes" } else { "**no**" }
+            );
+        }
+    }
     let c = &p.compliance;
     let _ = writeln!(o, "\n### Compliance\n");
     let _ = writeln!(o, "| measure | value |\n|---|---|");
@@ -344,6 +361,26 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
             })
             .collect(),
     );
+    if !p.slos.is_empty() {
+        o.push_str("<h3>Service-level objectives</h3>");
+        table(
+            o,
+            &["objective", "measured", "good / due", "error budget left", "burn rate", "met"],
+            p.slos
+                .iter()
+                .map(|sl| {
+                    vec![
+                        esc(&sl.objective),
+                        pct(sl.measured_share),
+                        format!("{} / {}", sl.good, sl.total),
+                        pct(sl.budget_left),
+                        sl.burn_rate.map(|b| format!("{b:.2}")).unwrap_or_else(|| "—".into()),
+                        yes(sl.met),
+                    ]
+                })
+                .collect(),
+        );
+    }
     let c = &p.compliance;
     o.push_str("<h3>Compliance</h3>");
     table(

@@ -637,7 +637,8 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
     let text = std::fs::read_to_string(&file)
         .unwrap()
         .replace("schedule = \"0 0 1 1 *\"", "schedule = \"0 */8 * * *\"")
-        .replace("[drill]\n", "[drill]\nschedule = \"0 15 * * *\"\n");
+        .replace("[drill]\n", "[drill]\nschedule = \"0 15 * * *\"\n")
+        .replace("rto = \"30m\"\n", "rto = \"30m\"\nbackups_on_time = \"99%\"\ndrill_every = \"7d\"\n");
     std::fs::write(&file, text).unwrap();
     let plan = lifeboat::plan::load(&file).unwrap();
     let now: chrono::DateTime<chrono::Utc> = "2026-06-30T12:00:00Z".parse().unwrap();
@@ -647,6 +648,20 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
     let t = report.plans[0].trends[0].rto_over_time.clone().unwrap();
     assert!((t.secs_per_day - 12.0).abs() < 1.5, "{t:?}");
     assert!(t.warn, "{t:?}");
+    // SLOs over the last 30 days: one backup slot of ~90 missed (99 % not met, the budget
+    // overspent), every region drilled every week.
+    let slos = &report.plans[0].slos;
+    assert_eq!(slos.len(), 2, "{slos:#?}");
+    let b = &slos[0];
+    assert_eq!(b.slo, "backups_on_time");
+    assert!((85..=95).contains(&b.total), "{b:?}");
+    assert_eq!(b.good, b.total - 1, "{b:?}");
+    assert!(!b.met);
+    let burn = (1.0 - b.good as f64 / b.total as f64) / 0.01;
+    assert!((b.burn_rate.unwrap() - burn).abs() < 1e-9 && burn > 1.0, "{b:?}");
+    assert!((b.budget_left.unwrap() - (1.0 - burn)).abs() < 1e-9);
+    let d = &slos[1];
+    assert_eq!((d.slo.as_str(), d.total, d.good, d.met), ("drill_every", 8, 8, true), "{d:?}");
     let out = s.path().join("html");
     lifeboat::ops::report::write_period(&report, &out).unwrap();
     let html_file = out.join("dr-report.html");

@@ -10,6 +10,7 @@ mod destinations;
 mod drill;
 mod jobs;
 mod objectives;
+mod slo;
 mod repository;
 mod retention;
 mod sources;
