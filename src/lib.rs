@@ -45,6 +45,8 @@
 //! - [`drill`] — one restore drill (directory or database) into a throwaway environment
 //!   (`drill::env`), its restore tests (`drill::checks`) and measurements (`drill::measure`);
 //!   which jobs, where and how it is recorded is `ops::drill`'s.
+//! - [`report`] — drill reports (signed, chained, in every destination) and the period report
+//!   for audits: JSON, Markdown, HTML with SVG charts; the RTO trend.
 //! - [`restore`] — snapshot → files, verified blob by blob, written into a staging area first.
 //! - [`catalog`] — sqlx (SQLite file or PostgreSQL): runs, snapshots, drills, measured RTO/RPO,
 //!   the pack verification ledger and high-water marks; rebuildable from the repository.
@@ -67,6 +69,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod report;
 pub mod repo;
 pub mod restore;
 pub mod schedule;

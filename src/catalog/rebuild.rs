@@ -1,9 +1,10 @@
 //! Rebuilding the catalog from a repository (INV-3), and the high-water check that notices a
 //! repository serving an older state than it once did, or a snapshot that vanished (SR-14, T15).
 //!
-//! What a repository holds — snapshot manifests — can be rebuilt. Backup runs (including failed
-//! ones, which leave no manifest), drills and the verification ledger cannot, until drill
-//! reports are stored in the repository (`reports/`); rebuild leaves those rows alone.
+//! What a repository holds — snapshot manifests, and the signed drill reports under
+//! `reports/` (restored by `ops::report::restore_drill_history`, counted in
+//! `drills_restored`) — can be rebuilt. Backup runs (including failed ones, which leave no
+//! manifest) and the verification ledger cannot; rebuild leaves those rows alone.
 //! Divergence (the catalog knows a snapshot the repository no longer has) is reported, never
 //! silently fixed: rows are only dropped when the caller asks (`--forget-missing`).
 
@@ -29,6 +30,8 @@ pub struct RebuildReport {
     pub unchanged: usize,
     /// Catalog rows of snapshots the repository no longer has that were dropped on request.
     pub forgotten: usize,
+    /// Drills added to the catalog from the reports stored in the repository.
+    pub drills_restored: usize,
     /// Divergence and rollback findings, from before the rebuild changed anything.
     pub findings: Vec<Finding>,
 }

@@ -10,6 +10,7 @@ pub mod output;
 mod plan_cmds;
 mod region_cmds;
 mod repair_cmds;
+mod report_cmds;
 mod repo_cmds;
 mod restore_cmds;
 mod retention_cmds;
@@ -142,6 +143,9 @@ pub enum Command {
     Status(catalog_cmds::StatusArgs),
     /// List backup runs and drills recorded in the catalog, newest first
     History(catalog_cmds::HistoryArgs),
+    /// DR report files for audits: `report --plan FILE|DIR --out DIR` writes the period
+    /// report (JSON, Markdown, HTML); `report verify`, `report pubkey`, `report incident`
+    Report(report_cmds::ReportArgs),
     /// Manage the catalog (rebuild it from the repository, show where it is)
     #[command(subcommand)]
     Catalog(catalog_cmds::CatalogCommand),
@@ -267,6 +271,7 @@ async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
         Status(a) => catalog_cmds::status(ctx, a).await,
         History(a) => catalog_cmds::history(ctx, a).await,
         Catalog(c) => catalog_cmds::catalog_cmd(ctx, c).await,
+        Report(a) => report_cmds::report(ctx, a).await,
         RunDue(a) => schedule_cmds::run_due(ctx, a).await,
         Forget(a) => retention_cmds::forget(ctx, a).await,
         Prune(a) => retention_cmds::prune(ctx, a).await,

@@ -27,6 +27,8 @@ const MARKER: &str = ".lifeboat-demo";
 /// The objectives the demo documents for its sample job.
 const RTO_TARGET_SECS: f64 = 300.0;
 const RPO_TARGET_SECS: f64 = 24.0 * 3600.0;
+const DEMO_PLAN: &str = "demo";
+const DEMO_JOB: &str = "sample-data";
 
 fn default_dir() -> PathBuf {
     if let Some(s) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
@@ -52,7 +54,7 @@ fn prepare(dir: &Path) -> Result<()> {
                 dir.display()
             )));
         }
-        for sub in ["data", "repo", "restore"] {
+        for sub in ["data", "repo", "restore", "reports", "report"] {
             let p = dir.join(sub);
             if p.exists() {
                 std::fs::remove_dir_all(&p).map_err(|e| Error::io("remove", &p, e))?;
@@ -132,6 +134,8 @@ pub async fn run(
     // 3. first backup
     let opts = BackupOptions {
         tags: vec!["demo".into()],
+        plan: Some(DEMO_PLAN.into()),
+        job: Some(DEMO_JOB.into()),
         ..Default::default()
     };
     let b1 = crate::ops::engine::snapshot_source(
@@ -232,8 +236,8 @@ pub async fn run(
             snapshot: &latest,
             tests: &tests,
             targets,
-            plan: Some("demo".into()),
-            job: Some("sample-data".into()),
+            plan: Some(DEMO_PLAN.into()),
+            job: Some(DEMO_JOB.into()),
             region: None,
             keep: false,
             clock: Arc::new(crate::sys::SystemClock),
@@ -267,10 +271,26 @@ pub async fn run(
             println!("   {:?} {}: {}", c.status, c.name, c.detail);
         }
     }
+    // 7. the evidence: the drill's signed report (in the repository and the demo's
+    // directory) and the period report an auditor reads
+    let (report_dir, plan_file, files) = write_reports(&dir, &repo, &report).await?;
+    say(
+        json,
+        format!(
+            "7. wrote the drill's signed report ({}) and the DR report for audits:\n   {}",
+            files.first().map(|f| f.display().to_string()).unwrap_or_default(),
+            ["dr-report.html", "dr-report.md", "dr-report.json"]
+                .map(|f| report_dir.join(f).display().to_string())
+                .join("\n   ")
+        ),
+    );
     say(json, format!(
-        "\nexplore it:\n  export LIFEBOAT_REPO={} LIFEBOAT_PASSWORD_FILE={}\n  lifeboat snapshots\n  lifeboat ls latest\n  lifeboat verify --read-data",
+        "\nexplore it:\n  export LIFEBOAT_REPO={} LIFEBOAT_PASSWORD_FILE={}\n  lifeboat snapshots\n  lifeboat ls latest\n  lifeboat verify --read-data\n  lifeboat report verify {}\n  lifeboat report --plan {} --out {}",
         repo_dir.display(),
-        pw_file.display()
+        pw_file.display(),
+        dir.join("reports").display(),
+        plan_file.display(),
+        report_dir.display()
     ));
     if json {
         print_json(&json!({
@@ -282,9 +302,56 @@ pub async fn run(
             "second_backup": {"snapshot_id": b2.snapshot_id, "summary": s2, "dedup_percent": saved},
             "restore": {"snapshot_id": latest_id, "report": rr, "identical": true, "secs": restore_secs},
             "drill": report,
+            "report": {"dir": report_dir, "drill_reports": files},
         }));
     }
     Ok(report.exit_code())
+}
+
+/// Writes the demo's plan file (its repository, password and objectives), the drill's signed
+/// report (repository `reports/` and `<dir>/reports/`) and the period report into
+/// `<dir>/report/`: that directory, the plan file, the drill report files.
+async fn write_reports(
+    dir: &Path,
+    repo: &Repository,
+    report: &crate::drill::DrillReport,
+) -> Result<(PathBuf, PathBuf, Vec<PathBuf>)> {
+    let plan_file = dir.join("demo.toml");
+    let plan = format!(
+        "# Written by `lifeboat demo`: the demo as a plan, for `lifeboat report --plan`.\nname = \"{DEMO_PLAN}\"\ndescription = \"lifeboat demo: a sample SQL dump and a tree of small files\"\n[repository]\npassword_file = \"password\"\n[objectives]\nrto = \"{}s\"\nrpo = \"{}s\"\n[[destinations]]\ntype = \"local\"\npath = \"repo\"\n\n[[jobs]]\nname = \"{DEMO_JOB}\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"dir\"\npaths = [{:?}]\n\n[drill]\nenvironment = \"temp-dir\"\n",
+        RTO_TARGET_SECS as u64,
+        RPO_TARGET_SECS as u64,
+        dir.join("data").display().to_string()
+    );
+    std::fs::write(&plan_file, plan).map_err(|e| Error::io("write", &plan_file, e))?;
+    let target = crate::ops::target::Target::from_plan(Arc::new(crate::plan::load(&plan_file)?), None)?;
+    let (env, events) = crate::ops::Env::quiet(Cancel::new());
+    let files = crate::ops::report::write_drill_reports_in(
+        &env,
+        &target,
+        repo,
+        std::slice::from_ref(report),
+        &dir.join("reports"),
+    )
+    .await;
+    let now = Utc::now();
+    let out = dir.join("report");
+    crate::ops::report::period(
+        &env,
+        std::slice::from_ref(&target),
+        crate::ops::report::PeriodRequest {
+            since: now - chrono::Duration::days(90),
+            now,
+            out: out.clone(),
+        },
+    )
+    .await?;
+    for e in events.events() {
+        if let crate::ops::Event::Warning { message, .. } = e {
+            eprintln!("warning: {message}");
+        }
+    }
+    Ok((out, plan_file, files))
 }
 
 fn write_private(path: &Path, content: &str) -> Result<()> {

@@ -1,5 +1,5 @@
 //! The catalog itself: [`info`] (where it is, its backend and schema versions) and rebuilding
-//! its snapshot rows from repositories — [`rebuild`] for one repository (`--repo`),
+//! its snapshot rows (and drill history, from the stored drill reports) from repositories — [`rebuild`] for one repository (`--repo`),
 //! [`rebuild_plan`] for every destination of a plan, each under the region name its backups
 //! are recorded with. Divergence (the catalog lists snapshots a repository no longer has) is
 //! reported, never fixed unless asked (`forget_missing`).
@@ -82,7 +82,8 @@ pub async fn rebuild(env: &Env, target: &Target, req: RebuildRequest) -> Result<
     let repo = target.open_for_write().await?.repo;
     let cat = open_catalog(env).await?;
     let region = req.region.as_deref().unwrap_or(LOCAL_REGION);
-    let report = cat.rebuild(&repo, region, req.forget_missing).await?;
+    let mut report = cat.rebuild(&repo, region, req.forget_missing).await?;
+    report.drills_restored = super::report::restore_drill_history(&cat, &repo).await?;
     cat.close().await;
     Ok(RepoRebuild {
         catalog: cat.describe().to_string(),
@@ -170,8 +171,11 @@ pub async fn rebuild_plan(env: &Env, target: &Target, req: RebuildRequest) -> Re
     for region in picked {
         let rebuilt = async {
             let repo = target.open_region(region).await?;
-            cat.rebuild(&repo, &region.catalog_region, req.forget_missing)
-                .await
+            let mut report = cat
+                .rebuild(&repo, &region.catalog_region, req.forget_missing)
+                .await?;
+            report.drills_restored = super::report::restore_drill_history(&cat, &repo).await?;
+            Ok(report)
         }
         .await;
         if let Err(e @ Error::Catalog(_)) = rebuilt {

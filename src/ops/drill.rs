@@ -111,6 +111,7 @@ pub async fn drill(env: &Env, target: &Target, req: DrillRequest) -> Result<Dril
     for r in &reports {
         env.emit(Event::DrillFinished(Box::new(r.clone())));
     }
+    super::report::write_drill_reports(env, target, &repo, &reports).await;
     let catalog_warnings = record(env, &repo, &reports).await;
     if env.cancel.is_cancelled() {
         return Err(Error::Interrupted);

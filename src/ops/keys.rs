@@ -26,6 +26,8 @@ pub async fn init(target: &Target, opts: InitOptions) -> Result<Created> {
     }
     let pw = target.password(&store.describe(), true)?;
     let repo = Repository::init(store, pw.as_bytes(), opts).await?;
+    // The report-signing key, wrapped by the new master key (every region, like the rest).
+    crate::repo::signing::create_in(&repo).await?;
     Ok(Created { repo, fanout })
 }
 

@@ -26,6 +26,7 @@ pub mod preflight;
 pub mod prune;
 pub mod record;
 pub mod repair;
+pub mod report;
 pub mod restore;
 pub mod run_due;
 pub mod snapshots;

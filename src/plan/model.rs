@@ -152,6 +152,33 @@ impl Plan {
 pub struct Objectives {
     pub rpo: Option<Duration>,
     pub rto: Option<Duration>,
+    /// Service-level objectives for the backups and drills themselves.
+    pub slo: SloSpec,
+}
+
+/// `[objectives]` `backups_on_time`, `drill_every`, `slo_window`: what the period report
+/// measures with an error budget (docs/reports.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SloSpec {
+    /// Share of scheduled backups that must complete on time, in basis points (9900 = 99 %).
+    pub backups_on_time_bp: Option<u32>,
+    /// Every region must pass a drill at least this often.
+    pub drill_every: Option<Duration>,
+    /// The window the SLOs are measured over.
+    pub window: Duration,
+}
+
+/// SLOs are measured over 30 days unless the plan says otherwise.
+pub const DEFAULT_SLO_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+
+impl Default for SloSpec {
+    fn default() -> Self {
+        SloSpec {
+            backups_on_time_bp: None,
+            drill_every: None,
+            window: DEFAULT_SLO_WINDOW,
+        }
+    }
 }
 
 /// One validated destination (local paths resolved against the plan file's directory).

@@ -72,6 +72,12 @@ pub(super) struct RepositoryConfig {
 pub(super) struct ObjectivesConfig {
     pub(super) rpo: Option<String>,
     pub(super) rto: Option<String>,
+    /// SLO: share of scheduled backups that complete on time, e.g. "99%".
+    pub(super) backups_on_time: Option<String>,
+    /// SLO: every region is drilled (a passing drill) at least this often, e.g. "7d".
+    pub(super) drill_every: Option<String>,
+    /// The window the SLOs are measured over (default "30d").
+    pub(super) slo_window: Option<String>,
 }
 
 // Destinations are the store's own `[[destinations]]` entries: `type = "local"` (`path`,

@@ -21,6 +21,7 @@ pub mod lock;
 pub mod pack;
 pub mod prune;
 pub mod retention;
+pub mod signing;
 pub mod snapshot;
 pub mod sync;
 pub mod tree;

@@ -19,6 +19,7 @@ mod plans;
 mod postgres;
 mod reliability;
 mod retention;
+mod reports;
 mod roundtrip_prop;
 mod run_due;
 mod s3_regions;

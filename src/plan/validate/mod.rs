@@ -11,6 +11,7 @@ mod drill;
 mod jobs;
 mod notify;
 mod objectives;
+mod slo;
 mod repository;
 mod retention;
 mod schedule;

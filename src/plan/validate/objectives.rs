@@ -16,6 +16,7 @@ impl Validator<'_> {
                 .rto
                 .as_deref()
                 .and_then(|s| self.duration(&[Seg::K("objectives"), Seg::K("rto")], s)),
+            slo: self.slo(&o),
         }
     }
 }

@@ -1,0 +1,551 @@
+//! The report use cases: the signed, chained report every drill writes
+//! ([`write_drill_reports`], called at the end of [`super::drill::drill`]), the period report
+//! for audits ([`period`]: `dr-report.json`, `.md`, `.html`), `report verify` ([`verify`]),
+//! `report pubkey` ([`pubkey`]), the drill history `catalog rebuild` restores from stored
+//! reports ([`restore_drill_history`]) and the post-mortem draft ([`incident`]).
+//!
+//! For `status` and `run-due` (which belong to other modules): [`plan_evidence`] loads a
+//! plan's reports and snapshots, and `report::period::PlanPeriod` computes the SLOs, error
+//! budgets and RTO trend from them.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use ed25519_dalek::VerifyingKey;
+use serde::Serialize;
+
+use super::target::{Target, LOCAL_REGION};
+use super::{Env, Event};
+use crate::catalog::{Catalog, DrillCheck, DrillPhase, DrillRecord, DrillResult, RunId};
+use crate::drill::DrillReport;
+use crate::error::ExitCode;
+use crate::ids::ObjectId;
+use crate::plan::Plan;
+use crate::repo::snapshot::Snapshot;
+use crate::repo::{signing, ObjectKind, Repository};
+use crate::report::chain::{self, ChainStatus, Found};
+use crate::report::period::{self, PeriodReport, PlanInput, RegionSnapshots};
+use crate::report::schema::DrillEvidence;
+use crate::report::store;
+use crate::{Error, Result};
+
+/// Opens every region of the target as the same repository as `opened` (no second
+/// password derivation); regions that cannot be read are left out with a warning.
+async fn all_regions(env: &Env, target: &Target, opened: &Repository) -> Vec<(String, Repository)> {
+    let mut out = Vec::new();
+    for region in &target.regions {
+        if region.store().describe() == opened.location() {
+            out.push((region.catalog_region.clone(), opened.clone()));
+            continue;
+        }
+        match opened.with_store(region.store().clone()).await {
+            Ok(r) => out.push((region.catalog_region.clone(), r)),
+            Err(e) => env.emit(Event::Warning {
+                message: format!(
+                    "region {} ({}) cannot be read for reports: {e}",
+                    region.catalog_region, region.location
+                ),
+                hint: Some("its drill reports are written by the next drill once it is back; `lifeboat report verify --plan` checks every region".into()),
+            }),
+        }
+    }
+    out
+}
+
+/// The newest report of `plan` among `found`: its sequence number and hash.
+fn chain_head(found: &[Found], plan: &str) -> (u64, Option<String>) {
+    found
+        .iter()
+        .filter_map(|f| f.value.as_ref().ok())
+        .filter(|v| chain::is_drill_report(v))
+        .filter(|v| v.get("plan").and_then(|p| p.as_str()) == Some(plan))
+        .filter_map(|v| {
+            let seq = v.pointer("/chain/seq")?.as_u64()?;
+            Some((seq, chain::hash_value(v)))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(s, h)| (s, Some(h)))
+        .unwrap_or((0, None))
+}
+
+/// Writes each finished drill's report: signed with the repository's signing key (created
+/// on first use), chained to the plan's previous report, stored in the local state
+/// directory and in every destination of the target. Never fails the drill: a report that
+/// could not be written or stored somewhere is a warning. Returns the local files written.
+pub async fn write_drill_reports(
+    env: &Env,
+    target: &Target,
+    drilled: &Repository,
+    reports: &[DrillReport],
+) -> Vec<PathBuf> {
+    let local = match store::local_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            env.warn(format!("the drill reports are not kept in the state directory: {e}"));
+            return Vec::new();
+        }
+    };
+    write_drill_reports_in(env, target, drilled, reports, &local).await
+}
+
+/// [`write_drill_reports`] with the local copies in `local` (`<local>/<plan>/…`) instead of
+/// the state directory (the demo keeps everything in its own directory).
+pub async fn write_drill_reports_in(
+    env: &Env,
+    target: &Target,
+    drilled: &Repository,
+    reports: &[DrillReport],
+    local: &Path,
+) -> Vec<PathBuf> {
+    if reports.is_empty() {
+        return Vec::new();
+    }
+    match write_reports(env, target, drilled, reports, local).await {
+        Ok(files) => files,
+        Err(e) => {
+            env.emit(Event::Warning {
+                message: format!("the drill reports were not written: {e}"),
+                hint: e.hint(),
+            });
+            Vec::new()
+        }
+    }
+}
+
+async fn write_reports(
+    env: &Env,
+    target: &Target,
+    drilled: &Repository,
+    reports: &[DrillReport],
+    local: &Path,
+) -> Result<Vec<PathBuf>> {
+    let regions = all_regions(env, target, drilled).await;
+    let repos: Vec<Repository> = regions.iter().map(|(_, r)| r.clone()).collect();
+    let key = signing::load_or_create(&repos).await?;
+    let mut known = Vec::new();
+    for r in &repos {
+        match store::load_all(r).await {
+            Ok(f) => known.extend(f),
+            Err(e) => env.warn(format!("reports in {} cannot be listed: {e}", r.location())),
+        }
+    }
+    let mut files = Vec::new();
+    for r in reports {
+        let snap: Snapshot = drilled.load_json(ObjectKind::Snapshot, &r.snapshot_id).await?;
+        let mut ev = DrillEvidence::from_drill(r, &snap, drilled.id().to_hex(), LOCAL_REGION);
+        let dir = local.join(store::plan_dir(&ev.plan));
+        if let Ok(f) = store::load_path(&dir) {
+            known.extend(f);
+        }
+        let (seq, prev) = chain_head(&known, &ev.plan);
+        ev.chain.seq = seq + 1;
+        ev.chain.prev = prev;
+        chain::sign(&mut ev, &key);
+        let bytes = chain::to_file_bytes(&ev);
+        let path = dir.join(ev.file_name());
+        match store::write_file(&path, &bytes) {
+            Ok(()) => files.push(path.clone()),
+            Err(e) => env.warn(format!(
+                "drill report {} was not written to the state directory: {e}",
+                ev.report_id
+            )),
+        }
+        for (region, repo) in &regions {
+            if let Err(e) = store::put(repo, &bytes).await {
+                env.emit(Event::Warning {
+                    message: format!(
+                        "drill report {} was not stored in region {region} ({}): {e}",
+                        ev.report_id,
+                        repo.location()
+                    ),
+                    hint: Some("the other regions and the state directory hold it".into()),
+                });
+            }
+        }
+        known.push(Found {
+            source: path.display().to_string(),
+            name_seq: Some(ev.chain.seq),
+            value: Ok(serde_json::to_value(&ev).expect("report serializes")),
+        });
+    }
+    Ok(files)
+}
+
+/// The parsed drill reports of `found` (unreadable ones left out), deduplicated by report id.
+pub fn evidence_of(found: &[Found]) -> Vec<DrillEvidence> {
+    let mut out: Vec<DrillEvidence> = Vec::new();
+    for f in found {
+        let Ok(v) = &f.value else { continue };
+        if !chain::is_drill_report(v) {
+            continue;
+        }
+        let Ok(ev) = serde_json::from_value::<DrillEvidence>(v.clone()) else {
+            continue;
+        };
+        if !out.iter().any(|o| o.report_id == ev.report_id) {
+            out.push(ev);
+        }
+    }
+    out.sort_by(|a, b| (a.started, &a.report_id).cmp(&(b.started, &b.report_id)));
+    out
+}
+
+// ----- catalog rebuild -----------------------------------------------------------------
+
+/// A stored report as the catalog's drill row.
+fn to_record(ev: &DrillEvidence, repo: &Repository) -> Option<DrillRecord> {
+    Some(DrillRecord {
+        drill_id: RunId(ev.report_id.clone()),
+        repo_id: *repo.id(),
+        plan: ev.plan.clone(),
+        job: ev.job.clone(),
+        region: ev.region.clone(),
+        snapshot_id: ev.snapshot.id.parse().ok()?,
+        started: ev.started,
+        finished: ev.finished,
+        result: DrillResult::parse(&ev.verdict)?,
+        rto_secs: (ev.error.is_none() && ev.checks.iter().all(|c| c.status == "passed"))
+            .then_some(ev.rto.measured_secs),
+        rpo_secs: Some(ev.rpo.measured_secs),
+        rto_target_secs: ev.rto.target_secs,
+        rpo_target_secs: ev.rpo.target_secs,
+        detail: ev.error.clone(),
+        phases: ev
+            .phases
+            .iter()
+            .map(|p| DrillPhase {
+                phase: p.phase.clone(),
+                started: p.started,
+                secs: p.secs,
+            })
+            .collect(),
+        checks: ev
+            .checks
+            .iter()
+            .map(|c| DrillCheck {
+                name: c.name.clone(),
+                passed: c.status == "passed",
+                detail: c.detail.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// Restores the catalog's drill history from the reports stored in `repo` (drills the
+/// catalog already has are left alone): how many drills were added. Only reports whose
+/// signature verifies are taken.
+pub async fn restore_drill_history(cat: &Catalog, repo: &Repository) -> Result<usize> {
+    let found = store::load_all(repo).await?;
+    let mut added = 0;
+    for ev in evidence_of(&found) {
+        let v = serde_json::to_value(&ev).expect("report serializes");
+        if chain::check_signature(&v).is_err() {
+            continue;
+        }
+        let Some(rec) = to_record(&ev, repo) else {
+            continue;
+        };
+        if cat.drill(&rec.drill_id).await?.is_none() {
+            cat.record_drill(&rec).await?;
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+// ----- verify and pubkey ---------------------------------------------------------------
+
+/// What `report verify` checks.
+#[derive(Debug, Clone)]
+pub enum VerifySource {
+    /// A report file or a directory of them (no password needed).
+    Path(PathBuf),
+    /// The reports stored in every region of the target.
+    Target(Target),
+}
+
+/// The result of `report verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// The public key the reports were checked against (hex), and where it came from.
+    pub public_key: Option<String>,
+    pub key_source: String,
+    pub chains: Vec<ChainStatus>,
+    /// Regions that could not be read.
+    pub unreadable: Vec<String>,
+}
+
+impl VerifyReport {
+    /// 13 when a chain is broken, 3 when a region could not be read, else 0.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.chains.iter().any(|c| !c.intact()) {
+            ExitCode::Integrity
+        } else if !self.unreadable.is_empty() {
+            ExitCode::Partial
+        } else {
+            ExitCode::Ok
+        }
+    }
+}
+
+/// `lifeboat report verify`: signatures and chains; with a target, of every region
+/// (each region's copy is checked as its own chain).
+pub async fn verify(source: VerifySource, trusted: Option<VerifyingKey>) -> Result<VerifyReport> {
+    match source {
+        VerifySource::Path(p) => {
+            let found = store::load_path(&p)?;
+            if found.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{} holds no drill reports (files with \"schema\": \"{}\")",
+                    p.display(),
+                    crate::report::schema::SCHEMA
+                )));
+            }
+            Ok(VerifyReport {
+                public_key: trusted.map(|k| hex::encode(k.to_bytes())),
+                key_source: if trusted.is_some() {
+                    "given".into()
+                } else {
+                    "the first report of each chain (give --pubkey to check against the repository's key)".into()
+                },
+                chains: chain::verify(&found, trusted.as_ref()),
+                unreadable: Vec::new(),
+            })
+        }
+        VerifySource::Target(t) => {
+            let mut chains = Vec::new();
+            let mut unreadable = Vec::new();
+            let mut key = trusted;
+            let mut key_source = if trusted.is_some() { "given".to_string() } else { String::new() };
+            for region in &t.regions {
+                let res = async {
+                    let repo = t.open_region(region).await?;
+                    if key.is_none() {
+                        key = signing::public_key(&repo).await?;
+                        key_source = format!("the repository ({})", region.catalog_region);
+                    }
+                    let mut found = store::load_all(&repo).await?;
+                    store::sort_by_chain(&mut found);
+                    Ok::<_, Error>(found)
+                }
+                .await;
+                match res {
+                    Ok(found) => {
+                        for mut c in chain::verify(&found, key.as_ref()) {
+                            c.plan = format!("{} @ {}", c.plan, region.catalog_region);
+                            chains.push(c);
+                        }
+                    }
+                    Err(e) => unreadable.push(format!("{}: {e}", region.catalog_region)),
+                }
+            }
+            Ok(VerifyReport {
+                public_key: key.map(|k| hex::encode(k.to_bytes())),
+                key_source,
+                chains,
+                unreadable,
+            })
+        }
+    }
+}
+
+/// `lifeboat report pubkey`: the repository's report-signing public key (created now when
+/// the repository has none yet, in every region that answers).
+pub async fn pubkey(env: &Env, target: &Target) -> Result<VerifyingKey> {
+    let first = target
+        .regions
+        .first()
+        .ok_or_else(|| Error::Usage("no destination".into()))?;
+    let repo = target.open_region(first).await?;
+    let repos: Vec<Repository> = all_regions(env, target, &repo)
+        .await
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    Ok(signing::load_or_create(&repos).await?.verifying_key())
+}
+
+// ----- period report -------------------------------------------------------------------
+
+/// What `lifeboat report --plan` writes.
+#[derive(Debug, Clone)]
+pub struct PeriodRequest {
+    /// The start of the period.
+    pub since: DateTime<Utc>,
+    /// The end of the period (now).
+    pub now: DateTime<Utc>,
+    /// Where `dr-report.{json,md,html}` go.
+    pub out: PathBuf,
+}
+
+/// The result: the report and the files written.
+#[derive(Debug, Clone)]
+pub struct PeriodRun {
+    pub report: PeriodReport,
+    pub files: Vec<PathBuf>,
+}
+
+impl PeriodRun {
+    /// 0 when every plan met its objectives and its chain is intact; 13 a chain is broken;
+    /// 17 an objective or SLO was missed in the period; 3 a region could not be read.
+    pub fn exit_code(&self) -> ExitCode {
+        let r = &self.report;
+        if r.plans.iter().any(|p| !p.chain.iter().all(|c| c.intact())) {
+            ExitCode::Integrity
+        } else if r.plans.iter().any(|p| !p.compliant()) {
+            ExitCode::ObjectiveMissed
+        } else if r.plans.iter().any(|p| !p.unreadable_regions.is_empty()) {
+            ExitCode::Partial
+        } else {
+            ExitCode::Ok
+        }
+    }
+}
+
+/// A plan's evidence from its repository: the drill reports (deduplicated over regions, and
+/// each region's chain verified) and each region's snapshots. The input of the period
+/// report, and what `status` can use for SLOs and the RTO trend.
+pub async fn plan_evidence(env: &Env, target: &Target) -> Result<PlanInput> {
+    let plan: &Plan = target
+        .plan
+        .as_deref()
+        .ok_or_else(|| Error::Other("a report needs a plan's target".into()))?;
+    let mut found_all = Vec::new();
+    let mut chains = Vec::new();
+    let mut regions = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut key = None;
+    let mut opened: Option<Repository> = None;
+    for region in &target.regions {
+        let res = async {
+            let repo = match &opened {
+                Some(o) => o.with_store(region.store().clone()).await?,
+                None => target.open_region(region).await?,
+            };
+            if key.is_none() {
+                key = signing::public_key(&repo).await?;
+            }
+            let mut found = store::load_all(&repo).await?;
+            store::sort_by_chain(&mut found);
+            let snaps = repo.list_snapshots().await?;
+            Ok::<_, Error>((repo, found, snaps))
+        }
+        .await;
+        match res {
+            Ok((repo, found, snaps)) => {
+                let mine: Vec<Found> = found
+                    .into_iter()
+                    .filter(|f| {
+                        f.value.as_ref().map_or(true, |v| {
+                            v.get("plan").and_then(|p| p.as_str()) == Some(plan.name.as_str())
+                        })
+                    })
+                    .collect();
+                for mut c in chain::verify(&mine, key.as_ref()) {
+                    c.plan = region.catalog_region.clone();
+                    chains.push(c);
+                }
+                found_all.extend(mine);
+                regions.push(RegionSnapshots {
+                    region: region.catalog_region.clone(),
+                    snapshots: snaps
+                        .into_iter()
+                        .filter(|(_, s)| s.plan.as_deref() == Some(plan.name.as_str()))
+                        .map(|(id, s)| (id.to_hex(), s))
+                        .collect(),
+                });
+                opened.get_or_insert(repo);
+            }
+            Err(e) => {
+                env.warn(format!(
+                    "region {} ({}) cannot be read for the report: {e}",
+                    region.catalog_region, region.location
+                ));
+                unreadable.push(region.catalog_region.clone());
+            }
+        }
+    }
+    Ok(PlanInput {
+        plan: plan.clone(),
+        drills: evidence_of(&found_all),
+        regions,
+        chains,
+        unreadable_regions: unreadable,
+        public_key: key.map(|k| hex::encode(k.to_bytes())),
+        repository_created: opened.as_ref().map(|r| r.config.created),
+    })
+}
+
+/// `lifeboat report --plan FILE|DIR --out DIR`: the period report of each plan and the
+/// fleet, as JSON (the source of truth), Markdown and self-contained HTML.
+pub async fn period(env: &Env, targets: &[Target], req: PeriodRequest) -> Result<PeriodRun> {
+    let mut inputs = Vec::new();
+    for t in targets {
+        if env.cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        inputs.push(plan_evidence(env, t).await?);
+    }
+    let report = period::build(&inputs, req.since, req.now);
+    let files = write_period(&report, &req.out)?;
+    Ok(PeriodRun { report, files })
+}
+
+/// Writes `dr-report.json`, `dr-report.md` and `dr-report.html` into `out`.
+pub fn write_period(report: &PeriodReport, out: &Path) -> Result<Vec<PathBuf>> {
+    let json = {
+        let mut b = serde_json::to_vec_pretty(report).expect("report serializes");
+        b.push(b'\n');
+        b
+    };
+    let files = [
+        (out.join("dr-report.json"), json),
+        (out.join("dr-report.md"), crate::report::render::markdown(report).into_bytes()),
+        (out.join("dr-report.html"), crate::report::render::html(report).into_bytes()),
+    ];
+    let mut written = Vec::new();
+    for (p, b) in files {
+        store::write_file(&p, &b)?;
+        written.push(p);
+    }
+    Ok(written)
+}
+
+// ----- incident ------------------------------------------------------------------------
+
+/// `lifeboat report incident RUN_ID`: a blameless post-mortem draft (Markdown) of a failed
+/// drill, from its stored report (found in the state directory or the plan's regions).
+pub async fn incident(env: &Env, target: Option<&Target>, run_id: &str) -> Result<String> {
+    let mut found = store::load_path(&store::local_dir()?).unwrap_or_default();
+    if let Some(t) = target {
+        let input = plan_evidence(env, t).await?;
+        for d in input.drills {
+            found.push(Found {
+                source: String::new(),
+                name_seq: None,
+                value: Ok(serde_json::to_value(d).expect("report serializes")),
+            });
+        }
+    }
+    let ev = evidence_of(&found)
+        .into_iter()
+        .find(|e| e.report_id == run_id || e.report_id.starts_with(run_id))
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "no drill report {run_id:?} in the state directory{}; `lifeboat history` lists the drills (give --plan to search the plan's regions)",
+                if target.is_some() { " or the plan's regions" } else { "" }
+            ))
+        })?;
+    Ok(crate::report::render::incident(&ev))
+}
+
+/// The object ids of a plan's stored reports (for tests and tooling).
+pub async fn report_objects(repo: &Repository) -> Result<Vec<ObjectId>> {
+    Ok(repo
+        .store
+        .list(store::PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|i| i.key.strip_prefix(store::PREFIX).and_then(|s| s.parse().ok()))
+        .collect())
+}
