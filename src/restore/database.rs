@@ -87,7 +87,10 @@ fn ident_pg(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Restores a PostgreSQL snapshot into the database named by `conn`.
+/// Restores a PostgreSQL snapshot into the database named by `conn`. A load that fails
+/// leaves no half-loaded database behind when the restore created the database: it is
+/// dropped again, so a retry starts clean. A database that existed (empty) is not dropped;
+/// the error says it holds part of the dump and how to retry.
 pub async fn restore_postgres(
     repo: &Repository,
     index: &Arc<Index>,
@@ -96,6 +99,104 @@ pub async fn restore_postgres(
     password: Option<Zeroizing<String>>,
     opts: &DbRestoreOptions,
     cancel: &Cancel,
+) -> Result<DbRestoreReport> {
+    let mut state = LoadState::NotStarted;
+    let res = restore_postgres_into(
+        repo,
+        index,
+        snapshot,
+        conn,
+        password.clone(),
+        opts,
+        cancel,
+        &mut state,
+    )
+    .await;
+    let Err(e) = res else { return res };
+    let target = conn.describe("postgres");
+    if state != LoadState::IntoCreated {
+        if state == LoadState::NotStarted {
+            return Err(e);
+        }
+        return Err(partly_loaded(e, &target, "retry with --force (pg_restore --clean --if-exists replaces what the dump contains) or drop and recreate the database"));
+    }
+    let pw = password.as_deref().map(|s| s.as_str());
+    let secrets: Vec<String> = pw.iter().map(|s| s.to_string()).collect();
+    let maint_env = libpq_env(conn, pw, Some("postgres"));
+    let dropped = psql_session(
+        opts.bin_dir.as_deref(),
+        &maint_env,
+        &format!("restore target {target}"),
+        secrets,
+    )
+    .and_then(|mut s| {
+        s.query(&format!(
+            "DROP DATABASE IF EXISTS {};",
+            ident_pg(&conn.database)
+        ))?;
+        s.close("")
+    });
+    Err(undone(e, &target, dropped))
+}
+
+/// How far a restore got, for undoing a failed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoadState {
+    /// Nothing was written (the target was refused, or could not be reached).
+    NotStarted,
+    /// Loading into a database that existed before (empty, or replaced with --force).
+    IntoExisting,
+    /// Loading into a database this restore created.
+    IntoCreated,
+}
+
+/// The load failed into a database that existed before: say what it holds now.
+fn partly_loaded(e: Error, target: &str, retry: &str) -> Error {
+    match e {
+        Error::RestoreFailed { target: t, detail } => Error::RestoreFailed {
+            target: t,
+            detail: format!(
+                "{detail}\nthe database existed before this restore and may now hold part of the dump; {retry}"
+            ),
+        },
+        other => {
+            tracing::warn!(target, "the failed restore may have left part of the dump in the existing database");
+            other
+        }
+    }
+}
+
+/// The load failed into a database this restore created, which was then dropped (or not).
+fn undone(e: Error, target: &str, dropped: Result<()>) -> Error {
+    let note = match &dropped {
+        Ok(()) => "the database this restore created was dropped again, so a retry starts clean".to_string(),
+        Err(d) => format!("the database this restore created could not be dropped ({d}); drop it before retrying"),
+    };
+    match e {
+        Error::RestoreFailed { target: t, detail } => Error::RestoreFailed {
+            target: t,
+            detail: format!("{detail}\n{note}"),
+        },
+        other => {
+            match dropped {
+                Ok(()) => tracing::info!(target, "{note}"),
+                Err(_) => tracing::warn!(target, "{note}"),
+            }
+            other
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_postgres_into(
+    repo: &Repository,
+    index: &Arc<Index>,
+    snapshot: &Snapshot,
+    conn: &DbConn,
+    password: Option<Zeroizing<String>>,
+    opts: &DbRestoreOptions,
+    cancel: &Cancel,
+    state: &mut LoadState,
 ) -> Result<DbRestoreReport> {
     let target = conn.describe("postgres");
     let tag = format!("restore target {target}");
@@ -121,6 +222,7 @@ pub async fn restore_postgres(
         s.query(&format!("CREATE DATABASE {};", ident_pg(&conn.database)))
             .map_err(|e| restore_err(&target, e))?;
         report.created_database = true;
+        *state = LoadState::IntoCreated;
     }
     s.close("").map_err(|e| restore_err(&target, e))?;
     let env = libpq_env(conn, pw, None);
@@ -142,6 +244,10 @@ pub async fn restore_postgres(
                 "target database {target} is not empty ({n} tables, functions or large objects); restore into a new or empty database, or pass --force to replace the objects the dump contains"
             )));
         }
+    }
+
+    if *state == LoadState::NotStarted {
+        *state = LoadState::IntoExisting;
     }
 
     // 2. Globals (roles, tablespaces): existing ones are expected and skipped.
@@ -323,7 +429,8 @@ fn sql_literal_pg(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Restores a MariaDB snapshot into the database named by `conn`.
+/// Restores a MariaDB snapshot into the database named by `conn`. Like
+/// [`restore_postgres`], a failed load drops a database the restore created.
 pub async fn restore_mariadb(
     repo: &Repository,
     index: &Index,
@@ -332,6 +439,64 @@ pub async fn restore_mariadb(
     password: Option<Zeroizing<String>>,
     opts: &DbRestoreOptions,
     cancel: &Cancel,
+) -> Result<DbRestoreReport> {
+    let mut state = LoadState::NotStarted;
+    let res = restore_mariadb_into(
+        repo,
+        index,
+        snapshot,
+        conn,
+        password.clone(),
+        opts,
+        cancel,
+        &mut state,
+    )
+    .await;
+    let Err(e) = res else { return res };
+    let target = conn.describe("mariadb");
+    if state != LoadState::IntoCreated {
+        if state == LoadState::NotStarted {
+            return Err(e);
+        }
+        return Err(partly_loaded(
+            e,
+            &target,
+            "retry with --force (the database is dropped and recreated)",
+        ));
+    }
+    let secrets: Vec<String> = password.iter().map(|s| s.to_string()).collect();
+    let dropped = ClientOptions::new(
+        conn,
+        password.as_deref().map(|s| s.as_str()),
+        opts.no_defaults,
+    )
+    .and_then(|o| {
+        let mut s = client_session(
+            opts.bin_dir.as_deref(),
+            &o,
+            None,
+            &format!("restore target {target}"),
+            secrets,
+        )?;
+        s.query(&format!(
+            "DROP DATABASE IF EXISTS `{}`;",
+            conn.database.replace('`', "``")
+        ))?;
+        s.close("")
+    });
+    Err(undone(e, &target, dropped))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_mariadb_into(
+    repo: &Repository,
+    index: &Index,
+    snapshot: &Snapshot,
+    conn: &DbConn,
+    password: Option<Zeroizing<String>>,
+    opts: &DbRestoreOptions,
+    cancel: &Cancel,
+    state: &mut LoadState,
 ) -> Result<DbRestoreReport> {
     let target = conn.describe("mariadb");
     let tag = format!("restore target {target}");
@@ -350,15 +515,15 @@ pub async fn restore_mariadb(
     let ident = format!("`{}`", conn.database.replace('`', "``"));
     let mut s = client_session(bin, &client_opts, None, &tag, secrets.clone())
         .map_err(|e| restore_err(&target, e))?;
-    let state = s
+    let found = s
         .query_json(&format!(
             "SELECT JSON_OBJECT('exists', (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {db}),
                 'objects', (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {db})
                          + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {db}));"
         ))
         .map_err(|e| restore_err(&target, e))?;
-    let exists = state["exists"].as_i64().unwrap_or(0) > 0;
-    let objects = state["objects"].as_i64().unwrap_or(0);
+    let exists = found["exists"].as_i64().unwrap_or(0) > 0;
+    let objects = found["objects"].as_i64().unwrap_or(0);
     if objects > 0 && !opts.force {
         s.close("").ok();
         return Err(Error::Usage(format!(
@@ -373,6 +538,9 @@ pub async fn restore_mariadb(
         s.query(&format!("CREATE DATABASE {ident} CHARACTER SET utf8mb4;"))
             .map_err(|e| restore_err(&target, e))?;
         report.created_database = !exists;
+        // Dropped and recreated (--force) or new: either way nothing of value is lost by
+        // dropping it again if the load fails.
+        *state = LoadState::IntoCreated;
     }
     for account in &opts.create_roles {
         // `user@host`: a host name holds no '@', a user name may.
@@ -397,6 +565,9 @@ pub async fn restore_mariadb(
         report.roles_created.push(account.clone());
     }
     s.close("").map_err(|e| restore_err(&target, e))?;
+    if *state == LoadState::NotStarted {
+        *state = LoadState::IntoExisting;
+    }
 
     let client = require_tool(&tag, &["mariadb", "mysql"], bin)?;
     let mut cmd = Command::new(client);

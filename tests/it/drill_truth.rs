@@ -1,0 +1,215 @@
+//! Drills that tell the truth (issue 17): restore tests read typed values through a driver
+//! session (NULL is a row, a tab or a newline stays inside its value, 4-byte characters
+//! work whatever the locale), `[amcheck]` really checks btree indexes, and a damaged or
+//! half-loaded backup is reported as what it is.
+
+use crate::support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use lifeboat::drill::env::{Environment, EphemeralMariadb, EphemeralPostgres};
+use support::*;
+
+fn drill(ws: &Workspace, plan: &Path, tmp: &Path) -> Output {
+    run(lifeboat()
+        .args(["drill", "--json", "--plan"])
+        .arg(plan)
+        .env("TMPDIR", tmp)
+        // A systemd unit has no LANG: the `mariadb` client then talks latin1.
+        .env_remove("LANG")
+        .env_remove("LC_ALL")
+        .env_remove("LC_CTYPE")
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state")))
+}
+
+fn report(o: &Output) -> serde_json::Value {
+    let v: Vec<serde_json::Value> =
+        serde_json::from_slice(&o.stdout).expect("drill --json prints the reports");
+    v.into_iter().next().expect("one report")
+}
+
+fn check<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name:?} in {r:#}"))
+}
+
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("restore-tests")
+        .join(name)
+}
+
+/// Restore tests whose answers the command-line clients got wrong: a one-row NULL result
+/// (counted as "0 rows"), a value with a tab and a newline (split into columns and rows),
+/// and 4-byte characters in a MariaDB query (ERROR 1267 in the client's latin1).
+const TYPED_CHECKS: &str = r#"
+[[sql]]
+name = "one NULL row is one row"
+query = "SELECT NULL"
+expect = { rows_min = 1, rows_max = 1 }
+
+[[sql]]
+name = "a tab and a newline stay in their value"
+query = "SELECT CONCAT('a', CHAR(9), 'b', CHAR(10), 'c'), 2"
+expect = { rows_max = 1, equals = "a\tb\nc" }
+"#;
+
+#[test]
+fn mariadb_restore_tests_see_typed_values_and_the_shipped_shop_tests_pass() {
+    let src = EphemeralMariadb::start(false).expect("source server");
+    let sc = src.connection().unwrap().clone();
+    mariadb(&sc, None, "CREATE DATABASE shop CHARACTER SET utf8mb4");
+    mariadb(&sc, Some("shop"), crate::mariadb::SCHEMA);
+    let ws = Workspace::new();
+    std::fs::write(
+        ws.path().join("typed.toml"),
+        format!(
+            "{TYPED_CHECKS}
+[[sql]]
+name = \"4-byte characters in the query and the value\"
+query = \"SELECT name FROM customers WHERE name LIKE '%🚀%' ORDER BY id LIMIT 1\"
+expect = {{ equals = \"Kunde 0 — Ærø 🚀 日本語\" }}
+
+[[sql]]
+name = \"a NULL is not a number\"
+query = \"SELECT NULL\"
+expect = {{ min = 0 }}
+"
+        ),
+    )
+    .unwrap();
+    let plan = ws.plan(
+        "my",
+        &format!(
+            "[[jobs]]\nname = \"shop\"\nschedule = \"*/30 * * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{}\"\nuser = \"root\"\ndatabase = \"shop\"\nno_defaults = true\nrow_counts = \"exact\"\n\n[drill]\nenvironment = \"ephemeral-mariadb\"\nrestore_tests = [\"{}\", \"typed.toml\"]\n",
+            sc.socket.as_deref().unwrap().display(),
+            shipped("mariadb-shop.toml").display()
+        ),
+    );
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    assert!(o.status.success(), "backup failed: {}", stderr(&o));
+    let tmp = drill_tmp();
+    let o = drill(&ws, &plan, tmp.path());
+    let r = report(&o);
+    for name in [
+        "customers exist",
+        "the order-total routine is restored",
+        "utf8mb4 text survives",
+        "one NULL row is one row",
+        "a tab and a newline stay in their value",
+        "4-byte characters in the query and the value",
+    ] {
+        assert_eq!(check(&r, name)["status"], "passed", "{name}: {r:#}");
+    }
+    let null = check(&r, "a NULL is not a number");
+    assert_eq!(null["status"], "failed", "{r:#}");
+    assert!(
+        null["detail"].as_str().unwrap().contains("NULL is not a number"),
+        "{null}"
+    );
+    // Only that deliberate failure: exit 16.
+    assert_eq!(o.status.code(), Some(16), "{r:#}");
+    drop(src);
+}
+
+#[test]
+fn postgres_restore_tests_see_typed_values() {
+    let src = EphemeralPostgres::start(None).expect("source server");
+    let sc = src.connection().unwrap().clone();
+    psql(&sc, "postgres", "CREATE DATABASE shop");
+    psql(
+        &sc,
+        "shop",
+        "CREATE TABLE notes (id int PRIMARY KEY, body text, at timestamptz);
+         INSERT INTO notes VALUES (1, E'line one\\nline\\ttwo 🚀', '2024-01-02 03:04:05+02'), (2, NULL, NULL);",
+    );
+    let ws = Workspace::new();
+    std::fs::write(
+        ws.path().join("typed.toml"),
+        r#"
+[[sql]]
+name = "one NULL row is one row"
+query = "SELECT NULL"
+expect = { rows_min = 1, rows_max = 1 }
+
+[[sql]]
+name = "a tab and a newline stay in their value"
+query = "SELECT body, id FROM notes WHERE id = 1"
+expect = { rows_max = 1, equals = "line one\nline\ttwo 🚀" }
+
+[[sql]]
+name = "a timestamp in UTC"
+query = "SELECT at FROM notes WHERE id = 1"
+expect = { equals = "2024-01-02 01:04:05+00" }
+
+[[sql]]
+name = "a decimal keeps its text"
+query = "SELECT 12.50::numeric(12,2)"
+expect = { equals = "12.50", min = 12.5, max = 12.5 }
+"#,
+    )
+    .unwrap();
+    let job = format!(
+        "[[jobs]]\nname = \"shop\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\ndatabase = \"shop\"\nbin_dir = \"{}\"\nrow_counts = \"exact\"\n",
+        sc.socket.as_deref().unwrap().display(),
+        sc.port,
+        sc.bin_dir.as_ref().unwrap().display()
+    );
+    let plan = ws.plan(
+        "pg",
+        &format!("{job}\n[drill]\nenvironment = \"ephemeral-postgres\"\nrestore_tests = [\"typed.toml\"]\n"),
+    );
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    assert!(o.status.success(), "backup failed: {}", stderr(&o));
+    let tmp = drill_tmp();
+    let o = drill(&ws, &plan, tmp.path());
+    let r = report(&o);
+    assert_eq!(o.status.code(), Some(0), "{r:#}");
+    assert_eq!(r["result"], "passed", "{r:#}");
+    drop(src);
+}
+
+/// `[amcheck]` checks btree indexes: an index page corrupted on disk fails the check (it
+/// passed when pg_amcheck ran with `--no-dependent-indexes` and no pattern: tables only).
+#[test]
+fn amcheck_finds_a_corrupted_btree_index() {
+    let srv = EphemeralPostgres::start(None).expect("throwaway cluster");
+    let c = srv.connection().unwrap().clone();
+    psql(&c, "postgres", "CREATE DATABASE shop");
+    // A fresh index is written straight to its file, not through shared buffers: a change
+    // to the file is what the next reader of the page sees.
+    psql(
+        &c,
+        "shop",
+        "CREATE TABLE items (id int, name text);
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 20000) g;
+         CREATE INDEX items_id ON items (id);
+         CHECKPOINT;",
+    );
+    let sql = c.sql_conn("shop");
+    let rel = psql(&c, "shop", "SELECT pg_relation_filepath('items_id')");
+    let data = srv.dir().unwrap().join("data");
+    let file = data.join(rel);
+    let mut raw = std::fs::read(&file).unwrap();
+    assert!(raw.len() >= 3 * 8192, "the index has leaf pages");
+    // Leaf page 1: its tuples (keys) area overwritten with a descending byte pattern.
+    let page = 8192;
+    let (start, end) = (page + 4096, 2 * page - 64);
+    for (n, b) in raw[start..end].iter_mut().enumerate() {
+        *b = (255 - (n % 251)) as u8;
+    }
+    std::fs::write(&file, &raw).unwrap();
+    // No restart needed: the page was never read into shared buffers.
+    let bad = lifeboat::drill::checks::amcheck(&sql, false, "everything");
+    assert_eq!(
+        bad.status,
+        lifeboat::drill::checks::CheckStatus::Failed,
+        "a corrupted btree index passed pg_amcheck: {bad:?}"
+    );
+    assert!(bad.detail.contains("items_id"), "{bad:?}");
+}
