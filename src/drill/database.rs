@@ -325,7 +325,10 @@ impl DbDrill<'_> {
                             // to a dump cut short adds nothing.
                             let log = match e.kind {
                                 DrillFailure::Damaged => None,
-                                _ => env.server_log_tail(),
+                                // Only its error lines: a log may quote rows.
+                                _ => env
+                                    .server_log_tail()
+                                    .map(|l| crate::restore::database::scrub_load_error(&l)),
                             };
                             error = Some(match log {
                                 Some(log) if e.kind == DrillFailure::Load => DrillError::from_tool(

@@ -77,10 +77,138 @@ fn restore_err(target: &str, e: Error) -> Error {
     match e {
         Error::SourceFailed { detail, .. } => Error::RestoreFailed {
             target: target.into(),
-            detail,
+            detail: scrub_load_error(&detail),
         },
         other => other,
     }
+}
+
+/// A loader's or server's error text without the data it may echo: reports, `history`
+/// (possibly a shared fleet catalog) and logs keep the error lines, never rows. Only lines
+/// that are messages of the tools are kept (an echoed INSERT or a continuation line is
+/// left out and counted); in those, the pieces that quote data are cut: MariaDB's
+/// `near '…'`, PostgreSQL's `Command was:`, `STATEMENT:`, key values in `Key (…)=(…)`,
+/// the value of a COPY line in `CONTEXT`, and the input of "invalid input syntax" and
+/// similar errors.
+pub fn scrub_load_error(text: &str) -> String {
+    const MAX_LINES: usize = 12;
+    const MAX_LINE: usize = 300;
+    let mut kept = Vec::new();
+    let mut left_out = 0usize;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        if !is_message_line(t) {
+            left_out += 1;
+            continue;
+        }
+        let mut l = scrub_line(t);
+        if l.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !l.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            l.truncate(cut);
+            l.push('…');
+        }
+        kept.push(l);
+    }
+    if kept.len() > MAX_LINES {
+        let dropped = kept.len() - MAX_LINES;
+        let tail = kept.split_off(kept.len() - 4);
+        kept.truncate(MAX_LINES - 4);
+        kept.push(format!("({dropped} more error lines)"));
+        kept.extend(tail);
+    }
+    if left_out > 0 {
+        kept.push(format!(
+            "({left_out} other output lines left out: they may quote data)"
+        ));
+    }
+    kept.join("\n")
+}
+
+fn is_message_line(t: &str) -> bool {
+    const STARTS: [&str; 16] = [
+        "ERROR", "FATAL", "PANIC", "WARNING", "HINT", "DETAIL", "CONTEXT", "LOCATION",
+        "pg_restore:", "psql:", "pg_dump:", "mariadb:", "mysql:", "mariadb-dump:", "could not",
+        "the server's log",
+    ];
+    if STARTS.iter().any(|p| t.starts_with(p)) {
+        return true;
+    }
+    // "pg_restore exited with status 1; its stderr ends with:", "mariadb client exited …"
+    if t.contains("exited with status")
+        || t.contains("was killed by signal")
+        || t.contains("ends with:")
+    {
+        return true;
+    }
+    // A server log line: "2026-12-04 21:00:00.000 UTC [123] ERROR:  …"
+    const LEVELS: [&str; 7] = [
+        " ERROR: ", " FATAL: ", " PANIC: ", " LOG: ", " WARNING: ", " HINT: ", " DETAIL: ",
+    ];
+    t.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        && LEVELS.iter().any(|l| t.contains(l))
+        || t.contains(" [ERROR] ")
+        || t.contains(" [Warning] ")
+        || t.contains(" [Note] ")
+}
+
+fn scrub_line(t: &str) -> String {
+    let mut l = t.to_string();
+    for cut in ["Command was:", "STATEMENT:"] {
+        if let Some(i) = l.find(cut) {
+            l.truncate(i + cut.len());
+            l.push_str(" …");
+        }
+    }
+    // MariaDB: "… near 'INSERT INTO … VALUES (…)' at line 1"
+    if let Some(i) = l.find(" near '") {
+        let rest = &l[i + 7..];
+        let end = rest.rfind("' at line").map(|j| rest[j..].to_string());
+        l = format!("{} near '…{}", &l[..i], end.unwrap_or_else(|| "'".into()));
+    }
+    // PostgreSQL: "Key (email)=(someone@example.com) already exists."
+    if let Some(i) = l.find(")=(") {
+        if let Some(j) = l[i + 3..].find(')') {
+            l = format!("{}(…){}", &l[..i + 2], &l[i + 3 + j + 1..]);
+        }
+    }
+    // PostgreSQL: "CONTEXT:  COPY t, line 5, column note: \"…\"" and
+    // "COPY t, line 5: \"1\tdata…\""
+    if l.contains("COPY ") {
+        if let Some(i) = l.find(", line ") {
+            let after = &l[i + 7..];
+            let digits = after.chars().take_while(char::is_ascii_digit).count();
+            let mut keep = i + 7 + digits;
+            if let Some(rest) = l[keep..].strip_prefix(", column ") {
+                let name = rest.find(':').unwrap_or(rest.len());
+                keep += ", column ".len() + name;
+            }
+            if keep < l.len() {
+                l.truncate(keep);
+                l.push_str(": …");
+            }
+        }
+    }
+    // "invalid input syntax for type integer: \"abc\"", "value too long for type …"
+    for marker in ["invalid input syntax", "invalid input value", "out of range", "Incorrect"] {
+        if l.contains(marker) {
+            if let Some(i) = l.find(": \"") {
+                l.truncate(i);
+                l.push_str(": \"…\"");
+            }
+            if let Some(i) = l.find(" value: '") {
+                let rest = &l[i + 9..];
+                let end = rest.find('\'').map(|j| rest[j..].to_string()).unwrap_or_default();
+                l = format!("{} value: '…{}", &l[..i], end);
+            }
+        }
+    }
+    l
 }
 
 fn ident_pg(s: &str) -> String {
@@ -783,6 +911,36 @@ mod tests {
                 expected,
                 "pieces of {piece}"
             );
+        }
+    }
+
+    #[test]
+    fn load_errors_keep_the_error_and_never_the_data() {
+        let mariadb = "mariadb client exited with status 1; its stderr ends with:\n\
+            ERROR 1064 (42000) at line 57: You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version for the right syntax to use near 'INSERT INTO `customers` VALUES (1,'Jane Roe','jane@example.com')' at line 1\n\
+            (2,'John Doe','john@example.com','4111 1111 1111 1111'),\n\
+            (3,'Max Mustermann','max@example.com','5500 0000 0000 0004');";
+        let out = scrub_load_error(mariadb);
+        assert!(out.contains("ERROR 1064 (42000) at line 57"), "{out}");
+        assert!(out.contains("near '…' at line 1"), "{out}");
+        assert!(out.contains("2 other output lines left out"), "{out}");
+        for secret in ["Jane", "John", "4111", "example.com", "Mustermann"] {
+            assert!(!out.contains(secret), "{secret} leaked: {out}");
+        }
+        let pg = "pg_restore exited with status 1; its stderr ends with:\n\
+            pg_restore: error: could not execute query: ERROR:  duplicate key value violates unique constraint \"c_pkey\"\n\
+            DETAIL:  Key (email)=(jane@example.com) already exists.\n\
+            Command was: INSERT INTO public.c VALUES (1, 'jane@example.com');\n\
+            pg_restore: error: COPY failed for table \"c\": ERROR:  invalid input syntax for type integer: \"Jane Roe\"\n\
+            CONTEXT:  COPY c, line 5, column id: \"Jane Roe\"\n\
+            2026-12-04 21:00:00.000 UTC [12] STATEMENT:  COPY public.c (id, email) FROM stdin;";
+        let out = scrub_load_error(pg);
+        assert!(out.contains("duplicate key value violates unique constraint \"c_pkey\""), "{out}");
+        assert!(out.contains("Key (email)=(…) already exists"), "{out}");
+        assert!(out.contains("CONTEXT:  COPY c, line 5, column id: …"), "{out}");
+        assert!(out.contains("invalid input syntax for type integer: \"…\""), "{out}");
+        for secret in ["Jane", "jane@example.com", "VALUES (1"] {
+            assert!(!out.contains(secret), "{secret} leaked: {out}");
         }
     }
 

@@ -98,6 +98,8 @@ impl Environment for EphemeralMariadb {
         let sock = dir.join("mysqld.sock");
         let log = dir.join("error.log");
         let user_arg = is_root().then(|| format!("--user={SERVER_USER}"));
+        // Its own temporary directory: TMPDIR may be one the server user cannot write.
+        let server_tmp = super::server_dirs(&dir)?;
         if is_root() {
             let (uid, gid) = server_user()?;
             chown_recursive(&dir, uid, gid)?;
@@ -106,6 +108,7 @@ impl Environment for EphemeralMariadb {
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .args(user_arg.iter())
+            .env("TMPDIR", &server_tmp)
             .args([
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
@@ -140,6 +143,7 @@ impl Environment for EphemeralMariadb {
                 .args(user_arg.iter())
                 .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
                 .arg(format!("--log-error={}", log.display()))
+                .arg(format!("--tmpdir={}", server_tmp.display()))
                 .args([
                     "--skip-name-resolve",
                     "--innodb-buffer-pool-size=64M",

@@ -134,6 +134,7 @@ impl EphemeralPostgres {
                 let _ = std::os::unix::fs::chown(&log, Some(uid), Some(gid));
             }
             let mut cmd = Self::as_server_user(&bin.join("postgres"));
+            cmd.env("TMPDIR", dir.join("tmp"));
             cmd.arg("-D")
                 .arg(&data)
                 .args(["-p", &port.to_string(), "-k"])
@@ -224,11 +225,14 @@ impl Environment for EphemeralPostgres {
         let tmp = make_dir("postgres")?;
         let dir = tmp.path().to_path_buf();
         self.dir = Some(tmp);
+        // Its own temporary directory: TMPDIR may be one the server user cannot write.
+        let server_tmp = super::server_dirs(&dir)?;
         if is_root() {
             let (uid, gid) = server_user()?;
             chown_recursive(&dir, uid, gid)?;
         }
         let mut initdb = Self::as_server_user(&bin.join("initdb"));
+        initdb.env("TMPDIR", &server_tmp);
         initdb.arg("-D").arg(dir.join("data")).args([
             "-A",
             "trust",

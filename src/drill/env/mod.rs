@@ -280,6 +280,49 @@ pub(crate) fn make_dir(kind: &str) -> Result<tempfile::TempDir, EnvError> {
     Ok(dir)
 }
 
+/// The server of an environment runs as [`SERVER_USER`] when lifeboat runs as root: it must
+/// be able to enter every directory above its environment directory (TMPDIR's mode and
+/// owner decide). Checked up front, so the drill says what is needed instead of the server
+/// failing with "permission denied" in its log. Also makes the environment's own temporary
+/// directory (`<env>/tmp`), which the server uses instead of TMPDIR.
+pub(crate) fn server_dirs(dir: &Path) -> Result<PathBuf, EnvError> {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| EnvError::Io {
+        op: "create",
+        path: tmp.clone(),
+        source: e,
+    })?;
+    if !is_root() {
+        return Ok(tmp);
+    }
+    let (uid, gid) = server_user()?;
+    for a in dir.ancestors().skip(1) {
+        let Ok(m) = std::fs::metadata(a) else { continue };
+        let mode = m.mode();
+        let enter = if m.uid() == uid {
+            mode & 0o100 != 0
+        } else if m.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !enter {
+            return Err(EnvError::Step {
+                env: "throwaway server".into(),
+                step: "check the temporary directory".into(),
+                detail: format!(
+                    "{} (mode {:o}, owner uid {}) cannot be entered by the server user {SERVER_USER}, which runs the throwaway server inside it; point TMPDIR at a directory others may enter (mode 0711, 0755 or 1777, e.g. /var/tmp), or run the drill with PrivateTmp=yes",
+                    a.display(),
+                    mode & 0o7777,
+                    m.uid()
+                ),
+            });
+        }
+    }
+    Ok(tmp)
+}
+
 /// A TCP port that was free a moment ago (the server binding it may still race another
 /// process; provisioning retries on a new port when that happens).
 pub fn free_port() -> Result<u16, EnvError> {
