@@ -213,3 +213,116 @@ fn amcheck_finds_a_corrupted_btree_index() {
     );
     assert!(bad.detail.contains("items_id"), "{bad:?}");
 }
+
+/// The largest pack of a workspace's repository gets one byte flipped in its middle (inside
+/// a blob of the dump); returns its id.
+fn damage_largest_pack(ws: &Workspace) -> String {
+    let data = ws.path().join("repo/data");
+    let mut packs: Vec<_> = list_files(&data).iter().map(|p| data.join(p)).collect();
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let pack = packs.last().unwrap();
+    let mut raw = std::fs::read(pack).unwrap();
+    let mid = raw.len() / 2;
+    raw[mid] ^= 0x40;
+    std::fs::write(pack, &raw).unwrap();
+    pack.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// Every value under a key named `key`, anywhere in `v`.
+fn values_of<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if k == key {
+                    out.push(x);
+                }
+                values_of(x, key, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| values_of(x, key, out)),
+        _ => {}
+    }
+}
+
+/// A damaged MariaDB backup: the drill says damaged (exit 13) and names the pack, the
+/// catalog records the drill as `damaged` and the ledger the pack as damaged, and a
+/// `restore --to` that meets the damage leaves no half-loaded database behind.
+#[test]
+fn damaged_mariadb_backup_is_named_recorded_and_leaves_nothing_half_loaded() {
+    let src = EphemeralMariadb::start(false).expect("source server");
+    let sc = src.connection().unwrap().clone();
+    mariadb(&sc, None, "CREATE DATABASE shop CHARACTER SET utf8mb4");
+    mariadb(&sc, Some("shop"), crate::mariadb::SCHEMA);
+    let ws = Workspace::new();
+    let plan = ws.plan(
+        "myd",
+        &format!(
+            "[[jobs]]\nname = \"shop\"\nschedule = \"*/30 * * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{}\"\nuser = \"root\"\ndatabase = \"shop\"\nno_defaults = true\n\n[drill]\nenvironment = \"ephemeral-mariadb\"\n",
+            sc.socket.as_deref().unwrap().display()
+        ),
+    );
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    assert!(o.status.success(), "backup failed: {}", stderr(&o));
+    let pack = damage_largest_pack(&ws);
+
+    let tmp = drill_tmp();
+    let o = drill(&ws, &plan, tmp.path());
+    let r = report(&o);
+    assert_eq!(o.status.code(), Some(13), "{r:#}");
+    assert_eq!(r["result"], "damaged", "{r:#}");
+    assert_eq!(r["failure"], "damaged", "{r:#}");
+    assert_eq!(r["damaged_pack"], pack.as_str(), "{r:#}");
+    let err = r["error"].as_str().unwrap();
+    assert!(err.contains("integrity violation") && err.contains(&pack), "{err}");
+    assert!(!err.contains("ERROR 1064"), "the loader's reaction is not the verdict: {err}");
+
+    let state = [("LIFEBOAT_STATE_DIR", ws.path().join("state"))];
+    let o = run(lifeboat().args(["history", "--json"]).envs(state.clone()));
+    let h: serde_json::Value = serde_json::from_slice(&o.stdout).expect("history --json");
+    let drills: Vec<_> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "drill")
+        .collect();
+    assert_eq!(drills.len(), 1, "{h:#}");
+    assert_eq!(drills[0]["outcome"], "damaged", "{h:#}");
+    let o = run(lifeboat().args(["status", "--json"]).envs(state));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json");
+    let mut damaged = Vec::new();
+    values_of(&s, "damaged", &mut damaged);
+    assert!(
+        damaged.iter().any(|d| d.as_u64() == Some(1)),
+        "the ledger marks the pack damaged: {s:#}"
+    );
+    assert_nothing_left(tmp.path());
+
+    let o = run(lifeboat()
+        .args(["restore", "--plan"])
+        .arg(&plan)
+        .args(["--job", "shop", "latest", "--to"])
+        .arg(format!(
+            "mariadb://root@/shop_copy?socket={}",
+            sc.socket.as_deref().unwrap().display()
+        )));
+    assert_eq!(o.status.code(), Some(13), "{}", stderr(&o));
+    assert!(stderr(&o).contains("integrity violation"), "{}", stderr(&o));
+    assert_eq!(
+        mariadb(
+            &sc,
+            None,
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop_copy'"
+        ),
+        "0",
+        "the failed restore left a half-loaded database"
+    );
+    drop(src);
+}
+
+fn assert_nothing_left(tmp: &Path) {
+    assert_eq!(
+        env_dirs(tmp),
+        Vec::<PathBuf>::new(),
+        "environment left behind"
+    );
+}
