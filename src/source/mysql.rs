@@ -419,11 +419,13 @@ impl DumpRowCounter {
             let b = buf[i];
             match self.state {
                 Scan::LineStart => {
-                    if b == b'\n' {
+                    self.line.push(b);
+                    self.classify_line();
+                    // A line that ended undecided, or was just found not to be an
+                    // INSERT, is over: the next byte starts a new one.
+                    if b == b'\n' && matches!(self.state, Scan::LineStart | Scan::Skip) {
+                        self.state = Scan::LineStart;
                         self.line.clear();
-                    } else {
-                        self.line.push(b);
-                        self.classify_line();
                     }
                 }
                 Scan::Skip => match buf[i..].iter().position(|c| *c == b'\n') {
@@ -443,11 +445,9 @@ impl DumpRowCounter {
                         self.depth += 1;
                     }
                     b')' => self.depth = self.depth.saturating_sub(1),
+                    // The statement's end (mariadb-dump 10.11 puts each row on a line
+                    // of its own, so a newline is not one).
                     b';' if self.depth == 0 => self.state = Scan::Skip,
-                    b'\n' if self.depth == 0 => {
-                        self.state = Scan::LineStart;
-                        self.line.clear();
-                    }
                     _ => {}
                 },
                 Scan::Str => match b {
@@ -481,7 +481,8 @@ impl DumpRowCounter {
         if l.len() <= Self::PREFIX.len() {
             return;
         }
-        // The table name: backquoted, a backquote inside doubled; then " VALUES ".
+        // The table name: backquoted, a backquote inside doubled; then " VALUES" and a
+        // space or a newline.
         let rest = &l[Self::PREFIX.len()..];
         let mut name = Vec::new();
         let mut j = 0;
@@ -496,12 +497,14 @@ impl DumpRowCounter {
                     return; // a doubled quote may follow: wait for more
                 }
                 let after = &rest[j + 1..];
-                const VALUES: &[u8] = b" VALUES ";
+                const VALUES: &[u8] = b" VALUES";
                 let m = after.len().min(VALUES.len());
-                if after[..m] != VALUES[..m] {
+                if after[..m] != VALUES[..m]
+                    || after.len() > VALUES.len() && !matches!(after[VALUES.len()], b' ' | b'\n')
+                {
                     self.state = Scan::Skip;
                     self.line.clear();
-                } else if after.len() >= VALUES.len() {
+                } else if after.len() > VALUES.len() {
                     self.table = String::from_utf8_lossy(&name).into_owned();
                     self.depth = 0;
                     self.state = Scan::Values;
@@ -559,8 +562,14 @@ mod tests {
             /*!40101 SET NAMES utf8mb4 */;\n\
             CREATE TABLE `items` (\n  `id` int(11) NOT NULL\n);\n\
             INSERT INTO `items` VALUES (1,'a (b)'),(2,'it''s (x'),(3,'back\\\\slash \\' (y'),(4,NULL);\n\
-            INSERT INTO `items` VALUES (5,'semi;colon\\n(\\'z\\')');\n\
-            INSERT INTO `we``ird` VALUES (1,0x28),(2,'VALUES ('),(3,'');\n\
+            INSERT INTO `items` VALUES\n(5,'semi;colon\\n(\\'z\\')');\n\
+            INSERT INTO `items_x` VALUES (1);\n\
+            INSERT INTO `items` VALUESX (1);\n\
+            INSERT INTO `we``ird` VALUES\n(1,0x28),\n(2,'VALUES ('),\n(3,'');\n\
+            \n\
+            INSERT INTO `items` VALUES (6);\n\
+            -\n\
+            INSERT INTO `items` VALUES (7);\n\
             -- INSERT INTO `items` VALUES (99);\n\
             INSERT INTO `empty_later` VALUES ();\n\
             -- Dump completed on 2026-12-04\n";
@@ -574,7 +583,7 @@ mod tests {
                 c.feed(chunk);
             }
             let got = c.counts(&tables);
-            assert_eq!(got["items"], 5, "pieces of {piece}: {got:?}");
+            assert_eq!(got["items"], 7, "pieces of {piece}: {got:?}");
             assert_eq!(got["we`ird"], 3, "pieces of {piece}: {got:?}");
             assert_eq!(got["nothing"], 0, "pieces of {piece}: {got:?}");
             assert_eq!(got["empty_later"], 1, "pieces of {piece}: {got:?}");

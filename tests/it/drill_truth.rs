@@ -326,3 +326,131 @@ fn assert_nothing_left(tmp: &Path) {
         "environment left behind"
     );
 }
+
+/// MariaDB row counts belong to the dump's own snapshot: a backup taken while a writer
+/// commits row after row drills clean (the counts were taken in a transaction opened before
+/// mariadb-dump's, and differed from the dump by the commits in between).
+#[test]
+fn mariadb_row_counts_match_the_dump_under_write_load() {
+    let src = EphemeralMariadb::start(false).expect("source server");
+    let sc = src.connection().unwrap().clone();
+    mariadb(&sc, None, "CREATE DATABASE shop CHARACTER SET utf8mb4");
+    mariadb(
+        &sc,
+        Some("shop"),
+        "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, v INT, note VARCHAR(200)) ENGINE=InnoDB;
+         CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY, order_id INT, v INT) ENGINE=InnoDB;
+         INSERT INTO orders (v, note) SELECT seq, REPEAT('x', 150) FROM seq_1_to_100000;
+         DELIMITER //
+         CREATE PROCEDURE writer()
+         BEGIN
+           DECLARE i INT DEFAULT 0;
+           WHILE i < 10000000 DO
+             START TRANSACTION;
+             INSERT INTO orders (v, note) VALUES (i, 'live');
+             INSERT INTO items (order_id, v) VALUES (LAST_INSERT_ID(), i), (LAST_INSERT_ID(), i + 1);
+             COMMIT;
+             SET i = i + 1;
+           END WHILE;
+         END//
+         DELIMITER ;",
+    );
+    // The writer: one client committing order + items transactions as fast as it can.
+    let mut writer = std::process::Command::new("mariadb")
+        .arg("--no-defaults")
+        .arg(format!("--socket={}", sc.socket.as_deref().unwrap().display()))
+        .args(["-uroot", "shop", "-e", "CALL writer()"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let committed = || {
+        mariadb(&sc, Some("shop"), "SELECT COUNT(*) FROM items")
+            .parse::<u64>()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while committed() < 200 {
+        assert!(std::time::Instant::now() < deadline, "the writer never got going");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ws = Workspace::new();
+    let plan = ws.plan(
+        "myw",
+        &format!(
+            "[[jobs]]\nname = \"shop\"\nschedule = \"*/30 * * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{}\"\nuser = \"root\"\ndatabase = \"shop\"\nno_defaults = true\nrow_counts = \"exact\"\n\n[drill]\nenvironment = \"ephemeral-mariadb\"\n",
+            sc.socket.as_deref().unwrap().display()
+        ),
+    );
+    let before = committed();
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    let after = committed();
+    let _ = writer.kill();
+    let _ = writer.wait();
+    assert!(o.status.success(), "backup failed: {}", stderr(&o));
+    assert!(
+        after > before,
+        "the writer committed nothing during the backup ({before} rows of items before and after)"
+    );
+    let tmp = drill_tmp();
+    let o = drill(&ws, &plan, tmp.path());
+    let r = report(&o);
+    let rc = check(&r, "row counts");
+    assert_eq!(rc["status"], "passed", "{r:#}");
+    assert_eq!(o.status.code(), Some(0), "{r:#}");
+    drop(src);
+}
+
+/// A drill's servers never write to TMPDIR: a root-owned 0755 TMPDIR (what the drill
+/// unit's hint produced) works for MariaDB, and a 0700 one the server user cannot even
+/// enter is refused up front with what is needed.
+#[test]
+fn drills_survive_a_tmpdir_the_server_user_cannot_write() {
+    use std::os::unix::fs::PermissionsExt;
+    if !is_root() {
+        eprintln!("skipped: the servers run as another user only when the drill runs as root");
+        return;
+    }
+    let src = EphemeralMariadb::start(false).expect("source server");
+    let sc = src.connection().unwrap().clone();
+    mariadb(&sc, None, "CREATE DATABASE shop CHARACTER SET utf8mb4");
+    mariadb(
+        &sc,
+        Some("shop"),
+        "CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t SELECT seq FROM seq_1_to_100;",
+    );
+    let ws = Workspace::new();
+    let plan = ws.plan(
+        "myt",
+        &format!(
+            "[[jobs]]\nname = \"shop\"\nschedule = \"*/30 * * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{}\"\nuser = \"root\"\ndatabase = \"shop\"\nno_defaults = true\n\n[drill]\nenvironment = \"ephemeral-mariadb\"\n",
+            sc.socket.as_deref().unwrap().display()
+        ),
+    );
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    assert!(o.status.success(), "backup failed: {}", stderr(&o));
+    let tmp = tempfile::Builder::new()
+        .prefix("lifeboat-roottmp-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = drill(&ws, &plan, tmp.path());
+    let r = report(&o);
+    assert_eq!(o.status.code(), Some(0), "{r:#}");
+    assert_nothing_left(tmp.path());
+
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let o = drill(&ws, &plan, tmp.path());
+    let r = report(&o);
+    assert_eq!(o.status.code(), Some(1), "{r:#}");
+    assert_eq!(r["failure"], "provision", "{r:#}");
+    let err = r["error"].as_str().unwrap();
+    assert!(
+        err.contains(&tmp.path().display().to_string())
+            && err.contains("cannot be entered by the server user")
+            && err.contains("TMPDIR"),
+        "{err}"
+    );
+    assert_nothing_left(tmp.path());
+    drop(src);
+}
