@@ -140,12 +140,7 @@ impl SqlConn {
         let conn = rt.block_on(async {
             tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
                 .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "no answer within {}s",
-                        CONNECT_TIMEOUT.as_secs()
-                    ))
-                })
+                .unwrap_or_else(|_| Err(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))
         });
         let conn = conn.map_err(|e| format!("cannot connect to {}: {e}", self.describe()))?;
         Ok(SqlSession { rt, conn })
@@ -316,11 +311,17 @@ impl SqlSession {
         rt.block_on(async {
             match conn {
                 Conn::Pg(c) => {
-                    let rows = c.fetch_all(sqlx::raw_sql(sql)).await.map_err(driver_error)?;
+                    let rows = c
+                        .fetch_all(sqlx::raw_sql(sql))
+                        .await
+                        .map_err(driver_error)?;
                     Ok(rows.iter().map(pg_row).collect())
                 }
                 Conn::My(c) => {
-                    let rows = c.fetch_all(sqlx::raw_sql(sql)).await.map_err(driver_error)?;
+                    let rows = c
+                        .fetch_all(sqlx::raw_sql(sql))
+                        .await
+                        .map_err(driver_error)?;
                     Ok(rows.iter().map(my_row).collect())
                 }
             }

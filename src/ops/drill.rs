@@ -354,8 +354,11 @@ async fn record(env: &Env, repo: &Repository, reports: &[DrillReport]) -> Vec<St
             // A drill that met a damaged pack: the ledger marks it damaged in that region.
             for r in reports.iter().filter(|r| r.result == DrillResult::Damaged) {
                 let region = r.region.clone().unwrap_or_else(|| LOCAL_REGION.into());
-                let packs: Vec<crate::ids::PackId> =
-                    r.damaged_pack.iter().filter_map(|p| p.parse().ok()).collect();
+                let packs: Vec<crate::ids::PackId> = r
+                    .damaged_pack
+                    .iter()
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
                 cat.mark_packs_damaged(repo.id(), &region, &packs, catalog::VerifiedBy::Drill)
                     .await
                     .map_err(|e| e.to_string())?;

@@ -132,8 +132,21 @@ pub fn scrub_load_error(text: &str) -> String {
 
 fn is_message_line(t: &str) -> bool {
     const STARTS: [&str; 16] = [
-        "ERROR", "FATAL", "PANIC", "WARNING", "HINT", "DETAIL", "CONTEXT", "LOCATION",
-        "pg_restore:", "psql:", "pg_dump:", "mariadb:", "mysql:", "mariadb-dump:", "could not",
+        "ERROR",
+        "FATAL",
+        "PANIC",
+        "WARNING",
+        "HINT",
+        "DETAIL",
+        "CONTEXT",
+        "LOCATION",
+        "pg_restore:",
+        "psql:",
+        "pg_dump:",
+        "mariadb:",
+        "mysql:",
+        "mariadb-dump:",
+        "could not",
         "the server's log",
     ];
     if STARTS.iter().any(|p| t.starts_with(p)) {
@@ -148,10 +161,15 @@ fn is_message_line(t: &str) -> bool {
     }
     // A server log line: "2026-12-04 21:00:00.000 UTC [123] ERROR:  …"
     const LEVELS: [&str; 7] = [
-        " ERROR: ", " FATAL: ", " PANIC: ", " LOG: ", " WARNING: ", " HINT: ", " DETAIL: ",
+        " ERROR: ",
+        " FATAL: ",
+        " PANIC: ",
+        " LOG: ",
+        " WARNING: ",
+        " HINT: ",
+        " DETAIL: ",
     ];
-    t.as_bytes().first().is_some_and(u8::is_ascii_digit)
-        && LEVELS.iter().any(|l| t.contains(l))
+    t.as_bytes().first().is_some_and(u8::is_ascii_digit) && LEVELS.iter().any(|l| t.contains(l))
         || t.contains(" [ERROR] ")
         || t.contains(" [Warning] ")
         || t.contains(" [Note] ")
@@ -195,7 +213,12 @@ fn scrub_line(t: &str) -> String {
         }
     }
     // "invalid input syntax for type integer: \"abc\"", "value too long for type …"
-    for marker in ["invalid input syntax", "invalid input value", "out of range", "Incorrect"] {
+    for marker in [
+        "invalid input syntax",
+        "invalid input value",
+        "out of range",
+        "Incorrect",
+    ] {
         if l.contains(marker) {
             if let Some(i) = l.find(": \"") {
                 l.truncate(i);
@@ -203,7 +226,10 @@ fn scrub_line(t: &str) -> String {
             }
             if let Some(i) = l.find(" value: '") {
                 let rest = &l[i + 9..];
-                let end = rest.find('\'').map(|j| rest[j..].to_string()).unwrap_or_default();
+                let end = rest
+                    .find('\'')
+                    .map(|j| rest[j..].to_string())
+                    .unwrap_or_default();
                 l = format!("{} value: '…{}", &l[..i], end);
             }
         }
@@ -297,8 +323,11 @@ fn partly_loaded(e: Error, target: &str, retry: &str) -> Error {
 /// The load failed into a database this restore created, which was then dropped (or not).
 fn undone(e: Error, target: &str, dropped: Result<()>) -> Error {
     let note = match &dropped {
-        Ok(()) => "the database this restore created was dropped again, so a retry starts clean".to_string(),
-        Err(d) => format!("the database this restore created could not be dropped ({d}); drop it before retrying"),
+        Ok(()) => "the database this restore created was dropped again, so a retry starts clean"
+            .to_string(),
+        Err(d) => format!(
+            "the database this restore created could not be dropped ({d}); drop it before retrying"
+        ),
     };
     match e {
         Error::RestoreFailed { target: t, detail } => Error::RestoreFailed {
@@ -935,10 +964,19 @@ mod tests {
             CONTEXT:  COPY c, line 5, column id: \"Jane Roe\"\n\
             2026-12-04 21:00:00.000 UTC [12] STATEMENT:  COPY public.c (id, email) FROM stdin;";
         let out = scrub_load_error(pg);
-        assert!(out.contains("duplicate key value violates unique constraint \"c_pkey\""), "{out}");
+        assert!(
+            out.contains("duplicate key value violates unique constraint \"c_pkey\""),
+            "{out}"
+        );
         assert!(out.contains("Key (email)=(…) already exists"), "{out}");
-        assert!(out.contains("CONTEXT:  COPY c, line 5, column id: …"), "{out}");
-        assert!(out.contains("invalid input syntax for type integer: \"…\""), "{out}");
+        assert!(
+            out.contains("CONTEXT:  COPY c, line 5, column id: …"),
+            "{out}"
+        );
+        assert!(
+            out.contains("invalid input syntax for type integer: \"…\""),
+            "{out}"
+        );
         for secret in ["Jane", "jane@example.com", "VALUES (1"] {
             assert!(!out.contains(secret), "{secret} leaked: {out}");
         }

@@ -109,7 +109,10 @@ expect = {{ min = 0 }}
     let null = check(&r, "a NULL is not a number");
     assert_eq!(null["status"], "failed", "{r:#}");
     assert!(
-        null["detail"].as_str().unwrap().contains("NULL is not a number"),
+        null["detail"]
+            .as_str()
+            .unwrap()
+            .contains("NULL is not a number"),
         "{null}"
     );
     // Only that deliberate failure: exit 16.
@@ -273,8 +276,14 @@ fn damaged_mariadb_backup_is_named_recorded_and_leaves_nothing_half_loaded() {
     assert_eq!(r["failure"], "damaged", "{r:#}");
     assert_eq!(r["damaged_pack"], pack.as_str(), "{r:#}");
     let err = r["error"].as_str().unwrap();
-    assert!(err.contains("integrity violation") && err.contains(&pack), "{err}");
-    assert!(!err.contains("ERROR 1064"), "the loader's reaction is not the verdict: {err}");
+    assert!(
+        err.contains("integrity violation") && err.contains(&pack),
+        "{err}"
+    );
+    assert!(
+        !err.contains("ERROR 1064"),
+        "the loader's reaction is not the verdict: {err}"
+    );
 
     let state = [("LIFEBOAT_STATE_DIR", ws.path().join("state"))];
     let o = run(lifeboat().args(["history", "--json"]).envs(state.clone()));
@@ -358,7 +367,10 @@ fn mariadb_row_counts_match_the_dump_under_write_load() {
     // The writer: one client committing order + items transactions as fast as it can.
     let mut writer = std::process::Command::new("mariadb")
         .arg("--no-defaults")
-        .arg(format!("--socket={}", sc.socket.as_deref().unwrap().display()))
+        .arg(format!(
+            "--socket={}",
+            sc.socket.as_deref().unwrap().display()
+        ))
         .args(["-uroot", "shop", "-e", "CALL writer()"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -371,7 +383,10 @@ fn mariadb_row_counts_match_the_dump_under_write_load() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while committed() < 200 {
-        assert!(std::time::Instant::now() < deadline, "the writer never got going");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never got going"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let ws = Workspace::new();

@@ -298,7 +298,9 @@ pub(crate) fn server_dirs(dir: &Path) -> Result<PathBuf, EnvError> {
     }
     let (uid, gid) = server_user()?;
     for a in dir.ancestors().skip(1) {
-        let Ok(m) = std::fs::metadata(a) else { continue };
+        let Ok(m) = std::fs::metadata(a) else {
+            continue;
+        };
         let mode = m.mode();
         let enter = if m.uid() == uid {
             mode & 0o100 != 0
