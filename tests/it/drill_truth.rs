@@ -174,7 +174,43 @@ expect = { equals = "12.50", min = 12.5, max = 12.5 }
     let r = report(&o);
     assert_eq!(o.status.code(), Some(0), "{r:#}");
     assert_eq!(r["result"], "passed", "{r:#}");
+    // The second drill in the same TMPDIR copies the initialised data directory the first
+    // one left as a template instead of running initdb.
+    assert!(
+        template_ready(tmp.path(), "postgres-"),
+        "no template was made"
+    );
+    let o = drill(&ws, &plan, tmp.path());
+    let r2 = report(&o);
+    assert_eq!(r2["result"], "passed", "{r2:#}");
+    eprintln!(
+        "provision: {:.2}s with initdb, {:.2}s from the template",
+        phase_secs(&r, "provision"),
+        phase_secs(&r2, "provision")
+    );
     drop(src);
+}
+
+/// Whether `tmp` holds a finished data-directory template whose name starts with `prefix`.
+fn template_ready(tmp: &Path, prefix: &str) -> bool {
+    std::fs::read_dir(tmp.join("lifeboat-templates"))
+        .map(|rd| {
+            rd.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with(prefix)
+                    && e.path().join("ready").exists()
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn phase_secs(r: &serde_json::Value, phase: &str) -> f64 {
+    r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["phase"] == phase)
+        .filter_map(|p| p["secs"].as_f64())
+        .sum()
 }
 
 /// `[amcheck]` checks btree indexes: an index page corrupted on disk fails the check (it
@@ -452,6 +488,20 @@ fn drills_survive_a_tmpdir_the_server_user_cannot_write() {
     let o = drill(&ws, &plan, tmp.path());
     let r = report(&o);
     assert_eq!(o.status.code(), Some(0), "{r:#}");
+    assert_nothing_left(tmp.path());
+    // Again, from the data-directory template the first drill left.
+    assert!(
+        template_ready(tmp.path(), "mariadb-"),
+        "no template was made"
+    );
+    let o = drill(&ws, &plan, tmp.path());
+    let r2 = report(&o);
+    assert_eq!(o.status.code(), Some(0), "{r2:#}");
+    eprintln!(
+        "provision: {:.2}s with mariadb-install-db, {:.2}s from the template",
+        phase_secs(&r, "provision"),
+        phase_secs(&r2, "provision")
+    );
     assert_nothing_left(tmp.path());
 
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();

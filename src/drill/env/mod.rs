@@ -325,6 +325,96 @@ pub(crate) fn server_dirs(dir: &Path) -> Result<PathBuf, EnvError> {
     Ok(tmp)
 }
 
+/// Where initialised data directories are kept, one per engine and server binary
+/// (`$TMPDIR/lifeboat-templates/<engine>-<version key>/data`): the same file system as the
+/// environments, so a copy can be a reflink. Never swept as an orphan (another prefix).
+pub(crate) const TEMPLATE_DIR: &str = "lifeboat-templates";
+
+/// A key that changes whenever the server binary does (an upgrade): its size and mtime.
+pub(crate) fn binary_key(binary: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(binary) {
+        Ok(m) => format!("{:x}-{:x}", m.size(), m.mtime()),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// Fills `data` (which must not exist) with an initialised data directory: a copy of the
+/// template for `name` (`engine-version`), made first by `init` when there is none yet.
+/// `init` gets the directory to initialise, inside a staging directory owned by the server
+/// user; a template is published only when `init` succeeded (rename, so concurrent drills
+/// never see half of one). Any problem with the template falls back to `init` into `data`
+/// directly. Returns whether a template was used.
+pub(crate) fn init_from_template(
+    name: &str,
+    data: &Path,
+    init: &dyn Fn(&Path) -> Result<(), EnvError>,
+) -> Result<bool, EnvError> {
+    match copy_template(name, data, init) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            tracing::warn!(template = name, error = %e, "no data directory template; initialising from scratch");
+            let _ = std::fs::remove_dir_all(data);
+            init(data).map(|()| false)
+        }
+    }
+}
+
+fn copy_template(
+    name: &str,
+    data: &Path,
+    init: &dyn Fn(&Path) -> Result<(), EnvError>,
+) -> Result<(), EnvError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |e| EnvError::Io {
+            op,
+            path: path.clone(),
+            source: e,
+        }
+    };
+    let root = std::env::temp_dir().join(TEMPLATE_DIR);
+    std::fs::create_dir_all(&root).map_err(io("create", &root))?;
+    // Others may pass through (the server user initialises inside), not list.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
+        .map_err(io("chmod", &root))?;
+    let template = root.join(name);
+    if !template.join("ready").exists() {
+        let staging = tempfile::Builder::new()
+            .prefix(".staging-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(&root)
+            .map_err(io("create", &root))?;
+        if is_root() {
+            let (uid, gid) = server_user()?;
+            chown_recursive(staging.path(), uid, gid)?;
+        }
+        init(&staging.path().join("data"))?;
+        std::fs::write(staging.path().join("ready"), b"").map_err(io("write", staging.path()))?;
+        let staged = staging.keep();
+        if std::fs::rename(&staged, &template).is_err() {
+            // Another drill published one first: use that.
+            let _ = std::fs::remove_dir_all(&staged);
+        }
+    }
+    let out = std::process::Command::new("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(template.join("data"))
+        .arg(data)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(io("run cp", data))?;
+    if !out.status.success() {
+        return Err(EnvError::Step {
+            env: name.into(),
+            step: "copy the data directory template".into(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// A TCP port that was free a moment ago (the server binding it may still race another
 /// process; provisioning retries on a new port when that happens).
 pub fn free_port() -> Result<u16, EnvError> {
