@@ -163,6 +163,9 @@ pub enum DrillResult {
     ObjectiveMissed,
     /// The throwaway environment failed, not the backup (disk full, provisioning).
     InfraFailed,
+    /// The backup itself is damaged: a pack failed its integrity check while the drill
+    /// restored it (exit 13).
+    Damaged,
 }
 
 impl DrillResult {
@@ -172,6 +175,7 @@ impl DrillResult {
             DrillResult::CheckFailed => "check_failed",
             DrillResult::ObjectiveMissed => "objective_missed",
             DrillResult::InfraFailed => "infra_failed",
+            DrillResult::Damaged => "damaged",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -180,6 +184,7 @@ impl DrillResult {
             "check_failed" => DrillResult::CheckFailed,
             "objective_missed" => DrillResult::ObjectiveMissed,
             "infra_failed" => DrillResult::InfraFailed,
+            "damaged" => DrillResult::Damaged,
             _ => return None,
         })
     }

@@ -227,6 +227,39 @@ impl Catalog {
         Ok(())
     }
 
+    /// Marks packs found damaged (a drill's restore met one that failed its integrity
+    /// check), now: their last read was bad, so coverage counts them as damaged until a
+    /// later read finds them good. A pack the ledger does not list yet is added (size 0
+    /// until the next `sync_packs` or read records it).
+    pub async fn mark_packs_damaged(
+        &self,
+        repo: &RepoId,
+        region: &str,
+        packs: &[PackId],
+        by: VerifiedBy,
+    ) -> Result<()> {
+        let err = |e| self.query_err("marking damaged packs in the verification ledger", e);
+        let now = ms(self.now());
+        for pack in packs {
+            sqlx::query(
+                "INSERT INTO pack_verifications (repo_id, region, pack_id, size, first_seen_ms,
+                     verified_ms, ok, verified_by)
+                 VALUES ($1, $2, $3, 0, $4, $4, 0, $5)
+                 ON CONFLICT (repo_id, region, pack_id) DO UPDATE SET
+                     verified_ms = excluded.verified_ms, ok = 0, verified_by = excluded.verified_by",
+            )
+            .bind(repo.to_hex())
+            .bind(region)
+            .bind(pack.to_hex())
+            .bind(now)
+            .bind(by.as_str())
+            .execute(self.pool())
+            .await
+            .map_err(err)?;
+        }
+        Ok(())
+    }
+
     /// The packs to read next within `budget_bytes`: never-verified packs first, then the
     /// least recently verified. A pack that does not fit is skipped for smaller ones, but the
     /// oldest pack always gets the whole budget first, so nothing starves. Packs larger than

@@ -194,16 +194,30 @@ fn parse_location(given: &str) -> Result<Target> {
 #[derive(Debug)]
 struct Embedded(&'static [(i64, &'static str, &'static str)]);
 
-const SQLITE_MIGRATIONS: Embedded = Embedded(&[(
-    1,
-    "catalog",
-    include_str!("../../migrations/sqlite/0001_catalog.sql"),
-)]);
-const POSTGRES_MIGRATIONS: Embedded = Embedded(&[(
-    1,
-    "catalog",
-    include_str!("../../migrations/postgres/0001_catalog.sql"),
-)]);
+const SQLITE_MIGRATIONS: Embedded = Embedded(&[
+    (
+        1,
+        "catalog",
+        include_str!("../../migrations/sqlite/0001_catalog.sql"),
+    ),
+    (
+        2,
+        "drill result damaged",
+        include_str!("../../migrations/sqlite/0002_drill_result_damaged.sql"),
+    ),
+]);
+const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
+    (
+        1,
+        "catalog",
+        include_str!("../../migrations/postgres/0001_catalog.sql"),
+    ),
+    (
+        2,
+        "drill result damaged",
+        include_str!("../../migrations/postgres/0002_drill_result_damaged.sql"),
+    ),
+]);
 
 impl MigrationSource<'static> for &'static Embedded {
     fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
@@ -226,7 +240,7 @@ impl MigrationSource<'static> for &'static Embedded {
 }
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 impl Catalog {
     /// Opens (creating if needed) the catalog at `location` and applies pending migrations.

@@ -219,11 +219,14 @@ pub fn print_drill_report(r: &crate::drill::DrillReport) {
     if let Some(k) = &r.kept {
         println!("  kept: {k}");
     }
+    if let Some(p) = &r.damaged_pack {
+        println!("  damaged pack: {p} (marked damaged in the verification ledger)");
+    }
     let verdict = match r.result {
         DrillResult::Passed => "passed: the backup restores and its checks pass within the objectives",
         DrillResult::CheckFailed => "FAILED: the restored data did not pass its checks (exit 16)",
         DrillResult::ObjectiveMissed => "OBJECTIVE MISSED: the restore works, but RTO or RPO exceeded its target (exit 17)",
-        DrillResult::InfraFailed if r.exit_code() == ExitCode::Integrity => "DAMAGED BACKUP: the snapshot failed its integrity check while being restored (see the error above); it does not restore. Run `lifeboat verify --read-data` to list every damaged object, and restore from another region or an older snapshot (exit 13)",
+        DrillResult::Damaged => "DAMAGED BACKUP: the snapshot failed its integrity check while being restored (see the error above); it does not restore. Run `lifeboat verify --read-data` to list every damaged object, and restore from another region or an older snapshot (exit 13)",
         DrillResult::InfraFailed if r.exit_code() == ExitCode::NoSpace => "INFRASTRUCTURE FAILURE: the restore target ran out of space; give the drill environment more room (exit 15). The backup is neither proven good nor bad",
         DrillResult::InfraFailed => "INFRASTRUCTURE FAILURE: the drill could not finish; the backup is neither proven good nor bad (exit 1)",
     };

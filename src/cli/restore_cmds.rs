@@ -35,6 +35,12 @@ pub struct LsArgs {
     /// Show mode, owner, size and mtime
     #[arg(long, short)]
     pub long: bool,
+    /// A snapshot of this plan (from its destination)
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// With --plan: `latest` is this job's newest snapshot (and an id must be the job's)
+    #[arg(long, requires = "plan", value_name = "NAME")]
+    pub job: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -234,8 +240,8 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 pub async fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
-    let target = ctx.target(None, false)?;
-    let c = crate::ops::snapshots::ls(&target, &a.snapshot).await?;
+    let target = ctx.target(a.plan.as_deref(), true)?;
+    let c = crate::ops::snapshots::ls_job(&target, a.job.as_deref(), &a.snapshot).await?;
     if ctx.global.json {
         let v: Vec<_> = c
             .nodes

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::restore_tests::{Expect, MaxAge, RestoreTests};
-use super::sql::SqlConn;
+use super::sql::{SqlConn, SqlSession, Value};
 use crate::repo::snapshot::{DbKind, Snapshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,22 +61,54 @@ fn result(
     }
 }
 
-/// Runs every check in `tests` and returns one result per check.
+/// The restored database, reached through one driver session opened on first use (a
+/// drill of a directory never opens one). A session that cannot be opened fails every
+/// check that needs it, with the reason.
+struct Db<'a> {
+    conn: &'a SqlConn,
+    session: Option<Result<SqlSession, String>>,
+}
+
+impl<'a> Db<'a> {
+    fn new(conn: &'a SqlConn) -> Self {
+        Db {
+            conn,
+            session: None,
+        }
+    }
+
+    fn query(&mut self, sql: &str) -> Result<Vec<Vec<Value>>, String> {
+        let conn = self.conn;
+        match self.session.get_or_insert_with(|| conn.session()) {
+            Ok(s) => s.query(sql),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    fn close(self) {
+        if let Some(Ok(s)) = self.session {
+            s.close();
+        }
+    }
+}
+
+/// Runs every check in `tests` and returns one result per check. SQL runs through a
+/// driver session: call this where blocking is allowed (a `spawn_blocking` thread).
 pub fn run_all(tests: &RestoreTests, t: &CheckTarget<'_>) -> Vec<CheckResult> {
     let mut out = Vec::new();
-    if let (Some(rc), Some(sql)) = (&tests.row_counts, t.sql) {
-        out.extend(row_counts(sql, t.snapshot, rc.tolerance_percent));
+    let mut db = t.sql.map(Db::new);
+    if let (Some(rc), Some(db)) = (&tests.row_counts, db.as_mut()) {
+        out.extend(row_counts(db, t.snapshot, rc.tolerance_percent));
     }
-    if let (Some(c), Some(sql)) = (&tests.canary, t.sql) {
+    if let (Some(c), Some(db)) = (&tests.canary, db.as_mut()) {
         let start = Instant::now();
         let q = format!(
             "SELECT max({}) FROM {}",
             c.column,
-            sql.quote_table(&c.table)
+            db.conn.quote_table(&c.table)
         );
-        let res = sql
+        let res = db
             .query(&q)
-            .map_err(|e| e.to_string())
             .and_then(|rows| first_value(&rows))
             .and_then(|v| parse_time(&v));
         let min =
@@ -89,12 +121,16 @@ pub fn run_all(tests: &RestoreTests, t: &CheckTarget<'_>) -> Vec<CheckResult> {
     }
     if let (Some(a), Some(sql)) = (&tests.amcheck, t.sql) {
         if sql.kind == DbKind::Postgres {
-            out.push(amcheck(sql, a.heapallindexed));
+            let what = db
+                .as_mut()
+                .map(amcheck_scope)
+                .unwrap_or_else(|| "tables and btree indexes".into());
+            out.push(amcheck(sql, a.heapallindexed, &what));
         }
     }
     for s in &tests.sql {
         let start = Instant::now();
-        let Some(conn) = t.sql else {
+        let Some(db) = db.as_mut() else {
             out.push(result(
                 &s.name,
                 "sql",
@@ -104,7 +140,7 @@ pub fn run_all(tests: &RestoreTests, t: &CheckTarget<'_>) -> Vec<CheckResult> {
             ));
             continue;
         };
-        out.push(match conn.query(&s.query) {
+        out.push(match db.query(&s.query) {
             Ok(rows) => {
                 let (ok, detail) = judge(&s.expect, &rows, t);
                 result(&s.name, "sql", ok, detail, start)
@@ -118,10 +154,13 @@ pub fn run_all(tests: &RestoreTests, t: &CheckTarget<'_>) -> Vec<CheckResult> {
     for c in &tests.commands {
         out.push(command_check(c, t));
     }
+    if let Some(db) = db {
+        db.close();
+    }
     out
 }
 
-fn row_counts(sql: &SqlConn, snap: &Snapshot, tolerance: Option<f64>) -> Vec<CheckResult> {
+fn row_counts(db: &mut Db<'_>, snap: &Snapshot, tolerance: Option<f64>) -> Vec<CheckResult> {
     let start = Instant::now();
     let rc = snap
         .source
@@ -140,8 +179,8 @@ fn row_counts(sql: &SqlConn, snap: &Snapshot, tolerance: Option<f64>) -> Vec<Che
     let tol = tolerance.unwrap_or(if estimate { 10.0 } else { 0.0 });
     // PostgreSQL keys are the tables' qualified names (`schema.table`, quoted where needed),
     // matched against the restored database's own tables. MariaDB keys are table names alone.
-    let restored = match sql.kind {
-        DbKind::Postgres => match pg_tables(sql) {
+    let restored = match db.conn.kind {
+        DbKind::Postgres => match pg_tables(db) {
             Ok(t) => Some(t),
             Err(e) => {
                 return vec![result(
@@ -172,9 +211,9 @@ fn row_counts(sql: &SqlConn, snap: &Snapshot, tolerance: Option<f64>) -> Vec<Che
             None => format!("`{}`", table.replace('`', "``")),
         };
         let q = format!("SELECT count(*) FROM {quoted}");
-        match sql.query(&q).and_then(|r| first_value(&r)) {
+        match db.query(&q).and_then(|r| first_value(&r)) {
             Ok(v) => {
-                let got: i64 = v.trim().parse().unwrap_or(-1);
+                let got = v.number().map(|n| n as i64).unwrap_or(-1);
                 let allowed = (expected as f64 * tol / 100.0).ceil() as i64;
                 if (got - expected).abs() > allowed {
                     bad.push(format!("{table}: {got} rows, {expected} at backup"));
@@ -219,13 +258,17 @@ fn row_counts(sql: &SqlConn, snap: &Snapshot, tolerance: Option<f64>) -> Vec<Che
 /// its quoted name. Keys are `format('%I.%I')`, unambiguous and quoted only where needed;
 /// snapshots taken before that keyed by the plain `schema.table`, which is kept as a second
 /// key (the same for ordinary names; a dotted name could collide there, never in the first).
-fn pg_tables(sql: &SqlConn) -> Result<std::collections::HashMap<String, String>, String> {
-    let rows = sql.query(
+fn pg_tables(db: &mut Db<'_>) -> Result<std::collections::HashMap<String, String>, String> {
+    let rows = db.query(
         "SELECT format('%I.%I', n.nspname, c.relname), format('%s.%s', n.nspname, c.relname)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'",
     )?;
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|v| v.text().unwrap_or_default()).collect())
+        .collect();
     let mut names = std::collections::HashMap::new();
     for r in &rows {
         if let [quoted, plain] = r.as_slice() {
@@ -240,7 +283,29 @@ fn pg_tables(sql: &SqlConn) -> Result<std::collections::HashMap<String, String>,
     Ok(names)
 }
 
-fn amcheck(sql: &SqlConn, heapallindexed: bool) -> CheckResult {
+/// What pg_amcheck is about to check, for its report: "12 tables and 30 btree indexes".
+fn amcheck_scope(db: &mut Db<'_>) -> String {
+    let q = "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
+                    (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam
+                      WHERE c.relkind = 'i' AND a.amname = 'btree' AND n.nspname NOT IN ('pg_catalog', 'information_schema'))";
+    match db.query(q) {
+        Ok(rows) => match rows.first().map(|r| r.as_slice()) {
+            Some([t, i]) => format!(
+                "{} tables (with their TOAST tables) and {} btree indexes",
+                t.text().unwrap_or_default(),
+                i.text().unwrap_or_default()
+            ),
+            _ => "tables and btree indexes".into(),
+        },
+        Err(_) => "tables and btree indexes".into(),
+    }
+}
+
+/// `pg_amcheck` over every table and btree index of the restored database (`what` names
+/// them for the report). No relation pattern and no `--no-dependent-indexes`: with that
+/// option and no pattern, pg_amcheck checks the tables only and never looks at an index.
+pub fn amcheck(sql: &SqlConn, heapallindexed: bool, what: &str) -> CheckResult {
     let start = Instant::now();
     let mut c = Command::new(sql.tool("pg_amcheck"));
     c.arg("-h")
@@ -251,9 +316,7 @@ fn amcheck(sql: &SqlConn, heapallindexed: bool) -> CheckResult {
         .arg(&sql.user)
         .arg("-d")
         .arg(&sql.database);
-    c.arg("--no-password")
-        .arg("--no-dependent-indexes")
-        .arg("--install-missing");
+    c.arg("--no-password").arg("--install-missing");
     sql.with_password(&mut c);
     if heapallindexed {
         c.arg("--heapallindexed");
@@ -263,7 +326,7 @@ fn amcheck(sql: &SqlConn, heapallindexed: bool) -> CheckResult {
             "pg_amcheck",
             "amcheck",
             true,
-            "no corruption found in tables and btree indexes",
+            format!("no corruption found in {what}"),
             start,
         ),
         Ok(o) => {
@@ -272,8 +335,14 @@ fn amcheck(sql: &SqlConn, heapallindexed: bool) -> CheckResult {
                 String::from_utf8_lossy(&o.stdout),
                 String::from_utf8_lossy(&o.stderr)
             );
-            let tail: Vec<&str> = text.lines().rev().take(5).collect();
-            let mut detail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
+            // The first lines name the relation and its first problem.
+            let mut detail = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .take(6)
+                .collect::<Vec<_>>()
+                .join(" | ");
             if text.contains("permission denied to create extension") {
                 detail.push_str(" | the drill role may not create the amcheck extension: run CREATE EXTENSION amcheck in template1 of the scratch server as a superuser, or remove [amcheck] from the restore tests");
             }
@@ -289,15 +358,18 @@ fn amcheck(sql: &SqlConn, heapallindexed: bool) -> CheckResult {
     }
 }
 
-fn first_value(rows: &[Vec<String>]) -> Result<String, String> {
+fn first_value(rows: &[Vec<Value>]) -> Result<Value, String> {
     rows.first()
         .and_then(|r| r.first())
         .cloned()
         .ok_or_else(|| "the query returned no rows".into())
 }
 
-fn parse_time(v: &str) -> Result<DateTime<Utc>, String> {
-    let v = v.trim();
+fn parse_time(v: &Value) -> Result<DateTime<Utc>, String> {
+    let Some(text) = v.text() else {
+        return Err("the value is NULL (an empty table?), not a timestamp".into());
+    };
+    let v = text.trim();
     for f in [
         "%Y-%m-%d %H:%M:%S%.f%#z",
         "%Y-%m-%d %H:%M:%S%#z",
@@ -319,7 +391,7 @@ fn parse_time(v: &str) -> Result<DateTime<Utc>, String> {
     Err(format!("{v:?} is not a timestamp (NULL or empty table?)"))
 }
 
-fn judge(e: &Expect, rows: &[Vec<String>], t: &CheckTarget<'_>) -> (bool, String) {
+fn judge(e: &Expect, rows: &[Vec<Value>], t: &CheckTarget<'_>) -> (bool, String) {
     let n = rows.len() as u64;
     let mut problems = Vec::new();
     let mut seen = Vec::new();
@@ -339,10 +411,10 @@ fn judge(e: &Expect, rows: &[Vec<String>], t: &CheckTarget<'_>) -> (bool, String
         match first_value(rows) {
             Err(err) => problems.push(err),
             Ok(v) => {
-                seen.push(format!("value {v:?}"));
+                seen.push(format!("value {v}"));
                 if e.min.is_some() || e.max.is_some() {
-                    match v.trim().parse::<f64>() {
-                        Ok(x) => {
+                    match v.number() {
+                        Some(x) => {
                             if e.min.is_some_and(|m| x < m) {
                                 problems.push(format!(
                                     "{x} is below the minimum {}",
@@ -356,11 +428,12 @@ fn judge(e: &Expect, rows: &[Vec<String>], t: &CheckTarget<'_>) -> (bool, String
                                 ));
                             }
                         }
-                        Err(_) => problems.push(format!("{v:?} is not a number")),
+                        None if v == Value::Null => problems.push("NULL is not a number".into()),
+                        None => problems.push(format!("{v} is not a number")),
                     }
                 }
                 if let Some(want) = &e.equals {
-                    if v != *want {
+                    if v.text().as_ref() != Some(want) {
                         problems.push(format!("expected {want:?}"));
                     }
                 }

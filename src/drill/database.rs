@@ -221,14 +221,14 @@ impl DbDrill<'_> {
                 DrillFailure::Interrupted,
                 "interrupted while loading the snapshot",
             ),
-            e @ crate::Error::Integrity { .. } => DrillError::from_error(
-                DrillFailure::Damaged,
+            e @ crate::Error::Integrity { .. } => DrillError::damaged(
                 &format!(
                     "loading snapshot {} into {} failed: the backup is damaged",
                     self.ctx.snapshot_id.short(),
                     target.describe(&conn.kind)
                 ),
                 &e,
+                &index,
             ),
             e if e.exit_code() == crate::error::ExitCode::NoSpace => DrillError::from_error(
                 DrillFailure::NoSpace,
@@ -321,7 +321,16 @@ impl DbDrill<'_> {
                     Some(conn) => match self.load(&mut sw, &conn, &database).await {
                         Err(e) => {
                             // The server's own log may be what says the disk ran full.
-                            error = Some(match env.server_log_tail() {
+                            // A damaged backup is the whole story: the server's reaction
+                            // to a dump cut short adds nothing.
+                            let log = match e.kind {
+                                DrillFailure::Damaged => None,
+                                // Only its error lines: a log may quote rows.
+                                _ => env
+                                    .server_log_tail()
+                                    .map(|l| crate::restore::database::scrub_load_error(&l)),
+                            };
+                            error = Some(match log {
                                 Some(log) if e.kind == DrillFailure::Load => DrillError::from_tool(
                                     e.kind,
                                     format!("{e}\nthe server's log ends with:\n{log}"),

@@ -63,6 +63,8 @@ pub enum DrillFailure {
 pub struct DrillError {
     pub kind: DrillFailure,
     pub message: String,
+    /// For [`DrillFailure::Damaged`]: the pack that failed its check, when known.
+    pub pack: Option<crate::ids::PackId>,
 }
 
 impl std::fmt::Display for DrillError {
@@ -76,7 +78,22 @@ impl DrillError {
         DrillError {
             kind,
             message: message.into(),
+            pack: None,
         }
+    }
+
+    /// A damaged backup met while restoring: the verdict names the pack that failed its
+    /// check (looked up in `index` when the error names a blob), so the ledger can mark it.
+    pub fn damaged(context: &str, e: &crate::Error, index: &crate::repo::index::Index) -> Self {
+        let pack = damaged_pack(index, e);
+        let mut d = DrillError::new(DrillFailure::Damaged, format!("{context}: {e}"));
+        if let Some(p) = pack {
+            if !d.message.contains(&p.to_hex()) {
+                d.message.push_str(&format!(" (in pack {})", p.to_hex()));
+            }
+        }
+        d.pack = pack;
+        d
     }
 
     /// A library error met in phase `kind`: a full disk (typed by the store or I/O layer)
@@ -100,6 +117,26 @@ impl DrillError {
             kind
         };
         DrillError::new(kind, message)
+    }
+}
+
+/// The pack an integrity error points at: named by the error itself (`pack <id>`), or the
+/// pack that holds the blob it names (`blob <id>`).
+pub fn damaged_pack(
+    index: &crate::repo::index::Index,
+    e: &crate::Error,
+) -> Option<crate::ids::PackId> {
+    let crate::Error::Integrity { object, .. } = e else {
+        return None;
+    };
+    let (what, id) = object.split_once(' ')?;
+    match what {
+        "pack" => id.parse().ok(),
+        "blob" => {
+            let blob: crate::ids::BlobId = id.parse().ok()?;
+            index.get(&blob).map(|loc| index.pack(loc.pack).0)
+        }
+        _ => None,
     }
 }
 
@@ -127,6 +164,7 @@ impl DrillResult {
             DrillResult::CheckFailed => ExitCode::DrillCheckFailed,
             DrillResult::ObjectiveMissed => ExitCode::ObjectiveMissed,
             DrillResult::InfraFailed => ExitCode::Error,
+            DrillResult::Damaged => ExitCode::Integrity,
         }
     }
 }
@@ -162,6 +200,9 @@ pub struct DrillReport {
     /// The class of that failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<DrillFailure>,
+    /// For a damaged backup: the pack that failed its check (marked damaged in the ledger).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged_pack: Option<String>,
     /// Where the kept environment is (with `--keep`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kept: Option<String>,
@@ -174,7 +215,6 @@ impl DrillReport {
     pub fn exit_code(&self) -> ExitCode {
         match (&self.result, self.failure) {
             (DrillResult::InfraFailed, Some(DrillFailure::NoSpace)) => ExitCode::NoSpace,
-            (DrillResult::InfraFailed, Some(DrillFailure::Damaged)) => ExitCode::Integrity,
             (r, _) => r.exit_code(),
         }
     }
@@ -196,7 +236,9 @@ impl DrillReport {
                 met: false,
             },
         };
-        let result = if error.is_some() {
+        let result = if error.is_some_and(|e| e.kind == DrillFailure::Damaged) {
+            DrillResult::Damaged
+        } else if error.is_some() {
             DrillResult::InfraFailed
         } else if checks.iter().any(|c| c.status == CheckStatus::Failed) {
             DrillResult::CheckFailed
@@ -260,6 +302,7 @@ impl DrillContext<'_> {
             rpo,
             result,
             failure: error.as_ref().map(|e| e.kind),
+            damaged_pack: error.as_ref().and_then(|e| e.pack).map(|p| p.to_hex()),
             error: error.map(|e| e.message),
             kept,
         }
@@ -305,11 +348,14 @@ impl DirDrill<'_> {
             Ok(dir) => {
                 let target = dir.path().join("restore");
                 sw.begin(Phase::Fetch);
+                let mut loaded = None;
                 let restored = match self.ctx.repo.load_index().await {
                     Ok(index) => {
+                        let index = Arc::new(index);
+                        loaded = Some(index.clone());
                         crate::restore::restore(
                             self.ctx.repo,
-                            Arc::new(index),
+                            index,
                             self.ctx.snapshot,
                             &target,
                             self.progress.clone(),
@@ -320,6 +366,13 @@ impl DirDrill<'_> {
                     Err(e) => Err(e),
                 };
                 match restored {
+                    Err(e @ crate::Error::Integrity { .. }) if loaded.is_some() => {
+                        error = Some(DrillError::damaged(
+                            "restore failed: the backup is damaged",
+                            &e,
+                            loaded.as_deref().expect("checked"),
+                        ))
+                    }
                     Err(e) => {
                         error = Some(DrillError::from_error(
                             DrillFailure::Fetch,

@@ -255,6 +255,7 @@ fn rank(r: DrillResult) -> u8 {
         DrillResult::InfraFailed => 1,
         DrillResult::ObjectiveMissed => 2,
         DrillResult::CheckFailed => 3,
+        DrillResult::Damaged => 4,
     }
 }
 
@@ -356,9 +357,21 @@ async fn record(env: &Env, repo: &Repository, reports: &[DrillReport]) -> Vec<St
         // A drill that restored its snapshot read and verified (AEAD + re-hash) every pack
         // it needed: the ledger counts them as verified in that region.
         let res = async {
+            // A drill that met a damaged pack: the ledger marks it damaged in that region.
+            for r in reports.iter().filter(|r| r.result == DrillResult::Damaged) {
+                let region = r.region.clone().unwrap_or_else(|| LOCAL_REGION.into());
+                let packs: Vec<crate::ids::PackId> = r
+                    .damaged_pack
+                    .iter()
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                cat.mark_packs_damaged(repo.id(), &region, &packs, catalog::VerifiedBy::Drill)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             let restored: Vec<&DrillReport> = reports
                 .iter()
-                .filter(|r| r.result != DrillResult::InfraFailed)
+                .filter(|r| !matches!(r.result, DrillResult::InfraFailed | DrillResult::Damaged))
                 .collect();
             if restored.is_empty() {
                 return Ok(());

@@ -140,8 +140,20 @@ pub struct Contents {
 
 /// `lifeboat ls`: every entry of snapshot `query` (`latest` or an id prefix).
 pub async fn ls(target: &Target, query: &str) -> Result<Contents> {
+    ls_job(target, None, query).await
+}
+
+/// Like [`ls`]; with a plan target and `job`, `latest` is the job's newest snapshot and an
+/// id must belong to the job.
+pub async fn ls_job(target: &Target, job: Option<&str>, query: &str) -> Result<Contents> {
     let repo = target.open_for_read(None, false).await?;
-    let (id, snap) = repo.find_snapshot(query).await?;
+    let (id, snap) = match (&target.plan, job) {
+        (Some(p), Some(j)) => {
+            p.select_jobs(Some(j))?;
+            find_job_snapshot(&repo, p, j, query).await?
+        }
+        _ => repo.find_snapshot(query).await?,
+    };
     let index = repo.load_index().await?;
     let mut stack = vec![(PathBuf::from("/"), snap.tree)];
     let mut rows = Vec::new();

@@ -77,17 +77,174 @@ fn restore_err(target: &str, e: Error) -> Error {
     match e {
         Error::SourceFailed { detail, .. } => Error::RestoreFailed {
             target: target.into(),
-            detail,
+            detail: scrub_load_error(&detail),
         },
         other => other,
     }
+}
+
+/// A loader's or server's error text without the data it may echo: reports, `history`
+/// (possibly a shared fleet catalog) and logs keep the error lines, never rows. Only lines
+/// that are messages of the tools are kept (an echoed INSERT or a continuation line is
+/// left out and counted); in those, the pieces that quote data are cut: MariaDB's
+/// `near '…'`, PostgreSQL's `Command was:`, `STATEMENT:`, key values in `Key (…)=(…)`,
+/// the value of a COPY line in `CONTEXT`, and the input of "invalid input syntax" and
+/// similar errors.
+pub fn scrub_load_error(text: &str) -> String {
+    const MAX_LINES: usize = 12;
+    const MAX_LINE: usize = 300;
+    let mut kept = Vec::new();
+    let mut left_out = 0usize;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        if !is_message_line(t) {
+            left_out += 1;
+            continue;
+        }
+        let mut l = scrub_line(t);
+        if l.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !l.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            l.truncate(cut);
+            l.push('…');
+        }
+        kept.push(l);
+    }
+    if kept.len() > MAX_LINES {
+        let dropped = kept.len() - MAX_LINES;
+        let tail = kept.split_off(kept.len() - 4);
+        kept.truncate(MAX_LINES - 4);
+        kept.push(format!("({dropped} more error lines)"));
+        kept.extend(tail);
+    }
+    if left_out > 0 {
+        kept.push(format!(
+            "({left_out} other output lines left out: they may quote data)"
+        ));
+    }
+    kept.join("\n")
+}
+
+fn is_message_line(t: &str) -> bool {
+    const STARTS: [&str; 16] = [
+        "ERROR",
+        "FATAL",
+        "PANIC",
+        "WARNING",
+        "HINT",
+        "DETAIL",
+        "CONTEXT",
+        "LOCATION",
+        "pg_restore:",
+        "psql:",
+        "pg_dump:",
+        "mariadb:",
+        "mysql:",
+        "mariadb-dump:",
+        "could not",
+        "the server's log",
+    ];
+    if STARTS.iter().any(|p| t.starts_with(p)) {
+        return true;
+    }
+    // "pg_restore exited with status 1; its stderr ends with:", "mariadb client exited …"
+    if t.contains("exited with status")
+        || t.contains("was killed by signal")
+        || t.contains("ends with:")
+    {
+        return true;
+    }
+    // A server log line: "2026-12-04 21:00:00.000 UTC [123] ERROR:  …"
+    const LEVELS: [&str; 7] = [
+        " ERROR: ",
+        " FATAL: ",
+        " PANIC: ",
+        " LOG: ",
+        " WARNING: ",
+        " HINT: ",
+        " DETAIL: ",
+    ];
+    t.as_bytes().first().is_some_and(u8::is_ascii_digit) && LEVELS.iter().any(|l| t.contains(l))
+        || t.contains(" [ERROR] ")
+        || t.contains(" [Warning] ")
+        || t.contains(" [Note] ")
+}
+
+fn scrub_line(t: &str) -> String {
+    let mut l = t.to_string();
+    for cut in ["Command was:", "STATEMENT:"] {
+        if let Some(i) = l.find(cut) {
+            l.truncate(i + cut.len());
+            l.push_str(" …");
+        }
+    }
+    // MariaDB: "… near 'INSERT INTO … VALUES (…)' at line 1"
+    if let Some(i) = l.find(" near '") {
+        let rest = &l[i + 7..];
+        let end = rest.rfind("' at line").map(|j| rest[j..].to_string());
+        l = format!("{} near '…{}", &l[..i], end.unwrap_or_else(|| "'".into()));
+    }
+    // PostgreSQL: "Key (email)=(someone@example.com) already exists."
+    if let Some(i) = l.find(")=(") {
+        if let Some(j) = l[i + 3..].find(')') {
+            l = format!("{}(…){}", &l[..i + 2], &l[i + 3 + j + 1..]);
+        }
+    }
+    // PostgreSQL: "CONTEXT:  COPY t, line 5, column note: \"…\"" and
+    // "COPY t, line 5: \"1\tdata…\""
+    if l.contains("COPY ") {
+        if let Some(i) = l.find(", line ") {
+            let after = &l[i + 7..];
+            let digits = after.chars().take_while(char::is_ascii_digit).count();
+            let mut keep = i + 7 + digits;
+            if let Some(rest) = l[keep..].strip_prefix(", column ") {
+                let name = rest.find(':').unwrap_or(rest.len());
+                keep += ", column ".len() + name;
+            }
+            if keep < l.len() {
+                l.truncate(keep);
+                l.push_str(": …");
+            }
+        }
+    }
+    // "invalid input syntax for type integer: \"abc\"", "value too long for type …"
+    for marker in [
+        "invalid input syntax",
+        "invalid input value",
+        "out of range",
+        "Incorrect",
+    ] {
+        if l.contains(marker) {
+            if let Some(i) = l.find(": \"") {
+                l.truncate(i);
+                l.push_str(": \"…\"");
+            }
+            if let Some(i) = l.find(" value: '") {
+                let rest = &l[i + 9..];
+                let end = rest
+                    .find('\'')
+                    .map(|j| rest[j..].to_string())
+                    .unwrap_or_default();
+                l = format!("{} value: '…{}", &l[..i], end);
+            }
+        }
+    }
+    l
 }
 
 fn ident_pg(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Restores a PostgreSQL snapshot into the database named by `conn`.
+/// Restores a PostgreSQL snapshot into the database named by `conn`. A load that fails
+/// leaves no half-loaded database behind when the restore created the database: it is
+/// dropped again, so a retry starts clean. A database that existed (empty) is not dropped;
+/// the error says it holds part of the dump and how to retry.
 pub async fn restore_postgres(
     repo: &Repository,
     index: &Arc<Index>,
@@ -96,6 +253,107 @@ pub async fn restore_postgres(
     password: Option<Zeroizing<String>>,
     opts: &DbRestoreOptions,
     cancel: &Cancel,
+) -> Result<DbRestoreReport> {
+    let mut state = LoadState::NotStarted;
+    let res = restore_postgres_into(
+        repo,
+        index,
+        snapshot,
+        conn,
+        password.clone(),
+        opts,
+        cancel,
+        &mut state,
+    )
+    .await;
+    let Err(e) = res else { return res };
+    let target = conn.describe("postgres");
+    if state != LoadState::IntoCreated {
+        if state == LoadState::NotStarted {
+            return Err(e);
+        }
+        return Err(partly_loaded(e, &target, "retry with --force (pg_restore --clean --if-exists replaces what the dump contains) or drop and recreate the database"));
+    }
+    let pw = password.as_deref().map(|s| s.as_str());
+    let secrets: Vec<String> = pw.iter().map(|s| s.to_string()).collect();
+    let maint_env = libpq_env(conn, pw, Some("postgres"));
+    let dropped = psql_session(
+        opts.bin_dir.as_deref(),
+        &maint_env,
+        &format!("restore target {target}"),
+        secrets,
+    )
+    .and_then(|mut s| {
+        s.query(&format!(
+            "DROP DATABASE IF EXISTS {};",
+            ident_pg(&conn.database)
+        ))?;
+        s.close("")
+    });
+    Err(undone(e, &target, dropped))
+}
+
+/// How far a restore got, for undoing a failed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoadState {
+    /// Nothing was written (the target was refused, or could not be reached).
+    NotStarted,
+    /// Loading into a database that existed before (empty, or replaced with --force).
+    IntoExisting,
+    /// Loading into a database this restore created.
+    IntoCreated,
+}
+
+/// The load failed into a database that existed before: say what it holds now.
+fn partly_loaded(e: Error, target: &str, retry: &str) -> Error {
+    match e {
+        Error::RestoreFailed { target: t, detail } => Error::RestoreFailed {
+            target: t,
+            detail: format!(
+                "{detail}\nthe database existed before this restore and may now hold part of the dump; {retry}"
+            ),
+        },
+        other => {
+            tracing::warn!(target, "the failed restore may have left part of the dump in the existing database");
+            other
+        }
+    }
+}
+
+/// The load failed into a database this restore created, which was then dropped (or not).
+fn undone(e: Error, target: &str, dropped: Result<()>) -> Error {
+    let note = match &dropped {
+        Ok(()) => "the database this restore created was dropped again, so a retry starts clean"
+            .to_string(),
+        Err(d) => format!(
+            "the database this restore created could not be dropped ({d}); drop it before retrying"
+        ),
+    };
+    match e {
+        Error::RestoreFailed { target: t, detail } => Error::RestoreFailed {
+            target: t,
+            detail: format!("{detail}\n{note}"),
+        },
+        other => {
+            match dropped {
+                Ok(()) => tracing::info!(target, "{note}"),
+                Err(_) => tracing::warn!(target, "{note}"),
+            }
+            other
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_postgres_into(
+    repo: &Repository,
+    index: &Arc<Index>,
+    snapshot: &Snapshot,
+    conn: &DbConn,
+    password: Option<Zeroizing<String>>,
+    opts: &DbRestoreOptions,
+    cancel: &Cancel,
+    state: &mut LoadState,
 ) -> Result<DbRestoreReport> {
     let target = conn.describe("postgres");
     let tag = format!("restore target {target}");
@@ -121,6 +379,7 @@ pub async fn restore_postgres(
         s.query(&format!("CREATE DATABASE {};", ident_pg(&conn.database)))
             .map_err(|e| restore_err(&target, e))?;
         report.created_database = true;
+        *state = LoadState::IntoCreated;
     }
     s.close("").map_err(|e| restore_err(&target, e))?;
     let env = libpq_env(conn, pw, None);
@@ -142,6 +401,10 @@ pub async fn restore_postgres(
                 "target database {target} is not empty ({n} tables, functions or large objects); restore into a new or empty database, or pass --force to replace the objects the dump contains"
             )));
         }
+    }
+
+    if *state == LoadState::NotStarted {
+        *state = LoadState::IntoExisting;
     }
 
     // 2. Globals (roles, tablespaces): existing ones are expected and skipped.
@@ -323,7 +586,8 @@ fn sql_literal_pg(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Restores a MariaDB snapshot into the database named by `conn`.
+/// Restores a MariaDB snapshot into the database named by `conn`. Like
+/// [`restore_postgres`], a failed load drops a database the restore created.
 pub async fn restore_mariadb(
     repo: &Repository,
     index: &Index,
@@ -332,6 +596,64 @@ pub async fn restore_mariadb(
     password: Option<Zeroizing<String>>,
     opts: &DbRestoreOptions,
     cancel: &Cancel,
+) -> Result<DbRestoreReport> {
+    let mut state = LoadState::NotStarted;
+    let res = restore_mariadb_into(
+        repo,
+        index,
+        snapshot,
+        conn,
+        password.clone(),
+        opts,
+        cancel,
+        &mut state,
+    )
+    .await;
+    let Err(e) = res else { return res };
+    let target = conn.describe("mariadb");
+    if state != LoadState::IntoCreated {
+        if state == LoadState::NotStarted {
+            return Err(e);
+        }
+        return Err(partly_loaded(
+            e,
+            &target,
+            "retry with --force (the database is dropped and recreated)",
+        ));
+    }
+    let secrets: Vec<String> = password.iter().map(|s| s.to_string()).collect();
+    let dropped = ClientOptions::new(
+        conn,
+        password.as_deref().map(|s| s.as_str()),
+        opts.no_defaults,
+    )
+    .and_then(|o| {
+        let mut s = client_session(
+            opts.bin_dir.as_deref(),
+            &o,
+            None,
+            &format!("restore target {target}"),
+            secrets,
+        )?;
+        s.query(&format!(
+            "DROP DATABASE IF EXISTS `{}`;",
+            conn.database.replace('`', "``")
+        ))?;
+        s.close("")
+    });
+    Err(undone(e, &target, dropped))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_mariadb_into(
+    repo: &Repository,
+    index: &Index,
+    snapshot: &Snapshot,
+    conn: &DbConn,
+    password: Option<Zeroizing<String>>,
+    opts: &DbRestoreOptions,
+    cancel: &Cancel,
+    state: &mut LoadState,
 ) -> Result<DbRestoreReport> {
     let target = conn.describe("mariadb");
     let tag = format!("restore target {target}");
@@ -350,15 +672,15 @@ pub async fn restore_mariadb(
     let ident = format!("`{}`", conn.database.replace('`', "``"));
     let mut s = client_session(bin, &client_opts, None, &tag, secrets.clone())
         .map_err(|e| restore_err(&target, e))?;
-    let state = s
+    let found = s
         .query_json(&format!(
             "SELECT JSON_OBJECT('exists', (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {db}),
                 'objects', (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {db})
                          + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {db}));"
         ))
         .map_err(|e| restore_err(&target, e))?;
-    let exists = state["exists"].as_i64().unwrap_or(0) > 0;
-    let objects = state["objects"].as_i64().unwrap_or(0);
+    let exists = found["exists"].as_i64().unwrap_or(0) > 0;
+    let objects = found["objects"].as_i64().unwrap_or(0);
     if objects > 0 && !opts.force {
         s.close("").ok();
         return Err(Error::Usage(format!(
@@ -373,6 +695,9 @@ pub async fn restore_mariadb(
         s.query(&format!("CREATE DATABASE {ident} CHARACTER SET utf8mb4;"))
             .map_err(|e| restore_err(&target, e))?;
         report.created_database = !exists;
+        // Dropped and recreated (--force) or new: either way nothing of value is lost by
+        // dropping it again if the load fails.
+        *state = LoadState::IntoCreated;
     }
     for account in &opts.create_roles {
         // `user@host`: a host name holds no '@', a user name may.
@@ -397,6 +722,9 @@ pub async fn restore_mariadb(
         report.roles_created.push(account.clone());
     }
     s.close("").map_err(|e| restore_err(&target, e))?;
+    if *state == LoadState::NotStarted {
+        *state = LoadState::IntoExisting;
+    }
 
     let client = require_tool(&tag, &["mariadb", "mysql"], bin)?;
     let mut cmd = Command::new(client);
@@ -612,6 +940,45 @@ mod tests {
                 expected,
                 "pieces of {piece}"
             );
+        }
+    }
+
+    #[test]
+    fn load_errors_keep_the_error_and_never_the_data() {
+        let mariadb = "mariadb client exited with status 1; its stderr ends with:\n\
+            ERROR 1064 (42000) at line 57: You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version for the right syntax to use near 'INSERT INTO `customers` VALUES (1,'Jane Roe','jane@example.com')' at line 1\n\
+            (2,'John Doe','john@example.com','4111 1111 1111 1111'),\n\
+            (3,'Max Mustermann','max@example.com','5500 0000 0000 0004');";
+        let out = scrub_load_error(mariadb);
+        assert!(out.contains("ERROR 1064 (42000) at line 57"), "{out}");
+        assert!(out.contains("near '…' at line 1"), "{out}");
+        assert!(out.contains("2 other output lines left out"), "{out}");
+        for secret in ["Jane", "John", "4111", "example.com", "Mustermann"] {
+            assert!(!out.contains(secret), "{secret} leaked: {out}");
+        }
+        let pg = "pg_restore exited with status 1; its stderr ends with:\n\
+            pg_restore: error: could not execute query: ERROR:  duplicate key value violates unique constraint \"c_pkey\"\n\
+            DETAIL:  Key (email)=(jane@example.com) already exists.\n\
+            Command was: INSERT INTO public.c VALUES (1, 'jane@example.com');\n\
+            pg_restore: error: COPY failed for table \"c\": ERROR:  invalid input syntax for type integer: \"Jane Roe\"\n\
+            CONTEXT:  COPY c, line 5, column id: \"Jane Roe\"\n\
+            2026-12-04 21:00:00.000 UTC [12] STATEMENT:  COPY public.c (id, email) FROM stdin;";
+        let out = scrub_load_error(pg);
+        assert!(
+            out.contains("duplicate key value violates unique constraint \"c_pkey\""),
+            "{out}"
+        );
+        assert!(out.contains("Key (email)=(…) already exists"), "{out}");
+        assert!(
+            out.contains("CONTEXT:  COPY c, line 5, column id: …"),
+            "{out}"
+        );
+        assert!(
+            out.contains("invalid input syntax for type integer: \"…\""),
+            "{out}"
+        );
+        for secret in ["Jane", "jane@example.com", "VALUES (1"] {
+            assert!(!out.contains(secret), "{secret} leaked: {out}");
         }
     }
 

@@ -132,6 +132,13 @@ pub fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
+/// Row counts of a MariaDB backup: known before the dump, or counted in it.
+enum DumpCounts {
+    Known(serde_json::Value),
+    /// Exact counts of these base tables, taken from the dump stream.
+    InStream(Vec<String>),
+}
+
 pub struct MariadbSource {
     spec: MariadbSpec,
     name: String,
@@ -192,7 +199,7 @@ impl MariadbSource {
                     .unwrap_or_default();
                 json!({"file": f.first(), "position": f.get(1), "exact": false, "note": "SHOW MASTER STATUS without a lock"})
             } else {
-                json!({"file": pos.get("file"), "position": pos.get("position"), "exact": true, "note": "binlog_snapshot_* of the snapshot the row counts were taken in"})
+                json!({"file": pos.get("file"), "position": pos.get("position"), "exact": true, "note": "binlog_snapshot_* of lifeboat's metadata snapshot, opened just before the dump's own"})
             };
             meta["binlog"] = binlog;
         }
@@ -233,26 +240,18 @@ impl MariadbSource {
         }
     }
 
-    fn row_counts(&self, s: &mut SqlSession) -> Result<serde_json::Value> {
+    /// What the row counts will be: estimates read now, or (exact) the base tables whose
+    /// rows are counted in the dump stream as it passes ([`DumpRowCounter`]).
+    fn row_counts(&self, s: &mut SqlSession) -> Result<DumpCounts> {
         let db = sql_literal(&self.spec.conn.database);
         match self.spec.row_counts {
-            RowCounts::Off => Ok(serde_json::Value::Null),
+            RowCounts::Off => Ok(DumpCounts::Known(serde_json::Value::Null)),
             RowCounts::Estimate => s.query_json(&format!(
                 "SELECT COALESCE(JSON_OBJECTAGG(TABLE_NAME, TABLE_ROWS), JSON_OBJECT()) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {db} AND TABLE_TYPE = 'BASE TABLE';"
-            )),
-            RowCounts::Exact => {
-                let tables = s.query(&format!(
-                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {db} AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME;"
-                ))?;
-                let quote_id = |n: &str| format!("`{}`", n.replace('`', "``"));
-                let mut out = serde_json::Map::new();
-                for t in tables {
-                    let n = s.query(&format!("SELECT COUNT(*) FROM {}.{};", quote_id(&self.spec.conn.database), quote_id(&t)))?;
-                    let count: Option<i64> = n.first().and_then(|v| v.trim().parse().ok());
-                    out.insert(t, json!(count));
-                }
-                Ok(serde_json::Value::Object(out))
-            }
+            )).map(DumpCounts::Known),
+            RowCounts::Exact => Ok(DumpCounts::InStream(s.query(&format!(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {db} AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME;"
+            ))?)),
         }
     }
 }
@@ -317,6 +316,7 @@ impl Source for MariadbSource {
         let mut tail = TailReader {
             inner: &mut out,
             tail: Vec::new(),
+            rows: matches!(counts, DumpCounts::InStream(_)).then(DumpRowCounter::default),
         };
         let cancel = ctx.pipe.cancel().clone();
         let watch = child.watch_cancel(&cancel);
@@ -352,9 +352,21 @@ impl Source for MariadbSource {
         if let Some(m) = meta.as_object_mut() {
             m.remove("schema_exists");
             m.insert("dump".into(), json!({"file": DUMP_NODE, "tool": dump_tool.file_name().map(|n| n.to_string_lossy()), "bytes": len}));
+            let (tables, consistency) = match &counts {
+                DumpCounts::InStream(tables) => (
+                    serde_json::Value::Object(
+                        tail.rows.as_ref().expect("counted").counts(tables),
+                    ),
+                    "counted in the dump stream itself: the rows of the dump's own consistent snapshot",
+                ),
+                DumpCounts::Known(v) => (
+                    v.clone(),
+                    "information_schema estimates, read just before the dump",
+                ),
+            };
             m.insert(
                 "row_counts".into(),
-                json!({"mode": self.spec.row_counts, "consistency": "START TRANSACTION WITH CONSISTENT SNAPSHOT opened just before the dump's own snapshot; commits in between are in the dump but not in the counts", "tables": counts}),
+                json!({"mode": self.spec.row_counts, "consistency": consistency, "tables": tables}),
             );
         }
         Ok(SourceOutput {
@@ -365,20 +377,216 @@ impl Source for MariadbSource {
     }
 }
 
-/// Keeps the last bytes of a stream (to find the dump's completion comment).
+/// Counts the rows of each table in a mariadb-dump stream as it passes: every top-level
+/// tuple of `INSERT INTO `t` VALUES (…),(…);` is one row. The counts belong to the dump's
+/// own consistent snapshot by construction — counting in a transaction of our own, opened
+/// before mariadb-dump's, disagreed with the dump under write load. Strings are followed
+/// with both escape styles mariadb-dump writes (`\'` and `''`); binary columns are hex
+/// (`--hex-blob`).
+#[derive(Debug, Default)]
+pub(crate) struct DumpRowCounter {
+    counts: std::collections::BTreeMap<String, i64>,
+    state: Scan,
+    /// The start of the current line while it may still be an INSERT's prefix.
+    line: Vec<u8>,
+    table: String,
+    depth: u32,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// At the start of a line, collecting it into `line` until it is known.
+    #[default]
+    LineStart,
+    /// In a line that is not an INSERT: skip to its end.
+    Skip,
+    /// In an INSERT's VALUES list, outside strings.
+    Values,
+    /// Inside a quoted string.
+    Str,
+    /// Just after a backslash inside a string.
+    Escape,
+    /// Just after a quote inside a string: a second quote continues it.
+    Quote,
+}
+
+impl DumpRowCounter {
+    const PREFIX: &'static [u8] = b"INSERT INTO `";
+
+    pub(crate) fn feed(&mut self, buf: &[u8]) {
+        let mut i = 0;
+        while i < buf.len() {
+            let b = buf[i];
+            match self.state {
+                Scan::LineStart => {
+                    self.line.push(b);
+                    self.classify_line();
+                    // A line that ended undecided, or was just found not to be an
+                    // INSERT, is over: the next byte starts a new one.
+                    if b == b'\n' && matches!(self.state, Scan::LineStart | Scan::Skip) {
+                        self.state = Scan::LineStart;
+                        self.line.clear();
+                    }
+                }
+                Scan::Skip => match buf[i..].iter().position(|c| *c == b'\n') {
+                    Some(n) => {
+                        i += n;
+                        self.state = Scan::LineStart;
+                        self.line.clear();
+                    }
+                    None => return,
+                },
+                Scan::Values => match b {
+                    b'\'' => self.state = Scan::Str,
+                    b'(' => {
+                        if self.depth == 0 {
+                            *self.counts.entry(self.table.clone()).or_default() += 1;
+                        }
+                        self.depth += 1;
+                    }
+                    b')' => self.depth = self.depth.saturating_sub(1),
+                    // The statement's end (mariadb-dump 10.11 puts each row on a line
+                    // of its own, so a newline is not one).
+                    b';' if self.depth == 0 => self.state = Scan::Skip,
+                    _ => {}
+                },
+                Scan::Str => match b {
+                    b'\\' => self.state = Scan::Escape,
+                    b'\'' => self.state = Scan::Quote,
+                    _ => {}
+                },
+                Scan::Escape => self.state = Scan::Str,
+                Scan::Quote => {
+                    if b == b'\'' {
+                        self.state = Scan::Str;
+                    } else {
+                        self.state = Scan::Values;
+                        continue; // look at this byte again, outside the string
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Decides what the line begun in `line` is, once enough of it is there.
+    fn classify_line(&mut self) {
+        let l = &self.line;
+        let n = l.len().min(Self::PREFIX.len());
+        if l[..n] != Self::PREFIX[..n] {
+            self.state = Scan::Skip;
+            self.line.clear();
+            return;
+        }
+        if l.len() <= Self::PREFIX.len() {
+            return;
+        }
+        // The table name: backquoted, a backquote inside doubled; then " VALUES" and a
+        // space or a newline.
+        let rest = &l[Self::PREFIX.len()..];
+        let mut name = Vec::new();
+        let mut j = 0;
+        while j < rest.len() {
+            if rest[j] == b'`' {
+                if rest.get(j + 1) == Some(&b'`') {
+                    name.push(b'`');
+                    j += 2;
+                    continue;
+                }
+                if j + 1 >= rest.len() {
+                    return; // a doubled quote may follow: wait for more
+                }
+                let after = &rest[j + 1..];
+                const VALUES: &[u8] = b" VALUES";
+                let m = after.len().min(VALUES.len());
+                if after[..m] != VALUES[..m]
+                    || after.len() > VALUES.len() && !matches!(after[VALUES.len()], b' ' | b'\n')
+                {
+                    self.state = Scan::Skip;
+                    self.line.clear();
+                } else if after.len() > VALUES.len() {
+                    self.table = String::from_utf8_lossy(&name).into_owned();
+                    self.depth = 0;
+                    self.state = Scan::Values;
+                    // Whatever of the values list is already in `line`.
+                    let values = after[VALUES.len()..].to_vec();
+                    self.line.clear();
+                    self.feed(&values);
+                }
+                return;
+            }
+            name.push(rest[j]);
+            j += 1;
+        }
+    }
+
+    /// The counts of `tables` (a table the dump has no INSERT for has 0 rows).
+    pub(crate) fn counts(&self, tables: &[String]) -> serde_json::Map<String, serde_json::Value> {
+        tables
+            .iter()
+            .map(|t| (t.clone(), json!(self.counts.get(t).copied().unwrap_or(0))))
+            .collect()
+    }
+}
+
+/// Keeps the last bytes of a stream (to find the dump's completion comment), and counts
+/// its rows when asked.
 struct TailReader<'a, R: std::io::Read> {
     inner: &'a mut R,
     tail: Vec<u8>,
+    rows: Option<DumpRowCounter>,
 }
 
 impl<R: std::io::Read> std::io::Read for TailReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
+        if let Some(r) = self.rows.as_mut() {
+            r.feed(&buf[..n]);
+        }
         self.tail.extend_from_slice(&buf[..n]);
         if self.tail.len() > 512 {
             let cut = self.tail.len() - 256;
             self.tail.drain(..cut);
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_rows_are_counted_in_the_stream_whatever_the_pieces() {
+        let dump = "-- MariaDB dump 10.19\n\
+            /*!40101 SET NAMES utf8mb4 */;\n\
+            CREATE TABLE `items` (\n  `id` int(11) NOT NULL\n);\n\
+            INSERT INTO `items` VALUES (1,'a (b)'),(2,'it''s (x'),(3,'back\\\\slash \\' (y'),(4,NULL);\n\
+            INSERT INTO `items` VALUES\n(5,'semi;colon\\n(\\'z\\')');\n\
+            INSERT INTO `items_x` VALUES (1);\n\
+            INSERT INTO `items` VALUESX (1);\n\
+            INSERT INTO `we``ird` VALUES\n(1,0x28),\n(2,'VALUES ('),\n(3,'');\n\
+            \n\
+            INSERT INTO `items` VALUES (6);\n\
+            -\n\
+            INSERT INTO `items` VALUES (7);\n\
+            -- INSERT INTO `items` VALUES (99);\n\
+            INSERT INTO `empty_later` VALUES ();\n\
+            -- Dump completed on 2026-12-04\n";
+        let tables: Vec<String> = ["items", "we`ird", "nothing", "empty_later"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for piece in [1, 2, 3, 5, 13, dump.len()] {
+            let mut c = DumpRowCounter::default();
+            for chunk in dump.as_bytes().chunks(piece) {
+                c.feed(chunk);
+            }
+            let got = c.counts(&tables);
+            assert_eq!(got["items"], 7, "pieces of {piece}: {got:?}");
+            assert_eq!(got["we`ird"], 3, "pieces of {piece}: {got:?}");
+            assert_eq!(got["nothing"], 0, "pieces of {piece}: {got:?}");
+            assert_eq!(got["empty_later"], 1, "pieces of {piece}: {got:?}");
+        }
     }
 }

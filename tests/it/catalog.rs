@@ -64,10 +64,8 @@ async fn with_clock(url: &str, at: DateTime<Utc>) -> (Catalog, Arc<ManualClock>)
 
 async fn suite_migrations(url: &str) {
     let cat = Catalog::open(url).await.unwrap();
-    assert_eq!(
-        cat.schema_versions().await.unwrap(),
-        vec![lifeboat::catalog::SCHEMA_VERSION]
-    );
+    let every: Vec<i64> = (1..=lifeboat::catalog::SCHEMA_VERSION).collect();
+    assert_eq!(cat.schema_versions().await.unwrap(), every);
     cat.close().await;
     // Opening again applies nothing twice and keeps the data.
     let repo = RepoId([1; 32]);
@@ -75,7 +73,7 @@ async fn suite_migrations(url: &str) {
     cat.record_repository(&repo, "/r").await.unwrap();
     cat.close().await;
     let cat = Catalog::open(url).await.unwrap();
-    assert_eq!(cat.schema_versions().await.unwrap(), vec![1]);
+    assert_eq!(cat.schema_versions().await.unwrap(), every);
     cat.record_snapshot(&repo, "eu", &sid(1), &snap(t(0), None, None))
         .await
         .unwrap();
@@ -96,11 +94,12 @@ async fn suite_refuses_a_newer_schema(url: &str) {
         format!("sqlite://{url}")
     };
     let mut conn = sqlx::AnyConnection::connect(&raw).await.unwrap();
-    sqlx::query(
+    let future = lifeboat::catalog::SCHEMA_VERSION + 1;
+    sqlx::query(&format!(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-         SELECT 2, 'from the future', success, checksum, execution_time
-         FROM _sqlx_migrations WHERE version = 1",
-    )
+         SELECT {future}, 'from the future', success, checksum, execution_time
+         FROM _sqlx_migrations WHERE version = 1"
+    ))
     .execute(&mut conn)
     .await
     .unwrap();
@@ -108,7 +107,7 @@ async fn suite_refuses_a_newer_schema(url: &str) {
     let err = Catalog::open(url).await.unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("migration"), "{msg}");
-    assert!(msg.contains('2'), "{msg}");
+    assert!(msg.contains(&future.to_string()), "{msg}");
     assert!(err.hint().contains("another lifeboat version"));
 }
 

@@ -526,6 +526,12 @@ fn damaged_postgres_backup_is_exit_13_for_drill_and_restore() {
     assert_eq!(o.status.code(), Some(13), "{}", stderr(&o));
     let r = &reports(&o)[0];
     assert_eq!(r["failure"], "damaged", "{r:#}");
+    assert_eq!(r["result"], "damaged", "{r:#}");
+    assert_eq!(
+        r["damaged_pack"].as_str(),
+        pack.file_name().and_then(|n| n.to_str()),
+        "{r:#}"
+    );
     assert!(
         r["error"].as_str().unwrap().contains("integrity violation"),
         "{r:#}"
@@ -542,4 +548,14 @@ fn damaged_postgres_backup_is_exit_13_for_drill_and_restore() {
         )));
     assert_eq!(o.status.code(), Some(13), "{}", stderr(&o));
     assert!(stderr(&o).contains("integrity violation"), "{}", stderr(&o));
+    // The database the restore created is gone again: a retry is not refused as "not empty".
+    assert_eq!(
+        psql(
+            &sc,
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'shop_copy'"
+        ),
+        "0",
+        "the failed restore left a half-loaded database"
+    );
 }

@@ -7,6 +7,7 @@ mod support;
 mod catalog;
 mod core_cli;
 mod drill_environments;
+mod drill_truth;
 mod drills;
 mod environments;
 mod examples;

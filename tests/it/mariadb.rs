@@ -8,7 +8,7 @@ use crate::support;
 use lifeboat::drill::env::{Environment, EphemeralMariadb};
 use support::*;
 
-const SCHEMA: &str = r#"
+pub(crate) const SCHEMA: &str = r#"
 DELIMITER //
 CREATE TABLE customers (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(200) CHARACTER SET utf8mb4 NOT NULL, note TEXT CHARACTER SET utf8mb4, created DATETIME(6), balance DECIMAL(12,2) DEFAULT 0) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4//
 CREATE TABLE orders (id BIGINT AUTO_INCREMENT PRIMARY KEY, customer_id INT NOT NULL, amount DECIMAL(12,2) NOT NULL, payload BLOB, FOREIGN KEY (customer_id) REFERENCES customers(id)) ENGINE=InnoDB//

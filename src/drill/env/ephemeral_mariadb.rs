@@ -98,31 +98,44 @@ impl Environment for EphemeralMariadb {
         let sock = dir.join("mysqld.sock");
         let log = dir.join("error.log");
         let user_arg = is_root().then(|| format!("--user={SERVER_USER}"));
+        // Its own temporary directory: TMPDIR may be one the server user cannot write.
+        let server_tmp = super::server_dirs(&dir)?;
         if is_root() {
             let (uid, gid) = server_user()?;
             chown_recursive(&dir, uid, gid)?;
         }
-        let mut cmd = Command::new(&install);
-        cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .args(user_arg.iter())
-            .args([
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                "--skip-name-resolve",
-            ])
-            .stdin(Stdio::null());
-        let out = cmd.output().map_err(|e| EnvError::Step {
-            env: "ephemeral-mariadb".into(),
-            step: "mariadb-install-db".into(),
-            detail: e.to_string(),
-        })?;
-        if !out.status.success() {
-            return Err(EnvError::Step {
+        // mariadb-install-db once per server binary; each drill copies (reflinks) the result.
+        let install_db = |data: &Path| {
+            let mut cmd = Command::new(&install);
+            cmd.arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .args(user_arg.iter())
+                .env("TMPDIR", &server_tmp)
+                .args([
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                    "--skip-name-resolve",
+                ])
+                .stdin(Stdio::null());
+            let out = cmd.output().map_err(|e| EnvError::Step {
                 env: "ephemeral-mariadb".into(),
                 step: "mariadb-install-db".into(),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
+                detail: e.to_string(),
+            })?;
+            if !out.status.success() {
+                return Err(EnvError::Step {
+                    env: "ephemeral-mariadb".into(),
+                    step: "mariadb-install-db".into(),
+                    detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+            Ok(())
+        };
+        let template = format!("mariadb-{}", super::binary_key(&server));
+        super::init_from_template(&template, &data, &install_db)?;
+        if is_root() {
+            let (uid, gid) = server_user()?;
+            chown_recursive(&data, uid, gid)?;
         }
         let mut last = String::new();
         for _ in 0..3 {
@@ -140,6 +153,7 @@ impl Environment for EphemeralMariadb {
                 .args(user_arg.iter())
                 .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
                 .arg(format!("--log-error={}", log.display()))
+                .arg(format!("--tmpdir={}", server_tmp.display()))
                 .args([
                     "--skip-name-resolve",
                     "--innodb-buffer-pool-size=64M",

@@ -134,6 +134,7 @@ impl EphemeralPostgres {
                 let _ = std::os::unix::fs::chown(&log, Some(uid), Some(gid));
             }
             let mut cmd = Self::as_server_user(&bin.join("postgres"));
+            cmd.env("TMPDIR", dir.join("tmp"));
             cmd.arg("-D")
                 .arg(&data)
                 .args(["-p", &port.to_string(), "-k"])
@@ -224,22 +225,34 @@ impl Environment for EphemeralPostgres {
         let tmp = make_dir("postgres")?;
         let dir = tmp.path().to_path_buf();
         self.dir = Some(tmp);
+        // Its own temporary directory: TMPDIR may be one the server user cannot write.
+        let server_tmp = super::server_dirs(&dir)?;
         if is_root() {
             let (uid, gid) = server_user()?;
             chown_recursive(&dir, uid, gid)?;
         }
-        let mut initdb = Self::as_server_user(&bin.join("initdb"));
-        initdb.arg("-D").arg(dir.join("data")).args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]);
-        self.step("initdb", initdb)?;
+        // initdb once per server binary; each drill copies (reflinks) the result.
+        let initdb = |data: &Path| {
+            let mut initdb = Self::as_server_user(&bin.join("initdb"));
+            initdb.env("TMPDIR", &server_tmp);
+            initdb.arg("-D").arg(data).args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]);
+            self.step("initdb", initdb)
+        };
+        let template = format!("postgres-{}", super::binary_key(&bin.join("postgres")));
+        super::init_from_template(&template, &dir.join("data"), &initdb)?;
+        if is_root() {
+            let (uid, gid) = server_user()?;
+            chown_recursive(&dir.join("data"), uid, gid)?;
+        }
         let (child, port) = self.start_server(&bin, &dir)?;
         self.child = Some(child);
         self.conn = Some(ConnectionInfo {

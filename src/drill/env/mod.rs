@@ -280,6 +280,141 @@ pub(crate) fn make_dir(kind: &str) -> Result<tempfile::TempDir, EnvError> {
     Ok(dir)
 }
 
+/// The server of an environment runs as [`SERVER_USER`] when lifeboat runs as root: it must
+/// be able to enter every directory above its environment directory (TMPDIR's mode and
+/// owner decide). Checked up front, so the drill says what is needed instead of the server
+/// failing with "permission denied" in its log. Also makes the environment's own temporary
+/// directory (`<env>/tmp`), which the server uses instead of TMPDIR.
+pub(crate) fn server_dirs(dir: &Path) -> Result<PathBuf, EnvError> {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| EnvError::Io {
+        op: "create",
+        path: tmp.clone(),
+        source: e,
+    })?;
+    if !is_root() {
+        return Ok(tmp);
+    }
+    let (uid, gid) = server_user()?;
+    for a in dir.ancestors().skip(1) {
+        let Ok(m) = std::fs::metadata(a) else {
+            continue;
+        };
+        let mode = m.mode();
+        let enter = if m.uid() == uid {
+            mode & 0o100 != 0
+        } else if m.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !enter {
+            return Err(EnvError::Step {
+                env: "throwaway server".into(),
+                step: "check the temporary directory".into(),
+                detail: format!(
+                    "{} (mode {:o}, owner uid {}) cannot be entered by the server user {SERVER_USER}, which runs the throwaway server inside it; point TMPDIR at a directory others may enter (mode 0711, 0755 or 1777, e.g. /var/tmp), or run the drill with PrivateTmp=yes",
+                    a.display(),
+                    mode & 0o7777,
+                    m.uid()
+                ),
+            });
+        }
+    }
+    Ok(tmp)
+}
+
+/// Where initialised data directories are kept, one per engine and server binary
+/// (`$TMPDIR/lifeboat-templates/<engine>-<version key>/data`): the same file system as the
+/// environments, so a copy can be a reflink. Never swept as an orphan (another prefix).
+pub(crate) const TEMPLATE_DIR: &str = "lifeboat-templates";
+
+/// A key that changes whenever the server binary does (an upgrade): its size and mtime.
+pub(crate) fn binary_key(binary: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(binary) {
+        Ok(m) => format!("{:x}-{:x}", m.size(), m.mtime()),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// Fills `data` (which must not exist) with an initialised data directory: a copy of the
+/// template for `name` (`engine-version`), made first by `init` when there is none yet.
+/// `init` gets the directory to initialise, inside a staging directory owned by the server
+/// user; a template is published only when `init` succeeded (rename, so concurrent drills
+/// never see half of one). Any problem with the template falls back to `init` into `data`
+/// directly. Returns whether a template was used.
+pub(crate) fn init_from_template(
+    name: &str,
+    data: &Path,
+    init: &dyn Fn(&Path) -> Result<(), EnvError>,
+) -> Result<bool, EnvError> {
+    match copy_template(name, data, init) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            tracing::warn!(template = name, error = %e, "no data directory template; initialising from scratch");
+            let _ = std::fs::remove_dir_all(data);
+            init(data).map(|()| false)
+        }
+    }
+}
+
+fn copy_template(
+    name: &str,
+    data: &Path,
+    init: &dyn Fn(&Path) -> Result<(), EnvError>,
+) -> Result<(), EnvError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |e| EnvError::Io {
+            op,
+            path: path.clone(),
+            source: e,
+        }
+    };
+    let root = std::env::temp_dir().join(TEMPLATE_DIR);
+    std::fs::create_dir_all(&root).map_err(io("create", &root))?;
+    // Others may pass through (the server user initialises inside), not list.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
+        .map_err(io("chmod", &root))?;
+    let template = root.join(name);
+    if !template.join("ready").exists() {
+        let staging = tempfile::Builder::new()
+            .prefix(".staging-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(&root)
+            .map_err(io("create", &root))?;
+        if is_root() {
+            let (uid, gid) = server_user()?;
+            chown_recursive(staging.path(), uid, gid)?;
+        }
+        init(&staging.path().join("data"))?;
+        std::fs::write(staging.path().join("ready"), b"").map_err(io("write", staging.path()))?;
+        let staged = staging.keep();
+        if std::fs::rename(&staged, &template).is_err() {
+            // Another drill published one first: use that.
+            let _ = std::fs::remove_dir_all(&staged);
+        }
+    }
+    let out = std::process::Command::new("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(template.join("data"))
+        .arg(data)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(io("run cp", data))?;
+    if !out.status.success() {
+        return Err(EnvError::Step {
+            env: name.into(),
+            step: "copy the data directory template".into(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// A TCP port that was free a moment ago (the server binding it may still race another
 /// process; provisioning retries on a new port when that happens).
 pub fn free_port() -> Result<u16, EnvError> {
