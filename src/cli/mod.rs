@@ -149,7 +149,8 @@ pub enum Command {
     /// Check plan files
     #[command(subcommand)]
     Plan(plan_cmds::PlanCommand),
-    /// Run the backups and drills whose cron schedules say they are due (what the systemd timer calls)
+    /// Run what is due (what the systemd timer calls): backups by their cron schedules, drills
+    /// rotating over every region, budgeted verification; one line per task says why
     RunDue(schedule_cmds::RunDueArgs),
     /// Export the catalog and run-due's outcomes as Prometheus metrics (textfile or HTTP)
     #[command(subcommand)]
