@@ -1,6 +1,7 @@
 //! The application layer: one module per use case — [`backup`], [`restore`], [`drill`],
 //! [`verify`], [`sync`], [`status`], [`preflight`], [`run_due`], [`snapshots`], [`keys`],
-//! [`health`], [`catalog`]. Each takes a resolved [`target::Target`] (or a plan) and a request
+//! [`health`], [`catalog`], [`metrics`], [`systemd`] (and [`notify`], which `run_due`
+//! uses). Each takes a resolved [`target::Target`] (or a plan) and a request
 //! struct and returns a report value with `exit_code()`; none prints. The CLI renders the
 //! reports, `run_due` calls the other use cases directly, and tests call the same functions
 //! the commands do.

@@ -175,7 +175,9 @@ mod tests {
             }
         });
         let n = Notifier::new(spec(&format!("https://{addr}/hook")));
-        let e = n.post(&format!("https://{addr}/hook"), &serde_json::json!({})).await;
+        let e = n
+            .post(&format!("https://{addr}/hook"), &serde_json::json!({}))
+            .await;
         let e = e.unwrap_err().to_string();
         assert!(e.starts_with("cannot connect"), "{e}");
         assert!(!e.contains("scheme"), "{e}");
