@@ -206,7 +206,7 @@ impl RunDueState {
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| {
                 Error::Other(format!(
-                    "run-due's state file {} is damaged ({e}); delete it: run-due rebuilds it from the next tick",
+                    "run-due's state file {} is damaged ({e}); it is replaced at the end of this tick (the catalog still says what ran)",
                     path.display()
                 ))
             }),
@@ -255,7 +255,11 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
     } else {
         Some(RunLock::acquire(&state_dir.join("run-due.lock"))?)
     };
-    let mut state = RunDueState::load(&state_dir)?;
+    // A damaged state file must not stop the backups: the catalog still says what ran.
+    let mut state = RunDueState::load(&state_dir).unwrap_or_else(|e| {
+        env.warn(format!("{e}; starting a new one"));
+        RunDueState::default()
+    });
     let now = req.clock.now();
 
     let plans: Vec<PlanTasks> = plans
