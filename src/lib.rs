@@ -9,7 +9,8 @@
 //! cli (clap, rendering, exit codes)       main.rs -> cli::main
 //!  |
 //! ops (backup, restore, drill, verify, sync, snapshots, status, catalog, preflight,
-//!  |   run_due, keys, health; target = where the data lives; record = catalog writes)
+//!  |   run_due, metrics, notify, systemd, keys, health; target = where the data lives;
+//!  |   record = catalog writes)
 //!  v
 //! plan  ->  source  ->  pipeline  ->  repo  ->  store (local | s3, one per region)
 //!                                       |

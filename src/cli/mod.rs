@@ -159,7 +159,8 @@ pub enum Command {
     Forget(retention_cmds::ForgetArgs),
     /// Free the data no snapshot needs (two phases, safe beside running backups)
     Prune(retention_cmds::PruneArgs),
-    /// Run the backups and drills whose cron schedules say they are due (what the systemd timer calls)
+    /// Run what is due (what the systemd timer calls): backups by their cron schedules, drills
+    /// rotating over every region, budgeted verification; one line per task says why
     RunDue(schedule_cmds::RunDueArgs),
     /// Export the catalog and run-due's outcomes as Prometheus metrics (textfile or HTTP)
     #[command(subcommand)]

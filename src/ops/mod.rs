@@ -1,7 +1,8 @@
 //! The application layer: one module per use case — [`backup`], [`restore`], [`drill`],
 //! [`verify`], [`sync`], [`status`], [`preflight`], [`run_due`], [`snapshots`], [`keys`],
-//! [`health`], [`catalog`], [`forget`], [`prune`]. Each takes a resolved [`target::Target`]
-//! (or a plan) and a request struct and returns a report value with `exit_code()`; none prints. The CLI renders the
+//! [`health`], [`catalog`], [`metrics`], [`systemd`] (and [`notify`], which `run_due`
+//! uses), [`forget`], [`prune`], [`repair`], [`report`]. Each takes a resolved [`target::Target`] (or a plan) and a request
+//! struct and returns a report value with `exit_code()`; none prints. The CLI renders the
 //! reports, `run_due` calls the other use cases directly, and tests call the same functions
 //! the commands do.
 //!

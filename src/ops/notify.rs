@@ -152,6 +152,37 @@ impl Notifier {
 mod tests {
     use super::*;
 
+    fn spec(url: &str) -> NotifySpec {
+        NotifySpec {
+            ping_url: None,
+            webhook_url: Some(url.into()),
+            timeout: Duration::from_secs(2),
+            retries: 0,
+        }
+    }
+
+    /// https goes through rustls with the system's roots: against a server that does not
+    /// speak TLS the request fails in the handshake, not as an unsupported scheme (the
+    /// integration tests post over plain http to a local server).
+    #[tokio::test]
+    async fn https_urls_are_spoken_to_over_tls() {
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nnot tls").await;
+            }
+        });
+        let n = Notifier::new(spec(&format!("https://{addr}/hook")));
+        let e = n
+            .post(&format!("https://{addr}/hook"), &serde_json::json!({}))
+            .await;
+        let e = e.unwrap_err().to_string();
+        assert!(e.starts_with("cannot connect"), "{e}");
+        assert!(!e.contains("scheme"), "{e}");
+    }
+
     #[test]
     fn warnings_never_show_a_ping_urls_path() {
         assert_eq!(

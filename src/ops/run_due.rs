@@ -175,6 +175,10 @@ pub struct RunDueState {
     pub last_tick: Option<DateTime<Utc>>,
     /// By task key.
     pub tasks: BTreeMap<String, TaskState>,
+    /// By plan: the objectives missed at the last tick (`objective plan/job region`), so
+    /// the webhook hears of a miss once, when it starts, and of its end.
+    #[serde(default)]
+    pub misses: BTreeMap<String, Vec<String>>,
 }
 
 /// One task's last run, in [`RunDueState`].
@@ -202,7 +206,7 @@ impl RunDueState {
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| {
                 Error::Other(format!(
-                    "run-due's state file {} is damaged ({e}); delete it: run-due rebuilds it from the next tick",
+                    "run-due's state file {} is damaged ({e}); it is replaced at the end of this tick (the catalog still says what ran)",
                     path.display()
                 ))
             }),
@@ -251,7 +255,11 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
     } else {
         Some(RunLock::acquire(&state_dir.join("run-due.lock"))?)
     };
-    let mut state = RunDueState::load(&state_dir)?;
+    // A damaged state file must not stop the backups: the catalog still says what ran.
+    let mut state = RunDueState::load(&state_dir).unwrap_or_else(|e| {
+        env.warn(format!("{e}; starting a new one"));
+        RunDueState::default()
+    });
     let now = req.clock.now();
 
     let plans: Vec<PlanTasks> = plans
@@ -442,6 +450,15 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
         }
     }
     if !req.dry_run {
+        for (p, _) in &considered {
+            if p.plan
+                .notify
+                .as_ref()
+                .is_some_and(|n| n.webhook_url.is_some())
+            {
+                notify_misses(env, &p.plan, &req, &mut state).await;
+            }
+        }
         state.last_tick = Some(req.clock.now());
         if let Err(e) = state.save(&state_dir) {
             env.warn(format!("run-due's state was not saved: {e}"));
@@ -452,6 +469,67 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
         next,
         refused,
     })
+}
+
+/// Tells the plan's webhook about objectives that are newly missed (`objective_missed`) or
+/// no longer missed (`objective_recovered`) since the last tick: `status --check` of the
+/// plan, judged after this tick's tasks. A catalog that cannot be read is skipped (the
+/// tasks' own notifications have said what failed).
+async fn notify_misses(env: &Env, plan: &Arc<Plan>, req: &RunDueRequest, state: &mut RunDueState) {
+    let Some(n) = plan.notify.as_ref().map(|n| Notifier::new(n.clone())) else {
+        return;
+    };
+    let status_req = super::status::StatusRequest {
+        region: None,
+        plan: Some(plan.file.display().to_string()),
+        job: None,
+        cycle: std::time::Duration::from_secs(30 * 86_400),
+        clock: req.clock.clone(),
+    };
+    let Ok(report) = super::status::status(env, None, status_req).await else {
+        return;
+    };
+    let now: Vec<String> = report
+        .misses
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {}{} {}",
+                m.objective,
+                m.plan,
+                m.job
+                    .as_deref()
+                    .map(|j| format!("/{j}"))
+                    .unwrap_or_default(),
+                m.region
+            )
+        })
+        .collect();
+    let before = state.misses.get(&plan.name).cloned().unwrap_or_default();
+    let new: Vec<_> = report
+        .misses
+        .iter()
+        .zip(&now)
+        .filter(|(_, k)| !before.contains(k))
+        .map(|(m, _)| m)
+        .collect();
+    let recovered: Vec<_> = before.iter().filter(|k| !now.contains(k)).collect();
+    let host = crate::sys::host::hostname();
+    if !new.is_empty() {
+        let body = serde_json::json!({
+            "source": "lifeboat", "event": "objective_missed", "host": host,
+            "plan": plan.name, "misses": new,
+        });
+        n.webhook(env, &body).await;
+    }
+    if !recovered.is_empty() {
+        let body = serde_json::json!({
+            "source": "lifeboat", "event": "objective_recovered", "host": host,
+            "plan": plan.name, "recovered": recovered,
+        });
+        n.webhook(env, &body).await;
+    }
+    state.misses.insert(plan.name.clone(), now);
 }
 
 fn subject(kind: &TaskKind) -> &str {

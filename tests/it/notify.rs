@@ -138,7 +138,8 @@ fn pings_and_the_webhook_say_what_happened_and_carry_no_secret() {
         [
             format!("{base}/start"),
             "/hook".into(),
-            format!("{base}/fail")
+            format!("{base}/fail"),
+            "/hook".into()
         ]
     );
     let hook: serde_json::Value = serde_json::from_str(&seen[3].1).unwrap();
@@ -151,6 +152,18 @@ fn pings_and_the_webhook_say_what_happened_and_carry_no_secret() {
         assert_eq!(v["exit_code"], code);
         assert!(v["error"].as_str().unwrap().contains("bad-data"), "{v}");
     }
+    // After the tick: the objective the failure leaves missed, once.
+    let missed: serde_json::Value = serde_json::from_str(&seen[5].1).unwrap();
+    assert_eq!(missed["event"], "objective_missed", "{missed}");
+    assert_eq!(missed["misses"][0]["objective"], "rpo", "{missed}");
+    let o = run_due(&ws, &bad);
+    assert_eq!(o.status.code(), Some(0), "nothing is due: {}", stderr(&o));
+    let seen = ep.seen();
+    assert_eq!(
+        seen.len(),
+        6,
+        "a miss that goes on is not announced again: {seen:?}"
+    );
     // No payload carries the repository password (or the ping URL's secret path).
     for (_, body) in &seen {
         assert!(!body.contains(PASSWORD), "{body}");

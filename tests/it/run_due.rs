@@ -352,3 +352,24 @@ fn a_task_longer_than_its_timeout_is_stopped_and_counted_as_failed() {
     assert_eq!(st["tasks"]["slow/files/backup"]["failures"], 1, "{st}");
     assert!(ws.snapshots(&plan).is_empty());
 }
+
+/// A damaged state file costs a warning, not the backups: the catalog still says what ran,
+/// and the file is written afresh.
+#[test]
+fn a_damaged_state_file_does_not_stop_run_due() {
+    let ws = Workspace::new();
+    let state = ws.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("run-due-state.json"), b"{ not json").unwrap();
+    let plan = yearly_dir_plan(&ws, "damaged");
+    let o = run(lifeboat()
+        .env("LIFEBOAT_STATE_DIR", &state)
+        .args(["run-due", "--plan"])
+        .arg(&plan));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("state file"), "{}", stderr(&o));
+    assert_eq!(ws.snapshots(&plan).len(), 1);
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("run-due-state.json")).unwrap()).unwrap();
+    assert_eq!(st["tasks"]["damaged/files/backup"]["runs"], 1, "{st}");
+}
