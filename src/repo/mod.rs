@@ -642,19 +642,6 @@ impl Repository {
         pack::parse_header(&self.keys, self.id(), id, &sealed, off)
     }
 
-    /// Finds packs in `data/` that no index lists (a run was killed after storing them but
-    /// before its index checkpoint), and indexes them so their blobs are reused.
-    pub async fn adopt_unindexed_packs(&self, index: &mut Index) -> Result<usize> {
-        let listed = self
-            .store
-            .list("data/")
-            .await?
-            .into_iter()
-            .filter_map(|i| parse_pack_key(&i.key).map(|id| (id, i.size)))
-            .collect();
-        self.adopt_listed(index, &listed).await
-    }
-
     // ----- blobs, trees, snapshots -------------------------------------------------------
 
     pub async fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
