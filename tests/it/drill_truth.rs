@@ -169,6 +169,14 @@ expect = { equals = "12.50", min = 12.5, max = 12.5 }
     );
     let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
     assert!(o.status.success(), "backup failed: {}", stderr(&o));
+    // `ls` takes the plan, like `snapshots` and `restore` (the repository and its password
+    // come from the plan; `latest` is the job's).
+    let o = run(lifeboat()
+        .args(["ls", "--plan"])
+        .arg(&plan)
+        .args(["--job", "shop", "latest"]));
+    assert!(o.status.success(), "ls --plan: {}", stderr(&o));
+    assert!(stdout(&o).contains("database.dump"), "{}", stdout(&o));
     let tmp = drill_tmp();
     let o = drill(&ws, &plan, tmp.path());
     let r = report(&o);
