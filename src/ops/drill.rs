@@ -365,6 +365,12 @@ async fn record(env: &Env, repo: &Repository, reports: &[DrillReport]) -> Vec<St
                     .iter()
                     .filter_map(|p| p.parse().ok())
                     .collect();
+                // The ledger lists the region's packs (with their sizes) first.
+                if let Ok(index) = repo.load_index().await {
+                    cat.sync_packs(repo.id(), &region, index.packs())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
                 cat.mark_packs_damaged(repo.id(), &region, &packs, catalog::VerifiedBy::Drill)
                     .await
                     .map_err(|e| e.to_string())?;

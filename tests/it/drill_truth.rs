@@ -169,6 +169,14 @@ expect = { equals = "12.50", min = 12.5, max = 12.5 }
     );
     let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
     assert!(o.status.success(), "backup failed: {}", stderr(&o));
+    // `ls` takes the plan, like `snapshots` and `restore` (the repository and its password
+    // come from the plan; `latest` is the job's).
+    let o = run(lifeboat()
+        .args(["ls", "--plan"])
+        .arg(&plan)
+        .args(["--job", "shop", "latest"]));
+    assert!(o.status.success(), "ls --plan: {}", stderr(&o));
+    assert!(stdout(&o).contains("database.dump"), "{}", stdout(&o));
     let tmp = drill_tmp();
     let o = drill(&ws, &plan, tmp.path());
     let r = report(&o);
@@ -236,12 +244,21 @@ fn amcheck_finds_a_corrupted_btree_index() {
     let file = data.join(rel);
     let mut raw = std::fs::read(&file).unwrap();
     assert!(raw.len() >= 3 * 8192, "the index has leaf pages");
-    // Leaf page 1: its tuples (keys) area overwritten with a descending byte pattern.
+    // Leaf page 1 (the first after the metapage): swap the keys of its first two data
+    // items (item 1 is the high key), so the page's keys are out of order. The line
+    // pointers start after the 24-byte page header; a tuple's key follows its 8-byte header.
     let page = 8192;
-    let (start, end) = (page + 4096, 2 * page - 64);
-    for (n, b) in raw[start..end].iter_mut().enumerate() {
-        *b = (255 - (n % 251)) as u8;
-    }
+    let lp = |n: usize| {
+        let at = page + 24 + 4 * (n - 1);
+        let v = u32::from_le_bytes(raw[at..at + 4].try_into().unwrap());
+        page + (v & 0x7fff) as usize
+    };
+    let (a, b) = (lp(2) + 8, lp(3) + 8);
+    let key_a: [u8; 4] = raw[a..a + 4].try_into().unwrap();
+    let key_b: [u8; 4] = raw[b..b + 4].try_into().unwrap();
+    assert_ne!(key_a, key_b);
+    raw[a..a + 4].copy_from_slice(&key_b);
+    raw[b..b + 4].copy_from_slice(&key_a);
     std::fs::write(&file, &raw).unwrap();
     // No restart needed: the page was never read into shared buffers.
     let bad = lifeboat::drill::checks::amcheck(&sql, false, "everything");
@@ -251,6 +268,10 @@ fn amcheck_finds_a_corrupted_btree_index() {
         "a corrupted btree index passed pg_amcheck: {bad:?}"
     );
     assert!(bad.detail.contains("items_id"), "{bad:?}");
+    assert!(
+        bad.detail.contains("item order invariant violated"),
+        "{bad:?}"
+    );
 }
 
 /// The largest pack of a workspace's repository gets one byte flipped in its middle (inside
