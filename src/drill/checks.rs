@@ -3,7 +3,7 @@
 //! check with the reason in its detail.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -307,7 +307,7 @@ fn amcheck_scope(db: &mut Db<'_>) -> String {
 /// option and no pattern, pg_amcheck checks the tables only and never looks at an index.
 pub fn amcheck(sql: &SqlConn, heapallindexed: bool, what: &str) -> CheckResult {
     let start = Instant::now();
-    let mut c = Command::new(sql.tool("pg_amcheck"));
+    let mut c = crate::sys::process::command(sql.tool("pg_amcheck"));
     c.arg("-h")
         .arg(&sql.host)
         .arg("-p")
@@ -579,7 +579,7 @@ fn command_check(c: &super::restore_tests::CommandCheck, t: &CheckTarget<'_>) ->
             )
         }
     };
-    let mut cmd = Command::new(&c.run[0]);
+    let mut cmd = crate::sys::process::command(&c.run[0]);
     cmd.args(&c.run[1..]).stdin(Stdio::null());
     match (log.try_clone(), log.try_clone()) {
         (Ok(a), Ok(b)) => {

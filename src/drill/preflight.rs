@@ -49,7 +49,7 @@ pub fn check_drill(
     }
     if let Some(c) = command {
         for (name, script) in [("provision", &c.provision), ("teardown", &c.teardown)] {
-            let r = std::process::Command::new("sh")
+            let r = crate::sys::process::command("sh")
                 .args(["-n", "-c", script])
                 .output();
             out.push(match r {

@@ -63,7 +63,7 @@ impl SqlConn {
     pub fn query(&self, sql: &str) -> Result<Vec<Vec<String>>, String> {
         let mut cmd = match self.kind {
             DbKind::Postgres => {
-                let mut c = Command::new(self.tool("psql"));
+                let mut c = crate::sys::process::command(self.tool("psql"));
                 c.args([
                     "-X",
                     "-w",
@@ -88,7 +88,7 @@ impl SqlConn {
                 c
             }
             DbKind::Mariadb => {
-                let mut c = Command::new(self.tool("mariadb"));
+                let mut c = crate::sys::process::command(self.tool("mariadb"));
                 c.args(["--no-defaults", "-N", "-B"]);
                 match &self.socket {
                     Some(s) => c.arg(format!("--socket={}", s.display())),

@@ -214,7 +214,7 @@ pub fn install(req: &InstallRequest) -> Result<InstallReport> {
     }
     if needs.drill_user && !user_exists(crate::drill::env::SERVER_USER) {
         run(
-            Command::new("useradd").args([
+            crate::sys::process::command("useradd").args([
                 "-r",
                 "-M",
                 "-s",
@@ -224,9 +224,16 @@ pub fn install(req: &InstallRequest) -> Result<InstallReport> {
             &mut steps,
         )?;
     }
-    run(Command::new("systemctl").arg("daemon-reload"), &mut steps)?;
     run(
-        Command::new("systemctl").args(["enable", "--now", "lifeboat-run-due.timer"]),
+        crate::sys::process::command("systemctl").arg("daemon-reload"),
+        &mut steps,
+    )?;
+    run(
+        crate::sys::process::command("systemctl").args([
+            "enable",
+            "--now",
+            "lifeboat-run-due.timer",
+        ]),
         &mut steps,
     )?;
     Ok(InstallReport { units, steps })

@@ -175,9 +175,7 @@ async fn after_verify(
                     .await?;
             }
             let listing = repo.list_snapshots().await?;
-            let mut findings = cat
-                .check_high_water(repo.id(), region, &listing)
-                .await?;
+            let mut findings = cat.check_high_water(repo.id(), region, &listing).await?;
             // A backup that committed and recorded its snapshot between the listing and the
             // catalog read looks like a rollback; a real one is still there when the
             // repository is listed again.
@@ -186,9 +184,7 @@ async fn after_verify(
                     break;
                 }
                 let listing = repo.list_snapshots().await?;
-                findings = cat
-                    .check_high_water(repo.id(), region, &listing)
-                    .await?;
+                findings = cat.check_high_water(repo.id(), region, &listing).await?;
             }
             Ok::<_, Error>(findings)
         }

@@ -54,8 +54,7 @@ fn secret_check(s: &Option<SecretSpec>) -> Option<Check> {
 
 /// The major version of the pg_dump that a job would run.
 fn pg_dump_major(bin: Option<&Path>) -> Option<u64> {
-    let mut cmd = std::process::Command::new(find_tool("pg_dump", bin)?);
-    crate::sys::process::scrub_env(&mut cmd);
+    let mut cmd = crate::sys::process::command(find_tool("pg_dump", bin)?);
     let out = cmd.arg("--version").output().ok()?;
     // "pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"
     let text = String::from_utf8_lossy(&out.stdout);

@@ -95,6 +95,15 @@ pub fn scrub_env(cmd: &mut Command) {
     }
 }
 
+/// A `Command` for `program` whose environment has lost lifeboat's secrets ([`scrub_env`]);
+/// what the caller sets afterwards (a `PGPASSWORD` it means to pass) is kept. Every child
+/// lifeboat starts is made here or goes through [`isolate`].
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    scrub_env(&mut c);
+    c
+}
+
 /// Puts the child in its own process group, ties its life to ours, and removes inherited
 /// secrets from its environment ([`scrub_env`]).
 pub fn isolate(cmd: &mut Command) {

@@ -275,12 +275,23 @@ fn children_do_not_inherit_secrets() {
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("a.txt"), "hello\n").unwrap();
     let envfile = ws.path().join("hook-env.txt");
+    let checkenv = ws.path().join("check-env.txt");
+    let tests = ws.path().join("env-tests.toml");
+    std::fs::write(
+        &tests,
+        format!(
+            "[[command]]\nname = \"env\"\nrun = [\"sh\", \"-c\", \"env > {}\"]\n",
+            checkenv.display()
+        ),
+    )
+    .unwrap();
     let plan = ws.plan(
         "env",
         &format!(
-            "[[jobs]]\nname = \"files\"\nschedule = \"0 2 * * *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n[jobs.hooks]\npre = \"env > {}\"\ntimeout = \"10s\"\n",
+            "[[jobs]]\nname = \"files\"\nschedule = \"0 2 * * *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n[jobs.hooks]\npre = \"env > {}\"\ntimeout = \"10s\"\n[drill]\nenvironment = \"directory\"\nrestore_tests = [\"{}\"]\n",
             data.display(),
-            envfile.display()
+            envfile.display(),
+            tests.display()
         ),
     );
     let secrets = [
@@ -305,6 +316,21 @@ fn children_do_not_inherit_secrets() {
     }
     assert!(env.contains("HARMLESS_SETTING=keep-me"), "{env}");
     assert!(env.contains("LIFEBOAT_JOB=files"), "{env}");
+    // A drill's restore-test command is a child too.
+    let mut cmd = lifeboat();
+    cmd.args(["drill", "--plan"]).arg(&plan);
+    for (k, v) in secrets {
+        cmd.env(k, v);
+    }
+    let o = run(&mut cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let env = std::fs::read_to_string(&checkenv).unwrap();
+    for (k, v) in secrets {
+        assert!(
+            !env.contains(v),
+            "{k} reached the drill's check command:\n{env}"
+        );
+    }
 }
 
 /// Issue 16.7: a lock left by a dead process of this host does not block an exclusive

@@ -14,7 +14,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::scratch::{ScratchServer, ScratchSpec};
@@ -92,7 +92,7 @@ fn run_script(
     timeout: Duration,
     cancel: Option<&Cancel>,
 ) -> (Result<(), String>, String) {
-    let mut cmd = Command::new("sh");
+    let mut cmd = crate::sys::process::command("sh");
     cmd.arg("-c")
         .arg(script)
         .current_dir(dir)

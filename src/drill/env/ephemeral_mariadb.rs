@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use super::{
@@ -63,7 +63,7 @@ impl EphemeralMariadb {
     }
 
     fn ping(admin: &Path, sock: &Path) -> bool {
-        Command::new(admin)
+        crate::sys::process::command(admin)
             .arg("--no-defaults")
             .arg(format!("--socket={}", sock.display()))
             .args(["-uroot", "ping"])
@@ -106,7 +106,7 @@ impl Environment for EphemeralMariadb {
         }
         // mariadb-install-db once per server binary; each drill copies (reflinks) the result.
         let install_db = |data: &Path| {
-            let mut cmd = Command::new(&install);
+            let mut cmd = crate::sys::process::command(&install);
             cmd.arg("--no-defaults")
                 .arg(format!("--datadir={}", data.display()))
                 .args(user_arg.iter())
@@ -140,7 +140,7 @@ impl Environment for EphemeralMariadb {
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port()?;
-            let mut cmd = Command::new(&server);
+            let mut cmd = crate::sys::process::command(&server);
             cmd.arg("--no-defaults")
                 .arg(format!("--datadir={}", data.display()))
                 .arg(format!("--socket={}", sock.display()))

@@ -91,11 +91,11 @@ impl EphemeralPostgres {
     /// Runs a command as the server user when we are root.
     fn as_server_user(program: &Path) -> Command {
         if is_root() {
-            let mut c = Command::new("runuser");
+            let mut c = crate::sys::process::command("runuser");
             c.args(["-u", SERVER_USER, "--"]).arg(program);
             c
         } else {
-            Command::new(program)
+            crate::sys::process::command(program)
         }
     }
 
@@ -175,7 +175,7 @@ impl EphemeralPostgres {
                 }
                 // As the server's own superuser: pinging as the OS user (root) leaves a
                 // "role does not exist" FATAL in the log that load failures quote.
-                Command::new(&isready)
+                crate::sys::process::command(&isready)
                     .arg("-q")
                     .arg("-h")
                     .arg(dir)

@@ -398,7 +398,7 @@ fn copy_template(
             let _ = std::fs::remove_dir_all(&staged);
         }
     }
-    let out = std::process::Command::new("cp")
+    let out = crate::sys::process::command("cp")
         .args(["-a", "--reflink=auto"])
         .arg(template.join("data"))
         .arg(data)
@@ -446,7 +446,7 @@ pub(crate) fn server_user() -> Result<(u32, u32), EnvError> {
     if let Some(ids) = lookup() {
         return Ok(ids);
     }
-    let out = std::process::Command::new("useradd")
+    let out = crate::sys::process::command("useradd")
         .args(["-r", "-M", "-s", "/usr/sbin/nologin", SERVER_USER])
         .output()
         .map_err(|e| EnvError::ToolMissing {

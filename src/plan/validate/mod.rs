@@ -11,10 +11,10 @@ mod drill;
 mod jobs;
 mod notify;
 mod objectives;
-mod slo;
 mod repository;
 mod retention;
 mod schedule;
+mod slo;
 mod sources;
 mod verify;
 
