@@ -11,7 +11,7 @@ use crate::error::ExitCode;
 use crate::plan::Plan;
 use crate::repo::sync::SyncRegionReport;
 use crate::source::dir::DirSource;
-use crate::store::multi::{RegionResult, RegionStatus};
+use crate::store::multi::{MultiStore, RegionResult, RegionStatus};
 use crate::sys::host::hostname;
 use crate::{Error, Result};
 
@@ -111,6 +111,21 @@ fn regions_complete(regions: Option<&[RegionResult]>) -> bool {
     regions.is_none_or(|r| r.iter().all(|r| r.status == RegionStatus::Complete))
 }
 
+/// The catalog's name for each region a fan-out wrote, with how it fared (empty without a
+/// fan-out: the run is recorded as region `local`). Plan and ad-hoc backups record alike, so
+/// `forget` and `verify` find their rows under the same names.
+fn recorded_regions(target: &Target, fanout: Option<&MultiStore>) -> Vec<(String, RegionResult)> {
+    match fanout {
+        Some(m) => target
+            .regions
+            .iter()
+            .map(|r| r.catalog_region.clone())
+            .zip(m.results())
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
 /// `backup PATH…` into the target's regions.
 pub async fn backup_paths(env: &Env, target: &Target, req: PathsRequest) -> Result<PathsBackup> {
     let opened = target.open_for_write().await?;
@@ -135,8 +150,9 @@ pub async fn backup_paths(env: &Env, target: &Target, req: PathsRequest) -> Resu
     .await;
     // After the commit point, and never able to undo it (T30).
     let host = opts.host.clone().unwrap_or_else(hostname);
+    let regions = recorded_regions(target, opened.fanout.as_deref());
     let catalog_warnings =
-        record::record_backup(env, repo, started, &host, None, result.as_ref(), &[]).await;
+        record::record_backup(env, repo, started, &host, None, result.as_ref(), &regions).await;
     Ok(PathsBackup {
         report: result?,
         regions: opened.fanout.as_ref().map(|m| m.results()),
@@ -184,15 +200,7 @@ pub async fn backup_plan(env: &Env, target: &Target, req: PlanRequest) -> Result
         };
         // The catalog is not on the critical path: a failure to record is a warning.
         let host = opts.host.clone().unwrap_or_else(hostname);
-        let regions: Vec<_> = match fanout {
-            Some(m) => target
-                .regions
-                .iter()
-                .map(|r| r.catalog_region.clone())
-                .zip(m.results())
-                .collect(),
-            None => Vec::new(),
-        };
+        let regions = recorded_regions(target, fanout);
         record::record_backup(
             env,
             repo,

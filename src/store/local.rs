@@ -22,6 +22,15 @@ const TEMP_PREFIX: &str = ".tmp-";
 /// once it is this old (the margin covers a repository shared with another host whose
 /// writer happens to have a pid that is free here).
 const DEAD_WRITER_AGE: Duration = Duration::from_secs(120);
+
+/// This host's tag in temp file names: a temp file with this tag and the pid of a process
+/// that no longer runs was written here by a killed writer, so it is swept at once.
+fn host_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        blake3::hash(crate::sys::host::hostname().as_bytes()).to_hex()[..8].to_string()
+    })
+}
 /// Any temp file this old is swept, whoever wrote it: no single write takes a day.
 const ANY_WRITER_AGE: Duration = Duration::from_secs(24 * 3600);
 
@@ -124,8 +133,9 @@ impl LocalStore {
             .create(dir)
             .map_err(err)?;
         let tmp = dir.join(format!(
-            "{TEMP_PREFIX}{}-{}",
+            "{TEMP_PREFIX}{}-{}-{}",
             std::process::id(),
+            host_tag(),
             hex::encode(rand::random::<[u8; 8]>())
         ));
         let result = (|| {
@@ -216,13 +226,14 @@ impl LocalStore {
             if age >= ANY_WRITER_AGE {
                 return true;
             }
-            let pid = name
-                .strip_prefix(TEMP_PREFIX)
-                .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<i32>().ok());
+            // `.tmp-<pid>-<host tag>-<random>` (older versions: `.tmp-<pid>-<random>`).
+            let mut parts = name.strip_prefix(TEMP_PREFIX).unwrap_or("").split('-');
+            let pid = parts.next().and_then(|p| p.parse::<i32>().ok());
+            let (second, third) = (parts.next(), parts.next());
+            let this_host = third.is_some() && second == Some(host_tag());
             match pid {
                 Some(pid) if pid > 0 && pid as u32 != std::process::id() => {
-                    age >= DEAD_WRITER_AGE && !crate::sys::process::pid_alive(pid)
+                    (this_host || age >= DEAD_WRITER_AGE) && !crate::sys::process::pid_alive(pid)
                 }
                 _ => false,
             }
@@ -431,9 +442,19 @@ mod tests {
         let dead_old = make(&format!("{TEMP_PREFIX}{dead}-00aa"), true);
         let dead_new = make(&format!("{TEMP_PREFIX}{dead}-00bb"), false);
         let live_old = make(&format!("{TEMP_PREFIX}{}-00cc", std::process::id()), true);
+        let dead_here = make(&format!("{TEMP_PREFIX}{dead}-{}-00dd", host_tag()), false);
+        let live_here = make(
+            &format!("{TEMP_PREFIX}{}-{}-00ee", std::process::id(), host_tag()),
+            false,
+        );
         let s = LocalStore::new(dir.path());
-        assert_eq!(s.sweep_leftovers(), 1);
+        assert_eq!(s.sweep_leftovers(), 2);
         assert!(!dead_old.exists());
+        assert!(
+            !dead_here.exists(),
+            "a killed writer of this host is known dead at once"
+        );
+        assert!(live_here.exists());
         assert!(
             dead_new.exists(),
             "a fresh temp file may belong to a writer elsewhere"
