@@ -278,7 +278,10 @@ pub async fn run(
         json,
         format!(
             "7. wrote the drill's signed report ({}) and the DR report for audits:\n   {}",
-            files.first().map(|f| f.display().to_string()).unwrap_or_default(),
+            files
+                .first()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default(),
             ["dr-report.html", "dr-report.md", "dr-report.json"]
                 .map(|f| report_dir.join(f).display().to_string())
                 .join("\n   ")
@@ -324,7 +327,8 @@ async fn write_reports(
         dir.join("data").display().to_string()
     );
     std::fs::write(&plan_file, plan).map_err(|e| Error::io("write", &plan_file, e))?;
-    let target = crate::ops::target::Target::from_plan(Arc::new(crate::plan::load(&plan_file)?), None)?;
+    let target =
+        crate::ops::target::Target::from_plan(Arc::new(crate::plan::load(&plan_file)?), None)?;
     let (env, events) = crate::ops::Env::quiet(Cancel::new());
     let files = crate::ops::report::write_drill_reports_in(
         &env,

@@ -81,7 +81,9 @@ pub async fn write_drill_reports(
     let local = match store::local_dir() {
         Ok(d) => d,
         Err(e) => {
-            env.warn(format!("the drill reports are not kept in the state directory: {e}"));
+            env.warn(format!(
+                "the drill reports are not kept in the state directory: {e}"
+            ));
             return Vec::new();
         }
     };
@@ -131,7 +133,9 @@ async fn write_reports(
     }
     let mut files = Vec::new();
     for r in reports {
-        let snap: Snapshot = drilled.load_json(ObjectKind::Snapshot, &r.snapshot_id).await?;
+        let snap: Snapshot = drilled
+            .load_json(ObjectKind::Snapshot, &r.snapshot_id)
+            .await?;
         let mut ev = DrillEvidence::from_drill(r, &snap, drilled.id().to_hex(), LOCAL_REGION);
         let dir = local.join(store::plan_dir(&ev.plan));
         if let Ok(f) = store::load_path(&dir) {
@@ -316,7 +320,11 @@ pub async fn verify(source: VerifySource, trusted: Option<VerifyingKey>) -> Resu
             let mut chains = Vec::new();
             let mut unreadable = Vec::new();
             let mut key = trusted;
-            let mut key_source = if trusted.is_some() { "given".to_string() } else { String::new() };
+            let mut key_source = if trusted.is_some() {
+                "given".to_string()
+            } else {
+                String::new()
+            };
             for region in &t.regions {
                 let res = async {
                     let repo = t.open_region(region).await?;
@@ -500,8 +508,14 @@ pub fn write_period(report: &PeriodReport, out: &Path) -> Result<Vec<PathBuf>> {
     };
     let files = [
         (out.join("dr-report.json"), json),
-        (out.join("dr-report.md"), crate::report::render::markdown(report).into_bytes()),
-        (out.join("dr-report.html"), crate::report::render::html(report).into_bytes()),
+        (
+            out.join("dr-report.md"),
+            crate::report::render::markdown(report).into_bytes(),
+        ),
+        (
+            out.join("dr-report.html"),
+            crate::report::render::html(report).into_bytes(),
+        ),
     ];
     let mut written = Vec::new();
     for (p, b) in files {
@@ -546,6 +560,10 @@ pub async fn report_objects(repo: &Repository) -> Result<Vec<ObjectId>> {
         .list(store::PREFIX)
         .await?
         .into_iter()
-        .filter_map(|i| i.key.strip_prefix(store::PREFIX).and_then(|s| s.parse().ok()))
+        .filter_map(|i| {
+            i.key
+                .strip_prefix(store::PREFIX)
+                .and_then(|s| s.parse().ok())
+        })
         .collect())
 }

@@ -67,8 +67,8 @@ fn open(repo: &Repository, store: &DynStore, raw: &[u8]) -> Result<SigningKey> {
         .ok()
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| Error::integrity(what(), "public_key is not 32 bytes of hex"))?;
-    let sealed = hex::decode(&f.sealed)
-        .map_err(|_| Error::integrity(what(), "sealed is not hex"))?;
+    let sealed =
+        hex::decode(&f.sealed).map_err(|_| Error::integrity(what(), "sealed is not hex"))?;
     let seed = Zeroizing::new(
         repo.keys
             .open(&aad(repo, &public), &sealed)

@@ -107,7 +107,10 @@ pub fn check_signature(v: &Value) -> Result<VerifyingKey, String> {
         &canonical(&body),
         &ed25519_dalek::Signature::from_bytes(&value),
     )
-    .map_err(|_| "its signature does not match its content: the report was edited after it was signed".to_string())?;
+    .map_err(|_| {
+        "its signature does not match its content: the report was edited after it was signed"
+            .to_string()
+    })?;
     Ok(key)
 }
 
@@ -247,7 +250,10 @@ fn verify_one(plan: String, items: &[&Found], trusted: Option<&VerifyingKey>) ->
         let signer = match check_signature(v) {
             Ok(k) => k,
             Err(e) => {
-                status.first_broken = Some(broken(Break::Edited, format!("{name} in {}: {e}", f.source)));
+                status.first_broken = Some(broken(
+                    Break::Edited,
+                    format!("{name} in {}: {e}", f.source),
+                ));
                 return status;
             }
         };

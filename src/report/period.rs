@@ -289,14 +289,20 @@ pub fn cause(d: &DrillEvidence) -> String {
         parts.push(format!(
             "RTO {} above target {}",
             crate::sys::human::duration(d.rto.measured_secs),
-            d.rto.target_secs.map(crate::sys::human::duration).unwrap_or_default()
+            d.rto
+                .target_secs
+                .map(crate::sys::human::duration)
+                .unwrap_or_default()
         ));
     }
     if !d.rpo.met {
         parts.push(format!(
             "RPO {} above target {}",
             crate::sys::human::duration(d.rpo.measured_secs),
-            d.rpo.target_secs.map(crate::sys::human::duration).unwrap_or_default()
+            d.rpo
+                .target_secs
+                .map(crate::sys::human::duration)
+                .unwrap_or_default()
         ));
     }
     if parts.is_empty() {
@@ -397,8 +403,11 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
     let mut sizes = Vec::new();
     let mut worst_rpo_all: Option<f64> = None;
     for r in &input.regions {
-        let mut times: Vec<DateTime<Utc>> =
-            r.snapshots.iter().map(|(_, s)| s.consistency_time).collect();
+        let mut times: Vec<DateTime<Utc>> = r
+            .snapshots
+            .iter()
+            .map(|(_, s)| s.consistency_time)
+            .collect();
         times.sort();
         let mut worst: Option<f64> = None;
         let mut push = |t: DateTime<Utc>, age: f64| {
@@ -430,7 +439,9 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
                         "the data-loss window reached {} in region {} (target {})",
                         crate::sys::human::duration(w),
                         r.region,
-                        rpo_target.map(crate::sys::human::duration).unwrap_or_default()
+                        rpo_target
+                            .map(crate::sys::human::duration)
+                            .unwrap_or_default()
                     ),
                     report_id: None,
                     count: 1,
@@ -509,9 +520,15 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
                 job: Some(job.name.clone()),
                 region: None,
                 cause: if count == 1 {
-                    format!("the scheduled backup of job {} made no snapshot before the next was due", job.name)
+                    format!(
+                        "the scheduled backup of job {} made no snapshot before the next was due",
+                        job.name
+                    )
                 } else {
-                    format!("{count} scheduled backups of job {} in a row made no snapshot", job.name)
+                    format!(
+                        "{count} scheduled backups of job {} in a row made no snapshot",
+                        job.name
+                    )
                 },
                 report_id: None,
                 count,
@@ -525,7 +542,10 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
         let mut missed = Vec::new();
         for (slot, next) in slots(sched, from, now) {
             drill_slots += 1;
-            let ok = input.drills.iter().any(|d| d.started >= slot && d.started < next);
+            let ok = input
+                .drills
+                .iter()
+                .any(|d| d.started >= slot && d.started < next);
             missed.push((slot, !ok));
             if ok {
                 drills_on_time += 1;
@@ -604,7 +624,11 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
 
     // Trends per job and region, over every drill known (a trend needs history).
     let mut groups: BTreeMap<(String, String), Vec<&DrillEvidence>> = BTreeMap::new();
-    for d in input.drills.iter().filter(|d| d.error.is_none() && d.started <= now) {
+    for d in input
+        .drills
+        .iter()
+        .filter(|d| d.error.is_none() && d.started <= now)
+    {
         groups
             .entry((d.job.clone(), d.region.clone()))
             .or_default()
@@ -613,8 +637,10 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
     let trends = groups
         .into_iter()
         .map(|((job, region), ds)| {
-            let series: Vec<(DateTime<Utc>, f64)> =
-                ds.iter().map(|d| (d.started, d.rto.measured_secs)).collect();
+            let series: Vec<(DateTime<Utc>, f64)> = ds
+                .iter()
+                .map(|d| (d.started, d.rto.measured_secs))
+                .collect();
             let mut phase_secs_per_day = BTreeMap::new();
             let phases: std::collections::BTreeSet<&str> = ds
                 .iter()
@@ -664,7 +690,13 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
             signed_by: d.signature.as_ref().map(|s| s.public_key.clone()),
         })
         .collect();
-    let controls = controls(&compliance, &drills, &evidence, &input.chains, regions_total);
+    let controls = controls(
+        &compliance,
+        &drills,
+        &evidence,
+        &input.chains,
+        regions_total,
+    );
     let slos = slos(input, &all_snaps, now);
     PlanPeriod {
         plan: p.name.clone(),
@@ -688,7 +720,14 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
 }
 
 /// An SLO's status from its good and total events.
-fn slo_status(slo: &str, objective: String, window: Duration, target: f64, good: usize, total: usize) -> SloStatus {
+fn slo_status(
+    slo: &str,
+    objective: String,
+    window: Duration,
+    target: f64,
+    good: usize,
+    total: usize,
+) -> SloStatus {
     let measured = share(good, total);
     let allowed = 1.0 - target;
     let bad = measured.map(|m| 1.0 - m);
@@ -736,7 +775,10 @@ pub fn slos(input: &PlanInput, snaps: &[&Snapshot], now: DateTime<Utc>) -> Vec<S
         }
         out.push(slo_status(
             "backups_on_time",
-            format!("{:.2} % of scheduled backups on time over {days:.0} days", target * 100.0),
+            format!(
+                "{:.2} % of scheduled backups on time over {days:.0} days",
+                target * 100.0
+            ),
             window,
             target,
             good,
@@ -814,7 +856,9 @@ fn slots(
         if slot > now || out.len() > 100_000 {
             break;
         }
-        let Some(next) = it.peek().copied() else { break };
+        let Some(next) = it.peek().copied() else {
+            break;
+        };
         if next > now {
             break;
         }

@@ -46,13 +46,40 @@ pub fn markdown(r: &PeriodReport) -> String {
     );
     let _ = writeln!(o, "## Fleet summary\n");
     let _ = writeln!(o, "| | |\n|---|---|");
-    let _ = writeln!(o, "| plans | {} ({} compliant) |", f.plans, f.plans_compliant);
-    let _ = writeln!(o, "| drills | {} ({} passed, {}) |", f.drills, f.drills_passed, pct(f.drill_pass_share));
-    let _ = writeln!(o, "| scheduled backups on time | {} |", pct(f.backup_on_time_share));
-    let _ = writeln!(o, "| regions verified by a passing drill | {} of {} |", f.regions_drilled, f.regions);
+    let _ = writeln!(
+        o,
+        "| plans | {} ({} compliant) |",
+        f.plans, f.plans_compliant
+    );
+    let _ = writeln!(
+        o,
+        "| drills | {} ({} passed, {}) |",
+        f.drills,
+        f.drills_passed,
+        pct(f.drill_pass_share)
+    );
+    let _ = writeln!(
+        o,
+        "| scheduled backups on time | {} |",
+        pct(f.backup_on_time_share)
+    );
+    let _ = writeln!(
+        o,
+        "| regions verified by a passing drill | {} of {} |",
+        f.regions_drilled, f.regions
+    );
     let _ = writeln!(o, "| misses | {} |", f.misses);
-    let _ = writeln!(o, "| RTO breaches projected within {} days | {} |", super::period::TREND_HORIZON_DAYS, f.trend_warnings);
-    let _ = writeln!(o, "| report chains | {} |\n", if f.chains_intact { "intact" } else { "BROKEN" });
+    let _ = writeln!(
+        o,
+        "| RTO breaches projected within {} days | {} |",
+        super::period::TREND_HORIZON_DAYS,
+        f.trend_warnings
+    );
+    let _ = writeln!(
+        o,
+        "| report chains | {} |\n",
+        if f.chains_intact { "intact" } else { "BROKEN" }
+    );
     for p in &r.plans {
         plan_md(&mut o, p);
     }
@@ -65,7 +92,10 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
         let _ = writeln!(o, "{d}\n");
     }
     let _ = writeln!(o, "### Objectives\n");
-    let _ = writeln!(o, "| objective | target | worst measured | median | met |\n|---|---|---|---|---|");
+    let _ = writeln!(
+        o,
+        "| objective | target | worst measured | median | met |\n|---|---|---|---|---|"
+    );
     for ob in &p.objectives {
         let _ = writeln!(
             o,
@@ -89,7 +119,9 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
                 sl.good,
                 sl.total,
                 pct(sl.budget_left),
-                sl.burn_rate.map(|b| format!("{b:.2}")).unwrap_or_else(|| "—".into()),
+                sl.burn_rate
+                    .map(|b| format!("{b:.2}"))
+                    .unwrap_or_else(|| "—".into()),
                 if sl.met { "yes" } else { "**no**" }
             );
         }
@@ -97,10 +129,32 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
     let c = &p.compliance;
     let _ = writeln!(o, "\n### Compliance\n");
     let _ = writeln!(o, "| measure | value |\n|---|---|");
-    let _ = writeln!(o, "| drills passing | {} ({} of {}) |", pct(c.drill_pass_share), c.drills_passed, c.drills);
-    let _ = writeln!(o, "| scheduled backups on time | {} ({} of {}) |", pct(c.backup_on_time_share), c.backups_on_time, c.backup_slots);
-    let _ = writeln!(o, "| scheduled drills on time | {} ({} of {}) |", pct(c.drill_on_time_share), c.drills_on_time, c.drill_slots);
-    let _ = writeln!(o, "| regions verified by a passing drill | {} |", pct(c.region_drill_share));
+    let _ = writeln!(
+        o,
+        "| drills passing | {} ({} of {}) |",
+        pct(c.drill_pass_share),
+        c.drills_passed,
+        c.drills
+    );
+    let _ = writeln!(
+        o,
+        "| scheduled backups on time | {} ({} of {}) |",
+        pct(c.backup_on_time_share),
+        c.backups_on_time,
+        c.backup_slots
+    );
+    let _ = writeln!(
+        o,
+        "| scheduled drills on time | {} ({} of {}) |",
+        pct(c.drill_on_time_share),
+        c.drills_on_time,
+        c.drill_slots
+    );
+    let _ = writeln!(
+        o,
+        "| regions verified by a passing drill | {} |",
+        pct(c.region_drill_share)
+    );
     let _ = writeln!(o, "\n### Regions\n");
     let _ = writeln!(o, "| region | snapshots | newest | RPO now | worst RPO | drills (passed) | last drill |\n|---|---|---|---|---|---|---|");
     for r in &p.regions {
@@ -147,7 +201,10 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
     if p.misses.is_empty() {
         let _ = writeln!(o, "None in the period.");
     } else {
-        let _ = writeln!(o, "| date | kind | job | region | cause |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            o,
+            "| date | kind | job | region | cause |\n|---|---|---|---|---|"
+        );
         for m in &p.misses {
             let _ = writeln!(
                 o,
@@ -162,14 +219,21 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
     }
     let _ = writeln!(o, "\n### RTO trend\n");
     if p.trends.iter().all(|t| t.rto_over_time.is_none()) {
-        let _ = writeln!(o, "Fewer than three drills per job and region: no trend yet.");
+        let _ = writeln!(
+            o,
+            "Fewer than three drills per job and region: no trend yet."
+        );
     } else {
         let _ = writeln!(o, "| job | region | drills | RTO change per day | fitted RTO now | projected breach | per GiB restored |\n|---|---|---|---|---|---|---|");
         for t in &p.trends {
             let Some(tt) = &t.rto_over_time else { continue };
             let breach = match (tt.breached, tt.breach) {
                 (true, _) => "**already above target**".to_string(),
-                (_, Some(b)) if tt.warn => format!("**{}** (within {} days)", day(b), super::period::TREND_HORIZON_DAYS),
+                (_, Some(b)) if tt.warn => format!(
+                    "**{}** (within {} days)",
+                    day(b),
+                    super::period::TREND_HORIZON_DAYS
+                ),
                 (_, Some(b)) => day(b),
                 (_, None) => "none at this rate".into(),
             };
@@ -182,12 +246,18 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
                 tt.secs_per_day,
                 duration(tt.fitted_now_secs.max(0.0)),
                 breach,
-                t.rto_over_size.as_ref().map(|s| format!("{:.1} s", s.secs_per_gib)).unwrap_or_else(|| "—".into())
+                t.rto_over_size
+                    .as_ref()
+                    .map(|s| format!("{:.1} s", s.secs_per_gib))
+                    .unwrap_or_else(|| "—".into())
             );
         }
     }
     let _ = writeln!(o, "\n### Controls\n");
-    let _ = writeln!(o, "| framework | control | what lifeboat shows | evidence |\n|---|---|---|---|");
+    let _ = writeln!(
+        o,
+        "| framework | control | what lifeboat shows | evidence |\n|---|---|---|---|"
+    );
     for c in &p.controls {
         let _ = writeln!(
             o,
@@ -196,7 +266,11 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
             c.control,
             c.title,
             md_escape(&c.shown),
-            if c.evidence.is_empty() { "—".to_string() } else { c.evidence.join(", ") }
+            if c.evidence.is_empty() {
+                "—".to_string()
+            } else {
+                c.evidence.join(", ")
+            }
         );
     }
     let _ = writeln!(o, "\n### Evidence\n");
@@ -229,10 +303,19 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
     for c in &p.chain {
         match &c.first_broken {
             None => {
-                let _ = writeln!(o, "- region {}: {} reports, chain intact", c.plan, c.reports);
+                let _ = writeln!(
+                    o,
+                    "- region {}: {} reports, chain intact",
+                    c.plan, c.reports
+                );
             }
             Some(b) => {
-                let _ = writeln!(o, "- region {}: **BROKEN** — {}", c.plan, md_escape(&b.message));
+                let _ = writeln!(
+                    o,
+                    "- region {}: **BROKEN** — {}",
+                    c.plan,
+                    md_escape(&b.message)
+                );
             }
         }
     }
@@ -282,15 +365,18 @@ pub fn html(r: &PeriodReport) -> String {
         r.since.format("%Y-%m-%d"),
         r.until.format("%Y-%m-%d")
     );
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<h1>Disaster-recovery report</h1><p class=\"muted\">Period {} to {} · lifeboat {} · schema <code>{}</code></p>\n",
+        "<h1>Disaster-recovery report</h1><p class=\"muted\">Period {} to {} · lifeboat {} · schema <code>{}</code></p>",
         day(r.since),
         day(r.until),
         env!("CARGO_PKG_VERSION"),
         r.schema
     );
-    let _ = write!(o, "<h2 class=\"first\">Fleet summary</h2><div class=\"cards\">");
+    let _ = write!(
+        o,
+        "<h2 class=\"first\">Fleet summary</h2><div class=\"cards\">"
+    );
     let card = |o: &mut String, label: &str, value: String, good: bool| {
         let _ = write!(
             o,
@@ -300,12 +386,41 @@ pub fn html(r: &PeriodReport) -> String {
             esc(label)
         );
     };
-    card(&mut o, "plans compliant", format!("{} / {}", f.plans_compliant, f.plans), f.plans_compliant == f.plans);
-    card(&mut o, "drills passing", pct(f.drill_pass_share), f.drills_passed == f.drills);
-    card(&mut o, "backups on time", pct(f.backup_on_time_share), f.backup_on_time_share.is_none_or(|s| s >= 1.0));
-    card(&mut o, "regions verified by drills", format!("{} / {}", f.regions_drilled, f.regions), f.regions_drilled == f.regions);
+    card(
+        &mut o,
+        "plans compliant",
+        format!("{} / {}", f.plans_compliant, f.plans),
+        f.plans_compliant == f.plans,
+    );
+    card(
+        &mut o,
+        "drills passing",
+        pct(f.drill_pass_share),
+        f.drills_passed == f.drills,
+    );
+    card(
+        &mut o,
+        "backups on time",
+        pct(f.backup_on_time_share),
+        f.backup_on_time_share.is_none_or(|s| s >= 1.0),
+    );
+    card(
+        &mut o,
+        "regions verified by drills",
+        format!("{} / {}", f.regions_drilled, f.regions),
+        f.regions_drilled == f.regions,
+    );
     card(&mut o, "misses", f.misses.to_string(), f.misses == 0);
-    card(&mut o, "report chains", if f.chains_intact { "intact".into() } else { "BROKEN".into() }, f.chains_intact);
+    card(
+        &mut o,
+        "report chains",
+        if f.chains_intact {
+            "intact".into()
+        } else {
+            "BROKEN".into()
+        },
+        f.chains_intact,
+    );
     o.push_str("</div>\n");
     for p in &r.plans {
         plan_html(&mut o, p, r.since, r.until);
@@ -365,7 +480,14 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
         o.push_str("<h3>Service-level objectives</h3>");
         table(
             o,
-            &["objective", "measured", "good / due", "error budget left", "burn rate", "met"],
+            &[
+                "objective",
+                "measured",
+                "good / due",
+                "error budget left",
+                "burn rate",
+                "met",
+            ],
             p.slos
                 .iter()
                 .map(|sl| {
@@ -374,7 +496,9 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                         pct(sl.measured_share),
                         format!("{} / {}", sl.good, sl.total),
                         pct(sl.budget_left),
-                        sl.burn_rate.map(|b| format!("{b:.2}")).unwrap_or_else(|| "—".into()),
+                        sl.burn_rate
+                            .map(|b| format!("{b:.2}"))
+                            .unwrap_or_else(|| "—".into()),
                         yes(sl.met),
                     ]
                 })
@@ -387,16 +511,51 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
         o,
         &["measure", "value"],
         vec![
-            vec!["drills passing".into(), format!("{} ({} of {})", pct(c.drill_pass_share), c.drills_passed, c.drills)],
-            vec!["scheduled backups on time".into(), format!("{} ({} of {})", pct(c.backup_on_time_share), c.backups_on_time, c.backup_slots)],
-            vec!["scheduled drills on time".into(), format!("{} ({} of {})", pct(c.drill_on_time_share), c.drills_on_time, c.drill_slots)],
-            vec!["regions verified by a passing drill".into(), pct(c.region_drill_share)],
+            vec![
+                "drills passing".into(),
+                format!(
+                    "{} ({} of {})",
+                    pct(c.drill_pass_share),
+                    c.drills_passed,
+                    c.drills
+                ),
+            ],
+            vec![
+                "scheduled backups on time".into(),
+                format!(
+                    "{} ({} of {})",
+                    pct(c.backup_on_time_share),
+                    c.backups_on_time,
+                    c.backup_slots
+                ),
+            ],
+            vec![
+                "scheduled drills on time".into(),
+                format!(
+                    "{} ({} of {})",
+                    pct(c.drill_on_time_share),
+                    c.drills_on_time,
+                    c.drill_slots
+                ),
+            ],
+            vec![
+                "regions verified by a passing drill".into(),
+                pct(c.region_drill_share),
+            ],
         ],
     );
     o.push_str("<h3>Charts</h3>");
-    let rto_target = p.objectives.iter().find(|x| x.objective == "rto").and_then(|x| x.target_secs);
-    let rpo_target = p.objectives.iter().find(|x| x.objective == "rpo").and_then(|x| x.target_secs);
-    let mut series: Vec<(String, Vec<(DateTime<Utc>, f64)>)> = Vec::new();
+    let rto_target = p
+        .objectives
+        .iter()
+        .find(|x| x.objective == "rto")
+        .and_then(|x| x.target_secs);
+    let rpo_target = p
+        .objectives
+        .iter()
+        .find(|x| x.objective == "rpo")
+        .and_then(|x| x.target_secs);
+    let mut series: Vec<Series> = Vec::new();
     for d in &p.drills {
         let name = format!("{} @ {}", d.job, d.region);
         match series.iter_mut().find(|(n, _)| *n == name) {
@@ -404,33 +563,73 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
             None => series.push((name, vec![(d.started, d.rto_secs)])),
         }
     }
-    figure(o, "rto", "RTO of every drill against the target, per job and region", &chart("RTO (minutes)", since, until, &series, rto_target, 60.0));
-    let mut series: Vec<(String, Vec<(DateTime<Utc>, f64)>)> = Vec::new();
+    figure(
+        o,
+        "rto",
+        "RTO of every drill against the target, per job and region",
+        &chart("RTO (minutes)", since, until, &series, rto_target, 60.0),
+    );
+    let mut series: Vec<Series> = Vec::new();
     for pt in &p.rpo_over_time {
         match series.iter_mut().find(|(n, _)| *n == pt.region) {
             Some((_, v)) => v.push((pt.time, pt.age_secs)),
             None => series.push((pt.region.clone(), vec![(pt.time, pt.age_secs)])),
         }
     }
-    figure(o, "rpo", "Snapshot age (RPO) over time against the target, per region", &chart("RPO (hours)", since, until, &series, rpo_target, 3600.0));
-    let mut series: Vec<(String, Vec<(DateTime<Utc>, f64)>)> = Vec::new();
+    figure(
+        o,
+        "rpo",
+        "Snapshot age (RPO) over time against the target, per region",
+        &chart("RPO (hours)", since, until, &series, rpo_target, 3600.0),
+    );
+    let mut series: Vec<Series> = Vec::new();
     for s in &p.sizes {
         match series.iter_mut().find(|(n, _)| *n == s.job) {
             Some((_, v)) => v.push((s.time, s.bytes as f64)),
             None => series.push((s.job.clone(), vec![(s.time, s.bytes as f64)])),
         }
     }
-    figure(o, "sizes", "Backup size per job", &chart("size (MiB)", since, until, &series, None, (1u64 << 20) as f64));
+    figure(
+        o,
+        "sizes",
+        "Backup size per job",
+        &chart(
+            "size (MiB)",
+            since,
+            until,
+            &series,
+            None,
+            (1u64 << 20) as f64,
+        ),
+    );
 
     o.push_str("<h3>Regions</h3>");
     table(
         o,
-        &["region", "snapshots", "newest", "RPO now", "worst RPO", "drills (passed)", "last drill", "verified by drill"],
+        &[
+            "region",
+            "snapshots",
+            "newest",
+            "RPO now",
+            "worst RPO",
+            "drills (passed)",
+            "last drill",
+            "verified by drill",
+        ],
         p.regions
             .iter()
             .map(|r| {
                 if !r.readable {
-                    return vec![esc(&r.region), "<span class=\"bad\">unreadable</span>".into(), String::new(), String::new(), String::new(), String::new(), String::new(), yes(false)];
+                    return vec![
+                        esc(&r.region),
+                        "<span class=\"bad\">unreadable</span>".into(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        yes(false),
+                    ];
                 }
                 vec![
                     esc(&r.region),
@@ -448,7 +647,16 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
     o.push_str("<h3>Drills</h3>");
     table(
         o,
-        &["date", "job", "region", "trigger", "verdict", "RTO / target", "RPO / target", "restored"],
+        &[
+            "date",
+            "job",
+            "region",
+            "trigger",
+            "verdict",
+            "RTO / target",
+            "RPO / target",
+            "restored",
+        ],
         p.drills
             .iter()
             .map(|d| {
@@ -457,7 +665,11 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                     esc(&d.job),
                     esc(&d.region),
                     esc(&d.trigger),
-                    if d.verdict == "passed" { "<span class=\"ok\">passed</span>".into() } else { format!("<span class=\"bad\">{}</span>", esc(&d.verdict)) },
+                    if d.verdict == "passed" {
+                        "<span class=\"ok\">passed</span>".into()
+                    } else {
+                        format!("<span class=\"bad\">{}</span>", esc(&d.verdict))
+                    },
                     format!("{} / {}", duration(d.rto_secs), opt_dur(d.rto_target_secs)),
                     format!("{} / {}", duration(d.rpo_secs), opt_dur(d.rpo_target_secs)),
                     bytes(d.restored_bytes),
@@ -509,9 +721,22 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
         })
         .collect();
     if rows.is_empty() {
-        o.push_str("<p class=\"muted\">Fewer than three drills per job and region: no trend yet.</p>");
+        o.push_str(
+            "<p class=\"muted\">Fewer than three drills per job and region: no trend yet.</p>",
+        );
     } else {
-        table(o, &["job", "region", "drills", "RTO change per day", "fitted RTO now", "projected breach"], rows);
+        table(
+            o,
+            &[
+                "job",
+                "region",
+                "drills",
+                "RTO change per day",
+                "fitted RTO now",
+                "projected breach",
+            ],
+            rows,
+        );
     }
     o.push_str("<h3>Controls</h3>");
     table(
@@ -524,7 +749,11 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                     esc(&c.framework),
                     format!("{} {}", esc(&c.control), esc(&c.title)),
                     esc(&c.shown),
-                    if c.evidence.is_empty() { "—".into() } else { format!("<code>{}</code>", esc(&c.evidence.join(", "))) },
+                    if c.evidence.is_empty() {
+                        "—".into()
+                    } else {
+                        format!("<code>{}</code>", esc(&c.evidence.join(", ")))
+                    },
                 ]
             })
             .collect(),
@@ -532,7 +761,17 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
     o.push_str("<h3>Evidence</h3>");
     table(
         o,
-        &["report", "seq", "date", "job", "region", "verdict", "snapshot", "content hash", "report hash"],
+        &[
+            "report",
+            "seq",
+            "date",
+            "job",
+            "region",
+            "verdict",
+            "snapshot",
+            "content hash",
+            "report hash",
+        ],
         p.evidence
             .iter()
             .map(|e| {
@@ -543,38 +782,68 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                     esc(&e.job),
                     esc(&e.region),
                     esc(&e.verdict),
-                    format!("<code>{}</code>", esc(&e.snapshot_id[..e.snapshot_id.len().min(16)])),
-                    format!("<code>{}</code>", esc(&e.snapshot_content_hash[..e.snapshot_content_hash.len().min(16)])),
-                    format!("<code>{}</code>", esc(&e.report_hash[..e.report_hash.len().min(23)])),
+                    format!(
+                        "<code>{}</code>",
+                        esc(&e.snapshot_id[..e.snapshot_id.len().min(16)])
+                    ),
+                    format!(
+                        "<code>{}</code>",
+                        esc(&e.snapshot_content_hash[..e.snapshot_content_hash.len().min(16)])
+                    ),
+                    format!(
+                        "<code>{}</code>",
+                        esc(&e.report_hash[..e.report_hash.len().min(23)])
+                    ),
                 ]
             })
             .collect(),
     );
     o.push_str("<h3>Report chain</h3>");
-    let _ = write!(o, "<p>Signing key <code>{}</code></p><ul>", esc(p.public_key.as_deref().unwrap_or("none yet")));
+    let _ = write!(
+        o,
+        "<p>Signing key <code>{}</code></p><ul>",
+        esc(p.public_key.as_deref().unwrap_or("none yet"))
+    );
     for c in &p.chain {
         match &c.first_broken {
             None => {
-                let _ = write!(o, "<li>region {}: {} reports, <span class=\"ok\">chain intact</span></li>", esc(&c.plan), c.reports);
+                let _ = write!(
+                    o,
+                    "<li>region {}: {} reports, <span class=\"ok\">chain intact</span></li>",
+                    esc(&c.plan),
+                    c.reports
+                );
             }
             Some(b) => {
-                let _ = write!(o, "<li>region {}: <span class=\"bad\">BROKEN</span> — {}</li>", esc(&c.plan), esc(&b.message));
+                let _ = write!(
+                    o,
+                    "<li>region {}: <span class=\"bad\">BROKEN</span> — {}</li>",
+                    esc(&c.plan),
+                    esc(&b.message)
+                );
             }
         }
     }
     for u in &p.unreadable_regions {
-        let _ = write!(o, "<li>region {}: <span class=\"bad\">could not be read</span></li>", esc(u));
+        let _ = write!(
+            o,
+            "<li>region {}: <span class=\"bad\">could not be read</span></li>",
+            esc(u)
+        );
     }
     o.push_str("</ul>\n");
 }
 
 fn figure(o: &mut String, id: &str, caption: &str, svg: &str) {
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<figure id=\"chart-{id}\" class=\"chart\">{svg}<figcaption>{}</figcaption></figure>\n",
+        "<figure id=\"chart-{id}\" class=\"chart\">{svg}<figcaption>{}</figcaption></figure>",
         esc(caption)
     );
 }
+
+/// A named line of a chart: (time, value) points.
+type Series = (String, Vec<(DateTime<Utc>, f64)>);
 
 const PALETTE: [RGBColor; 6] = [
     RGBColor(29, 78, 137),
@@ -591,7 +860,7 @@ fn chart(
     y_label: &str,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
-    series: &[(String, Vec<(DateTime<Utc>, f64)>)],
+    series: &[Series],
     target: Option<f64>,
     unit: f64,
 ) -> String {
@@ -613,8 +882,14 @@ fn chart(
             .x_label_area_size(36)
             .y_label_area_size(70)
             .build_cartesian_2d(0.0..x_max, 0.0..y_max);
-        let Ok(mut c) = built else { return svg_fallback() };
-        let fmt_x = |x: &f64| (since + Duration::milliseconds((x * 86_400_000.0) as i64)).format("%m-%d").to_string();
+        let Ok(mut c) = built else {
+            return svg_fallback();
+        };
+        let fmt_x = |x: &f64| {
+            (since + Duration::milliseconds((x * 86_400_000.0) as i64))
+                .format("%m-%d")
+                .to_string()
+        };
         let _ = c
             .configure_mesh()
             .x_labels(8)
@@ -635,8 +910,9 @@ fn chart(
                     ShapeStyle::from(&RED).stroke_width(2),
                 ))
                 .map(|s| {
-                    s.label("target")
-                        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(2)))
+                    s.label("target").legend(|(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(2))
+                    })
                 });
         }
         for (i, (name, pts)) in series.iter().enumerate() {
@@ -645,8 +921,9 @@ fn chart(
             let _ = c
                 .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
                 .map(|s| {
-                    s.label(name.clone())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)))
+                    s.label(name.clone()).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                    })
                 });
             let _ = c.draw_series(data.iter().map(|p| Circle::new(*p, 3, color.filled())));
         }
@@ -654,7 +931,9 @@ fn chart(
             let _ = root.draw(&Text::new(
                 "no data in the period",
                 (400, 140),
-                ("sans-serif", 16).into_font().color(&RGBColor(100, 100, 110)),
+                ("sans-serif", 16)
+                    .into_font()
+                    .color(&RGBColor(100, 100, 110)),
             ));
         } else {
             let _ = c
@@ -679,7 +958,11 @@ fn svg_fallback() -> String {
 /// A blameless post-mortem draft of a drill, from its report.
 pub fn incident(d: &DrillEvidence) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "# Post-mortem (draft): drill {} of plan {}\n", d.report_id, d.plan);
+    let _ = writeln!(
+        o,
+        "# Post-mortem (draft): drill {} of plan {}\n",
+        d.report_id, d.plan
+    );
     let _ = writeln!(o, "_Blameless: this describes what the systems did, not who did what. Fill in the empty sections._\n");
     let _ = writeln!(o, "## Summary\n");
     let _ = writeln!(
@@ -701,7 +984,10 @@ pub fn incident(d: &DrillEvidence) -> String {
             d.region,
             duration(d.rto.measured_secs),
             opt_dur(d.rto.target_secs),
-            d.rto.target_secs.map(|t| duration((d.rto.measured_secs - t).max(0.0))).unwrap_or_default()
+            d.rto
+                .target_secs
+                .map(|t| duration((d.rto.measured_secs - t).max(0.0)))
+                .unwrap_or_default()
         ));
     }
     if !d.rpo.met {
@@ -728,32 +1014,91 @@ pub fn incident(d: &DrillEvidence) -> String {
     let _ = writeln!(o, "{}\n", impact.join("\n"));
     let _ = writeln!(o, "## Timeline (UTC)\n");
     let _ = writeln!(o, "| time | event | duration |\n|---|---|---|");
-    let _ = writeln!(o, "| {} | drill started (snapshot {}, consistent at {}) | |", d.started.format("%H:%M:%S"), &d.snapshot.id[..d.snapshot.id.len().min(16)], day(d.snapshot.consistency_time));
+    let _ = writeln!(
+        o,
+        "| {} | drill started (snapshot {}, consistent at {}) | |",
+        d.started.format("%H:%M:%S"),
+        &d.snapshot.id[..d.snapshot.id.len().min(16)],
+        day(d.snapshot.consistency_time)
+    );
     for ph in &d.phases {
-        let _ = writeln!(o, "| {} | phase {} | {} |", ph.started.format("%H:%M:%S"), ph.phase, duration(ph.secs));
+        let _ = writeln!(
+            o,
+            "| {} | phase {} | {} |",
+            ph.started.format("%H:%M:%S"),
+            ph.phase,
+            duration(ph.secs)
+        );
     }
     if let Some(e) = &d.error {
-        let _ = writeln!(o, "| {} | error ({}): {} | |", d.finished.format("%H:%M:%S"), d.failure.as_deref().unwrap_or("failure"), md_escape(e));
+        let _ = writeln!(
+            o,
+            "| {} | error ({}): {} | |",
+            d.finished.format("%H:%M:%S"),
+            d.failure.as_deref().unwrap_or("failure"),
+            md_escape(e)
+        );
     }
-    let _ = writeln!(o, "| {} | drill finished: {} | |\n", d.finished.format("%H:%M:%S"), d.verdict);
+    let _ = writeln!(
+        o,
+        "| {} | drill finished: {} | |\n",
+        d.finished.format("%H:%M:%S"),
+        d.verdict
+    );
     let _ = writeln!(o, "## Checks\n");
     if d.checks.is_empty() {
         let _ = writeln!(o, "No restore test ran.\n");
     } else {
         let _ = writeln!(o, "| check | kind | result | detail |\n|---|---|---|---|");
         for c in &d.checks {
-            let _ = writeln!(o, "| {} | {} | {} | {} |", md_escape(&c.name), c.kind, if c.status == "passed" { "passed".to_string() } else { format!("**{}**", c.status) }, md_escape(&c.detail));
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} |",
+                md_escape(&c.name),
+                c.kind,
+                if c.status == "passed" {
+                    "passed".to_string()
+                } else {
+                    format!("**{}**", c.status)
+                },
+                md_escape(&c.detail)
+            );
         }
         let _ = writeln!(o);
     }
     let _ = writeln!(o, "## Evidence\n");
-    let _ = writeln!(o, "- drill report `{}` (seq {} of plan {}'s chain), hash `{}`", d.report_id, d.chain.seq, d.plan, super::chain::hash(d));
-    let _ = writeln!(o, "- snapshot `{}`, content hash `{}`, {}", d.snapshot.id, d.snapshot.content_hash, bytes(d.snapshot.size_bytes));
-    let _ = writeln!(o, "- environment {}, tools: {}\n", d.environment, d.tool_versions.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(
+        o,
+        "- drill report `{}` (seq {} of plan {}'s chain), hash `{}`",
+        d.report_id,
+        d.chain.seq,
+        d.plan,
+        super::chain::hash(d)
+    );
+    let _ = writeln!(
+        o,
+        "- snapshot `{}`, content hash `{}`, {}",
+        d.snapshot.id,
+        d.snapshot.content_hash,
+        bytes(d.snapshot.size_bytes)
+    );
+    let _ = writeln!(
+        o,
+        "- environment {}, tools: {}\n",
+        d.environment,
+        d.tool_versions
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let _ = writeln!(o, "## Root cause\n\n_To be written._\n");
     let _ = writeln!(o, "## What went well\n\n_To be written._\n");
     let _ = writeln!(o, "## Lessons\n\n_To be written._\n");
-    let _ = writeln!(o, "## Action items\n\n| action | owner | due |\n|---|---|---|\n| | | |");
+    let _ = writeln!(
+        o,
+        "## Action items\n\n| action | owner | due |\n|---|---|---|\n| | | |"
+    );
     o
 }
 

@@ -43,9 +43,17 @@ pub async fn put(repo: &Repository, file: &[u8]) -> Result<ObjectId> {
 
 /// Opens a stored report object: the report file's bytes.
 pub fn open(repo: &Repository, id: &ObjectId, raw: &[u8]) -> Result<Vec<u8>> {
-    let what = || format!("{}{PREFIX}{id}", repo.location().trim_end_matches('/').to_string() + "/");
+    let what = || {
+        format!(
+            "{}{PREFIX}{id}",
+            repo.location().trim_end_matches('/').to_string() + "/"
+        )
+    };
     if ObjectId::of(raw) != *id {
-        return Err(Error::integrity(what(), "content hash does not match its name"));
+        return Err(Error::integrity(
+            what(),
+            "content hash does not match its name",
+        ));
     }
     let compressed = repo
         .keys
@@ -91,9 +99,17 @@ pub fn sort_by_chain(found: &mut [Found]) {
     let key = |f: &Found| {
         let v = f.value.as_ref().ok();
         (
-            v.and_then(|v| v.get("plan")).and_then(Value::as_str).unwrap_or("").to_string(),
-            v.and_then(|v| v.pointer("/chain/seq")).and_then(Value::as_u64).unwrap_or(0),
-            v.and_then(|v| v.get("report_id")).and_then(Value::as_str).unwrap_or("").to_string(),
+            v.and_then(|v| v.get("plan"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            v.and_then(|v| v.pointer("/chain/seq"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            v.and_then(|v| v.get("report_id"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
         )
     };
     found.sort_by_key(key);
@@ -113,7 +129,13 @@ pub fn local_dir() -> Result<PathBuf> {
 /// A plan name as a directory name.
 pub fn plan_dir(plan: &str) -> String {
     plan.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -123,7 +145,9 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io("create", dir, e))?;
     std::io::Write::write_all(&mut tmp, bytes).map_err(|e| Error::io("write", path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io("sync", path, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io("sync", path, e))?;
     tmp.persist(path)
         .map_err(|e| Error::io("rename", path, e.error))?;
     Ok(())
@@ -161,9 +185,9 @@ pub fn load_path(path: &Path) -> Result<Vec<Found>> {
     }
     let mut out = Vec::new();
     for p in files {
-        let value = std::fs::read(&p)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| format!("not valid JSON: {e}")));
+        let value = std::fs::read(&p).map_err(|e| e.to_string()).and_then(|b| {
+            serde_json::from_slice::<Value>(&b).map_err(|e| format!("not valid JSON: {e}"))
+        });
         if let Ok(v) = &value {
             if !super::chain::is_drill_report(v) {
                 continue;

@@ -182,9 +182,16 @@ mod tests {
                 )
             })
             .collect();
-        let t = time_trend(&s, Some(1800.0), start() + Duration::days(59), Duration::days(30))
-            .unwrap();
-        let off = (t.breach.unwrap() - (start() + Duration::days(120))).num_hours().abs();
+        let t = time_trend(
+            &s,
+            Some(1800.0),
+            start() + Duration::days(59),
+            Duration::days(30),
+        )
+        .unwrap();
+        let off = (t.breach.unwrap() - (start() + Duration::days(120)))
+            .num_hours()
+            .abs();
         assert!(off <= 72, "breach off by {off} h");
     }
 
@@ -195,13 +202,23 @@ mod tests {
         let s: Vec<_> = (0..50)
             .map(|d| {
                 let y = 600.0 + 10.0 * d as f64;
-                (start() + Duration::days(d), if d % 5 == 0 { y * 5.0 } else { y })
+                (
+                    start() + Duration::days(d),
+                    if d % 5 == 0 { y * 5.0 } else { y },
+                )
             })
             .collect();
-        let t = time_trend(&s, Some(1800.0), start() + Duration::days(49), Duration::days(30))
-            .unwrap();
+        let t = time_trend(
+            &s,
+            Some(1800.0),
+            start() + Duration::days(49),
+            Duration::days(30),
+        )
+        .unwrap();
         assert!((t.secs_per_day - 10.0).abs() < 0.5, "{}", t.secs_per_day);
-        let off = (t.breach.unwrap() - (start() + Duration::days(120))).num_hours().abs();
+        let off = (t.breach.unwrap() - (start() + Duration::days(120)))
+            .num_hours()
+            .abs();
         assert!(off <= 5 * 24, "breach off by {off} h");
     }
 
@@ -210,14 +227,24 @@ mod tests {
         let flat: Vec<_> = (0..10)
             .map(|d| (start() + Duration::days(d), 600.0))
             .collect();
-        let t = time_trend(&flat, Some(1800.0), start() + Duration::days(9), Duration::days(30))
-            .unwrap();
+        let t = time_trend(
+            &flat,
+            Some(1800.0),
+            start() + Duration::days(9),
+            Duration::days(30),
+        )
+        .unwrap();
         assert_eq!((t.breach, t.warn), (None, false));
         let over: Vec<_> = (0..10)
             .map(|d| (start() + Duration::days(d), 1000.0 + 100.0 * d as f64))
             .collect();
-        let t = time_trend(&over, Some(1500.0), start() + Duration::days(9), Duration::days(1))
-            .unwrap();
+        let t = time_trend(
+            &over,
+            Some(1500.0),
+            start() + Duration::days(9),
+            Duration::days(1),
+        )
+        .unwrap();
         assert!(t.breached && t.warn);
         assert_eq!(t.breach, Some(start() + Duration::days(5)));
         assert!(time_trend(&flat[..2], Some(1.0), start(), Duration::days(1)).is_none());
@@ -226,7 +253,9 @@ mod tests {
     #[test]
     fn size_trend_projects_the_breaching_size() {
         // 60 s per GiB plus 120 s setup; target 1800 s: reached at 28 GiB.
-        let s: Vec<_> = (1..=10u64).map(|g| (g << 30, 120.0 + 60.0 * g as f64)).collect();
+        let s: Vec<_> = (1..=10u64)
+            .map(|g| (g << 30, 120.0 + 60.0 * g as f64))
+            .collect();
         let t = size_trend(&s, Some(1800.0)).unwrap();
         assert!((t.secs_per_gib - 60.0).abs() < 1e-9);
         assert_eq!(t.breach_bytes, Some(28u64 << 30));

@@ -47,7 +47,15 @@ impl Site {
         )
         .unwrap();
         let s = Site { dir };
-        s.ok(&["init", "--plan", "web.toml", "--kdf-memory", "8", "--kdf-iterations", "1"]);
+        s.ok(&[
+            "init",
+            "--plan",
+            "web.toml",
+            "--kdf-memory",
+            "8",
+            "--kdf-iterations",
+            "1",
+        ]);
         s.ok(&["backup", "--plan", "web.toml"]);
         s
     }
@@ -118,19 +126,30 @@ fn every_drill_writes_a_signed_chained_report_locally_and_in_every_region() {
     assert_eq!(files.len(), 2, "{files:?}");
     let (a, b) = (json_of(&files[0]), json_of(&files[1]));
     assert_eq!(a["schema"], "lifeboat.dr-report/1");
-    assert_eq!((a["chain"]["seq"].as_u64(), b["chain"]["seq"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (a["chain"]["seq"].as_u64(), b["chain"]["seq"].as_u64()),
+        (Some(1), Some(2))
+    );
     assert!(a["chain"]["prev"].is_null());
     assert_eq!(
         b["chain"]["prev"].as_str().unwrap(),
         lifeboat::report::chain::hash_value(&a)
     );
-    assert_eq!((a["region"].as_str(), b["region"].as_str()), (Some("local"), Some("local:repo2")));
+    assert_eq!(
+        (a["region"].as_str(), b["region"].as_str()),
+        (Some("local"), Some("local:repo2"))
+    );
     assert_eq!(a["trigger"], "operator");
     assert_eq!(a["verdict"], "passed");
     assert_eq!(a["snapshot"]["size_bytes"], 27);
     assert_eq!(a["snapshot"]["source_kind"], "dir");
     assert!(a["snapshot"]["content_hash"].as_str().unwrap().len() == 64);
-    let phases: Vec<&str> = a["phases"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
+    let phases: Vec<&str> = a["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
     assert_eq!(phases, ["provision", "fetch", "checks", "teardown"]);
     assert_eq!(a["checks"][0]["status"], "passed");
     assert_eq!(a["rto"]["target_secs"], 1800.0);
@@ -143,18 +162,30 @@ fn every_drill_writes_a_signed_chained_report_locally_and_in_every_region() {
         assert!(!String::from_utf8_lossy(&raw).contains("report_id"));
     }
     // The key an auditor gets, and the verification with it: files, then every region.
-    let key = s.ok(&["report", "pubkey", "--plan", "web.toml"]).trim().to_string();
+    let key = s
+        .ok(&["report", "pubkey", "--plan", "web.toml"])
+        .trim()
+        .to_string();
     assert_eq!(a["signature"]["public_key"].as_str(), Some(key.as_str()));
     let out = s.ok(&["report", "verify", "--pubkey", &key]);
     assert!(out.contains("plan web: 2 reports, chain intact"), "{out}");
     let out = s.ok(&["report", "verify", "--plan", "web.toml"]);
-    assert!(out.contains("web @ local: 2 reports, chain intact"), "{out}");
-    assert!(out.contains("web @ local:repo2: 2 reports, chain intact"), "{out}");
+    assert!(
+        out.contains("web @ local: 2 reports, chain intact"),
+        "{out}"
+    );
+    assert!(
+        out.contains("web @ local:repo2: 2 reports, chain intact"),
+        "{out}"
+    );
     // A third drill continues the chain from the repository.
     s.ok(&["drill", "--plan", "web.toml"]);
     let c = json_of(&s.local_reports()[2]);
     assert_eq!(c["chain"]["seq"], 3);
-    assert_eq!(c["chain"]["prev"].as_str().unwrap(), lifeboat::report::chain::hash_value(&b));
+    assert_eq!(
+        c["chain"]["prev"].as_str().unwrap(),
+        lifeboat::report::chain::hash_value(&b)
+    );
 }
 
 /// A report directory of four drills, copied out for tampering.
@@ -163,7 +194,10 @@ fn four_reports() -> (Site, PathBuf, String) {
     for _ in 0..4 {
         s.ok(&["drill", "--plan", "web.toml"]);
     }
-    let key = s.ok(&["report", "pubkey", "--plan", "web.toml"]).trim().to_string();
+    let key = s
+        .ok(&["report", "pubkey", "--plan", "web.toml"])
+        .trim()
+        .to_string();
     let copy = s.path().join("audit");
     std::fs::create_dir_all(&copy).unwrap();
     for f in s.local_reports() {
@@ -175,13 +209,26 @@ fn four_reports() -> (Site, PathBuf, String) {
 }
 
 fn sorted(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     v.sort();
     v
 }
 
 fn verify_fails(s: &Site, dir: &Path, key: &str) -> Value {
-    let o = s.expect(&["report", "verify", dir.to_str().unwrap(), "--pubkey", key, "--json"], 13);
+    let o = s.expect(
+        &[
+            "report",
+            "verify",
+            dir.to_str().unwrap(),
+            "--pubkey",
+            key,
+            "--json",
+        ],
+        13,
+    );
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let broken: Vec<&Value> = v["chains"]
         .as_array()
@@ -207,7 +254,13 @@ fn verify_names_a_report_edited_by_one_byte() {
     assert_eq!(b["kind"], "edited", "{b:#}");
     assert_eq!(b["seq"], 3);
     assert_eq!(b["source"].as_str(), Some(f.to_str().unwrap()));
-    assert!(b["message"].as_str().unwrap().contains("edited after it was signed"), "{b:#}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("edited after it was signed"),
+        "{b:#}"
+    );
 }
 
 #[test]
@@ -217,7 +270,13 @@ fn verify_names_a_report_removed_from_the_middle() {
     let b = verify_fails(&s, &dir, &key);
     assert_eq!(b["kind"], "removed", "{b:#}");
     assert_eq!(b["seq"], 3);
-    assert!(b["message"].as_str().unwrap().contains("report seq 2 between them is missing"), "{b:#}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("report seq 2 between them is missing"),
+        "{b:#}"
+    );
 }
 
 #[test]
@@ -247,10 +306,20 @@ fn verify_names_a_report_re_signed_with_another_key() {
     let b = verify_fails(&s, &dir, &key);
     assert_eq!(b["kind"], "other_key", "{b:#}");
     assert_eq!(b["seq"], 4);
-    assert!(b["message"].as_str().unwrap().contains("signed by another key"), "{b:#}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("signed by another key"),
+        "{b:#}"
+    );
     // Without --pubkey the chain's first report's key is trusted: still caught.
     let o = s.expect(&["report", "verify", dir.to_str().unwrap()], 13);
-    assert!(stderr(&o).contains("signed by another key"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("signed by another key"),
+        "{}",
+        stderr(&o)
+    );
     // And a sealed copy in a region that was tampered with is named too.
     let obj = &s.objects("repo2")[0];
     let mut raw = std::fs::read(obj).unwrap();
@@ -258,17 +327,41 @@ fn verify_names_a_report_re_signed_with_another_key() {
     raw[n] ^= 1;
     std::fs::write(obj, raw).unwrap();
     let o = s.expect(&["report", "verify", "--plan", "web.toml"], 13);
-    assert!(stderr(&o).contains(obj.file_name().unwrap().to_str().unwrap()), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(obj.file_name().unwrap().to_str().unwrap()),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Times, ids, hashes, keys and measured durations replaced, so the structure and the
 /// values that do not change between runs are compared.
 fn redact(v: &mut Value) {
     const KEYS: [&str; 24] = [
-        "generated", "since", "until", "started", "time", "date", "last", "newest_snapshot",
-        "last_drill", "report_id", "snapshot_id", "snapshot_content_hash", "report_hash",
-        "signed_by", "public_key", "head", "source", "rto_secs", "rpo_secs", "worst_secs",
-        "median_secs", "rpo_now_secs", "worst_rpo_secs", "age_secs",
+        "generated",
+        "since",
+        "until",
+        "started",
+        "time",
+        "date",
+        "last",
+        "newest_snapshot",
+        "last_drill",
+        "report_id",
+        "snapshot_id",
+        "snapshot_content_hash",
+        "report_hash",
+        "signed_by",
+        "public_key",
+        "head",
+        "source",
+        "rto_secs",
+        "rpo_secs",
+        "worst_secs",
+        "median_secs",
+        "rpo_now_secs",
+        "worst_rpo_secs",
+        "age_secs",
     ];
     match v {
         Value::Object(m) => {
@@ -286,7 +379,11 @@ fn redact(v: &mut Value) {
         }
         Value::Array(a) => a.iter_mut().for_each(redact),
         // Report ids (`20261204T215923Z-199173`) wherever they are listed.
-        Value::String(s) if s.len() > 17 && s.as_bytes()[8] == b'T' && s[..8].bytes().all(|b| b.is_ascii_digit()) => {
+        Value::String(s)
+            if s.len() > 17
+                && s.as_bytes()[8] == b'T'
+                && s[..8].bytes().all(|b| b.is_ascii_digit()) =>
+        {
             *v = Value::String("<redacted>".into())
         }
         _ => {}
@@ -307,7 +404,11 @@ fn redact_md(s: &str) -> String {
             }
             // A measured duration: "15 ms", "1.2 s".
             let number = !word.is_empty() && word.chars().all(|c| c.is_ascii_digit() || c == '.');
-            if number && words.get(i + 1).is_some_and(|u| ["ns", "µs", "ms", "s", "m", "min", "h"].contains(u)) {
+            if number
+                && words
+                    .get(i + 1)
+                    .is_some_and(|u| ["ns", "µs", "ms", "s", "m", "min", "h"].contains(u))
+            {
                 if !l.is_empty() {
                     l.push(' ');
                 }
@@ -317,15 +418,19 @@ fn redact_md(s: &str) -> String {
             }
             let w = word.trim_matches(|c| c == '`' || c == '|' || c == '*');
             let hexish = w.len() >= 12
-                && w.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '-' || c == 'T' || c == 'Z')
+                && w.chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '-' || c == 'T' || c == 'Z')
                 && w.chars().any(|c| c.is_ascii_digit());
             let timeish = w.len() >= 5
                 && w.chars().filter(|c| c.is_ascii_digit()).count() >= 2
                 && w.chars().all(|c| c.is_ascii_digit() || ":-.".contains(c));
             let dur = w.len() <= 9
                 && w.chars().next().is_some_and(|c| c.is_ascii_digit())
-                && ["ms", "s", "m", "h", "min", "µs"].iter().any(|u| w.ends_with(u))
-                && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == 'µ');
+                && ["ms", "s", "m", "h", "min", "µs"]
+                    .iter()
+                    .any(|u| w.ends_with(u))
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == 'µ');
             let reportish = w.len() >= 20 && w.contains('T') && w.contains('Z') && w.contains('-');
             if !l.is_empty() {
                 l.push(' ');
@@ -347,7 +452,9 @@ fn redact_md(s: &str) -> String {
 }
 
 fn snapshot_file(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/snapshots").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/snapshots")
+        .join(name)
 }
 
 /// Compares with the stored snapshot; `UPDATE_SNAPSHOTS=1` writes it instead.
@@ -365,12 +472,20 @@ fn assert_snapshot(name: &str, actual: &str) {
     if expected != actual {
         let new = f.with_extension("new");
         std::fs::write(&new, actual).unwrap();
-        panic!("snapshot {name} differs; the new output is in {}", new.display());
+        panic!(
+            "snapshot {name} differs; the new output is in {}",
+            new.display()
+        );
     }
 }
 
 fn period_report(s: &Site, out: &str, code: i32) -> (Value, String) {
-    s.expect(&["report", "--plan", "web.toml", "--since", "30d", "--out", out], code);
+    s.expect(
+        &[
+            "report", "--plan", "web.toml", "--since", "30d", "--out", out,
+        ],
+        code,
+    );
     let dir = s.path().join(out);
     (
         json_of(&dir.join("dr-report.json")),
@@ -400,7 +515,15 @@ fn period_report_snapshots_and_the_same_report_after_the_server_is_lost() {
     std::fs::remove_dir_all(s.state()).unwrap();
     let h = s.ok(&["history", "--json"]);
     assert!(!h.contains("\"kind\": \"drill\""), "{h}");
-    let out = s.ok(&["catalog", "rebuild", "--plan", "web.toml", "--region", "local:repo2", "--json"]);
+    let out = s.ok(&[
+        "catalog",
+        "rebuild",
+        "--plan",
+        "web.toml",
+        "--region",
+        "local:repo2",
+        "--json",
+    ]);
     assert!(out.contains("\"drills_restored\": 3"), "{out}");
     let history_after = s.ok(&["history", "--json"]);
     // The drill history is back as it was (each drill's row, from its signed report).
@@ -457,13 +580,22 @@ fn incident_drafts_a_post_mortem_of_a_failed_drill() {
     let (json, _) = period_report(&s, "out", 17);
     let miss = &json["plans"][0]["misses"][0];
     assert_eq!(miss["kind"], "drill");
-    assert!(miss["cause"].as_str().unwrap().contains("restore tests failed"), "{miss}");
+    assert!(
+        miss["cause"]
+            .as_str()
+            .unwrap()
+            .contains("restore tests failed"),
+        "{miss}"
+    );
 }
 
 /// 90 days of synthetic history: a drill a day from each of two regions, RTO growing 12 s a
 /// day from 700 s (target 30 min: crossed around day 92) with noise, a slow outlier every
 /// ninth day and one failed drill; a snapshot a day per region, growing.
-fn synthetic(plan: lifeboat::plan::Plan, now: chrono::DateTime<chrono::Utc>) -> lifeboat::report::period::PlanInput {
+fn synthetic(
+    plan: lifeboat::plan::Plan,
+    now: chrono::DateTime<chrono::Utc>,
+) -> lifeboat::report::period::PlanInput {
     use lifeboat::report::period::{PlanInput, RegionSnapshots};
     use lifeboat::report::schema::*;
     let start = now - chrono::Duration::days(90);
@@ -507,27 +639,27 @@ fn synthetic(plan: lifeboat::plan::Plan, now: chrono::DateTime<chrono::Utc>) -> 
                 ));
             }
             if !(ri == 1 && (44..=45).contains(&d)) {
-            snaps.push((
-                format!("{:064x}", d * 2 + ri as i64),
-                lifeboat::repo::snapshot::Snapshot {
-                    time: t,
-                    consistency_time: t,
-                    host: "db1".into(),
-                    username: "backup".into(),
-                    tags: vec![],
-                    paths: vec!["/srv".into()],
-                    tree: lifeboat::ids::BlobId([1; 32]),
-                    parent: None,
-                    source: lifeboat::repo::snapshot::SourceMeta::Dir,
-                    plan: Some("web".into()),
-                    job: Some("site".into()),
-                    summary: lifeboat::repo::snapshot::Summary {
-                        bytes_processed: size,
-                        ..Default::default()
+                snaps.push((
+                    format!("{:064x}", d * 2 + ri as i64),
+                    lifeboat::repo::snapshot::Snapshot {
+                        time: t,
+                        consistency_time: t,
+                        host: "db1".into(),
+                        username: "backup".into(),
+                        tags: vec![],
+                        paths: vec!["/srv".into()],
+                        tree: lifeboat::ids::BlobId([1; 32]),
+                        parent: None,
+                        source: lifeboat::repo::snapshot::SourceMeta::Dir,
+                        plan: Some("web".into()),
+                        job: Some("site".into()),
+                        summary: lifeboat::repo::snapshot::Summary {
+                            bytes_processed: size,
+                            ..Default::default()
+                        },
+                        program_version: "0.1.0".into(),
                     },
-                    program_version: "0.1.0".into(),
-                },
-            ));
+                ));
             }
             let noise = ((d * 7919 + ri as i64 * 31) % 61) as f64 - 30.0;
             let mut rto = 700.0 + 12.0 * d as f64 + noise + ri as f64 * 40.0;
@@ -560,30 +692,70 @@ fn synthetic(plan: lifeboat::plan::Plan, now: chrono::DateTime<chrono::Utc>) -> 
                 started,
                 finished: started + chrono::Duration::seconds(rto as i64 + 5),
                 phases: vec![
-                    PhaseEvidence { phase: "provision".into(), started, secs: 5.0 },
-                    PhaseEvidence { phase: "fetch".into(), started, secs: rto * 0.7 },
-                    PhaseEvidence { phase: "checks".into(), started, secs: rto * 0.3 - 5.0 },
+                    PhaseEvidence {
+                        phase: "provision".into(),
+                        started,
+                        secs: 5.0,
+                    },
+                    PhaseEvidence {
+                        phase: "fetch".into(),
+                        started,
+                        secs: rto * 0.7,
+                    },
+                    PhaseEvidence {
+                        phase: "checks".into(),
+                        started,
+                        secs: rto * 0.3 - 5.0,
+                    },
                 ],
                 checks: vec![CheckEvidence {
                     name: "file site/conf/app.ini".into(),
                     kind: "file".into(),
-                    status: if failed { "failed".into() } else { "passed".into() },
-                    detail: if failed { "blake3 mismatch".into() } else { "ok".into() },
+                    status: if failed {
+                        "failed".into()
+                    } else {
+                        "passed".into()
+                    },
+                    detail: if failed {
+                        "blake3 mismatch".into()
+                    } else {
+                        "ok".into()
+                    },
                     secs: 0.1,
                 }],
-                rto: ObjectiveEvidence { measured_secs: rto, target_secs: Some(1800.0), met: rto <= 1800.0 },
-                rpo: ObjectiveEvidence { measured_secs: 3.0 * 3600.0, target_secs: Some(86400.0), met: true },
-                verdict: if failed { "check_failed".into() } else if rto > 1800.0 { "objective_missed".into() } else { "passed".into() },
+                rto: ObjectiveEvidence {
+                    measured_secs: rto,
+                    target_secs: Some(1800.0),
+                    met: rto <= 1800.0,
+                },
+                rpo: ObjectiveEvidence {
+                    measured_secs: 3.0 * 3600.0,
+                    target_secs: Some(86400.0),
+                    met: true,
+                },
+                verdict: if failed {
+                    "check_failed".into()
+                } else if rto > 1800.0 {
+                    "objective_missed".into()
+                } else {
+                    "passed".into()
+                },
                 failure: None,
                 error: None,
-                chain: ChainLink { seq, prev: prev.clone() },
+                chain: ChainLink {
+                    seq,
+                    prev: prev.clone(),
+                },
                 signature: None,
             };
             lifeboat::report::chain::sign(&mut ev, &key);
             prev = Some(lifeboat::report::chain::hash(&ev));
             drills.push(ev);
         }
-        regions.push(RegionSnapshots { region: region.into(), snapshots: snaps });
+        regions.push(RegionSnapshots {
+            region: region.into(),
+            snapshots: snaps,
+        });
     }
     drills.sort_by_key(|d| d.started);
     PlanInput {
@@ -609,7 +781,8 @@ fn chromium(args: &[&str]) -> Output {
         "--v=0",
     ])
     .args(args);
-    c.output().expect("chromium is installed (scripts/test installs it)")
+    c.output()
+        .expect("chromium is installed (scripts/test installs it)")
 }
 
 /// Dark pixels in a binary PGM (`pdftoppm -gray`).
@@ -638,7 +811,10 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
         .unwrap()
         .replace("schedule = \"0 0 1 1 *\"", "schedule = \"0 */8 * * *\"")
         .replace("[drill]\n", "[drill]\nschedule = \"0 15 * * *\"\n")
-        .replace("rto = \"30m\"\n", "rto = \"30m\"\nbackups_on_time = \"99%\"\ndrill_every = \"7d\"\n");
+        .replace(
+            "rto = \"30m\"\n",
+            "rto = \"30m\"\nbackups_on_time = \"99%\"\ndrill_every = \"7d\"\n",
+        );
     std::fs::write(&file, text).unwrap();
     let plan = lifeboat::plan::load(&file).unwrap();
     let now: chrono::DateTime<chrono::Utc> = "2026-06-30T12:00:00Z".parse().unwrap();
@@ -658,19 +834,31 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
     assert_eq!(b.good, b.total - 1, "{b:?}");
     assert!(!b.met);
     let burn = (1.0 - b.good as f64 / b.total as f64) / 0.01;
-    assert!((b.burn_rate.unwrap() - burn).abs() < 1e-9 && burn > 1.0, "{b:?}");
+    assert!(
+        (b.burn_rate.unwrap() - burn).abs() < 1e-9 && burn > 1.0,
+        "{b:?}"
+    );
     assert!((b.budget_left.unwrap() - (1.0 - burn)).abs() < 1e-9);
     let d = &slos[1];
-    assert_eq!((d.slo.as_str(), d.total, d.good, d.met), ("drill_every", 8, 8, true), "{d:?}");
+    assert_eq!(
+        (d.slo.as_str(), d.total, d.good, d.met),
+        ("drill_every", 8, 8, true),
+        "{d:?}"
+    );
     let out = s.path().join("html");
     lifeboat::ops::report::write_period(&report, &out).unwrap();
     let html_file = out.join("dr-report.html");
     let html = std::fs::read_to_string(&html_file).unwrap();
     assert!(!html.contains("<script"), "the report needs no script");
-    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "self-contained");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "self-contained"
+    );
     assert!(html.contains("@media print"));
     for chart in ["chart-rto", "chart-rpo", "chart-sizes"] {
-        let at = html.find(&format!("id=\"{chart}\"")).unwrap_or_else(|| panic!("{chart} missing"));
+        let at = html
+            .find(&format!("id=\"{chart}\""))
+            .unwrap_or_else(|| panic!("{chart} missing"));
         let fig = &html[at..at + html[at..].find("</figure>").unwrap()];
         assert!(fig.contains("<svg"), "{chart}: no svg");
         assert!(fig.matches("<polyline").count() >= 1, "{chart}: no line");
@@ -679,11 +867,20 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
 
     let url = format!("file://{}", html_file.display());
     let png = out.join("dr-report.png");
-    let o = chromium(&[&format!("--screenshot={}", png.display()), "--window-size=1200,2600", "--hide-scrollbars", &url]);
+    let o = chromium(&[
+        &format!("--screenshot={}", png.display()),
+        "--window-size=1200,2600",
+        "--hide-scrollbars",
+        &url,
+    ]);
     assert!(o.status.success(), "chromium screenshot: {}", stderr(&o));
     let shot = std::fs::read(&png).expect("chromium wrote the screenshot");
     assert_eq!(&shot[1..4], b"PNG");
-    assert!(shot.len() > 50_000, "screenshot of {} bytes looks empty", shot.len());
+    assert!(
+        shot.len() > 50_000,
+        "screenshot of {} bytes looks empty",
+        shot.len()
+    );
     for err in ["Uncaught", "CONSOLE", "Refused to load"] {
         assert!(!stderr(&o).contains(err), "page error: {}", stderr(&o));
     }
@@ -692,7 +889,11 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
     }
 
     let pdf = out.join("dr-report.pdf");
-    let o = chromium(&[&format!("--print-to-pdf={}", pdf.display()), "--no-pdf-header-footer", &url]);
+    let o = chromium(&[
+        &format!("--print-to-pdf={}", pdf.display()),
+        "--no-pdf-header-footer",
+        &url,
+    ]);
     assert!(o.status.success(), "chromium print: {}", stderr(&o));
     let pages = run(std::process::Command::new("pdftoppm")
         .args(["-r", "30", "-gray"])
@@ -712,7 +913,14 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
     }
     let text = run(std::process::Command::new("pdftotext").arg(&pdf).arg("-"));
     let text = stdout(&text);
-    for want in ["Disaster-recovery report", "RTO (minutes)", "RPO (hours)", "size (MiB)", "A.8.13", "target"] {
+    for want in [
+        "Disaster-recovery report",
+        "RTO (minutes)",
+        "RPO (hours)",
+        "size (MiB)",
+        "A.8.13",
+        "target",
+    ] {
         assert!(text.contains(want), "the printed PDF lacks {want:?}");
     }
 }
@@ -741,7 +949,10 @@ fn demo_ends_with_its_report() {
     assert_eq!(period["plans"][0]["regions"][0]["snapshots"], 2);
     let drill = PathBuf::from(v["report"]["drill_reports"][0].as_str().unwrap());
     assert_eq!(json_of(&drill)["verdict"], "passed");
-    assert_eq!(std::fs::read_dir(dir.join("repo/reports")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(dir.join("repo/reports")).unwrap().count(),
+        1
+    );
     let mut c = lifeboat();
     c.args(["report", "verify"]).arg(dir.join("reports"));
     let o = run(&mut c);

@@ -10,9 +10,9 @@ mod destinations;
 mod drill;
 mod jobs;
 mod objectives;
-mod slo;
 mod repository;
 mod retention;
+mod slo;
 mod sources;
 
 use std::path::{Path, PathBuf};
