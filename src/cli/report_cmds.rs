@@ -192,7 +192,7 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
     } else {
         VerifySource::Path(match a.path {
             Some(p) => p,
-            None => crate::report::store::local_dir()?,
+            None => crate::ops::report::local_reports_dir(&ctx.env())?,
         })
     };
     let r = crate::ops::report::verify(source, trusted).await?;

@@ -78,7 +78,7 @@ pub async fn write_drill_reports(
     drilled: &Repository,
     reports: &[DrillReport],
 ) -> Vec<PathBuf> {
-    let local = match store::local_dir() {
+    let local = match local_reports_dir(env) {
         Ok(d) => d,
         Err(e) => {
             env.warn(format!(
@@ -88,6 +88,25 @@ pub async fn write_drill_reports(
         }
     };
     write_drill_reports_in(env, target, drilled, reports, &local).await
+}
+
+/// Where this machine keeps its copies of drill reports: `reports/` beside a SQLite catalog
+/// file (the state directory by default), else (a PostgreSQL catalog) in the default state
+/// directory.
+pub fn local_reports_dir(env: &Env) -> Result<PathBuf> {
+    if let Ok(loc) = &env.catalog {
+        let path = loc
+            .strip_prefix("sqlite://")
+            .or_else(|| loc.strip_prefix("sqlite:"))
+            .map(|r| r.split('?').next().unwrap_or(r))
+            .unwrap_or(loc);
+        if !path.contains("://") {
+            if let Some(dir) = Path::new(path).parent() {
+                return Ok(dir.join("reports"));
+            }
+        }
+    }
+    store::local_dir()
 }
 
 /// [`write_drill_reports`] with the local copies in `local` (`<local>/<plan>/…`) instead of
@@ -530,7 +549,7 @@ pub fn write_period(report: &PeriodReport, out: &Path) -> Result<Vec<PathBuf>> {
 /// `lifeboat report incident RUN_ID`: a blameless post-mortem draft (Markdown) of a failed
 /// drill, from its stored report (found in the state directory or the plan's regions).
 pub async fn incident(env: &Env, target: Option<&Target>, run_id: &str) -> Result<String> {
-    let mut found = store::load_path(&store::local_dir()?).unwrap_or_default();
+    let mut found = store::load_path(&local_reports_dir(env)?).unwrap_or_default();
     if let Some(t) = target {
         let input = plan_evidence(env, t).await?;
         for d in input.drills {
