@@ -49,7 +49,8 @@ pub enum ReportCommand {
     /// Print the repository's report-signing public key (what an auditor verifies with,
     /// no password needed)
     Pubkey(PubkeyArgs),
-    /// Write a blameless post-mortem draft (Markdown) of a failed drill from its report
+    /// Write a blameless post-mortem draft (Markdown) of a failed drill (from its report) or
+    /// backup run (from the catalog)
     Incident(IncidentArgs),
 }
 
@@ -77,7 +78,7 @@ pub struct PubkeyArgs {
 
 #[derive(Args, Debug)]
 pub struct IncidentArgs {
-    /// The drill's run id (or a unique prefix), as `lifeboat history` lists it
+    /// The drill's or backup run's id (or a prefix), as `lifeboat history` lists it
     #[arg(value_name = "RUN_ID")]
     pub run_id: String,
     /// Also search the reports stored in this plan's destinations

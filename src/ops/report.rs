@@ -547,7 +547,8 @@ pub fn write_period(report: &PeriodReport, out: &Path) -> Result<Vec<PathBuf>> {
 // ----- incident ------------------------------------------------------------------------
 
 /// `lifeboat report incident RUN_ID`: a blameless post-mortem draft (Markdown) of a failed
-/// drill, from its stored report (found in the state directory or the plan's regions).
+/// drill, from its stored report (found in the state directory or the plan's regions), or of
+/// a failed backup run, from its catalog row.
 pub async fn incident(env: &Env, target: Option<&Target>, run_id: &str) -> Result<String> {
     let mut found = store::load_path(&local_reports_dir(env)?).unwrap_or_default();
     if let Some(t) = target {
@@ -560,16 +561,44 @@ pub async fn incident(env: &Env, target: Option<&Target>, run_id: &str) -> Resul
             });
         }
     }
-    let ev = evidence_of(&found)
+    if let Some(ev) = evidence_of(&found)
         .into_iter()
         .find(|e| e.report_id == run_id || e.report_id.starts_with(run_id))
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "no drill report {run_id:?} in the state directory{}; `lifeboat history` lists the drills (give --plan to search the plan's regions)",
-                if target.is_some() { " or the plan's regions" } else { "" }
-            ))
-        })?;
-    Ok(crate::report::render::incident(&ev))
+    {
+        return Ok(crate::report::render::incident(&ev));
+    }
+    // A backup run leaves no report: its row in the catalog is the evidence.
+    let run = match super::record::open_catalog(env).await {
+        Ok(cat) => {
+            let h = cat
+                .history(&crate::catalog::HistoryFilter {
+                    repo: None,
+                    region: None,
+                    plan: None,
+                    job: None,
+                    limit: 0,
+                })
+                .await;
+            cat.close().await;
+            h?.into_iter()
+                .filter(|e| e.kind == "backup")
+                .find(|e| e.id.0 == run_id || e.id.0.starts_with(run_id))
+        }
+        Err(_) => None,
+    };
+    match run {
+        Some(run) => {
+            let rpo = target
+                .and_then(|t| t.plan.as_ref())
+                .and_then(|p| p.objectives.rpo)
+                .map(|d| d.as_secs_f64());
+            Ok(crate::report::render::incident_backup(&run, rpo))
+        }
+        None => Err(Error::Usage(format!(
+            "no drill report or backup run {run_id:?} in the state directory or the catalog{}; `lifeboat history` lists them (give --plan to search the plan's regions)",
+            if target.is_some() { ", nor in the plan's regions" } else { "" }
+        ))),
+    }
 }
 
 /// The object ids of a plan's stored reports (for tests and tooling).

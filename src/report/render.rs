@@ -1108,3 +1108,77 @@ fn miss_date(m: &super::period::Miss) -> String {
         None => day(m.date),
     }
 }
+
+/// A blameless post-mortem draft of a backup run, from its catalog row (`rpo_target_secs`:
+/// the plan's RPO objective, when the plan is known).
+pub fn incident_backup(r: &crate::catalog::HistoryEntry, rpo_target_secs: Option<f64>) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# Post-mortem (draft): backup run {} of plan {}\n",
+        r.id.0, r.plan
+    );
+    let _ = writeln!(o, "_Blameless: this describes what the systems did, not who did what. Fill in the empty sections._\n");
+    let _ = writeln!(o, "## Summary\n");
+    let _ = writeln!(
+        o,
+        "On {} the backup of job **{}** to region **{}** ended **{}**{}.\n",
+        day(r.started),
+        r.job,
+        r.region,
+        r.outcome,
+        r.error
+            .as_deref()
+            .map(|e| format!(": {}", md_escape(e)))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(o, "## Impact\n");
+    if r.snapshot_id.is_some() {
+        let _ = writeln!(o, "- A snapshot was committed ({}); check which regions lack it (`lifeboat snapshots --plan …`).\n", r.snapshot_id.map(|s| s.short()).unwrap_or_default());
+    } else {
+        let _ = writeln!(
+            o,
+            "- No snapshot was committed: the data-loss window of job {} in region {} keeps growing until the next successful backup{}.\n",
+            r.job,
+            r.region,
+            rpo_target_secs
+                .map(|t| format!(" and misses the RPO objective ({}) once it is older than that", duration(t)))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(o, "## Timeline (UTC)\n");
+    let _ = writeln!(o, "| time | event |\n|---|---|");
+    let _ = writeln!(o, "| {} | backup started |", r.started.format("%H:%M:%S"));
+    if let Some(e) = &r.error {
+        let _ = writeln!(
+            o,
+            "| {} | error: {} |",
+            r.finished.format("%H:%M:%S"),
+            md_escape(e)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "| {} | backup finished: {} (exit {}) |\n",
+        r.finished.format("%H:%M:%S"),
+        r.outcome,
+        r.exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "?".into())
+    );
+    let _ = writeln!(o, "## Evidence\n");
+    let _ = writeln!(
+        o,
+        "- catalog backup run `{}`, repository `{}`\n",
+        r.id.0,
+        r.repo_id.short()
+    );
+    let _ = writeln!(o, "## Root cause\n\n_To be written._\n");
+    let _ = writeln!(o, "## What went well\n\n_To be written._\n");
+    let _ = writeln!(o, "## Lessons\n\n_To be written._\n");
+    let _ = writeln!(
+        o,
+        "## Action items\n\n| action | owner | due |\n|---|---|---|\n| | | |"
+    );
+    o
+}

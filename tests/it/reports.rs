@@ -574,6 +574,31 @@ fn incident_drafts_a_post_mortem_of_a_failed_drill() {
     ] {
         assert!(md.contains(want), "missing {want:?} in:\n{md}");
     }
+    // A failed backup run leaves no report: its catalog row is the evidence.
+    let gone = std::fs::read_to_string(s.path().join("web.toml"))
+        .unwrap()
+        .replace("/site\"", "/gone\"");
+    std::fs::write(s.path().join("gone.toml"), gone).unwrap();
+    s.expect(&["backup", "--plan", "gone.toml"], 2);
+    let h: Value = serde_json::from_str(&s.ok(&["history", "--json"])).unwrap();
+    let failed = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "backup" && e["outcome"] == "failed")
+        .unwrap();
+    let run = &failed["id"].as_str().unwrap()[..10];
+    let md = s.ok(&["report", "incident", run, "--plan", "gone.toml"]);
+    for want in [
+        "# Post-mortem (draft): backup run",
+        "ended **failed**: ",
+        "does not exist",
+        "No snapshot was committed",
+        "RPO objective (1day)",
+        "## Root cause",
+    ] {
+        assert!(md.contains(want), "missing {want:?} in:\n{md}");
+    }
     let o = s.expect(&["report", "incident", "nope"], 2);
     assert!(stderr(&o).contains("lifeboat history"), "{}", stderr(&o));
     // The period report lists the miss with its cause.
