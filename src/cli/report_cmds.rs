@@ -46,8 +46,8 @@ pub enum ReportCommand {
     /// Check the signatures and the chain of drill reports and name the first broken link
     /// (exit 13): a report edited, removed, reordered, or signed by another key
     Verify(VerifyArgs),
-    /// Print the repository's report-signing public key (what an auditor verifies with,
-    /// no password needed)
+    /// Print the repository's report-signing public key: an auditor verifies the reports
+    /// with it, without the repository password
     Pubkey(PubkeyArgs),
     /// Write a blameless post-mortem draft (Markdown) of a failed drill (from its report) or
     /// backup run (from the catalog)

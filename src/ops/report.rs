@@ -52,13 +52,16 @@ async fn all_regions(env: &Env, target: &Target, opened: &Repository) -> Vec<(St
     out
 }
 
-/// The newest report of `plan` among `found`: its sequence number and hash.
-fn chain_head(found: &[Found], plan: &str) -> (u64, Option<String>) {
+/// The newest report of `plan` in repository `repo_id` among `found`: its sequence number
+/// and hash (local copies of another repository's reports — a plan re-initialised — do not
+/// count).
+fn chain_head(found: &[Found], plan: &str, repo_id: &str) -> (u64, Option<String>) {
     found
         .iter()
         .filter_map(|f| f.value.as_ref().ok())
         .filter(|v| chain::is_drill_report(v))
         .filter(|v| v.get("plan").and_then(|p| p.as_str()) == Some(plan))
+        .filter(|v| v.get("repository_id").and_then(|p| p.as_str()) == Some(repo_id))
         .filter_map(|v| {
             let seq = v.pointer("/chain/seq")?.as_u64()?;
             Some((seq, chain::hash_value(v)))
@@ -160,7 +163,7 @@ async fn write_reports(
         if let Ok(f) = store::load_path(&dir) {
             known.extend(f);
         }
-        let (seq, prev) = chain_head(&known, &ev.plan);
+        let (seq, prev) = chain_head(&known, &ev.plan, &ev.repository_id);
         ev.chain.seq = seq + 1;
         ev.chain.prev = prev;
         chain::sign(&mut ev, &key);

@@ -178,6 +178,18 @@ fn every_drill_writes_a_signed_chained_report_locally_and_in_every_region() {
         out.contains("web @ local:repo2: 2 reports, chain intact"),
         "{out}"
     );
+    let out = s.ok(&[
+        "report",
+        "verify",
+        "--repo",
+        "repo1",
+        "--password-file",
+        "repo.pass",
+    ]);
+    assert!(
+        out.contains("web @ local:repo1: 2 reports, chain intact"),
+        "{out}"
+    );
     // A third drill continues the chain from the repository.
     s.ok(&["drill", "--plan", "web.toml"]);
     let c = json_of(&s.local_reports()[2]);
