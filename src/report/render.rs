@@ -710,6 +710,19 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                 (_, Some(b)) => day(b),
                 (_, None) => "none at this rate".into(),
             };
+            let phases = t
+                .phase_secs_per_day
+                .iter()
+                .map(|(ph, v)| {
+                    let gib = t
+                        .phase_secs_per_gib
+                        .get(ph)
+                        .map(|g| format!(", {g:.1} s/GiB"))
+                        .unwrap_or_default();
+                    format!("{ph} {v:+.1} s/day{gib}")
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
             Some(vec![
                 esc(&t.job),
                 esc(&t.region),
@@ -717,6 +730,11 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                 format!("{:+.1} s", tt.secs_per_day),
                 duration(tt.fitted_now_secs.max(0.0)),
                 breach,
+                t.rto_over_size
+                    .as_ref()
+                    .map(|s| format!("{:.1} s", s.secs_per_gib))
+                    .unwrap_or_else(|| "—".into()),
+                esc(&phases),
             ])
         })
         .collect();
@@ -734,6 +752,8 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                 "RTO change per day",
                 "fitted RTO now",
                 "projected breach",
+                "per GiB restored",
+                "phases",
             ],
             rows,
         );

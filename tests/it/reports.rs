@@ -861,6 +861,13 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
     let t = report.plans[0].trends[0].rto_over_time.clone().unwrap();
     assert!((t.secs_per_day - 12.0).abs() < 1.5, "{t:?}");
     assert!(t.warn, "{t:?}");
+    // Against restored size: 12 s per 40 MiB is 307 s/GiB, of which fetch is 70 %.
+    let tr = &report.plans[0].trends[0];
+    let per_gib = tr.rto_over_size.as_ref().unwrap().secs_per_gib;
+    assert!((per_gib - 307.2).abs() < 20.0, "{per_gib}");
+    let fetch = tr.phase_secs_per_gib["fetch"];
+    assert!((fetch - 0.7 * 307.2).abs() < 15.0, "{fetch}");
+    assert!((tr.phase_secs_per_day["fetch"] - 0.7 * 12.0).abs() < 1.0, "{tr:?}");
     // SLOs over the last 30 days: one backup slot of ~90 missed (99 % not met, the budget
     // overspent), every region drilled every week.
     let slos = &report.plans[0].slos;
