@@ -867,7 +867,10 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
     assert!((per_gib - 307.2).abs() < 20.0, "{per_gib}");
     let fetch = tr.phase_secs_per_gib["fetch"];
     assert!((fetch - 0.7 * 307.2).abs() < 15.0, "{fetch}");
-    assert!((tr.phase_secs_per_day["fetch"] - 0.7 * 12.0).abs() < 1.0, "{tr:?}");
+    assert!(
+        (tr.phase_secs_per_day["fetch"] - 0.7 * 12.0).abs() < 1.0,
+        "{tr:?}"
+    );
     // SLOs over the last 30 days: one backup slot of ~90 missed (99 % not met, the budget
     // overspent), every region drilled every week.
     let slos = &report.plans[0].slos;
