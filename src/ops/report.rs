@@ -8,6 +8,7 @@
 //! plan's reports and snapshots, and `report::period::PlanPeriod` computes the SLOs, error
 //! budgets and RTO trend from them.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -45,7 +46,7 @@ async fn all_regions(env: &Env, target: &Target, opened: &Repository) -> Vec<(St
                     "region {} ({}) cannot be read for reports: {e}",
                     region.catalog_region, region.location
                 ),
-                hint: Some("its drill reports are written by the next drill once it is back; `lifeboat report verify --plan` checks every region".into()),
+                hint: Some("the next drill copies it the reports it lacks; `lifeboat report verify --plan` checks every region".into()),
             }),
         }
     }
@@ -147,10 +148,18 @@ async fn write_reports(
     let repos: Vec<Repository> = regions.iter().map(|(_, r)| r.clone()).collect();
     let key = signing::load_or_create(&repos).await?;
     let mut known = Vec::new();
+    // The report ids each region holds (`None`: it could not be listed).
+    let mut held: Vec<Option<HashSet<String>>> = Vec::new();
     for r in &repos {
         match store::load_all(r).await {
-            Ok(f) => known.extend(f),
-            Err(e) => env.warn(format!("reports in {} cannot be listed: {e}", r.location())),
+            Ok(f) => {
+                held.push(Some(report_ids(&f)));
+                known.extend(f);
+            }
+            Err(e) => {
+                held.push(None);
+                env.warn(format!("reports in {} cannot be listed: {e}", r.location()))
+            }
         }
     }
     let mut files = Vec::new();
@@ -193,8 +202,58 @@ async fn write_reports(
             name_seq: Some(ev.chain.seq),
             value: Ok(serde_json::to_value(&ev).expect("report serializes")),
         });
+        for h in held.iter_mut().flatten() {
+            h.insert(ev.report_id.clone());
+        }
     }
+    backfill(env, &regions, &held, &known, &drilled.id().to_hex()).await;
     Ok(files)
+}
+
+fn report_ids(found: &[Found]) -> HashSet<String> {
+    found
+        .iter()
+        .filter_map(|f| f.value.as_ref().ok())
+        .filter_map(|v| v.get("report_id").and_then(|i| i.as_str()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Copies to each region the reports of this repository it lacks (it was down when they
+/// were written; `sync` does not copy reports): those other regions or the state directory
+/// hold, whose signature verifies.
+async fn backfill(
+    env: &Env,
+    regions: &[(String, Repository)],
+    held: &[Option<HashSet<String>>],
+    known: &[Found],
+    repo_id: &str,
+) {
+    let mut seen = HashSet::new();
+    let reports: Vec<(&str, &serde_json::Value)> = known
+        .iter()
+        .filter_map(|f| f.value.as_ref().ok())
+        .filter(|v| chain::is_drill_report(v))
+        .filter(|v| v.get("repository_id").and_then(|i| i.as_str()) == Some(repo_id))
+        .filter(|v| chain::check_signature(v).is_ok())
+        .filter_map(|v| Some((v.get("report_id")?.as_str()?, v)))
+        .filter(|(id, _)| seen.insert(*id))
+        .collect();
+    for ((region, repo), held) in regions.iter().zip(held) {
+        let Some(held) = held else { continue };
+        for (id, v) in &reports {
+            if held.contains(*id) {
+                continue;
+            }
+            let mut bytes = serde_json::to_vec_pretty(v).expect("report serializes");
+            bytes.push(b'\n');
+            if let Err(e) = store::put(repo, &bytes).await {
+                env.warn(format!(
+                    "drill report {id} could not be copied to region {region}, which lacks it: {e}"
+                ));
+            }
+        }
+    }
 }
 
 /// The parsed drill reports of `found` (unreadable ones left out), deduplicated by report id.

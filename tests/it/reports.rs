@@ -190,9 +190,24 @@ fn every_drill_writes_a_signed_chained_report_locally_and_in_every_region() {
         out.contains("web @ local:repo1: 2 reports, chain intact"),
         "{out}"
     );
-    // A third drill continues the chain from the repository.
+    // A region that was down when a drill ran gets the report it lacks from the next drill.
+    std::fs::rename(s.path().join("repo2"), s.path().join("repo2.away")).unwrap();
+    let o = s.expect(&["drill", "--plan", "web.toml"], 0);
+    assert!(stderr(&o).contains("region local:repo2"), "{}", stderr(&o));
+    std::fs::rename(s.path().join("repo2.away"), s.path().join("repo2")).unwrap();
+    assert_eq!(s.objects("repo2").len(), 2);
     s.ok(&["drill", "--plan", "web.toml"]);
-    let c = json_of(&s.local_reports()[2]);
+    assert_eq!(s.objects("repo1").len(), 4);
+    assert_eq!(s.objects("repo2").len(), 4);
+    let out = s.ok(&["report", "verify", "--plan", "web.toml"]);
+    assert!(
+        out.contains("web @ local:repo2: 4 reports, chain intact"),
+        "{out}"
+    );
+    // The third drill continued the chain from the repository.
+    let files = s.local_reports();
+    assert_eq!(files.len(), 4);
+    let c = json_of(&files[2]);
     assert_eq!(c["chain"]["seq"], 3);
     assert_eq!(
         c["chain"]["prev"].as_str().unwrap(),
