@@ -46,10 +46,11 @@ pub enum ReportCommand {
     /// Check the signatures and the chain of drill reports and name the first broken link
     /// (exit 13): a report edited, removed, reordered, or signed by another key
     Verify(VerifyArgs),
-    /// Print the repository's report-signing public key (what an auditor verifies with,
-    /// no password needed)
+    /// Print the repository's report-signing public key: an auditor verifies the reports
+    /// with it, without the repository password
     Pubkey(PubkeyArgs),
-    /// Write a blameless post-mortem draft (Markdown) of a failed drill from its report
+    /// Write a blameless post-mortem draft (Markdown) of a failed drill (from its report) or
+    /// backup run (from the catalog)
     Incident(IncidentArgs),
 }
 
@@ -77,7 +78,7 @@ pub struct PubkeyArgs {
 
 #[derive(Args, Debug)]
 pub struct IncidentArgs {
-    /// The drill's run id (or a unique prefix), as `lifeboat history` lists it
+    /// The drill's or backup run's id (or a prefix), as `lifeboat history` lists it
     #[arg(value_name = "RUN_ID")]
     pub run_id: String,
     /// Also search the reports stored in this plan's destinations
@@ -192,7 +193,7 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
     } else {
         VerifySource::Path(match a.path {
             Some(p) => p,
-            None => crate::report::store::local_dir()?,
+            None => crate::ops::report::local_reports_dir(&ctx.env())?,
         })
     };
     let r = crate::ops::report::verify(source, trusted).await?;

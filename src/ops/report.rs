@@ -8,6 +8,7 @@
 //! plan's reports and snapshots, and `report::period::PlanPeriod` computes the SLOs, error
 //! budgets and RTO trend from them.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -45,20 +46,23 @@ async fn all_regions(env: &Env, target: &Target, opened: &Repository) -> Vec<(St
                     "region {} ({}) cannot be read for reports: {e}",
                     region.catalog_region, region.location
                 ),
-                hint: Some("its drill reports are written by the next drill once it is back; `lifeboat report verify --plan` checks every region".into()),
+                hint: Some("the next drill copies it the reports it lacks; `lifeboat report verify --plan` checks every region".into()),
             }),
         }
     }
     out
 }
 
-/// The newest report of `plan` among `found`: its sequence number and hash.
-fn chain_head(found: &[Found], plan: &str) -> (u64, Option<String>) {
+/// The newest report of `plan` in repository `repo_id` among `found`: its sequence number
+/// and hash (local copies of another repository's reports — a plan re-initialised — do not
+/// count).
+fn chain_head(found: &[Found], plan: &str, repo_id: &str) -> (u64, Option<String>) {
     found
         .iter()
         .filter_map(|f| f.value.as_ref().ok())
         .filter(|v| chain::is_drill_report(v))
         .filter(|v| v.get("plan").and_then(|p| p.as_str()) == Some(plan))
+        .filter(|v| v.get("repository_id").and_then(|p| p.as_str()) == Some(repo_id))
         .filter_map(|v| {
             let seq = v.pointer("/chain/seq")?.as_u64()?;
             Some((seq, chain::hash_value(v)))
@@ -78,7 +82,7 @@ pub async fn write_drill_reports(
     drilled: &Repository,
     reports: &[DrillReport],
 ) -> Vec<PathBuf> {
-    let local = match store::local_dir() {
+    let local = match local_reports_dir(env) {
         Ok(d) => d,
         Err(e) => {
             env.warn(format!(
@@ -88,6 +92,25 @@ pub async fn write_drill_reports(
         }
     };
     write_drill_reports_in(env, target, drilled, reports, &local).await
+}
+
+/// Where this machine keeps its copies of drill reports: `reports/` beside a SQLite catalog
+/// file (the state directory by default), else (a PostgreSQL catalog) in the default state
+/// directory.
+pub fn local_reports_dir(env: &Env) -> Result<PathBuf> {
+    if let Ok(loc) = &env.catalog {
+        let path = loc
+            .strip_prefix("sqlite://")
+            .or_else(|| loc.strip_prefix("sqlite:"))
+            .map(|r| r.split('?').next().unwrap_or(r))
+            .unwrap_or(loc);
+        if !path.contains("://") {
+            if let Some(dir) = Path::new(path).parent() {
+                return Ok(dir.join("reports"));
+            }
+        }
+    }
+    store::local_dir()
 }
 
 /// [`write_drill_reports`] with the local copies in `local` (`<local>/<plan>/…`) instead of
@@ -125,10 +148,18 @@ async fn write_reports(
     let repos: Vec<Repository> = regions.iter().map(|(_, r)| r.clone()).collect();
     let key = signing::load_or_create(&repos).await?;
     let mut known = Vec::new();
+    // The report ids each region holds (`None`: it could not be listed).
+    let mut held: Vec<Option<HashSet<String>>> = Vec::new();
     for r in &repos {
         match store::load_all(r).await {
-            Ok(f) => known.extend(f),
-            Err(e) => env.warn(format!("reports in {} cannot be listed: {e}", r.location())),
+            Ok(f) => {
+                held.push(Some(report_ids(&f)));
+                known.extend(f);
+            }
+            Err(e) => {
+                held.push(None);
+                env.warn(format!("reports in {} cannot be listed: {e}", r.location()))
+            }
         }
     }
     let mut files = Vec::new();
@@ -141,7 +172,7 @@ async fn write_reports(
         if let Ok(f) = store::load_path(&dir) {
             known.extend(f);
         }
-        let (seq, prev) = chain_head(&known, &ev.plan);
+        let (seq, prev) = chain_head(&known, &ev.plan, &ev.repository_id);
         ev.chain.seq = seq + 1;
         ev.chain.prev = prev;
         chain::sign(&mut ev, &key);
@@ -171,8 +202,58 @@ async fn write_reports(
             name_seq: Some(ev.chain.seq),
             value: Ok(serde_json::to_value(&ev).expect("report serializes")),
         });
+        for h in held.iter_mut().flatten() {
+            h.insert(ev.report_id.clone());
+        }
     }
+    backfill(env, &regions, &held, &known, &drilled.id().to_hex()).await;
     Ok(files)
+}
+
+fn report_ids(found: &[Found]) -> HashSet<String> {
+    found
+        .iter()
+        .filter_map(|f| f.value.as_ref().ok())
+        .filter_map(|v| v.get("report_id").and_then(|i| i.as_str()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Copies to each region the reports of this repository it lacks (it was down when they
+/// were written; `sync` does not copy reports): those other regions or the state directory
+/// hold, whose signature verifies.
+async fn backfill(
+    env: &Env,
+    regions: &[(String, Repository)],
+    held: &[Option<HashSet<String>>],
+    known: &[Found],
+    repo_id: &str,
+) {
+    let mut seen = HashSet::new();
+    let reports: Vec<(&str, &serde_json::Value)> = known
+        .iter()
+        .filter_map(|f| f.value.as_ref().ok())
+        .filter(|v| chain::is_drill_report(v))
+        .filter(|v| v.get("repository_id").and_then(|i| i.as_str()) == Some(repo_id))
+        .filter(|v| chain::check_signature(v).is_ok())
+        .filter_map(|v| Some((v.get("report_id")?.as_str()?, v)))
+        .filter(|(id, _)| seen.insert(*id))
+        .collect();
+    for ((region, repo), held) in regions.iter().zip(held) {
+        let Some(held) = held else { continue };
+        for (id, v) in &reports {
+            if held.contains(*id) {
+                continue;
+            }
+            let mut bytes = serde_json::to_vec_pretty(v).expect("report serializes");
+            bytes.push(b'\n');
+            if let Err(e) = store::put(repo, &bytes).await {
+                env.warn(format!(
+                    "drill report {id} could not be copied to region {region}, which lacks it: {e}"
+                ));
+            }
+        }
+    }
 }
 
 /// The parsed drill reports of `found` (unreadable ones left out), deduplicated by report id.
@@ -528,9 +609,10 @@ pub fn write_period(report: &PeriodReport, out: &Path) -> Result<Vec<PathBuf>> {
 // ----- incident ------------------------------------------------------------------------
 
 /// `lifeboat report incident RUN_ID`: a blameless post-mortem draft (Markdown) of a failed
-/// drill, from its stored report (found in the state directory or the plan's regions).
+/// drill, from its stored report (found in the state directory or the plan's regions), or of
+/// a failed backup run, from its catalog row.
 pub async fn incident(env: &Env, target: Option<&Target>, run_id: &str) -> Result<String> {
-    let mut found = store::load_path(&store::local_dir()?).unwrap_or_default();
+    let mut found = store::load_path(&local_reports_dir(env)?).unwrap_or_default();
     if let Some(t) = target {
         let input = plan_evidence(env, t).await?;
         for d in input.drills {
@@ -541,16 +623,44 @@ pub async fn incident(env: &Env, target: Option<&Target>, run_id: &str) -> Resul
             });
         }
     }
-    let ev = evidence_of(&found)
+    if let Some(ev) = evidence_of(&found)
         .into_iter()
         .find(|e| e.report_id == run_id || e.report_id.starts_with(run_id))
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "no drill report {run_id:?} in the state directory{}; `lifeboat history` lists the drills (give --plan to search the plan's regions)",
-                if target.is_some() { " or the plan's regions" } else { "" }
-            ))
-        })?;
-    Ok(crate::report::render::incident(&ev))
+    {
+        return Ok(crate::report::render::incident(&ev));
+    }
+    // A backup run leaves no report: its row in the catalog is the evidence.
+    let run = match super::record::open_catalog(env).await {
+        Ok(cat) => {
+            let h = cat
+                .history(&crate::catalog::HistoryFilter {
+                    repo: None,
+                    region: None,
+                    plan: None,
+                    job: None,
+                    limit: 0,
+                })
+                .await;
+            cat.close().await;
+            h?.into_iter()
+                .filter(|e| e.kind == "backup")
+                .find(|e| e.id.0 == run_id || e.id.0.starts_with(run_id))
+        }
+        Err(_) => None,
+    };
+    match run {
+        Some(run) => {
+            let rpo = target
+                .and_then(|t| t.plan.as_ref())
+                .and_then(|p| p.objectives.rpo)
+                .map(|d| d.as_secs_f64());
+            Ok(crate::report::render::incident_backup(&run, rpo))
+        }
+        None => Err(Error::Usage(format!(
+            "no drill report or backup run {run_id:?} in the state directory or the catalog{}; `lifeboat history` lists them (give --plan to search the plan's regions)",
+            if target.is_some() { ", nor in the plan's regions" } else { "" }
+        ))),
+    }
 }
 
 /// The object ids of a plan's stored reports (for tests and tooling).

@@ -1,5 +1,5 @@
 //! The repository's report-signing key: an ed25519 key pair whose secret half is stored
-//! wrapped by the repository's master key (`signing/ed25519`), so every password holder can
+//! wrapped by the repository's master key (`signing/<public key hex>`), so every password holder can
 //! sign drill reports and an auditor verifies them with the public key alone
 //! (`lifeboat report pubkey`). Created at `init`; a repository made before reports existed
 //! gets one on first use ([`load_or_create`]).
@@ -18,8 +18,33 @@ use super::Repository;
 use crate::store::{DynStore, StoreError};
 use crate::{Error, Result};
 
-/// Where the wrapped key lives in a repository.
-pub const SIGNING_KEY: &str = "signing/ed25519";
+/// Where the wrapped key lives in a repository: `signing/<public key, 64 hex>` (named like
+/// every other object; should two hosts create one at once, the first in key order is used).
+pub const PREFIX: &str = "signing/";
+
+fn key_name(public: &[u8; 32]) -> String {
+    format!("{PREFIX}{}", hex::encode(public))
+}
+
+/// The stored key file of `store`, if any: (its name, bytes).
+async fn find(store: &DynStore) -> std::result::Result<Option<(String, Bytes)>, StoreError> {
+    let mut names: Vec<String> = store
+        .list(PREFIX)
+        .await?
+        .into_iter()
+        .map(|i| i.key)
+        .filter(|k| k.len() == PREFIX.len() + 64)
+        .collect();
+    names.sort();
+    match names.into_iter().next() {
+        None => Ok(None),
+        Some(n) => match store.get(&n).await {
+            Ok(b) => Ok(Some((n, b))),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        },
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +66,7 @@ fn aad(repo: &Repository, public: &[u8; 32]) -> Vec<u8> {
 }
 
 /// A new random key pair, wrapped for `repo`: the file's bytes and the key.
-fn create(repo: &Repository) -> (Vec<u8>, SigningKey) {
+fn create(repo: &Repository) -> (String, Vec<u8>, SigningKey) {
     let seed = Zeroizing::new(rand::random::<[u8; 32]>());
     let key = SigningKey::from_bytes(&seed);
     let public = key.verifying_key().to_bytes();
@@ -53,14 +78,15 @@ fn create(repo: &Repository) -> (Vec<u8>, SigningKey) {
         sealed: hex::encode(repo.keys.seal(&aad(repo, &public), seed.as_ref())),
     };
     (
+        key_name(&public),
         serde_json::to_vec_pretty(&file).expect("signing key serializes"),
         key,
     )
 }
 
 /// Opens a stored key file with `repo`'s keys.
-fn open(repo: &Repository, store: &DynStore, raw: &[u8]) -> Result<SigningKey> {
-    let what = || format!("{}/{SIGNING_KEY}", store.describe());
+fn open(repo: &Repository, store: &DynStore, name: &str, raw: &[u8]) -> Result<SigningKey> {
+    let what = || format!("{}/{name}", store.describe());
     let f: SigningKeyFile = serde_json::from_slice(raw)
         .map_err(|e| Error::integrity(what(), format!("not a signing key file: {e}")))?;
     let public: [u8; 32] = hex::decode(&f.public_key)
@@ -79,7 +105,7 @@ fn open(repo: &Repository, store: &DynStore, raw: &[u8]) -> Result<SigningKey> {
         .try_into()
         .map_err(|_| Error::integrity(what(), "the sealed seed is not 32 bytes"))?;
     let key = SigningKey::from_bytes(&seed);
-    if key.verifying_key().to_bytes() != public {
+    if key.verifying_key().to_bytes() != public || key_name(&public) != name {
         return Err(Error::integrity(
             what(),
             "the public key does not belong to the sealed secret key",
@@ -91,8 +117,8 @@ fn open(repo: &Repository, store: &DynStore, raw: &[u8]) -> Result<SigningKey> {
 /// Writes a new signing key into `repo`'s store (at `init`; through the multi-region fan-out
 /// that reaches every region).
 pub async fn create_in(repo: &Repository) -> Result<VerifyingKey> {
-    let (bytes, key) = create(repo);
-    repo.store.put(SIGNING_KEY, Bytes::from(bytes)).await?;
+    let (name, bytes, key) = create(repo);
+    repo.store.put(&name, Bytes::from(bytes)).await?;
     Ok(key.verifying_key())
 }
 
@@ -102,22 +128,22 @@ pub async fn create_in(repo: &Repository) -> Result<VerifyingKey> {
 /// created and written to every region that answers. Regions that cannot be read or
 /// written are skipped (the report still goes to the others).
 pub async fn load_or_create(repos: &[Repository]) -> Result<SigningKey> {
-    let mut found: Option<(SigningKey, Bytes)> = None;
+    let mut found: Option<(SigningKey, String, Bytes)> = None;
     let mut missing = Vec::new();
     let mut last_err = None;
     for r in repos {
-        match r.store.get(SIGNING_KEY).await {
-            Ok(raw) => {
+        match find(&r.store).await {
+            Ok(Some((name, raw))) => {
                 if found.is_none() {
-                    let key = open(r, &r.store, &raw)?;
-                    found = Some((key, raw));
+                    let key = open(r, &r.store, &name, &raw)?;
+                    found = Some((key, name, raw));
                 }
             }
-            Err(StoreError::NotFound { .. }) => missing.push(r),
+            Ok(None) => missing.push(r),
             Err(e) => last_err = Some(e),
         }
     }
-    let (key, raw) = match found {
+    let (key, name, raw) = match found {
         Some(f) => f,
         None => {
             let Some(first) = missing.first() else {
@@ -125,12 +151,12 @@ pub async fn load_or_create(repos: &[Repository]) -> Result<SigningKey> {
                     .map(Error::from)
                     .unwrap_or_else(|| Error::Other("no region to keep the signing key".into())));
             };
-            let (bytes, key) = create(first);
-            (key, Bytes::from(bytes))
+            let (name, bytes, key) = create(first);
+            (key, name, Bytes::from(bytes))
         }
     };
     for r in missing {
-        if let Err(e) = r.store.put(SIGNING_KEY, raw.clone()).await {
+        if let Err(e) = r.store.put(&name, raw.clone()).await {
             tracing::warn!(region = %r.location(), error = %e, "could not store the report signing key");
         }
     }
@@ -139,9 +165,8 @@ pub async fn load_or_create(repos: &[Repository]) -> Result<SigningKey> {
 
 /// The public key, without creating one: `None` when the repository has none yet.
 pub async fn public_key(repo: &Repository) -> Result<Option<VerifyingKey>> {
-    match repo.store.get(SIGNING_KEY).await {
-        Ok(raw) => Ok(Some(open(repo, &repo.store, &raw)?.verifying_key())),
-        Err(StoreError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+    match find(&repo.store).await? {
+        Some((name, raw)) => Ok(Some(open(repo, &repo.store, &name, &raw)?.verifying_key())),
+        None => Ok(None),
     }
 }

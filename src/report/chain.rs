@@ -366,3 +366,107 @@ pub fn parse_public_key(s: &str) -> Result<VerifyingKey, String> {
         .ok_or("a public key is 64 hex characters (what `lifeboat report pubkey` prints)")?;
     VerifyingKey::from_bytes(&b).map_err(|e| format!("not an ed25519 public key: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn signed(seq: u64, prev: Option<String>, key: &SigningKey) -> Value {
+        let mut v = json!({
+            "schema": SCHEMA, "report_id": format!("r{seq}"), "plan": "p",
+            "rto": {"measured_secs": 0.1 + seq as f64 / 3.0, "met": true},
+            "chain": {"seq": seq, "prev": prev},
+        });
+        let body = canonical(&v);
+        v["signature"] = json!({
+            "algorithm": "ed25519",
+            "public_key": hex::encode(key.verifying_key().to_bytes()),
+            "value": hex::encode(key.sign(&body).to_bytes()),
+        });
+        v
+    }
+
+    fn found(vs: &[Value]) -> Vec<Found> {
+        vs.iter()
+            .map(|v| Found {
+                source: v["report_id"].as_str().unwrap().into(),
+                name_seq: None,
+                value: Ok(v.clone()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn canonical_form_sorts_keys_and_ignores_formatting() {
+        let a: Value =
+            serde_json::from_str("{\"b\": [1, {\"z\": 1, \"a\": 2}], \"a\": \"x\"}").unwrap();
+        assert_eq!(canonical(&a), br#"{"a":"x","b":[1,{"a":2,"z":1}]}"#);
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let v = signed(1, None, &key);
+        let pretty: Value =
+            serde_json::from_str(&serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        assert!(check_signature(&pretty).is_ok());
+        let mut edited = v.clone();
+        edited["plan"] = json!("q");
+        assert!(check_signature(&edited).unwrap_err().contains("edited"));
+    }
+
+    #[test]
+    fn chains_verify_and_name_their_first_break() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let mut vs = vec![signed(1, None, &key)];
+        for seq in 2..=4 {
+            let prev = hash_value(vs.last().unwrap());
+            vs.push(signed(seq, Some(prev), &key));
+        }
+        let ok = verify(&found(&vs), Some(&key.verifying_key()));
+        assert!(ok[0].intact() && ok[0].reports == 4, "{ok:?}");
+        assert_eq!(ok[0].head.as_deref(), Some(hash_value(&vs[3]).as_str()));
+        // removed
+        let mut gap = vs.clone();
+        gap.remove(1);
+        let b = verify(&found(&gap), None).remove(0).first_broken.unwrap();
+        assert_eq!((b.kind, b.seq), (Break::Removed, Some(3)));
+        // the first removed
+        let b = verify(&found(&vs[1..]), None)
+            .remove(0)
+            .first_broken
+            .unwrap();
+        assert_eq!((b.kind, b.seq), (Break::Removed, Some(2)));
+        // out of order
+        let mut swapped = vs.clone();
+        swapped.swap(1, 2);
+        let b = verify(&found(&swapped), None)
+            .remove(0)
+            .first_broken
+            .unwrap();
+        assert_eq!(
+            b.kind,
+            Break::Removed,
+            "seq 3 after seq 1 is a gap first: {b:?}"
+        );
+        // replaced by a validly signed report that does not follow its predecessor
+        let mut replaced = vs.clone();
+        replaced[2] = signed(3, Some("blake3:00".into()), &key);
+        let b = verify(&found(&replaced), None)
+            .remove(0)
+            .first_broken
+            .unwrap();
+        assert_eq!((b.kind, b.seq), (Break::Removed, Some(3)));
+        // another key
+        let other = SigningKey::from_bytes(&[2; 32]);
+        let mut forged = vs.clone();
+        forged[3] = signed(4, Some(hash_value(&vs[2])), &other);
+        let b = verify(&found(&forged), Some(&key.verifying_key()))
+            .remove(0)
+            .first_broken
+            .unwrap();
+        assert_eq!((b.kind, b.seq), (Break::OtherKey, Some(4)));
+        assert_eq!(
+            parse_public_key(&hex::encode(key.verifying_key().to_bytes())).unwrap(),
+            key.verifying_key()
+        );
+        assert!(parse_public_key("abc").is_err());
+    }
+}

@@ -191,6 +191,8 @@ pub struct TrendRow {
     pub rto_over_size: Option<SizeTrend>,
     /// Each phase's growth, seconds per day.
     pub phase_secs_per_day: BTreeMap<String, f64>,
+    /// Each phase's cost per GiB restored.
+    pub phase_secs_per_gib: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -642,6 +644,7 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
                 .map(|d| (d.started, d.rto.measured_secs))
                 .collect();
             let mut phase_secs_per_day = BTreeMap::new();
+            let mut phase_secs_per_gib = BTreeMap::new();
             let phases: std::collections::BTreeSet<&str> = ds
                 .iter()
                 .flat_map(|d| d.phases.iter().map(|p| p.phase.as_str()))
@@ -653,6 +656,13 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
                     .collect();
                 if let Some(t) = trend::time_trend(&s, None, now, Duration::days(0)) {
                     phase_secs_per_day.insert(ph.to_string(), t.secs_per_day);
+                }
+                let by_size: Vec<(u64, f64)> = ds
+                    .iter()
+                    .filter_map(|d| d.phase_secs(ph).map(|v| (d.snapshot.size_bytes, v)))
+                    .collect();
+                if let Some(t) = trend::size_trend(&by_size, None) {
+                    phase_secs_per_gib.insert(ph.to_string(), t.secs_per_gib);
                 }
             }
             TrendRow {
@@ -671,6 +681,7 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
                     rto_target,
                 ),
                 phase_secs_per_day,
+                phase_secs_per_gib,
             }
         })
         .collect();

@@ -365,9 +365,9 @@ pub fn html(r: &PeriodReport) -> String {
         r.since.format("%Y-%m-%d"),
         r.until.format("%Y-%m-%d")
     );
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<h1>Disaster-recovery report</h1><p class=\"muted\">Period {} to {} · lifeboat {} · schema <code>{}</code></p>\n",
+        "<h1>Disaster-recovery report</h1><p class=\"muted\">Period {} to {} · lifeboat {} · schema <code>{}</code></p>",
         day(r.since),
         day(r.until),
         env!("CARGO_PKG_VERSION"),
@@ -555,7 +555,7 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
         .iter()
         .find(|x| x.objective == "rpo")
         .and_then(|x| x.target_secs);
-    let mut series: Vec<(String, Vec<(DateTime<Utc>, f64)>)> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
     for d in &p.drills {
         let name = format!("{} @ {}", d.job, d.region);
         match series.iter_mut().find(|(n, _)| *n == name) {
@@ -569,7 +569,7 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
         "RTO of every drill against the target, per job and region",
         &chart("RTO (minutes)", since, until, &series, rto_target, 60.0),
     );
-    let mut series: Vec<(String, Vec<(DateTime<Utc>, f64)>)> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
     for pt in &p.rpo_over_time {
         match series.iter_mut().find(|(n, _)| *n == pt.region) {
             Some((_, v)) => v.push((pt.time, pt.age_secs)),
@@ -582,7 +582,7 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
         "Snapshot age (RPO) over time against the target, per region",
         &chart("RPO (hours)", since, until, &series, rpo_target, 3600.0),
     );
-    let mut series: Vec<(String, Vec<(DateTime<Utc>, f64)>)> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
     for s in &p.sizes {
         match series.iter_mut().find(|(n, _)| *n == s.job) {
             Some((_, v)) => v.push((s.time, s.bytes as f64)),
@@ -710,6 +710,19 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                 (_, Some(b)) => day(b),
                 (_, None) => "none at this rate".into(),
             };
+            let phases = t
+                .phase_secs_per_day
+                .iter()
+                .map(|(ph, v)| {
+                    let gib = t
+                        .phase_secs_per_gib
+                        .get(ph)
+                        .map(|g| format!(", {g:.1} s/GiB"))
+                        .unwrap_or_default();
+                    format!("{ph} {v:+.1} s/day{gib}")
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
             Some(vec![
                 esc(&t.job),
                 esc(&t.region),
@@ -717,6 +730,11 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                 format!("{:+.1} s", tt.secs_per_day),
                 duration(tt.fitted_now_secs.max(0.0)),
                 breach,
+                t.rto_over_size
+                    .as_ref()
+                    .map(|s| format!("{:.1} s", s.secs_per_gib))
+                    .unwrap_or_else(|| "—".into()),
+                esc(&phases),
             ])
         })
         .collect();
@@ -734,6 +752,8 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                 "RTO change per day",
                 "fitted RTO now",
                 "projected breach",
+                "per GiB restored",
+                "phases",
             ],
             rows,
         );
@@ -835,12 +855,15 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
 }
 
 fn figure(o: &mut String, id: &str, caption: &str, svg: &str) {
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<figure id=\"chart-{id}\" class=\"chart\">{svg}<figcaption>{}</figcaption></figure>\n",
+        "<figure id=\"chart-{id}\" class=\"chart\">{svg}<figcaption>{}</figcaption></figure>",
         esc(caption)
     );
 }
+
+/// A named line of a chart: (time, value) points.
+type Series = (String, Vec<(DateTime<Utc>, f64)>);
 
 const PALETTE: [RGBColor; 6] = [
     RGBColor(29, 78, 137),
@@ -857,7 +880,7 @@ fn chart(
     y_label: &str,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
-    series: &[(String, Vec<(DateTime<Utc>, f64)>)],
+    series: &[Series],
     target: Option<f64>,
     unit: f64,
 ) -> String {
@@ -1104,4 +1127,78 @@ fn miss_date(m: &super::period::Miss) -> String {
         Some(l) => format!("{} – {} ({}×)", day(m.date), day(l), m.count),
         None => day(m.date),
     }
+}
+
+/// A blameless post-mortem draft of a backup run, from its catalog row (`rpo_target_secs`:
+/// the plan's RPO objective, when the plan is known).
+pub fn incident_backup(r: &crate::catalog::HistoryEntry, rpo_target_secs: Option<f64>) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# Post-mortem (draft): backup run {} of plan {}\n",
+        r.id.0, r.plan
+    );
+    let _ = writeln!(o, "_Blameless: this describes what the systems did, not who did what. Fill in the empty sections._\n");
+    let _ = writeln!(o, "## Summary\n");
+    let _ = writeln!(
+        o,
+        "On {} the backup of job **{}** to region **{}** ended **{}**{}.\n",
+        day(r.started),
+        r.job,
+        r.region,
+        r.outcome,
+        r.error
+            .as_deref()
+            .map(|e| format!(": {}", md_escape(e)))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(o, "## Impact\n");
+    if r.snapshot_id.is_some() {
+        let _ = writeln!(o, "- A snapshot was committed ({}); check which regions lack it (`lifeboat snapshots --plan …`).\n", r.snapshot_id.map(|s| s.short()).unwrap_or_default());
+    } else {
+        let _ = writeln!(
+            o,
+            "- No snapshot was committed: the data-loss window of job {} in region {} keeps growing until the next successful backup{}.\n",
+            r.job,
+            r.region,
+            rpo_target_secs
+                .map(|t| format!(" and misses the RPO objective ({}) once it is older than that", duration(t)))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(o, "## Timeline (UTC)\n");
+    let _ = writeln!(o, "| time | event |\n|---|---|");
+    let _ = writeln!(o, "| {} | backup started |", r.started.format("%H:%M:%S"));
+    if let Some(e) = &r.error {
+        let _ = writeln!(
+            o,
+            "| {} | error: {} |",
+            r.finished.format("%H:%M:%S"),
+            md_escape(e)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "| {} | backup finished: {} (exit {}) |\n",
+        r.finished.format("%H:%M:%S"),
+        r.outcome,
+        r.exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "?".into())
+    );
+    let _ = writeln!(o, "## Evidence\n");
+    let _ = writeln!(
+        o,
+        "- catalog backup run `{}`, repository `{}`\n",
+        r.id.0,
+        r.repo_id.short()
+    );
+    let _ = writeln!(o, "## Root cause\n\n_To be written._\n");
+    let _ = writeln!(o, "## What went well\n\n_To be written._\n");
+    let _ = writeln!(o, "## Lessons\n\n_To be written._\n");
+    let _ = writeln!(
+        o,
+        "## Action items\n\n| action | owner | due |\n|---|---|---|\n| | | |"
+    );
+    o
 }

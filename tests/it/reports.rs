@@ -178,9 +178,36 @@ fn every_drill_writes_a_signed_chained_report_locally_and_in_every_region() {
         out.contains("web @ local:repo2: 2 reports, chain intact"),
         "{out}"
     );
-    // A third drill continues the chain from the repository.
+    let out = s.ok(&[
+        "report",
+        "verify",
+        "--repo",
+        "repo1",
+        "--password-file",
+        "repo.pass",
+    ]);
+    assert!(
+        out.contains("web @ local:repo1: 2 reports, chain intact"),
+        "{out}"
+    );
+    // A region that was down when a drill ran gets the report it lacks from the next drill.
+    std::fs::rename(s.path().join("repo2"), s.path().join("repo2.away")).unwrap();
+    let o = s.expect(&["drill", "--plan", "web.toml"], 0);
+    assert!(stderr(&o).contains("region local:repo2"), "{}", stderr(&o));
+    std::fs::rename(s.path().join("repo2.away"), s.path().join("repo2")).unwrap();
+    assert_eq!(s.objects("repo2").len(), 2);
     s.ok(&["drill", "--plan", "web.toml"]);
-    let c = json_of(&s.local_reports()[2]);
+    assert_eq!(s.objects("repo1").len(), 4);
+    assert_eq!(s.objects("repo2").len(), 4);
+    let out = s.ok(&["report", "verify", "--plan", "web.toml"]);
+    assert!(
+        out.contains("web @ local:repo2: 4 reports, chain intact"),
+        "{out}"
+    );
+    // The third drill continued the chain from the repository.
+    let files = s.local_reports();
+    assert_eq!(files.len(), 4);
+    let c = json_of(&files[2]);
     assert_eq!(c["chain"]["seq"], 3);
     assert_eq!(
         c["chain"]["prev"].as_str().unwrap(),
@@ -574,6 +601,31 @@ fn incident_drafts_a_post_mortem_of_a_failed_drill() {
     ] {
         assert!(md.contains(want), "missing {want:?} in:\n{md}");
     }
+    // A failed backup run leaves no report: its catalog row is the evidence.
+    let gone = std::fs::read_to_string(s.path().join("web.toml"))
+        .unwrap()
+        .replace("/site\"", "/gone\"");
+    std::fs::write(s.path().join("gone.toml"), gone).unwrap();
+    s.expect(&["backup", "--plan", "gone.toml"], 2);
+    let h: Value = serde_json::from_str(&s.ok(&["history", "--json"])).unwrap();
+    let failed = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "backup" && e["outcome"] == "failed")
+        .unwrap();
+    let run = &failed["id"].as_str().unwrap()[..10];
+    let md = s.ok(&["report", "incident", run, "--plan", "gone.toml"]);
+    for want in [
+        "# Post-mortem (draft): backup run",
+        "ended **failed**: ",
+        "does not exist",
+        "No snapshot was committed",
+        "RPO objective (1day)",
+        "## Root cause",
+    ] {
+        assert!(md.contains(want), "missing {want:?} in:\n{md}");
+    }
     let o = s.expect(&["report", "incident", "nope"], 2);
     assert!(stderr(&o).contains("lifeboat history"), "{}", stderr(&o));
     // The period report lists the miss with its cause.
@@ -824,6 +876,16 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
     let t = report.plans[0].trends[0].rto_over_time.clone().unwrap();
     assert!((t.secs_per_day - 12.0).abs() < 1.5, "{t:?}");
     assert!(t.warn, "{t:?}");
+    // Against restored size: 12 s per 40 MiB is 307 s/GiB, of which fetch is 70 %.
+    let tr = &report.plans[0].trends[0];
+    let per_gib = tr.rto_over_size.as_ref().unwrap().secs_per_gib;
+    assert!((per_gib - 307.2).abs() < 20.0, "{per_gib}");
+    let fetch = tr.phase_secs_per_gib["fetch"];
+    assert!((fetch - 0.7 * 307.2).abs() < 15.0, "{fetch}");
+    assert!(
+        (tr.phase_secs_per_day["fetch"] - 0.7 * 12.0).abs() < 1.0,
+        "{tr:?}"
+    );
     // SLOs over the last 30 days: one backup slot of ~90 missed (99 % not met, the budget
     // overspent), every region drilled every week.
     let slos = &report.plans[0].slos;
