@@ -12,12 +12,17 @@ use super::record::{not_recorded, open_best_effort};
 use super::target::Target;
 use super::Env;
 use crate::error::ExitCode;
-use crate::ids::SnapshotId;
+use crate::ids::{BlobId, SnapshotId};
+use crate::pipeline::Pipeline;
 use crate::repo::heal::{IndexRebuild, SnapshotDamage};
+use crate::repo::index::Index;
 use crate::repo::lock::{LockFile, UnlockReport};
+use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::Repository;
+use crate::sys::Cancel;
 use crate::{Error, Result};
+use tokio::runtime::Handle;
 
 #[derive(Debug, Clone, Default)]
 pub struct RepairRequest {
@@ -84,7 +89,7 @@ pub async fn repair(env: &Env, target: &Target, req: RepairRequest) -> Result<Re
                 env.cancel.check()?;
                 let rewritten = if req.rewrite_snapshots {
                     lock.check()?;
-                    repo.rewrite_without_lost(&loaded, &damage).await?
+                    rewrite_without_lost(&repo, &loaded, &damage, &env.cancel).await?
                 } else {
                     None
                 };
@@ -196,4 +201,35 @@ pub async fn unlock(env: &Env, target: &Target, req: UnlockRequest) -> Result<Un
         regions.push((repo.location(), report));
     }
     Ok(Unlock { regions })
+}
+
+/// Writes `damage`'s snapshot again without the files and directories whose data is lost
+/// (tagged `repaired`) and removes the original; `None` when its root tree is lost (the
+/// snapshot is left as it is). The new trees go through the pipeline into a new pack and
+/// index before the new snapshot is committed.
+async fn rewrite_without_lost(
+    repo: &Repository,
+    index: &Index,
+    damage: &SnapshotDamage,
+    cancel: &Cancel,
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    let Some((trees, root)) = repo.trees_without_lost(index, damage).await? else {
+        return Ok(None);
+    };
+    let (writer, rt, cancel) = (repo.clone(), Handle::current(), cancel.clone());
+    let idx = repo.load_index().await?;
+    let written = tokio::task::spawn_blocking(move || -> Result<Option<BlobId>> {
+        let mut pipe = Pipeline::start(&writer, &idx, rt, cancel);
+        let mut last = None;
+        for t in &trees {
+            let bytes = serde_json::to_vec(t).expect("trees serialize");
+            last = Some(pipe.add(BlobKind::Tree, bytes)?);
+        }
+        pipe.finish()?;
+        Ok(last)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("repair thread failed: {e}")))??;
+    debug_assert_eq!(written, Some(root));
+    repo.replace_snapshot(damage, root).await.map(Some)
 }

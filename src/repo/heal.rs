@@ -11,7 +11,7 @@
 //!   the backup ran, nothing is committed.
 //! - [`Repository::rebuild_index`] and [`Repository::lost_data`] (`lifeboat repair`): the
 //!   index rebuilt from the pack headers, and every snapshot walked for the blobs it needs
-//!   that no pack holds; [`Repository::rewrite_without_lost`] writes a snapshot again without
+//!   that no pack holds; [`Repository::trees_without_lost`] and [`Repository::replace_snapshot`] write a snapshot again without
 //!   the files and directories that cannot be restored.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -365,40 +365,32 @@ impl Repository {
         Ok(out)
     }
 
-    /// Writes `damage`'s snapshot again without the files and directories whose data is lost
-    /// (tagged `repaired`), then removes the original. Returns the new snapshot, or
-    /// `None` when its root tree is lost (nothing to keep: the snapshot is left as it is).
-    /// Trees are written in a new pack and index before the new snapshot (commit order).
-    pub async fn rewrite_without_lost(
+    /// The trees of `damage`'s snapshot without the files and directories whose data is lost,
+    /// children first (the root last), with the new root's id; `None` when its root tree is
+    /// lost (nothing to keep). The caller stores the trees (through the pipeline, which dedups
+    /// those that did not change) and then calls [`Repository::replace_snapshot`].
+    pub async fn trees_without_lost(
         &self,
         index: &Index,
         damage: &SnapshotDamage,
-    ) -> Result<Option<(SnapshotId, Snapshot)>> {
+    ) -> Result<Option<(Vec<Tree>, BlobId)>> {
         if damage.root_lost {
             return Ok(None);
         }
         let mut trees: Vec<Tree> = Vec::new();
         let root = Box::pin(self.prune_tree(index, &damage.snapshot.tree, &mut trees)).await?;
-        // Store the new trees (the pipeline dedups those that did not change).
-        let repo = self.clone();
-        let rt = tokio::runtime::Handle::current();
-        let idx = self.load_index().await?;
-        let cancel = crate::sys::Cancel::new();
-        let root_id = tokio::task::spawn_blocking(move || -> Result<BlobId> {
-            let mut pipe = crate::pipeline::Pipeline::start(&repo, &idx, rt, cancel);
-            let mut root_id = None;
-            for t in &trees {
-                let bytes = serde_json::to_vec(t).expect("trees serialize");
-                root_id = Some(pipe.add(super::pack::BlobKind::Tree, bytes)?);
-            }
-            pipe.finish()?;
-            Ok(root_id.expect("the root tree is always written"))
-        })
-        .await
-        .map_err(|e| Error::Other(format!("repair thread failed: {e}")))??;
-        debug_assert_eq!(root_id, root);
+        Ok(Some((trees, root)))
+    }
+
+    /// Commits `damage`'s snapshot again on the tree `root` (stored, with its index, before
+    /// this: commit order), tagged `repaired`, then removes the original.
+    pub async fn replace_snapshot(
+        &self,
+        damage: &SnapshotDamage,
+        root: BlobId,
+    ) -> Result<(SnapshotId, Snapshot)> {
         let mut snap = damage.snapshot.clone();
-        snap.tree = root_id;
+        snap.tree = root;
         if !snap.tags.iter().any(|t| t == "repaired") {
             snap.tags.push("repaired".into());
         }
@@ -406,7 +398,7 @@ impl Repository {
         self.store
             .delete(&ObjectKind::Snapshot.key(&damage.id))
             .await?;
-        Ok(Some((new_id, snap)))
+        Ok((new_id, snap))
     }
 
     /// The tree `id` without nodes whose data is lost, children first into `out` (the root
