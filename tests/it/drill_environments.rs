@@ -492,13 +492,15 @@ fn a_full_restore_target_is_exit_15_and_torn_down() {
     assert_eq!(o.status.code(), Some(15), "{}", stderr(&o));
     let r = report(&o);
     assert_eq!(r["result"], "infra_failed");
+    // The error names the full file system's path (the file being preallocated or written)
+    // and says it is out of space.
+    let error = r["error"].as_str().unwrap();
     assert!(
-        r["error"]
-            .as_str()
-            .unwrap()
-            .contains("out of space writing"),
+        (error.contains("out of space writing") || error.contains("No space left on device"))
+            && error.contains(&small.display().to_string()),
         "{r:#}"
     );
+    assert_eq!(r["failure"], "no_space", "{r:#}");
     assert!(env_dirs(&small).is_empty(), "{:?}", env_dirs(&small));
 
     // A PostgreSQL drill: the throwaway server's data directory fills up during the load.
