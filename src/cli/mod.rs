@@ -204,7 +204,11 @@ pub fn main() -> i32 {
     disable_core_dumps();
     tune_malloc(matches!(
         cli.command,
-        Command::Backup(_) | Command::RunDue(_) | Command::Demo(_)
+        Command::Backup(_)
+            | Command::RunDue(_)
+            | Command::Demo(_)
+            | Command::Forget(_)
+            | Command::Prune(_)
     ));
     let json = cli.global.json;
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -507,7 +511,8 @@ fn disable_core_dumps() {
 
 /// glibc gives every thread that allocates its own arena and keeps freed chunk buffers in
 /// them; with a dozen pipeline and I/O threads that is tens of MiB of peak RSS for nothing.
-/// `builds_packs`: the command writes backups (backup, run-due, demo).
+/// `builds_packs`: the command writes packs (backup, run-due, demo; forget and prune, which
+/// repack).
 fn tune_malloc(builds_packs: bool) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt is called once, before any other thread is started.

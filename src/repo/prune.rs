@@ -283,6 +283,9 @@ pub async fn mark(
     )
     .await?;
     r.missing_blobs = used.iter().filter(|b| !index.contains(b)).count();
+    // The walk is done: what it needed goes before the repack allocates pack buffers.
+    drop((index, visited));
+    let snapshot_ids: Vec<SnapshotId> = snaps.into_iter().map(|(id, _)| id).collect();
 
     let mut seen = HashSet::new();
     let packs: Vec<&IndexPack> = files
@@ -360,7 +363,7 @@ pub async fn mark(
         created: Utc::now(),
         host: crate::sys::host::hostname(),
         packs: condemned,
-        snapshots: snaps.iter().map(|(id, _)| *id).collect(),
+        snapshots: snapshot_ids,
         index_files,
     };
     r.plan = Some(repo.save_json(ObjectKind::PrunePlan, &plan).await?);
