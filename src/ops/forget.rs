@@ -195,8 +195,7 @@ async fn forget_region(
     fr: &mut ForgetRegion,
 ) -> Result<()> {
     let repo = target.open_region(region).await?;
-    let recorded_as = recorded_region(target, region);
-    crate::repo::prune::remove_dead_local_locks(&repo).await?;
+    let recorded_as = target.recorded_region(region);
     let drilled = drill_proven(env, &repo, &region.catalog_region, &mut fr.catalog_warnings).await;
     let removed = repo
         .with_lock("forget", false, async |_| {
@@ -251,17 +250,6 @@ async fn forget_region(
         fr.prune = Some(pr);
     }
     Ok(())
-}
-
-/// The region name the catalog records a target's snapshots and packs under: a write that
-/// did not fan out (one `--repo`, a plan with one destination) is recorded as `local`, like
-/// `backup` and `verify` do.
-pub fn recorded_region(target: &Target, region: &Region) -> String {
-    if target.is_multi() {
-        region.catalog_region.clone()
-    } else {
-        super::target::LOCAL_REGION.to_string()
-    }
 }
 
 /// The snapshots the live drill markers name.

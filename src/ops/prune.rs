@@ -113,7 +113,7 @@ pub async fn prune(
         env.cancel.check()?;
         let res = async {
             let repo = target.open_region(r).await?;
-            prune_repo(env, &repo, &super::forget::recorded_region(target, r), &req).await
+            prune_repo(env, &repo, &target.recorded_region(r), &req).await
         }
         .await;
         match res {
@@ -153,7 +153,8 @@ pub async fn prune_repo(
     catalog_region: &str,
     req: &PruneRequest,
 ) -> Result<PruneRegion> {
-    core::remove_dead_local_locks(repo).await?;
+    // Temp files of killed writers (only those whose writer is gone) go first.
+    repo.sweep_leftovers().await;
     let mut pr = PruneRegion {
         name: repo.location(),
         region: catalog_region.to_string(),

@@ -88,6 +88,17 @@ pub struct Opened {
 }
 
 impl Target {
+    /// The region name the catalog records this target's snapshots and packs under: a write
+    /// that did not fan out (one `--repo`, a plan with one destination) is recorded as
+    /// `local`, as `backup`, `verify`, `forget` and `prune` all do.
+    pub fn recorded_region(&self, region: &Region) -> String {
+        if self.is_multi() {
+            region.catalog_region.clone()
+        } else {
+            LOCAL_REGION.to_string()
+        }
+    }
+
     /// A plan's destinations and password. `min_regions` overrides the plan's.
     pub fn from_plan(plan: Arc<Plan>, min_regions: Option<usize>) -> Result<Target> {
         let names = DestinationSpec::catalog_regions(&plan.destinations);

@@ -686,34 +686,3 @@ async fn delete_if_there(repo: &Repository, key: &str) -> Result<()> {
         Err(e) => Err(e.into()),
     }
 }
-
-/// Removes the locks of `prune` and `forget` processes on this host that no longer exist
-/// (killed outright), like restic's `unlock`: their leases would otherwise block the next
-/// prune for up to 15 minutes. Only those two purposes: a backup's lock is never taken away
-/// here (a pid that looks dead from this pid namespace may be alive in a container sharing
-/// the host name, and a backup that loses its lock unnoticed could commit against deleted
-/// packs). Returns how many went.
-pub async fn remove_dead_local_locks(repo: &Repository) -> Result<usize> {
-    let host = crate::sys::host::hostname();
-    let me = std::process::id();
-    let mut n = 0;
-    for (id, l) in repo.list_locks().await? {
-        let ours = l.purpose.starts_with("prune") || l.purpose == "forget";
-        if !ours || l.host != host || l.pid == me || pid_alive(l.pid) {
-            continue;
-        }
-        delete_if_there(repo, &ObjectKind::Lock.key(&id)).await?;
-        tracing::info!(pid = l.pid, purpose = %l.purpose, "removed the lock of a process that is gone");
-        n += 1;
-    }
-    Ok(n)
-}
-
-fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return true;
-    };
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
