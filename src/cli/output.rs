@@ -148,6 +148,10 @@ impl crate::ops::Observer for Printer {
                             format!("drill {} from region {region}", t.plan)
                         }
                         TaskKind::Verify { region } => format!("verify {} region {region}", t.plan),
+                        TaskKind::Retention { job: Some(job) } => {
+                            format!("retention {}/{job}", t.plan)
+                        }
+                        TaskKind::Retention { job: None } => format!("retention {}", t.plan),
                     };
                     println!(
                         "due: {what} ({}){}",

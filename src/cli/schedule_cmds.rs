@@ -67,13 +67,6 @@ pub async fn run_due(ctx: &Ctx, a: RunDueArgs) -> Result<ExitCode> {
     Ok(r.exit_code())
 }
 
-fn subject(k: &TaskKind) -> (&'static str, &str) {
-    match k {
-        TaskKind::Backup { job } => ("job", job),
-        TaskKind::Drill { region } | TaskKind::Verify { region } => ("region", region),
-    }
-}
-
 fn render(ctx: &Ctx, r: &RunDue) {
     if ctx.global.json {
         let due: Vec<_> = r
@@ -81,7 +74,7 @@ fn render(ctx: &Ctx, r: &RunDue) {
             .iter()
             .map(|t| {
                 let d = &t.task;
-                let (what, name) = subject(&d.kind);
+                let (what, name) = TaskKind::subject(&d.kind);
                 let mut v = json!({
                     "task": d.key, "plan": d.plan, "kind": d.kind.name(), what: name,
                     "reason": d.reason, "slot": d.slot, "missed": d.missed,
@@ -91,6 +84,8 @@ fn render(ctx: &Ctx, r: &RunDue) {
                     v["exit_code"] = json!(code.code());
                     v["duration_secs"] = json!(t.duration_secs);
                     v["error"] = json!(t.error);
+                } else if let Some(why) = &t.error {
+                    v["skipped"] = json!(why);
                 }
                 v
             })
@@ -111,6 +106,11 @@ fn render(ctx: &Ctx, r: &RunDue) {
     } else if !ctx.global.quiet {
         if r.due.is_empty() && r.refused.is_empty() {
             println!("nothing is due");
+        }
+        for t in r.due.iter().filter(|t| t.exit_code.is_none()) {
+            if let Some(why) = &t.error {
+                println!("{}: {why}", t.task.key);
+            }
         }
         for t in r.due.iter().filter(|t| t.exit_code.is_some()) {
             println!(

@@ -399,12 +399,12 @@ async fn record_forgotten(
     }
 }
 
-/// The scheduled retention `run-due` applies after a job's successful backup: the plan's
-/// `[retention]` for that job in every region, then a prune when the plan says `prune =
-/// true`. Returns the exit code for the task (`Ok` without a `[retention]`); a failure is an
+/// The scheduled retention `run-due` applies (after a job's successful backup, or on the
+/// retention's own schedule): the plan's `[retention]` for that job in every region, then a
+/// prune when the plan says `prune = true`. Returns the exit code for the task (`Ok` without a `[retention]`); a failure is an
 /// [`Event::Warning`] as well. A prune whose deletion waits for a lock is not a failure here:
 /// its plan is stored and the next run carries it out.
-pub async fn after_backup(env: &Env, target: &Target, job: &str) -> ExitCode {
+pub async fn apply_retention(env: &Env, target: &Target, job: &str) -> ExitCode {
     let Some(spec) = target.plan.as_ref().and_then(|p| p.retention.as_ref()) else {
         return ExitCode::Ok;
     };
@@ -421,7 +421,7 @@ pub async fn after_backup(env: &Env, target: &Target, job: &str) -> ExitCode {
             c => c,
         },
         Err(e) => {
-            env.warn(format!("job {job}: retention after the backup failed: {e}"));
+            env.warn(format!("job {job}: retention failed: {e}"));
             e.exit_code()
         }
     }

@@ -25,7 +25,7 @@
 //! job backed up, a drill's report, the regions a backup wrote) go to the observer the
 //! request names, so the caller decides what of them is shown.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -72,15 +72,28 @@ pub enum TaskKind {
     Drill { region: String },
     /// A budgeted verification of one region (`[verify]`).
     Verify { region: String },
+    /// The plan's `[retention]`: for one job right after its successful backup (no
+    /// `[retention] schedule`), or for every job on the retention's own schedule (`None`).
+    Retention { job: Option<String> },
 }
 
 impl TaskKind {
-    /// `backup`, `drill` or `verify`.
+    /// `backup`, `drill`, `verify` or `retention`.
     pub fn name(&self) -> &'static str {
         match self {
             TaskKind::Backup { .. } => "backup",
             TaskKind::Drill { .. } => "drill",
             TaskKind::Verify { .. } => "verify",
+            TaskKind::Retention { .. } => "retention",
+        }
+    }
+
+    /// What the task works on: (`job`, name), (`region`, name), or (`jobs`, `all`).
+    pub fn subject(&self) -> (&'static str, &str) {
+        match self {
+            TaskKind::Backup { job } | TaskKind::Retention { job: Some(job) } => ("job", job),
+            TaskKind::Drill { region } | TaskKind::Verify { region } => ("region", region),
+            TaskKind::Retention { job: None } => ("jobs", "all"),
         }
     }
 }
@@ -157,6 +170,13 @@ fn backup_key(plan: &str, job: &str) -> String {
 
 fn drill_key(plan: &str, region: &str) -> String {
     format!("{plan}/drill/{region}")
+}
+
+fn retention_key(plan: &str, job: Option<&str>) -> String {
+    match job {
+        Some(job) => format!("{plan}/retention/{job}"),
+        None => format!("{plan}/retention"),
+    }
 }
 
 fn verify_key(plan: &str, region: &str) -> String {
@@ -342,6 +362,7 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
         .map(|(p, _)| (p.plan.name.as_str(), &p.plan))
         .collect();
     let mut results: Vec<TaskResult> = Vec::new();
+    let mut backed_up: HashSet<(String, String)> = HashSet::new();
     let plans_of: Vec<String> = due.iter().map(|t| t.plan.clone()).collect();
     for (i, task) in due.into_iter().enumerate() {
         env.emit(Event::TaskDue(task.clone()));
@@ -355,6 +376,19 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
             continue;
         }
         env.cancel.check()?;
+        // A job's retention follows its backup only when that backup succeeded this tick.
+        if let TaskKind::Retention { job: Some(job) } = &task.kind {
+            if !backed_up.contains(&(task.plan.clone(), job.clone())) {
+                let why = format!("skipped: the backup of job {job} did not succeed");
+                results.push(TaskResult {
+                    task,
+                    exit_code: None,
+                    error: Some(why),
+                    duration_secs: 0.0,
+                });
+                continue;
+            }
+        }
         let p = owners[task.plan.as_str()];
         // One healthchecks-style check per plan: started before its first task of this
         // tick, success or fail after its last; each failed task also goes to the webhook.
@@ -396,6 +430,9 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
                 (e.exit_code(), Some(e.to_string()))
             }
         };
+        if let (TaskKind::Backup { job }, ExitCode::Ok) = (&task.kind, code) {
+            backed_up.insert((task.plan.clone(), job.clone()));
+        }
         if let Some(n) = &notifier {
             if code != ExitCode::Ok {
                 n.webhook(env, &task_summary(&task, Some(code), error.as_deref()))
@@ -405,7 +442,7 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
         let entry = state.tasks.entry(task.key.clone()).or_insert(TaskState {
             plan: task.plan.clone(),
             kind: task.kind.name().into(),
-            subject: subject(&task.kind).into(),
+            subject: task.kind.subject().1.into(),
             started,
             duration_secs,
             exit_code: code.code(),
@@ -532,13 +569,6 @@ async fn notify_misses(env: &Env, plan: &Arc<Plan>, req: &RunDueRequest, state: 
     state.misses.insert(plan.name.clone(), now);
 }
 
-fn subject(kind: &TaskKind) -> &str {
-    match kind {
-        TaskKind::Backup { job } => job,
-        TaskKind::Drill { region } | TaskKind::Verify { region } => region,
-    }
-}
-
 /// The JSON a notification carries: names, times and codes — never a password, key or
 /// catalog URL.
 fn task_summary(task: &DueTask, code: Option<ExitCode>, error: Option<&str>) -> serde_json::Value {
@@ -555,7 +585,7 @@ fn task_summary(task: &DueTask, code: Option<ExitCode>, error: Option<&str>) -> 
         "plan": task.plan,
         "task": task.key,
         "kind": task.kind.name(),
-        "subject": subject(&task.kind),
+        "subject": task.kind.subject().1,
         "reason": task.reason,
         "exit_code": code.map(|c| c.code()),
         "error": error,
@@ -669,11 +699,53 @@ fn due_tasks(
             d.missed,
             slot_reason(d.slot, d.missed),
         ));
+        // Without its own schedule, the retention follows each successful backup of the job.
+        if plan
+            .retention
+            .as_ref()
+            .is_some_and(|r| r.schedule.is_none())
+        {
+            out.push(mk(
+                retention_key(&plan.name, Some(&job.name)),
+                TaskKind::Retention {
+                    job: Some(job.name.clone()),
+                },
+                d.slot,
+                0,
+                format!(
+                    "after the backup of job {} ([retention] has no schedule of its own)",
+                    job.name
+                ),
+            ));
+        }
     }
     next.extend(jobs.iter().map(|t| NextSlot {
         key: t.key.clone(),
         next: schedule::next_slot(t, now),
     }));
+
+    if let Some(sched) = plan.retention.as_ref().and_then(|r| r.schedule.clone()) {
+        let task = Task {
+            key: retention_key(&plan.name, None),
+            schedule: sched,
+        };
+        for d in schedule::due(std::slice::from_ref(&task), last, now) {
+            out.push(mk(
+                d.key,
+                TaskKind::Retention { job: None },
+                d.slot,
+                d.missed,
+                format!(
+                    "{}; [retention] for every job",
+                    slot_reason(d.slot, d.missed)
+                ),
+            ));
+        }
+        next.push(NextSlot {
+            key: task.key.clone(),
+            next: schedule::next_slot(&task, now),
+        });
+    }
 
     if let Some(sched) = plan.drill.as_ref().and_then(|d| d.schedule.clone()) {
         let last_drills: Vec<(String, Option<DateTime<Utc>>)> = p
@@ -766,17 +838,28 @@ async fn run_task(
                 .iter()
                 .filter_map(|j| j.result.as_ref().err().map(|f| f.message.clone()))
                 .collect();
-            // Scheduled retention (issue 13): the plan's [retention] after a successful backup.
-            let code = match r.exit_code() {
-                ExitCode::Ok => super::forget::after_backup(env, &target, job).await,
-                code => code,
+            Ok((
+                r.exit_code(),
+                (!failed.is_empty()).then(|| failed.join("; ")),
+            ))
+        }
+        TaskKind::Retention { job } => {
+            let jobs: Vec<&str> = match job {
+                Some(j) => vec![j.as_str()],
+                None => p.jobs.iter().map(|j| j.name.as_str()).collect(),
             };
-            let failed = match (failed.is_empty(), code) {
-                (true, ExitCode::Ok) => None,
-                (true, code) => Some(format!("retention after the backup: exit {}", code as i32)),
-                (false, _) => Some(failed.join("; ")),
-            };
-            Ok((code, failed))
+            let mut code = ExitCode::Ok;
+            let mut failed = Vec::new();
+            for j in jobs {
+                let c = super::forget::apply_retention(env, &target, j).await;
+                if c != ExitCode::Ok {
+                    failed.push(format!("retention of job {j}: exit {}", c.code()));
+                    if code == ExitCode::Ok {
+                        code = c;
+                    }
+                }
+            }
+            Ok((code, (!failed.is_empty()).then(|| failed.join("; "))))
         }
         TaskKind::Drill { region } => {
             let req = DrillRequest {

@@ -233,6 +233,9 @@ pub struct RetentionSpec {
     pub keep_tags: Vec<String>,
     /// `run-due` prunes after applying the rules (`prune = true`); else it only forgets.
     pub prune: bool,
+    /// When `run-due` applies the rules to every job (`schedule`, cron); `None`: after each
+    /// successful scheduled backup of a job, to that job.
+    pub schedule: Option<cron::Schedule>,
 }
 
 /// Where a drill restores into.

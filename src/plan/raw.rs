@@ -198,6 +198,7 @@ pub(super) struct RetentionConfig {
     pub(super) keep_tags: Vec<String>,
     #[serde(default)]
     pub(super) prune: bool,
+    pub(super) schedule: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -487,6 +487,97 @@ fn run_due_applies_retention_after_a_backup() {
         .any(|t| t == "scheduled"));
     // prune = true: the two old files' data is gone.
     assert!(dir_bytes(&ws.path().join("repo/data")) < before);
+    // Its own line in run-due's report, right after the backup, saying why it ran.
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let due = v["due"].as_array().unwrap();
+    let kinds: Vec<&str> = due.iter().map(|t| t["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["backup", "retention"], "{v:#}");
+    assert_eq!(due[1]["job"], "files", "{v:#}");
+    assert_eq!(due[1]["exit_code"], 0, "{v:#}");
+    assert!(
+        due[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("after the backup of job files"),
+        "{v:#}"
+    );
+}
+
+/// `[retention] schedule`: the rules run for every job on their own cron schedule, as a
+/// task of their own; without one, a job's retention follows only a *successful* backup.
+#[test]
+fn retention_on_its_own_schedule_and_never_after_a_failed_backup() {
+    let ws = Workspace::new();
+    let data = ws.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let plan = ws.plan(
+        "own",
+        &format!("[[jobs]]\nname = \"files\"\nschedule = \"0 0 1 1 *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n\n[retention]\nkeep_last = 1\nschedule = \"0 4 * * *\"\n", data.display()),
+    );
+    for i in 0..3u64 {
+        write_random(&data.join("f"), i, 100_000);
+        let o = run(lifeboat()
+            .args(["backup", "--plan"])
+            .arg(&plan)
+            .env("LIFEBOAT_STATE_DIR", ws.path().join("other-state")));
+        assert!(o.status.success());
+    }
+    assert_eq!(ws.snapshots(&plan).len(), 3);
+    let run_due = || {
+        run(lifeboat()
+            .args(["run-due", "--json", "--plan"])
+            .arg(&plan)
+            .env("LIFEBOAT_STATE_DIR", ws.path().join("state")))
+    };
+    let o = run_due();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kinds: Vec<&str> = v["due"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
+    // The backup (never ran on this host's catalog), then the scheduled retention of all jobs.
+    assert_eq!(kinds, ["backup", "retention"], "{v:#}");
+    assert_eq!(v["due"][1]["jobs"], "all", "{v:#}");
+    assert_eq!(
+        ws.snapshots(&plan).len(),
+        1,
+        "keep_last = 1 on the retention's schedule"
+    );
+    assert!(v["next"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["task"] == "own/retention"));
+    // Not due again in the same day.
+    let o = run_due();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["due"].as_array().unwrap().is_empty(), "{v:#}");
+
+    // Without a schedule of its own, a failed backup is not followed by its retention.
+    let plan = ws.plan(
+        "after",
+        &format!("[[jobs]]\nname = \"files\"\nschedule = \"0 0 1 1 *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n[jobs.hooks]\npre = \"exit 3\"\n\n[retention]\nkeep_last = 1\n", data.display()),
+    );
+    let o = run(lifeboat()
+        .args(["run-due", "--json", "--plan"])
+        .arg(&plan)
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state")));
+    assert!(!o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let due = v["due"].as_array().unwrap();
+    assert_eq!(due.len(), 2, "{v:#}");
+    assert_eq!(due[1]["kind"], "retention");
+    assert_eq!(due[1]["ran"], false, "{v:#}");
+    assert!(
+        due[1]["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("did not succeed"),
+        "{v:#}"
+    );
 }
 
 /// Prune run again and again while a large backup is writing: phase 1 runs beside it (and

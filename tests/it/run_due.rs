@@ -207,6 +207,7 @@ async fn a_simulated_month_drills_every_region_within_its_interval_and_covers_ev
                     verified_regions.insert(region.clone());
                 }
                 TaskKind::Backup { .. } => backups += 1,
+                TaskKind::Retention { .. } => panic!("the plan has no [retention]"),
             }
         }
         let drills = r

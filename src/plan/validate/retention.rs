@@ -21,6 +21,7 @@ impl Validator<'_> {
             keep_within,
             keep_tags: r.keep_tags,
             prune: false,
+            schedule: None,
         };
         if spec == RetentionSpec::default() {
             self.issue(
@@ -29,8 +30,13 @@ impl Validator<'_> {
                 "set at least one of keep_last, keep_daily, …, keep_within, keep_tags, or remove [retention]",
             );
         }
+        let schedule = r
+            .schedule
+            .as_deref()
+            .and_then(|c| self.schedule(&[Seg::K("retention"), Seg::K("schedule")], c));
         RetentionSpec {
             prune: r.prune,
+            schedule,
             ..spec
         }
     }
