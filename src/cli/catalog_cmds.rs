@@ -101,6 +101,7 @@ pub async fn status(ctx: &Ctx, a: StatusArgs) -> Result<ExitCode> {
             "coverage": r.status.coverage,
             "findings": r.findings,
             "misses": r.misses,
+            "slos": r.slos,
         }));
     } else {
         print_status(ctx, &r);
@@ -230,6 +231,65 @@ fn print_status(ctx: &Ctx, r: &crate::ops::status::StatusReport) {
                 report.coverage[0].cycle_secs.round() as u64
             ))
         );
+    }
+    print_slos(r);
+}
+
+/// Each plan's SLOs (share, error budget left, burn rate) and RTO trends with the projected
+/// breach, `WARN` when it is within the report's horizon.
+fn print_slos(r: &crate::ops::status::StatusReport) {
+    let pct = |v: Option<f64>| {
+        v.map(|s| format!("{:.1}%", s * 100.0))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    for p in &r.slos {
+        println!();
+        println!(
+            "{:<22} {:<16} {:>8} {:>8} {:>10} {:>11} {:>6}",
+            "plan", "slo", "measured", "target", "budget", "burn rate", "met"
+        );
+        for s in &p.slos {
+            println!(
+                "{:<22} {:<16} {:>8} {:>8} {:>10} {:>11} {:>6}",
+                p.plan,
+                s.slo,
+                pct(s.measured_share),
+                pct(Some(s.target_share)),
+                pct(s.budget_left),
+                s.burn_rate
+                    .map(|b| format!("{b:.2}x"))
+                    .unwrap_or_else(|| "n/a".into()),
+                if s.met { "yes" } else { "MISSED" },
+            );
+        }
+        for t in &p.rto_trends {
+            let tr = &t.trend;
+            let when = match (tr.breached, tr.breach) {
+                (true, _) => "already above target".to_string(),
+                (false, Some(b)) => format!("projected breach {}", b.format("%Y-%m-%d")),
+                (false, None) if tr.target_secs.is_some() => "no breach projected".into(),
+                _ => "no rto target".into(),
+            };
+            println!(
+                "rto trend {}/{} in {}: {:+.1}s/day, {} now{}; {when}{}",
+                p.plan,
+                t.job,
+                t.region,
+                tr.secs_per_day,
+                age(tr.fitted_now_secs),
+                tr.target_secs
+                    .map(|t| format!(" (target {})", age(t)))
+                    .unwrap_or_default(),
+                if tr.warn { " WARN" } else { "" },
+            );
+        }
+        if !p.unreadable_regions.is_empty() {
+            println!(
+                "(plan {}: regions not read for SLOs: {})",
+                p.plan,
+                p.unreadable_regions.join(", ")
+            );
+        }
     }
 }
 

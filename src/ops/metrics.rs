@@ -378,6 +378,63 @@ async fn catalog_metrics(
             }
         }
     }
+    // SLOs and RTO trends: status's figures (the period report's functions), per plan with SLOs.
+    for p in &r.slos {
+        for s in &p.slos {
+            let l = labels(&[("plan", &p.plan), ("slo", &s.slo)]);
+            g.set(
+                "lifeboat_slo_target_ratio",
+                "The share of events the SLO requires to be good",
+                l.clone(),
+                s.target_share,
+            );
+            if let Some(v) = s.measured_share {
+                g.set(
+                    "lifeboat_slo_share_ratio",
+                    "The share of the SLO's events that were good over its window",
+                    l.clone(),
+                    v,
+                );
+            }
+            if let Some(v) = s.budget_left {
+                g.set(
+                    "lifeboat_slo_error_budget_remaining_ratio",
+                    "Share of the SLO's error budget left over its window (below 0: overspent)",
+                    l.clone(),
+                    v,
+                );
+            }
+            if let Some(v) = s.burn_rate {
+                g.set(
+                    "lifeboat_slo_burn_rate",
+                    "Bad share over allowed bad share (above 1: the budget runs out before the window ends)",
+                    l,
+                    v,
+                );
+            }
+        }
+        for t in &p.rto_trends {
+            let l = labels(&[
+                ("plan", &p.plan),
+                ("lifeboat_job", &t.job),
+                ("region", &t.region),
+            ]);
+            g.set(
+                "lifeboat_rto_trend_seconds_per_day",
+                "RTO growth per day (Theil-Sen fit over the drills)",
+                l.clone(),
+                t.trend.secs_per_day,
+            );
+            if let Some(b) = t.trend.breach {
+                g.set(
+                    "lifeboat_rto_breach_projected_timestamp_seconds",
+                    "When the fitted RTO trend reaches the RTO target",
+                    l,
+                    ts(b),
+                );
+            }
+        }
+    }
     let kinds = [
         "rpo",
         "verified_rpo",

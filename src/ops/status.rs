@@ -66,6 +66,66 @@ pub struct StatusReport {
     pub findings: Vec<Finding>,
     /// The objectives that do not hold now.
     pub misses: Vec<Miss>,
+    /// Per plan with SLOs (`--plan FILE|DIR`): each SLO's measured share, error budget left
+    /// and burn rate, and the RTO trend per job and region — the period report's own
+    /// figures ([`crate::report::period`]), read from the plan's repositories.
+    pub slos: Vec<PlanSlos>,
+}
+
+/// One plan's SLOs and RTO trends as `status` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanSlos {
+    pub plan: String,
+    pub slos: Vec<crate::report::period::SloStatus>,
+    pub rto_trends: Vec<RtoTrend>,
+    /// Regions whose repository could not be read (their drills and snapshots are missing).
+    pub unreadable_regions: Vec<String>,
+}
+
+/// The RTO trend of one job in one region; `warn` when the projected breach is within
+/// [`crate::report::period::TREND_HORIZON_DAYS`] days (or already past).
+#[derive(Debug, Clone, Serialize)]
+pub struct RtoTrend {
+    pub job: String,
+    pub region: String,
+    #[serde(flatten)]
+    pub trend: crate::report::trend::TimeTrend,
+}
+
+/// The SLOs and RTO trends of a plan that states SLOs (`backups_on_time`, `drill_every`),
+/// from the evidence in its repositories; `None` for a plan without SLOs.
+pub async fn plan_slos(
+    env: &Env,
+    plan: &Plan,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<PlanSlos>> {
+    let spec = &plan.objectives.slo;
+    if spec.backups_on_time_bp.is_none() && spec.drill_every.is_none() {
+        return Ok(None);
+    }
+    let target = Target::from_plan(Arc::new(plan.clone()), None)?;
+    let input = super::report::plan_evidence(env, &target).await?;
+    let window = chrono::Duration::from_std(spec.window).unwrap_or(chrono::Duration::days(30));
+    let report = crate::report::period::build(&[input], now - window, now);
+    let Some(p) = report.plans.into_iter().next() else {
+        return Ok(None);
+    };
+    Ok(Some(PlanSlos {
+        plan: p.plan,
+        slos: p.slos,
+        rto_trends: p
+            .trends
+            .into_iter()
+            .filter_map(|t| {
+                t.rto_over_time.map(|trend| RtoTrend {
+                    job: t.job,
+                    region: t.region,
+                    trend,
+                })
+            })
+            .collect(),
+        unreadable_regions: p.unreadable_regions,
+    }))
 }
 
 impl StatusReport {
@@ -278,6 +338,7 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
         filter.repo = Some(*repo.id());
     }
     let mut misses_found = Vec::new();
+    let mut slos = Vec::new();
     let report = match plan_files {
         None => {
             let r = cat.status(&filter).await?;
@@ -309,6 +370,9 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
                     }
                 }
                 misses_found.extend(misses(&r, Some(plan)));
+                if let Some(s) = plan_slos(env, plan, req.clock.now()).await? {
+                    slos.push(s);
+                }
                 match &mut merged {
                     None => merged = Some(r),
                     Some(m) => {
@@ -331,11 +395,18 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
     if let Some(job) = &filter.job {
         misses_found.retain(|m| m.job.as_ref().is_none_or(|j| j == job));
     }
+    for s in &mut slos {
+        s.rto_trends.retain(|t| {
+            req.region.as_ref().is_none_or(|r| &t.region == r)
+                && filter.job.as_ref().is_none_or(|j| &t.job == j)
+        });
+    }
     Ok(StatusReport {
         catalog: cat.describe().to_string(),
         status: report,
         findings,
         misses: misses_found,
+        slos,
     })
 }
 

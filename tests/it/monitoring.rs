@@ -492,3 +492,141 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
         }
     }
 }
+
+/// `status --plan` on a plan with SLOs shows each SLO's measured share, error budget left
+/// and burn rate, and the RTO trend per job and region; the metrics carry the same figures.
+/// Judged 60 hours after the first backup on an injected clock: every hourly backup slot
+/// since was missed, no region passed a drill in either of the last two days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_show_slo_share_error_budget_burn_rate_and_rto_trend() {
+    let site = Site::new();
+    let dir = site.tmp.path();
+    let p = plan(
+        dir,
+        "slo",
+        "rto = \"30m\"\nbackups_on_time = \"99%\"\ndrill_every = \"1d\"\nslo_window = \"30d\"",
+        "",
+    );
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(&p).unwrap().replacen(
+            "schedule = \"0 0 1 1 *\"",
+            "schedule = \"0 * * * *\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let ran = site.run_until_idle(&p).await;
+    assert!(ran.iter().all(|(_, c)| *c == Some(ExitCode::Ok)), "{ran:?}");
+    // Two more drills from local: three points make a trend.
+    for _ in 0..2 {
+        let o = run(lifeboat()
+            .env("LIFEBOAT_CATALOG", site.catalog())
+            .args(["drill", "--plan"])
+            .arg(&p));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+
+    let clock = later(60);
+    let r = status(
+        &site.env,
+        None,
+        StatusRequest {
+            region: None,
+            plan: Some(p.display().to_string()),
+            job: None,
+            cycle: std::time::Duration::from_secs(30 * 86_400),
+            clock: clock.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.slos.len(), 1, "{:#?}", r.slos);
+    let s = &r.slos[0];
+    assert_eq!(s.plan, "slo");
+    let names: Vec<&str> = s.slos.iter().map(|x| x.slo.as_str()).collect();
+    assert_eq!(names, ["backups_on_time", "drill_every"]);
+    let b = &s.slos[0];
+    assert!((58..=61).contains(&b.total) && b.good <= 1, "{b:?}");
+    let bad = 1.0 - b.good as f64 / b.total as f64;
+    assert!(
+        (b.measured_share.unwrap() - (1.0 - bad)).abs() < 1e-9,
+        "{b:?}"
+    );
+    assert!((b.burn_rate.unwrap() - bad / 0.01).abs() < 1e-6, "{b:?}");
+    assert!((b.budget_left.unwrap() - (1.0 - bad / 0.01)).abs() < 1e-6);
+    assert!(!b.met);
+    let d = &s.slos[1];
+    assert_eq!((d.total, d.good, d.met), (4, 0, false), "{d:?}");
+    let t = s
+        .rto_trends
+        .iter()
+        .find(|t| t.job == "files" && t.region == "local")
+        .unwrap_or_else(|| panic!("no trend for files in local: {:#?}", s.rto_trends));
+    assert_eq!(
+        (t.trend.points, t.trend.target_secs),
+        (3, Some(1800.0)),
+        "{t:?}"
+    );
+
+    // The metrics: the same figures.
+    let text = lifeboat::ops::metrics::render(
+        &site.env,
+        &lifeboat::ops::metrics::MetricsRequest {
+            plan: Some(p.clone()),
+            state_dir: dir.join("state"),
+            clock,
+        },
+    )
+    .await
+    .unwrap();
+    promtool_check_metrics(&lifeboat::ops::metrics::prometheus_text(&text));
+    let l = ["plan=\"slo\"", "slo=\"backups_on_time\""];
+    let close = |name: &str, want: f64| {
+        let got = value(&text, name, &l).unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+        assert!((got - want).abs() < 1e-6, "{name}: {got} != {want}");
+    };
+    close("lifeboat_slo_share_ratio", b.measured_share.unwrap());
+    close("lifeboat_slo_target_ratio", 0.99);
+    close(
+        "lifeboat_slo_error_budget_remaining_ratio",
+        b.budget_left.unwrap(),
+    );
+    close("lifeboat_slo_burn_rate", b.burn_rate.unwrap());
+    let tl = ["plan=\"slo\"", "lifeboat_job=\"files\"", "region=\"local\""];
+    let per_day = value(&text, "lifeboat_rto_trend_seconds_per_day", &tl).unwrap();
+    assert!((per_day - t.trend.secs_per_day).abs() < 1e-6);
+    assert_eq!(
+        value(
+            &text,
+            "lifeboat_rto_breach_projected_timestamp_seconds",
+            &tl
+        ),
+        t.trend.breach.map(|b| b.timestamp_millis() as f64 / 1000.0)
+    );
+
+    // The CLI: human and --json.
+    let o = run(lifeboat()
+        .env("LIFEBOAT_CATALOG", site.catalog())
+        .args(["status", "--plan"])
+        .arg(&p));
+    let out = stdout(&o);
+    assert!(
+        out.contains("backups_on_time")
+            && out.contains("burn rate")
+            && out.contains("rto trend slo/files in local"),
+        "{out}"
+    );
+    println!("{out}");
+    let o = run(lifeboat()
+        .env("LIFEBOAT_CATALOG", site.catalog())
+        .args(["--json", "status", "--plan"])
+        .arg(&p));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["slos"][0]["plan"], "slo", "{v}");
+    assert_eq!(v["slos"][0]["slos"][0]["slo"], "backups_on_time", "{v}");
+    assert!(
+        v["slos"][0]["rto_trends"][0]["secs_per_day"].is_number(),
+        "{v}"
+    );
+}
