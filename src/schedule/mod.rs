@@ -209,8 +209,20 @@ impl RunLock {
             .write(true)
             .open(path)
             .map_err(|e| Error::io("open", path, e))?;
-        // SAFETY: flock on a descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        // A lock released a moment ago can still be held by a copy of its descriptor in a
+        // child between fork and exec (any thread's spawn copies every descriptor): try for a
+        // second before calling the lock taken. Another run-due holds it for much longer.
+        let mut rc = -1;
+        for attempt in 0..20 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            // SAFETY: flock on a descriptor we own.
+            rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                break;
+            }
+        }
         if rc != 0 {
             return Err(Error::Locked {
                 location: path.display().to_string(),
