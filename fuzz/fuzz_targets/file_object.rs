@@ -1,4 +1,4 @@
-//! The encrypted file objects — index, snapshot, lock — and trees (blobs holding JSON):
+//! The encrypted file objects — index, snapshot, lock, prune plan — and trees (blobs holding JSON):
 //! zstd under the AEAD, then JSON into the typed structures the readers use.
 #![no_main]
 use std::sync::{Arc, OnceLock};
@@ -8,6 +8,7 @@ use lifeboat::ids::ObjectId;
 use lifeboat::repo::index::IndexFile;
 use lifeboat::repo::keys::KdfParams;
 use lifeboat::repo::lock::LockFile;
+use lifeboat::repo::prune::PrunePlan;
 use lifeboat::repo::snapshot::Snapshot;
 use lifeboat::repo::tree::Tree;
 use lifeboat::repo::{InitOptions, ObjectKind, Repository};
@@ -33,10 +34,11 @@ fn repo() -> &'static Repository {
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };
     let repo = repo();
-    let kind = match selector % 3 {
+    let kind = match selector % 4 {
         0 => ObjectKind::Index,
         1 => ObjectKind::Snapshot,
-        _ => ObjectKind::Lock,
+        2 => ObjectKind::Lock,
+        _ => ObjectKind::PrunePlan,
     };
     // Half the inputs are the compressed payload itself (the zstd decoder meets them); half
     // are JSON, compressed here so the JSON parsers meet them.
@@ -51,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
         ObjectKind::Index => drop(repo.open_json::<IndexFile>(kind, &id, &sealed)),
         ObjectKind::Snapshot => drop(repo.open_json::<Snapshot>(kind, &id, &sealed)),
         ObjectKind::Lock => drop(repo.open_json::<LockFile>(kind, &id, &sealed)),
+        ObjectKind::PrunePlan => drop(repo.open_json::<PrunePlan>(kind, &id, &sealed)),
     }
     // A tree is a blob holding JSON: the same bytes straight into the tree reader's type.
     let _ = serde_json::from_slice::<Tree>(rest);
