@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let keys = common::keys();
     let repo = common::repo_id();
     let (raw_length, body) = common::take_u32(data);
-    let kind = if raw_length & 1 == 0 { BlobKind::Data } else { BlobKind::Tree };
+    let kind = if raw_length & 1 == 0 {
+        BlobKind::Data
+    } else {
+        BlobKind::Tree
+    };
     let id = BlobId([raw_length as u8; 32]);
     let sealed = keys.seal(&pack::blob_aad(&repo, kind, &id), body);
     let entry = PackEntry {

@@ -21,5 +21,8 @@ pub fn take_u32(data: &[u8]) -> (u32, &[u8]) {
     if data.len() < 4 {
         return (0, data);
     }
-    (u32::from_le_bytes(data[..4].try_into().unwrap()), &data[4..])
+    (
+        u32::from_le_bytes(data[..4].try_into().unwrap()),
+        &data[4..],
+    )
 }

@@ -14,7 +14,10 @@ fn store() -> &'static (tempfile::TempDir, DynStore, tokio::runtime::Runtime) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("repo")).unwrap();
         let store: DynStore = Arc::new(LocalStore::new(dir.path().join("repo")));
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         (dir, store, rt)
     })
 }

@@ -19,9 +19,16 @@ fn repo() -> &'static Repository {
     &REPO
         .get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             let opts = InitOptions {
-                kdf: KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 },
+                kdf: KdfParams {
+                    memory_kib: 8,
+                    iterations: 1,
+                    parallelism: 1,
+                },
                 ..Default::default()
             };
             let store = Arc::new(LocalStore::new(dir.path().join("repo")));
@@ -32,7 +39,9 @@ fn repo() -> &'static Repository {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     let repo = repo();
     let kind = match selector % 4 {
         0 => ObjectKind::Index,

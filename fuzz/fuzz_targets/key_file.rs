@@ -12,10 +12,11 @@ mod common;
 const CAP_KIB: u32 = 256;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(file) = serde_json::from_slice::<KeyFile>(data) else { return };
+    let Ok(file) = serde_json::from_slice::<KeyFile>(data) else {
+        return;
+    };
     let p = file.params;
-    let over_real_bound =
-        p.memory_kib > 4 * 1024 * 1024 || p.iterations > 64 || p.parallelism > 64;
+    let over_real_bound = p.memory_kib > 4 * 1024 * 1024 || p.iterations > 64 || p.parallelism > 64;
     let cheap = p.memory_kib <= CAP_KIB && p.iterations <= 2 && p.parallelism <= 4;
     if over_real_bound || cheap {
         let _ = file.open(b"fuzz", &common::repo_id());
