@@ -199,36 +199,13 @@ async fn after_verify(
     warnings
 }
 
-/// Parses a humanized size: `5GiB`, `500MB`, `1.5G` (binary), `4096`.
+/// Parses a humanized size (`5GiB`, `500MB`, `1.5G`, `4096`), or says what is expected.
 pub fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || {
+    crate::sys::human::parse_size(s).ok_or_else(|| {
         Error::Usage(format!(
             "size {s:?}: expected a number with an optional unit, such as 5GiB, 500MB or 1.5G"
         ))
-    };
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "kb" => 1_000,
-        "m" | "mib" => 1 << 20,
-        "mb" => 1_000_000,
-        "g" | "gib" => 1 << 30,
-        "gb" => 1_000_000_000,
-        "t" | "tib" => 1 << 40,
-        "tb" => 1_000_000_000_000,
-        _ => return Err(bad()),
-    };
-    let v = n * mult as f64;
-    if !(v.is_finite() && v >= 1.0 && v < u64::MAX as f64) {
-        return Err(bad());
-    }
-    Ok(v as u64)
+    })
 }
 
 #[cfg(test)]

@@ -268,12 +268,7 @@ pub async fn restore_postgres(
     .await;
     let Err(e) = res else { return res };
     let target = conn.describe("postgres");
-    if state != LoadState::IntoCreated {
-        if state == LoadState::NotStarted {
-            return Err(e);
-        }
-        return Err(partly_loaded(e, &target, "retry with --force (pg_restore --clean --if-exists replaces what the dump contains) or drop and recreate the database"));
-    }
+    let e = to_undo(e, state, &target, "retry with --force (pg_restore --clean --if-exists replaces what the dump contains) or drop and recreate the database")?;
     let pw = password.as_deref().map(|s| s.as_str());
     let secrets: Vec<String> = pw.iter().map(|s| s.to_string()).collect();
     let maint_env = libpq_env(conn, pw, Some("postgres"));
@@ -302,6 +297,17 @@ enum LoadState {
     IntoExisting,
     /// Loading into a database this restore created.
     IntoCreated,
+}
+
+/// What a failed load leaves to undo: the error back (`Ok`) when the restore created the
+/// database, which the caller then drops; otherwise the error to return as it is — nothing
+/// was written — or, for a database that existed before, saying what it holds and `retry`.
+fn to_undo(e: Error, state: LoadState, target: &str, retry: &str) -> Result<Error> {
+    match state {
+        LoadState::IntoCreated => Ok(e),
+        LoadState::NotStarted => Err(e),
+        LoadState::IntoExisting => Err(partly_loaded(e, target, retry)),
+    }
 }
 
 /// The load failed into a database that existed before: say what it holds now.
@@ -611,16 +617,12 @@ pub async fn restore_mariadb(
     .await;
     let Err(e) = res else { return res };
     let target = conn.describe("mariadb");
-    if state != LoadState::IntoCreated {
-        if state == LoadState::NotStarted {
-            return Err(e);
-        }
-        return Err(partly_loaded(
-            e,
-            &target,
-            "retry with --force (the database is dropped and recreated)",
-        ));
-    }
+    let e = to_undo(
+        e,
+        state,
+        &target,
+        "retry with --force (the database is dropped and recreated)",
+    )?;
     let secrets: Vec<String> = password.iter().map(|s| s.to_string()).collect();
     let dropped = ClientOptions::new(
         conn,
