@@ -164,7 +164,7 @@ async fn snapshot_locked(
             packs_lost[0]
         ));
     }
-    lock.check()?;
+    lock.confirm().await?;
     summary.blobs_added = stats.blobs_added;
     summary.bytes_added = stats.bytes_added;
     summary.bytes_stored = stats.bytes_stored;
@@ -195,8 +195,9 @@ async fn snapshot_locked(
         multi
             .prepare_commit(&["data/", "index/"], &required)
             .await?;
-        lock.check()?;
+        lock.confirm().await?;
     }
+    crate::failpoint::crash("after-index-before-snapshot");
     let snapshot_id = repo.save_json(ObjectKind::Snapshot, &snapshot).await?;
     tracing::info!(snapshot = %snapshot_id, "snapshot committed");
     Ok(SnapshotReport {

@@ -308,6 +308,7 @@ impl Repository {
                 .await?;
             out.written.push(id);
         }
+        crate::failpoint::crash("repair-after-new-index");
         for id in old_ids {
             if out.written.contains(&id) {
                 continue;
@@ -395,6 +396,7 @@ impl Repository {
             snap.tags.push("repaired".into());
         }
         let new_id = self.save_json(ObjectKind::Snapshot, &snap).await?;
+        crate::failpoint::crash("repair-mid-rewrite");
         self.store
             .delete(&ObjectKind::Snapshot.key(&damage.id))
             .await?;
