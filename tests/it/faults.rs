@@ -549,7 +549,17 @@ fn repair_killed_midway_leaves_a_valid_repository() {
         &[("LIFEBOAT_FAILPOINT", "repair-mid-rewrite:1")],
     );
     assert_killed(&o);
+    // The original and its replacement are both listed now; the re-run keeps the
+    // replacement and removes the original, instead of committing a second copy.
+    let after_kill = snapshot_ids(&s);
+    assert_eq!(after_kill.len(), 2, "{after_kill:?}");
     s.ok(&["repair", "--rewrite-snapshots"]);
+    let after = snapshot_ids(&s);
+    assert_eq!(after.len(), 1, "{after_kill:?} -> {after:?}");
+    assert!(after_kill.contains(&after[0]), "{after_kill:?} -> {after:?}");
+    // The killed run never recorded its replacement: the catalog lags (verify warns) until
+    // a rebuild, like after any run killed between its commit and the catalog write.
+    s.ok(&["catalog", "rebuild"]);
     inv1(&s);
     for id in snapshot_ids(&s) {
         let target = s.path(&format!("r-{id}"));
