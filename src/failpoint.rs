@@ -142,7 +142,9 @@ mod tests {
         assert!(parse("").unwrap().is_empty());
         let e = parse("flip-pak:1").err().unwrap();
         assert!(
-            e.contains("unknown failpoint") && e.contains("flip-pack") && e.contains("prune-mid-delete"),
+            e.contains("unknown failpoint")
+                && e.contains("flip-pack")
+                && e.contains("prune-mid-delete"),
             "{e}"
         );
         assert!(parse("flip-pack:0").is_err());

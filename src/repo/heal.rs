@@ -403,8 +403,7 @@ impl Repository {
             .await?
             .into_iter()
             .find(|(id, s)| {
-                *id != damage.id
-                    && serde_json::to_value(s).expect("snapshots serialize") == want
+                *id != damage.id && serde_json::to_value(s).expect("snapshots serialize") == want
             })
             .map(|(id, _)| id);
         let new_id = match existing {
