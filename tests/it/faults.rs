@@ -660,3 +660,287 @@ fn killed_backups_commit_nothing_and_the_rerun_uploads_only_what_is_missing() {
     inv1(&s);
     inv3(&s);
 }
+
+// ----- T16: forged newer snapshots -----------------------------------------------------------------
+
+/// T16: someone holding the key (an append-only client) adds empty snapshots slightly newer
+/// than the real ones, in the same group. `keep-within` keeps every real snapshot (while
+/// `keep-last` would have let the forgeries push them out — shown by a dry run), the real
+/// snapshots still restore, and `verify` names each forged snapshot: the catalog, which
+/// records every backup this host made, has never heard of it.
+#[test]
+fn forged_newer_snapshots_are_flagged_and_do_not_push_real_ones_out() {
+    use lifeboat::repo::snapshot::{Snapshot, Summary};
+    use lifeboat::repo::ObjectKind;
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    make_tree(&src, 16, 12, 50_000);
+    let mut real = Vec::new();
+    for i in 0..3 {
+        std::fs::write(src.join("changing.txt"), format!("version {i}\n")).unwrap();
+        real.push(
+            s.json(&["backup", src.to_str().unwrap()])["snapshot_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // An empty tree for the forgeries to point at (a backup of an empty directory: another
+    // group, left alone).
+    let empty = s.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let e = s.json(&["backup", empty.to_str().unwrap()]);
+    let e_id = e["snapshot_id"].as_str().unwrap().to_string();
+    let repo = open(&s);
+    let forged: Vec<String> = rt().block_on(async {
+        let (_, empty_snap) = repo.find_snapshot(&e_id).await.unwrap();
+        let (_, newest) = repo.find_snapshot(&real[2]).await.unwrap();
+        let mut out = Vec::new();
+        for k in 1..=4i64 {
+            let f = Snapshot {
+                time: newest.time + chrono::Duration::minutes(k),
+                consistency_time: newest.consistency_time + chrono::Duration::minutes(k),
+                tree: empty_snap.tree,
+                parent: None,
+                summary: Summary::default(),
+                ..newest.clone()
+            };
+            out.push(
+                repo.save_json(ObjectKind::Snapshot, &f)
+                    .await
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        out
+    });
+
+    // keep-last 3 would keep only forgeries (a dry run: nothing is removed).
+    let j = s.json(&["forget", "--keep-last", "3", "--dry-run"]);
+    let group = j["regions"][0]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["snapshots"].as_array().unwrap().len() == 7)
+        .unwrap_or_else(|| panic!("one group of 7: {j:#}"))
+        .clone();
+    for row in group["snapshots"].as_array().unwrap() {
+        let id = row["id"].as_str().unwrap();
+        if real.iter().any(|r| r == id) {
+            assert_eq!(row["keep"], false, "{j:#}");
+        }
+    }
+    // keep-within keeps them all.
+    s.ok(&[
+        "forget",
+        "--keep-within",
+        "1d",
+        "--prune",
+        "--max-unused",
+        "0%",
+    ]);
+    let left: HashSet<String> = snapshot_ids(&s).into_iter().collect();
+    for id in &real {
+        assert!(left.contains(id), "real snapshot {id} was forgotten");
+    }
+    restores_exactly(&s, &real[2], &src);
+    // verify names every forgery (a warning: the catalog never recorded it).
+    let v = s.json(&["verify"]);
+    let findings = v["report"]["findings"].as_array().unwrap();
+    for f in &forged {
+        assert!(
+            findings.iter().any(|x| x["severity"] == "warning"
+                && x["object"].as_str().unwrap().contains(&f[..8])
+                && x["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not in the catalog")),
+            "forged snapshot {f} not flagged: {v:#}"
+        );
+    }
+    for r in &real {
+        assert!(
+            !findings
+                .iter()
+                .any(|x| x["object"].as_str().unwrap().contains(&r[..8])),
+            "real snapshot {r} flagged: {v:#}"
+        );
+    }
+}
+
+// ----- S3 (Garage): T21 and T02 ------------------------------------------------------------------
+
+mod s3 {
+    use super::*;
+    use support::garage::{self, Garage};
+    use support::regions::{lifeboat, make_s3_tree, Run};
+
+    fn cmd(w: &Path, url: &str, args: &[&str]) -> std::process::Command {
+        let mut c = lifeboat(w);
+        c.arg("--repo").arg(url).args(args);
+        c
+    }
+
+    fn run(w: &Path, url: &str, args: &[&str]) -> Run {
+        support::regions::run(cmd(w, url, args))
+    }
+
+    fn ok(w: &Path, url: &str, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let r = run(w, url, &a);
+        assert_eq!(r.code, 0, "{args:?}: {r:?}");
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"))
+    }
+
+    fn restores_exactly(w: &Path, url: &str, id: &str, src: &Path) {
+        let target = w.join(format!("restore-{}", rand::random::<u64>()));
+        let r = run(
+            w,
+            url,
+            &["restore", id, "--target", target.to_str().unwrap()],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        let diffs = compare_dirs(src, &target.join(src.file_name().unwrap())).unwrap();
+        assert!(diffs.is_empty(), "INV-2: snapshot {id}: {diffs:#?}");
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+
+    fn inv1(w: &Path, url: &str) {
+        let v = ok(w, url, &["verify", "--read-data"]);
+        assert_eq!(v["errors"], 0, "{v:#}");
+        for f in v["report"]["findings"].as_array().unwrap() {
+            assert_eq!(f["severity"], "info", "INV-1: {f}");
+        }
+    }
+
+    fn snapshot_ids(w: &Path, url: &str) -> Vec<String> {
+        ok(w, url, &["snapshots"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn inv3(w: &Path, url: &str) {
+        let v = ok(w, url, &["catalog", "rebuild"]);
+        let r = &v["report"];
+        assert_eq!(r["added"], 0, "INV-3: {v:#}");
+        assert_eq!(r["updated"], 0, "INV-3: {v:#}");
+        assert_eq!(r["forgotten"], 0, "INV-3: {v:#}");
+        assert_eq!(r["unchanged"], snapshot_ids(w, url).len(), "INV-3: {v:#}");
+    }
+
+    /// T21 against S3: N rounds of two backups at once (overlapping data) into one Garage
+    /// repository: both commit every time, every snapshot restores bit-exact, `verify
+    /// --read-data` passes and the catalog equals its rebuild.
+    #[test]
+    fn concurrent_backups_into_one_s3_repository_all_commit() {
+        const ROUNDS: u64 = 3;
+        let g = Garage::start("t21");
+        let work = tempfile::tempdir().unwrap();
+        let w = work.path();
+        let url = g.url("repo");
+        let r = run(w, &url, &support::FAST_INIT);
+        assert_eq!(r.code, 0, "{r:?}");
+        let (a, b) = (w.join("a"), w.join("b"));
+        let mut all = Vec::new();
+        for round in 0..ROUNDS {
+            concurrent_round(&a, &b, round);
+            let spawn = |src: &Path| {
+                let mut c = cmd(w, &url, &["backup", "--json", src.to_str().unwrap()]);
+                c.stdout(Stdio::piped()).stderr(Stdio::piped());
+                c.spawn().unwrap()
+            };
+            let (ca, cb) = (spawn(&a), spawn(&b));
+            let (oa, ob) = (
+                ca.wait_with_output().unwrap(),
+                cb.wait_with_output().unwrap(),
+            );
+            for (o, src) in [(&oa, &a), (&ob, &b)] {
+                assert_eq!(o.status.code(), Some(0), "round {round}: {}", describe(o));
+                let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+                let id = v["snapshot_id"].as_str().unwrap().to_string();
+                restores_exactly(w, &url, &id, src);
+                all.push(id);
+            }
+        }
+        let listed: HashSet<String> = snapshot_ids(w, &url).into_iter().collect();
+        assert_eq!(listed, all.iter().cloned().collect::<HashSet<_>>());
+        inv1(w, &url);
+        inv3(w, &url);
+    }
+
+    /// T02: `kill -9` while a pack is going up as an S3 multipart upload: nothing exists at
+    /// the upload's key, the orphaned upload is listed by `ListMultipartUploads` (and can be
+    /// aborted), the killed run committed nothing, and the re-run exits 0 with a repository
+    /// that verifies and restores bit-exact.
+    #[test]
+    fn kill_during_a_multipart_upload_leaves_no_object_and_the_rerun_succeeds() {
+        let g = Garage::start("t02");
+        let work = tempfile::tempdir().unwrap();
+        let w = work.path();
+        // Packs are 8 MiB: with a 5 MiB threshold every pack is a two-part upload.
+        let url = format!(
+            "{}&multipart_threshold_mib=5&part_size_mib=5",
+            g.url("repo")
+        );
+        let r = run(w, &url, &support::FAST_INIT);
+        assert_eq!(r.code, 0, "{r:?}");
+        let src = make_s3_tree(w, 64, 2);
+        let mut cfg = lifeboat::store::s3::S3Config::from_url(&url).unwrap();
+        cfg.credentials_file = Some(garage::credentials_file(w, garage::SECRET));
+        let store = lifeboat::store::s3::S3Store::new(cfg).unwrap();
+        let rt = rt();
+
+        let mut child = cmd(w, &url, &["backup", src.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut pending = Vec::new();
+        let caught = wait_for(&mut child, Duration::from_secs(120), || {
+            pending = rt.block_on(store.pending_multipart_uploads()).unwrap();
+            !pending.is_empty()
+        });
+        assert!(
+            caught,
+            "the backup ended before a multipart upload was seen"
+        );
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        let orphans = rt.block_on(store.pending_multipart_uploads()).unwrap();
+        assert!(!orphans.is_empty(), "the killed upload is listed");
+        use lifeboat::store::Store;
+        for u in &orphans {
+            assert!(u.key.starts_with("data/"), "{u:?}");
+            assert!(
+                rt.block_on(store.head(&u.key)).unwrap().is_none(),
+                "an object exists at the key of an unfinished upload: {u:?}"
+            );
+        }
+        assert!(snapshot_ids(w, &url).is_empty(), "INV-5");
+        inv1(w, &url);
+
+        let v = ok(w, &url, &["backup", src.to_str().unwrap()]);
+        let id = v["snapshot_id"].as_str().unwrap().to_string();
+        restores_exactly(w, &url, &id, &src);
+        inv1(w, &url);
+        inv3(w, &url);
+        // The orphans are still there (lifeboat does not abort uploads it did not start);
+        // aborting them leaves nothing pending and the repository unchanged.
+        let still = rt.block_on(store.pending_multipart_uploads()).unwrap();
+        for u in &orphans {
+            assert!(still.contains(u), "{u:?} vanished: {still:?}");
+            rt.block_on(store.abort_multipart_upload(u)).unwrap();
+        }
+        assert!(rt
+            .block_on(store.pending_multipart_uploads())
+            .unwrap()
+            .is_empty());
+        inv1(w, &url);
+    }
+}
