@@ -209,10 +209,10 @@ fn concurrent_round(a: &Path, b: &Path, round: u64) {
 
 /// T21: N rounds of two backups at once (overlapping data) into one local repository: both
 /// commit every time, every snapshot restores bit-exact, `verify --read-data` passes and
-/// the catalog equals its rebuild.
+/// the catalog equals its rebuild; a prune afterwards leaves each blob in one pack.
 #[test]
 fn concurrent_backups_into_one_local_repository_all_commit() {
-    const ROUNDS: u64 = 5;
+    const ROUNDS: u64 = 6;
     let s = Scratch::new();
     s.init();
     pack_size(&s, 256 * 1024);
@@ -243,9 +243,17 @@ fn concurrent_backups_into_one_local_repository_all_commit() {
     assert_eq!(listed, committed, "every snapshot of every round is listed");
     inv1(&s);
     inv3(&s);
-    // The newest of each source restores from the repository as a whole too.
-    restores_exactly(&s, &all[all.len() - 2].0, &a);
-    restores_exactly(&s, &all[all.len() - 1].0, &b);
+    // Racing writers may store the same blob twice, in packs of their own; a prune keeps one
+    // copy and every snapshot still restores.
+    let (_, dups) = indexed_packs_and_duplicates(&s);
+    eprintln!("blobs stored twice by the racing backups: {dups}");
+    s.ok(&["prune", "--grace", "0s", "--max-unused", "0%"]);
+    let (_, dups) = indexed_packs_and_duplicates(&s);
+    assert_eq!(dups, 0, "prune left a blob in two packs");
+    inv1(&s);
+    for (id, src) in &all[all.len() - 2..] {
+        restores_exactly(&s, id, src);
+    }
 }
 
 // ----- T19: lock lost during a backup ---------------------------------------------------------
