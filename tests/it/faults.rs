@@ -278,9 +278,12 @@ fn a_backup_that_lost_its_lock_commits_nothing_and_the_next_reuses_its_packs() {
     unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
     let stopped_at = Instant::now();
     // A lock file of a live process: nobody else may take it for stale before it expires.
-    assert_eq!(list_files(&s.repo.join("locks")).len(), 1);
+    // (Two files if the stop caught a refresh between writing the new one and removing the
+    // old one.)
+    let held = list_files(&s.repo.join("locks")).len();
+    assert!(held >= 1);
     let early = s.ok(&["unlock"]);
-    assert_eq!(list_files(&s.repo.join("locks")).len(), 1, "{early}");
+    assert_eq!(list_files(&s.repo.join("locks")).len(), held, "{early}");
     std::thread::sleep(Duration::from_millis(4500).saturating_sub(stopped_at.elapsed()));
     let out = s.ok(&["unlock"]);
     assert!(out.contains("removed"), "{out}");
