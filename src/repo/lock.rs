@@ -385,6 +385,15 @@ impl Lock {
         self.check()
     }
 
+    /// A cheap, cloneable view of this lease for a watcher on another task: the same
+    /// answer as [`Lock::check`].
+    pub fn watch(&self) -> LeaseWatch {
+        LeaseWatch {
+            lost: self.lost.clone(),
+            expires_ms: self.expires_ms.clone(),
+        }
+    }
+
     fn lost_error(&self, detail: &str) -> Error {
         Error::LockLost {
             location: self.repo.location(),
@@ -397,6 +406,21 @@ impl Lock {
         self.released = true;
         let id = *self.current.lock().await;
         let _ = self.repo.store.delete(&ObjectKind::Lock.key(&id)).await;
+    }
+}
+
+/// See [`Lock::watch`].
+#[derive(Debug, Clone)]
+pub struct LeaseWatch {
+    lost: Arc<AtomicBool>,
+    expires_ms: Arc<AtomicI64>,
+}
+
+impl LeaseWatch {
+    /// True once the lease is lost (its refresher found it gone) or past its expiry.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+            || self.expires_ms.load(Ordering::SeqCst) <= Utc::now().timestamp_millis()
     }
 }
 
