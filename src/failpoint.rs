@@ -1,12 +1,29 @@
-//! Fault injection for the reliability tests (RELIABILITY.md T27: memory or CPU corruption
-//! between sealing and upload). `LIFEBOAT_FAILPOINT=NAME:N[,NAME:N…]` makes the N-th event
-//! of each named kind in this process flip one bit of the bytes it handles:
+//! Fault injection for the reliability tests (RELIABILITY.md T03, T24, T27).
+//! `LIFEBOAT_FAILPOINT=NAME:N[,NAME:N…]` makes the N-th event of each named kind in this
+//! process misbehave. Two kinds of point:
+//!
+//! *Bit flips* (T27: memory or CPU corruption between sealing and upload) flip one bit of
+//! the bytes they handle:
 //!
 //! | name | where | what lifeboat does about it |
 //! |---|---|---|
 //! | `flip-sealed-blob` | a blob just sealed, before its verification | seals it again |
 //! | `flip-blob-in-transit` | a verified blob on its way into its pack | seals it again |
 //! | `flip-pack` | a finished pack, before its check and upload | stores nothing, exit 13 |
+//!
+//! *Crashes* (T03, T24: `kill -9` at a chosen step of a protocol) end the process with
+//! SIGKILL on the spot — no destructor runs, no lock is released, no temp file is removed,
+//! exactly as a crash or an OOM kill would leave things:
+//!
+//! | name | where |
+//! |---|---|
+//! | `after-index-before-snapshot` | backup: every pack and index file stored, the snapshot (the commit point) not yet |
+//! | `prune-after-repack` | prune phase 1: repacked packs stored, not yet indexed |
+//! | `prune-after-repack-index` | prune phase 1: the repacked packs indexed, the plan not yet stored |
+//! | `prune-after-new-index` | prune phase 2: replacement index files written, the old ones not yet deleted |
+//! | `prune-mid-delete` | prune phase 2: after the N-th condemned pack was deleted |
+//! | `repair-after-new-index` | repair: the rebuilt index written, the old index files not yet deleted |
+//! | `repair-mid-rewrite` | repair `--rewrite-snapshots`: a snapshot written again, its original not yet removed |
 //!
 //! Unset (always, outside tests) it costs one relaxed check per event.
 
@@ -15,8 +32,18 @@ use std::sync::OnceLock;
 
 /// The environment variable read (once per process).
 pub const ENV: &str = "LIFEBOAT_FAILPOINT";
-/// Every failpoint there is.
-pub const NAMES: &[&str] = &["flip-sealed-blob", "flip-blob-in-transit", "flip-pack"];
+/// The bit-flip points.
+pub const FLIPS: &[&str] = &["flip-sealed-blob", "flip-blob-in-transit", "flip-pack"];
+/// The crash points.
+pub const CRASHES: &[&str] = &[
+    "after-index-before-snapshot",
+    "prune-after-repack",
+    "prune-after-repack-index",
+    "prune-after-new-index",
+    "prune-mid-delete",
+    "repair-after-new-index",
+    "repair-mid-rewrite",
+];
 
 struct Point {
     name: String,
@@ -29,14 +56,19 @@ fn points() -> &'static Result<Vec<Point>, String> {
     POINTS.get_or_init(|| parse(&std::env::var(ENV).unwrap_or_default()))
 }
 
+fn known(name: &str) -> bool {
+    FLIPS.contains(&name) || CRASHES.contains(&name)
+}
+
 fn parse(spec: &str) -> Result<Vec<Point>, String> {
     let mut out = Vec::new();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, at) = item.split_once(':').unwrap_or((item, "1"));
-        if !NAMES.contains(&name) {
+        if !known(name) {
             return Err(format!(
-                "{ENV}: unknown failpoint {name:?} (known: {}); unset {ENV} outside tests",
-                NAMES.join(", ")
+                "{ENV}: unknown failpoint {name:?} (known: {}, {}); unset {ENV} outside tests",
+                FLIPS.join(", "),
+                CRASHES.join(", ")
             ));
         }
         let at: u64 = at
@@ -59,22 +91,42 @@ pub fn check_env() -> Result<(), String> {
     points().as_ref().map(|_| ()).map_err(Clone::clone)
 }
 
-/// Flips one bit of `bytes` if this is the chosen event of failpoint `name`; true if it did.
-pub fn flip(name: &str, bytes: &mut [u8]) -> bool {
+/// Counts one event of failpoint `name`; true if it is the chosen one.
+fn hit(name: &str) -> bool {
     let Ok(points) = points() else { return false };
-    if points.is_empty() || bytes.is_empty() {
+    if points.is_empty() {
         return false;
     }
     let mut hit = false;
     for p in points.iter().filter(|p| p.name == name) {
         hit |= p.seen.fetch_add(1, Ordering::Relaxed) + 1 == p.at;
     }
-    if hit {
-        let i = bytes.len() / 2;
-        bytes[i] ^= 0x10;
-        tracing::warn!(failpoint = name, "failpoint: flipped one bit");
-    }
     hit
+}
+
+/// Flips one bit of `bytes` if this is the chosen event of failpoint `name`; true if it did.
+pub fn flip(name: &str, bytes: &mut [u8]) -> bool {
+    if bytes.is_empty() || !hit(name) {
+        return false;
+    }
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x10;
+    tracing::warn!(failpoint = name, "failpoint: flipped one bit");
+    true
+}
+
+/// Kills this process with SIGKILL if this is the chosen event of crash point `name`.
+pub fn crash(name: &str) {
+    debug_assert!(CRASHES.contains(&name), "{name} is not a crash point");
+    if hit(name) {
+        // On stderr directly: a tracing subscriber may buffer, and nothing runs after this.
+        eprintln!("failpoint {name}: killing this process (SIGKILL)");
+        // SAFETY: raise has no preconditions; SIGKILL cannot be caught, so it does not return.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+        unreachable!("SIGKILL returned");
+    }
 }
 
 #[cfg(test)]
@@ -83,13 +135,16 @@ mod tests {
 
     #[test]
     fn specs_parse_and_typos_are_errors() {
-        let p = parse("flip-pack:2, flip-sealed-blob").unwrap();
+        let p = parse("flip-pack:2, flip-sealed-blob, prune-mid-delete:3").unwrap();
         assert_eq!((p[0].name.as_str(), p[0].at), ("flip-pack", 2));
         assert_eq!((p[1].name.as_str(), p[1].at), ("flip-sealed-blob", 1));
+        assert_eq!((p[2].name.as_str(), p[2].at), ("prune-mid-delete", 3));
         assert!(parse("").unwrap().is_empty());
         let e = parse("flip-pak:1").err().unwrap();
         assert!(
-            e.contains("unknown failpoint") && e.contains("flip-pack"),
+            e.contains("unknown failpoint")
+                && e.contains("flip-pack")
+                && e.contains("prune-mid-delete"),
             "{e}"
         );
         assert!(parse("flip-pack:0").is_err());

@@ -253,6 +253,7 @@ async fn run(cli: Cli, cancel: Cancel) -> Result<ExitCode> {
         ));
     }
     crate::failpoint::check_env().map_err(Error::Usage)?;
+    crate::repo::lock::check_env().map_err(Error::Usage)?;
     let ctx = Ctx {
         global: cli.global,
         cancel,

@@ -117,6 +117,16 @@ async fn snapshot_locked(
         _ => None,
     };
 
+    // The run stops as soon as its lease is lost (T19), not only at the commit check: no
+    // point uploading the rest for a snapshot that cannot be committed.
+    let outer = cancel;
+    let cancel = Cancel::new();
+    let watcher = tokio::spawn(stop_on_lost_lease(
+        lock.watch(),
+        outer.clone(),
+        cancel.clone(),
+    ));
+    let stopped = cancel.clone();
     let repo2 = repo.clone();
     let index = Arc::new(index);
     let index2 = index.clone();
@@ -149,7 +159,17 @@ async fn snapshot_locked(
     })
     .await
     .map_err(|e| Error::Other(format!("backup thread failed: {e}")))?;
+    watcher.abort();
     *source = src;
+    let outcome = match outcome {
+        // Stopped because the lease was lost, not by the user (whatever error the stop
+        // surfaced as — a source may report its dump cut short): say so (exit 11).
+        Err(e) if stopped.is_cancelled() && !outer.is_cancelled() => {
+            lock.check()?;
+            Err(e)
+        }
+        other => other,
+    };
     let (out, stats, mut summary, mut warnings, partial, reused) = outcome?;
 
     // Never commit over missing data: the packs this snapshot reuses are still there.
@@ -164,7 +184,7 @@ async fn snapshot_locked(
             packs_lost[0]
         ));
     }
-    lock.check()?;
+    lock.confirm().await?;
     summary.blobs_added = stats.blobs_added;
     summary.bytes_added = stats.bytes_added;
     summary.bytes_stored = stats.bytes_stored;
@@ -195,8 +215,9 @@ async fn snapshot_locked(
         multi
             .prepare_commit(&["data/", "index/"], &required)
             .await?;
-        lock.check()?;
+        lock.confirm().await?;
     }
+    crate::failpoint::crash("after-index-before-snapshot");
     let snapshot_id = repo.save_json(ObjectKind::Snapshot, &snapshot).await?;
     tracing::info!(snapshot = %snapshot_id, "snapshot committed");
     Ok(SnapshotReport {
@@ -208,6 +229,20 @@ async fn snapshot_locked(
         packs_lost,
         blobs_resealed: stats.blobs_resealed,
     })
+}
+
+/// Passes the user's cancellation on to the run, and cancels the run when its lease is lost.
+async fn stop_on_lost_lease(lease: crate::repo::lock::LeaseWatch, outer: Cancel, run: Cancel) {
+    loop {
+        if outer.is_cancelled() || lease.is_lost() {
+            if lease.is_lost() && !outer.is_cancelled() {
+                tracing::warn!("the repository lock was lost; stopping the backup");
+            }
+            run.cancel();
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Placeholder value left in the caller's slot while the real source runs on its thread.

@@ -308,6 +308,7 @@ impl Repository {
                 .await?;
             out.written.push(id);
         }
+        crate::failpoint::crash("repair-after-new-index");
         for id in old_ids {
             if out.written.contains(&id) {
                 continue;
@@ -394,7 +395,22 @@ impl Repository {
         if !snap.tags.iter().any(|t| t == "repaired") {
             snap.tags.push("repaired".into());
         }
-        let new_id = self.save_json(ObjectKind::Snapshot, &snap).await?;
+        // A repair killed between writing the replacement and removing the original left
+        // the replacement behind: finish that job rather than commit a second copy.
+        let want = serde_json::to_value(&snap).expect("snapshots serialize");
+        let existing = self
+            .list_snapshots()
+            .await?
+            .into_iter()
+            .find(|(id, s)| {
+                *id != damage.id && serde_json::to_value(s).expect("snapshots serialize") == want
+            })
+            .map(|(id, _)| id);
+        let new_id = match existing {
+            Some(id) => id,
+            None => self.save_json(ObjectKind::Snapshot, &snap).await?,
+        };
+        crate::failpoint::crash("repair-mid-rewrite");
         self.store
             .delete(&ObjectKind::Snapshot.key(&damage.id))
             .await?;

@@ -6,8 +6,8 @@
 //! `lifeboat unlock` removes stale locks on request (`--remove-all`: every lock).
 //! The holder refreshes its lease in the background and learns when it was lost (T19).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,9 +17,56 @@ use super::{ObjectKind, Repository};
 use crate::ids::ObjectId;
 use crate::{Error, Result};
 
-/// How long a lease lives without a refresh.
+/// How long a lease lives without a refresh, unless [`LEASE_ENV`] says otherwise.
 pub const LEASE: Duration = Duration::from_secs(15 * 60);
-const REFRESH_EVERY: Duration = Duration::from_secs(3 * 60);
+/// `LIFEBOAT_LOCK_LEASE_SECS`: this process's lease length in seconds
+/// ([`MIN_LEASE_SECS`]..=[`MAX_LEASE_SECS`]); the lease is refreshed every fifth of it.
+///
+/// An environment variable rather than a repository setting because a lease is the
+/// holder's own promise: each lock file carries its expiry, so other hosts honour whatever
+/// length the holder chose and no repository-wide agreement (or format change) is needed.
+/// Operators lengthen it where a host can stall for longer than 15 min (VM live migration,
+/// a suspended laptop) without losing its lock; tests shorten it to lose a lock in seconds
+/// (T19).
+pub const LEASE_ENV: &str = "LIFEBOAT_LOCK_LEASE_SECS";
+pub const MIN_LEASE_SECS: u64 = 2;
+pub const MAX_LEASE_SECS: u64 = 7 * 24 * 3600;
+
+fn lease_setting() -> &'static std::result::Result<Duration, String> {
+    static LEASE_SETTING: OnceLock<std::result::Result<Duration, String>> = OnceLock::new();
+    LEASE_SETTING.get_or_init(|| parse_lease(std::env::var(LEASE_ENV).ok().as_deref()))
+}
+
+fn parse_lease(v: Option<&str>) -> std::result::Result<Duration, String> {
+    let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(LEASE);
+    };
+    match v.parse::<u64>() {
+        Ok(n) if (MIN_LEASE_SECS..=MAX_LEASE_SECS).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "{LEASE_ENV}={v:?}: give the lock lease in whole seconds from {MIN_LEASE_SECS} to {MAX_LEASE_SECS} (unset: {} s)",
+            LEASE.as_secs()
+        )),
+    }
+}
+
+/// The lease length setting is valid (checked at start-up like the failpoints).
+pub fn check_env() -> std::result::Result<(), String> {
+    lease_setting().as_ref().map(|_| ()).map_err(Clone::clone)
+}
+
+/// This process's lease length.
+pub fn lease() -> Duration {
+    lease_setting().clone().unwrap_or(LEASE)
+}
+
+fn refresh_every() -> Duration {
+    lease() / 5
+}
+
+fn expiry_from(now: DateTime<Utc>) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease()).expect("lease is bounded")
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +89,10 @@ pub struct Lock {
     repo: Repository,
     current: Arc<tokio::sync::Mutex<ObjectId>>,
     lost: Arc<AtomicBool>,
+    /// The expiry of the current lease (ms since the epoch), moved on by each refresh: a
+    /// holder that was stopped past it (SIGSTOP, a frozen VM) knows its lease is gone even
+    /// before the refresher wakes up.
+    expires_ms: Arc<AtomicI64>,
     refresher: tokio::task::JoinHandle<()>,
     released: bool,
 }
@@ -58,7 +109,7 @@ impl Repository {
             purpose: purpose.into(),
             exclusive,
             created: Utc::now(),
-            expires: Utc::now() + chrono::Duration::from_std(LEASE).expect("small duration"),
+            expires: expiry_from(Utc::now()),
         };
         let id = self.save_json(ObjectKind::Lock, &file).await?;
         // Two lockers may have raced past the first check; whoever sees the other backs off.
@@ -68,16 +119,19 @@ impl Repository {
         }
         let current = Arc::new(tokio::sync::Mutex::new(id));
         let lost = Arc::new(AtomicBool::new(false));
+        let expires_ms = Arc::new(AtomicI64::new(file.expires.timestamp_millis()));
         let refresher = tokio::spawn(refresh_loop(
             self.clone(),
             file,
             current.clone(),
             lost.clone(),
+            expires_ms.clone(),
         ));
         Ok(Lock {
             repo: self.clone(),
             current,
             lost,
+            expires_ms,
             refresher,
             released: false,
         })
@@ -268,9 +322,10 @@ async fn refresh_loop(
     mut file: LockFile,
     current: Arc<tokio::sync::Mutex<ObjectId>>,
     lost: Arc<AtomicBool>,
+    expires_ms: Arc<AtomicI64>,
 ) {
     loop {
-        tokio::time::sleep(REFRESH_EVERY).await;
+        tokio::time::sleep(refresh_every()).await;
         let mut cur = current.lock().await;
         // If our lease expired or the file vanished (someone broke it), the lock is lost.
         let still_there = matches!(
@@ -281,9 +336,10 @@ async fn refresh_loop(
             lost.store(true, Ordering::SeqCst);
             return;
         }
-        file.expires = Utc::now() + chrono::Duration::from_std(LEASE).expect("small duration");
+        file.expires = expiry_from(Utc::now());
         match repo.save_json(ObjectKind::Lock, &file).await {
             Ok(new_id) => {
+                expires_ms.store(file.expires.timestamp_millis(), Ordering::SeqCst);
                 let old = std::mem::replace(&mut *cur, new_id);
                 let _ = repo.store.delete(&ObjectKind::Lock.key(&old)).await;
             }
@@ -293,17 +349,56 @@ async fn refresh_loop(
 }
 
 impl Lock {
-    /// Fails with exit 11 if the lease was lost; call before committing.
+    /// Fails with exit 11 if the lease was lost: the refresher found it gone or expired, or
+    /// its expiry has passed (this process was stopped or starved longer than the lease, so
+    /// another host may have broken it meanwhile). Cheap; call before every step that must
+    /// not happen without the lock.
     pub fn check(&self) -> Result<()> {
-        if self.lost.load(Ordering::SeqCst) {
-            return Err(Error::LockLost {
-                location: self.repo.location(),
-                detail:
-                    "the lease expired or was removed by another process; nothing was committed"
-                        .into(),
-            });
+        if self.lost.load(Ordering::SeqCst)
+            || self.expires_ms.load(Ordering::SeqCst) <= Utc::now().timestamp_millis()
+        {
+            self.lost.store(true, Ordering::SeqCst);
+            return Err(self.lost_error(
+                "the lease expired or was removed by another process; nothing was committed",
+            ));
         }
         Ok(())
+    }
+
+    /// [`Lock::check`], and the lock file is still in the store (another process may have
+    /// removed it, `unlock --remove-all` or a host that took it for stale, before the
+    /// refresher noticed). Call right before a commit point.
+    pub async fn confirm(&self) -> Result<()> {
+        self.check()?;
+        let id = *self.current.lock().await;
+        match self.repo.store.head(&ObjectKind::Lock.key(&id)).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                self.lost.store(true, Ordering::SeqCst);
+                return Err(self.lost_error(
+                    "the lock file was removed by another process; nothing was committed",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // The HEAD may have taken a while (a slow store): the lease must still hold after it.
+        self.check()
+    }
+
+    /// A cheap, cloneable view of this lease for a watcher on another task: the same
+    /// answer as [`Lock::check`].
+    pub fn watch(&self) -> LeaseWatch {
+        LeaseWatch {
+            lost: self.lost.clone(),
+            expires_ms: self.expires_ms.clone(),
+        }
+    }
+
+    fn lost_error(&self, detail: &str) -> Error {
+        Error::LockLost {
+            location: self.repo.location(),
+            detail: detail.into(),
+        }
     }
 
     pub async fn release(mut self) {
@@ -311,6 +406,21 @@ impl Lock {
         self.released = true;
         let id = *self.current.lock().await;
         let _ = self.repo.store.delete(&ObjectKind::Lock.key(&id)).await;
+    }
+}
+
+/// See [`Lock::watch`].
+#[derive(Debug, Clone)]
+pub struct LeaseWatch {
+    lost: Arc<AtomicBool>,
+    expires_ms: Arc<AtomicI64>,
+}
+
+impl LeaseWatch {
+    /// True once the lease is lost (its refresher found it gone) or past its expiry.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+            || self.expires_ms.load(Ordering::SeqCst) <= Utc::now().timestamp_millis()
     }
 }
 
@@ -327,6 +437,29 @@ impl Drop for Lock {
                 let id = *current.lock().await;
                 let _ = repo.store.delete(&ObjectKind::Lock.key(&id)).await;
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_setting_is_bounded_and_defaults_to_15_minutes() {
+        assert_eq!(parse_lease(None).unwrap(), LEASE);
+        assert_eq!(parse_lease(Some(" ")).unwrap(), LEASE);
+        assert_eq!(parse_lease(Some("3")).unwrap(), Duration::from_secs(3));
+        assert_eq!(
+            parse_lease(Some("3600")).unwrap(),
+            Duration::from_secs(3600)
+        );
+        for bad in ["0", "1", "-5", "1.5", "15m", "604801"] {
+            let e = parse_lease(Some(bad)).unwrap_err();
+            assert!(
+                e.contains(LEASE_ENV) && e.contains("from 2 to 604800"),
+                "{bad}: {e}"
+            );
         }
     }
 }

@@ -336,6 +336,7 @@ pub async fn mark(
     if !opts.dry_run && !repack.is_empty() {
         progress.set_length(repack.iter().map(|u| u.pack.size).sum());
         new_packs = repack_packs(repo, &repack, &mut r, &progress, cancel).await?;
+        crate::failpoint::crash("prune-after-repack");
     }
     progress.finish_and_clear();
     for u in &repack {
@@ -358,6 +359,7 @@ pub async fn mark(
         // The copies are indexed before anything is condemned: from here on a reader finds
         // every kept blob in a pack that stays.
         index_files.push(repo.save_index(new_packs).await?);
+        crate::failpoint::crash("prune-after-repack-index");
     }
     let plan = PrunePlan {
         created: Utc::now(),
@@ -616,6 +618,7 @@ pub async fn sweep(
             repo.save_index(packs).await?;
         }
     }
+    crate::failpoint::crash("prune-after-new-index");
     stream::iter(stale.iter().map(|(id, _)| ObjectKind::Index.key(id)))
         .map(|key| async move { delete_if_there(repo, &key).await })
         .buffer_unordered(CONCURRENCY)
@@ -627,7 +630,11 @@ pub async fn sweep(
     // stays accounted for, and a later prune retries once the lock lapses.
     let sizes: Vec<(PackId, u64)> = doomed.iter().map(|p| (*p, condemned[p])).collect();
     let results: Vec<(PackId, u64, Result<()>)> = stream::iter(sizes.iter())
-        .map(|(p, size)| async move { (*p, *size, delete_if_there(repo, &pack_key(p)).await) })
+        .map(|(p, size)| async move {
+            let res = delete_if_there(repo, &pack_key(p)).await;
+            crate::failpoint::crash("prune-mid-delete");
+            (*p, *size, res)
+        })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;

@@ -11,6 +11,7 @@ mod drill_truth;
 mod drills;
 mod environments;
 mod examples;
+mod faults;
 mod mariadb;
 mod monitoring;
 mod notify;
