@@ -98,7 +98,16 @@ impl Validator<'_> {
                     "keep one database job per set (two-database sets are not supported yet)",
                 );
             }
-            let restore_tests = s.restore_tests.iter().map(|p| self.resolve(p)).collect();
+            let restore_tests: Vec<_> = s.restore_tests.iter().map(|p| self.resolve(p)).collect();
+            for t in &restore_tests {
+                if !t.exists() {
+                    self.issue(
+                        &at("restore_tests"),
+                        format!("restore-test file {} does not exist", t.display()),
+                        "give a path relative to the plan file (see restore-tests/ for examples)",
+                    );
+                }
+            }
             sets.push(SetSpec {
                 name: s.name,
                 jobs: s.jobs,

@@ -1,0 +1,334 @@
+//! Recovery-point sets end to end (issue 17 item 8), against a real throwaway PostgreSQL:
+//! an application's database and its uploads directory are backed up as one set while a
+//! writer keeps adding files and the rows that name them, drilled together (the rows'
+//! files are all there with their recorded sha256, the smoke test sees both), and a file
+//! lost from the directory makes the set's drill fail with exit 16 naming the row. A set
+//! whose member fails gets no set manifest (INV-5).
+
+use crate::support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lifeboat::drill::env::{ConnectionInfo, Environment, EphemeralPostgres};
+use support::*;
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, b).as_ref())
+}
+
+/// The set's plan: database `app` + directory `uploads`, one set, drilled together.
+fn set_plan(ws: &Workspace, c: &ConnectionInfo, bin_dir: &Path, uploads: &Path) -> PathBuf {
+    std::fs::write(
+        ws.path().join("app-set.toml"),
+        r#"
+[[file_refs]]
+name = "every upload row has its file"
+query = "SELECT path, sha256 FROM uploads ORDER BY id"
+member = "uploads"
+hash = "sha256"
+
+[[command]]
+name = "app smoke test"
+run = ["sh", "-c", "n=$(psql -X -tAc 'SELECT count(*) FROM uploads') && test \"$n\" -ge 1 && test -d \"$LIFEBOAT_SET_DIR_UPLOADS\" && test \"$(ls \"$LIFEBOAT_SET_DIR_UPLOADS\" | grep -c '^f')\" -ge \"$n\""]
+"#,
+    )
+    .unwrap();
+    ws.plan(
+        "app",
+        &format!(
+            r#"[[jobs]]
+name = "app-db"
+schedule = "0 3 * * *"
+[jobs.source]
+type = "postgres"
+host = "{}"
+port = {}
+user = "postgres"
+database = "app"
+bin_dir = "{}"
+row_counts = "exact"
+globals = false
+
+[[jobs]]
+name = "uploads"
+schedule = "0 3 * * *"
+[jobs.source]
+type = "dir"
+paths = ["{}"]
+
+[[sets]]
+name = "app"
+jobs = ["app-db", "uploads"]
+restore_tests = ["app-set.toml"]
+
+[drill]
+environment = "ephemeral-postgres"
+"#,
+            c.socket.as_deref().unwrap().display(),
+            c.port,
+            bin_dir.display(),
+            uploads.display()
+        ),
+    )
+}
+
+/// An application writing uploads: each file is written whole (temp name, fsync, rename),
+/// then the row naming it is committed — the order real applications use.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Writer {
+    fn start(c: &ConnectionInfo, uploads: &Path) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, uploads, stop2) = (c.clone(), uploads.to_path_buf(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let mut psql = Command::new(c.bin_dir.as_ref().unwrap().join("psql"))
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "app"])
+                .arg("-h")
+                .arg(c.socket.as_deref().unwrap())
+                .args(["-p", &c.port.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut sql = psql.stdin.take().unwrap();
+            let mut n = 0u64;
+            while !stop2.load(Ordering::Relaxed) {
+                n += 1;
+                let body: Vec<u8> = (0..(4096 + n * 37 % 9000))
+                    .map(|i| (i as u64 * 31 + n * 7) as u8)
+                    .collect();
+                let name = format!("f{n:06}.bin");
+                let tmp = uploads.join(format!(".tmp-{name}"));
+                let mut f = std::fs::File::create(&tmp).unwrap();
+                f.write_all(&body).unwrap();
+                f.sync_all().unwrap();
+                std::fs::rename(&tmp, uploads.join(&name)).unwrap();
+                writeln!(
+                    sql,
+                    "INSERT INTO uploads (path, sha256) VALUES ('{name}', '{}');",
+                    sha256_hex(&body)
+                )
+                .unwrap();
+                sql.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            drop(sql);
+            assert!(psql.wait().unwrap().success(), "the writer's psql failed");
+            n
+        });
+        Writer {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+fn set_source() -> (EphemeralPostgres, ConnectionInfo, PathBuf) {
+    let src = EphemeralPostgres::start(None).expect("source server");
+    let c = src.connection().unwrap().clone();
+    psql(&c, "postgres", "CREATE DATABASE app");
+    psql(
+        &c,
+        "app",
+        "CREATE TABLE uploads (id bigserial PRIMARY KEY, path text NOT NULL, sha256 text NOT NULL, created timestamptz NOT NULL DEFAULT now())",
+    );
+    let bin = c.bin_dir.clone().unwrap();
+    (src, c, bin)
+}
+
+fn drill_json(ws: &Workspace, plan: &Path, tmp: &Path) -> (Option<i32>, Vec<serde_json::Value>, String) {
+    let o = run(lifeboat()
+        .args(["drill", "--json", "--plan"])
+        .arg(plan)
+        .env("TMPDIR", tmp)
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state")));
+    let reports = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    (o.status.code(), reports, stderr(&o))
+}
+
+#[test]
+fn set_of_postgres_and_uploads_backed_up_under_writes_is_drilled_together() {
+    let (_src, c, bin) = set_source();
+    let ws = Workspace::new();
+    let uploads = ws.path().join("uploads");
+    std::fs::create_dir(&uploads).unwrap();
+    let plan = set_plan(&ws, &c, &bin, &uploads);
+
+    // Backed up while the application writes files and commits the rows naming them.
+    let writer = Writer::start(&c, &uploads);
+    std::thread::sleep(Duration::from_millis(800));
+    let o = run(lifeboat().args(["backup", "--json", "--plan"]).arg(&plan));
+    std::thread::sleep(Duration::from_millis(300));
+    let written = writer.stop();
+    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(
+        o.stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .unwrap(),
+    )
+    .unwrap();
+    let set = &summary["sets"][0];
+    assert_eq!(set["set"], "app", "{summary:#}");
+    assert_eq!(set["ok"], true, "{summary:#}");
+    let set_id = set["set_id"].as_str().unwrap().to_string();
+    let captures = set["captures"].as_array().unwrap();
+    assert!(
+        captures
+            .iter()
+            .any(|c| c["job"] == "app-db" && c["capture"] == "database_snapshot"),
+        "{summary:#}"
+    );
+    assert!(
+        captures
+            .iter()
+            .any(|c| c["job"] == "uploads" && c["capture"] == "plain_read"),
+        "{summary:#}"
+    );
+    // Both member snapshots carry the set id; one manifest in the repository.
+    let snaps = ws.snapshots(&plan);
+    assert_eq!(snaps.len(), 2, "{snaps:#?}");
+    assert!(snaps.iter().all(|s| s["set"] == set_id.as_str()), "{snaps:#?}");
+    let manifests = std::fs::read_dir(ws.path().join("repo/sets")).unwrap().count();
+    assert_eq!(manifests, 1);
+    assert!(written > 20, "the writer wrote only {written} files");
+
+    // The drill restores both into one environment; every row's file is there, with its
+    // recorded hash, and the smoke test sees the database and the files.
+    let tmp = drill_tmp();
+    let (code, reports, err) = drill_json(&ws, &plan, tmp.path());
+    assert_eq!(code, Some(0), "set drill failed: {err}\n{reports:#?}");
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    let r = &reports[0];
+    assert_eq!(r["job"], "set:app", "{r:#}");
+    assert_eq!(r["set"]["name"], "app", "{r:#}");
+    assert_eq!(r["set"]["set_id"], set_id.as_str(), "{r:#}");
+    assert_eq!(r["set"]["members"].as_array().unwrap().len(), 2, "{r:#}");
+    let check = |kind: &str| {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} check: {r:#}"))
+            .clone()
+    };
+    let refs = check("file_refs");
+    assert_eq!(refs["status"], "passed", "{r:#}");
+    let rows: u64 = refs["detail"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rows > 10, "only {rows} rows were in the set's database: {refs}");
+    assert_eq!(check("command")["status"], "passed", "{r:#}");
+    assert_eq!(check("row_counts")["status"], "passed", "{r:#}");
+    assert_eq!(env_dirs(tmp.path()), Vec::<PathBuf>::new(), "environment left behind");
+
+    // `history` shows the set's drill.
+    let o = run(lifeboat()
+        .args(["history", "--json", "--plan"])
+        .arg(&plan)
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state")));
+    assert!(
+        stdout(&o).contains("set:app"),
+        "history does not show the set's drill: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+
+    // A file the database names is lost from the directory; the next recovery point's
+    // drill fails its cross-check, naming the row.
+    let lost = psql(&c, "app", "SELECT path FROM uploads WHERE id = 5")
+        .trim()
+        .to_string();
+    std::fs::remove_file(uploads.join(&lost)).unwrap();
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
+    let tmp = drill_tmp();
+    let (code, reports, err) = drill_json(&ws, &plan, tmp.path());
+    assert_eq!(code, Some(16), "{err}\n{reports:#?}");
+    let r = &reports[0];
+    assert_eq!(r["result"], "check_failed", "{r:#}");
+    let refs = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "file_refs")
+        .unwrap();
+    let detail = refs["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("1 of ")
+            && detail.contains(&format!("row 5 (\"{lost}\""))
+            && detail.contains("missing"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn set_manifest_is_not_written_when_a_member_fails() {
+    let (_src, c, bin) = set_source();
+    psql(&c, "app", "INSERT INTO uploads (path, sha256) VALUES ('a', 'b')");
+    let ws = Workspace::new();
+    let uploads = ws.path().join("uploads");
+    std::fs::create_dir(&uploads).unwrap();
+    std::fs::write(uploads.join("a"), b"x").unwrap();
+    // The database member's pg_dump fails after the set froze and the directory committed.
+    let broken = ws.path().join("bin");
+    std::fs::create_dir(&broken).unwrap();
+    for e in std::fs::read_dir(&bin).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "pg_dump" {
+            std::os::unix::fs::symlink(e.path(), broken.join(e.file_name())).unwrap();
+        }
+    }
+    let dump = broken.join("pg_dump");
+    std::fs::write(&dump, "#!/bin/sh\necho 'pg_dump: error: connection lost' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&dump, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let plan = set_plan(&ws, &c, &broken, &uploads);
+
+    let o = run(lifeboat().args(["backup", "--json", "--plan"]).arg(&plan));
+    assert_eq!(o.status.code(), Some(14), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(
+        o.stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .unwrap(),
+    )
+    .unwrap();
+    let set = &summary["sets"][0];
+    assert_eq!(set["ok"], false, "{summary:#}");
+    assert!(
+        set["error"].as_str().unwrap().contains("member app-db failed"),
+        "{summary:#}"
+    );
+    // The directory member committed on its own (carrying the set id); no manifest names it.
+    let snaps = ws.snapshots(&plan);
+    assert_eq!(snaps.len(), 1, "{snaps:#?}");
+    assert_eq!(snaps[0]["job"], "uploads");
+    assert_eq!(snaps[0]["set"], set["set_id"]);
+    let sets_dir = ws.path().join("repo/sets");
+    let manifests = std::fs::read_dir(&sets_dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(manifests, 0, "a set manifest was written for a failed set");
+    // Nothing to drill: the set has no recovery point.
+    let tmp = drill_tmp();
+    let (code, _, err) = drill_json(&ws, &plan, tmp.path());
+    assert_ne!(code, Some(0));
+    assert!(err.contains("recovery point of set app"), "{err}");
+}
