@@ -618,7 +618,10 @@ fn file_refs_check(
         let named = format!(
             "row {} ({})",
             n + 1,
-            row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+            row.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let Some(rel) = row.first().and_then(Value::text) else {
             bad.push(format!("{named}: no file path in the first column"));

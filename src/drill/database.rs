@@ -356,22 +356,36 @@ impl DbDrill<'_> {
                                 }
                             };
                             if error.is_none() {
-                            sw.begin(Phase::Checks);
-                            match self.check(&conn, &database, sw.start, &members, set_dir.as_ref().map(|d| d.path().to_path_buf())).await {
-                                Ok(c) => {
-                                    checks = c;
-                                    if checks.iter().all(|c| c.status == CheckStatus::Passed) {
-                                        sw.checks_passed();
+                                sw.begin(Phase::Checks);
+                                match self
+                                    .check(
+                                        &conn,
+                                        &database,
+                                        sw.start,
+                                        &members,
+                                        set_dir.as_ref().map(|d| d.path().to_path_buf()),
+                                    )
+                                    .await
+                                {
+                                    Ok(c) => {
+                                        checks = c;
+                                        if checks.iter().all(|c| c.status == CheckStatus::Passed) {
+                                            sw.checks_passed();
+                                        }
                                     }
+                                    Err(e) => error = Some(e),
                                 }
-                                Err(e) => error = Some(e),
-                            }
                             }
                             if self.ctx.keep && error.is_none() && !self.ctx.cancel.is_cancelled() {
                                 if let Some(note) = env.keep() {
                                     let files = set_dir
                                         .take()
-                                        .map(|d| format!("; the set's files are in {}", d.keep().display()))
+                                        .map(|d| {
+                                            format!(
+                                                "; the set's files are in {}",
+                                                d.keep().display()
+                                            )
+                                        })
                                         .unwrap_or_default();
                                     kept = Some(format!(
                                         "{} left running; connect with: {}; {note}{files}",
@@ -423,7 +437,11 @@ impl DbDrill<'_> {
                 )
             })?;
         let index = Arc::new(self.ctx.repo.load_index().await.map_err(|e| {
-            DrillError::from_error(DrillFailure::Fetch, "reading the repository index failed", &e)
+            DrillError::from_error(
+                DrillFailure::Fetch,
+                "reading the repository index failed",
+                &e,
+            )
         })?);
         let root = d.path().to_path_buf();
         *dir = Some(d);

@@ -406,14 +406,12 @@ impl RestoreTests {
             let hash = match f.hash.as_deref() {
                 None | Some("sha256") => HashAlgo::Sha256,
                 Some("blake3") => HashAlgo::Blake3,
-                Some(other) => {
-                    return Err(err(
-                        find_line(other),
-                        "hash",
-                        format!("{other:?} is not a hash lifeboat computes"),
-                        "use \"sha256\" or \"blake3\" (the hex digest in the query's second column)",
-                    ))
-                }
+                Some(other) => return Err(err(
+                    find_line(other),
+                    "hash",
+                    format!("{other:?} is not a hash lifeboat computes"),
+                    "use \"sha256\" or \"blake3\" (the hex digest in the query's second column)",
+                )),
             };
             file_refs.push(FileRefsCheck {
                 name: f.name,

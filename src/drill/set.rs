@@ -131,6 +131,9 @@ mod tests {
     #[test]
     fn member_dirs_have_shell_friendly_names() {
         assert_eq!(member_dir_var("uploads"), "LIFEBOAT_SET_DIR_UPLOADS");
-        assert_eq!(member_dir_var("app-files.v2"), "LIFEBOAT_SET_DIR_APP_FILES_V2");
+        assert_eq!(
+            member_dir_var("app-files.v2"),
+            "LIFEBOAT_SET_DIR_APP_FILES_V2"
+        );
     }
 }

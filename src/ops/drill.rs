@@ -115,7 +115,9 @@ pub async fn drill(env: &Env, target: &Target, req: DrillRequest) -> Result<Dril
                 if env.cancel.is_cancelled() {
                     break;
                 }
-                reports.push(drill_set(env, &req, p, s, targets, &repo, &region.catalog_region).await?);
+                reports.push(
+                    drill_set(env, &req, p, s, targets, &repo, &region.catalog_region).await?,
+                );
             }
             Ok(reports)
         })
@@ -344,8 +346,11 @@ async fn drill_set(
     let mut markers = Vec::new();
     for member in &m.members {
         markers.push(
-            repo.lock(&crate::repo::retention::drill_marker(&member.snapshot), false)
-                .await?,
+            repo.lock(
+                &crate::repo::retention::drill_marker(&member.snapshot),
+                false,
+            )
+            .await?,
         );
     }
     for d in crate::drill::env::sweep_orphans() {

@@ -75,7 +75,7 @@ pub fn plan_units<'a>(
         }
         j => p.select_jobs(j)?,
     };
-    let mut units = Vec::new();
+    let mut units: Vec<std::result::Result<&JobSpec, &SetSpec>> = Vec::new();
     for j in jobs {
         match p.set_of(&j.name) {
             None => units.push(Ok(j)),
@@ -129,11 +129,7 @@ pub async fn backup_set(
     let set_id = new_set_id();
     let host = req.host.clone().unwrap_or_else(hostname);
     let started = Utc::now();
-    let members: Vec<&JobSpec> = set
-        .jobs
-        .iter()
-        .filter_map(|n| p.job(n))
-        .collect::<Vec<_>>();
+    let members: Vec<&JobSpec> = set.jobs.iter().filter_map(|n| p.job(n)).collect::<Vec<_>>();
     let mut outcome = SetOutcome {
         set: set.name.clone(),
         set_id: set_id.clone(),
@@ -226,8 +222,7 @@ pub async fn backup_set(
     // 3. Live reads first (shortest drift), then the frozen members.
     frozen.sort_by_key(|(_, _, f)| f.capture != Capture::PlainRead);
     let mut outs: Vec<JobOutcome> = Vec::new();
-    let mut committed: Vec<(&JobSpec, crate::ids::SnapshotId, DateTime<Utc>, Capture)> =
-        Vec::new();
+    let mut committed: Vec<(&JobSpec, crate::ids::SnapshotId, DateTime<Utc>, Capture)> = Vec::new();
     for (job, src, f) in frozen {
         if env.cancel.is_cancelled() {
             return Err(Error::Interrupted);

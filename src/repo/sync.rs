@@ -22,14 +22,7 @@ use crate::{Error, Result};
 const COPY_CONCURRENCY: usize = 4;
 /// Copied in this order; snapshots are the commit points, and set manifests (which name
 /// snapshots) come after them, only to a region that took every snapshot.
-const STAGES: [&str; 6] = [
-    "config",
-    "keys/",
-    "data/",
-    "index/",
-    "snapshots/",
-    "sets/",
-];
+const STAGES: [&str; 6] = ["config", "keys/", "data/", "index/", "snapshots/", "sets/"];
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncRegionReport {

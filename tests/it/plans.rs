@@ -55,16 +55,26 @@ fn every_example_plan_is_valid() {
                 .iter()
                 .map(|j| plan.job(j).unwrap().source.kind())
                 .collect();
-            assert!(kinds.contains("postgres") && kinds.contains("dir"), "{kinds:?}");
+            assert!(
+                kinds.contains("postgres") && kinds.contains("dir"),
+                "{kinds:?}"
+            );
             for t in &s.restore_tests {
                 let tests = lifeboat::drill::restore_tests::RestoreTests::load(t)
                     .unwrap_or_else(|e| panic!("{e}"));
-                assert!(!tests.file_refs.is_empty(), "{} has no file_refs", t.display());
+                assert!(
+                    !tests.file_refs.is_empty(),
+                    "{} has no file_refs",
+                    t.display()
+                );
             }
             sets += 1;
         }
     }
-    assert!(sets >= 1, "no example plan in plans/examples has a [[sets]] table");
+    assert!(
+        sets >= 1,
+        "no example plan in plans/examples has a [[sets]] table"
+    );
     let want: BTreeSet<_> = ["block", "btrfs", "dir", "lvm", "mariadb", "postgres", "zfs"]
         .into_iter()
         .collect();

@@ -90,7 +90,16 @@ impl Writer {
         let (c, uploads, stop2) = (c.clone(), uploads.to_path_buf(), stop.clone());
         let handle = std::thread::spawn(move || {
             let mut psql = Command::new(c.bin_dir.as_ref().unwrap().join("psql"))
-                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "app"])
+                .args([
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "app",
+                ])
                 .arg("-h")
                 .arg(c.socket.as_deref().unwrap())
                 .args(["-p", &c.port.to_string()])
@@ -149,7 +158,11 @@ fn set_source() -> (EphemeralPostgres, ConnectionInfo, PathBuf) {
     (src, c, bin)
 }
 
-fn drill_json(ws: &Workspace, plan: &Path, tmp: &Path) -> (Option<i32>, Vec<serde_json::Value>, String) {
+fn drill_json(
+    ws: &Workspace,
+    plan: &Path,
+    tmp: &Path,
+) -> (Option<i32>, Vec<serde_json::Value>, String) {
     let o = run(lifeboat()
         .args(["drill", "--json", "--plan"])
         .arg(plan)
@@ -201,8 +214,13 @@ fn set_of_postgres_and_uploads_backed_up_under_writes_is_drilled_together() {
     // Both member snapshots carry the set id; one manifest in the repository.
     let snaps = ws.snapshots(&plan);
     assert_eq!(snaps.len(), 2, "{snaps:#?}");
-    assert!(snaps.iter().all(|s| s["set"] == set_id.as_str()), "{snaps:#?}");
-    let manifests = std::fs::read_dir(ws.path().join("repo/sets")).unwrap().count();
+    assert!(
+        snaps.iter().all(|s| s["set"] == set_id.as_str()),
+        "{snaps:#?}"
+    );
+    let manifests = std::fs::read_dir(ws.path().join("repo/sets"))
+        .unwrap()
+        .count();
     assert_eq!(manifests, 1);
     assert!(written > 20, "the writer wrote only {written} files");
 
@@ -236,10 +254,17 @@ fn set_of_postgres_and_uploads_backed_up_under_writes_is_drilled_together() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(rows > 10, "only {rows} rows were in the set's database: {refs}");
+    assert!(
+        rows > 10,
+        "only {rows} rows were in the set's database: {refs}"
+    );
     assert_eq!(check("command")["status"], "passed", "{r:#}");
     assert_eq!(check("row_counts")["status"], "passed", "{r:#}");
-    assert_eq!(env_dirs(tmp.path()), Vec::<PathBuf>::new(), "environment left behind");
+    assert_eq!(
+        env_dirs(tmp.path()),
+        Vec::<PathBuf>::new(),
+        "environment left behind"
+    );
 
     // `history` shows the set's drill.
     let o = run(lifeboat()
@@ -284,7 +309,11 @@ fn set_of_postgres_and_uploads_backed_up_under_writes_is_drilled_together() {
 #[test]
 fn set_manifest_is_not_written_when_a_member_fails() {
     let (_src, c, bin) = set_source();
-    psql(&c, "app", "INSERT INTO uploads (path, sha256) VALUES ('a', 'b')");
+    psql(
+        &c,
+        "app",
+        "INSERT INTO uploads (path, sha256) VALUES ('a', 'b')",
+    );
     let ws = Workspace::new();
     let uploads = ws.path().join("uploads");
     std::fs::create_dir(&uploads).unwrap();
@@ -299,7 +328,11 @@ fn set_manifest_is_not_written_when_a_member_fails() {
         }
     }
     let dump = broken.join("pg_dump");
-    std::fs::write(&dump, "#!/bin/sh\necho 'pg_dump: error: connection lost' >&2\nexit 1\n").unwrap();
+    std::fs::write(
+        &dump,
+        "#!/bin/sh\necho 'pg_dump: error: connection lost' >&2\nexit 1\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&dump, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let plan = set_plan(&ws, &c, &broken, &uploads);
 
@@ -315,7 +348,10 @@ fn set_manifest_is_not_written_when_a_member_fails() {
     let set = &summary["sets"][0];
     assert_eq!(set["ok"], false, "{summary:#}");
     assert!(
-        set["error"].as_str().unwrap().contains("member app-db failed"),
+        set["error"]
+            .as_str()
+            .unwrap()
+            .contains("member app-db failed"),
         "{summary:#}"
     );
     // The directory member committed on its own (carrying the set id); no manifest names it.

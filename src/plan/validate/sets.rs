@@ -37,7 +37,11 @@ impl Validator<'_> {
             if s.jobs.len() < 2 {
                 self.issue(
                     &at("jobs"),
-                    format!("set {:?} has {} job(s); a set groups at least two", s.name, s.jobs.len()),
+                    format!(
+                        "set {:?} has {} job(s); a set groups at least two",
+                        s.name,
+                        s.jobs.len()
+                    ),
                     "list two or more [[jobs]] names, e.g. jobs = [\"app-db\", \"uploads\"]",
                 );
             }
@@ -45,16 +49,26 @@ impl Validator<'_> {
             let mut databases = 0;
             for (k, name) in s.jobs.iter().enumerate() {
                 if s.jobs[..k].contains(name) {
-                    self.issue(&at("jobs"), format!("set {:?} lists job {name:?} twice", s.name), "list each job once");
+                    self.issue(
+                        &at("jobs"),
+                        format!("set {:?} lists job {name:?} twice", s.name),
+                        "list each job once",
+                    );
                     continue;
                 }
                 let Some(job) = jobs.iter().find(|j| &j.name == name) else {
                     self.issue(
                         &at("jobs"),
-                        format!("set {:?} names job {name:?}, which the plan does not define", s.name),
+                        format!(
+                            "set {:?} names job {name:?}, which the plan does not define",
+                            s.name
+                        ),
                         format!(
                             "use the name of a [[jobs]] table: {}",
-                            jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
+                            jobs.iter()
+                                .map(|j| j.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     );
                     continue;
@@ -62,7 +76,10 @@ impl Validator<'_> {
                 if let Some(other) = sets.iter().find(|o| o.jobs.contains(name)) {
                     self.issue(
                         &at("jobs"),
-                        format!("job {name:?} is in set {:?} and set {:?}", other.name, s.name),
+                        format!(
+                            "job {name:?} is in set {:?} and set {:?}",
+                            other.name, s.name
+                        ),
                         "a job belongs to at most one set: it is backed up once, with its set",
                     );
                 }

@@ -158,8 +158,7 @@ impl Source for BtrfsSource {
 
 impl BtrfsSource {
     fn top(&self) -> Result<String> {
-        self
-            .spec
+        self.spec
             .subvolume
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
