@@ -112,7 +112,7 @@ impl Writer {
             while !stop2.load(Ordering::Relaxed) {
                 n += 1;
                 let body: Vec<u8> = (0..(4096 + n * 37 % 9000))
-                    .map(|i| (i as u64 * 31 + n * 7) as u8)
+                    .map(|i| (i * 31 + n * 7) as u8)
                     .collect();
                 let name = format!("f{n:06}.bin");
                 let tmp = uploads.join(format!(".tmp-{name}"));
