@@ -271,6 +271,18 @@ fn set_of_postgres_and_uploads_backed_up_under_writes_is_drilled_together() {
         stderr(&o)
     );
 
+    // `status --plan` shows the set's newest recovery point and its RPO.
+    let o = run(lifeboat()
+        .args(["status", "--json", "--plan"])
+        .arg(&plan)
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state")));
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let s0 = &st["sets"][0];
+    assert_eq!(s0["set"], "app", "{st:#}");
+    assert_eq!(s0["set_id"], set_id.as_str(), "{st:#}");
+    assert_eq!(s0["rpo_met"], true, "{st:#}");
+    assert!(s0["rpo_secs"].as_f64().unwrap() < 600.0, "{st:#}");
+
     // A file the database names is lost from the directory; the next recovery point's
     // drill fails its cross-check, naming the row.
     let lost = psql(&c, "app", "SELECT path FROM uploads WHERE id = 5")
