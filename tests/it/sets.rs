@@ -367,3 +367,103 @@ fn set_manifest_is_not_written_when_a_member_fails() {
     assert_ne!(code, Some(0));
     assert!(err.contains("recovery point of set app"), "{err}");
 }
+
+/// With two regions, a region that is down while the set is backed up gets no member and
+/// no set manifest (the other region commits the set, exit 3); `sync` brings it the members
+/// and then the manifest, and the set drills from it.
+#[test]
+fn set_manifest_goes_only_to_regions_holding_every_member() {
+    use support::garage::{Garage, BUCKET};
+    use support::regions::{lifeboat as lb_s3, repos, run as run_s3};
+    let (_src, c, bin) = set_source();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let uploads = w.join("uploads");
+    std::fs::create_dir(&uploads).unwrap();
+    for i in 1..=3 {
+        let body = format!("upload {i}").repeat(100);
+        std::fs::write(uploads.join(format!("f{i}.bin")), &body).unwrap();
+        psql(
+            &c,
+            "app",
+            &format!(
+                "INSERT INTO uploads (path, sha256) VALUES ('f{i}.bin', '{}')",
+                sha256_hex(body.as_bytes())
+            ),
+        );
+    }
+    let g1 = Garage::start("r1");
+    let mut g2 = Garage::start("r2");
+    let mut init = lb_s3(w);
+    repos(&mut init, &[g1.url("set"), g2.url("set")]);
+    init.args(support::FAST_INIT);
+    assert_eq!(run_s3(init).code, 0);
+    let dest = |g: &Garage| {
+        format!(
+            "[[destinations]]\ntype = \"s3\"\nname = \"{r}\"\nbucket = \"{BUCKET}\"\nprefix = \"set\"\nregion = \"{r}\"\nendpoint = \"{e}\"\nrequest_timeout_secs = 3\nconnect_timeout_secs = 2\nmax_retries = 1\ndeadline_secs = 20\n",
+            r = g.region,
+            e = g.endpoint()
+        )
+    };
+    // The local-destination plan of the other tests, with the two regions instead.
+    let ws = Workspace::new();
+    let local = std::fs::read_to_string(set_plan(&ws, &c, &bin, &uploads)).unwrap();
+    std::fs::copy(ws.path().join("app-set.toml"), w.join("app-set.toml")).unwrap();
+    let body = local
+        .replace(
+            "password_file = \"repo.pass\"",
+            "password_file = \"password\"",
+        )
+        .replace(
+            "[[destinations]]\ntype = \"local\"\npath = \"repo\"\n",
+            &format!("min_regions = 1\n{}{}", dest(&g1), dest(&g2)),
+        );
+    // `min_regions` is a top-level key: it goes before the first table.
+    let body = body.replacen("min_regions = 1\n", "", 1);
+    let body = format!("min_regions = 1\n{body}");
+    let plan = w.join("app.toml");
+    std::fs::write(&plan, body).unwrap();
+    let p = plan.to_str().unwrap();
+    let lb = |args: &[&str]| {
+        let mut cmd = lb_s3(w);
+        cmd.env("LIFEBOAT_STATE_DIR", w.join("state")).args(args);
+        run_s3(cmd)
+    };
+
+    // r2 down during the set's backup: r1 commits the set, r2 gets nothing (exit 3).
+    g2.stop();
+    let r = lb(&["backup", "--json", "--plan", p]);
+    assert_eq!(r.code, 3, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["sets"][0]["ok"], true, "{v:#}");
+    g2.restart();
+    let r = lb(&["drill", "--plan", p, "--region", "r2", "--job", "app"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("no committed recovery point of set app"),
+        "{r:?}"
+    );
+
+    // sync copies the members, then the manifest; the set drills from r2.
+    let r = lb(&["sync", "--plan", p]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = lb(&[
+        "drill", "--json", "--plan", p, "--region", "r2", "--job", "app",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let reports: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(reports[0]["set"]["name"], "app", "{reports:#}");
+    assert_eq!(reports[0]["region"], "r2", "{reports:#}");
+    let refs = reports[0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "file_refs")
+        .unwrap()
+        .clone();
+    assert_eq!(refs["status"], "passed", "{refs}");
+    assert!(
+        refs["detail"].as_str().unwrap().starts_with("3 rows"),
+        "{refs}"
+    );
+}
