@@ -143,6 +143,19 @@ pub struct MariadbSource {
     spec: MariadbSpec,
     name: String,
     password: Option<Zeroizing<String>>,
+    /// A dump started by [`Source::freeze`] (recovery-point sets): its consistent snapshot
+    /// was opened under a brief global read lock; `run` streams it.
+    held: Option<StartedDump>,
+}
+
+/// A mariadb-dump child whose consistent snapshot is open, with what was read beside it.
+struct StartedDump {
+    child: ChildProc,
+    session: SqlSession,
+    meta: serde_json::Value,
+    counts: DumpCounts,
+    dump_tool: PathBuf,
+    warning: Option<String>,
 }
 
 impl MariadbSource {
@@ -152,6 +165,7 @@ impl MariadbSource {
             spec,
             name: name.into(),
             password,
+            held: None,
         })
     }
 
@@ -217,6 +231,69 @@ impl MariadbSource {
         Ok(meta)
     }
 
+    /// The dump tool, client options, a routines warning, and the metadata session with the
+    /// metadata and row-count plan read in it.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        cancel: Option<&crate::sys::Cancel>,
+    ) -> Result<(
+        PathBuf,
+        ClientOptions,
+        Option<String>,
+        SqlSession,
+        serde_json::Value,
+        DumpCounts,
+    )> {
+        let bin = self.spec.bin_dir.as_deref();
+        let dump_tool = require_tool(&self.name, &["mariadb-dump", "mysqldump"], bin)?;
+        let opts = ClientOptions::new(
+            &self.spec.conn,
+            self.password.as_deref().map(|s| s.as_str()),
+            self.spec.no_defaults,
+        )?;
+        let warning = self.routines_hidden(bin, &opts);
+        let mut session = client_session(bin, &opts, None, &self.name, self.secrets())?;
+        // Counting a big database takes a while: Ctrl-C must not wait for it.
+        let watch = cancel.map(|c| session.watch_cancel(c));
+        let meta = self.snapshot_meta(&mut session);
+        let counts = meta.is_ok().then(|| self.row_counts(&mut session));
+        drop(watch);
+        if cancel.is_some_and(|c| c.is_cancelled()) {
+            return Err(Error::Interrupted);
+        }
+        let meta = meta?;
+        let counts = counts.expect("counted after metadata")?;
+        Ok((dump_tool, opts, warning, session, meta, counts))
+    }
+
+    fn spawn_dump(&self, dump_tool: &Path, opts: &ClientOptions) -> Result<ChildProc> {
+        let mut cmd = Command::new(dump_tool);
+        cmd.args(opts.args())
+            .args([
+                "--single-transaction",
+                "--routines",
+                "--triggers",
+                "--events",
+                "--hex-blob",
+                "--quick",
+                "--default-character-set=utf8mb4",
+            ])
+            .arg("--")
+            .arg(&self.spec.conn.database)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        ChildProc::spawn(
+            cmd,
+            dump_tool
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("mariadb-dump"),
+            &self.name,
+            self.secrets(),
+        )
+    }
+
     /// mariadb-dump leaves out the stored procedures and functions its user may not see,
     /// without an error: the dump looks complete and is not. Seeing them takes read access
     /// to `mysql.proc`; a user without it gets a warning naming the grant. (Where there is no
@@ -265,52 +342,106 @@ impl Source for MariadbSource {
         vec![self.spec.conn.describe("mariadb")]
     }
 
+    /// Opens the dump's consistent snapshot under a brief global read lock: `FLUSH TABLES
+    /// WITH READ LOCK` in a session of its own stops every write, mariadb-dump starts and
+    /// opens its `--single-transaction` snapshot, and as soon as that transaction exists the
+    /// lock is released (how `--master-data` pins a binlog position). The snapshot is of the
+    /// lock's moment; `run` streams the dump later. Needs RELOAD (the lock) and PROCESS (to
+    /// see the dump's transaction) for the backup user.
+    fn freeze(&mut self) -> Result<super::Frozen> {
+        let (dump_tool, opts, warning, session, mut meta, counts) = self.prepare(None)?;
+        let bin = self.spec.bin_dir.as_deref();
+        let mut lock = client_session(bin, &opts, None, &self.name, self.secrets())?;
+        let denied = |e: Error| {
+            Error::source_failed(
+                self.name.clone(),
+                format!("a set member's dump is started under a brief global read lock: {e}; GRANT RELOAD, PROCESS ON *.* TO the backup user"),
+            )
+        };
+        lock.query("FLUSH TABLES WITH READ LOCK;").map_err(denied)?;
+        let moment = lock
+            .query("SELECT DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'), CONNECTION_ID();")?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let (at, own_id) = moment.split_once('\t').unwrap_or((moment.as_str(), "0"));
+        let own_id: u64 = own_id.trim().parse().unwrap_or(0);
+        let at = chrono::DateTime::parse_from_rfc3339(at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|_| chrono::Utc::now());
+        let mut child = self.spawn_dump(&dump_tool, &opts)?;
+        // The dump's connection is newer than the lock's and runs as the same user.
+        let probe = format!(
+            "SELECT COUNT(*) FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE t.trx_mysql_thread_id > {own_id} AND p.USER = SUBSTRING_INDEX(USER(), '@', 1);"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let n: u64 = lock
+                .query(&probe)
+                .map_err(denied)?
+                .first()
+                .and_then(|l| l.trim().parse().ok())
+                .unwrap_or(0);
+            if n > 0 {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill();
+                return Err(Error::source_failed(
+                    self.name.clone(),
+                    "mariadb-dump did not open its consistent snapshot within 30 s of the global read lock (released); GRANT PROCESS ON *.* TO the backup user so its transaction is visible",
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        lock.close("UNLOCK TABLES;")?;
+        meta["consistency_time"] = json!(at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+        meta["consistency"] = json!("the dump's snapshot, opened under a global read lock at the set's moment");
+        self.held = Some(StartedDump {
+            child,
+            session,
+            meta,
+            counts,
+            dump_tool,
+            warning,
+        });
+        Ok(super::Frozen {
+            capture: crate::repo::set::Capture::DatabaseSnapshot,
+            consistency_time: Some(at),
+        })
+    }
+
     fn run(&mut self, ctx: &mut BackupContext<'_>, _parent: Option<&Tree>) -> Result<SourceOutput> {
         let started = chrono::Utc::now();
-        let bin = self.spec.bin_dir.as_deref();
-        let dump_tool = require_tool(&self.name, &["mariadb-dump", "mysqldump"], bin)?;
-        let opts = ClientOptions::new(
-            &self.spec.conn,
-            self.password.as_deref().map(|s| s.as_str()),
-            self.spec.no_defaults,
-        )?;
-        if let Some(w) = self.routines_hidden(bin, &opts) {
+        let StartedDump {
+            mut child,
+            session,
+            meta,
+            counts,
+            dump_tool,
+            warning,
+        } = match self.held.take() {
+            Some(h) => h,
+            None => {
+                let cancel = ctx.pipe.cancel().clone();
+                let (dump_tool, opts, warning, session, meta, counts) =
+                    self.prepare(Some(&cancel))?;
+                ctx.pipe.check()?;
+                let child = self.spawn_dump(&dump_tool, &opts)?;
+                StartedDump {
+                    child,
+                    session,
+                    meta,
+                    counts,
+                    dump_tool,
+                    warning,
+                }
+            }
+        };
+        if let Some(w) = warning {
             ctx.warn(w, false);
         }
-        let mut session = client_session(bin, &opts, None, &self.name, self.secrets())?;
-        // Counting a big database takes a while: Ctrl-C must not wait for it.
-        let watch = session.watch_cancel(ctx.pipe.cancel());
-        let meta = self.snapshot_meta(&mut session);
-        let counts = meta.is_ok().then(|| self.row_counts(&mut session));
-        drop(watch);
-        ctx.pipe.check()?;
-        let mut meta = meta?;
-        let counts = counts.expect("counted after metadata")?;
-
-        let mut cmd = Command::new(&dump_tool);
-        cmd.args(opts.args())
-            .args([
-                "--single-transaction",
-                "--routines",
-                "--triggers",
-                "--events",
-                "--hex-blob",
-                "--quick",
-                "--default-character-set=utf8mb4",
-            ])
-            .arg("--")
-            .arg(&self.spec.conn.database)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped());
-        let mut child = ChildProc::spawn(
-            cmd,
-            dump_tool
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("mariadb-dump"),
-            &self.name,
-            self.secrets(),
-        )?;
+        let mut meta = meta;
         tracing::info!(job = %self.name, pid = child.pid(), "dump started");
         let mut out = child.take_stdout().expect("stdout piped");
         let mut tail = TailReader {
