@@ -360,7 +360,9 @@ impl Source for MariadbSource {
         };
         lock.query("FLUSH TABLES WITH READ LOCK;").map_err(denied)?;
         let moment = lock
-            .query("SELECT DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'), CONNECTION_ID();")?
+            .query(
+                "SELECT DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'), CONNECTION_ID();",
+            )?
             .into_iter()
             .next()
             .unwrap_or_default();
@@ -370,22 +372,38 @@ impl Source for MariadbSource {
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or_else(|_| chrono::Utc::now());
         let mut child = self.spawn_dump(&dump_tool, &opts)?;
-        // The dump's connection is newer than the lock's and runs as the same user.
-        let probe = format!(
-            "SELECT COUNT(*) FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE t.trx_mysql_thread_id > {own_id} AND p.USER = SUBSTRING_INDEX(USER(), '@', 1);"
+        // The dump's connection is newer than the lock's. Its snapshot is open once InnoDB
+        // lists an active transaction for it (read-only ones are not in INNODB_TRX, but are
+        // in the engine status), or once it reads table data.
+        let reading = format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID > {own_id} AND INFO LIKE 'SELECT /*!40001 SQL_NO_CACHE */%';"
         );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let waited = std::time::Instant::now();
+        let deadline = waited + std::time::Duration::from_secs(30);
         loop {
-            let n: u64 = lock
-                .query(&probe)
-                .map_err(denied)?
-                .first()
-                .and_then(|l| l.trim().parse().ok())
-                .unwrap_or(0);
-            if n > 0 {
+            let status = lock.query("SHOW ENGINE INNODB STATUS;").map_err(denied)?;
+            let mut n = dump_trx_active(&status, own_id) as u64;
+            if n == 0 {
+                n = lock
+                    .query(&reading)
+                    .map_err(denied)?
+                    .first()
+                    .and_then(|l| l.trim().parse().ok())
+                    .unwrap_or(0);
+            }
+            // A dump that already finished opened its snapshot while the lock was held
+            // (a small database fits in the pipe's buffer).
+            if n > 0 || child.has_exited() {
                 break;
             }
             if std::time::Instant::now() > deadline {
+                let seen = lock
+                    .query(&format!("SELECT CONCAT_WS(' | ', ID, USER, COMMAND, STATE) FROM information_schema.PROCESSLIST WHERE ID > {own_id};"))
+                    .unwrap_or_default();
+                tracing::warn!(
+                    ?seen,
+                    "mariadb-dump's session while the set waited for its snapshot"
+                );
                 child.kill();
                 return Err(Error::source_failed(
                     self.name.clone(),
@@ -394,9 +412,11 @@ impl Source for MariadbSource {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        tracing::info!(job = %self.name, waited_ms = waited.elapsed().as_millis() as u64, "set member's dump snapshot open; global read lock released");
         lock.close("UNLOCK TABLES;")?;
         meta["consistency_time"] = json!(at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
-        meta["consistency"] = json!("the dump's snapshot, opened under a global read lock at the set's moment");
+        meta["consistency"] =
+            json!("the dump's snapshot, opened under a global read lock at the set's moment");
         self.held = Some(StartedDump {
             child,
             session,
@@ -506,6 +526,28 @@ impl Source for MariadbSource {
             meta,
         })
     }
+}
+
+/// Whether `SHOW ENGINE INNODB STATUS` lists an active transaction for a connection newer
+/// than `after` (the set's lock session): the dump's `--single-transaction` snapshot.
+fn dump_trx_active(status: &[String], after: u64) -> bool {
+    let mut active = false;
+    for line in status.iter().flat_map(|l| l.split("\\n")) {
+        let line = line.trim();
+        if line.starts_with("---TRANSACTION") {
+            active = line.contains("ACTIVE");
+        } else if let Some(rest) = line.strip_prefix("MySQL thread id ") {
+            let id: u64 = rest
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            if active && id > after {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Counts the rows of each table in a mariadb-dump stream as it passes: every top-level

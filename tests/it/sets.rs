@@ -86,23 +86,28 @@ struct Writer {
 
 impl Writer {
     fn start(c: &ConnectionInfo, uploads: &Path) -> Writer {
+        let mut psql = Command::new(c.bin_dir.as_ref().unwrap().join("psql"));
+        psql.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+            "-d",
+            "app",
+        ])
+        .arg("-h")
+        .arg(c.socket.as_deref().unwrap())
+        .args(["-p", &c.port.to_string()]);
+        Writer::start_with(psql, uploads)
+    }
+
+    fn start_with(mut client: Command, uploads: &Path) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, uploads, stop2) = (c.clone(), uploads.to_path_buf(), stop.clone());
+        let (uploads, stop2) = (uploads.to_path_buf(), stop.clone());
         let handle = std::thread::spawn(move || {
-            let mut psql = Command::new(c.bin_dir.as_ref().unwrap().join("psql"))
-                .args([
-                    "-X",
-                    "-q",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "app",
-                ])
-                .arg("-h")
-                .arg(c.socket.as_deref().unwrap())
-                .args(["-p", &c.port.to_string()])
+            let mut psql = client
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .spawn()
@@ -466,4 +471,96 @@ fn set_manifest_goes_only_to_regions_holding_every_member() {
         refs["detail"].as_str().unwrap().starts_with("3 rows"),
         "{refs}"
     );
+}
+
+/// The same with MariaDB: the dump's consistent snapshot is opened under a brief global
+/// read lock at the set's moment, the directory read after it; drilled together into a
+/// throwaway MariaDB server and the scratch directory, the cross-check passes.
+#[test]
+fn set_of_mariadb_and_uploads_backed_up_under_writes_is_drilled_together() {
+    use lifeboat::drill::env::EphemeralMariadb;
+    let src = EphemeralMariadb::start(false).expect("source server");
+    let c = src.connection().unwrap().clone();
+    mariadb(&c, None, "CREATE DATABASE app CHARACTER SET utf8mb4");
+    mariadb(
+        &c,
+        Some("app"),
+        "CREATE TABLE uploads (id BIGINT AUTO_INCREMENT PRIMARY KEY, path VARCHAR(200) NOT NULL, sha256 CHAR(64) NOT NULL) ENGINE=InnoDB;
+         CREATE TABLE filler (id INT PRIMARY KEY, pad CHAR(100)) ENGINE=InnoDB;
+         INSERT INTO filler SELECT seq, REPEAT('x', 100) FROM seq_1_to_50000;",
+    );
+    // (The filler makes the dump far bigger than a pipe's buffer: it is still running when
+    // the set's lock is released, so its open transaction is what the set waits for.)
+    let ws = Workspace::new();
+    let uploads = ws.path().join("uploads");
+    std::fs::create_dir(&uploads).unwrap();
+    std::fs::write(
+        ws.path().join("app-set.toml"),
+        "[[file_refs]]\nname = \"every upload row has its file\"\nquery = \"SELECT path, sha256 FROM uploads ORDER BY id\"\nhash = \"sha256\"\n",
+    )
+    .unwrap();
+    let plan = ws.plan(
+        "app",
+        &format!(
+            "[[jobs]]\nname = \"app-db\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{}\"\nuser = \"root\"\ndatabase = \"app\"\nno_defaults = true\nrow_counts = \"exact\"\n\n[[jobs]]\nname = \"uploads\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n\n[[sets]]\nname = \"app\"\njobs = [\"app-db\", \"uploads\"]\nrestore_tests = [\"app-set.toml\"]\n\n[drill]\nenvironment = \"ephemeral-mariadb\"\n",
+            c.socket.as_deref().unwrap().display(),
+            uploads.display()
+        ),
+    );
+    let mut client = Command::new("mariadb");
+    client
+        .arg("--no-defaults")
+        .arg(format!(
+            "--socket={}",
+            c.socket.as_deref().unwrap().display()
+        ))
+        .args(["-uroot", "--database=app"]);
+    let writer = Writer::start_with(client, &uploads);
+    std::thread::sleep(Duration::from_millis(800));
+    let o = run(lifeboat()
+        .args(["backup", "--json", "--plan"])
+        .arg(&plan)
+        .env("LIFEBOAT_LOG", "lifeboat=info"));
+    let log = stderr(&o);
+    let waited = log
+        .lines()
+        .find(|l| l.contains("global read lock released"))
+        .unwrap_or_else(|| panic!("no lock release logged: {log}"));
+    eprintln!("{waited}");
+    std::thread::sleep(Duration::from_millis(300));
+    let written = writer.stop();
+    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let set = &summary["sets"][0];
+    assert_eq!(set["ok"], true, "{summary:#}");
+    assert!(
+        set["captures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["job"] == "app-db" && c["capture"] == "database_snapshot"),
+        "{summary:#}"
+    );
+    assert!(written > 20, "the writer wrote only {written} files");
+    let tmp = drill_tmp();
+    let (code, reports, err) = drill_json(&ws, &plan, tmp.path());
+    assert_eq!(code, Some(0), "set drill failed: {err}\n{reports:#?}");
+    let r = &reports[0];
+    assert_eq!(r["environment"], "ephemeral-mariadb", "{r:#}");
+    let refs = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "file_refs")
+        .unwrap();
+    assert_eq!(refs["status"], "passed", "{r:#}");
+    let rows: u64 = refs["detail"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rows > 10, "{refs}");
 }

@@ -1,6 +1,6 @@
 //! `[[sets]]`: recovery-point sets. Valid, distinct names (not a job's); at least two member
 //! jobs, each defined, none in two sets; kinds the set can start together (PostgreSQL,
-//! directories, btrfs subvolumes); one schedule shared by every member (a set is backed up
+//! MariaDB, directories, btrfs subvolumes); one schedule shared by every member (a set is backed up
 //! as one run); restore-test paths resolved.
 
 use super::{valid_name, Seg, Validator};
@@ -84,12 +84,12 @@ impl Validator<'_> {
                     );
                 }
                 match &job.source {
-                    SourceSpec::Postgres(_) => databases += 1,
+                    SourceSpec::Postgres(_) | SourceSpec::Mariadb(_) => databases += 1,
                     SourceSpec::Dir { .. } | SourceSpec::Btrfs(_) => {}
                     other => self.issue(
                         &at("jobs"),
                         format!(
-                            "job {name:?} is a {} job; a set can start PostgreSQL, dir and btrfs jobs together",
+                            "job {name:?} is a {} job; a set can start PostgreSQL, MariaDB, dir and btrfs jobs together",
                             other.kind()
                         ),
                         "leave the job out of the set (it is backed up on its own), see docs/plans.md",
