@@ -156,6 +156,8 @@ struct StartedDump {
     counts: DumpCounts,
     dump_tool: PathBuf,
     warning: Option<String>,
+    /// The client's defaults file (the password): it must outlive the dump's start.
+    _opts: ClientOptions,
 }
 
 impl MariadbSource {
@@ -424,6 +426,7 @@ impl Source for MariadbSource {
             counts,
             dump_tool,
             warning,
+            _opts: opts,
         });
         Ok(super::Frozen {
             capture: crate::repo::set::Capture::DatabaseSnapshot,
@@ -440,6 +443,7 @@ impl Source for MariadbSource {
             counts,
             dump_tool,
             warning,
+            _opts,
         } = match self.held.take() {
             Some(h) => h,
             None => {
@@ -455,6 +459,7 @@ impl Source for MariadbSource {
                     counts,
                     dump_tool,
                     warning,
+                    _opts: opts,
                 }
             }
         };
