@@ -564,3 +564,59 @@ fn set_of_mariadb_and_uploads_backed_up_under_writes_is_drilled_together() {
         .unwrap();
     assert!(rows > 10, "{refs}");
 }
+
+/// A set of PostgreSQL + a btrfs subvolume of uploads: the subvolume's read-only snapshot
+/// is taken at the set's moment (right after the database's), read later, and deleted;
+/// drilled together, every row's file is there.
+#[test]
+fn set_with_a_btrfs_member_snapshots_it_at_the_sets_moment() {
+    assert!(is_root(), "this test needs root for loop devices and mount");
+    let (_src, c, bin) = set_source();
+    let ws = Workspace::new();
+    let fs = crate::volumes::LoopBtrfs::new(ws.path());
+    let uploads = fs.mount.join("uploads");
+    crate::volumes::sh(&["btrfs", "subvolume", "create", uploads.to_str().unwrap()]);
+    let plan = set_plan(&ws, &c, &bin, &uploads);
+    let text = std::fs::read_to_string(&plan).unwrap().replace(
+        &format!("type = \"dir\"\npaths = [\"{}\"]", uploads.display()),
+        &format!("type = \"btrfs\"\nsubvolume = \"{}\"", uploads.display()),
+    );
+    assert!(text.contains("type = \"btrfs\""));
+    std::fs::write(&plan, text).unwrap();
+
+    let writer = Writer::start(&c, &uploads);
+    std::thread::sleep(Duration::from_millis(800));
+    let o = run(lifeboat().args(["backup", "--json", "--plan"]).arg(&plan));
+    std::thread::sleep(Duration::from_millis(300));
+    let written = writer.stop();
+    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let set = &summary["sets"][0];
+    assert_eq!(set["ok"], true, "{summary:#}");
+    assert!(
+        set["captures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["job"] == "uploads" && c["capture"] == "filesystem_snapshot"),
+        "{summary:#}"
+    );
+    assert!(written > 20, "the writer wrote only {written} files");
+    let list = crate::volumes::sh(&["btrfs", "subvolume", "list", fs.mount.to_str().unwrap()]);
+    assert!(
+        !list.contains("lifeboat-snap"),
+        "snapshot left behind:\n{list}"
+    );
+
+    let tmp = drill_tmp();
+    let (code, reports, err) = drill_json(&ws, &plan, tmp.path());
+    assert_eq!(code, Some(0), "set drill failed: {err}\n{reports:#?}");
+    let refs = reports[0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "file_refs")
+        .unwrap()
+        .clone();
+    assert_eq!(refs["status"], "passed", "{refs}");
+}
