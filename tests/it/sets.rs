@@ -288,6 +288,36 @@ fn set_of_postgres_and_uploads_backed_up_under_writes_is_drilled_together() {
     assert_eq!(s0["rpo_met"], true, "{st:#}");
     assert!(s0["rpo_secs"].as_f64().unwrap() < 600.0, "{st:#}");
 
+    // `verify` reads the set manifest (sealed) and finds every member; a damaged manifest
+    // is an integrity finding naming it.
+    let check = |ws: &Workspace| {
+        run(lifeboat()
+            .args(["verify", "--plan"])
+            .arg(&plan)
+            .env("LIFEBOAT_STATE_DIR", ws.path().join("state")))
+    };
+    assert_eq!(check(&ws).status.code(), Some(0), "{}", stderr(&check(&ws)));
+    let manifest = std::fs::read_dir(ws.path().join("repo/sets"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = std::fs::read(&manifest).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    std::fs::write(&manifest, &bad).unwrap();
+    let o = check(&ws);
+    assert_eq!(o.status.code(), Some(13), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        (stdout(&o) + &stderr(&o)).contains("sets/"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    std::fs::write(&manifest, &good).unwrap();
+
     // A file the database names is lost from the directory; the next recovery point's
     // drill fails its cross-check, naming the row.
     let lost = psql(&c, "app", "SELECT path FROM uploads WHERE id = 5")
@@ -366,6 +396,12 @@ fn set_manifest_is_not_written_when_a_member_fails() {
     let sets_dir = ws.path().join("repo/sets");
     let manifests = std::fs::read_dir(&sets_dir).map(|d| d.count()).unwrap_or(0);
     assert_eq!(manifests, 0, "a set manifest was written for a failed set");
+    // `verify` is clean: a failed set leaves no manifest to check.
+    let o = run(lifeboat()
+        .args(["verify", "--plan"])
+        .arg(&plan)
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state")));
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     // Nothing to drill: the set has no recovery point.
     let tmp = drill_tmp();
     let (code, _, err) = drill_json(&ws, &plan, tmp.path());
