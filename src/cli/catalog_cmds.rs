@@ -102,6 +102,7 @@ pub async fn status(ctx: &Ctx, a: StatusArgs) -> Result<ExitCode> {
             "findings": r.findings,
             "misses": r.misses,
             "slos": r.slos,
+            "sets": r.sets,
         }));
     } else {
         print_status(ctx, &r);
@@ -233,6 +234,43 @@ fn print_status(ctx: &Ctx, r: &crate::ops::status::StatusReport) {
         );
     }
     print_slos(r);
+    print_sets(r);
+}
+
+/// Each recovery-point set's newest committed recovery point per region and its RPO.
+fn print_sets(r: &crate::ops::status::StatusReport) {
+    if r.sets.is_empty() {
+        return;
+    }
+    println!("recovery-point sets:");
+    for s in &r.sets {
+        let rpo = match (s.rpo_secs, &s.error) {
+            (_, Some(e)) => format!("unreadable: {e}"),
+            (None, _) => "no committed recovery point".into(),
+            (Some(r), _) => format!(
+                "RPO {}{}",
+                humantime::format_duration(Duration::from_secs(r as u64)),
+                match (s.rpo_target_secs, s.rpo_met) {
+                    (Some(t), Some(met)) => format!(
+                        " (objective {}, {})",
+                        humantime::format_duration(Duration::from_secs(t as u64)),
+                        if met { "met" } else { "MISSED" }
+                    ),
+                    _ => String::new(),
+                }
+            ),
+        };
+        println!(
+            "  {}/{} in {}: {}{}",
+            s.plan,
+            s.set,
+            s.region,
+            s.consistency_time
+                .map(|t| format!("consistent at {}, ", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default(),
+            rpo
+        );
+    }
 }
 
 /// Each plan's SLOs (share, error budget left, burn rate) and RTO trends with the projected

@@ -22,7 +22,9 @@ pub struct DrillArgs {
     /// restore tests; its [objectives] are the RTO/RPO targets)
     #[arg(long, value_name = "FILE")]
     pub plan: PathBuf,
-    /// Drill only this job (default: the plan's [drill] jobs, else every job)
+    /// Drill only this job, or this recovery-point set ([[sets]] name: every member
+    /// restored into one environment) (default: the plan's [drill] jobs, else every job,
+    /// and every set — a set's members are drilled as their set)
     #[arg(long, value_name = "NAME")]
     pub job: Option<String>,
     /// Restore from this destination: `local` (the plan's first), or a destination's

@@ -133,6 +133,36 @@ impl crate::ops::Observer for Printer {
                     }
                 }
             },
+            Event::SetBackedUp(o) => match (&o.manifest, &o.failure) {
+                (Some(id), _) => {
+                    if self.human() {
+                        let captures = o
+                            .captures
+                            .iter()
+                            .map(|(j, c)| format!("{j}: {}", c.describe()))
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        println!(
+                            "set {}: recovery point {} committed (set id {}, consistent at {}); {}",
+                            o.set,
+                            id.short(),
+                            o.set_id,
+                            o.consistency_time
+                                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
+                                .unwrap_or_default(),
+                            captures
+                        );
+                    }
+                }
+                (None, f) => {
+                    eprintln!(
+                        "error: {}",
+                        f.as_ref()
+                            .map(|f| f.message.clone())
+                            .unwrap_or_else(|| format!("set {}: no recovery point", o.set))
+                    );
+                }
+            },
             Event::DrillFinished(r) => {
                 if self.human() {
                     print_drill_report(&r);
@@ -204,6 +234,20 @@ pub fn print_drill_report(r: &crate::drill::DrillReport) {
         r.consistency_time.format("%Y-%m-%d %H:%M:%S UTC"),
         r.environment
     );
+    if let Some(set) = &r.set {
+        println!(
+            "  recovery-point set {} (set id {}, manifest {}, one consistency time {}): {}",
+            set.name,
+            set.set_id,
+            &set.manifest[..set.manifest.len().min(8)],
+            set.consistency_time.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
+            set.members
+                .iter()
+                .map(|m| format!("{} ({} {})", m.job, m.kind, m.snapshot_id.short()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for ph in &r.phases {
         println!("  {:<10} {}", ph.phase.as_str(), duration(ph.secs));
     }

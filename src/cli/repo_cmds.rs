@@ -177,8 +177,21 @@ fn render_plan_backup(ctx: &Ctx, r: &PlanBackup) -> ExitCode {
                 Err(f) => json!({"job": j.job, "ok": false, "error": f.message, "code": f.code.code()}),
             })
             .collect();
+        let sets: Vec<_> = r
+            .sets
+            .iter()
+            .map(|s| json!({
+                "set": s.set,
+                "set_id": s.set_id,
+                "ok": s.manifest.is_some(),
+                "manifest": s.manifest,
+                "consistency_time": s.consistency_time,
+                "captures": s.captures.iter().map(|(j, c)| json!({"job": j, "capture": c})).collect::<Vec<_>>(),
+                "error": s.failure.as_ref().map(|f| &f.message),
+            }))
+            .collect();
         print_json(
-            &json!({"message_type": "summary", "plan": r.plan, "jobs": jobs, "regions": r.regions}),
+            &json!({"message_type": "summary", "plan": r.plan, "jobs": jobs, "sets": sets, "regions": r.regions}),
         );
     }
     r.exit_code()

@@ -39,6 +39,9 @@ pub struct CheckTarget<'a> {
     pub rpo_target: Option<Duration>,
     /// Extra environment for command checks (connection details, restore directory).
     pub env: Vec<(String, String)>,
+    /// A recovery-point set's drill: each file-tree member's job and where its tree was
+    /// restored (what `[[file_refs]]` paths are relative to). Empty for other drills.
+    pub members: Vec<(String, std::path::PathBuf)>,
 }
 
 fn result(
@@ -150,6 +153,9 @@ pub fn run_all(tests: &RestoreTests, t: &CheckTarget<'_>) -> Vec<CheckResult> {
     }
     for f in &tests.files {
         out.push(file_check(f, t.dir));
+    }
+    for f in &tests.file_refs {
+        out.push(file_refs_check(f, db.as_mut(), t));
     }
     for c in &tests.commands {
         out.push(command_check(c, t));
@@ -562,6 +568,125 @@ fn file_check(f: &super::restore_tests::FileCheck, dir: Option<&Path>) -> CheckR
         },
         start,
     )
+}
+
+/// Most failing rows a `[[file_refs]]` result names (the count says how many more).
+const FILE_REFS_SHOWN: usize = 5;
+
+/// `[[file_refs]]`: every row of the query names a file (first column) that must exist in a
+/// member's restored tree, with the recorded hash (second column, when present and not
+/// NULL). Each failing row is named by its values.
+fn file_refs_check(
+    f: &super::restore_tests::FileRefsCheck,
+    db: Option<&mut Db<'_>>,
+    t: &CheckTarget<'_>,
+) -> CheckResult {
+    let start = Instant::now();
+    let fail = |detail: String| result(&f.name, "file_refs", false, detail, start);
+    let Some(db) = db else {
+        return fail("this drill restored no database to query: file_refs checks run in the drill of a recovery-point set".into());
+    };
+    let root = match (&f.member, t.members.as_slice()) {
+        (_, []) => {
+            return fail("this drill restored no set member's files: file_refs checks run in the drill of a recovery-point set (`lifeboat drill --plan … --set NAME`)".into())
+        }
+        (None, [(_, root)]) => root,
+        (None, many) => {
+            return fail(format!(
+                "the set has several file members ({}); name one with member = \"…\"",
+                many.iter().map(|(j, _)| j.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        }
+        (Some(m), members) => match members.iter().find(|(j, _)| j == m) {
+            Some((_, root)) => root,
+            None => {
+                return fail(format!(
+                    "member {m:?} is not a file member of this set (its file members: {})",
+                    members.iter().map(|(j, _)| j.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            }
+        },
+    };
+    let rows = match db.query(&f.query) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("query failed: {e}")),
+    };
+    let algo = f.hash;
+    let mut bad = Vec::new();
+    let mut hashed = 0usize;
+    for (n, row) in rows.iter().enumerate() {
+        let named = format!(
+            "row {} ({})",
+            n + 1,
+            row.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let Some(rel) = row.first().and_then(Value::text) else {
+            bad.push(format!("{named}: no file path in the first column"));
+            continue;
+        };
+        let rel_path = Path::new(rel.trim_start_matches("./"));
+        if rel_path.is_absolute()
+            || rel_path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            bad.push(format!(
+                "{named}: the path must be relative to the member's tree and stay inside it"
+            ));
+            continue;
+        }
+        let p = root.join(rel_path);
+        match std::fs::metadata(&p) {
+            Err(_) => {
+                bad.push(format!("{named}: file missing from the restored set"));
+                continue;
+            }
+            Ok(m) if !m.is_file() => {
+                bad.push(format!("{named}: not a regular file in the restored set"));
+                continue;
+            }
+            Ok(_) => {}
+        }
+        if let Some(want) = row.get(1).and_then(Value::text) {
+            hashed += 1;
+            match algo.file_hex(&p) {
+                Ok(got) if got.eq_ignore_ascii_case(want.trim()) => {}
+                Ok(got) => bad.push(format!(
+                    "{named}: {} of the restored file is {got}, not the recorded one",
+                    algo.name()
+                )),
+                Err(e) => bad.push(format!("{named}: cannot read the restored file: {e}")),
+            }
+        }
+    }
+    if bad.is_empty() {
+        return result(
+            &f.name,
+            "file_refs",
+            true,
+            format!(
+                "{} rows: every file present, {hashed} with the recorded {}",
+                rows.len(),
+                algo.name()
+            ),
+            start,
+        );
+    }
+    let more = bad.len().saturating_sub(FILE_REFS_SHOWN);
+    fail(format!(
+        "{} of {} rows name files that are missing or differ: {}{}",
+        bad.len(),
+        rows.len(),
+        bad[..bad.len().min(FILE_REFS_SHOWN)].join("; "),
+        if more > 0 {
+            format!("; and {more} more")
+        } else {
+            String::new()
+        }
+    ))
 }
 
 fn command_check(c: &super::restore_tests::CommandCheck, t: &CheckTarget<'_>) -> CheckResult {

@@ -33,6 +33,8 @@ pub struct DbDrill<'a> {
     /// always use `lifeboat_drill_<id>`.
     pub database: Option<String>,
     pub environment: DbEnvironment,
+    /// A recovery-point set's drill: its file members, restored beside the database.
+    pub set: Option<super::set::SetDrill>,
 }
 
 /// Where a database drill restores into.
@@ -293,6 +295,8 @@ impl DbDrill<'_> {
             .or_else(|| self.meta().and_then(|m| m.database.clone()))
             .unwrap_or_else(|| super::env::scratch::drill_database(&id));
 
+        // A set's file members are restored here, beside the server (removed on drop).
+        let mut set_dir: Option<tempfile::TempDir> = None;
         sw.begin(Phase::Provision);
         match self.provision(&id).await {
             Err(e) => error = Some(e),
@@ -343,20 +347,48 @@ impl DbDrill<'_> {
                             })
                         }
                         Ok(()) => {
-                            sw.begin(Phase::Checks);
-                            match self.check(&conn, &database, sw.start).await {
-                                Ok(c) => {
-                                    checks = c;
-                                    if checks.iter().all(|c| c.status == CheckStatus::Passed) {
-                                        sw.checks_passed();
-                                    }
+                            let trees = self.restore_set_trees(&mut set_dir).await;
+                            let members = match trees {
+                                Ok(m) => m,
+                                Err(e) => {
+                                    error = Some(e);
+                                    Vec::new()
                                 }
-                                Err(e) => error = Some(e),
+                            };
+                            if error.is_none() {
+                                sw.begin(Phase::Checks);
+                                match self
+                                    .check(
+                                        &conn,
+                                        &database,
+                                        sw.start,
+                                        &members,
+                                        set_dir.as_ref().map(|d| d.path().to_path_buf()),
+                                    )
+                                    .await
+                                {
+                                    Ok(c) => {
+                                        checks = c;
+                                        if checks.iter().all(|c| c.status == CheckStatus::Passed) {
+                                            sw.checks_passed();
+                                        }
+                                    }
+                                    Err(e) => error = Some(e),
+                                }
                             }
                             if self.ctx.keep && error.is_none() && !self.ctx.cancel.is_cancelled() {
                                 if let Some(note) = env.keep() {
+                                    let files = set_dir
+                                        .take()
+                                        .map(|d| {
+                                            format!(
+                                                "; the set's files are in {}",
+                                                d.keep().display()
+                                            )
+                                        })
+                                        .unwrap_or_default();
                                     kept = Some(format!(
-                                        "{} left running; connect with: {}; {note}",
+                                        "{} left running; connect with: {}; {note}{files}",
                                         self.env_name(),
                                         conn.connect_hint(&database),
                                     ));
@@ -374,9 +406,46 @@ impl DbDrill<'_> {
         if self.ctx.cancel.is_cancelled() && error.is_none() {
             error = Some(DrillError::new(DrillFailure::Interrupted, "interrupted"));
         }
+        drop(set_dir);
         sw.end();
         let environment = self.env_name();
-        self.ctx.report(id, environment, &sw, checks, error, kept)
+        let set = self.set.as_ref().map(|s| s.info.clone());
+        let mut report = self.ctx.report(id, environment, &sw, checks, error, kept);
+        report.set = set;
+        report
+    }
+
+    /// A set's drill: its file members restored into a private directory beside the server
+    /// (part of the load phase). Nothing for other drills.
+    async fn restore_set_trees(
+        &self,
+        dir: &mut Option<tempfile::TempDir>,
+    ) -> Result<Vec<(String, std::path::PathBuf)>, DrillError> {
+        let Some(set) = &self.set else {
+            return Ok(Vec::new());
+        };
+        let d = tempfile::Builder::new()
+            .prefix("lifeboat-env-set-")
+            // Private: a copy of production data.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .map_err(|e| {
+                DrillError::from_error(
+                    DrillFailure::Provision,
+                    "cannot create the set's scratch directory",
+                    &crate::Error::io("create", std::env::temp_dir(), e),
+                )
+            })?;
+        let index = Arc::new(self.ctx.repo.load_index().await.map_err(|e| {
+            DrillError::from_error(
+                DrillFailure::Fetch,
+                "reading the repository index failed",
+                &e,
+            )
+        })?);
+        let root = d.path().to_path_buf();
+        *dir = Some(d);
+        super::set::restore_trees(self.ctx.repo, index, set, &root, &self.ctx.cancel).await
     }
 
     /// Runs the restore tests against the loaded database (off the async threads: the
@@ -386,20 +455,31 @@ impl DbDrill<'_> {
         conn: &ConnectionInfo,
         database: &str,
         drill_start: chrono::DateTime<Utc>,
+        members: &[(String, std::path::PathBuf)],
+        set_dir: Option<std::path::PathBuf>,
     ) -> Result<Vec<checks::CheckResult>, DrillError> {
         let sql = conn.sql_conn(database);
-        let env = conn.client_env(database);
+        let mut env = conn.client_env(database);
+        // A set's smoke test gets both: the database above and every member's files.
+        if let Some(d) = &set_dir {
+            env.push(("LIFEBOAT_DRILL_DIR".into(), d.display().to_string()));
+        }
+        for (job, root) in members {
+            env.push((super::set::member_dir_var(job), root.display().to_string()));
+        }
+        let members = members.to_vec();
         let tests = self.ctx.tests.clone();
         let snapshot = self.ctx.snapshot.clone();
         let rpo_target = self.ctx.targets.rpo;
         tokio::task::spawn_blocking(move || {
             let t = CheckTarget {
                 sql: Some(&sql),
-                dir: None,
+                dir: set_dir.as_deref(),
                 snapshot: &snapshot,
                 drill_start,
                 rpo_target,
                 env,
+                members,
             };
             checks::run_all(&tests, &t)
         })

@@ -6,6 +6,7 @@
 //! - [`checks`] — running them against a restored database or tree;
 //! - [`measure`] — phase timing, RTO/RPO, the injected clock;
 //! - [`database`] — drills of PostgreSQL/MariaDB snapshots ([`database::DbDrill`]);
+//! - [`set`] — a recovery-point set's file members restored beside its database;
 //! - the report types here: a drill's outcome is data ([`DrillReport`]), whatever happened.
 
 pub mod checks;
@@ -14,6 +15,7 @@ pub mod env;
 pub mod measure;
 pub mod preflight;
 pub mod restore_tests;
+pub mod set;
 pub mod sql;
 
 use std::path::PathBuf;
@@ -206,6 +208,9 @@ pub struct DrillReport {
     /// Where the kept environment is (with `--keep`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kept: Option<String>,
+    /// The drill of a recovery-point set: the set and its members.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Option<set::SetInfo>,
 }
 
 impl DrillReport {
@@ -305,6 +310,7 @@ impl DrillContext<'_> {
             damaged_pack: error.as_ref().and_then(|e| e.pack).map(|p| p.to_hex()),
             error: error.map(|e| e.message),
             kept,
+            set: None,
         }
     }
 }
@@ -389,6 +395,7 @@ impl DirDrill<'_> {
                             drill_start: sw.start,
                             rpo_target: self.ctx.targets.rpo,
                             env: vec![("LIFEBOAT_DRILL_DIR".into(), target.display().to_string())],
+                            members: Vec::new(),
                         };
                         let tests = self.ctx.tests.clone();
                         checks = checks::run_all(&tests, &t);

@@ -31,6 +31,17 @@ struct Config {
     file: Vec<FileConfig>,
     #[serde(default)]
     command: Vec<CommandConfig>,
+    #[serde(default)]
+    file_refs: Vec<FileRefsConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRefsConfig {
+    name: String,
+    query: String,
+    member: Option<String>,
+    hash: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +124,62 @@ pub struct RestoreTests {
     pub sql: Vec<SqlCheck>,
     pub files: Vec<FileCheck>,
     pub commands: Vec<CommandCheck>,
+    /// Cross-member checks of a recovery-point set's drill: rows naming files.
+    pub file_refs: Vec<FileRefsCheck>,
+}
+
+/// `[[file_refs]]`: a SQL query on the set's restored database whose rows name files (first
+/// column, relative to a member's restored tree) that must exist there, with the hash in
+/// the second column when there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRefsCheck {
+    pub name: String,
+    pub query: String,
+    /// The set member (a directory or volume job) the paths are in; may be left out when
+    /// the set has one such member.
+    pub member: Option<String>,
+    pub hash: HashAlgo,
+}
+
+/// The algorithm of a recorded file hash (hex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlgo {
+    Sha256,
+    Blake3,
+}
+
+impl HashAlgo {
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlgo::Sha256 => "sha256",
+            HashAlgo::Blake3 => "blake3",
+        }
+    }
+
+    /// The file's hash, lowercase hex.
+    pub fn file_hex(self, path: &Path) -> std::io::Result<String> {
+        let mut f = std::fs::File::open(path)?;
+        Ok(match self {
+            HashAlgo::Sha256 => {
+                use std::io::Read;
+                let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                hex::encode(h.finish().as_ref())
+            }
+            HashAlgo::Blake3 => {
+                let mut h = blake3::Hasher::new();
+                std::io::copy(&mut f, &mut h)?;
+                h.finalize().to_hex().to_string()
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -190,6 +257,7 @@ impl RestoreTests {
             sql: Vec::new(),
             files: Vec::new(),
             commands: Vec::new(),
+            file_refs: Vec::new(),
         }
     }
 
@@ -325,6 +393,33 @@ impl RestoreTests {
                 timeout: Duration::from_secs(cmd.timeout_secs.unwrap_or(300)),
             });
         }
+        let mut file_refs = Vec::new();
+        for f in c.file_refs {
+            if f.query.trim().is_empty() {
+                return Err(err(
+                    find_line(&f.name),
+                    "query",
+                    format!("file_refs check {:?} has an empty query", f.name),
+                    "write a query whose first column is a file path (and second, optionally, its recorded hash)",
+                ));
+            }
+            let hash = match f.hash.as_deref() {
+                None | Some("sha256") => HashAlgo::Sha256,
+                Some("blake3") => HashAlgo::Blake3,
+                Some(other) => return Err(err(
+                    find_line(other),
+                    "hash",
+                    format!("{other:?} is not a hash lifeboat computes"),
+                    "use \"sha256\" or \"blake3\" (the hex digest in the query's second column)",
+                )),
+            };
+            file_refs.push(FileRefsCheck {
+                name: f.name,
+                query: f.query,
+                member: f.member,
+                hash,
+            });
+        }
         let canary = match c.canary {
             None => None,
             Some(k) => Some(Canary {
@@ -355,6 +450,7 @@ impl RestoreTests {
             sql,
             files,
             commands,
+            file_refs,
         })
     }
 
@@ -373,6 +469,7 @@ impl RestoreTests {
             out.sql.extend(s.sql);
             out.files.extend(s.files);
             out.commands.extend(s.commands);
+            out.file_refs.extend(s.file_refs);
         }
         out
     }

@@ -86,6 +86,8 @@ impl From<&Error> for JobFailure {
 pub struct PlanBackup {
     pub plan: String,
     pub jobs: Vec<JobOutcome>,
+    /// The recovery-point sets the run backed up (`[[sets]]`), with their manifests.
+    pub sets: Vec<super::set::SetOutcome>,
     pub regions: Option<Vec<RegionResult>>,
 }
 
@@ -93,6 +95,9 @@ impl PlanBackup {
     /// Every job ran; the first failure decides the exit code, then a partial job or region.
     pub fn exit_code(&self) -> ExitCode {
         if let Some(f) = self.jobs.iter().find_map(|j| j.result.as_ref().err()) {
+            return f.code;
+        }
+        if let Some(f) = self.sets.iter().find_map(|s| s.failure.as_ref()) {
             return f.code;
         }
         let partial = self
@@ -162,26 +167,41 @@ pub async fn backup_paths(env: &Env, target: &Target, req: PathsRequest) -> Resu
 }
 
 /// `backup --plan`: the selected jobs of the target's plan, one after the other; a failed
-/// job is reported ([`Event::JobBackedUp`]) and the others still run.
+/// job is reported ([`Event::JobBackedUp`]) and the others still run. The members of a
+/// recovery-point set are backed up together, as their set ([`super::set::backup_set`]).
 pub async fn backup_plan(env: &Env, target: &Target, req: PlanRequest) -> Result<PlanBackup> {
     let p: &Plan = target
         .plan
         .as_deref()
         .ok_or_else(|| Error::Other("backup_plan needs a plan's target".into()))?;
-    let jobs = p.select_jobs(req.job.as_deref())?;
+    let units = super::set::plan_units(p, &req)?;
     let opened = target.open_for_write().await?;
     let (repo, fanout) = (&opened.repo, opened.fanout.as_deref());
     // A region that missed earlier runs is caught up first, so it commits this one too.
     super::sync::catch_up(env, repo, fanout).await?;
     let mut outcomes = Vec::new();
-    for job in jobs {
+    let mut sets = Vec::new();
+    for unit in units {
         env.cancel.check()?;
+        let job = match unit {
+            Ok(job) => job,
+            Err(set) => {
+                let regions = recorded_regions(target, fanout);
+                let (outs, set) =
+                    super::set::backup_set(env, target, p, set, repo, fanout, &regions, &req)
+                        .await?;
+                outcomes.extend(outs);
+                sets.push(set);
+                continue;
+            }
+        };
         let opts = BackupOptions {
             tags: [job.tags.clone(), req.tags.clone()].concat(),
             host: req.host.clone(),
             plan: Some(p.name.clone()),
             job: Some(job.name.clone()),
             force: req.force,
+            set: None,
         };
         let started = chrono::Utc::now();
         let res = match job.source.build(&job.name, &job.hooks) {
@@ -224,6 +244,7 @@ pub async fn backup_plan(env: &Env, target: &Target, req: PlanRequest) -> Result
     Ok(PlanBackup {
         plan: p.name.clone(),
         jobs: outcomes,
+        sets,
         regions: fanout.map(|m| m.results()),
     })
 }

@@ -23,7 +23,7 @@ use crate::drill::restore_tests::RestoreTests;
 use crate::drill::sql::Password;
 use crate::drill::{DirDrill, DrillContext, DrillReport, DrillResult, Targets};
 use crate::error::ExitCode;
-use crate::plan::{EnvironmentKind, JobSpec, Plan, SourceSpec};
+use crate::plan::{EnvironmentKind, JobSpec, Plan, SetSpec, SourceSpec};
 use crate::repo::snapshot::DbKind;
 use crate::repo::Repository;
 use crate::sys::SystemClock;
@@ -32,7 +32,8 @@ use crate::{Error, Result};
 /// What to drill and how.
 #[derive(Debug, Clone)]
 pub struct DrillRequest {
-    /// Only this job (default: the plan's `[drill] jobs`, else every job).
+    /// Only this job, or this recovery-point set (default: the plan's `[drill] jobs`, else
+    /// every job, a set's members drilled as their set).
     pub job: Option<String>,
     /// Restore from this destination (catalog region, destination name or location;
     /// default: the plan's first).
@@ -83,9 +84,13 @@ pub async fn drill(env: &Env, target: &Target, req: DrillRequest) -> Result<Dril
         .plan
         .as_deref()
         .ok_or_else(|| Error::Other("a drill needs a plan's target".into()))?;
-    let jobs = select(p, req.job.as_deref())?;
+    let (jobs, sets) = select_units(p, req.job.as_deref())?;
     let hows = jobs.iter().map(|j| how(p, j)).collect::<Result<Vec<_>>>()?;
     let tests = load_tests(p)?;
+    let sets = sets
+        .into_iter()
+        .map(|s| set_plan(p, s, &tests))
+        .collect::<Result<Vec<_>>>()?;
     let targets = Targets {
         rto: p.objectives.rto,
         rpo: p.objectives.rpo,
@@ -94,7 +99,7 @@ pub async fn drill(env: &Env, target: &Target, req: DrillRequest) -> Result<Dril
     let repo = target.open_region(region).await?;
     let reports = repo
         .with_lock("drill", false, async |_| {
-            drill_locked(
+            let mut reports = drill_locked(
                 env,
                 &req,
                 p,
@@ -105,7 +110,16 @@ pub async fn drill(env: &Env, target: &Target, req: DrillRequest) -> Result<Dril
                 &repo,
                 &region.catalog_region,
             )
-            .await
+            .await?;
+            for s in &sets {
+                if env.cancel.is_cancelled() {
+                    break;
+                }
+                reports.push(
+                    drill_set(env, &req, p, s, targets, &repo, &region.catalog_region).await?,
+                );
+            }
+            Ok(reports)
         })
         .await?;
     for r in &reports {
@@ -209,6 +223,180 @@ fn select<'a>(p: &'a Plan, job: Option<&str>) -> Result<Vec<&'a JobSpec>> {
             .collect(),
         _ => p.select_jobs(None),
     }
+}
+
+/// What a drill run covers: single jobs, and recovery-point sets. `job` may name a job
+/// (drilled alone, even a set's member) or a set; without it, the plan's `[drill] jobs`
+/// (else every job) less the sets' members, and every set.
+fn select_units<'a>(
+    p: &'a Plan,
+    job: Option<&str>,
+) -> Result<(Vec<&'a JobSpec>, Vec<&'a SetSpec>)> {
+    match job {
+        Some(n) if p.job(n).is_none() && p.sets.iter().any(|s| s.name == n) => {
+            Ok((Vec::new(), vec![p.select_set(n)?]))
+        }
+        Some(_) => Ok((select(p, job)?, Vec::new())),
+        None => {
+            let jobs = select(p, None)?
+                .into_iter()
+                .filter(|j| p.set_of(&j.name).is_none())
+                .collect();
+            Ok((jobs, p.sets.iter().collect()))
+        }
+    }
+}
+
+/// A set's drill, resolved before anything starts: its database member (drilled in the
+/// plan's environment for it) and its restore tests.
+struct SetPlan<'a> {
+    set: &'a SetSpec,
+    db_job: &'a JobSpec,
+    kind: DbKind,
+    tests: RestoreTests,
+}
+
+fn set_plan<'a>(p: &'a Plan, set: &'a SetSpec, plan_tests: &RestoreTests) -> Result<SetPlan<'a>> {
+    let members: Vec<&JobSpec> = set.jobs.iter().filter_map(|j| p.job(j)).collect();
+    let dbs: Vec<(&JobSpec, DbKind)> = members
+        .iter()
+        .filter_map(|j| match how(p, j) {
+            Ok(How::Db(k)) => Some(Ok((*j, k))),
+            Ok(How::Dir) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let [(db_job, kind)] = dbs[..] else {
+        return Err(Error::Config(format!(
+            "plan {}: set {} has {} database jobs; a set's drill restores exactly one database beside its directories; fix the [[sets]] jobs list",
+            p.file.display(),
+            set.name,
+            dbs.len()
+        )));
+    };
+    let tests = if set.restore_tests.is_empty() {
+        plan_tests.clone()
+    } else {
+        RestoreTests::merge(
+            set.restore_tests
+                .iter()
+                .map(|f| {
+                    RestoreTests::load(f)
+                        .map_err(|e| Error::Config(format!("set {} restore tests: {e}", set.name)))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        )
+    };
+    Ok(SetPlan {
+        set,
+        db_job,
+        kind,
+        tests,
+    })
+}
+
+/// The drill of one recovery-point set: its newest complete manifest (or the one
+/// `req.snapshot` names), the database member loaded into a throwaway server, every other
+/// member restored beside it, the set's restore tests run across them.
+async fn drill_set(
+    env: &Env,
+    req: &DrillRequest,
+    p: &Plan,
+    sp: &SetPlan<'_>,
+    targets: Targets,
+    repo: &Repository,
+    region: &str,
+) -> Result<DrillReport> {
+    let (manifest_id, m) = super::set::find_set(repo, &p.name, &sp.set.name, &req.snapshot).await?;
+    let mut snaps = Vec::new();
+    for member in &m.members {
+        let snap: crate::repo::snapshot::Snapshot = repo
+            .load_json(crate::repo::ObjectKind::Snapshot, &member.snapshot)
+            .await?;
+        snaps.push((member.job.clone(), member.snapshot, snap));
+    }
+    let Some(db_pos) = snaps.iter().position(|(j, ..)| *j == sp.db_job.name) else {
+        return Err(Error::SnapshotNotFound {
+            query: format!(
+                "database member {} in recovery point {} of set {}",
+                sp.db_job.name,
+                manifest_id.short(),
+                sp.set.name
+            ),
+        });
+    };
+    let (_, db_id, db_snap) = snaps.remove(db_pos);
+    let info = crate::drill::set::SetInfo {
+        name: sp.set.name.clone(),
+        set_id: m.set_id.clone(),
+        manifest: manifest_id.to_string(),
+        consistency_time: m.consistency_time,
+        members: m
+            .members
+            .iter()
+            .map(|x| crate::drill::set::SetMemberInfo {
+                job: x.job.clone(),
+                kind: x.kind.clone(),
+                snapshot_id: x.snapshot,
+                capture: x.capture,
+            })
+            .collect(),
+    };
+    // Every member is kept from `forget` while it is restored (issue 13).
+    let mut markers = Vec::new();
+    for member in &m.members {
+        markers.push(
+            repo.lock(
+                &crate::repo::retention::drill_marker(&member.snapshot),
+                false,
+            )
+            .await?,
+        );
+    }
+    for d in crate::drill::env::sweep_orphans() {
+        env.emit(Event::OrphanRemoved(d));
+    }
+    env.emit(Event::DrillStarting {
+        job: format!("set {}", sp.set.name),
+        snapshot: manifest_id,
+        consistency_time: m.consistency_time,
+    });
+    let database = match &sp.db_job.source {
+        SourceSpec::Postgres(s) => Some(s.conn.database.clone()),
+        SourceSpec::Mariadb(s) => Some(s.conn.database.clone()),
+        _ => None,
+    };
+    let report = DbDrill {
+        ctx: DrillContext {
+            repo,
+            snapshot_id: db_id,
+            snapshot: &db_snap,
+            tests: &sp.tests,
+            targets,
+            plan: Some(p.name.clone()),
+            job: Some(set_job_name(&sp.set.name)),
+            region: Some(region.to_string()),
+            keep: req.keep,
+            clock: Arc::new(SystemClock),
+            cancel: env.cancel.clone(),
+        },
+        kind: sp.kind,
+        database,
+        environment: db_environment(p)?,
+        set: Some(crate::drill::set::SetDrill { info, trees: snaps }),
+    }
+    .run()
+    .await;
+    for mk in markers {
+        mk.release().await;
+    }
+    Ok(report)
+}
+
+/// The name a set's drill is recorded under in the catalog's job column (`set:<name>`), so
+/// `history` and `status` list it beside the jobs without mistaking it for one.
+pub fn set_job_name(set: &str) -> String {
+    format!("set:{set}")
 }
 
 /// The region to restore from: the first, or the one `region` names.
@@ -323,6 +511,7 @@ async fn drill_locked(
                     kind: *kind,
                     database,
                     environment: db_environment(p)?,
+                    set: None,
                 }
                 .run()
                 .await

@@ -28,6 +28,8 @@ pub struct BackupOptions {
     pub job: Option<String>,
     /// Skip change detection and re-read everything.
     pub force: bool,
+    /// The recovery-point set id the snapshot is taken in (`ops::set`).
+    pub set: Option<String>,
 }
 
 /// One committed snapshot and how its run went.
@@ -96,6 +98,7 @@ async fn snapshot_locked(
         job: opts.job.clone(),
         summary: Summary::default(),
         program_version: env!("CARGO_PKG_VERSION").into(),
+        set: opts.set.clone(),
     };
     let parent = if opts.force {
         None

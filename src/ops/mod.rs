@@ -1,7 +1,7 @@
 //! The application layer: one module per use case — [`backup`], [`restore`], [`drill`],
 //! [`verify`], [`sync`], [`status`], [`preflight`], [`run_due`], [`snapshots`], [`keys`],
 //! [`health`], [`catalog`], [`metrics`], [`systemd`] (and [`notify`], which `run_due`
-//! uses), [`forget`], [`prune`], [`repair`], [`report`]. Each takes a resolved [`target::Target`] (or a plan) and a request
+//! uses), [`set`] (recovery-point sets, used by backup and drill), [`forget`], [`prune`], [`repair`], [`report`]. Each takes a resolved [`target::Target`] (or a plan) and a request
 //! struct and returns a report value with `exit_code()`; none prints. The CLI renders the
 //! reports, `run_due` calls the other use cases directly, and tests call the same functions
 //! the commands do.
@@ -30,6 +30,7 @@ pub mod repair;
 pub mod report;
 pub mod restore;
 pub mod run_due;
+pub mod set;
 pub mod snapshots;
 pub mod status;
 pub mod sync;
@@ -139,6 +140,8 @@ pub enum Event {
     OrphanRemoved(PathBuf),
     /// A plan job's backup finished (the run goes on with the next job).
     JobBackedUp(Box<backup::JobOutcome>),
+    /// A recovery-point set's backup finished: its manifest, or why there is none.
+    SetBackedUp(Box<set::SetOutcome>),
     /// A drill finished: its report, the evidence (announced once a run's drills are done,
     /// before they are recorded).
     DrillFinished(Box<crate::drill::DrillReport>),

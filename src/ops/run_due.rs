@@ -684,12 +684,21 @@ fn due_tasks(
             schedule: j.schedule.clone(),
         })
         .collect();
+    // A recovery-point set is backed up whole by its first due member's task (its members
+    // share one schedule, and the set's run records a backup of every member).
+    let mut sets_queued: Vec<&str> = Vec::new();
     for d in schedule::due(&jobs, last, now) {
         let job = plan
             .jobs
             .iter()
             .find(|j| backup_key(&plan.name, &j.name) == d.key)
             .expect("a job's task");
+        if let Some(set) = plan.set_of(&job.name) {
+            if sets_queued.contains(&set.name.as_str()) {
+                continue;
+            }
+            sets_queued.push(&set.name);
+        }
         out.push(mk(
             d.key,
             TaskKind::Backup {

@@ -70,6 +70,84 @@ pub struct StatusReport {
     /// and burn rate, and the RTO trend per job and region — the period report's own
     /// figures ([`crate::report::period`]), read from the plan's repositories.
     pub slos: Vec<PlanSlos>,
+    /// Per plan with recovery-point sets (`--plan FILE|DIR`): each set's newest committed
+    /// recovery point in each region, and the set's RPO.
+    pub sets: Vec<SetStatus>,
+}
+
+/// A recovery-point set's newest committed recovery point in one region.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetStatus {
+    pub plan: String,
+    pub set: String,
+    pub region: String,
+    pub set_id: Option<String>,
+    pub manifest: Option<String>,
+    /// The set's one consistency time; the set's RPO is measured from it.
+    pub consistency_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub rpo_secs: Option<f64>,
+    pub rpo_target_secs: Option<f64>,
+    pub rpo_met: Option<bool>,
+    /// Why the region could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The sets of `plan` as each of its regions holds them: the newest committed manifest of
+/// each set (read from the repository: the manifest is the set's commit point) and its RPO.
+pub async fn plan_sets(plan: &Plan, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<SetStatus>> {
+    if plan.sets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let target = Target::from_plan(Arc::new(plan.clone()), None)?;
+    let rpo_target = plan.objectives.rpo.map(|d| d.as_secs_f64());
+    let mut out = Vec::new();
+    for region in &target.regions {
+        let listed = match target.open_region(region).await {
+            Ok(repo) => repo.list_sets().await,
+            Err(e) => Err(e),
+        };
+        for set in &plan.sets {
+            let blank = SetStatus {
+                plan: plan.name.clone(),
+                set: set.name.clone(),
+                region: region.catalog_region.clone(),
+                set_id: None,
+                manifest: None,
+                consistency_time: None,
+                rpo_secs: None,
+                rpo_target_secs: rpo_target,
+                rpo_met: rpo_target.map(|_| false),
+                error: None,
+            };
+            out.push(match &listed {
+                Err(e) => SetStatus {
+                    error: Some(e.to_string()),
+                    ..blank
+                },
+                Ok(sets) => match sets
+                    .iter()
+                    .rev()
+                    .find(|(_, m)| m.plan == plan.name && m.name == set.name)
+                {
+                    None => blank,
+                    Some((id, m)) => {
+                        let rpo =
+                            (now - m.consistency_time).num_milliseconds().max(0) as f64 / 1000.0;
+                        SetStatus {
+                            set_id: Some(m.set_id.clone()),
+                            manifest: Some(id.to_string()),
+                            consistency_time: Some(m.consistency_time),
+                            rpo_secs: Some(rpo),
+                            rpo_met: rpo_target.map(|t| rpo <= t),
+                            ..blank
+                        }
+                    }
+                },
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// One plan's SLOs and RTO trends as `status` shows them.
@@ -339,6 +417,7 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
     }
     let mut misses_found = Vec::new();
     let mut slos = Vec::new();
+    let mut sets = Vec::new();
     let report = match plan_files {
         None => {
             let r = cat.status(&filter).await?;
@@ -372,6 +451,31 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
                 misses_found.extend(misses(&r, Some(plan)));
                 if let Some(s) = plan_slos(env, plan, req.clock.now()).await? {
                     slos.push(s);
+                }
+                for st in plan_sets(plan, req.clock.now()).await? {
+                    if st.rpo_met == Some(false) {
+                        misses_found.push(Miss {
+                            objective: "set_rpo",
+                            plan: plan.name.clone(),
+                            job: Some(crate::ops::drill::set_job_name(&st.set)),
+                            region: st.region.clone(),
+                            detail: match (st.rpo_secs, &st.error) {
+                                (_, Some(e)) => format!("set {}: region unreadable: {e}", st.set),
+                                (None, _) => {
+                                    format!("set {} has no committed recovery point", st.set)
+                                }
+                                (Some(r), _) => format!(
+                                    "set {}: newest recovery point is {} old, objective {}",
+                                    st.set,
+                                    humantime::format_duration(Duration::from_secs(r as u64)),
+                                    humantime::format_duration(Duration::from_secs(
+                                        st.rpo_target_secs.unwrap_or_default() as u64
+                                    ))
+                                ),
+                            },
+                        });
+                    }
+                    sets.push(st);
                 }
                 match &mut merged {
                     None => merged = Some(r),
@@ -407,6 +511,7 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
         findings,
         misses: misses_found,
         slos,
+        sets,
     })
 }
 

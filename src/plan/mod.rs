@@ -30,7 +30,7 @@ pub use model::{
     DestinationSpec, DrillSpec, EnvironmentKind, JobSpec, Objectives, Plan, RetentionSpec,
     ScratchDrillSpec,
 };
-pub use model::{NotifySpec, ScheduleSpec, VerifySpec};
+pub use model::{NotifySpec, ScheduleSpec, SetSpec, VerifySpec};
 use raw::PlanConfig;
 pub use validate::parse_cron;
 use validate::Validator;

@@ -32,6 +32,20 @@ pub struct Plan {
     pub verify: Option<VerifySpec>,
     /// `[notify]`: where run-due reports starts, successes and failures.
     pub notify: Option<NotifySpec>,
+    /// `[[sets]]`: recovery-point sets.
+    pub sets: Vec<SetSpec>,
+}
+
+/// A recovery-point set: jobs backed up together at one consistency moment, committed as
+/// one set manifest, and drilled together into one environment (docs/plans.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetSpec {
+    pub name: String,
+    /// Member jobs, in the plan's order.
+    pub jobs: Vec<String>,
+    /// Restore tests for the set's drill, resolved against the plan file's directory
+    /// (empty: the plan's `[drill] restore_tests`).
+    pub restore_tests: Vec<PathBuf>,
 }
 
 /// `[schedule]`.
@@ -140,6 +154,30 @@ impl Plan {
             .map(|w| (w[1] - w[0]).to_std().unwrap_or_default())
             .max()?;
         Some(gap * self.destinations.len().max(1) as u32)
+    }
+
+    /// The set job `job` belongs to, if any.
+    pub fn set_of(&self, job: &str) -> Option<&SetSpec> {
+        self.sets.iter().find(|s| s.jobs.iter().any(|j| j == job))
+    }
+
+    /// The set named `name`, or a usage error naming the plan's sets.
+    pub fn select_set(&self, name: &str) -> crate::Result<&SetSpec> {
+        self.sets.iter().find(|s| s.name == name).ok_or_else(|| {
+            crate::Error::Usage(format!(
+                "plan {} has no set {name:?}; its sets are: {}",
+                self.file.display(),
+                if self.sets.is_empty() {
+                    "(none: add a [[sets]] table, see docs/plans.md)".to_string()
+                } else {
+                    self.sets
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ))
+        })
     }
 
     /// The destination backups are written to.

@@ -28,6 +28,20 @@ pub(super) struct PlanConfig {
     pub(super) schedule: Option<ScheduleConfig>,
     pub(super) verify: Option<VerifyConfig>,
     pub(super) notify: Option<NotifyConfig>,
+    /// `[[sets]]`: recovery-point sets (jobs backed up together at one moment).
+    #[serde(default)]
+    pub(super) sets: Vec<SetConfig>,
+}
+
+/// `[[sets]]`: jobs backed up together, at one consistency moment, and drilled together.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SetConfig {
+    pub(super) name: String,
+    pub(super) jobs: Vec<String>,
+    /// Restore tests for the set's drill (default: the plan's `[drill] restore_tests`).
+    #[serde(default)]
+    pub(super) restore_tests: Vec<PathBuf>,
 }
 
 /// `[schedule]`: how `run-due` treats this plan.

@@ -215,3 +215,39 @@ fn drill_environments_validate_their_own_keys() {
     .unwrap();
     assert_eq!(p.drill.unwrap().environment, EnvironmentKind::Directory);
 }
+
+#[test]
+fn sets_are_validated_with_lines_and_fixes() {
+    let head = "[repository]\npassword_env = \"X\"\n[[destinations]]\ntype = \"local\"\npath = \"/tmp/r\"\n";
+    let pg = "[[jobs]]\nname = \"db\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"postgres\"\ndatabase = \"app\"\n";
+    let dir = "[[jobs]]\nname = \"files\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"/srv\"]\n";
+    let ok = format!("{head}{pg}{dir}[[sets]]\nname = \"app\"\njobs = [\"db\", \"files\"]\n");
+    let p = parse(Path::new("/tmp/p.toml"), &ok).unwrap();
+    assert_eq!(p.sets[0].jobs, ["db", "files"]);
+    assert_eq!(p.set_of("files").unwrap().name, "app");
+    assert!(p.set_of("other").is_none());
+
+    let cases = [
+        // an unknown member
+        (format!("{head}{pg}{dir}[[sets]]\nname = \"app\"\njobs = [\"db\", \"nope\"]\n"), "does not define"),
+        // one member only
+        (format!("{head}{pg}{dir}[[sets]]\nname = \"app\"\njobs = [\"db\"]\n"), "at least two"),
+        // different schedules
+        (format!("{head}{pg}{}[[sets]]\nname = \"app\"\njobs = [\"db\", \"files\"]\n", dir.replace("0 3 * * *", "0 4 * * *")), "different schedules"),
+        // a job in two sets
+        (format!("{head}{pg}{dir}{}[[sets]]\nname = \"a\"\njobs = [\"db\", \"files\"]\n[[sets]]\nname = \"b\"\njobs = [\"files\", \"f2\"]\n", dir.replace("\"files\"", "\"f2\"")), "is in set"),
+        // a set named like a job
+        (format!("{head}{pg}{dir}[[sets]]\nname = \"db\"\njobs = [\"db\", \"files\"]\n"), "also a job's name"),
+        // a missing restore-test file
+        (format!("{head}{pg}{dir}[[sets]]\nname = \"app\"\njobs = [\"db\", \"files\"]\nrestore_tests = [\"nope.toml\"]\n"), "does not exist"),
+    ];
+    for (text, want) in cases {
+        let e = parse(Path::new("/tmp/p.toml"), &text).unwrap_err();
+        assert!(
+            e.issues
+                .iter()
+                .any(|i| i.problem.contains(want) && i.key.starts_with("sets") && i.line > 0),
+            "{want}: {e}"
+        );
+    }
+}

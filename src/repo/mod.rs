@@ -21,6 +21,7 @@ pub mod lock;
 pub mod pack;
 pub mod prune;
 pub mod retention;
+pub mod set;
 pub mod signing;
 pub mod snapshot;
 pub mod sync;
@@ -169,6 +170,8 @@ pub enum ObjectKind {
     Lock,
     /// A prune's stored plan of packs to delete (`prune/<id>`, see `repo::prune`).
     PrunePlan,
+    /// A recovery-point set manifest (`sets/<id>`, see `repo::set`).
+    Set,
 }
 
 impl ObjectKind {
@@ -178,6 +181,7 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshots",
             ObjectKind::Lock => "locks",
             ObjectKind::PrunePlan => "prune",
+            ObjectKind::Set => "sets",
         }
     }
     pub fn key(self, id: &ObjectId) -> String {

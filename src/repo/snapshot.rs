@@ -30,6 +30,9 @@ pub struct Snapshot {
     pub job: Option<String>,
     pub summary: Summary,
     pub program_version: String,
+    /// The recovery-point set this snapshot was taken in (its set id), if any. Only a set
+    /// manifest (`sets/<id>`) naming this snapshot makes it part of a recovery point.
+    pub set: Option<String>,
 }
 
 /// The manifest as stored (`snapshots/<id>`).
@@ -62,6 +65,9 @@ struct SnapshotFile {
     pub job: Option<String>,
     pub summary: Summary,
     pub program_version: String,
+    /// The recovery-point set id (optional; absent for snapshots taken on their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -98,6 +104,7 @@ impl From<SnapshotFile> for Snapshot {
             job: f.job,
             summary: f.summary,
             program_version: f.program_version,
+            set: f.set,
         }
     }
 }
@@ -120,6 +127,7 @@ impl From<Snapshot> for SnapshotFile {
             job: s.job,
             summary: s.summary,
             program_version: s.program_version,
+            set: s.set,
         }
     }
 }

@@ -20,8 +20,9 @@ use crate::sys::Cancel;
 use crate::{Error, Result};
 
 const COPY_CONCURRENCY: usize = 4;
-/// Copied in this order; snapshots are the commit points and come last.
-const STAGES: [&str; 5] = ["config", "keys/", "data/", "index/", "snapshots/"];
+/// Copied in this order; snapshots are the commit points, and set manifests (which name
+/// snapshots) come after them, only to a region that took every snapshot.
+const STAGES: [&str; 6] = ["config", "keys/", "data/", "index/", "snapshots/", "sets/"];
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncRegionReport {
@@ -92,6 +93,12 @@ pub async fn sync(
                     continue;
                 }
                 if stage == "snapshots/" && blocked.contains(&i) {
+                    reports[i].complete = false;
+                    continue;
+                }
+                // A set manifest names member snapshots: a region that missed any snapshot
+                // could be missing a member.
+                if stage == "sets/" && (blocked.contains(&i) || !reports[i].complete) {
                     reports[i].complete = false;
                     continue;
                 }
@@ -203,6 +210,8 @@ pub async fn verify_object(repo: &Repository, key: &str, bytes: Bytes) -> Result
         repo.open_json::<IndexFile>(ObjectKind::Index, &id_in("index/")?, &bytes)?;
     } else if key.starts_with("snapshots/") {
         repo.open_json::<Snapshot>(ObjectKind::Snapshot, &id_in("snapshots/")?, &bytes)?;
+    } else if key.starts_with("sets/") {
+        repo.open_json::<super::set::SetManifest>(ObjectKind::Set, &id_in("sets/")?, &bytes)?;
     } else {
         return Err(Error::integrity(key, "not an object that sync copies"));
     }
@@ -236,6 +245,7 @@ mod tests {
             job: None,
             summary: Summary::default(),
             program_version: "test".into(),
+            set: None,
         }
     }
 

@@ -146,6 +146,33 @@ pub async fn verify(
     }
     r.index_files = index.files.len();
 
+    // Set manifests: each is sealed (checked as it loads) and names member snapshots; a
+    // member that is gone (forgotten) leaves that recovery point incomplete.
+    let present: HashSet<crate::ids::SnapshotId> = snapshot_ids.iter().copied().collect();
+    for id in repo.list_ids(ObjectKind::Set).await? {
+        match repo
+            .load_json::<super::set::SetManifest>(ObjectKind::Set, &id)
+            .await
+        {
+            Err(e) => r.push(Severity::Error, format!("sets/{id}"), e.to_string()),
+            Ok(m) => {
+                for x in m.members.iter().filter(|x| !present.contains(&x.snapshot)) {
+                    r.push(
+                        Severity::Warning,
+                        format!("sets/{id}"),
+                        format!(
+                            "set {} of plan {}: member {} (snapshot {}) is gone, so this recovery point is incomplete and no drill will use it",
+                            m.name,
+                            m.plan,
+                            x.job,
+                            x.snapshot.short()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     // Packs present vs. indexed.
     let listed: HashMap<PackId, u64> = repo
         .store

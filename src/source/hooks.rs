@@ -53,6 +53,8 @@ pub struct Hooked {
     pub inner: Box<dyn Source>,
     pub hooks: HooksSpec,
     pub job: String,
+    /// The pre hook already ran (in [`Source::freeze`]).
+    pub pre_done: bool,
 }
 
 impl Source for Hooked {
@@ -64,8 +66,17 @@ impl Source for Hooked {
         self.inner.paths()
     }
 
-    fn run(&mut self, ctx: &mut BackupContext<'_>, parent: Option<&Tree>) -> Result<SourceOutput> {
+    fn freeze(&mut self) -> Result<super::Frozen> {
+        // The pre hook prepares the source (flushes, pauses): it runs before the freeze.
         if let Some(pre) = &self.hooks.pre {
+            run_hook("pre", pre, self.hooks.timeout, &self.job, &[])?;
+        }
+        self.pre_done = true;
+        self.inner.freeze()
+    }
+
+    fn run(&mut self, ctx: &mut BackupContext<'_>, parent: Option<&Tree>) -> Result<SourceOutput> {
+        if let (Some(pre), false) = (&self.hooks.pre, self.pre_done) {
             run_hook("pre", pre, self.hooks.timeout, &self.job, &[])?;
         }
         let out = self.inner.run(ctx, parent);

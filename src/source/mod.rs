@@ -145,9 +145,26 @@ impl From<std::io::Error> for StreamError {
     }
 }
 
+/// How a set member's data was fixed in time by [`Source::freeze`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frozen {
+    pub capture: crate::repo::set::Capture,
+    /// The moment the frozen state is of (`None` for a plain read: it happens at `run`).
+    pub consistency_time: Option<DateTime<Utc>>,
+}
+
 pub trait Source: Send {
     /// `dir`, `postgres`, `mariadb`, `btrfs`, `block`, …
     fn kind(&self) -> &str;
+    /// For recovery-point sets: fixes the data at this moment (a database snapshot opened
+    /// and held, a file-system snapshot taken) so that a later [`Source::run`] reads exactly
+    /// that state. Sources that cannot are read live when they run (a plain read).
+    fn freeze(&mut self) -> Result<Frozen> {
+        Ok(Frozen {
+            capture: crate::repo::set::Capture::PlainRead,
+            consistency_time: None,
+        })
+    }
     /// What the snapshot lists as its paths (directories, or a dump's database name).
     fn paths(&self) -> Vec<String>;
     /// Feeds everything into the pipeline. `parent` is the previous snapshot's root tree.

@@ -143,6 +143,21 @@ pub struct MariadbSource {
     spec: MariadbSpec,
     name: String,
     password: Option<Zeroizing<String>>,
+    /// A dump started by [`Source::freeze`] (recovery-point sets): its consistent snapshot
+    /// was opened under a brief global read lock; `run` streams it.
+    held: Option<StartedDump>,
+}
+
+/// A mariadb-dump child whose consistent snapshot is open, with what was read beside it.
+struct StartedDump {
+    child: ChildProc,
+    session: SqlSession,
+    meta: serde_json::Value,
+    counts: DumpCounts,
+    dump_tool: PathBuf,
+    warning: Option<String>,
+    /// The client's defaults file (the password): it must outlive the dump's start.
+    _opts: ClientOptions,
 }
 
 impl MariadbSource {
@@ -152,6 +167,7 @@ impl MariadbSource {
             spec,
             name: name.into(),
             password,
+            held: None,
         })
     }
 
@@ -217,6 +233,69 @@ impl MariadbSource {
         Ok(meta)
     }
 
+    /// The dump tool, client options, a routines warning, and the metadata session with the
+    /// metadata and row-count plan read in it.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        cancel: Option<&crate::sys::Cancel>,
+    ) -> Result<(
+        PathBuf,
+        ClientOptions,
+        Option<String>,
+        SqlSession,
+        serde_json::Value,
+        DumpCounts,
+    )> {
+        let bin = self.spec.bin_dir.as_deref();
+        let dump_tool = require_tool(&self.name, &["mariadb-dump", "mysqldump"], bin)?;
+        let opts = ClientOptions::new(
+            &self.spec.conn,
+            self.password.as_deref().map(|s| s.as_str()),
+            self.spec.no_defaults,
+        )?;
+        let warning = self.routines_hidden(bin, &opts);
+        let mut session = client_session(bin, &opts, None, &self.name, self.secrets())?;
+        // Counting a big database takes a while: Ctrl-C must not wait for it.
+        let watch = cancel.map(|c| session.watch_cancel(c));
+        let meta = self.snapshot_meta(&mut session);
+        let counts = meta.is_ok().then(|| self.row_counts(&mut session));
+        drop(watch);
+        if cancel.is_some_and(|c| c.is_cancelled()) {
+            return Err(Error::Interrupted);
+        }
+        let meta = meta?;
+        let counts = counts.expect("counted after metadata")?;
+        Ok((dump_tool, opts, warning, session, meta, counts))
+    }
+
+    fn spawn_dump(&self, dump_tool: &Path, opts: &ClientOptions) -> Result<ChildProc> {
+        let mut cmd = Command::new(dump_tool);
+        cmd.args(opts.args())
+            .args([
+                "--single-transaction",
+                "--routines",
+                "--triggers",
+                "--events",
+                "--hex-blob",
+                "--quick",
+                "--default-character-set=utf8mb4",
+            ])
+            .arg("--")
+            .arg(&self.spec.conn.database)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        ChildProc::spawn(
+            cmd,
+            dump_tool
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("mariadb-dump"),
+            &self.name,
+            self.secrets(),
+        )
+    }
+
     /// mariadb-dump leaves out the stored procedures and functions its user may not see,
     /// without an error: the dump looks complete and is not. Seeing them takes read access
     /// to `mysql.proc`; a user without it gets a warning naming the grant. (Where there is no
@@ -265,52 +344,129 @@ impl Source for MariadbSource {
         vec![self.spec.conn.describe("mariadb")]
     }
 
+    /// Opens the dump's consistent snapshot under a brief global read lock: `FLUSH TABLES
+    /// WITH READ LOCK` in a session of its own stops every write, mariadb-dump starts and
+    /// opens its `--single-transaction` snapshot, and as soon as that transaction exists the
+    /// lock is released (how `--master-data` pins a binlog position). The snapshot is of the
+    /// lock's moment; `run` streams the dump later. Needs RELOAD (the lock) and PROCESS (to
+    /// see the dump's transaction) for the backup user.
+    fn freeze(&mut self) -> Result<super::Frozen> {
+        let (dump_tool, opts, warning, session, mut meta, counts) = self.prepare(None)?;
+        let bin = self.spec.bin_dir.as_deref();
+        let mut lock = client_session(bin, &opts, None, &self.name, self.secrets())?;
+        let denied = |e: Error| {
+            Error::source_failed(
+                self.name.clone(),
+                format!("a set member's dump is started under a brief global read lock: {e}; GRANT RELOAD, PROCESS ON *.* TO the backup user"),
+            )
+        };
+        lock.query("FLUSH TABLES WITH READ LOCK;").map_err(denied)?;
+        let moment = lock
+            .query(
+                "SELECT DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'), CONNECTION_ID();",
+            )?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let (at, own_id) = moment.split_once('\t').unwrap_or((moment.as_str(), "0"));
+        let own_id: u64 = own_id.trim().parse().unwrap_or(0);
+        let at = chrono::DateTime::parse_from_rfc3339(at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|_| chrono::Utc::now());
+        let mut child = self.spawn_dump(&dump_tool, &opts)?;
+        // The dump's connection is newer than the lock's. Its snapshot is open once InnoDB
+        // lists an active transaction for it (read-only ones are not in INNODB_TRX, but are
+        // in the engine status), or once it reads table data.
+        let reading = format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID > {own_id} AND INFO LIKE 'SELECT /*!40001 SQL_NO_CACHE */%';"
+        );
+        let waited = std::time::Instant::now();
+        let deadline = waited + std::time::Duration::from_secs(30);
+        loop {
+            let status = lock.query("SHOW ENGINE INNODB STATUS;").map_err(denied)?;
+            let mut n = dump_trx_active(&status, own_id) as u64;
+            if n == 0 {
+                n = lock
+                    .query(&reading)
+                    .map_err(denied)?
+                    .first()
+                    .and_then(|l| l.trim().parse().ok())
+                    .unwrap_or(0);
+            }
+            // A dump that already finished opened its snapshot while the lock was held
+            // (a small database fits in the pipe's buffer).
+            if n > 0 || child.has_exited() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let seen = lock
+                    .query(&format!("SELECT CONCAT_WS(' | ', ID, USER, COMMAND, STATE) FROM information_schema.PROCESSLIST WHERE ID > {own_id};"))
+                    .unwrap_or_default();
+                tracing::warn!(
+                    ?seen,
+                    "mariadb-dump's session while the set waited for its snapshot"
+                );
+                child.kill();
+                return Err(Error::source_failed(
+                    self.name.clone(),
+                    "mariadb-dump did not open its consistent snapshot within 30 s of the global read lock (released); GRANT PROCESS ON *.* TO the backup user so its transaction is visible",
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        tracing::info!(job = %self.name, waited_ms = waited.elapsed().as_millis() as u64, "set member's dump snapshot open; global read lock released");
+        lock.close("UNLOCK TABLES;")?;
+        meta["consistency_time"] = json!(at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+        meta["consistency"] =
+            json!("the dump's snapshot, opened under a global read lock at the set's moment");
+        self.held = Some(StartedDump {
+            child,
+            session,
+            meta,
+            counts,
+            dump_tool,
+            warning,
+            _opts: opts,
+        });
+        Ok(super::Frozen {
+            capture: crate::repo::set::Capture::DatabaseSnapshot,
+            consistency_time: Some(at),
+        })
+    }
+
     fn run(&mut self, ctx: &mut BackupContext<'_>, _parent: Option<&Tree>) -> Result<SourceOutput> {
         let started = chrono::Utc::now();
-        let bin = self.spec.bin_dir.as_deref();
-        let dump_tool = require_tool(&self.name, &["mariadb-dump", "mysqldump"], bin)?;
-        let opts = ClientOptions::new(
-            &self.spec.conn,
-            self.password.as_deref().map(|s| s.as_str()),
-            self.spec.no_defaults,
-        )?;
-        if let Some(w) = self.routines_hidden(bin, &opts) {
+        let StartedDump {
+            mut child,
+            session,
+            meta,
+            counts,
+            dump_tool,
+            warning,
+            _opts,
+        } = match self.held.take() {
+            Some(h) => h,
+            None => {
+                let cancel = ctx.pipe.cancel().clone();
+                let (dump_tool, opts, warning, session, meta, counts) =
+                    self.prepare(Some(&cancel))?;
+                ctx.pipe.check()?;
+                let child = self.spawn_dump(&dump_tool, &opts)?;
+                StartedDump {
+                    child,
+                    session,
+                    meta,
+                    counts,
+                    dump_tool,
+                    warning,
+                    _opts: opts,
+                }
+            }
+        };
+        if let Some(w) = warning {
             ctx.warn(w, false);
         }
-        let mut session = client_session(bin, &opts, None, &self.name, self.secrets())?;
-        // Counting a big database takes a while: Ctrl-C must not wait for it.
-        let watch = session.watch_cancel(ctx.pipe.cancel());
-        let meta = self.snapshot_meta(&mut session);
-        let counts = meta.is_ok().then(|| self.row_counts(&mut session));
-        drop(watch);
-        ctx.pipe.check()?;
-        let mut meta = meta?;
-        let counts = counts.expect("counted after metadata")?;
-
-        let mut cmd = Command::new(&dump_tool);
-        cmd.args(opts.args())
-            .args([
-                "--single-transaction",
-                "--routines",
-                "--triggers",
-                "--events",
-                "--hex-blob",
-                "--quick",
-                "--default-character-set=utf8mb4",
-            ])
-            .arg("--")
-            .arg(&self.spec.conn.database)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped());
-        let mut child = ChildProc::spawn(
-            cmd,
-            dump_tool
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("mariadb-dump"),
-            &self.name,
-            self.secrets(),
-        )?;
+        let mut meta = meta;
         tracing::info!(job = %self.name, pid = child.pid(), "dump started");
         let mut out = child.take_stdout().expect("stdout piped");
         let mut tail = TailReader {
@@ -375,6 +531,28 @@ impl Source for MariadbSource {
             meta,
         })
     }
+}
+
+/// Whether `SHOW ENGINE INNODB STATUS` lists an active transaction for a connection newer
+/// than `after` (the set's lock session): the dump's `--single-transaction` snapshot.
+fn dump_trx_active(status: &[String], after: u64) -> bool {
+    let mut active = false;
+    for line in status.iter().flat_map(|l| l.split("\\n")) {
+        let line = line.trim();
+        if line.starts_with("---TRANSACTION") {
+            active = line.contains("ACTIVE");
+        } else if let Some(rest) = line.strip_prefix("MySQL thread id ") {
+            let id: u64 = rest
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            if active && id > after {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Counts the rows of each table in a mariadb-dump stream as it passes: every top-level

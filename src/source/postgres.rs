@@ -135,6 +135,15 @@ pub struct PostgresSource {
     spec: PostgresSpec,
     name: String,
     password: Option<Zeroizing<String>>,
+    /// A snapshot exported and held open by [`Source::freeze`] (recovery-point sets).
+    held: Option<Held>,
+}
+
+/// An exported snapshot held open in its session, with the metadata read in it.
+struct Held {
+    session: SqlSession,
+    snapshot: String,
+    meta: serde_json::Value,
 }
 
 impl PostgresSource {
@@ -146,6 +155,7 @@ impl PostgresSource {
             spec,
             name: name.into(),
             password,
+            held: None,
         })
     }
 
@@ -400,6 +410,30 @@ impl Source for PostgresSource {
         "postgres"
     }
 
+    /// Exports a snapshot now and holds its transaction open until `run` dumps it, so the
+    /// dump (and the row counts) are of this moment however long the set's other members
+    /// take to start.
+    fn freeze(&mut self) -> Result<super::Frozen> {
+        self.tool("pg_dump")?;
+        let mut session = psql_session(
+            self.spec.bin_dir.as_deref(),
+            &self.env(),
+            &self.name,
+            self.secrets(),
+        )?;
+        let (snapshot, meta) = self.snapshot_meta(&mut session)?;
+        let at = super::db::consistency_time(&meta, chrono::Utc::now());
+        self.held = Some(Held {
+            session,
+            snapshot,
+            meta,
+        });
+        Ok(super::Frozen {
+            capture: crate::repo::set::Capture::DatabaseSnapshot,
+            consistency_time: Some(at),
+        })
+    }
+
     fn paths(&self) -> Vec<String> {
         vec![self.spec.conn.describe("postgres")]
     }
@@ -413,15 +447,23 @@ impl Source for PostgresSource {
             None
         };
         let env = self.env();
-        let mut session = psql_session(
-            self.spec.bin_dir.as_deref(),
-            &env,
-            &self.name,
-            self.secrets(),
-        )?;
+        // A set member's snapshot was exported at the set's moment (`freeze`); otherwise
+        // it is exported now.
+        let (mut session, meta) = match self.held.take() {
+            Some(h) => (h.session, Ok((h.snapshot, h.meta))),
+            None => {
+                let mut session = psql_session(
+                    self.spec.bin_dir.as_deref(),
+                    &env,
+                    &self.name,
+                    self.secrets(),
+                )?;
+                let meta = self.snapshot_meta(&mut session);
+                (session, meta)
+            }
+        };
         // Counting a big database takes a while: Ctrl-C must not wait for it.
         let watch = session.watch_cancel(ctx.pipe.cancel());
-        let meta = self.snapshot_meta(&mut session);
         let counts = meta.is_ok().then(|| self.row_counts(&mut session));
         drop(watch);
         ctx.pipe.check()?;

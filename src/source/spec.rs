@@ -60,6 +60,7 @@ impl SourceSpec {
             inner,
             hooks: hooks.clone(),
             job: job.to_string(),
+            pre_done: false,
         }))
     }
 }

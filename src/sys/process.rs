@@ -291,6 +291,13 @@ impl ChildProc {
 
     /// Like [`ChildProc::finish_within`], also killing the group (and returning
     /// `Interrupted`) as soon as `cancel` fires.
+    /// Whether the child has exited (its status is kept for [`ChildProc::finish`]).
+    pub fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     pub fn finish_within_or_cancel(
         mut self,
         timeout: Duration,

@@ -43,6 +43,7 @@ fn snap(at: DateTime<Utc>, plan: Option<&str>, job: Option<&str>) -> Snapshot {
             ..Default::default()
         },
         program_version: "test".into(),
+        set: None,
     }
 }
 

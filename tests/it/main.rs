@@ -26,6 +26,7 @@ mod roundtrip_prop;
 mod run_due;
 mod s3_regions;
 mod secrets;
+mod sets;
 mod source_failures;
 mod store_conformance;
 mod systemd_units;

@@ -34,6 +34,47 @@ fn every_example_plan_is_valid() {
         n += 1;
     }
     assert!(n >= 7, "only {n} example plans");
+    // plans/examples/: the recovery-point set example (a database plus an uploads
+    // directory), with its restore tests.
+    let mut sets = 0;
+    for e in std::fs::read_dir(dir.join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|x| x.to_str()) != Some("toml") {
+            continue;
+        }
+        let plan = lifeboat::plan::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            plan.objectives.rpo.is_some() && plan.objectives.rto.is_some(),
+            "{} documents no objectives",
+            p.display()
+        );
+        assert!(plan.rpo_misses().is_empty(), "{}", p.display());
+        for s in &plan.sets {
+            let kinds: BTreeSet<_> = s
+                .jobs
+                .iter()
+                .map(|j| plan.job(j).unwrap().source.kind())
+                .collect();
+            assert!(
+                kinds.contains("postgres") && kinds.contains("dir"),
+                "{kinds:?}"
+            );
+            for t in &s.restore_tests {
+                let tests = lifeboat::drill::restore_tests::RestoreTests::load(t)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert!(
+                    !tests.file_refs.is_empty(),
+                    "{} has no file_refs",
+                    t.display()
+                );
+            }
+            sets += 1;
+        }
+    }
+    assert!(
+        sets >= 1,
+        "no example plan in plans/examples has a [[sets]] table"
+    );
     let want: BTreeSet<_> = ["block", "btrfs", "dir", "lvm", "mariadb", "postgres", "zfs"]
         .into_iter()
         .collect();

@@ -687,6 +687,7 @@ fn synthetic(
                             ..Default::default()
                         },
                         program_version: "0.1.0".into(),
+                        set: None,
                     },
                 ));
             }
@@ -710,6 +711,7 @@ fn synthetic(
                             ..Default::default()
                         },
                         program_version: "0.1.0".into(),
+                        set: None,
                     },
                 ));
             }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use support::*;
 
-fn sh(args: &[&str]) -> String {
+pub(crate) fn sh(args: &[&str]) -> String {
     let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
     assert!(
         o.status.success(),
@@ -25,13 +25,13 @@ fn sh(args: &[&str]) -> String {
 }
 
 /// A btrfs file system on a loop device, unmounted and detached on drop.
-struct LoopBtrfs {
-    mount: PathBuf,
+pub(crate) struct LoopBtrfs {
+    pub(crate) mount: PathBuf,
     dev: String,
 }
 
 impl LoopBtrfs {
-    fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         let img = dir.join("btrfs.img");
         let f = std::fs::File::create(&img).unwrap();
         f.set_len(300 << 20).unwrap();

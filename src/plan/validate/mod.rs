@@ -14,6 +14,7 @@ mod objectives;
 mod repository;
 mod retention;
 mod schedule;
+mod sets;
 mod slo;
 mod sources;
 mod verify;
@@ -234,6 +235,7 @@ impl<'a> Validator<'a> {
         let schedule = self.schedule_section(raw.schedule.unwrap_or_default());
         let verify = raw.verify.and_then(|v| self.verify(v));
         let notify = raw.notify.map(|n| self.notify(n));
+        let sets = self.sets(raw.sets, &jobs);
 
         Plan {
             name,
@@ -249,6 +251,7 @@ impl<'a> Validator<'a> {
             schedule,
             verify,
             notify,
+            sets,
         }
     }
 }

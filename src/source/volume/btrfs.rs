@@ -31,6 +31,8 @@ pub struct BtrfsSpec {
 pub struct BtrfsSource {
     spec: BtrfsSpec,
     name: String,
+    /// A read-only snapshot taken by [`Source::freeze`] (recovery-point sets), with its time.
+    held: Option<(SnapshotGuard, PathBuf, chrono::DateTime<Utc>)>,
 }
 
 impl BtrfsSource {
@@ -38,6 +40,7 @@ impl BtrfsSource {
         BtrfsSource {
             spec,
             name: job.into(),
+            held: None,
         }
     }
 
@@ -117,40 +120,22 @@ impl Source for BtrfsSource {
         vec![self.spec.subvolume.display().to_string()]
     }
 
+    /// Takes the read-only snapshot now; `run` reads it.
+    fn freeze(&mut self) -> Result<crate::source::Frozen> {
+        let held = self.take_snapshot()?;
+        let at = held.2;
+        self.held = Some(held);
+        Ok(crate::source::Frozen {
+            capture: crate::repo::set::Capture::FilesystemSnapshot,
+            consistency_time: Some(at),
+        })
+    }
+
     fn run(&mut self, ctx: &mut BackupContext<'_>, parent: Option<&Tree>) -> Result<SourceOutput> {
-        let dir = self.snapshot_dir();
-        self.sweep_orphans(&dir);
-        let top = self
-            .spec
-            .subvolume
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| {
-                Error::source_failed(
-                    self.name.clone(),
-                    format!(
-                        "subvolume path {} has no name; give the subvolume's own path",
-                        self.spec.subvolume.display()
-                    ),
-                )
-            })?;
-        let snap = dir.join(format!(".{}", snapshot_name()));
-        let consistency_time = Utc::now();
-        run_tool(
-            &self.name,
-            "btrfs",
-            &[
-                "subvolume",
-                "snapshot",
-                "-r",
-                &self.spec.subvolume.to_string_lossy(),
-                &snap.to_string_lossy(),
-            ],
-        )?;
-        let mut guard = SnapshotGuard {
-            path: snap.clone(),
-            source: self.name.clone(),
-            done: false,
+        let top = self.top()?;
+        let (mut guard, snap, consistency_time) = match self.held.take() {
+            Some(h) => h,
+            None => self.take_snapshot()?,
         };
         let mut inner = DirSource::named(snap.clone(), top)?;
         let out = inner.run(ctx, parent)?;
@@ -168,5 +153,49 @@ impl Source for BtrfsSource {
             consistency_time,
             meta: json!({"subvolume": self.spec.subvolume, "snapshot": snap, "read_only_snapshot": true}),
         })
+    }
+}
+
+impl BtrfsSource {
+    fn top(&self) -> Result<String> {
+        self.spec
+            .subvolume
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                Error::source_failed(
+                    self.name.clone(),
+                    format!(
+                        "subvolume path {} has no name; give the subvolume's own path",
+                        self.spec.subvolume.display()
+                    ),
+                )
+            })
+    }
+
+    /// `btrfs subvolume snapshot -r` into the snapshot directory, guarded.
+    fn take_snapshot(&mut self) -> Result<(SnapshotGuard, PathBuf, chrono::DateTime<Utc>)> {
+        let dir = self.snapshot_dir();
+        self.sweep_orphans(&dir);
+        self.top()?;
+        let snap = dir.join(format!(".{}", snapshot_name()));
+        let consistency_time = Utc::now();
+        run_tool(
+            &self.name,
+            "btrfs",
+            &[
+                "subvolume",
+                "snapshot",
+                "-r",
+                &self.spec.subvolume.to_string_lossy(),
+                &snap.to_string_lossy(),
+            ],
+        )?;
+        let guard = SnapshotGuard {
+            path: snap.clone(),
+            source: self.name.clone(),
+            done: false,
+        };
+        Ok((guard, snap, consistency_time))
     }
 }
