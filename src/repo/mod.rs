@@ -18,6 +18,7 @@ pub mod heal;
 pub mod index;
 pub mod keys;
 pub mod lock;
+pub mod object_lock;
 pub mod pack;
 pub mod prune;
 pub mod retention;
@@ -169,6 +170,9 @@ pub enum ObjectKind {
     Lock,
     /// A prune's stored plan of packs to delete (`prune/<id>`, see `repo::prune`).
     PrunePlan,
+    /// The Object Lock extension pass's record of retain-until dates (`retention/<id>`, see
+    /// `repo::object_lock`).
+    LockRecord,
 }
 
 impl ObjectKind {
@@ -178,6 +182,7 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshots",
             ObjectKind::Lock => "locks",
             ObjectKind::PrunePlan => "prune",
+            ObjectKind::LockRecord => "retention",
         }
     }
     pub fn key(self, id: &ObjectId) -> String {

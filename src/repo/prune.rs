@@ -30,6 +30,7 @@ use super::snapshot::Snapshot;
 use super::tree::{NodeKind, Tree};
 use super::{pack_key, ObjectKind, Repository};
 use crate::ids::{BlobId, IndexId, ObjectId, PackId, SnapshotId};
+use crate::store::StoreError;
 use crate::sys::Cancel;
 use crate::{Error, Result};
 
@@ -82,6 +83,11 @@ pub struct MarkReport {
     pub unused_bytes_kept: u64,
     /// Blobs a snapshot needs that no index lists (damage `verify` reports; never deleted).
     pub missing_blobs: usize,
+    /// Unused or partly used packs left alone because Object Lock keeps them (the lock record
+    /// says so): a prune after `locked_lapse`, the first of their dates, frees them.
+    pub locked_packs: usize,
+    pub locked_bytes: u64,
+    pub locked_lapse: Option<DateTime<Utc>>,
     /// The stored plan, when something was condemned (`None` on a dry run).
     pub plan: Option<ObjectId>,
     /// Condemned packs (planned, or on a dry run what would be).
@@ -108,6 +114,8 @@ pub struct SweepReport {
     /// indexed again, retried by a later prune.
     pub locked_packs: usize,
     pub locked_bytes: u64,
+    /// The first date one of them lapses, when the store said.
+    pub locked_lapse: Option<DateTime<Utc>>,
 }
 
 /// Phase 1 options.
@@ -296,10 +304,26 @@ pub async fn mark(
     r.packs = packs.len();
     r.bytes = packs.iter().map(|p| p.size).sum();
     let uses = claim(&packs, &used);
+    // Packs Object Lock still keeps cannot be freed: neither condemned nor repacked.
+    let locked = if repo.store.lock_policy().is_some() {
+        let (record, _) = super::object_lock::load_record(repo).await?;
+        super::object_lock::locked_after(&record, crate::sys::clock::lock_now())
+    } else {
+        HashMap::new()
+    };
 
     let mut condemned: Vec<CondemnedPack> = Vec::new();
     let mut partly: Vec<&PackUse> = Vec::new();
     for u in &uses {
+        if u.keep.len() < u.pack.blobs.len() {
+            if let Some(t) = locked.get(&u.pack.id) {
+                r.locked_packs += 1;
+                r.locked_bytes += u.pack.size;
+                r.locked_lapse = Some(r.locked_lapse.map_or(*t, |l| l.min(*t)));
+                r.unused_bytes_kept += u.unused_bytes();
+                continue;
+            }
+        }
         if u.keep.is_empty() {
             r.unused_packs += 1;
             r.unused_bytes += u.pack.size;
@@ -330,7 +354,7 @@ pub async fn mark(
         unused_left -= u.unused_bytes();
         repack.push(u);
     }
-    r.unused_bytes_kept = unused_left;
+    r.unused_bytes_kept += unused_left;
 
     let mut new_packs: Vec<IndexPack> = Vec::new();
     if !opts.dry_run && !repack.is_empty() {
@@ -627,22 +651,27 @@ pub async fn sweep(
     // stays accounted for, and a later prune retries once the lock lapses.
     let sizes: Vec<(PackId, u64)> = doomed.iter().map(|p| (*p, condemned[p])).collect();
     let results: Vec<(PackId, u64, Result<()>)> = stream::iter(sizes.iter())
-        .map(|(p, size)| async move { (*p, *size, delete_if_there(repo, &pack_key(p)).await) })
+        .map(|(p, size)| async move { (*p, *size, purge(repo, &pack_key(p)).await) })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
     let mut locked: Vec<PackId> = Vec::new();
+    let mut dates: Vec<(String, DateTime<Utc>)> = Vec::new();
     for (p, size, res) in results {
         match res {
             Ok(()) => {
                 r.deleted_packs += 1;
                 r.freed_bytes += size;
             }
-            Err(Error::Store(e)) if is_refused_delete(&e) => {
-                tracing::warn!(pack = %p, error = %e, "the store refused to delete a pack (Object Lock?); kept");
+            Err(Error::Store(StoreError::Locked { until, .. })) => {
+                tracing::info!(pack = %p, until = ?until, "pack still under Object Lock retention; kept, a later prune deletes it");
                 locked.push(p);
                 r.locked_packs += 1;
                 r.locked_bytes += size;
+                if let Some(t) = until {
+                    r.locked_lapse = Some(r.locked_lapse.map_or(t, |l| l.min(t)));
+                    dates.push((pack_key(&p), t));
+                }
             }
             Err(e) => return Err(e),
         }
@@ -656,6 +685,8 @@ pub async fn sweep(
             .cloned()
             .collect();
         repo.save_index(again).await?;
+        // The next mark skips them until their date instead of condemning them again.
+        super::object_lock::remember(repo, &dates).await?;
     }
     // 4. The plans: done.
     for (id, _) in &due {
@@ -665,17 +696,13 @@ pub async fn sweep(
     Ok(r)
 }
 
-/// A delete the store refused for good (S3 Object Lock answers AccessDenied for a locked
-/// object version), as opposed to a store that is down (which fails the region's prune).
-fn is_refused_delete(e: &crate::store::StoreError) -> bool {
-    use crate::store::StoreError;
-    match e {
-        StoreError::PermissionDenied { .. } => true,
-        StoreError::Permanent { detail, .. } => {
-            let d = detail.to_ascii_lowercase();
-            d.contains("lock") || d.contains("retention") || d.contains("accessdenied")
-        }
-        _ => false,
+/// Removes a pack for good (every version, on a bucket with Object Lock); a missing one is
+/// fine.
+async fn purge(repo: &Repository, key: &str) -> Result<()> {
+    match repo.store.purge(key).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
