@@ -144,7 +144,9 @@ pub async fn extend(
             t => Some((k.clone(), t.copied())),
         })
         .collect();
-    let results: Vec<Result<(String, DateTime<Utc>, bool, bool)>> = stream::iter(todo)
+    // (key, its date now, retention read from the store, extended)
+    type Outcome = Result<(String, DateTime<Utc>, bool, bool)>;
+    let results: Vec<Outcome> = stream::iter(todo)
         .map(|(key, recorded)| async move {
             cancel.check()?;
             let (mut read, mut current) = (false, recorded);
