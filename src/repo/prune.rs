@@ -261,6 +261,40 @@ fn claim<'a>(packs: &[&'a IndexPack], used: &HashSet<BlobId>) -> Vec<PackUse<'a>
         .collect()
 }
 
+/// Which partly used packs to repack, given each one's (unused, total) blob bytes and the
+/// bytes of used blobs in the whole repository: restic's rule, so that `--max-unused` means
+/// the same in both tools. After the prune at most `max_unused` of the repository may be
+/// unused, i.e. unused ≤ max_unused / (1 − max_unused) × used blob bytes (100 %: no limit);
+/// the packs with the highest share of unused bytes go first (the most space freed per byte
+/// copied). Returns the chosen indices and the unused bytes left.
+fn choose_repack(packs: &[(u64, u64)], used: u64, max_unused: f64) -> (Vec<usize>, u64) {
+    let p = max_unused.clamp(0.0, 1.0);
+    let allowed = if p >= 1.0 {
+        u64::MAX
+    } else {
+        (p / (1.0 - p) * used as f64) as u64
+    };
+    let mut order: Vec<usize> = (0..packs.len()).collect();
+    order.sort_by(|&a, &b| {
+        let ((ua, ta), (ub, tb)) = (packs[a], packs[b]);
+        // ub/tb vs ua/ta without division, highest share first.
+        (ub as u128 * ta as u128)
+            .cmp(&(ua as u128 * tb as u128))
+            .then(ub.cmp(&ua))
+            .then(a.cmp(&b))
+    });
+    let mut left: u64 = packs.iter().map(|p| p.0).sum();
+    let mut chosen = Vec::new();
+    for i in order {
+        if left <= allowed {
+            break;
+        }
+        left -= packs[i].0;
+        chosen.push(i);
+    }
+    (chosen, left)
+}
+
 /// Phase 1. The caller holds a shared lock.
 pub async fn mark(
     repo: &Repository,
@@ -336,24 +370,13 @@ pub async fn mark(
             partly.push(u);
         }
     }
-    // Repack the packs with the most unused bytes first, until what stays unused is at most
-    // `max_unused` of what the repository keeps.
-    partly.sort_by(|a, b| {
-        b.unused_bytes()
-            .cmp(&a.unused_bytes())
-            .then(a.pack.id.cmp(&b.pack.id))
-    });
-    let after = r.bytes - r.unused_bytes;
-    let allowed = (opts.max_unused.clamp(0.0, 1.0) * after as f64) as u64;
-    let mut unused_left: u64 = partly.iter().map(|u| u.unused_bytes()).sum();
-    let mut repack: Vec<&PackUse> = Vec::new();
-    for u in partly {
-        if unused_left <= allowed {
-            break;
-        }
-        unused_left -= u.unused_bytes();
-        repack.push(u);
-    }
+    let used: u64 = uses.iter().map(|u| u.kept_bytes()).sum();
+    let shape: Vec<(u64, u64)> = partly
+        .iter()
+        .map(|u| (u.unused_bytes(), u.blob_bytes()))
+        .collect();
+    let (chosen, unused_left) = choose_repack(&shape, used, opts.max_unused);
+    let repack: Vec<&PackUse> = chosen.into_iter().map(|i| partly[i]).collect();
     r.unused_bytes_kept += unused_left;
 
     let mut new_packs: Vec<IndexPack> = Vec::new();
@@ -711,5 +734,26 @@ async fn delete_if_there(repo: &Repository, key: &str) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_repack;
+
+    #[test]
+    fn max_unused_is_measured_against_used_blob_bytes_highest_share_first() {
+        // 1000 used bytes at 5 %: at most 52 unused bytes may stay (5/95 of the used bytes).
+        // Two partly used packs: 30 unused of 60 (50 %) and 40 unused of 400 (10 %). 70 > 52:
+        // the pack with the higher share goes first, and then 40 left is within the limit.
+        let (chosen, left) = choose_repack(&[(40, 400), (30, 60)], 1000, 0.05);
+        assert_eq!(chosen, vec![1]);
+        assert_eq!(left, 40);
+        // 500 used bytes allow 26 unused: after the first pack 40 are still too many.
+        let (chosen, left) = choose_repack(&[(40, 400), (30, 60)], 500, 0.05);
+        assert_eq!((chosen.len(), left), (2, 0));
+        // 0 %: every partly used pack; 100 %: none.
+        assert_eq!(choose_repack(&[(1, 10), (2, 10)], 10, 0.0).0.len(), 2);
+        assert!(choose_repack(&[(9, 10), (2, 10)], 10, 1.0).0.is_empty());
     }
 }
