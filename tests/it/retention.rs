@@ -823,3 +823,121 @@ fn object_lock_on_moto_keeps_locked_packs_and_extends_what_kept_snapshots_need()
     assert_eq!(r.code, 0, "{r:?}");
     assert_same_tree(&kept_copy, &out.join("data"));
 }
+
+/// Every region (issue 13, "Every region"), on two real Garage servers: with r2 down,
+/// `forget --prune` prunes r1 and names r2 (exit 3); with r2 back, the next run prunes it;
+/// both verify with `--read-data`, the kept snapshot restores from r2, and `catalog rebuild`
+/// of each region finds the catalog already in agreement.
+#[test]
+fn forget_prune_with_a_region_down_then_catches_it_up() {
+    use support::garage::Garage;
+    use support::regions::{lifeboat, make_s3_tree, repos, run, Run};
+
+    let r1 = Garage::start("r1");
+    let mut r2 = Garage::start("r2");
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let urls = vec![r1.url("repo"), r2.url("repo")];
+    let cmd = |urls: &[String], args: &[&str]| -> Run {
+        let mut c = lifeboat(w);
+        repos(&mut c, urls);
+        c.args(args);
+        run(c)
+    };
+    let json = |r: &Run| -> serde_json::Value {
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"))
+    };
+    let r = cmd(&urls, &FAST_INIT);
+    assert_eq!(r.code, 0, "{r:?}");
+    let src = make_s3_tree(w, 3, 7);
+    for i in 0..4u64 {
+        write_random(&src.join("a/changing.bin"), 100 + i, 2 << 20);
+        let r = cmd(&urls, &["backup", src.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+
+    r2.stop();
+    let r = cmd(
+        &urls,
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--prune",
+            "--grace",
+            "0",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 3, "a region down is a partial success: {r:?}");
+    assert!(r.stderr.contains("region r2"), "{r:?}");
+    let j = json(&r);
+    let (g1, g2) = (&j["regions"][0], &j["regions"][1]);
+    assert_eq!(g1["name"], "r1", "{j:#}");
+    assert_eq!(g1["removed"], 3, "{j:#}");
+    assert!(g1["error"].is_null(), "{j:#}");
+    assert!(
+        g1["prune"]["sweep"]["deleted_packs"].as_u64().unwrap() >= 1,
+        "{j:#}"
+    );
+    assert_eq!(g2["name"], "r2", "{j:#}");
+    assert!(g2["error"].is_string(), "{j:#}");
+    assert_eq!(g2["removed"], 0, "{j:#}");
+
+    r2.restart();
+    let r = cmd(
+        &urls,
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--prune",
+            "--grace",
+            "0",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = json(&r);
+    let (g1, g2) = (&j["regions"][0], &j["regions"][1]);
+    assert_eq!(g1["removed"], 0, "{j:#}");
+    assert_eq!(g2["removed"], 3, "{j:#}");
+    assert!(
+        g2["prune"]["sweep"]["deleted_packs"].as_u64().unwrap() >= 1,
+        "{j:#}"
+    );
+
+    for (i, name) in ["r1", "r2"].iter().enumerate() {
+        let one = &urls[i..i + 1];
+        let r = cmd(one, &["verify", "--read-data", "--json"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(json(&r)["errors"], 0, "{r:?}");
+        let r = cmd(one, &["snapshots", "--json"]);
+        assert_eq!(json(&r).as_array().unwrap().len(), 1, "{name}: {r:?}");
+        let r = cmd(one, &["catalog", "rebuild", "--region", name, "--json"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        let rep = &json(&r)["report"];
+        assert_eq!(rep["snapshots_in_repository"], 1, "{name}: {r:?}");
+        assert_eq!(rep["added"], 0, "{name}: the catalog already had it: {r:?}");
+        assert_eq!(rep["updated"], 0, "{name}: {r:?}");
+        assert_eq!(
+            rep["findings"].as_array().unwrap().len(),
+            0,
+            "{name}: {r:?}"
+        );
+    }
+    let out = w.join("restored");
+    let r = cmd(
+        &urls,
+        &[
+            "restore",
+            "latest",
+            "--region",
+            "r2",
+            "--target",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&src, &out.join("src"));
+}
