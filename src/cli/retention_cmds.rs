@@ -73,7 +73,8 @@ pub struct ForgetArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct PruneOpts {
-    /// Repack partly used packs until at most this share of the repository is unused
+    /// Repack partly used packs until at most this share of the repository is unused after
+    /// the prune (restic's definition: unused at most p/(1-p) of the used blob bytes)
     #[arg(long, value_name = "PERCENT", default_value = "5%")]
     pub max_unused: String,
     /// Delete condemned packs only once their prune plan is this old (0: in this run; a
