@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::index::{Index, IndexBlob, IndexFile, IndexPack};
 use super::pack::{self, PackBuilder, PackEntry};
 use super::snapshot::Snapshot;
-use super::tree::{NodeKind, Tree};
+use super::tree::NodeKind;
 use super::{pack_key, ObjectKind, Repository};
 use crate::ids::{BlobId, IndexId, ObjectId, PackId, SnapshotId};
 use crate::store::StoreError;
@@ -160,7 +160,9 @@ async fn load_snapshots(
 }
 
 /// Adds every blob the trees below `roots` reference (tree blobs included) to `used`, reading
-/// each tree once (`visited`), a level at a time with several reads in flight.
+/// each tree once (`visited`), a level at a time with several reads in flight. Each tree is
+/// taken apart as soon as it arrives and dropped: only the ids of the next level are held,
+/// never a whole level of parsed trees (which was most of prune's peak memory).
 pub async fn collect_used(
     repo: &Repository,
     index: &Index,
@@ -173,14 +175,12 @@ pub async fn collect_used(
     while !level.is_empty() {
         cancel.check()?;
         used.extend(level.iter().copied());
-        let trees: Vec<Tree> = stream::iter(level)
+        let mut trees = stream::iter(std::mem::take(&mut level))
             .map(|t| async move { repo.load_tree(index, &t).await })
-            .buffered(CONCURRENCY)
-            .try_collect()
-            .await?;
+            .buffer_unordered(CONCURRENCY);
         let mut next = Vec::new();
-        for t in trees {
-            for n in t.nodes {
+        while let Some(t) = trees.next().await {
+            for n in t?.nodes {
                 match n.kind {
                     NodeKind::Dir => {
                         if let Some(s) = n.subtree {
