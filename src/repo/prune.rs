@@ -433,6 +433,16 @@ async fn repack_packs(
     let mut out = Vec::new();
     for u in repack {
         cancel.check()?;
+        // When this pack's kept blobs would overflow the new pack being built, that one is
+        // stored first: the old pack's bytes and a new pack's store, read-back and
+        // verification are never in memory at the same time.
+        if !builder.is_empty() && builder.len() as u64 + u.kept_bytes() > pack_size as u64 {
+            let full = std::mem::replace(
+                &mut builder,
+                PackBuilder::with_capacity(pack_size + (pack_size >> 3)),
+            );
+            out.push(store_verified(repo, full, r).await?);
+        }
         let id = u.pack.id;
         let bytes = repo.store.get(&pack_key(&id)).await?;
         if PackId::of(&bytes) != id {
@@ -476,13 +486,14 @@ async fn repack_packs(
                 ));
             }
             r.repacked_blobs += 1;
-            if builder.len() >= pack_size {
-                let full = std::mem::replace(
-                    &mut builder,
-                    PackBuilder::with_capacity(pack_size + (pack_size >> 3)),
-                );
-                out.push(store_verified(repo, full, r).await?);
-            }
+        }
+        drop(bytes);
+        if builder.len() >= pack_size {
+            let full = std::mem::replace(
+                &mut builder,
+                PackBuilder::with_capacity(pack_size + (pack_size >> 3)),
+            );
+            out.push(store_verified(repo, full, r).await?);
         }
         progress.inc(u.pack.size);
     }
