@@ -8,6 +8,7 @@ use lifeboat::ids::ObjectId;
 use lifeboat::repo::index::IndexFile;
 use lifeboat::repo::keys::KdfParams;
 use lifeboat::repo::lock::LockFile;
+use lifeboat::repo::object_lock::LockRecord;
 use lifeboat::repo::prune::PrunePlan;
 use lifeboat::repo::set::SetManifest;
 use lifeboat::repo::snapshot::Snapshot;
@@ -44,11 +45,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let repo = repo();
-    let kind = match selector % 5 {
+    let kind = match selector % 6 {
         0 => ObjectKind::Index,
         1 => ObjectKind::Snapshot,
         2 => ObjectKind::Lock,
         3 => ObjectKind::Set,
+        4 => ObjectKind::LockRecord,
         _ => ObjectKind::PrunePlan,
     };
     // Half the inputs are the compressed payload itself (the zstd decoder meets them); half
@@ -66,6 +68,7 @@ fuzz_target!(|data: &[u8]| {
         ObjectKind::Lock => drop(repo.open_json::<LockFile>(kind, &id, &sealed)),
         ObjectKind::PrunePlan => drop(repo.open_json::<PrunePlan>(kind, &id, &sealed)),
         ObjectKind::Set => drop(repo.open_json::<SetManifest>(kind, &id, &sealed)),
+        ObjectKind::LockRecord => drop(repo.open_json::<LockRecord>(kind, &id, &sealed)),
     }
     // A tree is a blob holding JSON: the same bytes straight into the tree reader's type.
     let _ = serde_json::from_slice::<Tree>(rest);

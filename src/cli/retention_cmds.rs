@@ -73,7 +73,8 @@ pub struct ForgetArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct PruneOpts {
-    /// Repack partly used packs until at most this share of the repository is unused
+    /// Repack partly used packs until at most this share of the repository is unused after
+    /// the prune (restic's definition: unused at most p/(1-p) of the used blob bytes)
     #[arg(long, value_name = "PERCENT", default_value = "5%")]
     pub max_unused: String,
     /// Delete condemned packs only once their prune plan is this old (0: in this run; a
@@ -233,6 +234,14 @@ fn print_forget(ctx: &Ctx, r: &ForgetReport) {
         if let Some(p) = &reg.prune {
             print_prune_region(p, r.dry_run, multi);
         }
+        if let Some(l) = &reg.object_lock {
+            let pre = if multi {
+                format!("region {}: ", reg.name)
+            } else {
+                String::new()
+            };
+            print_lock(l, &pre);
+        }
     }
 }
 
@@ -322,14 +331,51 @@ fn print_prune_region(r: &PruneRegion, dry_run: bool, multi: bool) {
             }
         );
     }
+    if let Some(m) = r.mark.as_ref().filter(|m| m.locked_packs > 0) {
+        println!(
+            "{pre}skipped {} unused or partly used packs ({}) still under Object Lock retention{}: kept, a later prune frees them",
+            m.locked_packs,
+            bytes(m.locked_bytes),
+            lapse(m.locked_lapse)
+        );
+    }
     if let Some(s) = r.sweep.as_ref().filter(|s| s.locked_packs > 0) {
         println!(
-            "{pre}{} packs ({}) are still under Object Lock retention: kept, a later prune deletes them once it lapses",
+            "{pre}{} packs ({}) are still under Object Lock retention{}: kept, will retry (a later prune deletes them once it lapses)",
             s.locked_packs,
-            bytes(s.locked_bytes)
+            bytes(s.locked_bytes),
+            lapse(s.locked_lapse)
         );
     }
     if let Some(d) = &r.deferred {
         println!("{pre}packs not deleted yet: the repository is in use ({d}); the next prune deletes them");
     }
+    if let Some(l) = &r.object_lock {
+        print_lock(l, &pre);
+    }
+}
+
+fn lapse(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| {
+        format!(
+            " (the first lapses {})",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    })
+    .unwrap_or_default()
+}
+
+fn print_lock(l: &crate::repo::object_lock::LockReport, pre: &str) {
+    println!(
+        "{pre}object lock: {} objects the snapshots need; extended {}{}; read {}; all locked until at least {}",
+        l.objects,
+        l.extended,
+        l.extended_to
+            .map(|t| format!(" to {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+            .unwrap_or_default(),
+        l.read,
+        l.earliest_until
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "-".into())
+    );
 }

@@ -158,6 +158,9 @@ pub async fn backup_paths(env: &Env, target: &Target, req: PathsRequest) -> Resu
     let regions = recorded_regions(target, opened.fanout.as_deref());
     let catalog_warnings =
         record::record_backup(env, repo, started, &host, None, result.as_ref(), &regions).await;
+    if result.is_ok() {
+        super::object_lock::after_backup(env, target, repo).await;
+    }
     Ok(PathsBackup {
         report: result?,
         regions: opened.fanout.as_ref().map(|m| m.results()),
@@ -240,6 +243,9 @@ pub async fn backup_plan(env: &Env, target: &Target, req: PlanRequest) -> Result
         };
         env.emit(Event::JobBackedUp(Box::new(outcome.clone())));
         outcomes.push(outcome);
+    }
+    if outcomes.iter().any(|o| o.result.is_ok()) {
+        super::object_lock::after_backup(env, target, repo).await;
     }
     Ok(PlanBackup {
         plan: p.name.clone(),

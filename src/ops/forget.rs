@@ -61,6 +61,9 @@ pub struct ForgetRegion {
     pub catalog_warnings: Vec<String>,
     /// `forget --prune`: the prune that followed.
     pub prune: Option<PruneRegion>,
+    /// Object Lock: the retention pass over what the kept snapshots need (without `--prune`;
+    /// with it, the prune's report has it).
+    pub object_lock: Option<crate::repo::object_lock::LockReport>,
 }
 
 /// One group of snapshots and what became of each.
@@ -163,6 +166,7 @@ pub async fn forget(env: &Env, target: &Target, req: ForgetRequest) -> Result<Fo
             kept: 0,
             catalog_warnings: Vec::new(),
             prune: None,
+            object_lock: None,
         };
         match forget_region(env, target, region, &req, &policy, &mut fr).await {
             Ok(()) => {}
@@ -248,6 +252,8 @@ async fn forget_region(
         let mut pr = super::prune::prune_repo(env, &repo, &recorded_as, p).await?;
         pr.name = region.name.clone();
         fr.prune = Some(pr);
+    } else if !req.dry_run {
+        fr.object_lock = super::object_lock::extend(env, &repo).await?;
     }
     Ok(())
 }

@@ -24,6 +24,15 @@ pub async fn init(target: &Target, opts: InitOptions) -> Result<Created> {
             location: store.describe(),
         });
     }
+    // A destination asking for Object Lock must have a bucket that enforces it.
+    if let Err(e) = store.check_lock_support().await {
+        return Err(match e {
+            crate::store::StoreError::Permanent { detail, .. } => {
+                Error::Config(format!("{}: {detail}", store.describe()))
+            }
+            other => other.into(),
+        });
+    }
     let pw = target.password(&store.describe(), true)?;
     let repo = Repository::init(store, pw.as_bytes(), opts).await?;
     // The report-signing key, wrapped by the new master key (every region, like the rest).

@@ -22,6 +22,7 @@ pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod notify;
+pub mod object_lock;
 pub mod plans;
 pub mod preflight;
 pub mod prune;

@@ -54,6 +54,8 @@ pub struct PruneRegion {
     /// Phase 2 could not take its exclusive lock (a backup or drill is running): the plan
     /// is stored and the next prune carries it out.
     pub deferred: Option<String>,
+    /// Object Lock: the retention pass that followed (destinations with `object_lock_mode`).
+    pub object_lock: Option<crate::repo::object_lock::LockReport>,
     pub catalog_warnings: Vec<String>,
 }
 
@@ -135,6 +137,7 @@ pub async fn prune(
                     mark: None,
                     sweep: None,
                     deferred: None,
+                    object_lock: None,
                     catalog_warnings: Vec::new(),
                 });
             }
@@ -162,6 +165,7 @@ pub async fn prune_repo(
         mark: None,
         sweep: None,
         deferred: None,
+        object_lock: None,
         catalog_warnings: Vec::new(),
     };
     let opts = MarkOptions {
@@ -202,6 +206,8 @@ pub async fn prune_repo(
         }
         Err(e) => return Err(e),
     }
+    // What the remaining snapshots need stays locked (a no-op without Object Lock).
+    pr.object_lock = super::object_lock::extend(env, repo).await?;
     Ok(pr)
 }
 

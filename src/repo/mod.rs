@@ -18,6 +18,7 @@ pub mod heal;
 pub mod index;
 pub mod keys;
 pub mod lock;
+pub mod object_lock;
 pub mod pack;
 pub mod prune;
 pub mod retention;
@@ -172,6 +173,9 @@ pub enum ObjectKind {
     PrunePlan,
     /// A recovery-point set manifest (`sets/<id>`, see `repo::set`).
     Set,
+    /// The Object Lock extension pass's record of retain-until dates (`retention/<id>`, see
+    /// `repo::object_lock`).
+    LockRecord,
 }
 
 impl ObjectKind {
@@ -182,6 +186,7 @@ impl ObjectKind {
             ObjectKind::Lock => "locks",
             ObjectKind::PrunePlan => "prune",
             ObjectKind::Set => "sets",
+            ObjectKind::LockRecord => "retention",
         }
     }
     pub fn key(self, id: &ObjectId) -> String {

@@ -27,9 +27,10 @@ use serde::{Deserialize, Serialize};
 use super::index::{Index, IndexBlob, IndexFile, IndexPack};
 use super::pack::{self, PackBuilder, PackEntry};
 use super::snapshot::Snapshot;
-use super::tree::{NodeKind, Tree};
+use super::tree::NodeKind;
 use super::{pack_key, ObjectKind, Repository};
 use crate::ids::{BlobId, IndexId, ObjectId, PackId, SnapshotId};
+use crate::store::StoreError;
 use crate::sys::Cancel;
 use crate::{Error, Result};
 
@@ -82,6 +83,11 @@ pub struct MarkReport {
     pub unused_bytes_kept: u64,
     /// Blobs a snapshot needs that no index lists (damage `verify` reports; never deleted).
     pub missing_blobs: usize,
+    /// Unused or partly used packs left alone because Object Lock keeps them (the lock record
+    /// says so): a prune after `locked_lapse`, the first of their dates, frees them.
+    pub locked_packs: usize,
+    pub locked_bytes: u64,
+    pub locked_lapse: Option<DateTime<Utc>>,
     /// The stored plan, when something was condemned (`None` on a dry run).
     pub plan: Option<ObjectId>,
     /// Condemned packs (planned, or on a dry run what would be).
@@ -108,6 +114,8 @@ pub struct SweepReport {
     /// indexed again, retried by a later prune.
     pub locked_packs: usize,
     pub locked_bytes: u64,
+    /// The first date one of them lapses, when the store said.
+    pub locked_lapse: Option<DateTime<Utc>>,
 }
 
 /// Phase 1 options.
@@ -152,7 +160,9 @@ async fn load_snapshots(
 }
 
 /// Adds every blob the trees below `roots` reference (tree blobs included) to `used`, reading
-/// each tree once (`visited`), a level at a time with several reads in flight.
+/// each tree once (`visited`), a level at a time with several reads in flight. Each tree is
+/// taken apart as soon as it arrives and dropped: only the ids of the next level are held,
+/// never a whole level of parsed trees (which was most of prune's peak memory).
 pub async fn collect_used(
     repo: &Repository,
     index: &Index,
@@ -165,14 +175,12 @@ pub async fn collect_used(
     while !level.is_empty() {
         cancel.check()?;
         used.extend(level.iter().copied());
-        let trees: Vec<Tree> = stream::iter(level)
+        let mut trees = stream::iter(std::mem::take(&mut level))
             .map(|t| async move { repo.load_tree(index, &t).await })
-            .buffered(CONCURRENCY)
-            .try_collect()
-            .await?;
+            .buffer_unordered(CONCURRENCY);
         let mut next = Vec::new();
-        for t in trees {
-            for n in t.nodes {
+        while let Some(t) = trees.next().await {
+            for n in t?.nodes {
                 match n.kind {
                     NodeKind::Dir => {
                         if let Some(s) = n.subtree {
@@ -253,6 +261,40 @@ fn claim<'a>(packs: &[&'a IndexPack], used: &HashSet<BlobId>) -> Vec<PackUse<'a>
         .collect()
 }
 
+/// Which partly used packs to repack, given each one's (unused, total) blob bytes and the
+/// bytes of used blobs in the whole repository: restic's rule, so that `--max-unused` means
+/// the same in both tools. After the prune at most `max_unused` of the repository may be
+/// unused, i.e. unused ≤ max_unused / (1 − max_unused) × used blob bytes (100 %: no limit);
+/// the packs with the highest share of unused bytes go first (the most space freed per byte
+/// copied). Returns the chosen indices and the unused bytes left.
+fn choose_repack(packs: &[(u64, u64)], used: u64, max_unused: f64) -> (Vec<usize>, u64) {
+    let p = max_unused.clamp(0.0, 1.0);
+    let allowed = if p >= 1.0 {
+        u64::MAX
+    } else {
+        (p / (1.0 - p) * used as f64) as u64
+    };
+    let mut order: Vec<usize> = (0..packs.len()).collect();
+    order.sort_by(|&a, &b| {
+        let ((ua, ta), (ub, tb)) = (packs[a], packs[b]);
+        // ub/tb vs ua/ta without division, highest share first.
+        (ub as u128 * ta as u128)
+            .cmp(&(ua as u128 * tb as u128))
+            .then(ub.cmp(&ua))
+            .then(a.cmp(&b))
+    });
+    let mut left: u64 = packs.iter().map(|p| p.0).sum();
+    let mut chosen = Vec::new();
+    for i in order {
+        if left <= allowed {
+            break;
+        }
+        left -= packs[i].0;
+        chosen.push(i);
+    }
+    (chosen, left)
+}
+
 /// Phase 1. The caller holds a shared lock.
 pub async fn mark(
     repo: &Repository,
@@ -296,10 +338,26 @@ pub async fn mark(
     r.packs = packs.len();
     r.bytes = packs.iter().map(|p| p.size).sum();
     let uses = claim(&packs, &used);
+    // Packs Object Lock still keeps cannot be freed: neither condemned nor repacked.
+    let locked = if repo.store.lock_policy().is_some() {
+        let (record, _) = super::object_lock::load_record(repo).await?;
+        super::object_lock::locked_after(&record, crate::sys::clock::lock_now())
+    } else {
+        HashMap::new()
+    };
 
     let mut condemned: Vec<CondemnedPack> = Vec::new();
     let mut partly: Vec<&PackUse> = Vec::new();
     for u in &uses {
+        if u.keep.len() < u.pack.blobs.len() {
+            if let Some(t) = locked.get(&u.pack.id) {
+                r.locked_packs += 1;
+                r.locked_bytes += u.pack.size;
+                r.locked_lapse = Some(r.locked_lapse.map_or(*t, |l| l.min(*t)));
+                r.unused_bytes_kept += u.unused_bytes();
+                continue;
+            }
+        }
         if u.keep.is_empty() {
             r.unused_packs += 1;
             r.unused_bytes += u.pack.size;
@@ -312,25 +370,14 @@ pub async fn mark(
             partly.push(u);
         }
     }
-    // Repack the packs with the most unused bytes first, until what stays unused is at most
-    // `max_unused` of what the repository keeps.
-    partly.sort_by(|a, b| {
-        b.unused_bytes()
-            .cmp(&a.unused_bytes())
-            .then(a.pack.id.cmp(&b.pack.id))
-    });
-    let after = r.bytes - r.unused_bytes;
-    let allowed = (opts.max_unused.clamp(0.0, 1.0) * after as f64) as u64;
-    let mut unused_left: u64 = partly.iter().map(|u| u.unused_bytes()).sum();
-    let mut repack: Vec<&PackUse> = Vec::new();
-    for u in partly {
-        if unused_left <= allowed {
-            break;
-        }
-        unused_left -= u.unused_bytes();
-        repack.push(u);
-    }
-    r.unused_bytes_kept = unused_left;
+    let used: u64 = uses.iter().map(|u| u.kept_bytes()).sum();
+    let shape: Vec<(u64, u64)> = partly
+        .iter()
+        .map(|u| (u.unused_bytes(), u.blob_bytes()))
+        .collect();
+    let (chosen, unused_left) = choose_repack(&shape, used, opts.max_unused);
+    let repack: Vec<&PackUse> = chosen.into_iter().map(|i| partly[i]).collect();
+    r.unused_bytes_kept += unused_left;
 
     let mut new_packs: Vec<IndexPack> = Vec::new();
     if !opts.dry_run && !repack.is_empty() {
@@ -388,6 +435,16 @@ async fn repack_packs(
     let mut out = Vec::new();
     for u in repack {
         cancel.check()?;
+        // When this pack's kept blobs would overflow the new pack being built, that one is
+        // stored first: the old pack's bytes and a new pack's store, read-back and
+        // verification are never in memory at the same time.
+        if !builder.is_empty() && builder.len() as u64 + u.kept_bytes() > pack_size as u64 {
+            let full = std::mem::replace(
+                &mut builder,
+                PackBuilder::with_capacity(pack_size + (pack_size >> 3)),
+            );
+            out.push(store_verified(repo, full, r).await?);
+        }
         let id = u.pack.id;
         let bytes = repo.store.get(&pack_key(&id)).await?;
         if PackId::of(&bytes) != id {
@@ -431,13 +488,14 @@ async fn repack_packs(
                 ));
             }
             r.repacked_blobs += 1;
-            if builder.len() >= pack_size {
-                let full = std::mem::replace(
-                    &mut builder,
-                    PackBuilder::with_capacity(pack_size + (pack_size >> 3)),
-                );
-                out.push(store_verified(repo, full, r).await?);
-            }
+        }
+        drop(bytes);
+        if builder.len() >= pack_size {
+            let full = std::mem::replace(
+                &mut builder,
+                PackBuilder::with_capacity(pack_size + (pack_size >> 3)),
+            );
+            out.push(store_verified(repo, full, r).await?);
         }
         progress.inc(u.pack.size);
     }
@@ -631,7 +689,7 @@ pub async fn sweep(
     let sizes: Vec<(PackId, u64)> = doomed.iter().map(|p| (*p, condemned[p])).collect();
     let results: Vec<(PackId, u64, Result<()>)> = stream::iter(sizes.iter())
         .map(|(p, size)| async move {
-            let res = delete_if_there(repo, &pack_key(p)).await;
+            let res = purge(repo, &pack_key(p)).await;
             crate::failpoint::crash("prune-mid-delete");
             (*p, *size, res)
         })
@@ -639,17 +697,22 @@ pub async fn sweep(
         .collect()
         .await;
     let mut locked: Vec<PackId> = Vec::new();
+    let mut dates: Vec<(String, DateTime<Utc>)> = Vec::new();
     for (p, size, res) in results {
         match res {
             Ok(()) => {
                 r.deleted_packs += 1;
                 r.freed_bytes += size;
             }
-            Err(Error::Store(e)) if is_refused_delete(&e) => {
-                tracing::warn!(pack = %p, error = %e, "the store refused to delete a pack (Object Lock?); kept");
+            Err(Error::Store(StoreError::Locked { until, .. })) => {
+                tracing::info!(pack = %p, until = ?until, "pack still under Object Lock retention; kept, a later prune deletes it");
                 locked.push(p);
                 r.locked_packs += 1;
                 r.locked_bytes += size;
+                if let Some(t) = until {
+                    r.locked_lapse = Some(r.locked_lapse.map_or(t, |l| l.min(t)));
+                    dates.push((pack_key(&p), t));
+                }
             }
             Err(e) => return Err(e),
         }
@@ -663,6 +726,8 @@ pub async fn sweep(
             .cloned()
             .collect();
         repo.save_index(again).await?;
+        // The next mark skips them until their date instead of condemning them again.
+        super::object_lock::remember(repo, &dates).await?;
     }
     // 4. The plans: done.
     for (id, _) in &due {
@@ -672,17 +737,13 @@ pub async fn sweep(
     Ok(r)
 }
 
-/// A delete the store refused for good (S3 Object Lock answers AccessDenied for a locked
-/// object version), as opposed to a store that is down (which fails the region's prune).
-fn is_refused_delete(e: &crate::store::StoreError) -> bool {
-    use crate::store::StoreError;
-    match e {
-        StoreError::PermissionDenied { .. } => true,
-        StoreError::Permanent { detail, .. } => {
-            let d = detail.to_ascii_lowercase();
-            d.contains("lock") || d.contains("retention") || d.contains("accessdenied")
-        }
-        _ => false,
+/// Removes a pack for good (every version, on a bucket with Object Lock); a missing one is
+/// fine.
+async fn purge(repo: &Repository, key: &str) -> Result<()> {
+    match repo.store.purge(key).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -691,5 +752,26 @@ async fn delete_if_there(repo: &Repository, key: &str) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_repack;
+
+    #[test]
+    fn max_unused_is_measured_against_used_blob_bytes_highest_share_first() {
+        // 1000 used bytes at 5 %: at most 52 unused bytes may stay (5/95 of the used bytes).
+        // Two partly used packs: 30 unused of 60 (50 %) and 40 unused of 400 (10 %). 70 > 52:
+        // the pack with the higher share goes first, and then 40 left is within the limit.
+        let (chosen, left) = choose_repack(&[(40, 400), (30, 60)], 1000, 0.05);
+        assert_eq!(chosen, vec![1]);
+        assert_eq!(left, 40);
+        // 500 used bytes allow 26 unused: after the first pack 40 are still too many.
+        let (chosen, left) = choose_repack(&[(40, 400), (30, 60)], 500, 0.05);
+        assert_eq!((chosen.len(), left), (2, 0));
+        // 0 %: every partly used pack; 100 %: none.
+        assert_eq!(choose_repack(&[(1, 10), (2, 10)], 10, 0.0).0.len(), 2);
+        assert!(choose_repack(&[(9, 10), (2, 10)], 10, 1.0).0.is_empty());
     }
 }

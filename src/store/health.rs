@@ -17,6 +17,8 @@ pub enum HealthProblem {
     Unreachable,
     WrongRegion,
     ClockSkew,
+    /// The destination asks for Object Lock but the bucket does not enforce it.
+    ObjectLockMissing,
     ProbeFailed,
 }
 

@@ -99,6 +99,30 @@ pub enum StoreError {
 
     #[error("store {store} refused the request signature because of clock skew: {detail}")]
     ClockSkew { store: String, detail: String },
+
+    /// The store refused to delete (or change) `key` because a version of it is under Object
+    /// Lock retention (until `until`, when the store says) or a legal hold. Not a fault: the
+    /// object stays, and a later attempt after the date succeeds.
+    #[error("{key} in {store} is under Object Lock retention{}", until.map(|u| format!(" until {}", u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))).unwrap_or_else(|| " (or a legal hold)".into()))]
+    Locked {
+        store: String,
+        key: String,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+/// The Object Lock retention a destination asks for on every object it writes
+/// (`object_lock_mode`, `object_lock_days`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LockPolicy {
+    pub mode: s3::LockMode,
+    pub days: u32,
+}
+
+impl LockPolicy {
+    pub fn period(&self) -> chrono::Duration {
+        chrono::Duration::days(self.days as i64)
+    }
 }
 
 impl StoreError {
@@ -147,6 +171,9 @@ impl StoreError {
             StoreError::Unreachable { .. } => {
                 Some("check that the store is mounted / the endpoint is reachable".into())
             }
+            StoreError::Locked { .. } => Some(
+                "Object Lock keeps it until its retention lapses; a prune after that date deletes it".into(),
+            ),
             StoreError::ClockSkew { .. } => Some(
                 "sync this machine's clock (chrony or systemd-timesyncd): S3 refuses signatures more than 15 minutes off"
                     .into(),
@@ -192,6 +219,49 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// (S3) have nothing to sweep; decorators forward to what they wrap.
     fn sweep_leftovers(&self) -> usize {
         0
+    }
+
+    /// The Object Lock retention this store puts on what it writes; `None` (the default): its
+    /// objects are not locked, and the lock operations below are never called.
+    fn lock_policy(&self) -> Option<LockPolicy> {
+        None
+    }
+
+    /// When the store asks for Object Lock: checks that the bucket really enforces it (a
+    /// bucket without it would silently accept deletes). An error names the fix.
+    async fn check_lock_support(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// The retain-until date of `key`'s current version (`None`: not locked).
+    async fn lock_until(&self, key: &str) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// Extends the retention of `key`'s current version to `until`, in the store's lock mode.
+    /// Callers never ask for an earlier date than the one in force (S3 refuses to shorten a
+    /// compliance lock).
+    async fn extend_lock(
+        &self,
+        key: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<()> {
+        let _ = until;
+        Err(StoreError::Permanent {
+            store: self.describe(),
+            op: "extend_lock",
+            key: key.into(),
+            detail: "this store has no Object Lock".into(),
+        })
+    }
+
+    /// Removes `key` for good: on a store that keeps versions (a bucket with Object Lock),
+    /// every version and delete marker, not just the current one (which `delete` hides behind
+    /// a delete marker, freeing nothing). A version still under retention is refused with
+    /// [`StoreError::Locked`] and the key then reads as before. Default: [`Store::delete`].
+    async fn purge(&self, key: &str) -> StoreResult<()> {
+        self.delete(key).await
     }
 }
 

@@ -432,6 +432,14 @@ impl Store for MultiStore {
             .sum()
     }
 
+    /// Every region's bucket must enforce the Object Lock its destination asks for.
+    async fn check_lock_support(&self) -> StoreResult<()> {
+        for r in &self.regions {
+            r.dest.store.check_lock_support().await?;
+        }
+        Ok(())
+    }
+
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         self.read_first("get", key, |s| async move { s.get(key).await })
             .await

@@ -342,6 +342,33 @@ impl Store for RetryStore {
     fn sweep_leftovers(&self) -> usize {
         self.inner.sweep_leftovers()
     }
+
+    fn lock_policy(&self) -> Option<super::LockPolicy> {
+        self.inner.lock_policy()
+    }
+
+    async fn check_lock_support(&self) -> StoreResult<()> {
+        self.run("check_object_lock", "", || self.inner.check_lock_support())
+            .await
+    }
+
+    async fn lock_until(&self, key: &str) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        self.run("lock_until", key, || self.inner.lock_until(key))
+            .await
+    }
+
+    async fn extend_lock(
+        &self,
+        key: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<()> {
+        self.run("extend_lock", key, || self.inner.extend_lock(key, until))
+            .await
+    }
+
+    async fn purge(&self, key: &str) -> StoreResult<()> {
+        self.run("purge", key, || self.inner.purge(key)).await
+    }
 }
 
 #[cfg(test)]

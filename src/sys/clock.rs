@@ -42,3 +42,24 @@ impl Clock for ManualClock {
         *self.0.lock().expect("clock lock")
     }
 }
+
+/// The environment variable that sets the time Object Lock dates are computed from
+/// ([`lock_now`]): an RFC 3339 instant. For tests and lock drills against a server whose own
+/// clock is moved the same way (moto's, see `tests/it/support/moto.rs`); never set it in
+/// production, where a real S3 judges retention by its own clock.
+pub const LOCK_CLOCK_VAR: &str = "LIFEBOAT_LOCK_CLOCK";
+
+/// "Now" for Object Lock: the retain-until dates lifeboat asks for and judges. The wall clock
+/// unless [`LOCK_CLOCK_VAR`] names another instant (a bad value is ignored, with a warning).
+pub fn lock_now() -> DateTime<Utc> {
+    match std::env::var(LOCK_CLOCK_VAR) {
+        Ok(v) if !v.trim().is_empty() => match DateTime::parse_from_rfc3339(v.trim()) {
+            Ok(t) => t.with_timezone(&Utc),
+            Err(e) => {
+                tracing::warn!(value = %v, error = %e, "{LOCK_CLOCK_VAR} is not an RFC 3339 time; using the wall clock");
+                Utc::now()
+            }
+        },
+        _ => Utc::now(),
+    }
+}

@@ -638,3 +638,306 @@ fn prune_beside_a_running_backup_loses_nothing() {
     s.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
     assert_same_tree(&data, &out.join("data"));
 }
+
+/// Object Lock against moto (the one S3 here that enforces locks; see support/moto.rs), with
+/// the server's clock and lifeboat's lock clock moved together by hand:
+/// - `init` and `healthcheck` refuse a bucket without Object Lock when the destination asks
+///   for it, naming the fix;
+/// - a pack that only a forgotten snapshot needed and that is still locked is not deleted:
+///   prune skips it when the lock record knows the date, and when the record is lost the
+///   store's refusal is counted as "still locked, kept, will retry" (output and JSON);
+/// - the retention pass extends what the kept snapshot still needs, so after the original
+///   lock date of its first packs has passed at the server, an attacker deleting every
+///   version of everything deletes only what no kept snapshot needs (which proves the
+///   server's clock really passed those dates), and the kept snapshot restores
+///   byte-identical; prune then really frees the lapsed pack (its versions are gone).
+#[test]
+fn object_lock_on_moto_keeps_locked_packs_and_extends_what_kept_snapshots_need() {
+    use chrono::{Duration as Days, SubsecRound, Utc};
+    use support::moto::Moto;
+    use support::regions::{lifeboat, run};
+
+    let moto = Moto::start();
+    moto.create_bucket("plain", false);
+    moto.create_bucket("locked", true);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let lock = "&object_lock_mode=compliance&object_lock_days=2";
+    let t0 = Utc::now().trunc_subsecs(0);
+    let at = |t: chrono::DateTime<Utc>, args: &[&str], url: &str| {
+        moto.set_clock(t);
+        let mut c = lifeboat(w);
+        c.env("LIFEBOAT_LOCK_CLOCK", t.to_rfc3339())
+            .env("LIFEBOAT_STATE_DIR", w.join("state"))
+            .arg("--repo")
+            .arg(url)
+            .args(args);
+        run(c)
+    };
+
+    // A destination asking for Object Lock on a bucket without it: refused, with the fix.
+    let plain = moto.url("plain", "repo", lock);
+    let r = at(t0, &FAST_INIT, &plain);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.all().contains("does not have Object Lock enabled")
+            && r.all().contains("--object-lock-enabled-for-bucket"),
+        "{r:?}"
+    );
+    let r = at(t0, &["healthcheck", "--json"], &plain);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.all().contains("object_lock_missing"), "{r:?}");
+
+    let url = moto.url("locked", "repo", lock);
+    let r = at(t0, &FAST_INIT, &url);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = at(t0, &["healthcheck"], &url);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // S1 at t0: a (kept on) and b (only S1 has it). S2 an hour later: a and c.
+    let data = w.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // 8 MiB packs: S1 writes a's first 8 MiB (its first pack, which S2 still needs whole),
+    // a's tail with the start of b, and a pack no later snapshot needs (b's tail, S1's trees).
+    write_random(&data.join("a"), 1, 10 << 20);
+    write_random(&data.join("b"), 2, 9 << 20);
+    let r = at(t0, &["backup", data.to_str().unwrap()], &url);
+    assert_eq!(r.code, 0, "{r:?}");
+    let s1_packs: Vec<String> = moto
+        .versions("locked", "repo/data/")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    std::fs::remove_file(data.join("b")).unwrap();
+    write_random(&data.join("c"), 3, 1 << 20);
+    let t1 = t0 + Days::hours(1);
+    let r = at(t1, &["backup", data.to_str().unwrap()], &url);
+    assert_eq!(r.code, 0, "{r:?}");
+    let kept_copy = w.join("kept-copy");
+    std::fs::create_dir_all(&kept_copy).unwrap();
+    for f in ["a", "c"] {
+        std::fs::copy(data.join(f), kept_copy.join(f)).unwrap();
+    }
+    let versions_s2 = moto.versions("locked", "repo/data/").len();
+
+    // forget S1 and prune at once: b's pack is unused but locked (until t0 + 2 days); the
+    // record (filled by the backups' passes) says so, and prune skips it.
+    let r = at(
+        t1,
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--prune",
+            "--grace",
+            "0",
+            "--json",
+        ],
+        &url,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let p = &j["regions"][0]["prune"];
+    assert_eq!(j["regions"][0]["removed"], 1, "{j:#}");
+    assert!(p["mark"]["locked_packs"].as_u64().unwrap() >= 1, "{j:#}");
+    assert_eq!(p["sweep"]["deleted_packs"], 0, "{j:#}");
+    let versions_now = moto.versions("locked", "repo/data/").len();
+    assert_eq!(versions_now, versions_s2, "no pack was deleted");
+
+    // The record lost (the attacker or an operator removed it): prune condemns the pack, the
+    // store refuses to delete its locked version, and that is "kept, will retry", not an error.
+    moto.boto("p = s3.get_paginator('list_objects_v2')\nfor page in p.paginate(Bucket='locked', Prefix='repo/retention/'):\n    for o in page.get('Contents', []):\n        s3.delete_object(Bucket='locked', Key=o['Key'])");
+    let r = at(t1, &["prune", "--grace", "0", "--max-unused", "100%"], &url);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("still under Object Lock retention") && r.stdout.contains("will retry"),
+        "{r:?}"
+    );
+    let r = at(
+        t1,
+        &["prune", "--grace", "0", "--max-unused", "100%", "--json"],
+        &url,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let reg = &j["regions"][0];
+    assert!(
+        reg["mark"]["locked_packs"].as_u64().unwrap() >= 1
+            || reg["sweep"]["locked_packs"].as_u64().unwrap() >= 1,
+        "{j:#}"
+    );
+    // Nothing was deleted.
+    let now: Vec<String> = moto
+        .versions("locked", "repo/data/")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(now.len(), versions_now, "{now:?}");
+    let r = at(t1, &["verify", "--read-data", "--json"], &url);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // 30 hours in (less than a day of lock left on S1's objects): the pass extends what S2
+    // needs to t + 2 days; b's pack (no snapshot needs it) is left to lapse.
+    let t2 = t0 + Days::hours(30);
+    let r = at(t2, &["forget", "--keep-last", "1", "--json"], &url);
+    assert_eq!(r.code, 0, "{r:?}");
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let l = &j["regions"][0]["object_lock"];
+    assert!(l["extended"].as_u64().unwrap() > 0, "{j:#}");
+
+    // 50 hours in: every object S1 and S2 wrote has passed its original lock date. prune
+    // now really frees b's pack: its versions are gone, not hidden behind a delete marker.
+    let t3 = t0 + Days::hours(50);
+    let r = at(t3, &["prune", "--grace", "0", "--json"], &url);
+    assert_eq!(r.code, 0, "{r:?}");
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        j["regions"][0]["sweep"]["deleted_packs"].as_u64().unwrap() >= 1,
+        "{j:#}"
+    );
+    let left: Vec<String> = moto
+        .versions("locked", "repo/data/")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(left.len() < versions_now, "{left:?}");
+
+    // The attacker: every version of everything. Some deletes succeed (the server's clock is
+    // past the original dates: the prune plans, locks and records written at t0/t1 go),
+    // every object S2 needs is refused.
+    let (deleted, refused) = moto.delete_every_version("locked", "repo/");
+    assert!(
+        !deleted.is_empty(),
+        "the server's clock passed the original lock dates"
+    );
+    assert!(
+        s1_packs.iter().any(|k| refused.contains(k)),
+        "S2 still needs some of S1's first packs: {refused:?}"
+    );
+    let out = w.join("restored");
+    let r = at(
+        t3,
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+        &url,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&kept_copy, &out.join("data"));
+}
+
+/// Every region (issue 13, "Every region"), on two real Garage servers: with r2 down,
+/// `forget --prune` prunes r1 and names r2 (exit 3); with r2 back, the next run prunes it;
+/// both verify with `--read-data`, the kept snapshot restores from r2, and `catalog rebuild`
+/// of each region finds the catalog already in agreement.
+#[test]
+fn forget_prune_with_a_region_down_then_catches_it_up() {
+    use support::garage::Garage;
+    use support::regions::{lifeboat, make_s3_tree, repos, run, Run};
+
+    let r1 = Garage::start("r1");
+    let mut r2 = Garage::start("r2");
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let urls = vec![r1.url("repo"), r2.url("repo")];
+    let cmd = |urls: &[String], args: &[&str]| -> Run {
+        let mut c = lifeboat(w);
+        repos(&mut c, urls);
+        c.args(args);
+        run(c)
+    };
+    let json = |r: &Run| -> serde_json::Value {
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"))
+    };
+    let r = cmd(&urls, &FAST_INIT);
+    assert_eq!(r.code, 0, "{r:?}");
+    let src = make_s3_tree(w, 3, 7);
+    for i in 0..4u64 {
+        write_random(&src.join("a/changing.bin"), 100 + i, 2 << 20);
+        let r = cmd(&urls, &["backup", src.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+
+    r2.stop();
+    let r = cmd(
+        &urls,
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--prune",
+            "--grace",
+            "0",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 3, "a region down is a partial success: {r:?}");
+    assert!(r.stderr.contains("region r2"), "{r:?}");
+    let j = json(&r);
+    let (g1, g2) = (&j["regions"][0], &j["regions"][1]);
+    assert_eq!(g1["name"], "r1", "{j:#}");
+    assert_eq!(g1["removed"], 3, "{j:#}");
+    assert!(g1["error"].is_null(), "{j:#}");
+    assert!(
+        g1["prune"]["sweep"]["deleted_packs"].as_u64().unwrap() >= 1,
+        "{j:#}"
+    );
+    assert_eq!(g2["name"], "r2", "{j:#}");
+    assert!(g2["error"].is_string(), "{j:#}");
+    assert_eq!(g2["removed"], 0, "{j:#}");
+
+    r2.restart();
+    let r = cmd(
+        &urls,
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--prune",
+            "--grace",
+            "0",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = json(&r);
+    let (g1, g2) = (&j["regions"][0], &j["regions"][1]);
+    assert_eq!(g1["removed"], 0, "{j:#}");
+    assert_eq!(g2["removed"], 3, "{j:#}");
+    assert!(
+        g2["prune"]["sweep"]["deleted_packs"].as_u64().unwrap() >= 1,
+        "{j:#}"
+    );
+
+    for (i, name) in ["r1", "r2"].iter().enumerate() {
+        let one = &urls[i..i + 1];
+        let r = cmd(one, &["verify", "--read-data", "--json"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(json(&r)["errors"], 0, "{r:?}");
+        let r = cmd(one, &["snapshots", "--json"]);
+        assert_eq!(json(&r).as_array().unwrap().len(), 1, "{name}: {r:?}");
+        let r = cmd(one, &["catalog", "rebuild", "--region", name, "--json"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        let rep = &json(&r)["report"];
+        assert_eq!(rep["snapshots_in_repository"], 1, "{name}: {r:?}");
+        assert_eq!(rep["added"], 0, "{name}: the catalog already had it: {r:?}");
+        assert_eq!(rep["updated"], 0, "{name}: {r:?}");
+        assert_eq!(
+            rep["findings"].as_array().unwrap().len(),
+            0,
+            "{name}: {r:?}"
+        );
+    }
+    let out = w.join("restored");
+    let r = cmd(
+        &urls,
+        &[
+            "restore",
+            "latest",
+            "--region",
+            "r2",
+            "--target",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&src, &out.join("src"));
+}

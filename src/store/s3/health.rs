@@ -56,6 +56,23 @@ pub async fn healthcheck(store: &S3Store) -> HealthReport {
         diagnose(store, &mut r, e);
         return r;
     }
+    // A destination that asks for Object Lock on a bucket without it would protect nothing.
+    if let Err(e) = store.check_bucket_lock().await {
+        match e {
+            StoreError::Permanent { detail, .. } if detail.contains("Object Lock") => {
+                let (what, fix) = detail.split_once(": ").unwrap_or((&detail, ""));
+                r.problem = Some(HealthProblem::ObjectLockMissing);
+                r.detail = format!("bucket {}: {what}", cfg.bucket);
+                r.hint = Some(fix.to_string());
+            }
+            other => {
+                r.problem = Some(HealthProblem::ProbeFailed);
+                r.detail = other.to_string();
+                r.hint = other.hint();
+            }
+        }
+        return r;
+    }
     let key = probe_key();
     let body = Bytes::from(format!(
         "lifeboat healthcheck {}",

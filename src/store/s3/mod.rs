@@ -33,10 +33,11 @@ mod client;
 mod config;
 mod health;
 mod multipart;
+mod object_lock;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
@@ -154,11 +155,9 @@ impl S3Store {
                 .object_lock_mode
                 .zip(cfg.object_lock_days)
                 .map(|(m, days)| {
-                    let until = SystemTime::now() + Duration::from_secs(days as u64 * 86400);
-                    let secs = until
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs() as i64;
+                    let secs = (crate::sys::clock::lock_now()
+                        + chrono::Duration::days(days as i64))
+                    .timestamp();
                     let mode = match m {
                         LockMode::Governance => ObjectLockMode::Governance,
                         LockMode::Compliance => ObjectLockMode::Compliance,
@@ -437,6 +436,35 @@ impl Store for S3Store {
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectInfo>> {
         self.head_raw(key).await
+    }
+
+    // Object Lock: `object_lock.rs`.
+    fn lock_policy(&self) -> Option<super::LockPolicy> {
+        self.policy()
+    }
+
+    async fn check_lock_support(&self) -> StoreResult<()> {
+        self.check_bucket_lock().await
+    }
+
+    async fn lock_until(&self, key: &str) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        self.lock_until_of(key).await
+    }
+
+    async fn extend_lock(
+        &self,
+        key: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<()> {
+        self.extend(key, until).await
+    }
+
+    async fn purge(&self, key: &str) -> StoreResult<()> {
+        if self.policy().is_some() {
+            self.purge_versions(key).await
+        } else {
+            self.delete(key).await
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod fault_proxy;
 pub mod garage;
+pub mod moto;
 pub mod regions;
 pub mod s3s;
 
