@@ -160,6 +160,7 @@ enum Fault {
     Cut,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     req: Request<Incoming>,
     upstream_port: u16,
