@@ -185,6 +185,9 @@ pub enum Command {
     /// Measure the single-core chunk+hash+compress+encrypt throughput on a file
     #[command(hide = true)]
     BenchPipeline(tools_cmds::BenchPipelineArgs),
+    /// Measure the floors a restore of a snapshot is compared with (JSON)
+    #[command(hide = true)]
+    BenchRestoreFloor(tools_cmds::BenchRestoreFloorArgs),
 }
 
 /// Entry point for `main.rs`; returns the process exit code.
@@ -295,6 +298,7 @@ async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
         }
         GenData(a) => tools_cmds::gen_data(a),
         BenchPipeline(a) => tools_cmds::bench_pipeline(a),
+        BenchRestoreFloor(a) => tools_cmds::bench_restore_floor(ctx, a).await,
         Sync(a) => region_cmds::sync(ctx, a).await,
         Healthcheck(a) => region_cmds::healthcheck(ctx, a).await,
         Repair(a) => repair_cmds::repair(ctx, a).await,

@@ -50,6 +50,39 @@ pub struct BenchPipelineArgs {
     pub threads: usize,
 }
 
+#[derive(Args, Debug)]
+pub struct BenchRestoreFloorArgs {
+    /// Snapshot (`latest` or an id prefix)
+    #[arg(default_value = "latest")]
+    pub snapshot: String,
+    /// Measure the local floor (decode CPU over the cores, O_DIRECT write of the snapshot's
+    /// bytes), writing a scratch file in this directory
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    /// Measure the S3 read floor: every pack of the snapshot fetched with aws-sdk-s3 from this
+    /// location (the same `s3://…` URL as `--repo`)
+    #[arg(long, value_name = "URL")]
+    pub s3_url: Option<String>,
+}
+
+pub async fn bench_restore_floor(ctx: &super::Ctx, a: BenchRestoreFloorArgs) -> Result<ExitCode> {
+    let s3 = a
+        .s3_url
+        .as_deref()
+        .map(crate::store::s3::S3Config::from_url)
+        .transpose()
+        .map_err(Error::Usage)?;
+    let target = ctx.target(None, false)?;
+    let req = crate::ops::restore::FloorRequest {
+        snapshot: a.snapshot,
+        scratch: a.scratch,
+        s3,
+    };
+    let f = crate::ops::restore::floors(&target, req).await?;
+    print_json(&f);
+    Ok(ExitCode::Ok)
+}
+
 pub fn gen_data(a: GenDataArgs) -> Result<ExitCode> {
     let size = a.size * 1024 * 1024;
     match a.kind.as_str() {

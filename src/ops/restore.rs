@@ -258,3 +258,59 @@ async fn restore_locked(
         restored,
     })
 }
+
+/// `bench-restore-floor` (hidden, for `scripts/bench*`): what to measure.
+#[derive(Debug, Clone)]
+pub struct FloorRequest {
+    /// `latest` or an id prefix.
+    pub snapshot: String,
+    /// Measure the local floor, writing its scratch file here.
+    pub scratch: Option<PathBuf>,
+    /// Measure the S3 read floor of this bucket (the location `--repo` names).
+    pub s3: Option<crate::store::s3::S3Config>,
+}
+
+/// The floors a restore of one snapshot is measured against.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Floors {
+    pub snapshot_id: SnapshotId,
+    pub local: Option<crate::restore::floor::LocalFloor>,
+    /// Every pack of the snapshot fetched whole with aws-sdk-s3, as many at once as a
+    /// restore from S3 keeps in flight.
+    pub s3: Option<crate::store::s3::floor::ReadFloor>,
+}
+
+/// Measures the floors of [`FloorRequest`] (no lock: it only reads, and writes nothing into
+/// the repository).
+pub async fn floors(target: &Target, req: FloorRequest) -> Result<Floors> {
+    let repo = target.open_for_read(None, false).await?;
+    let (id, snap) = repo.find_snapshot(&req.snapshot).await?;
+    let index = repo.load_index().await?;
+    let local = match &req.scratch {
+        Some(dir) => Some(crate::restore::floor::local_floor(&repo, &index, &snap, dir).await?),
+        None => None,
+    };
+    let s3 = match &req.s3 {
+        Some(cfg) => {
+            let keys = crate::restore::floor::snapshot_packs(&repo, &index, &snap).await?;
+            let sizes: u64 = index
+                .packs()
+                .iter()
+                .filter(|(id, _)| keys.binary_search(&crate::repo::pack_key(id)).is_ok())
+                .map(|(_, size)| size)
+                .sum();
+            let n = crate::restore::remote_packs_in_flight(sizes / keys.len().max(1) as u64);
+            Some(
+                crate::store::s3::floor::read_floor(cfg, &keys, n)
+                    .await
+                    .map_err(Error::Other)?,
+            )
+        }
+        None => None,
+    };
+    Ok(Floors {
+        snapshot_id: id,
+        local,
+        s3,
+    })
+}

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
 
@@ -22,18 +23,40 @@ use crate::repo::index::Index;
 use crate::repo::pack::{self, PackEntry};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind};
-use crate::repo::{pack_key, Repository};
-use crate::store::StoreError;
+use crate::repo::Repository;
+use crate::store::Backend;
 use crate::sys::Cancel;
 use crate::{Error, Result};
 
 pub mod database;
+mod fetch;
+pub mod floor;
 pub mod single;
 
 pub use single::{restore_sparse, restore_stream};
 
 const STAGING_PREFIX: &str = ".lifeboat-restore-";
+/// Packs restored at once from a local store.
 const PACK_CONCURRENCY: usize = 3;
+/// Bytes fetched from a remote store (S3) that a restore holds at once, being downloaded,
+/// decoded or written: its memory bound.
+pub const REMOTE_BYTES_IN_FLIGHT: u64 = 96 << 20;
+/// Pack tasks that may wait for room in that budget.
+const REMOTE_TASKS: usize = 64;
+
+/// How many whole packs of `pack_size` bytes a restore from a remote store fetches at once
+/// (the S3 read floor of `scripts/bench-s3` uses the same number).
+pub fn remote_packs_in_flight(pack_size: u64) -> usize {
+    (REMOTE_BYTES_IN_FLIGHT / pack_size.max(1 << 20)).max(1) as usize
+}
+
+/// Bytes one pack's fetch brings in: the whole pack, or its coalesced ranges.
+fn fetch_bytes(entries: &[PackEntry], pack_size: u64) -> u64 {
+    match fetch::plan_ranges(entries, pack_size) {
+        None => pack_size,
+        Some(r) => r.iter().map(|(_, l)| l).sum(),
+    }
+}
 /// Trees fetched at once while walking a snapshot.
 const TREE_CONCURRENCY: usize = 16;
 
@@ -134,6 +157,7 @@ async fn restore_into(
     cancel: Cancel,
 ) -> Result<RestoreReport> {
     let mut report = RestoreReport::default();
+    let hedge = Arc::new(fetch::Hedge::default());
     // 1. Walk the trees: directories, files, links.
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
     let mut files: Vec<FileEntry> = Vec::new();
@@ -148,9 +172,9 @@ async fn restore_into(
         let level: Vec<(PathBuf, BlobId, crate::repo::tree::Tree)> =
             stream::iter(std::mem::take(&mut stack))
                 .map(|(rel, tree_id)| {
-                    let index = &index;
+                    let (index, hedge) = (&index, &hedge);
                     async move {
-                        let tree = repo.load_tree(index, &tree_id).await?;
+                        let tree = load_tree(repo, hedge, index, &tree_id).await?;
                         Ok::<_, Error>((rel, tree_id, tree))
                     }
                 })
@@ -258,9 +282,25 @@ async fn restore_into(
     let staging_arc: Arc<Path> = Arc::from(staging);
     let stop = Cancel::new();
     let first_error: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+    // A local store: a few packs at once (the disk and the cores are the limit). A remote
+    // one: as many packs as fit in a budget of bytes in flight — fetched, or fetched and
+    // being decoded and written — so the downloads of some overlap the decoding of others
+    // and memory stays bounded whatever the pack size. Requests themselves are capped by the
+    // store's adaptive limit (`store::retry`: halved on throttling), as for writes.
+    let remote = repo.store.backend() != Backend::Local;
+    let budget = Arc::new(tokio::sync::Semaphore::new(if remote {
+        (REMOTE_BYTES_IN_FLIGHT >> 20) as usize
+    } else {
+        tokio::sync::Semaphore::MAX_PERMITS
+    }));
+    let tasks = if remote {
+        REMOTE_TASKS
+    } else {
+        PACK_CONCURRENCY
+    };
     let written: u64 = stream::iter(plan)
         .map(|(pos, blobs)| {
-            let (repo, index, files, staging, progress, cancel, stop) = (
+            let (repo, index, files, staging, progress, cancel, stop, budget, hedge) = (
                 repo.clone(),
                 index.clone(),
                 files.clone(),
@@ -268,6 +308,8 @@ async fn restore_into(
                 progress.clone(),
                 cancel.clone(),
                 stop.clone(),
+                budget.clone(),
+                hedge.clone(),
             );
             let first_error = &first_error;
             async move {
@@ -281,7 +323,16 @@ async fn restore_into(
                 let res = match cancel.check() {
                     Ok(()) => {
                         let (pack, size) = index.pack(pos);
-                        restore_pack(&repo, pack, size, blobs, files, staging, progress, halt).await
+                        let entries: Vec<PackEntry> = blobs.values().map(|(e, _)| *e).collect();
+                        let mib = fetch_bytes(&entries, size).div_ceil(1 << 20).max(1);
+                        let _held = budget
+                            .acquire_many(mib.min(REMOTE_BYTES_IN_FLIGHT >> 20) as u32)
+                            .await
+                            .expect("the budget is never closed");
+                        restore_pack(
+                            &repo, &hedge, pack, size, blobs, files, staging, progress, halt,
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 };
@@ -298,7 +349,7 @@ async fn restore_into(
                 }
             }
         })
-        .buffer_unordered(PACK_CONCURRENCY)
+        .buffer_unordered(tasks)
         .fold(0u64, |acc, n| async move { acc + n })
         .await;
     if let Some(e) = first_error.into_inner().expect("error slot") {
@@ -350,6 +401,39 @@ async fn restore_into(
     Ok(report)
 }
 
+/// A tree of the snapshot, read hedged like the packs (`fetch::fetch_hedged`) when there
+/// is a fallback region; when that fails, read again the usual way (the chosen region, then
+/// each fallback).
+async fn load_tree(
+    repo: &Repository,
+    hedge: &Arc<fetch::Hedge>,
+    index: &Index,
+    id: &BlobId,
+) -> Result<crate::repo::tree::Tree> {
+    let Some(loc) = index.get(id).filter(|_| !repo.fallbacks().is_empty()) else {
+        return repo.load_tree(index, id).await;
+    };
+    let (pack, size) = index.pack(loc.pack);
+    match fetch::fetch_hedged(repo, hedge, pack, size, &[loc.entry]).await {
+        Ok((sealed, source)) => {
+            if let Ok(raw) = pack::open_blob(&repo.keys, repo.id(), &loc.entry, &sealed[0]) {
+                if let Some(name) = source {
+                    repo.note_fallback(format!(
+                        "tree {id}: read from region {name} because {} had not answered within the hedge delay (hedged read)",
+                        repo.store.describe()
+                    ));
+                }
+                return serde_json::from_slice(&raw).map_err(|e| {
+                    Error::integrity(format!("tree {id}"), format!("malformed: {e}"))
+                });
+            }
+        }
+        Err(e @ Error::Interrupted) => return Err(e),
+        Err(_) => {}
+    }
+    repo.load_tree(index, id).await
+}
+
 /// Why a pack's writer stops early: the run was cancelled, or another pack failed.
 #[derive(Clone)]
 struct Halt {
@@ -367,12 +451,14 @@ impl Halt {
     }
 }
 
-/// Restores the blobs of one pack; when it fails to read or verify and the repository has
-/// fallback regions (`--allow-fallback`), the whole pack is read again from the next region
+/// Restores the blobs of one pack. The read is hedged with another region when the chosen
+/// one is slow (`fetch::fetch_hedged`, `--allow-fallback`); when the pack fails to read or
+/// verify and the repository has fallback regions, it is read again from each in turn
 /// (writes are positional, so blobs written from the bad copy are simply overwritten).
 #[allow(clippy::too_many_arguments)]
 async fn restore_pack(
     repo: &Repository,
+    hedge: &Arc<fetch::Hedge>,
     pack: PackId,
     size: u64,
     blobs: HashMap<BlobId, (PackEntry, Dests)>,
@@ -381,37 +467,50 @@ async fn restore_pack(
     progress: ProgressBar,
     halt: Halt,
 ) -> Result<u64> {
-    let first = match restore_pack_from(
-        repo,
-        &repo.store,
-        pack,
-        size,
-        blobs.clone(),
-        files.clone(),
-        staging.clone(),
-        progress.clone(),
-        halt.clone(),
-    )
-    .await
-    {
-        Ok(n) => return Ok(n),
-        Err(e @ Error::Interrupted) => return Err(e),
-        Err(e) => e,
-    };
-    for (name, store) in repo.fallbacks() {
-        match restore_pack_from(
+    let blobs: Vec<(PackEntry, Dests)> = blobs.into_values().collect();
+    let entries: Vec<PackEntry> = blobs.iter().map(|(e, _)| *e).collect();
+    let first = async {
+        let (sealed, source) = fetch::fetch_hedged(repo, hedge, pack, size, &entries).await?;
+        let n = write_pack(
             repo,
-            store,
             pack,
-            size,
-            blobs.clone(),
+            zip_parts(&blobs, sealed),
             files.clone(),
             staging.clone(),
             progress.clone(),
             halt.clone(),
         )
-        .await
-        {
+        .await?;
+        if let Some(name) = source {
+            repo.note_fallback(format!(
+                "pack {pack}: read from region {name} because {} had not answered within the hedge delay (hedged read)",
+                repo.store.describe()
+            ));
+        }
+        Ok::<u64, Error>(n)
+    }
+    .await;
+    let first = match first {
+        Ok(n) => return Ok(n),
+        Err(e @ Error::Interrupted) => return Err(e),
+        Err(e) => e,
+    };
+    for (name, store) in repo.fallbacks() {
+        let res = async {
+            let sealed = fetch::fetch_from(store, pack, size, &entries).await?;
+            write_pack(
+                repo,
+                pack,
+                zip_parts(&blobs, sealed),
+                files.clone(),
+                staging.clone(),
+                progress.clone(),
+                halt.clone(),
+            )
+            .await
+        }
+        .await;
+        match res {
             Ok(n) => {
                 repo.note_fallback(format!(
                     "pack {pack}: read from region {name} because {}: {first}",
@@ -419,66 +518,34 @@ async fn restore_pack(
                 ));
                 return Ok(n);
             }
+            Err(e @ Error::Interrupted) => return Err(e),
             Err(e) => tracing::warn!(region = %name, %pack, error = %e, "fallback read failed too"),
         }
     }
     Err(first)
 }
-#[allow(clippy::too_many_arguments)]
-async fn restore_pack_from(
+
+/// Each blob with where it goes and its sealed bytes.
+fn zip_parts(blobs: &[(PackEntry, Dests)], sealed: Vec<Bytes>) -> Vec<(PackEntry, Dests, Bytes)> {
+    blobs
+        .iter()
+        .zip(sealed)
+        .map(|((e, d), b)| (*e, d.clone(), b))
+        .collect()
+}
+
+/// Decrypts, decompresses and re-hashes each blob, then writes it wherever it goes (on a
+/// blocking thread); returns the bytes written.
+async fn write_pack(
     repo: &Repository,
-    store: &crate::store::DynStore,
     pack: PackId,
-    size: u64,
-    blobs: HashMap<BlobId, (PackEntry, Dests)>,
+    parts: Vec<(PackEntry, Dests, Bytes)>,
     files: Arc<Vec<FileEntry>>,
     staging: Arc<Path>,
     progress: ProgressBar,
     halt: Halt,
 ) -> Result<u64> {
-    let key = pack_key(&pack);
-    let missing = |e: StoreError| match e {
-        StoreError::NotFound { .. } => {
-            Error::integrity(format!("pack {pack}"), "missing from the repository")
-        }
-        other => other.into(),
-    };
-    let needed: u64 = blobs.values().map(|(e, _)| e.length as u64).sum();
-    // One whole-pack read when most of it is needed (or many small blobs), else ranges.
-    let whole = if needed * 2 >= size || blobs.len() > 16 {
-        let bytes = store.get(&key).await.map_err(missing)?;
-        if PackId::of(&bytes) != pack {
-            return Err(Error::integrity(
-                format!("pack {pack}"),
-                "content hash does not match its name",
-            ));
-        }
-        Some(bytes)
-    } else {
-        None
-    };
     let mut written = 0u64;
-    let mut parts = Vec::with_capacity(blobs.len());
-    for (_, (entry, dests)) in blobs {
-        let sealed = match &whole {
-            Some(b) => {
-                let end = entry.offset as usize + entry.length as usize;
-                if end > b.len() {
-                    return Err(Error::integrity(
-                        format!("pack {pack}"),
-                        "shorter than its index says (truncated?)",
-                    ));
-                }
-                b.slice(entry.offset as usize..end)
-            }
-            None => store
-                .get_range(&key, entry.offset as u64, entry.length as u64)
-                .await
-                .map_err(missing)?,
-        };
-        parts.push((entry, dests, sealed));
-    }
-    drop(whole);
     let repo = repo.clone();
     let n = tokio::task::spawn_blocking(move || -> Result<u64> {
         let root = is_root();

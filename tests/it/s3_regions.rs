@@ -529,3 +529,213 @@ fn next_backup_backfills_a_region_that_missed_a_run() {
     );
     verify_region(w, &urls, "b2");
 }
+
+/// Counts what a restore reads from a real S3 store: whole GETs and ranged GETs of packs
+/// (`data/…`), and the bytes of the ranges.
+#[derive(Debug)]
+struct CountingReads {
+    inner: lifeboat::store::DynStore,
+    whole: std::sync::atomic::AtomicU64,
+    ranged: std::sync::atomic::AtomicU64,
+    ranged_bytes: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl lifeboat::store::Store for CountingReads {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn backend(&self) -> lifeboat::store::Backend {
+        self.inner.backend()
+    }
+    async fn get(&self, key: &str) -> lifeboat::store::StoreResult<bytes::Bytes> {
+        if key.starts_with("data/") {
+            self.whole.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> lifeboat::store::StoreResult<bytes::Bytes> {
+        if key.starts_with("data/") {
+            self.ranged
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.ranged_bytes
+                .fetch_add(len, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.get_range(key, offset, len).await
+    }
+    async fn put(&self, key: &str, data: bytes::Bytes) -> lifeboat::store::StoreResult<()> {
+        self.inner.put(key, data).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> lifeboat::store::StoreResult<Vec<lifeboat::store::ObjectInfo>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> lifeboat::store::StoreResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> lifeboat::store::StoreResult<Option<lifeboat::store::ObjectInfo>> {
+        self.inner.head(key).await
+    }
+    async fn probe(&self) -> lifeboat::store::HealthReport {
+        self.inner.probe().await
+    }
+}
+
+/// A snapshot that needs a few blobs of a pack another snapshot filled: the restore reads
+/// those blobs with ranged GETs (neighbours coalesced), never the whole pack, and every blob
+/// is still verified (the restored files are identical).
+#[test]
+fn restore_reads_only_the_needed_ranges_of_partly_used_packs() {
+    use rand::{RngCore, SeedableRng};
+    use std::sync::atomic::Ordering::SeqCst;
+    let g = Garage::start("p1");
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    // 40 incompressible files of 64 KiB: one pack of about 2.6 MiB.
+    let all = w.join("all");
+    std::fs::create_dir_all(&all).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(18);
+    for i in 0..40 {
+        let mut b = vec![0u8; 64 << 10];
+        rng.fill_bytes(&mut b);
+        std::fs::write(all.join(format!("f{i:02}")), &b).unwrap();
+    }
+    // A second tree with three of them: its snapshot uses 3 blobs of that pack.
+    let few = w.join("few");
+    std::fs::create_dir_all(&few).unwrap();
+    for i in [3, 17, 30] {
+        std::fs::copy(all.join(format!("f{i:02}")), few.join(format!("f{i:02}"))).unwrap();
+    }
+    let urls = vec![g.url("repo")];
+    init(w, &urls);
+    for d in [&all, &few] {
+        let b = cmd(w, &urls, &["backup", d.to_str().unwrap()]);
+        assert_eq!(b.code, 0, "{b:?}");
+    }
+    let target = w.join("restored");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (whole, ranged, ranged_bytes, pack_bytes) = rt.block_on(async {
+        let mut cfg = lifeboat::store::s3::S3Config::from_url(&g.url("repo")).unwrap();
+        cfg.credentials_file = Some(garage::credentials_file(w, garage::SECRET));
+        let counting = std::sync::Arc::new(CountingReads {
+            inner: std::sync::Arc::new(lifeboat::store::s3::S3Store::new(cfg).unwrap()),
+            whole: Default::default(),
+            ranged: Default::default(),
+            ranged_bytes: Default::default(),
+        });
+        let repo = lifeboat::repo::Repository::open(
+            counting.clone(),
+            support::regions::PASSWORD.as_bytes(),
+        )
+        .await
+        .unwrap();
+        let (_, snap) = repo.find_snapshot("latest").await.unwrap();
+        let index = std::sync::Arc::new(repo.load_index().await.unwrap());
+        let pack_bytes: u64 = index.packs().iter().map(|(_, s)| s).max().copied().unwrap();
+        let (w0, r0, b0) = (
+            counting.whole.load(SeqCst),
+            counting.ranged.load(SeqCst),
+            counting.ranged_bytes.load(SeqCst),
+        );
+        lifeboat::restore::restore(
+            &repo,
+            index,
+            &snap,
+            &target,
+            indicatif::ProgressBar::hidden(),
+            lifeboat::sys::Cancel::new(),
+        )
+        .await
+        .unwrap();
+        (
+            counting.whole.load(SeqCst) - w0,
+            counting.ranged.load(SeqCst) - r0,
+            counting.ranged_bytes.load(SeqCst) - b0,
+            pack_bytes,
+        )
+    });
+    assert_same_tree(&few, &target.join("few"));
+    eprintln!("whole pack GETs {whole}, ranged GETs {ranged} ({ranged_bytes} bytes), largest pack {pack_bytes} bytes");
+    assert_eq!(whole, 0, "no pack is read whole for 3 of its 40 blobs");
+    // Two trees (the snapshot's root and `few`) plus at most one range per needed blob.
+    assert!((2..=5).contains(&ranged), "{ranged} ranged GETs");
+    assert!(
+        ranged_bytes >= 3 * (64 << 10) && ranged_bytes < pack_bytes / 2,
+        "{ranged_bytes} bytes read of a {pack_bytes}-byte pack"
+    );
+}
+
+/// `--allow-fallback` with the chosen region answering no pack read at all (every GET of
+/// `data/` stalls at a proxy): the reads are hedged with the other region after a short
+/// delay, the slow region is then asked second, and the restore finishes long before the
+/// stalled requests would have been given up on, reporting the hedged reads.
+#[test]
+fn restore_hedges_reads_when_a_region_is_slow() {
+    let s1 = Garage::start("s1");
+    let s2 = Garage::start("s2");
+    let proxy = FaultProxy::start(
+        s1.s3_port,
+        Faults {
+            error_rate: 0.0,
+            stall_rate: 1.0,
+            cut_rate: 0.0,
+            stall: Duration::from_secs(120),
+            after_forwarding: false,
+            reject_parts: false,
+        },
+        18,
+    );
+    proxy.disable();
+    proxy.only("GET", "/data/");
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let src = make_s3_tree(w, 12, 7);
+    // The proxied region with the default watchdog and retries: without hedging every stalled
+    // read would wait out request_timeout_secs (20 s) five times before the fallback.
+    let slow = url_for(&proxy.endpoint(), "s1", "repo")
+        .replace("request_timeout_secs=3", "request_timeout_secs=20");
+    let urls = vec![slow, s2.url("repo")];
+    init(w, &urls);
+    let b = cmd(w, &urls, &["backup", src.to_str().unwrap()]);
+    assert_eq!(b.code, 0, "{b:?}");
+    proxy.enable();
+    let t0 = Instant::now();
+    let r = restore_and_compare(w, &urls, "s1", &src, &["--allow-fallback", "--json"]);
+    let took = t0.elapsed();
+    let stalls = proxy
+        .counts
+        .stalls
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let reads = json(&r)["report"]["fallback_reads"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    eprintln!(
+        "restore with one stalled region: {took:?}, {stalls} stalled GETs, {} reads served by s2",
+        reads.len()
+    );
+    assert!(
+        stalls > 0,
+        "the proxy stalled nothing: the test tests nothing"
+    );
+    assert!(
+        reads
+            .iter()
+            .any(|m| m.as_str().unwrap().contains("hedged read")),
+        "{r:?}"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "one stalled region must cost the hedge delay a few times, not the watchdog: {took:?}"
+    );
+}

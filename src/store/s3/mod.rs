@@ -31,6 +31,7 @@
 mod classify;
 mod client;
 mod config;
+pub mod floor;
 mod health;
 mod multipart;
 mod object_lock;

@@ -50,6 +50,8 @@ pub struct FaultProxy {
     pub addr: SocketAddr,
     pub counts: Arc<FaultCounts>,
     enabled: Arc<std::sync::atomic::AtomicBool>,
+    /// When set, faults hit only requests with this method whose path contains this text.
+    only: Arc<Mutex<Option<(hyper::Method, String)>>>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -68,16 +70,22 @@ impl FaultProxy {
         let addr = listener.local_addr().unwrap();
         let counts = Arc::new(FaultCounts::default());
         let enabled = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let only: Arc<Mutex<Option<(hyper::Method, String)>>> = Arc::default();
         let rng = Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)));
         let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build_http();
-        let (c2, e2) = (counts.clone(), enabled.clone());
+        let (c2, e2, o2) = (counts.clone(), enabled.clone(), only.clone());
         rt.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (client, counts, enabled, rng) =
-                    (client.clone(), c2.clone(), e2.clone(), rng.clone());
+                let (client, counts, enabled, rng, only) = (
+                    client.clone(),
+                    c2.clone(),
+                    e2.clone(),
+                    rng.clone(),
+                    o2.clone(),
+                );
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         handle(
@@ -88,6 +96,7 @@ impl FaultProxy {
                             counts.clone(),
                             enabled.clone(),
                             rng.clone(),
+                            only.clone(),
                         )
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -100,6 +109,7 @@ impl FaultProxy {
             addr,
             counts,
             enabled,
+            only,
             _rt: rt,
         }
     }
@@ -111,6 +121,20 @@ impl FaultProxy {
     /// Turns fault injection off (the proxy keeps forwarding).
     pub fn disable(&self) {
         self.enabled.store(false, Ordering::SeqCst);
+    }
+
+    /// Turns fault injection (back) on.
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::SeqCst);
+    }
+
+    /// Injects faults only into `method` requests whose path contains `path_contains`
+    /// (e.g. GETs of packs: `"GET"`, `"/data/"`); the others pass untouched.
+    pub fn only(&self, method: &str, path_contains: &str) {
+        *self.only.lock().unwrap() = Some((
+            method.parse().expect("an HTTP method"),
+            path_contains.to_string(),
+        ));
     }
 }
 
@@ -136,6 +160,7 @@ enum Fault {
     Cut,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     req: Request<Incoming>,
     upstream_port: u16,
@@ -144,12 +169,17 @@ async fn handle(
     counts: Arc<FaultCounts>,
     enabled: Arc<std::sync::atomic::AtomicBool>,
     rng: Arc<Mutex<rand::rngs::StdRng>>,
+    only: Arc<Mutex<Option<(hyper::Method, String)>>>,
 ) -> Result<Response<Body>, Infallible> {
     let n = counts.requests.fetch_add(1, Ordering::Relaxed);
+    let selected = match &*only.lock().unwrap() {
+        Some((m, p)) => req.method() == m && req.uri().path().contains(p.as_str()),
+        None => true,
+    };
     if f.reject_parts && req.uri().query().is_some_and(|q| q.contains("partNumber=")) {
         return Ok(s3_error(StatusCode::FORBIDDEN, "AccessDenied"));
     }
-    let fault = if !enabled.load(Ordering::SeqCst) {
+    let fault = if !enabled.load(Ordering::SeqCst) || !selected {
         Fault::None
     } else if n == 3 && f.stall_rate > 0.0 {
         // Besides the random ones, every enabled kind of fault happens at least once.

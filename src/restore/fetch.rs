@@ -1,0 +1,299 @@
+//! Fetching the sealed blobs a restore needs from one pack, and from which region.
+//!
+//! - **Whole or ranges**: a pack most of which is needed (or whose needed blobs lie in many
+//!   places) is read whole and its content hash checked against its name; otherwise only the
+//!   needed blobs are read, neighbours less than [`GAP`] apart coalesced into one ranged GET,
+//!   several ranges at once. Either way every blob is still authenticated and re-hashed by the
+//!   caller before it is written.
+//! - **Hedged reads** (`--allow-fallback` with another region): when the chosen region has
+//!   not answered within a delay learned from its own recent answers (four times their
+//!   moving average, within [`HEDGE_MIN`]..[`HEDGE_MAX`]), the same read is sent to the next
+//!   region and the first complete answer wins; the other request is dropped (cancelled).
+//!   After [`DEMOTE_AFTER`] hedges in a row won by the other region, reads go to it first and
+//!   the slow region becomes the hedge: a region that is slow for good costs the delay a few
+//!   times, not once per pack.
+//!
+//! This file knows stores, pack keys and pack entries; it decodes nothing and writes nothing.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::ids::PackId;
+use crate::repo::pack::PackEntry;
+use crate::repo::{pack_key, Repository};
+use crate::store::{DynStore, StoreError};
+use crate::{Error, Result};
+
+/// Needed blobs closer than this in a pack are fetched in one range (the bytes between are
+/// read and dropped: cheaper than another request).
+pub const GAP: u64 = 256 * 1024;
+/// Ranged GETs of one pack in flight at once.
+const RANGES_IN_FLIGHT: usize = 4;
+/// More ranges than this after coalescing: the whole pack in one GET instead.
+const MAX_RANGES: usize = 16;
+/// Bounds of the hedge delay.
+pub const HEDGE_MIN: Duration = Duration::from_millis(300);
+pub const HEDGE_MAX: Duration = Duration::from_secs(10);
+/// The hedge delay before the chosen region has answered anything.
+const HEDGE_FIRST: Duration = Duration::from_secs(2);
+/// Hedges won by the other region in a row before it is asked first.
+pub const DEMOTE_AFTER: usize = 3;
+
+/// The byte ranges of a pack to fetch for `entries` (sorted by offset), or `None` for the
+/// whole pack.
+pub fn plan_ranges(entries: &[PackEntry], pack_size: u64) -> Option<Vec<(u64, u64)>> {
+    let mut sorted: Vec<(u64, u64)> = entries
+        .iter()
+        .map(|e| (e.offset as u64, e.length as u64))
+        .collect();
+    sorted.sort_unstable();
+    let needed: u64 = sorted.iter().map(|r| r.1).sum();
+    if needed * 2 >= pack_size {
+        return None;
+    }
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (off, len) in sorted {
+        match ranges.last_mut() {
+            Some((start, l)) if off <= *start + *l + GAP => {
+                *l = (*l).max(off + len - *start);
+            }
+            _ => ranges.push((off, len)),
+        }
+    }
+    (ranges.len() <= MAX_RANGES).then_some(ranges)
+}
+
+/// The sealed bytes of each of `entries` (in their order), read from `store`: one whole-pack
+/// GET with its hash checked, or the coalesced ranges of [`plan_ranges`].
+pub async fn fetch_from(
+    store: &DynStore,
+    pack: PackId,
+    size: u64,
+    entries: &[PackEntry],
+) -> Result<Vec<Bytes>> {
+    let key = pack_key(&pack);
+    let missing = |e: StoreError| match e {
+        StoreError::NotFound { .. } => {
+            Error::integrity(format!("pack {pack}"), "missing from the repository")
+        }
+        other => other.into(),
+    };
+    let short = || {
+        Error::integrity(
+            format!("pack {pack}"),
+            "shorter than its index says (truncated?)",
+        )
+    };
+    let Some(ranges) = plan_ranges(entries, size) else {
+        let bytes = store.get(&key).await.map_err(missing)?;
+        if PackId::of(&bytes) != pack {
+            return Err(Error::integrity(
+                format!("pack {pack}"),
+                "content hash does not match its name",
+            ));
+        }
+        return entries
+            .iter()
+            .map(|e| {
+                let end = e.offset as usize + e.length as usize;
+                if end > bytes.len() {
+                    return Err(short());
+                }
+                Ok(bytes.slice(e.offset as usize..end))
+            })
+            .collect();
+    };
+    let key = &key;
+    let got: Vec<(u64, Bytes)> = stream::iter(ranges)
+        .map(|(off, len)| async move {
+            let b = store.get_range(key, off, len).await.map_err(missing)?;
+            Ok::<_, Error>((off, b))
+        })
+        .buffer_unordered(RANGES_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    entries
+        .iter()
+        .map(|e| {
+            let (off, len) = (e.offset as u64, e.length as u64);
+            let (start, b) = got
+                .iter()
+                .find(|(s, b)| *s <= off && off + len <= *s + b.len() as u64)
+                .ok_or_else(short)?;
+            Ok(b.slice((off - start) as usize..(off - start + len) as usize))
+        })
+        .collect()
+}
+
+/// Learns how fast the chosen region answers and when to hedge; shared by all reads of one
+/// restore.
+#[derive(Debug, Default)]
+pub struct Hedge {
+    /// Moving average of the chosen region's answer times, microseconds (0: none yet).
+    avg_us: AtomicU64,
+    /// Hedges in a row won by the other region.
+    lost: AtomicUsize,
+    /// The other region is asked first.
+    demoted: AtomicBool,
+    /// Reads the other region answered first.
+    pub won_by_other: AtomicU64,
+}
+
+impl Hedge {
+    /// How long to wait for the first region before asking the second.
+    pub fn delay(&self) -> Duration {
+        match self.avg_us.load(Ordering::Relaxed) {
+            0 => HEDGE_FIRST,
+            us => (Duration::from_micros(us) * 4).clamp(HEDGE_MIN, HEDGE_MAX),
+        }
+    }
+
+    fn answered(&self, took: Duration) {
+        let us = took.as_micros().min(u64::MAX as u128) as u64;
+        let _ = self
+            .avg_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |a| {
+                Some(if a == 0 { us } else { (a * 7 + us) / 8 })
+            });
+    }
+}
+
+/// Which store answered a hedged read: `None` the chosen one, `Some(name)` another region.
+pub type Source = Option<String>;
+
+/// [`fetch_from`] the repository's store, hedged with its first fallback region when there
+/// is one (see the module doc). Errors are the chosen region's unless only the other answered.
+pub async fn fetch_hedged(
+    repo: &Repository,
+    hedge: &Arc<Hedge>,
+    pack: PackId,
+    size: u64,
+    entries: &[PackEntry],
+) -> Result<(Vec<Bytes>, Source)> {
+    let Some((other_name, other)) = repo.fallbacks().first() else {
+        return Ok((fetch_from(&repo.store, pack, size, entries).await?, None));
+    };
+    let demoted = hedge.demoted.load(Ordering::Relaxed);
+    let (first, second): (&DynStore, &DynStore) = if demoted {
+        (other, &repo.store)
+    } else {
+        (&repo.store, other)
+    };
+    let label =
+        |from_first: bool| -> Source { (from_first == demoted).then(|| other_name.clone()) };
+    let t0 = Instant::now();
+    let a = fetch_from(first, pack, size, entries);
+    tokio::pin!(a);
+    let delay = hedge.delay();
+    // The first region alone until the delay runs out (or it answers).
+    tokio::select! {
+        r = &mut a => {
+            if !demoted && r.is_ok() {
+                hedge.answered(t0.elapsed());
+                hedge.lost.store(0, Ordering::Relaxed);
+            }
+            return r.map(|b| (b, label(true)));
+        }
+        _ = tokio::time::sleep(delay) => {}
+    }
+    tracing::info!(%pack, delay_ms = delay.as_millis() as u64, "no answer yet: hedging the read with another region");
+    let b = fetch_from(second, pack, size, entries);
+    tokio::pin!(b);
+    let (mut a_done, mut b_done): (Option<Error>, Option<Error>) = (None, None);
+    loop {
+        tokio::select! {
+            r = &mut a, if a_done.is_none() => match r {
+                Ok(v) => {
+                    if !demoted {
+                        hedge.answered(t0.elapsed());
+                        hedge.lost.store(0, Ordering::Relaxed);
+                    }
+                    return Ok((v, label(true)));
+                }
+                Err(e) => a_done = Some(e),
+            },
+            r = &mut b, if b_done.is_none() => match r {
+                Ok(v) => {
+                    if !demoted {
+                        hedge.won_by_other.fetch_add(1, Ordering::Relaxed);
+                        if hedge.lost.fetch_add(1, Ordering::Relaxed) + 1 >= DEMOTE_AFTER {
+                            hedge.demoted.store(true, Ordering::Relaxed);
+                            tracing::warn!(region = %other_name, "the chosen region keeps answering slower than the hedge delay: reading from {other_name} first");
+                        }
+                    }
+                    return Ok((v, label(false)));
+                }
+                Err(e) => b_done = Some(e),
+            },
+        }
+        if let (Some(_), Some(_)) = (&a_done, &b_done) {
+            let (ea, eb) = (a_done.take().expect("set"), b_done.take().expect("set"));
+            // The chosen region's error names the problem the caller's fallback will retry.
+            return Err(if demoted { eb } else { ea });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::BlobId;
+    use crate::repo::pack::BlobKind;
+
+    fn entry(offset: u32, length: u32) -> PackEntry {
+        PackEntry {
+            id: BlobId::from_bytes([offset as u8; 32]),
+            kind: BlobKind::Data,
+            offset,
+            length,
+            raw_length: length,
+        }
+    }
+
+    #[test]
+    fn ranges_coalesce_neighbours_and_fall_back_to_the_whole_pack() {
+        let size = 8 << 20;
+        // Two blobs 100 KiB apart: one range; a third 2 MiB further: its own range.
+        let e = [
+            entry(0, 1000),
+            entry(1000 + 100 * 1024, 500),
+            entry(3 << 20, 4096),
+        ];
+        assert_eq!(
+            plan_ranges(&e, size),
+            Some(vec![(0, 1000 + 100 * 1024 + 500), (3 << 20, 4096)])
+        );
+        // Order of the entries does not matter.
+        let rev: Vec<_> = e.iter().rev().copied().collect();
+        assert_eq!(plan_ranges(&rev, size), plan_ranges(&e, size));
+        // Half the pack or more: whole.
+        assert_eq!(plan_ranges(&[entry(0, 4 << 20)], size), None);
+        // Many scattered blobs: whole.
+        let many: Vec<_> = (0..20).map(|i| entry(i * (400 << 10), 100)).collect();
+        assert_eq!(plan_ranges(&many, size), None);
+    }
+
+    #[test]
+    fn hedge_delay_follows_the_answers_within_bounds() {
+        let h = Hedge::default();
+        assert_eq!(h.delay(), HEDGE_FIRST);
+        h.answered(Duration::from_millis(10));
+        assert_eq!(h.delay(), HEDGE_MIN);
+        for _ in 0..50 {
+            h.answered(Duration::from_millis(500));
+        }
+        let d = h.delay();
+        assert!(
+            d > Duration::from_millis(1900) && d <= Duration::from_millis(2000),
+            "{d:?}"
+        );
+        for _ in 0..50 {
+            h.answered(Duration::from_secs(60));
+        }
+        assert_eq!(h.delay(), HEDGE_MAX);
+    }
+}
