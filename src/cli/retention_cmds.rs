@@ -329,7 +329,30 @@ fn print_prune_region(r: &PruneRegion, dry_run: bool, multi: bool) {
             bytes(s.locked_bytes)
         );
     }
+    if let Some(m) = &r.multipart {
+        print_multipart(&pre, m, dry_run);
+    }
     if let Some(d) = &r.deferred {
         println!("{pre}packs not deleted yet: the repository is in use ({d}); the next prune deletes them");
+    }
+}
+
+fn print_multipart(pre: &str, m: &crate::repo::multipart_gc::MultipartReport, dry_run: bool) {
+    if m.aborted > 0 {
+        println!(
+            "{pre}{} {} orphaned multipart uploads (started over {} ago by writers that did not finish)",
+            if dry_run { "would abort" } else { "aborted" },
+            m.aborted,
+            crate::sys::human::duration(m.abort_age_secs as f64)
+        );
+    }
+    if m.kept > 0 {
+        println!(
+            "{pre}{} multipart uploads in progress or too recent to abort; a later prune aborts them if they are orphaned",
+            m.kept
+        );
+    }
+    if let Some(e) = &m.error {
+        eprintln!("warning: {pre}{e}; a later prune retries (a bucket lifecycle rule AbortIncompleteMultipartUpload also cleans them up)");
     }
 }

@@ -18,6 +18,7 @@ pub mod heal;
 pub mod index;
 pub mod keys;
 pub mod lock;
+pub mod multipart_gc;
 pub mod pack;
 pub mod prune;
 pub mod retention;

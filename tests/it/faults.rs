@@ -896,9 +896,10 @@ mod s3 {
     }
 
     /// T02: `kill -9` while a pack is going up as an S3 multipart upload: nothing exists at
-    /// the upload's key, the orphaned upload is listed by `ListMultipartUploads` (and can be
-    /// aborted), the killed run committed nothing, and the re-run exits 0 with a repository
-    /// that verifies and restores bit-exact.
+    /// the upload's key, the orphaned upload is listed by `ListMultipartUploads`, the killed
+    /// run committed nothing, and the re-run exits 0 with a repository that verifies and
+    /// restores bit-exact. `prune` leaves the orphan while it is younger than twice the lock
+    /// lease and aborts it (reporting how many) once it is older.
     #[test]
     fn kill_during_a_multipart_upload_leaves_no_object_and_the_rerun_succeeds() {
         let g = Garage::start("t02");
@@ -952,17 +953,51 @@ mod s3 {
         restores_exactly(w, &url, &id, &src);
         inv1(w, &url);
         inv3(w, &url);
-        // The orphans are still there (lifeboat does not abort uploads it did not start);
-        // aborting them leaves nothing pending and the repository unchanged.
+        // The orphans are still there: a backup does not abort uploads it did not start.
         let still = rt.block_on(store.pending_multipart_uploads()).unwrap();
         for u in &orphans {
             assert!(still.contains(u), "{u:?} vanished: {still:?}");
-            rt.block_on(store.abort_multipart_upload(u)).unwrap();
         }
+        // A day has not passed: healthcheck does not warn yet.
+        let h = ok(w, &url, &["healthcheck"]);
+        assert_eq!(h["warnings"], serde_json::json!([]), "{h:#}");
+        // prune spares uploads younger than twice the lease (default 15 min: 30 min) ...
+        let r = run(w, &url, &["prune", "--grace", "0s"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(
+            r.stdout.contains(&format!(
+                "{} multipart uploads in progress or too recent to abort",
+                orphans.len()
+            )),
+            "{r:?}"
+        );
+        let v = ok(w, &url, &["prune", "--grace", "0s"]);
+        let m = &v["regions"][0]["multipart"];
+        assert_eq!(m["aborted"], 0, "{v:#}");
+        assert_eq!(m["kept"], orphans.len(), "{v:#}");
+        assert_eq!(m["abort_age_secs"], 1800, "{v:#}");
+        assert_eq!(
+            rt.block_on(store.pending_multipart_uploads()).unwrap().len(),
+            orphans.len()
+        );
+        // ... and aborts them once they are older (a 2 s lease: older than 4 s), saying how
+        // many; nothing is left pending and the repository is unchanged.
+        std::thread::sleep(Duration::from_secs(5));
+        let lease = (lifeboat::repo::lock::LEASE_ENV, "2");
+        let mut c = cmd(w, &url, &["prune", "--grace", "0s", "--json"]);
+        c.env(lease.0, lease.1);
+        let r = support::regions::run(c);
+        assert_eq!(r.code, 0, "{r:?}");
+        let v: Value = serde_json::from_str(&r.stdout).unwrap();
+        let m = &v["regions"][0]["multipart"];
+        assert_eq!(m["aborted"], orphans.len(), "{v:#}");
+        assert_eq!(m["kept"], 0, "{v:#}");
+        assert_eq!(m["error"], Value::Null, "{v:#}");
         assert!(rt
             .block_on(store.pending_multipart_uploads())
             .unwrap()
             .is_empty());
         inv1(w, &url);
+        restores_exactly(w, &url, &id, &src);
     }
 }
