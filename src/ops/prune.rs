@@ -12,6 +12,7 @@ use super::record::open_best_effort;
 use super::target::{Region, Target};
 use super::{Env, Event};
 use crate::error::ExitCode;
+use crate::repo::multipart_gc::{abort_orphans, MultipartReport};
 use crate::repo::prune::{self as core, MarkOptions, MarkReport, SweepReport};
 use crate::repo::Repository;
 use crate::{Error, Result};
@@ -54,6 +55,8 @@ pub struct PruneRegion {
     /// Phase 2 could not take its exclusive lock (a backup or drill is running): the plan
     /// is stored and the next prune carries it out.
     pub deferred: Option<String>,
+    /// Orphaned multipart uploads aborted under the exclusive lock (T02).
+    pub multipart: Option<MultipartReport>,
     pub catalog_warnings: Vec<String>,
 }
 
@@ -135,6 +138,7 @@ pub async fn prune(
                     mark: None,
                     sweep: None,
                     deferred: None,
+                    multipart: None,
                     catalog_warnings: Vec::new(),
                 });
             }
@@ -162,6 +166,7 @@ pub async fn prune_repo(
         mark: None,
         sweep: None,
         deferred: None,
+        multipart: None,
         catalog_warnings: Vec::new(),
     };
     let opts = MarkOptions {
@@ -176,17 +181,19 @@ pub async fn prune_repo(
         .await?;
     pr.mark = Some(mark);
     if req.dry_run {
+        pr.multipart = Some(abort_orphans(repo, None).await?);
         return Ok(pr);
     }
     let sweep = repo
         .with_lock("prune (phase 2: delete)", true, async |lock| {
-            let s = core::sweep(repo, req.grace, Utc::now(), &env.cancel).await?;
+            let s = core::sweep(repo, req.grace, Utc::now(), &env.cancel, lock).await?;
             lock.check()?;
-            Ok(s)
+            Ok((s, abort_orphans(repo, Some(lock)).await?))
         })
         .await;
     match sweep {
-        Ok(s) => {
+        Ok((s, multipart)) => {
+            pr.multipart = Some(multipart);
             let deleted = s.deleted_packs;
             pr.sweep = Some(s);
             if deleted > 0 {
