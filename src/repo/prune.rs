@@ -25,10 +25,10 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use super::index::{Index, IndexBlob, IndexFile, IndexPack};
+use super::lock::Lock;
 use super::pack::{self, PackBuilder, PackEntry};
 use super::snapshot::Snapshot;
 use super::tree::{NodeKind, Tree};
-use super::lock::Lock;
 use super::{pack_key, ObjectKind, Repository};
 use crate::ids::{BlobId, IndexId, ObjectId, PackId, SnapshotId};
 use crate::sys::Cancel;
@@ -647,7 +647,11 @@ pub async fn sweep(
     for batch in sizes.chunks(DELETE_BATCH) {
         if let Err(e) = lock.check().map_err(stopped) {
             // What this run deleted is gone from the index already; the plan stays.
-            tracing::warn!(deleted = results.len(), left = sizes.len() - results.len(), "prune lost its lease between pack deletions");
+            tracing::warn!(
+                deleted = results.len(),
+                left = sizes.len() - results.len(),
+                "prune lost its lease between pack deletions"
+            );
             return Err(e);
         }
         results.extend(

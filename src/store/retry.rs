@@ -346,8 +346,10 @@ impl Store for RetryStore {
     }
 
     async fn pending_uploads(&self) -> StoreResult<Vec<PendingUpload>> {
-        self.run("list multipart uploads", "", || self.inner.pending_uploads())
-            .await
+        self.run("list multipart uploads", "", || {
+            self.inner.pending_uploads()
+        })
+        .await
     }
 
     async fn abort_upload(&self, upload: &PendingUpload) -> StoreResult<()> {

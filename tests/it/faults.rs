@@ -526,7 +526,10 @@ fn a_prune_that_lost_its_lease_before_deleting_deletes_nothing() {
     restores_exactly(&s, &id, &src);
     // The next prune sees the new snapshot and rescues what it needs.
     let v = s.json(&["prune", "--grace", "0s"]);
-    assert!(v["regions"][0]["sweep"]["rescued_packs"].as_u64().unwrap() > 0, "{v:#}");
+    assert!(
+        v["regions"][0]["sweep"]["rescued_packs"].as_u64().unwrap() > 0,
+        "{v:#}"
+    );
     inv1(&s);
     restores_exactly(&s, &id, &src);
     inv3(&s);
@@ -1113,7 +1116,9 @@ mod s3 {
         assert_eq!(m["kept"], orphans.len(), "{v:#}");
         assert_eq!(m["abort_age_secs"], 1800, "{v:#}");
         assert_eq!(
-            rt.block_on(store.pending_multipart_uploads()).unwrap().len(),
+            rt.block_on(store.pending_multipart_uploads())
+                .unwrap()
+                .len(),
             orphans.len()
         );
         // ... and aborts them once they are older (a 2 s lease: older than 4 s), saying how
