@@ -88,7 +88,10 @@ snapshot needs and repacks partly used ones (the copies are read back and verifi
 stores a plan of the packs to delete. Phase 2 (under a short exclusive lock) deletes them,
 except those a snapshot committed since phase 1 needs. A kill at any moment leaves every
 snapshot restorable; the next prune finishes the job. Exit 11: phase 2 could not lock the
-repository (a backup or drill is running): the plan is kept for the next prune.";
+repository (a backup or drill is running), or lost its lock lease while deleting (the
+process was stopped past it): the plan is kept for the next prune. Under the exclusive lock,
+S3 multipart uploads left unfinished by killed writers and older than twice the lock lease
+(LIFEBOAT_LOCK_LEASE_SECS, default 15 min) are aborted and counted.";
 
 #[derive(Args, Debug)]
 #[command(after_help = PRUNE_AFTER)]
