@@ -25,6 +25,14 @@
 //! | `repair-after-new-index` | repair: the rebuilt index written, the old index files not yet deleted |
 //! | `repair-mid-rewrite` | repair `--rewrite-snapshots`: a snapshot written again, its original not yet removed |
 //!
+//! *Stops* (T19 at a chosen step: a VM frozen, a process starved past its lease) stop the
+//! process with SIGSTOP on the spot; the test waits, breaks the lease, and sends SIGCONT:
+//!
+//! | name | where |
+//! |---|---|
+//! | `prune-before-delete` | prune phase 2: the rescue check done, nothing changed yet |
+//! | `prune-between-delete-batches` | prune phase 2: after the N-th batch of pack deletions |
+//!
 //! Unset (always, outside tests) it costs one relaxed check per event.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +53,9 @@ pub const CRASHES: &[&str] = &[
     "repair-mid-rewrite",
 ];
 
+/// The stop points.
+pub const STOPS: &[&str] = &["prune-before-delete", "prune-between-delete-batches"];
+
 struct Point {
     name: String,
     at: u64,
@@ -57,7 +68,7 @@ fn points() -> &'static Result<Vec<Point>, String> {
 }
 
 fn known(name: &str) -> bool {
-    FLIPS.contains(&name) || CRASHES.contains(&name)
+    FLIPS.contains(&name) || CRASHES.contains(&name) || STOPS.contains(&name)
 }
 
 fn parse(spec: &str) -> Result<Vec<Point>, String> {
@@ -66,9 +77,10 @@ fn parse(spec: &str) -> Result<Vec<Point>, String> {
         let (name, at) = item.split_once(':').unwrap_or((item, "1"));
         if !known(name) {
             return Err(format!(
-                "{ENV}: unknown failpoint {name:?} (known: {}, {}); unset {ENV} outside tests",
+                "{ENV}: unknown failpoint {name:?} (known: {}, {}, {}); unset {ENV} outside tests",
                 FLIPS.join(", "),
-                CRASHES.join(", ")
+                CRASHES.join(", "),
+                STOPS.join(", ")
             ));
         }
         let at: u64 = at
@@ -126,6 +138,19 @@ pub fn crash(name: &str) {
             libc::raise(libc::SIGKILL);
         }
         unreachable!("SIGKILL returned");
+    }
+}
+
+/// Stops this process with SIGSTOP if this is the chosen event of stop point `name`; it
+/// goes on where it was when it receives SIGCONT.
+pub fn stop(name: &str) {
+    debug_assert!(STOPS.contains(&name), "{name} is not a stop point");
+    if hit(name) {
+        eprintln!("failpoint {name}: stopping this process (SIGSTOP)");
+        // SAFETY: raise has no preconditions; SIGSTOP stops every thread of the process.
+        unsafe {
+            libc::raise(libc::SIGSTOP);
+        }
     }
 }
 

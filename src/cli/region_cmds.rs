@@ -55,7 +55,9 @@ pub async fn healthcheck(ctx: &Ctx, a: HealthcheckArgs) -> Result<ExitCode> {
     let health = crate::ops::health::healthcheck(&target).await;
     let out = &health.destinations;
     if ctx.global.json {
-        print_json(&json!({"message_type": "summary", "destinations": out}));
+        print_json(
+            &json!({"message_type": "summary", "destinations": out, "warnings": health.warnings}),
+        );
     } else {
         for r in out {
             if r.ok() {
@@ -78,6 +80,10 @@ pub async fn healthcheck(ctx: &Ctx, a: HealthcheckArgs) -> Result<ExitCode> {
                     eprintln!("hint: {h}");
                 }
             }
+        }
+        for w in &health.warnings {
+            eprintln!("warning: region {}: {}", w.name, w.message);
+            eprintln!("hint: {}", w.hint);
         }
     }
     Ok(health.exit_code())

@@ -89,7 +89,10 @@ snapshot needs and repacks partly used ones (the copies are read back and verifi
 stores a plan of the packs to delete. Phase 2 (under a short exclusive lock) deletes them,
 except those a snapshot committed since phase 1 needs. A kill at any moment leaves every
 snapshot restorable; the next prune finishes the job. Exit 11: phase 2 could not lock the
-repository (a backup or drill is running): the plan is kept for the next prune.";
+repository (a backup or drill is running), or lost its lock lease while deleting (the
+process was stopped past it): the plan is kept for the next prune. Under the exclusive lock,
+S3 multipart uploads left unfinished by killed writers and older than twice the lock lease
+(LIFEBOAT_LOCK_LEASE_SECS, default 15 min) are aborted and counted.";
 
 #[derive(Args, Debug)]
 #[command(after_help = PRUNE_AFTER)]
@@ -347,6 +350,9 @@ fn print_prune_region(r: &PruneRegion, dry_run: bool, multi: bool) {
             lapse(s.locked_lapse)
         );
     }
+    if let Some(m) = &r.multipart {
+        print_multipart(&pre, m, dry_run);
+    }
     if let Some(d) = &r.deferred {
         println!("{pre}packs not deleted yet: the repository is in use ({d}); the next prune deletes them");
     }
@@ -378,4 +384,24 @@ fn print_lock(l: &crate::repo::object_lock::LockReport, pre: &str) {
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_else(|| "-".into())
     );
+}
+
+fn print_multipart(pre: &str, m: &crate::repo::multipart_gc::MultipartReport, dry_run: bool) {
+    if m.aborted > 0 {
+        println!(
+            "{pre}{} {} orphaned multipart uploads (started over {} ago by writers that did not finish)",
+            if dry_run { "would abort" } else { "aborted" },
+            m.aborted,
+            crate::sys::human::duration(m.abort_age_secs as f64)
+        );
+    }
+    if m.kept > 0 {
+        println!(
+            "{pre}{} multipart uploads in progress or too recent to abort; a later prune aborts them if they are orphaned",
+            m.kept
+        );
+    }
+    if let Some(e) = &m.error {
+        eprintln!("warning: {pre}{e}; a later prune retries (a bucket lifecycle rule AbortIncompleteMultipartUpload also cleans them up)");
+    }
 }

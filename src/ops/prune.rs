@@ -12,6 +12,7 @@ use super::record::open_best_effort;
 use super::target::{Region, Target};
 use super::{Env, Event};
 use crate::error::ExitCode;
+use crate::repo::multipart_gc::{abort_orphans, MultipartReport};
 use crate::repo::prune::{self as core, MarkOptions, MarkReport, SweepReport};
 use crate::repo::Repository;
 use crate::{Error, Result};
@@ -56,6 +57,8 @@ pub struct PruneRegion {
     pub deferred: Option<String>,
     /// Object Lock: the retention pass that followed (destinations with `object_lock_mode`).
     pub object_lock: Option<crate::repo::object_lock::LockReport>,
+    /// Orphaned multipart uploads aborted under the exclusive lock (T02).
+    pub multipart: Option<MultipartReport>,
     pub catalog_warnings: Vec<String>,
 }
 
@@ -138,6 +141,7 @@ pub async fn prune(
                     sweep: None,
                     deferred: None,
                     object_lock: None,
+                    multipart: None,
                     catalog_warnings: Vec::new(),
                 });
             }
@@ -166,6 +170,7 @@ pub async fn prune_repo(
         sweep: None,
         deferred: None,
         object_lock: None,
+        multipart: None,
         catalog_warnings: Vec::new(),
     };
     let opts = MarkOptions {
@@ -180,17 +185,19 @@ pub async fn prune_repo(
         .await?;
     pr.mark = Some(mark);
     if req.dry_run {
+        pr.multipart = Some(abort_orphans(repo, None).await?);
         return Ok(pr);
     }
     let sweep = repo
         .with_lock("prune (phase 2: delete)", true, async |lock| {
-            let s = core::sweep(repo, req.grace, Utc::now(), &env.cancel).await?;
+            let s = core::sweep(repo, req.grace, Utc::now(), &env.cancel, lock).await?;
             lock.check()?;
-            Ok(s)
+            Ok((s, abort_orphans(repo, Some(lock)).await?))
         })
         .await;
     match sweep {
-        Ok(s) => {
+        Ok((s, multipart)) => {
+            pr.multipart = Some(multipart);
             let deleted = s.deleted_packs;
             pr.sweep = Some(s);
             if deleted > 0 {

@@ -19,6 +19,7 @@ pub mod index;
 pub mod keys;
 pub mod lock;
 pub mod object_lock;
+pub mod multipart_gc;
 pub mod pack;
 pub mod prune;
 pub mod retention;

@@ -25,6 +25,7 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use super::index::{Index, IndexBlob, IndexFile, IndexPack};
+use super::lock::Lock;
 use super::pack::{self, PackBuilder, PackEntry};
 use super::snapshot::Snapshot;
 use super::tree::NodeKind;
@@ -36,6 +37,8 @@ use crate::{Error, Result};
 
 /// How many objects are read or deleted at once.
 const CONCURRENCY: usize = 16;
+/// Phase 2 checks its lease between batches of this many pack deletions.
+pub const DELETE_BATCH: usize = 2 * CONCURRENCY;
 /// restic's default: repack until at most 5 % of the repository is unused.
 pub const DEFAULT_MAX_UNUSED: f64 = 0.05;
 
@@ -552,11 +555,17 @@ pub async fn list_plans(repo: &Repository) -> Result<Vec<(ObjectId, PrunePlan)>>
 
 /// Phase 2. The caller holds an exclusive lock: no backup is running, and every backup that
 /// ran since the plans were made has either committed its snapshot or never will.
+///
+/// `lock` is that lock: the lease is confirmed before the first change and checked between
+/// steps and between batches of [`DELETE_BATCH`] pack deletions, so a prune that lost its
+/// lease (stopped or starved past it; another host may have broken it and started a backup
+/// that reuses a condemned pack) stops with exit 11 and keeps its plan for the next prune.
 pub async fn sweep(
     repo: &Repository,
     grace: Duration,
     now: DateTime<Utc>,
     cancel: &Cancel,
+    lock: &Lock,
 ) -> Result<SweepReport> {
     let mut r = SweepReport::default();
     let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
@@ -658,6 +667,10 @@ pub async fn sweep(
         .copied()
         .collect();
     cancel.check()?;
+    crate::failpoint::stop("prune-before-delete");
+    // The rescue check saw every snapshot committed before this point; a lease lost during
+    // it (or since) may have let a backup commit one it did not see.
+    lock.confirm().await.map_err(stopped)?;
 
     // 1. Replacement index files without the doomed packs, 2. the old files go: until both
     // are done the index lists a pack twice at worst, never a deleted one.
@@ -677,6 +690,7 @@ pub async fn sweep(
         }
     }
     crate::failpoint::crash("prune-after-new-index");
+    lock.check().map_err(stopped)?;
     stream::iter(stale.iter().map(|(id, _)| ObjectKind::Index.key(id)))
         .map(|key| async move { delete_if_there(repo, &key).await })
         .buffer_unordered(CONCURRENCY)
@@ -687,15 +701,30 @@ pub async fn sweep(
     // Lock: the pack's retention has not lapsed) keeps the pack; it is indexed again so it
     // stays accounted for, and a later prune retries once the lock lapses.
     let sizes: Vec<(PackId, u64)> = doomed.iter().map(|p| (*p, condemned[p])).collect();
-    let results: Vec<(PackId, u64, Result<()>)> = stream::iter(sizes.iter())
-        .map(|(p, size)| async move {
-            let res = purge(repo, &pack_key(p)).await;
-            crate::failpoint::crash("prune-mid-delete");
-            (*p, *size, res)
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
+    let mut results: Vec<(PackId, u64, Result<()>)> = Vec::new();
+    for batch in sizes.chunks(DELETE_BATCH) {
+        if let Err(e) = lock.check().map_err(stopped) {
+            // What this run deleted is gone from the index already; the plan stays.
+            tracing::warn!(
+                deleted = results.len(),
+                left = sizes.len() - results.len(),
+                "prune lost its lease between pack deletions"
+            );
+            return Err(e);
+        }
+        results.extend(
+            stream::iter(batch.iter())
+                .map(|(p, size)| async move {
+                    let res = purge(repo, &pack_key(p)).await;
+                    crate::failpoint::crash("prune-mid-delete");
+                    (*p, *size, res)
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await,
+        );
+        crate::failpoint::stop("prune-between-delete-batches");
+    }
     let mut locked: Vec<PackId> = Vec::new();
     let mut dates: Vec<(String, DateTime<Utc>)> = Vec::new();
     for (p, size, res) in results {
@@ -730,6 +759,7 @@ pub async fn sweep(
         super::object_lock::remember(repo, &dates).await?;
     }
     // 4. The plans: done.
+    lock.check().map_err(stopped)?;
     for (id, _) in &due {
         delete_if_there(repo, &ObjectKind::PrunePlan.key(id)).await?;
     }
@@ -744,6 +774,17 @@ async fn purge(repo: &Repository, key: &str) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A lost lease, said as prune's: it stopped where it was and kept its plan.
+fn stopped(e: Error) -> Error {
+    match e {
+        Error::LockLost { location, .. } => Error::LockLost {
+            location,
+            detail: "the lease expired or was removed by another process; prune stopped before deleting more, its plan is kept and the next prune finishes it".into(),
+        },
+        e => e,
     }
 }
 

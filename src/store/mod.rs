@@ -263,6 +263,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn purge(&self, key: &str) -> StoreResult<()> {
         self.delete(key).await
     }
+    /// Multipart uploads under this store's prefix that were started and never completed or
+    /// aborted (a writer killed mid-upload leaves them; S3 bills their parts until they are
+    /// aborted). Stores without multipart uploads have none; decorators forward.
+    async fn pending_uploads(&self) -> StoreResult<Vec<PendingUpload>> {
+        Ok(Vec::new())
+    }
+
+    /// Aborts one upload [`Store::pending_uploads`] listed; one already gone is not an error.
+    async fn abort_upload(&self, _upload: &PendingUpload) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// A multipart upload that was started and never completed or aborted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PendingUpload {
+    /// The object key it would have created, relative to the store's prefix.
+    pub key: String,
+    pub upload_id: String,
+    /// When it was started (seconds since the Unix epoch, the server's clock), if it says.
+    pub initiated_secs: Option<i64>,
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -23,7 +23,9 @@ use bytes::Bytes;
 use rand::Rng;
 use serde::Serialize;
 
-use super::{Backend, DynStore, HealthReport, ObjectInfo, Store, StoreError, StoreResult};
+use super::{
+    Backend, DynStore, HealthReport, ObjectInfo, PendingUpload, Store, StoreError, StoreResult,
+};
 
 /// Retry policy. `Default` suits remote object stores.
 #[derive(Debug, Clone, PartialEq)]
@@ -368,6 +370,20 @@ impl Store for RetryStore {
 
     async fn purge(&self, key: &str) -> StoreResult<()> {
         self.run("purge", key, || self.inner.purge(key)).await
+    }
+
+    async fn pending_uploads(&self) -> StoreResult<Vec<PendingUpload>> {
+        self.run("list multipart uploads", "", || {
+            self.inner.pending_uploads()
+        })
+        .await
+    }
+
+    async fn abort_upload(&self, upload: &PendingUpload) -> StoreResult<()> {
+        self.run("abort multipart upload", &upload.key, || {
+            self.inner.abort_upload(upload)
+        })
+        .await
     }
 }
 

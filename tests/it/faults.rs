@@ -439,6 +439,145 @@ fn two_prunes_at_once_delete_nothing_twice() {
     inv3(&s);
 }
 
+// ----- T19/T20: prune's exclusive phase loses its lease -----------------------------------------
+
+/// Waits until process `pid` is stopped (SIGSTOP: state `T` in /proc).
+fn wait_stopped(child: &mut Child) {
+    let t0 = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let state = stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap();
+        if state == 'T' {
+            return;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the process ended before its stop point"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(120), "never stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Two backups and a forget: the first backup's 60 files (one pack or more each) are
+/// condemned by the next prune. Returns where those files were moved (`stash`).
+fn repository_with_many_condemned_packs(s: &Scratch, src: &Path) -> PathBuf {
+    s.init();
+    pack_size(s, 96 * 1024);
+    for f in 0..60u64 {
+        write_random(&src.join(format!("old/f{f}")), 500 + f, 100_000);
+    }
+    std::fs::write(src.join("keep.txt"), "kept by every snapshot\n").unwrap();
+    s.ok(&["backup", src.to_str().unwrap()]);
+    let stash = s.path("stash");
+    std::fs::rename(src.join("old"), &stash).unwrap();
+    s.ok(&["backup", src.to_str().unwrap()]);
+    s.ok(&["forget", "--keep-last", "1"]);
+    stash
+}
+
+/// A prune whose lease ran out while it was stopped in phase 2 (after its rescue check,
+/// before any change), and whose lock was broken meanwhile by a backup that committed a
+/// snapshot reusing blobs of condemned packs: once continued, it deletes nothing, exits 11
+/// and keeps its plan; the backup's snapshot restores bit-exact and the next prune rescues
+/// its packs. (Before the lease was checked here, that prune deleted the packs the new
+/// snapshot needs.)
+#[test]
+fn a_prune_that_lost_its_lease_before_deleting_deletes_nothing() {
+    let s = Scratch::new();
+    let src = s.path("src");
+    let stash = repository_with_many_condemned_packs(&s, &src);
+    let before = pack_ids(&s.repo);
+    let mut child = spawn(
+        &s,
+        &["prune", "--grace", "0s"],
+        &[
+            (lifeboat::repo::lock::LEASE_ENV, "2"),
+            ("LIFEBOAT_FAILPOINT", "prune-before-delete:1"),
+        ],
+    );
+    wait_stopped(&mut child);
+    std::thread::sleep(Duration::from_millis(3000));
+    // Another host breaks the expired lease and backs up the old files again: every blob
+    // is found in a condemned pack.
+    let out = s.ok(&["unlock"]);
+    assert!(out.contains("removed"), "{out}");
+    std::fs::rename(&stash, src.join("old")).unwrap();
+    let v = s.json(&["backup", src.to_str().unwrap()]);
+    let id = v["snapshot_id"].as_str().unwrap().to_string();
+    assert!(
+        v["summary"]["bytes_added"].as_u64().unwrap() < 1_000_000,
+        "the backup did not reuse the condemned packs: {v:#}"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(11), "{}", describe(&o));
+    assert!(
+        stderr(&o).contains("prune stopped") && stderr(&o).contains("plan is kept"),
+        "{}",
+        describe(&o)
+    );
+    assert!(
+        before.is_subset(&pack_ids(&s.repo)),
+        "a pack was deleted after the lease was lost"
+    );
+    assert!(!list_files(&s.repo.join("prune")).is_empty(), "plan kept");
+    inv1(&s);
+    restores_exactly(&s, &id, &src);
+    // The next prune sees the new snapshot and rescues what it needs.
+    let v = s.json(&["prune", "--grace", "0s"]);
+    assert!(
+        v["regions"][0]["sweep"]["rescued_packs"].as_u64().unwrap() > 0,
+        "{v:#}"
+    );
+    inv1(&s);
+    restores_exactly(&s, &id, &src);
+    inv3(&s);
+}
+
+/// A prune that lost its lease between two batches of pack deletions stops before the next
+/// batch (exit 11): exactly one batch is gone, the plan stays, and the next prune deletes
+/// the rest; the repository verifies and the kept snapshot restores bit-exact throughout.
+#[test]
+fn a_prune_that_lost_its_lease_between_delete_batches_stops_there() {
+    let s = Scratch::new();
+    let src = s.path("src");
+    repository_with_many_condemned_packs(&s, &src);
+    let id = snapshot_ids(&s).pop().unwrap();
+    let mut child = spawn(
+        &s,
+        &["prune", "--grace", "0s", "--max-unused", "100%"],
+        &[
+            (lifeboat::repo::lock::LEASE_ENV, "2"),
+            ("LIFEBOAT_FAILPOINT", "prune-between-delete-batches:1"),
+        ],
+    );
+    wait_stopped(&mut child);
+    let at_stop = pack_ids(&s.repo);
+    std::thread::sleep(Duration::from_millis(3000));
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(11), "{}", describe(&o));
+    assert!(stderr(&o).contains("prune stopped"), "{}", describe(&o));
+    assert_eq!(
+        pack_ids(&s.repo),
+        at_stop,
+        "packs were deleted after the lease was lost"
+    );
+    assert!(!list_files(&s.repo.join("prune")).is_empty(), "plan kept");
+    inv1(&s);
+    restores_exactly(&s, &id, &src);
+    let v = s.json(&["prune", "--grace", "0s", "--max-unused", "100%"]);
+    let deleted = v["regions"][0]["sweep"]["deleted_packs"].as_u64().unwrap();
+    assert!(deleted > 0, "the next prune deleted the rest: {v:#}");
+    assert!(list_files(&s.repo.join("prune")).is_empty());
+    let v = s.json(&["prune", "--grace", "0s", "--max-unused", "100%"]);
+    assert_eq!(v["regions"][0]["mark"]["condemned_packs"], 0, "{v:#}");
+    inv1(&s);
+    restores_exactly(&s, &id, &src);
+    inv3(&s);
+}
+
 // ----- T03, T24: crashes at chosen steps --------------------------------------------------------
 
 /// T03: a crash between the index upload and the snapshot (the commit point): no snapshot is
@@ -896,9 +1035,10 @@ mod s3 {
     }
 
     /// T02: `kill -9` while a pack is going up as an S3 multipart upload: nothing exists at
-    /// the upload's key, the orphaned upload is listed by `ListMultipartUploads` (and can be
-    /// aborted), the killed run committed nothing, and the re-run exits 0 with a repository
-    /// that verifies and restores bit-exact.
+    /// the upload's key, the orphaned upload is listed by `ListMultipartUploads`, the killed
+    /// run committed nothing, and the re-run exits 0 with a repository that verifies and
+    /// restores bit-exact. `prune` leaves the orphan while it is younger than twice the lock
+    /// lease and aborts it (reporting how many) once it is older.
     #[test]
     fn kill_during_a_multipart_upload_leaves_no_object_and_the_rerun_succeeds() {
         let g = Garage::start("t02");
@@ -952,17 +1092,53 @@ mod s3 {
         restores_exactly(w, &url, &id, &src);
         inv1(w, &url);
         inv3(w, &url);
-        // The orphans are still there (lifeboat does not abort uploads it did not start);
-        // aborting them leaves nothing pending and the repository unchanged.
+        // The orphans are still there: a backup does not abort uploads it did not start.
         let still = rt.block_on(store.pending_multipart_uploads()).unwrap();
         for u in &orphans {
             assert!(still.contains(u), "{u:?} vanished: {still:?}");
-            rt.block_on(store.abort_multipart_upload(u)).unwrap();
         }
+        // A day has not passed: healthcheck does not warn yet.
+        let h = ok(w, &url, &["healthcheck"]);
+        assert_eq!(h["warnings"], serde_json::json!([]), "{h:#}");
+        // prune spares uploads younger than twice the lease (default 15 min: 30 min) ...
+        let r = run(w, &url, &["prune", "--grace", "0s"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(
+            r.stdout.contains(&format!(
+                "{} multipart uploads in progress or too recent to abort",
+                orphans.len()
+            )),
+            "{r:?}"
+        );
+        let v = ok(w, &url, &["prune", "--grace", "0s"]);
+        let m = &v["regions"][0]["multipart"];
+        assert_eq!(m["aborted"], 0, "{v:#}");
+        assert_eq!(m["kept"], orphans.len(), "{v:#}");
+        assert_eq!(m["abort_age_secs"], 1800, "{v:#}");
+        assert_eq!(
+            rt.block_on(store.pending_multipart_uploads())
+                .unwrap()
+                .len(),
+            orphans.len()
+        );
+        // ... and aborts them once they are older (a 2 s lease: older than 4 s), saying how
+        // many; nothing is left pending and the repository is unchanged.
+        std::thread::sleep(Duration::from_secs(5));
+        let lease = (lifeboat::repo::lock::LEASE_ENV, "2");
+        let mut c = cmd(w, &url, &["prune", "--grace", "0s", "--json"]);
+        c.env(lease.0, lease.1);
+        let r = support::regions::run(c);
+        assert_eq!(r.code, 0, "{r:?}");
+        let v: Value = serde_json::from_str(&r.stdout).unwrap();
+        let m = &v["regions"][0]["multipart"];
+        assert_eq!(m["aborted"], orphans.len(), "{v:#}");
+        assert_eq!(m["kept"], 0, "{v:#}");
+        assert_eq!(m["error"], Value::Null, "{v:#}");
         assert!(rt
             .block_on(store.pending_multipart_uploads())
             .unwrap()
             .is_empty());
         inv1(w, &url);
+        restores_exactly(w, &url, &id, &src);
     }
 }

@@ -240,6 +240,14 @@ impl Store for S3Store {
         healthcheck(self).await
     }
 
+    async fn pending_uploads(&self) -> StoreResult<Vec<PendingUpload>> {
+        self.pending_multipart_uploads().await
+    }
+
+    async fn abort_upload(&self, upload: &PendingUpload) -> StoreResult<()> {
+        self.abort_multipart_upload(upload).await
+    }
+
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         let client = self.client().await?;
         let out = client

@@ -14,7 +14,6 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use serde::Serialize;
 
 use super::{md5_b64, S3Store};
 use crate::store::{Store, StoreError, StoreResult};
@@ -165,26 +164,23 @@ impl S3Store {
     /// Aborts one pending multipart upload (see [`S3Store::pending_multipart_uploads`]).
     pub async fn abort_multipart_upload(&self, upload: &PendingUpload) -> StoreResult<()> {
         let client = self.client().await?;
-        client
+        match client
             .abort_multipart_upload()
             .bucket(&self.cfg.bucket)
             .key(self.full_key(&upload.key))
             .upload_id(&upload.upload_id)
             .send()
             .await
-            .map_err(|e| self.map_err("abort multipart upload", &upload.key, e))?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            // Aborted or completed meanwhile (another prune, the writer's own abort).
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(()),
+            Err(e) => Err(self.map_err("abort multipart upload", &upload.key, e)),
+        }
     }
 }
 
-/// A multipart upload that was started and never completed or aborted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PendingUpload {
-    pub key: String,
-    pub upload_id: String,
-    /// When it was started (seconds since the Unix epoch), if the server says.
-    pub initiated_secs: Option<i64>,
-}
+pub use crate::store::PendingUpload;
 
 /// Aborts a multipart upload when dropped while still armed, so a failed or cancelled upload
 /// leaves no billed parts behind (a `kill -9` still can: the bucket's lifecycle rule covers that).
