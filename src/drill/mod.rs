@@ -206,6 +206,13 @@ pub struct DrillReport {
     /// Where the kept environment is (with `--keep`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kept: Option<String>,
+    /// The tools that loaded the snapshot (`pg_restore`, `psql`, `mariadb`), each with the
+    /// first line of its `--version`; empty for a directory drill.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub restore_tools: std::collections::BTreeMap<String, String>,
+    /// The version of the server the snapshot was loaded into, as it reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_server_version: Option<String>,
 }
 
 impl DrillReport {
@@ -305,6 +312,8 @@ impl DrillContext<'_> {
             damaged_pack: error.as_ref().and_then(|e| e.pack).map(|p| p.to_hex()),
             error: error.map(|e| e.message),
             kept,
+            restore_tools: Default::default(),
+            restore_server_version: None,
         }
     }
 }

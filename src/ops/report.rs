@@ -28,6 +28,7 @@ use crate::report::chain::{self, ChainStatus, Found};
 use crate::report::period::{self, PeriodReport, PlanInput, RegionSnapshots};
 use crate::report::schema::DrillEvidence;
 use crate::report::store;
+use crate::report::verified;
 use crate::{Error, Result};
 
 /// Opens every region of the target as the same repository as `opened` (no second
@@ -51,6 +52,69 @@ async fn all_regions(env: &Env, target: &Target, opened: &Repository) -> Vec<(St
         }
     }
     out
+}
+
+/// Stores a signed record of what a `verify` read into the region it read
+/// (`verified/<id>`, docs/reports.md). Never fails the verification: a record that could not
+/// be written is a warning.
+pub async fn record_read_verification(
+    env: &Env,
+    target: &Target,
+    repo: &Repository,
+    region: &str,
+    mode: &str,
+    started: DateTime<Utc>,
+    report: &crate::repo::verify::VerifyReport,
+) {
+    let res = async {
+        // The region's own key when it has one; else the repository's, from whichever
+        // region has it (created now in every region that answers if none has).
+        let key = if signing::public_key(repo).await?.is_some() {
+            signing::load_or_create(std::slice::from_ref(repo)).await?
+        } else {
+            let repos: Vec<Repository> = all_regions(env, target, repo)
+                .await
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect();
+            signing::load_or_create(&repos).await?
+        };
+        let mut rec = crate::report::verified::ReadVerification {
+            schema: crate::report::verified::SCHEMA.into(),
+            repository_id: repo.id().to_hex(),
+            region: region.to_string(),
+            host: crate::sys::host::hostname(),
+            mode: mode.to_string(),
+            started,
+            finished: Utc::now(),
+            packs_total: report.packs as u64,
+            packs: report
+                .read_results
+                .iter()
+                .map(|r| crate::report::verified::PackRead {
+                    pack: r.pack.to_hex(),
+                    bytes: r.size,
+                    ok: r.ok,
+                })
+                .collect(),
+            signature: None,
+        };
+        rec.sign(&key);
+        crate::report::verified::put(repo, &rec).await
+    }
+    .await;
+    if let Err(e) = res {
+        env.emit(Event::Warning {
+            message: format!(
+                "the record of what this verification read was not stored in {}: {e}",
+                repo.location()
+            ),
+            hint: Some(
+                "the period report's read-data coverage of this region will not count this run"
+                    .into(),
+            ),
+        });
+    }
 }
 
 /// The newest report of `plan` in repository `repo_id` among `found`: its sequence number
@@ -517,11 +581,19 @@ pub async fn plan_evidence(env: &Env, target: &Target) -> Result<PlanInput> {
             let mut found = store::load_all(&repo).await?;
             store::sort_by_chain(&mut found);
             let snaps = repo.list_snapshots().await?;
-            Ok::<_, Error>((repo, found, snaps))
+            let (reads, bad) = verified::load_all(&repo, key.as_ref()).await?;
+            for b in bad {
+                env.warn(format!(
+                    "a read-verification record in region {} is left out: {b}",
+                    region.catalog_region
+                ));
+            }
+            let packs = verified::region_packs(&repo).await?;
+            Ok::<_, Error>((repo, found, snaps, reads, packs))
         }
         .await;
         match res {
-            Ok((repo, found, snaps)) => {
+            Ok((repo, found, snaps, reads, packs)) => {
                 let mine: Vec<Found> = found
                     .into_iter()
                     .filter(|f| {
@@ -542,6 +614,8 @@ pub async fn plan_evidence(env: &Env, target: &Target) -> Result<PlanInput> {
                         .filter(|(_, s)| s.plan.as_deref() == Some(plan.name.as_str()))
                         .map(|(id, s)| (id.to_hex(), s))
                         .collect(),
+                    read_verifications: reads,
+                    packs,
                 });
                 opened.get_or_insert(repo);
             }

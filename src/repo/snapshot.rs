@@ -197,6 +197,11 @@ pub struct DatabaseMeta {
     pub globals: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_counts: Option<RowCounts>,
+    /// The tools that wrote the dump, each with the first line of its `--version`
+    /// (`pg_dump`, `pg_dumpall`, `mariadb-dump` / `mysqldump`). Since 2026-12; snapshots
+    /// written before have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_tools: Option<std::collections::BTreeMap<String, String>>,
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
 }

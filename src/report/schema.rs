@@ -31,6 +31,13 @@ pub struct DrillEvidence {
     pub environment: String,
     pub snapshot: SnapshotEvidence,
     pub tool_versions: BTreeMap<String, String>,
+    /// The tools that loaded the snapshot in the drill (`pg_restore`, `psql`, `mariadb`),
+    /// each with its `--version` line. Since 2026-12 (absent in older reports).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restore_tools: BTreeMap<String, String>,
+    /// The throwaway (or scratch) server's version as it reports it. Since 2026-12.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_server_version: Option<String>,
     pub started: DateTime<Utc>,
     pub finished: DateTime<Utc>,
     pub phases: Vec<PhaseEvidence>,
@@ -61,6 +68,11 @@ pub struct SnapshotEvidence {
     pub source_kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
+    /// The tools that wrote the dump, as the snapshot recorded them (`pg_dump`,
+    /// `pg_dumpall`, `mariadb-dump`), each with its `--version` line. Since 2026-12 (absent
+    /// in older reports, and for snapshots taken before lifeboat recorded them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dump_tools: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,7 +141,7 @@ impl DrillEvidence {
         repository_id: String,
         default_region: &str,
     ) -> DrillEvidence {
-        let (server_version, mut tool_versions) = match &snap.source {
+        let (server_version, mut tool_versions, dump_tools) = match &snap.source {
             SourceMeta::Database { meta, .. } => {
                 let tools = meta
                     .other
@@ -137,9 +149,13 @@ impl DrillEvidence {
                     .filter(|(k, _)| k.contains("version"))
                     .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
                     .collect();
-                (meta.server_version.clone(), tools)
+                (
+                    meta.server_version.clone(),
+                    tools,
+                    meta.dump_tools.clone().unwrap_or_default(),
+                )
             }
-            _ => (None, BTreeMap::new()),
+            _ => (None, BTreeMap::new(), BTreeMap::new()),
         };
         tool_versions.insert("lifeboat".into(), env!("CARGO_PKG_VERSION").into());
         tool_versions.insert("lifeboat_backup".into(), snap.program_version.clone());
@@ -164,8 +180,11 @@ impl DrillEvidence {
                 size_bytes: snap.summary.bytes_processed,
                 source_kind: snap.source.kind().to_string(),
                 server_version,
+                dump_tools,
             },
             tool_versions,
+            restore_tools: r.restore_tools.clone(),
+            restore_server_version: r.restore_server_version.clone(),
             started: r.started,
             finished: r.finished,
             phases: r

@@ -412,6 +412,10 @@ impl Source for PostgresSource {
         } else {
             None
         };
+        let mut tools = vec![("pg_dump", pg_dump.clone())];
+        if let Some(t) = &pg_dumpall {
+            tools.push(("pg_dumpall", t.clone()));
+        }
         let env = self.env();
         let mut session = psql_session(
             self.spec.bin_dir.as_deref(),
@@ -465,6 +469,7 @@ impl Source for PostgresSource {
                 json!(globals_len.map(|b| json!({"file": GLOBALS_NODE, "bytes": b}))),
             );
             m.insert("row_counts".into(), json!({"mode": self.spec.row_counts, "consistency": "same MVCC snapshot as the dump", "tables": counts}));
+            m.insert("dump_tools".into(), json!(super::db::dump_tools(&tools)));
         }
         // Stream nodes are files too (a directory-format dump's files were counted as walked).
         ctx.summary.files_new +=

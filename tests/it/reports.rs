@@ -737,10 +737,21 @@ fn synthetic(
                     consistency_time: t,
                     content_hash: "11".repeat(32),
                     size_bytes: size,
-                    source_kind: "dir".into(),
-                    server_version: None,
+                    source_kind: "postgres".into(),
+                    server_version: Some("15.20 (Debian 15.20-0+deb12u1)".into()),
+                    dump_tools: [(
+                        "pg_dump".to_string(),
+                        "pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)".to_string(),
+                    )]
+                    .into(),
                 },
                 tool_versions: Default::default(),
+                restore_tools: [(
+                    "pg_restore".to_string(),
+                    "pg_restore (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)".to_string(),
+                )]
+                .into(),
+                restore_server_version: Some("15.20 (Debian 15.20-0+deb12u1)".into()),
                 started,
                 finished: started + chrono::Duration::seconds(rto as i64 + 5),
                 phases: vec![
@@ -804,9 +815,39 @@ fn synthetic(
             prev = Some(lifeboat::report::chain::hash(&ev));
             drills.push(ev);
         }
+        // 40 packs of 64 MiB; weekly `verify --read-data-subset` runs read 5 of them
+        // (region local: every week; local:repo2: only the first six weeks).
+        let pack = |n: u64| lifeboat::ids::PackId::from_bytes([n as u8 + 1; 32]);
+        let packs: std::collections::HashMap<_, u64> = (0..40).map(|n| (pack(n), 64 << 20)).collect();
+        let read_verifications = (0..13u64)
+            .filter(|w| ri == 0 || *w < 6)
+            .map(|w| {
+                let t = start + chrono::Duration::days(w as i64 * 7 + 3);
+                lifeboat::report::verified::ReadVerification {
+                    schema: lifeboat::report::verified::SCHEMA.into(),
+                    repository_id: "00".repeat(32),
+                    region: region.into(),
+                    host: "drill1".into(),
+                    mode: "subset 12.5%".into(),
+                    started: t,
+                    finished: t + chrono::Duration::minutes(4),
+                    packs_total: 40,
+                    packs: (0..5)
+                        .map(|i| lifeboat::report::verified::PackRead {
+                            pack: pack((w * 5 + i) % 40).to_hex(),
+                            bytes: 64 << 20,
+                            ok: true,
+                        })
+                        .collect(),
+                    signature: None,
+                }
+            })
+            .collect();
         regions.push(RegionSnapshots {
             region: region.into(),
             snapshots: snaps,
+            read_verifications,
+            packs,
         });
     }
     drills.sort_by_key(|d| d.started);
