@@ -332,3 +332,38 @@ impl Snapshot {
             && self.job == other.job
     }
 }
+
+#[cfg(test)]
+mod dump_tools_tests {
+    use super::*;
+
+    #[test]
+    fn database_metadata_with_and_without_dump_tools_reads() {
+        let old = serde_json::json!({"database": "shop", "server_version": "15.4"});
+        let SourceMeta::Database { meta, .. } = SourceMeta::from_parts("postgres", old.clone())
+        else {
+            panic!("a database snapshot")
+        };
+        assert_eq!(meta.dump_tools, None);
+        // Written back unchanged.
+        assert_eq!(
+            SourceMeta::Database {
+                kind: DbKind::Postgres,
+                meta
+            }
+            .into_parts()
+            .1,
+            old
+        );
+        let new = serde_json::json!({"database": "shop",
+            "dump_tools": {"mariadb-dump": "mariadb-dump  Ver 10.19"}});
+        let SourceMeta::Database { meta, .. } = SourceMeta::from_parts("mariadb", new) else {
+            panic!("a database snapshot")
+        };
+        assert_eq!(
+            meta.dump_tools.unwrap()["mariadb-dump"],
+            "mariadb-dump  Ver 10.19"
+        );
+        assert!(meta.other.is_empty());
+    }
+}

@@ -282,12 +282,11 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
     if p.evidence.is_empty() {
         let _ = writeln!(o, "No drill report in the period.");
     } else {
-        let _ = writeln!(o, "| report | seq | date | job | region | verdict | snapshot | content hash | report hash | versions |\n|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(o, "| report | seq | date | job | region | verdict | snapshot | content hash | report hash |\n|---|---|---|---|---|---|---|---|---|");
         for e in &p.evidence {
-            let versions = e.versions();
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 e.report_id,
                 e.seq,
                 day(e.started),
@@ -296,13 +295,27 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
                 e.verdict,
                 &e.snapshot_id[..e.snapshot_id.len().min(16)],
                 &e.snapshot_content_hash[..e.snapshot_content_hash.len().min(16)],
-                &e.report_hash[..e.report_hash.len().min(23)],
-                if versions.is_empty() {
-                    "—".to_string()
-                } else {
-                    md_escape(&versions)
-                }
+                &e.report_hash[..e.report_hash.len().min(23)]
             );
+        }
+        let groups = version_groups(p);
+        if !groups.is_empty() {
+            let _ = writeln!(o, "\n#### Versions in the evidence\n");
+            let _ = writeln!(
+                o,
+                "| job | versions | reports | first | last |\n|---|---|---|---|---|"
+            );
+            for g in &groups {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {} | {} |",
+                    g.job,
+                    md_escape(&g.versions),
+                    g.reports,
+                    g.first_id,
+                    g.last_id
+                );
+            }
         }
     }
     let _ = writeln!(o, "\n### Report chain\n");
@@ -805,12 +818,10 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
             "snapshot",
             "content hash",
             "report hash",
-            "versions",
         ],
         p.evidence
             .iter()
             .map(|e| {
-                let versions = e.versions();
                 vec![
                     format!("<code>{}</code>", esc(&e.report_id)),
                     e.seq.to_string(),
@@ -830,15 +841,30 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                         "<code>{}</code>",
                         esc(&e.report_hash[..e.report_hash.len().min(23)])
                     ),
-                    if versions.is_empty() {
-                        "—".into()
-                    } else {
-                        esc(&versions)
-                    },
                 ]
             })
             .collect(),
     );
+    let groups = version_groups(p);
+    if !groups.is_empty() {
+        o.push_str("<h4>Versions in the evidence</h4>");
+        table(
+            o,
+            &["job", "versions", "reports", "first", "last"],
+            groups
+                .iter()
+                .map(|g| {
+                    vec![
+                        esc(&g.job),
+                        esc(&g.versions),
+                        g.reports.to_string(),
+                        format!("<code>{}</code>", esc(&g.first_id)),
+                        format!("<code>{}</code>", esc(&g.last_id)),
+                    ]
+                })
+                .collect(),
+        );
+    }
     o.push_str("<h3>Report chain</h3>");
     let _ = write!(
         o,
@@ -1147,6 +1173,44 @@ pub fn incident(d: &DrillEvidence) -> String {
         "## Action items\n\n| action | owner | due |\n|---|---|---|\n| | | |"
     );
     o
+}
+
+/// The reports of a plan's evidence that name the same versions (source server, dump
+/// tools, restore tools, drill server), per job, in order of first appearance: which tool
+/// versions proved each stretch of the period, without repeating them on every row.
+struct VersionGroup {
+    job: String,
+    versions: String,
+    reports: usize,
+    first_id: String,
+    last_id: String,
+}
+
+fn version_groups(p: &PlanPeriod) -> Vec<VersionGroup> {
+    let mut out: Vec<VersionGroup> = Vec::new();
+    for e in &p.evidence {
+        let versions = e.versions();
+        if versions.is_empty() {
+            continue;
+        }
+        match out
+            .iter_mut()
+            .find(|g| g.job == e.job && g.versions == versions)
+        {
+            Some(g) => {
+                g.reports += 1;
+                g.last_id = e.report_id.clone();
+            }
+            None => out.push(VersionGroup {
+                job: e.job.clone(),
+                versions,
+                reports: 1,
+                first_id: e.report_id.clone(),
+                last_id: e.report_id.clone(),
+            }),
+        }
+    }
+    out
 }
 
 /// A region's read-data coverage in a cell: "85.0 % (34 of 40 packs, 2.1 GiB of 2.5 GiB), 13

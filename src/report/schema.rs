@@ -250,3 +250,54 @@ impl DrillEvidence {
         format!("{:06}-{}.json", self.chain.seq, self.report_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report written before the version fields existed (2026-12) still parses, keeps
+    /// its exact bytes when written back (so its signature and the chain's hashes hold),
+    /// and new reports with the fields verify too.
+    #[test]
+    fn reports_without_the_version_fields_still_read_and_verify() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let t = DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let old = serde_json::json!({
+            "schema": SCHEMA, "report_id": "20261120T100000Z-abcdef", "plan": "shop",
+            "job": "db", "region": "local", "repository_id": "00", "host": "h",
+            "trigger": "operator", "environment": "ephemeral-postgres",
+            "snapshot": {"id": "11", "time": t, "consistency_time": t, "content_hash": "22",
+                         "size_bytes": 5, "source_kind": "postgres", "server_version": "15.4"},
+            "tool_versions": {"lifeboat": "0.1.0"}, "started": t, "finished": t,
+            "phases": [], "checks": [],
+            "rto": {"measured_secs": 1.0, "target_secs": null, "met": true},
+            "rpo": {"measured_secs": 1.0, "target_secs": null, "met": true},
+            "verdict": "passed", "chain": {"seq": 1, "prev": null}
+        });
+        let mut ev: DrillEvidence = serde_json::from_value(old.clone()).unwrap();
+        assert!(ev.snapshot.dump_tools.is_empty() && ev.restore_tools.is_empty());
+        assert_eq!(ev.restore_server_version, None);
+        assert_eq!(serde_json::to_value(&ev).unwrap(), old);
+        super::super::chain::sign(&mut ev, &key);
+        let v = serde_json::to_value(&ev).unwrap();
+        assert!(super::super::chain::check_signature(&v).is_ok());
+
+        ev.snapshot
+            .dump_tools
+            .insert("pg_dump".into(), "pg_dump (PostgreSQL) 15.20".into());
+        ev.restore_tools
+            .insert("pg_restore".into(), "pg_restore (PostgreSQL) 15.20".into());
+        ev.restore_server_version = Some("15.20".into());
+        super::super::chain::sign(&mut ev, &key);
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(
+            v["snapshot"]["dump_tools"]["pg_dump"],
+            "pg_dump (PostgreSQL) 15.20"
+        );
+        assert!(super::super::chain::check_signature(&v).is_ok());
+        let back: DrillEvidence = serde_json::from_value(v).unwrap();
+        assert_eq!(back, ev);
+    }
+}

@@ -97,7 +97,10 @@ pub fn open(
 ) -> Result<ReadVerification> {
     let what = format!("{} {PREFIX}{id}", repo.location());
     if ObjectId::of(raw) != *id {
-        return Err(Error::integrity(what, "content hash does not match its name"));
+        return Err(Error::integrity(
+            what,
+            "content hash does not match its name",
+        ));
     }
     let compressed = repo
         .keys
@@ -283,9 +286,15 @@ mod tests {
         // A later intact read clears an earlier damaged verdict, and the reverse.
         let more = [records.clone(), vec![record(13, &[(2, 300, true)])]].concat();
         let c = coverage(&more, &now, since, until);
-        assert_eq!((c.packs_verified, c.bytes_verified, c.packs_damaged), (2, 400, 0));
+        assert_eq!(
+            (c.packs_verified, c.bytes_verified, c.packs_damaged),
+            (2, 400, 0)
+        );
         // Nothing held: no share.
-        assert_eq!(coverage(&records, &HashMap::new(), since, until).share, None);
+        assert_eq!(
+            coverage(&records, &HashMap::new(), since, until).share,
+            None
+        );
     }
 
     #[test]
