@@ -127,10 +127,14 @@ pub fn open(
 pub async fn load_all(
     repo: &Repository,
     key: Option<&ed25519_dalek::VerifyingKey>,
+    bar: &indicatif::ProgressBar,
 ) -> Result<(Vec<ReadVerification>, Vec<String>)> {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
-    for info in repo.store.list(PREFIX).await? {
+    let listed = repo.store.list(PREFIX).await?;
+    bar.inc_length(listed.len() as u64);
+    for info in listed {
+        bar.inc(1);
         let Some(id) = info
             .key
             .strip_prefix(PREFIX)

@@ -1320,3 +1320,58 @@ fn server_pg(c: &lifeboat::drill::env::ConnectionInfo) -> String {
         .trim()
         .to_string()
 }
+
+/// Issue 15 (noticed): a drill finds the chain's head without reading every stored report
+/// again: what it read of each object is kept in the state directory, and only objects it
+/// has not seen are read. Shown by a cache entry the next drill trusts instead of the object.
+#[test]
+fn a_drill_reads_only_report_objects_it_has_not_seen() {
+    let s = Site::new("");
+    s.ok(&["drill", "--plan", "web.toml"]);
+    s.ok(&["drill", "--plan", "web.toml"]);
+    let cache_file = s.state().join("reports/.report-objects.json");
+    let mut cache = json_of(&cache_file);
+    let regions = cache["regions"].as_object().unwrap();
+    assert_eq!(regions.len(), 2, "{cache:#}");
+    for objs in regions.values() {
+        assert_eq!(objs.as_object().unwrap().len(), 2, "{cache:#}");
+    }
+    // Rewrite what the cache says of region local's newest object: the next drill takes it
+    // as the head (it does not read the object again) — and the local copies, which it
+    // reads only for the newest file, are moved away so they do not say otherwise.
+    let files = s.local_reports();
+    let newest = json_of(files.last().unwrap());
+    let forged = "blake3:".to_string() + &"ab".repeat(32);
+    for objs in cache["regions"].as_object_mut().unwrap().values_mut() {
+        for m in objs.as_object_mut().unwrap().values_mut() {
+            if m["report_id"] == newest["report_id"] {
+                m["seq"] = 41.into();
+                m["hash"] = forged.clone().into();
+            }
+        }
+    }
+    std::fs::write(&cache_file, serde_json::to_vec(&cache).unwrap()).unwrap();
+    std::fs::rename(s.state().join("reports/web"), s.path().join("web-local")).unwrap();
+    s.ok(&["drill", "--plan", "web.toml"]);
+    let third = json_of(&s.local_reports()[0]);
+    assert_eq!(third["chain"]["seq"], 42, "{third:#}");
+    assert_eq!(third["chain"]["prev"], forged.as_str());
+    // `report verify` reads the regions, not the cache: the gap is seen.
+    let o = s.expect(&["report", "verify", "--plan", "web.toml"], 13);
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        said.contains("seq 3 to 41 between them are missing (removed)"),
+        "{said}"
+    );
+    // Without the cache a drill reads every object again and finds the true head.
+    std::fs::remove_file(&cache_file).unwrap();
+    std::fs::remove_dir_all(s.state().join("reports/web")).unwrap();
+    s.ok(&["drill", "--plan", "web.toml"]);
+    let fourth = json_of(&s.local_reports()[0]);
+    assert_eq!(fourth["chain"]["seq"], 43, "{fourth:#}");
+    assert_eq!(
+        fourth["chain"]["prev"].as_str().unwrap(),
+        lifeboat::report::chain::hash_value(&third)
+    );
+    assert!(cache_file.exists());
+}
