@@ -37,4 +37,21 @@ impl Progress {
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
     }
+
+    /// A bar counting items (reports, records), its length grown as they are listed.
+    pub fn count(&self, what: &str) -> ProgressBar {
+        if !self.enabled {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(5));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:>10} [{elapsed_precise}] {wide_bar} {pos}/{len} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_message(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
 }

@@ -289,6 +289,7 @@ impl DbDrill<'_> {
         let mut checks = Vec::new();
         let mut error: Option<DrillError> = None;
         let mut kept = None;
+        let mut versions = Default::default();
         let database = self
             .database
             .clone()
@@ -302,6 +303,7 @@ impl DbDrill<'_> {
             Err(e) => error = Some(e),
             Ok(mut env) => {
                 let conn = env.connection().cloned();
+                let versions_of = conn.clone();
                 let database = conn
                     .as_ref()
                     .and_then(|c| c.database.clone())
@@ -398,6 +400,15 @@ impl DbDrill<'_> {
                     },
                 }
                 sw.begin(Phase::Teardown);
+                // Asked while the server still runs, after the checks: not part of the RTO.
+                if let Some(c) = versions_of {
+                    let db = database.clone();
+                    if let Ok(v) =
+                        tokio::task::spawn_blocking(move || restore_versions(&c, &db)).await
+                    {
+                        versions = v;
+                    }
+                }
                 if let Err(e) = teardown(env).await {
                     error.get_or_insert(e);
                 }
@@ -412,6 +423,7 @@ impl DbDrill<'_> {
         let set = self.set.as_ref().map(|s| s.info.clone());
         let mut report = self.ctx.report(id, environment, &sw, checks, error, kept);
         report.set = set;
+        (report.restore_tools, report.restore_server_version) = versions;
         report
     }
 
@@ -491,6 +503,45 @@ impl DbDrill<'_> {
             )
         })
     }
+}
+
+/// The tools that load a snapshot into `conn`'s server (found as the loader finds them),
+/// each with its `--version` line, and the server's own version (asked in `database`, else
+/// in the server's default database: a failed load may have left none).
+fn restore_versions(
+    conn: &ConnectionInfo,
+    database: &str,
+) -> (std::collections::BTreeMap<String, String>, Option<String>) {
+    use crate::sys::process::{find_tool, tool_version};
+    let bin = conn.bin_dir.as_deref();
+    let (tools, query, fallback): (&[&[&str]], _, _) = match conn.db_kind() {
+        DbKind::Postgres => (
+            &[&["pg_restore"], &["psql"]],
+            "SHOW server_version",
+            "postgres",
+        ),
+        DbKind::Mariadb => (&[&["mariadb", "mysql"]], "SELECT VERSION()", "mysql"),
+    };
+    let mut found = std::collections::BTreeMap::new();
+    for names in tools {
+        if let Some((name, path)) = names
+            .iter()
+            .find_map(|n| find_tool(n, bin).map(|p| (n.to_string(), p)))
+        {
+            if let Some(v) = tool_version(&path) {
+                found.insert(name, v);
+            }
+        }
+    }
+    let server = [database, fallback].into_iter().find_map(|db| {
+        conn.sql_conn(db)
+            .query(query)
+            .ok()
+            .and_then(|rows| rows.into_iter().next())
+            .and_then(|row| row.into_iter().next())
+            .filter(|v| !v.is_empty())
+    });
+    (found, server)
 }
 
 /// Stops the server and removes its files, off the async threads.

@@ -211,6 +211,13 @@ pub struct DrillReport {
     /// The drill of a recovery-point set: the set and its members.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub set: Option<set::SetInfo>,
+    /// The tools that loaded the snapshot (`pg_restore`, `psql`, `mariadb`), each with the
+    /// first line of its `--version`; empty for a directory drill.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub restore_tools: std::collections::BTreeMap<String, String>,
+    /// The version of the server the snapshot was loaded into, as it reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_server_version: Option<String>,
 }
 
 impl DrillReport {
@@ -311,6 +318,8 @@ impl DrillContext<'_> {
             error: error.map(|e| e.message),
             kept,
             set: None,
+            restore_tools: Default::default(),
+            restore_server_version: None,
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::report::chain::{self, ChainStatus, Found};
 use crate::report::period::{self, PeriodReport, PlanInput, RegionSnapshots};
 use crate::report::schema::DrillEvidence;
 use crate::report::store;
+use crate::report::verified;
 use crate::{Error, Result};
 
 /// Opens every region of the target as the same repository as `opened` (no second
@@ -53,23 +54,67 @@ async fn all_regions(env: &Env, target: &Target, opened: &Repository) -> Vec<(St
     out
 }
 
-/// The newest report of `plan` in repository `repo_id` among `found`: its sequence number
-/// and hash (local copies of another repository's reports — a plan re-initialised — do not
-/// count).
-fn chain_head(found: &[Found], plan: &str, repo_id: &str) -> (u64, Option<String>) {
-    found
-        .iter()
-        .filter_map(|f| f.value.as_ref().ok())
-        .filter(|v| chain::is_drill_report(v))
-        .filter(|v| v.get("plan").and_then(|p| p.as_str()) == Some(plan))
-        .filter(|v| v.get("repository_id").and_then(|p| p.as_str()) == Some(repo_id))
-        .filter_map(|v| {
-            let seq = v.pointer("/chain/seq")?.as_u64()?;
-            Some((seq, chain::hash_value(v)))
-        })
-        .max_by(|a, b| a.0.cmp(&b.0))
-        .map(|(s, h)| (s, Some(h)))
-        .unwrap_or((0, None))
+/// Stores a signed record of what a `verify` read into the region it read
+/// (`verified/<id>`, docs/reports.md). Never fails the verification: a record that could not
+/// be written is a warning.
+pub async fn record_read_verification(
+    env: &Env,
+    target: &Target,
+    repo: &Repository,
+    region: &str,
+    mode: &str,
+    started: DateTime<Utc>,
+    report: &crate::repo::verify::VerifyReport,
+) {
+    let res = async {
+        // The region's own key when it has one; else the repository's, from whichever
+        // region has it (created now in every region that answers if none has).
+        let key = if signing::public_key(repo).await?.is_some() {
+            signing::load_or_create(std::slice::from_ref(repo)).await?
+        } else {
+            let repos: Vec<Repository> = all_regions(env, target, repo)
+                .await
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect();
+            signing::load_or_create(&repos).await?
+        };
+        let mut rec = crate::report::verified::ReadVerification {
+            schema: crate::report::verified::SCHEMA.into(),
+            repository_id: repo.id().to_hex(),
+            region: region.to_string(),
+            host: crate::sys::host::hostname(),
+            mode: mode.to_string(),
+            started,
+            finished: Utc::now(),
+            packs_total: report.packs as u64,
+            packs: report
+                .read_results
+                .iter()
+                .map(|r| crate::report::verified::PackRead {
+                    pack: r.pack.to_hex(),
+                    bytes: r.size,
+                    ok: r.ok,
+                })
+                .collect(),
+            signature: None,
+        };
+        rec.sign(&key);
+        crate::report::verified::put(repo, &rec).await
+    }
+    .await;
+    if let Err(e) = res {
+        env.emit(Event::Warning {
+            message: format!(
+                "the record of what this verification read was not stored in {}: {e}",
+                repo.location()
+            ),
+            hint: Some(
+                "the period report's read-data coverage of this region will not count this run"
+                    .into(),
+            ),
+        });
+    }
 }
 
 /// Writes each finished drill's report: signed with the repository's signing key (created
@@ -147,32 +192,45 @@ async fn write_reports(
     let regions = all_regions(env, target, drilled).await;
     let repos: Vec<Repository> = regions.iter().map(|(_, r)| r.clone()).collect();
     let key = signing::load_or_create(&repos).await?;
-    let mut known = Vec::new();
-    // The report ids each region holds (`None`: it could not be listed).
-    let mut held: Vec<Option<HashSet<String>>> = Vec::new();
+    let repo_id = drilled.id().to_hex();
+    // Report objects are immutable and named by their hash: what this host once read of one
+    // is kept in the state directory, so a drill lists each region but reads only the
+    // objects it has not seen (the cost no longer grows with the history).
+    let cache_file = local.join(OBJECT_CACHE);
+    let mut cache = ObjectCache::load(&cache_file);
+    // Per region: the objects it holds (`None`: it could not be listed).
+    let mut held: Vec<Option<Vec<(String, ObjMeta)>>> = Vec::new();
     for r in &repos {
-        match store::load_all(r).await {
-            Ok(f) => {
-                held.push(Some(report_ids(&f)));
-                known.extend(f);
-            }
+        match cache.refresh(r).await {
+            Ok(objs) => held.push(Some(objs)),
             Err(e) => {
                 held.push(None);
                 env.warn(format!("reports in {} cannot be listed: {e}", r.location()))
             }
         }
     }
+    let mut metas: Vec<ObjMeta> = held
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|(_, m)| m.clone())
+        .collect();
     let mut files = Vec::new();
     for r in reports {
         let snap: Snapshot = drilled
             .load_json(ObjectKind::Snapshot, &r.snapshot_id)
             .await?;
-        let mut ev = DrillEvidence::from_drill(r, &snap, drilled.id().to_hex(), LOCAL_REGION);
+        let mut ev = DrillEvidence::from_drill(r, &snap, repo_id.clone(), LOCAL_REGION);
         let dir = local.join(store::plan_dir(&ev.plan));
-        if let Ok(f) = store::load_path(&dir) {
-            known.extend(f);
+        if let Some(m) = newest_local(&dir) {
+            metas.push(m);
         }
-        let (seq, prev) = chain_head(&known, &ev.plan, &ev.repository_id);
+        let (seq, prev) = metas
+            .iter()
+            .filter(|m| m.ok && m.plan == ev.plan && m.repository_id == ev.repository_id)
+            .max_by_key(|m| m.seq)
+            .map(|m| (m.seq, Some(m.hash.clone())))
+            .unwrap_or((0, None));
         ev.chain.seq = seq + 1;
         ev.chain.prev = prev;
         chain::sign(&mut ev, &key);
@@ -185,68 +243,218 @@ async fn write_reports(
                 ev.report_id
             )),
         }
-        for (region, repo) in &regions {
-            if let Err(e) = store::put(repo, &bytes).await {
-                env.emit(Event::Warning {
+        let value = serde_json::to_value(&ev).expect("report serializes");
+        let meta = ObjMeta::of(&value);
+        for ((region, repo), held) in regions.iter().zip(held.iter_mut()) {
+            match store::put(repo, &bytes).await {
+                Ok(id) => {
+                    if let Some(h) = held {
+                        h.push((format!("{}{id}", store::PREFIX), meta.clone()));
+                    }
+                    cache.insert(repo, format!("{}{id}", store::PREFIX), meta.clone());
+                }
+                Err(e) => env.emit(Event::Warning {
                     message: format!(
                         "drill report {} was not stored in region {region} ({}): {e}",
                         ev.report_id,
                         repo.location()
                     ),
                     hint: Some("the other regions and the state directory hold it".into()),
-                });
+                }),
             }
         }
-        known.push(Found {
-            source: path.display().to_string(),
-            name_seq: Some(ev.chain.seq),
-            value: Ok(serde_json::to_value(&ev).expect("report serializes")),
-        });
-        for h in held.iter_mut().flatten() {
-            h.insert(ev.report_id.clone());
-        }
+        metas.push(meta);
     }
-    backfill(env, &regions, &held, &known, &drilled.id().to_hex()).await;
+    backfill(env, &regions, &held, local, &repo_id).await;
+    cache.save(&cache_file);
     Ok(files)
 }
 
-fn report_ids(found: &[Found]) -> HashSet<String> {
-    found
-        .iter()
-        .filter_map(|f| f.value.as_ref().ok())
-        .filter_map(|v| v.get("report_id").and_then(|i| i.as_str()))
-        .map(str::to_string)
-        .collect()
+/// The file (in the state directory's report directory) where this host keeps what it read
+/// of each region's report objects.
+const OBJECT_CACHE: &str = ".report-objects.json";
+
+/// What a report object holds, as far as the chain head and backfill need.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct ObjMeta {
+    /// A drill report whose signature verifies (else the rest is empty).
+    ok: bool,
+    plan: String,
+    seq: u64,
+    report_id: String,
+    repository_id: String,
+    /// `blake3:<hex>` of its canonical form (what the next report's `chain.prev` names).
+    hash: String,
+}
+
+impl ObjMeta {
+    fn of(v: &serde_json::Value) -> ObjMeta {
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let ok = chain::is_drill_report(v) && chain::check_signature(v).is_ok();
+        ObjMeta {
+            ok,
+            plan: s("plan"),
+            seq: v
+                .pointer("/chain/seq")
+                .and_then(|x| x.as_u64())
+                .unwrap_or(0),
+            report_id: s("report_id"),
+            repository_id: s("repository_id"),
+            hash: chain::hash_value(v),
+        }
+    }
+
+    fn bad() -> ObjMeta {
+        ObjMeta {
+            ok: false,
+            plan: String::new(),
+            seq: 0,
+            report_id: String::new(),
+            repository_id: String::new(),
+            hash: String::new(),
+        }
+    }
+}
+
+/// Region location → object key → what it holds.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct ObjectCache {
+    regions: std::collections::BTreeMap<String, std::collections::BTreeMap<String, ObjMeta>>,
+}
+
+impl ObjectCache {
+    fn load(path: &Path) -> ObjectCache {
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, path: &Path) {
+        let bytes = serde_json::to_vec(self).expect("cache serializes");
+        if let Err(e) = store::write_file(path, &bytes) {
+            tracing::warn!(path = %path.display(), error = %e, "the report object cache was not written");
+        }
+    }
+
+    fn insert(&mut self, repo: &Repository, key: String, meta: ObjMeta) {
+        self.regions
+            .entry(repo.location())
+            .or_default()
+            .insert(key, meta);
+    }
+
+    /// Lists `repo`'s report objects and reads those not seen before: every object it
+    /// holds, with what it holds. Objects gone from the region leave the cache.
+    async fn refresh(&mut self, repo: &Repository) -> Result<Vec<(String, ObjMeta)>> {
+        let listed = repo.store.list(store::PREFIX).await?;
+        let known = self.regions.remove(&repo.location()).unwrap_or_default();
+        let mut now = std::collections::BTreeMap::new();
+        for info in listed {
+            let meta = match known.get(&info.key) {
+                Some(m) => m.clone(),
+                None => {
+                    let Some(id) = info
+                        .key
+                        .strip_prefix(store::PREFIX)
+                        .and_then(|s| s.parse::<ObjectId>().ok())
+                    else {
+                        continue;
+                    };
+                    match repo.store.get(&info.key).await {
+                        // Not read now: tried again next time.
+                        Err(_) => continue,
+                        Ok(raw) => match store::open(repo, &id, &raw)
+                            .ok()
+                            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                        {
+                            Some(v) => ObjMeta::of(&v),
+                            None => ObjMeta::bad(),
+                        },
+                    }
+                }
+            };
+            now.insert(info.key, meta);
+        }
+        let out = now.iter().map(|(k, m)| (k.clone(), m.clone())).collect();
+        self.regions.insert(repo.location(), now);
+        Ok(out)
+    }
+}
+
+/// The newest report file of a plan's local directory (`<seq>-<id>.json`: the highest
+/// sequence number), read alone.
+fn newest_local(dir: &Path) -> Option<ObjMeta> {
+    let newest = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            (name.ends_with(".json"))
+                .then(|| chain::seq_of_name(&name).map(|s| (s, e.path())))
+                .flatten()
+        })
+        .max_by_key(|(s, _)| *s)?;
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&newest.1).ok()?).ok()?;
+    Some(ObjMeta::of(&v))
 }
 
 /// Copies to each region the reports of this repository it lacks (it was down when they
-/// were written; `sync` does not copy reports): those other regions or the state directory
-/// hold, whose signature verifies.
+/// were written; `sync` does not copy reports), taken from another region or the state
+/// directory; only reports whose signature verifies are copied.
 async fn backfill(
     env: &Env,
     regions: &[(String, Repository)],
-    held: &[Option<HashSet<String>>],
-    known: &[Found],
+    held: &[Option<Vec<(String, ObjMeta)>>],
+    local: &Path,
     repo_id: &str,
 ) {
-    let mut seen = HashSet::new();
-    let reports: Vec<(&str, &serde_json::Value)> = known
-        .iter()
-        .filter_map(|f| f.value.as_ref().ok())
-        .filter(|v| chain::is_drill_report(v))
-        .filter(|v| v.get("repository_id").and_then(|i| i.as_str()) == Some(repo_id))
-        .filter(|v| chain::check_signature(v).is_ok())
-        .filter_map(|v| Some((v.get("report_id")?.as_str()?, v)))
-        .filter(|(id, _)| seen.insert(*id))
-        .collect();
-    for ((region, repo), held) in regions.iter().zip(held) {
-        let Some(held) = held else { continue };
-        for (id, v) in &reports {
-            if held.contains(*id) {
+    // Every verified report of this repository, and where a copy is.
+    let mut all: std::collections::BTreeMap<String, (usize, String, ObjMeta)> =
+        std::collections::BTreeMap::new();
+    for (i, objs) in held.iter().enumerate() {
+        for (k, m) in objs.iter().flatten() {
+            if m.ok && m.repository_id == repo_id {
+                all.entry(m.report_id.clone())
+                    .or_insert((i, k.clone(), m.clone()));
+            }
+        }
+    }
+    for ((region, repo), objs) in regions.iter().zip(held) {
+        let Some(objs) = objs else { continue };
+        let has: HashSet<&str> = objs.iter().map(|(_, m)| m.report_id.as_str()).collect();
+        for (id, (from, key, meta)) in &all {
+            if has.contains(id.as_str()) {
                 continue;
             }
-            let mut bytes = serde_json::to_vec_pretty(v).expect("report serializes");
-            bytes.push(b'\n');
+            let local_file = local
+                .join(store::plan_dir(&meta.plan))
+                .join(format!("{:06}-{id}.json", meta.seq));
+            // The local copy only if it is still the report the regions hold.
+            let local_copy = std::fs::read(&local_file).ok().filter(|b| {
+                serde_json::from_slice::<serde_json::Value>(b)
+                    .is_ok_and(|v| ObjMeta::of(&v) == *meta)
+            });
+            let bytes = match local_copy {
+                Some(b) => Some(b),
+                None => {
+                    let src = &regions[*from].1;
+                    match (
+                        key.strip_prefix(store::PREFIX)
+                            .and_then(|s| s.parse::<ObjectId>().ok()),
+                        src.store.get(key).await,
+                    ) {
+                        (Some(oid), Ok(raw)) => store::open(src, &oid, &raw).ok(),
+                        _ => None,
+                    }
+                }
+            };
+            let Some(bytes) = bytes else {
+                env.warn(format!(
+                    "drill report {id} could not be read to copy it to region {region}, which lacks it"
+                ));
+                continue;
+            };
             if let Err(e) = store::put(repo, &bytes).await {
                 env.warn(format!(
                     "drill report {id} could not be copied to region {region}, which lacks it: {e}"
@@ -505,6 +713,8 @@ pub async fn plan_evidence(env: &Env, target: &Target) -> Result<PlanInput> {
     let mut unreadable = Vec::new();
     let mut key = None;
     let mut opened: Option<Repository> = None;
+    // Reading every report and record of every region takes a while with a long history.
+    let bar = env.progress.count(&format!("{} reports", plan.name));
     for region in &target.regions {
         let res = async {
             let repo = match &opened {
@@ -514,14 +724,22 @@ pub async fn plan_evidence(env: &Env, target: &Target) -> Result<PlanInput> {
             if key.is_none() {
                 key = signing::public_key(&repo).await?;
             }
-            let mut found = store::load_all(&repo).await?;
+            let mut found = store::load_all_with(&repo, &bar).await?;
             store::sort_by_chain(&mut found);
             let snaps = repo.list_snapshots().await?;
-            Ok::<_, Error>((repo, found, snaps))
+            let (reads, bad) = verified::load_all(&repo, key.as_ref(), &bar).await?;
+            for b in bad {
+                env.warn(format!(
+                    "a read-verification record in region {} is left out: {b}",
+                    region.catalog_region
+                ));
+            }
+            let packs = verified::region_packs(&repo).await?;
+            Ok::<_, Error>((repo, found, snaps, reads, packs))
         }
         .await;
         match res {
-            Ok((repo, found, snaps)) => {
+            Ok((repo, found, snaps, reads, packs)) => {
                 let mine: Vec<Found> = found
                     .into_iter()
                     .filter(|f| {
@@ -542,6 +760,8 @@ pub async fn plan_evidence(env: &Env, target: &Target) -> Result<PlanInput> {
                         .filter(|(_, s)| s.plan.as_deref() == Some(plan.name.as_str()))
                         .map(|(id, s)| (id.to_hex(), s))
                         .collect(),
+                    read_verifications: reads,
+                    packs,
                 });
                 opened.get_or_insert(repo);
             }
@@ -554,6 +774,7 @@ pub async fn plan_evidence(env: &Env, target: &Target) -> Result<PlanInput> {
             }
         }
     }
+    bar.finish_and_clear();
     Ok(PlanInput {
         plan: plan.clone(),
         drills: evidence_of(&found_all),

@@ -73,6 +73,7 @@ pub async fn verify(env: &Env, target: &Target, req: VerifyRequest) -> Result<Ve
         Some(r) => target.region(r)?.catalog_region.clone(),
         None => LOCAL_REGION.to_string(),
     };
+    let started = chrono::Utc::now();
     let (mut report, catalog) = repo
         .with_lock("verify", false, async |_| {
             let (read, catalog) = match req.read {
@@ -94,6 +95,20 @@ pub async fn verify(env: &Env, target: &Target, req: VerifyRequest) -> Result<Ve
             Ok((report, catalog))
         })
         .await?;
+    // What was read, into the region itself: the period report's read-data coverage must
+    // survive the catalog (docs/reports.md).
+    if !report.read_results.is_empty() {
+        let mode = match &req.read {
+            ReadMode::All => "all".to_string(),
+            ReadMode::Subset(p) => format!("subset {p}%"),
+            ReadMode::Budget(b) => format!("budget {}", indicatif::HumanBytes(*b)),
+            ReadMode::Structure => "structure".to_string(),
+        };
+        super::report::record_read_verification(
+            env, target, &repo, &region, &mode, started, &report,
+        )
+        .await;
+    }
     let catalog_warnings = after_verify(env, &repo, &region, catalog, &mut report).await;
     Ok(Verification {
         report,

@@ -205,6 +205,11 @@ pub struct DatabaseMeta {
     pub globals: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_counts: Option<RowCounts>,
+    /// The tools that wrote the dump, each with the first line of its `--version`
+    /// (`pg_dump`, `pg_dumpall`, `mariadb-dump` / `mysqldump`). Since 2026-12; snapshots
+    /// written before have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_tools: Option<std::collections::BTreeMap<String, String>>,
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
 }
@@ -333,5 +338,40 @@ impl Snapshot {
             && a == b
             && self.source.kind() == other.source.kind()
             && self.job == other.job
+    }
+}
+
+#[cfg(test)]
+mod dump_tools_tests {
+    use super::*;
+
+    #[test]
+    fn database_metadata_with_and_without_dump_tools_reads() {
+        let old = serde_json::json!({"database": "shop", "server_version": "15.4"});
+        let SourceMeta::Database { meta, .. } = SourceMeta::from_parts("postgres", old.clone())
+        else {
+            panic!("a database snapshot")
+        };
+        assert_eq!(meta.dump_tools, None);
+        // Written back unchanged.
+        assert_eq!(
+            SourceMeta::Database {
+                kind: DbKind::Postgres,
+                meta
+            }
+            .into_parts()
+            .1,
+            old
+        );
+        let new = serde_json::json!({"database": "shop",
+            "dump_tools": {"mariadb-dump": "mariadb-dump  Ver 10.19"}});
+        let SourceMeta::Database { meta, .. } = SourceMeta::from_parts("mariadb", new) else {
+            panic!("a database snapshot")
+        };
+        assert_eq!(
+            meta.dump_tools.unwrap()["mariadb-dump"],
+            "mariadb-dump  Ver 10.19"
+        );
+        assert!(meta.other.is_empty());
     }
 }

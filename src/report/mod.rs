@@ -6,7 +6,9 @@
 //!   directory;
 //! - [`period`] — the period report for audits (`lifeboat.period-report/1`);
 //! - [`render`] — Markdown and self-contained HTML (inline SVG charts), the post-mortem draft;
-//! - [`trend`] — the robust RTO trend and projected breach.
+//! - [`trend`] — the robust RTO trend and projected breach;
+//! - [`verified`] — records of what `verify` read, stored in the region it read, for the
+//!   period report's read-data coverage.
 //!
 //! The use cases are in `ops::report`; this module knows nothing of the CLI.
 
@@ -16,3 +18,4 @@ pub mod render;
 pub mod schema;
 pub mod store;
 pub mod trend;
+pub mod verified;

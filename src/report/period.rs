@@ -42,6 +42,10 @@ pub struct RegionSnapshots {
     pub region: String,
     /// (snapshot id, manifest) of the plan's snapshots.
     pub snapshots: Vec<(String, Snapshot)>,
+    /// The signed records of what `verify` read in this region ([`super::verified`]).
+    pub read_verifications: Vec<super::verified::ReadVerification>,
+    /// The packs the region holds now, with their sizes.
+    pub packs: std::collections::HashMap<crate::ids::PackId, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,6 +115,9 @@ pub struct RegionRow {
     pub last_drill: Option<DateTime<Utc>>,
     /// A drill passed from this region in the period.
     pub verified_by_drill: bool,
+    /// What `verify` runs read and found intact in the period, of what the region holds now
+    /// (the repository's packs: every plan sharing the repository shares its coverage).
+    pub read_verified: super::verified::ReadCoverage,
     pub readable: bool,
 }
 
@@ -208,6 +215,55 @@ pub struct Evidence {
     /// The report's own hash (what the next report names).
     pub report_hash: String,
     pub signed_by: Option<String>,
+    /// `dir`, `postgres`, `mariadb`, …
+    pub source_kind: String,
+    /// The backed-up database server's version, as the snapshot recorded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_server_version: Option<String>,
+    /// The tools that wrote the dump (from the snapshot), with their `--version` lines.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub dump_tools: BTreeMap<String, String>,
+    /// The tools that loaded it in the drill, with their `--version` lines.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub restore_tools: BTreeMap<String, String>,
+    /// The version of the server the drill loaded it into.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_server_version: Option<String>,
+}
+
+impl Evidence {
+    /// The versions in a line for people: the source server, the dump tools, the restore
+    /// tools and the drill's server (empty for a directory drill, or for reports written
+    /// before lifeboat recorded them).
+    pub fn versions(&self) -> String {
+        let tools = |m: &BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| {
+                    // `--version` lines mostly start with the tool's own name already.
+                    if v.starts_with(k.as_str()) {
+                        v.clone()
+                    } else {
+                        format!("{k}: {v}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts = Vec::new();
+        if let Some(v) = &self.source_server_version {
+            parts.push(format!("source server {v}"));
+        }
+        if !self.dump_tools.is_empty() {
+            parts.push(format!("dumped by {}", tools(&self.dump_tools)));
+        }
+        if !self.restore_tools.is_empty() {
+            parts.push(format!("loaded by {}", tools(&self.restore_tools)));
+        }
+        if let Some(v) = &self.restore_server_version {
+            parts.push(format!("into server {v}"));
+        }
+        parts.join("; ")
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -462,6 +518,7 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
             drills_passed: rd.iter().filter(|d| d.passed()).count(),
             last_drill: rd.iter().map(|d| d.started).max(),
             verified_by_drill: rd.iter().any(|d| d.passed()),
+            read_verified: super::verified::coverage(&r.read_verifications, &r.packs, since, now),
             readable: true,
         });
     }
@@ -476,6 +533,7 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
             drills_passed: 0,
             last_drill: None,
             verified_by_drill: false,
+            read_verified: Default::default(),
             readable: false,
         });
     }
@@ -699,6 +757,11 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
             snapshot_content_hash: d.snapshot.content_hash.clone(),
             report_hash: super::chain::hash(d),
             signed_by: d.signature.as_ref().map(|s| s.public_key.clone()),
+            source_kind: d.snapshot.source_kind.clone(),
+            source_server_version: d.snapshot.server_version.clone(),
+            dump_tools: d.snapshot.dump_tools.clone(),
+            restore_tools: d.restore_tools.clone(),
+            restore_server_version: d.restore_server_version.clone(),
         })
         .collect();
     let controls = controls(

@@ -156,15 +156,15 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
         pct(c.region_drill_share)
     );
     let _ = writeln!(o, "\n### Regions\n");
-    let _ = writeln!(o, "| region | snapshots | newest | RPO now | worst RPO | drills (passed) | last drill |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "| region | snapshots | newest | RPO now | worst RPO | drills (passed) | last drill | read-verified in the period |\n|---|---|---|---|---|---|---|---|");
     for r in &p.regions {
         if !r.readable {
-            let _ = writeln!(o, "| {} | unreadable | | | | | |", r.region);
+            let _ = writeln!(o, "| {} | unreadable | | | | | | |", r.region);
             continue;
         }
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} ({}) | {} |",
+            "| {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
             r.region,
             r.snapshots,
             r.newest_snapshot.map(day).unwrap_or_default(),
@@ -172,9 +172,14 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
             opt_dur(r.worst_rpo_secs),
             r.drills,
             r.drills_passed,
-            r.last_drill.map(day).unwrap_or_else(|| "never".into())
+            r.last_drill.map(day).unwrap_or_else(|| "never".into()),
+            read_verified(&r.read_verified)
         );
     }
+    let _ = writeln!(
+        o,
+        "\nRead-verified: the packs `verify --read-data` (or a subset or budget) read and found intact in the period, of the bytes the region holds now; from the signed records each verification stores in its region."
+    );
     let _ = writeln!(o, "\n### Drills\n");
     if p.drills.is_empty() {
         let _ = writeln!(o, "No drill in the period.");
@@ -292,6 +297,25 @@ fn plan_md(o: &mut String, p: &PlanPeriod) {
                 &e.snapshot_content_hash[..e.snapshot_content_hash.len().min(16)],
                 &e.report_hash[..e.report_hash.len().min(23)]
             );
+        }
+        let groups = version_groups(p);
+        if !groups.is_empty() {
+            let _ = writeln!(o, "\n#### Versions in the evidence\n");
+            let _ = writeln!(
+                o,
+                "| job | versions | reports | first | last |\n|---|---|---|---|---|"
+            );
+            for g in &groups {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {} | {} |",
+                    g.job,
+                    md_escape(&g.versions),
+                    g.reports,
+                    g.first_id,
+                    g.last_id
+                );
+            }
         }
     }
     let _ = writeln!(o, "\n### Report chain\n");
@@ -615,6 +639,7 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
             "drills (passed)",
             "last drill",
             "verified by drill",
+            "read-verified in the period",
         ],
         p.regions
             .iter()
@@ -629,6 +654,7 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                         String::new(),
                         String::new(),
                         yes(false),
+                        String::new(),
                     ];
                 }
                 vec![
@@ -640,6 +666,7 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
                     format!("{} ({})", r.drills, r.drills_passed),
                     r.last_drill.map(day).unwrap_or_else(|| "never".into()),
                     yes(r.verified_by_drill),
+                    esc(&read_verified(&r.read_verified)),
                 ]
             })
             .collect(),
@@ -818,6 +845,26 @@ fn plan_html(o: &mut String, p: &PlanPeriod, since: DateTime<Utc>, until: DateTi
             })
             .collect(),
     );
+    let groups = version_groups(p);
+    if !groups.is_empty() {
+        o.push_str("<h4>Versions in the evidence</h4>");
+        table(
+            o,
+            &["job", "versions", "reports", "first", "last"],
+            groups
+                .iter()
+                .map(|g| {
+                    vec![
+                        esc(&g.job),
+                        esc(&g.versions),
+                        g.reports.to_string(),
+                        format!("<code>{}</code>", esc(&g.first_id)),
+                        format!("<code>{}</code>", esc(&g.last_id)),
+                    ]
+                })
+                .collect(),
+        );
+    }
     o.push_str("<h3>Report chain</h3>");
     let _ = write!(
         o,
@@ -1104,14 +1151,20 @@ pub fn incident(d: &DrillEvidence) -> String {
     );
     let _ = writeln!(
         o,
-        "- environment {}, tools: {}\n",
+        "- environment {}, tools: {}",
         d.environment,
         d.tool_versions
             .iter()
+            .chain(&d.snapshot.dump_tools)
+            .chain(&d.restore_tools)
             .map(|(k, v)| format!("{k} {v}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(v) = &d.restore_server_version {
+        let _ = writeln!(o, "- loaded into server {v}");
+    }
+    let _ = writeln!(o);
     let _ = writeln!(o, "## Root cause\n\n_To be written._\n");
     let _ = writeln!(o, "## What went well\n\n_To be written._\n");
     let _ = writeln!(o, "## Lessons\n\n_To be written._\n");
@@ -1120,6 +1173,69 @@ pub fn incident(d: &DrillEvidence) -> String {
         "## Action items\n\n| action | owner | due |\n|---|---|---|\n| | | |"
     );
     o
+}
+
+/// The reports of a plan's evidence that name the same versions (source server, dump
+/// tools, restore tools, drill server), per job, in order of first appearance: which tool
+/// versions proved each stretch of the period, without repeating them on every row.
+struct VersionGroup {
+    job: String,
+    versions: String,
+    reports: usize,
+    first_id: String,
+    last_id: String,
+}
+
+fn version_groups(p: &PlanPeriod) -> Vec<VersionGroup> {
+    let mut out: Vec<VersionGroup> = Vec::new();
+    for e in &p.evidence {
+        let versions = e.versions();
+        if versions.is_empty() {
+            continue;
+        }
+        match out
+            .iter_mut()
+            .find(|g| g.job == e.job && g.versions == versions)
+        {
+            Some(g) => {
+                g.reports += 1;
+                g.last_id = e.report_id.clone();
+            }
+            None => out.push(VersionGroup {
+                job: e.job.clone(),
+                versions,
+                reports: 1,
+                first_id: e.report_id.clone(),
+                last_id: e.report_id.clone(),
+            }),
+        }
+    }
+    out
+}
+
+/// A region's read-data coverage in a cell: "85.0 % (34 of 40 packs, 2.1 GiB of 2.5 GiB), 13
+/// runs, last 2026-12-01".
+fn read_verified(c: &super::verified::ReadCoverage) -> String {
+    if c.verifications == 0 {
+        return "none".into();
+    }
+    let mut s = format!(
+        "{} ({} of {} packs, {} of {}), {} run{}",
+        pct(c.share),
+        c.packs_verified,
+        c.packs,
+        bytes(c.bytes_verified),
+        bytes(c.bytes),
+        c.verifications,
+        if c.verifications == 1 { "" } else { "s" }
+    );
+    if let Some(l) = c.last {
+        s.push_str(&format!(", last {}", day(l)));
+    }
+    if c.packs_damaged > 0 {
+        s.push_str(&format!(", {} pack(s) found damaged", c.packs_damaged));
+    }
+    s
 }
 
 fn miss_date(m: &super::period::Miss) -> String {

@@ -31,6 +31,13 @@ pub struct DrillEvidence {
     pub environment: String,
     pub snapshot: SnapshotEvidence,
     pub tool_versions: BTreeMap<String, String>,
+    /// The tools that loaded the snapshot in the drill (`pg_restore`, `psql`, `mariadb`),
+    /// each with its `--version` line. Since 2026-12 (absent in older reports).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restore_tools: BTreeMap<String, String>,
+    /// The throwaway (or scratch) server's version as it reports it. Since 2026-12.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_server_version: Option<String>,
     pub started: DateTime<Utc>,
     pub finished: DateTime<Utc>,
     pub phases: Vec<PhaseEvidence>,
@@ -61,6 +68,11 @@ pub struct SnapshotEvidence {
     pub source_kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
+    /// The tools that wrote the dump, as the snapshot recorded them (`pg_dump`,
+    /// `pg_dumpall`, `mariadb-dump`), each with its `--version` line. Since 2026-12 (absent
+    /// in older reports, and for snapshots taken before lifeboat recorded them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dump_tools: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,7 +141,7 @@ impl DrillEvidence {
         repository_id: String,
         default_region: &str,
     ) -> DrillEvidence {
-        let (server_version, mut tool_versions) = match &snap.source {
+        let (server_version, mut tool_versions, dump_tools) = match &snap.source {
             SourceMeta::Database { meta, .. } => {
                 let tools = meta
                     .other
@@ -137,9 +149,13 @@ impl DrillEvidence {
                     .filter(|(k, _)| k.contains("version"))
                     .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
                     .collect();
-                (meta.server_version.clone(), tools)
+                (
+                    meta.server_version.clone(),
+                    tools,
+                    meta.dump_tools.clone().unwrap_or_default(),
+                )
             }
-            _ => (None, BTreeMap::new()),
+            _ => (None, BTreeMap::new(), BTreeMap::new()),
         };
         tool_versions.insert("lifeboat".into(), env!("CARGO_PKG_VERSION").into());
         tool_versions.insert("lifeboat_backup".into(), snap.program_version.clone());
@@ -164,8 +180,11 @@ impl DrillEvidence {
                 size_bytes: snap.summary.bytes_processed,
                 source_kind: snap.source.kind().to_string(),
                 server_version,
+                dump_tools,
             },
             tool_versions,
+            restore_tools: r.restore_tools.clone(),
+            restore_server_version: r.restore_server_version.clone(),
             started: r.started,
             finished: r.finished,
             phases: r
@@ -229,5 +248,56 @@ impl DrillEvidence {
     /// The file name of this report in a report directory: `<seq>-<report id>.json`.
     pub fn file_name(&self) -> String {
         format!("{:06}-{}.json", self.chain.seq, self.report_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report written before the version fields existed (2026-12) still parses, keeps
+    /// its exact bytes when written back (so its signature and the chain's hashes hold),
+    /// and new reports with the fields verify too.
+    #[test]
+    fn reports_without_the_version_fields_still_read_and_verify() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let t = DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let old = serde_json::json!({
+            "schema": SCHEMA, "report_id": "20261120T100000Z-abcdef", "plan": "shop",
+            "job": "db", "region": "local", "repository_id": "00", "host": "h",
+            "trigger": "operator", "environment": "ephemeral-postgres",
+            "snapshot": {"id": "11", "time": t, "consistency_time": t, "content_hash": "22",
+                         "size_bytes": 5, "source_kind": "postgres", "server_version": "15.4"},
+            "tool_versions": {"lifeboat": "0.1.0"}, "started": t, "finished": t,
+            "phases": [], "checks": [],
+            "rto": {"measured_secs": 1.0, "target_secs": null, "met": true},
+            "rpo": {"measured_secs": 1.0, "target_secs": null, "met": true},
+            "verdict": "passed", "chain": {"seq": 1, "prev": null}
+        });
+        let mut ev: DrillEvidence = serde_json::from_value(old.clone()).unwrap();
+        assert!(ev.snapshot.dump_tools.is_empty() && ev.restore_tools.is_empty());
+        assert_eq!(ev.restore_server_version, None);
+        assert_eq!(serde_json::to_value(&ev).unwrap(), old);
+        super::super::chain::sign(&mut ev, &key);
+        let v = serde_json::to_value(&ev).unwrap();
+        assert!(super::super::chain::check_signature(&v).is_ok());
+
+        ev.snapshot
+            .dump_tools
+            .insert("pg_dump".into(), "pg_dump (PostgreSQL) 15.20".into());
+        ev.restore_tools
+            .insert("pg_restore".into(), "pg_restore (PostgreSQL) 15.20".into());
+        ev.restore_server_version = Some("15.20".into());
+        super::super::chain::sign(&mut ev, &key);
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(
+            v["snapshot"]["dump_tools"]["pg_dump"],
+            "pg_dump (PostgreSQL) 15.20"
+        );
+        assert!(super::super::chain::check_signature(&v).is_ok());
+        let back: DrillEvidence = serde_json::from_value(v).unwrap();
+        assert_eq!(back, ev);
     }
 }

@@ -69,8 +69,16 @@ pub fn open(repo: &Repository, id: &ObjectId, raw: &[u8]) -> Result<Vec<u8>> {
 /// Every report object in `repo`'s store, opened and parsed; an object that does not open
 /// or parse is kept as a [`Found`] with its problem (verification names it).
 pub async fn load_all(repo: &Repository) -> Result<Vec<Found>> {
+    load_all_with(repo, &indicatif::ProgressBar::hidden()).await
+}
+
+/// [`load_all`], counting the objects on `bar` (its length grows by the objects listed).
+pub async fn load_all_with(repo: &Repository, bar: &indicatif::ProgressBar) -> Result<Vec<Found>> {
     let mut out = Vec::new();
-    for info in repo.store.list(PREFIX).await? {
+    let listed = repo.store.list(PREFIX).await?;
+    bar.inc_length(listed.len() as u64);
+    for info in listed {
+        bar.inc(1);
         let Some(id) = info
             .key
             .strip_prefix(PREFIX)

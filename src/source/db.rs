@@ -139,6 +139,19 @@ pub fn consistency_time(
         .unwrap_or(fallback)
 }
 
+/// The `dump_tools` a database snapshot records: each tool that wrote the dump with the
+/// first line of its `--version` (a tool that does not say is left out).
+pub(crate) fn dump_tools(
+    tools: &[(&str, std::path::PathBuf)],
+) -> std::collections::BTreeMap<String, String> {
+    tools
+        .iter()
+        .filter_map(|(name, path)| {
+            crate::sys::process::tool_version(path).map(|v| (name.to_string(), v))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -508,6 +508,14 @@ impl Source for MariadbSource {
         if let Some(m) = meta.as_object_mut() {
             m.remove("schema_exists");
             m.insert("dump".into(), json!({"file": DUMP_NODE, "tool": dump_tool.file_name().map(|n| n.to_string_lossy()), "bytes": len}));
+            let name = dump_tool
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("mariadb-dump");
+            m.insert(
+                "dump_tools".into(),
+                json!(super::db::dump_tools(&[(name, dump_tool.clone())])),
+            );
             let (tables, consistency) = match &counts {
                 DumpCounts::InStream(tables) => (
                     serde_json::Value::Object(

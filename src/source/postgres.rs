@@ -446,6 +446,10 @@ impl Source for PostgresSource {
         } else {
             None
         };
+        let mut tools = vec![("pg_dump", pg_dump.clone())];
+        if let Some(t) = &pg_dumpall {
+            tools.push(("pg_dumpall", t.clone()));
+        }
         let env = self.env();
         // A set member's snapshot was exported at the set's moment (`freeze`); otherwise
         // it is exported now.
@@ -507,6 +511,7 @@ impl Source for PostgresSource {
                 json!(globals_len.map(|b| json!({"file": GLOBALS_NODE, "bytes": b}))),
             );
             m.insert("row_counts".into(), json!({"mode": self.spec.row_counts, "consistency": "same MVCC snapshot as the dump", "tables": counts}));
+            m.insert("dump_tools".into(), json!(super::db::dump_tools(&tools)));
         }
         // Stream nodes are files too (a directory-format dump's files were counted as walked).
         ctx.summary.files_new +=

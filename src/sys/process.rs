@@ -130,6 +130,33 @@ pub fn find_tool(tool: &str, bin_dir: Option<&std::path::Path>) -> Option<std::p
         .find(|p| p.is_file())
 }
 
+/// What `tool --version` says about itself, its first line (`pg_dump (PostgreSQL) 15.14`,
+/// `mariadb-dump from 11.8.3-MariaDB, client 10.19`): recorded as evidence of which tool
+/// wrote or loaded a dump. `None` when the tool cannot be run or says nothing.
+pub fn tool_version(tool: &std::path::Path) -> Option<String> {
+    let out = command(tool)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    // Some clients print their full path first (`/usr/bin/mariadb from 11.8…`): the name
+    // is enough, and a path says nothing the report needs.
+    let line = match line.split_once(' ') {
+        Some((first, rest)) if first.contains('/') => {
+            let name = first.rsplit('/').next().unwrap_or(first);
+            format!("{name} {rest}")
+        }
+        _ => line.to_string(),
+    };
+    Some(line)
+}
+
 /// The first of `tools` that exists, or a SourceFailed error naming them all.
 pub fn require_tool(
     source: &str,

@@ -393,7 +393,13 @@ fn redact(v: &mut Value) {
     match v {
         Value::Object(m) => {
             for (k, x) in m.iter_mut() {
-                if KEYS.contains(&k.as_str()) && !x.is_null() {
+                if k == "read_verified" {
+                    // Pack sizes: tree blobs hold times, so their compressed size varies.
+                    for b in ["bytes", "bytes_verified"] {
+                        x[b] = Value::String("<redacted>".into());
+                    }
+                    redact(x);
+                } else if KEYS.contains(&k.as_str()) && !x.is_null() {
                     *x = Value::String("<redacted>".into());
                 } else if k == "phases" && x.is_object() {
                     for y in x.as_object_mut().unwrap().values_mut() {
@@ -427,6 +433,30 @@ fn redact_md(s: &str) -> String {
         for (i, word) in words.iter().enumerate() {
             if skip_unit {
                 skip_unit = false;
+                continue;
+            }
+            // A pack size in the read-verified cell: "1.2 KiB", "(312 B" (pack sizes vary
+            // a little between runs).
+            let n = word.trim_start_matches('(');
+            if line.contains(" packs, ")
+                && !n.is_empty()
+                && n.chars().all(|c| c.is_ascii_digit() || c == '.')
+                && words.get(i + 1).is_some_and(|u| {
+                    ["B", "KiB", "MiB", "GiB", "TiB"]
+                        .contains(&u.trim_end_matches(|c: char| c.is_ascii_punctuation()))
+                })
+            {
+                if !l.is_empty() {
+                    l.push(' ');
+                }
+                let unit = words[i + 1];
+                let tail = &unit[unit
+                    .find(|c: char| c.is_ascii_punctuation())
+                    .unwrap_or(unit.len())..];
+                l.push_str(&word.replace(n, "<n>"));
+                l.push_str(" <unit>");
+                l.push_str(tail);
+                skip_unit = true;
                 continue;
             }
             // A measured duration: "15 ms", "1.2 s".
@@ -526,11 +556,47 @@ fn period_report_snapshots_and_the_same_report_after_the_server_is_lost() {
     s.ok(&["drill", "--plan", "web.toml"]);
     s.ok(&["drill", "--plan", "web.toml", "--region", "local:repo2"]);
     s.ok(&["drill", "--plan", "web.toml"]);
+    // Region local is read-verified in full; local:repo2 never: the period report shows
+    // each region's share from the records verify stored in the region itself.
+    s.ok(&[
+        "verify",
+        "--plan",
+        "web.toml",
+        "--region",
+        "local",
+        "--read-data",
+    ]);
+    assert_eq!(
+        std::fs::read_dir(s.path().join("repo1/verified"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert!(!s.path().join("repo2/verified").exists());
     let (mut json, md) = period_report(&s, "before", 0);
     assert_eq!(json["schema"], "lifeboat.period-report/1");
     assert_eq!(json["fleet"]["drills"], 3);
     assert_eq!(json["fleet"]["regions_drilled"], 2);
     assert_eq!(json["plans"][0]["evidence"].as_array().unwrap().len(), 3);
+    let regions = json["plans"][0]["regions"].as_array().unwrap().clone();
+    let region = |name: &str| {
+        regions
+            .iter()
+            .find(|r| r["region"] == name)
+            .unwrap()
+            .clone()
+    };
+    let (r1, r2) = (region("local"), region("local:repo2"));
+    assert_eq!(r1["read_verified"]["verifications"], 1, "{r1:#}");
+    assert_eq!(r1["read_verified"]["share"], 1.0, "{r1:#}");
+    assert!(r1["read_verified"]["packs_verified"].as_u64().unwrap() > 0);
+    assert_eq!(
+        r1["read_verified"]["bytes_verified"],
+        r1["read_verified"]["bytes"]
+    );
+    assert_eq!(r2["read_verified"]["verifications"], 0, "{r2:#}");
+    assert_eq!(r2["read_verified"]["share"], 0.0, "{r2:#}");
+    assert!(md.contains("| 100.0 % ("), "{md}");
     let history_before = s.ok(&["history", "--json"]);
     redact(&mut json);
     let json_text = serde_json::to_string_pretty(&json).unwrap();
@@ -723,6 +789,7 @@ fn synthetic(
             let started = t + chrono::Duration::hours(15);
             let failed = ri == 1 && d == 40;
             seq += 1;
+            let minor = if d < 45 { "15.19" } else { "15.20" };
             let mut ev = DrillEvidence {
                 schema: SCHEMA.into(),
                 report_id: format!("{}-{ri}", started.format("%Y%m%dT%H%M%SZ")),
@@ -739,10 +806,22 @@ fn synthetic(
                     consistency_time: t,
                     content_hash: "11".repeat(32),
                     size_bytes: size,
-                    source_kind: "dir".into(),
-                    server_version: None,
+                    source_kind: "postgres".into(),
+                    // A minor upgrade of the source on day 45.
+                    server_version: Some(format!("{minor} (Debian {minor}-0+deb12u1)")),
+                    dump_tools: [(
+                        "pg_dump".to_string(),
+                        format!("pg_dump (PostgreSQL) {minor} (Debian {minor}-0+deb12u1)"),
+                    )]
+                    .into(),
                 },
                 tool_versions: Default::default(),
+                restore_tools: [(
+                    "pg_restore".to_string(),
+                    "pg_restore (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)".to_string(),
+                )]
+                .into(),
+                restore_server_version: Some("15.20 (Debian 15.20-0+deb12u1)".into()),
                 started,
                 finished: started + chrono::Duration::seconds(rto as i64 + 5),
                 phases: vec![
@@ -806,9 +885,40 @@ fn synthetic(
             prev = Some(lifeboat::report::chain::hash(&ev));
             drills.push(ev);
         }
+        // 40 packs of 64 MiB; weekly `verify --read-data-subset` runs read 5 of them
+        // (region local: every week; local:repo2: only the first six weeks).
+        let pack = |n: u64| lifeboat::ids::PackId::from_bytes([n as u8 + 1; 32]);
+        let packs: std::collections::HashMap<_, u64> =
+            (0..40).map(|n| (pack(n), 64 << 20)).collect();
+        let read_verifications = (0..13u64)
+            .filter(|w| ri == 0 || *w < 6)
+            .map(|w| {
+                let t = start + chrono::Duration::days(w as i64 * 7 + 3);
+                lifeboat::report::verified::ReadVerification {
+                    schema: lifeboat::report::verified::SCHEMA.into(),
+                    repository_id: "00".repeat(32),
+                    region: region.into(),
+                    host: "drill1".into(),
+                    mode: "subset 12.5%".into(),
+                    started: t,
+                    finished: t + chrono::Duration::minutes(4),
+                    packs_total: 40,
+                    packs: (0..5)
+                        .map(|i| lifeboat::report::verified::PackRead {
+                            pack: pack((w * 5 + i) % 40).to_hex(),
+                            bytes: 64 << 20,
+                            ok: true,
+                        })
+                        .collect(),
+                    signature: None,
+                }
+            })
+            .collect();
         regions.push(RegionSnapshots {
             region: region.into(),
             snapshots: snaps,
+            read_verifications,
+            packs,
         });
     }
     drills.sort_by_key(|d| d.started);
@@ -909,6 +1019,14 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
         ("drill_every", 8, 8, true),
         "{d:?}"
     );
+    // Read-data coverage: region local read 5 of its 40 packs every week (all 40 in the
+    // period), local:repo2 only in the first six weeks (30 of 40).
+    let cov: Vec<(u64, Option<f64>)> = report.plans[0]
+        .regions
+        .iter()
+        .map(|r| (r.read_verified.packs_verified, r.read_verified.share))
+        .collect();
+    assert_eq!(cov, [(40, Some(1.0)), (30, Some(0.75))]);
     let out = s.path().join("html");
     lifeboat::ops::report::write_period(&report, &out).unwrap();
     let html_file = out.join("dr-report.html");
@@ -919,6 +1037,16 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
         "self-contained"
     );
     assert!(html.contains("@media print"));
+    assert!(html.contains("100.0 % (40 of 40 packs, 2.50 GiB of 2.50 GiB), 13 runs"));
+    assert!(html.contains("75.0 % (30 of 40 packs, "));
+    // The versions, once per stretch: the source's minor upgrade on day 45 is a new row.
+    for minor in ["15.19", "15.20"] {
+        assert!(
+            html.contains(&format!("dumped by pg_dump (PostgreSQL) {minor} (Debian")),
+            "{minor}"
+        );
+    }
+    assert_eq!(html.matches("loaded by pg_restore").count(), 2);
     for chart in ["chart-rto", "chart-rpo", "chart-sizes"] {
         let at = html
             .find(&format!("id=\"{chart}\""))
@@ -984,8 +1112,14 @@ fn html_report_renders_in_chromium_with_its_charts_and_prints_to_pdf() {
         "size (MiB)",
         "A.8.13",
         "target",
+        "of 40 packs",
+        "Versions in the evidence",
+        "15.19 (Debian",
     ] {
-        assert!(text.contains(want), "the printed PDF lacks {want:?}");
+        assert!(
+            text.contains(want),
+            "the printed PDF lacks {want:?}:\n{text}"
+        );
     }
 }
 
@@ -1029,4 +1163,217 @@ fn demo_ends_with_its_report() {
     let o = run(&mut c);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains(&out.join("dr-report.html").display().to_string()));
+}
+
+/// The drill reports of plan `plan` in a workspace's state directory, in chain order.
+fn state_reports(ws: &Workspace, plan: &str) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(ws.path().join("state/reports").join(plan))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.iter().map(|f| json_of(f)).collect()
+}
+
+/// Issue 15 item 1: a database snapshot records the version of the tool that dumped it, a
+/// drill the versions of the tools that loaded it and of the server it loaded into; the
+/// drill report carries them all, and the period report's evidence shows them.
+#[test]
+fn database_drill_reports_carry_dump_restore_and_server_versions() {
+    use lifeboat::drill::env::{Environment, EphemeralMariadb, EphemeralPostgres};
+    let pg = EphemeralPostgres::start(None).expect("source postgres");
+    let pc = pg.connection().unwrap().clone();
+    psql(&pc, "postgres", "CREATE DATABASE shop");
+    psql(
+        &pc,
+        "shop",
+        "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 50)",
+    );
+    let my = EphemeralMariadb::start(false).expect("source mariadb");
+    let mc = my.connection().unwrap().clone();
+    mariadb(&mc, None, "CREATE DATABASE shop CHARACTER SET utf8mb4");
+    mariadb(
+        &mc,
+        Some("shop"),
+        "CREATE TABLE items (id INT PRIMARY KEY); INSERT INTO items SELECT seq FROM seq_1_to_50;",
+    );
+    let version_of = |tool: &Path| {
+        let o = std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let pg_bin = pc.bin_dir.clone().unwrap();
+    let ws = Workspace::new();
+    let pg_plan = ws.plan(
+        "pg",
+        &format!(
+            "[[jobs]]\nname = \"shop\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\ndatabase = \"shop\"\nbin_dir = \"{}\"\n\n[drill]\nenvironment = \"ephemeral-postgres\"\n",
+            pc.socket.as_deref().unwrap().display(),
+            pc.port,
+            pg_bin.display()
+        ),
+    );
+    let my_plan = ws.plan(
+        "my",
+        &format!(
+            "[[jobs]]\nname = \"shop\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{}\"\nuser = \"root\"\ndatabase = \"shop\"\nno_defaults = true\n\n[drill]\nenvironment = \"ephemeral-mariadb\"\n",
+            mc.socket.as_deref().unwrap().display()
+        ),
+    );
+    let tmp = drill_tmp();
+    for plan in [&pg_plan, &my_plan] {
+        let o = run(lifeboat().args(["backup", "--plan"]).arg(plan));
+        assert!(o.status.success(), "backup failed");
+        let o = run(lifeboat()
+            .args(["drill", "--plan"])
+            .arg(plan)
+            .env("TMPDIR", tmp.path())
+            .env("LIFEBOAT_STATE_DIR", ws.path().join("state")));
+        assert_eq!(o.status.code(), Some(0), "drill failed");
+    }
+
+    // PostgreSQL: pg_dump (and pg_dumpall: globals) at backup time, pg_restore and psql in
+    // the drill, the drill server's own version.
+    let snaps = ws.snapshots(&pg_plan);
+    let meta = &snaps[0]["source_meta"];
+    let pg_dump = version_of(&pg_bin.join("pg_dump"));
+    assert!(pg_dump.starts_with("pg_dump (PostgreSQL) "), "{pg_dump}");
+    assert_eq!(meta["dump_tools"]["pg_dump"], pg_dump.as_str(), "{meta:#}");
+    let r = &state_reports(&ws, "pg")[0];
+    assert_eq!(
+        r["snapshot"]["dump_tools"]["pg_dump"],
+        pg_dump.as_str(),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["restore_tools"]["pg_restore"],
+        version_of(&pg_bin.join("pg_restore")).as_str(),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["restore_tools"]["psql"],
+        version_of(&pg_bin.join("psql")).as_str(),
+        "{r:#}"
+    );
+    let server = psql(&pc, "postgres", "SHOW server_version");
+    assert_eq!(r["restore_server_version"], server.trim(), "{r:#}");
+    assert!(lifeboat::report::chain::check_signature(r).is_ok());
+
+    // MariaDB: mariadb-dump at backup time, the mariadb client in the drill, the server.
+    let snaps = ws.snapshots(&my_plan);
+    let dump = version_of(Path::new("mariadb-dump"));
+    assert_eq!(
+        snaps[0]["source_meta"]["dump_tools"]["mariadb-dump"],
+        dump.as_str(),
+        "{:#}",
+        snaps[0]
+    );
+    let r = &state_reports(&ws, "my")[0];
+    assert_eq!(
+        r["snapshot"]["dump_tools"]["mariadb-dump"],
+        dump.as_str(),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["restore_tools"]["mariadb"],
+        version_of(Path::new("mariadb")).as_str(),
+        "{r:#}"
+    );
+    let server = mariadb(&mc, None, "SELECT VERSION()");
+    assert_eq!(r["restore_server_version"], server.trim(), "{r:#}");
+
+    // The period report's evidence shows them (JSON, Markdown, HTML).
+    let out = ws.path().join("period");
+    let o = run(lifeboat()
+        .args(["report", "--plan"])
+        .arg(&pg_plan)
+        .arg("--out")
+        .arg(&out)
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state")));
+    assert!(
+        o.status.code().is_some_and(|c| c == 0 || c == 17),
+        "report failed"
+    );
+    let json = json_of(&out.join("dr-report.json"));
+    let ev = &json["plans"][0]["evidence"][0];
+    assert_eq!(ev["dump_tools"]["pg_dump"], pg_dump.as_str(), "{ev:#}");
+    assert_eq!(ev["restore_server_version"], server_pg(&pc).as_str());
+    let md = std::fs::read_to_string(out.join("dr-report.md")).unwrap();
+    assert!(md.contains(&format!("dumped by {pg_dump}")), "{md}");
+    assert!(md.contains("loaded by pg_restore (PostgreSQL) "), "{md}");
+    let html = std::fs::read_to_string(out.join("dr-report.html")).unwrap();
+    assert!(
+        html.contains(&format!("dumped by {pg_dump}")),
+        "the HTML evidence lacks the versions"
+    );
+    drop(pg);
+    drop(my);
+}
+
+fn server_pg(c: &lifeboat::drill::env::ConnectionInfo) -> String {
+    psql(c, "postgres", "SHOW server_version")
+        .trim()
+        .to_string()
+}
+
+/// Issue 15 (noticed): a drill finds the chain's head without reading every stored report
+/// again: what it read of each object is kept in the state directory, and only objects it
+/// has not seen are read. Shown by a cache entry the next drill trusts instead of the object.
+#[test]
+fn a_drill_reads_only_report_objects_it_has_not_seen() {
+    let s = Site::new("");
+    s.ok(&["drill", "--plan", "web.toml"]);
+    s.ok(&["drill", "--plan", "web.toml"]);
+    let cache_file = s.state().join("reports/.report-objects.json");
+    let mut cache = json_of(&cache_file);
+    let regions = cache["regions"].as_object().unwrap();
+    assert_eq!(regions.len(), 2, "{cache:#}");
+    for objs in regions.values() {
+        assert_eq!(objs.as_object().unwrap().len(), 2, "{cache:#}");
+    }
+    // Rewrite what the cache says of region local's newest object: the next drill takes it
+    // as the head (it does not read the object again) — and the local copies, which it
+    // reads only for the newest file, are moved away so they do not say otherwise.
+    let files = s.local_reports();
+    let newest = json_of(files.last().unwrap());
+    let forged = "blake3:".to_string() + &"ab".repeat(32);
+    for objs in cache["regions"].as_object_mut().unwrap().values_mut() {
+        for m in objs.as_object_mut().unwrap().values_mut() {
+            if m["report_id"] == newest["report_id"] {
+                m["seq"] = 41.into();
+                m["hash"] = forged.clone().into();
+            }
+        }
+    }
+    std::fs::write(&cache_file, serde_json::to_vec(&cache).unwrap()).unwrap();
+    std::fs::rename(s.state().join("reports/web"), s.path().join("web-local")).unwrap();
+    s.ok(&["drill", "--plan", "web.toml"]);
+    let third = json_of(&s.local_reports()[0]);
+    assert_eq!(third["chain"]["seq"], 42, "{third:#}");
+    assert_eq!(third["chain"]["prev"], forged.as_str());
+    // `report verify` reads the regions, not the cache: the gap is seen.
+    let o = s.expect(&["report", "verify", "--plan", "web.toml"], 13);
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        said.contains("seq 3 to 41 between them are missing (removed)"),
+        "{said}"
+    );
+    // Without the cache a drill reads every object again and finds the true head.
+    std::fs::remove_file(&cache_file).unwrap();
+    std::fs::remove_dir_all(s.state().join("reports/web")).unwrap();
+    s.ok(&["drill", "--plan", "web.toml"]);
+    let fourth = json_of(&s.local_reports()[0]);
+    assert_eq!(fourth["chain"]["seq"], 43, "{fourth:#}");
+    assert_eq!(
+        fourth["chain"]["prev"].as_str().unwrap(),
+        lifeboat::report::chain::hash_value(&third)
+    );
+    assert!(cache_file.exists());
 }
