@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::engine::{snapshot_source, BackupOptions, SnapshotReport};
+pub use super::job::{JobFailure, JobOutcome, PlanRequest};
 use super::target::Target;
 use super::{record, Env, Event};
 use crate::error::ExitCode;
@@ -19,16 +20,6 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Default)]
 pub struct PathsRequest {
     pub paths: Vec<PathBuf>,
-    pub tags: Vec<String>,
-    pub host: Option<String>,
-    pub force: bool,
-}
-
-/// `backup --plan`: which jobs (all when `None`) and how.
-#[derive(Debug, Clone, Default)]
-pub struct PlanRequest {
-    pub job: Option<String>,
-    /// Added to each job's own tags.
     pub tags: Vec<String>,
     pub host: Option<String>,
     pub force: bool,
@@ -52,31 +43,6 @@ impl PathsBackup {
             ExitCode::Partial
         } else {
             ExitCode::Ok
-        }
-    }
-}
-
-/// How one plan job's backup went.
-#[derive(Debug, Clone)]
-pub struct JobOutcome {
-    pub job: String,
-    pub result: std::result::Result<SnapshotReport, JobFailure>,
-}
-
-/// A failed job, kept as data (the run goes on with the next job).
-#[derive(Debug, Clone)]
-pub struct JobFailure {
-    pub message: String,
-    pub hint: Option<String>,
-    pub code: ExitCode,
-}
-
-impl From<&Error> for JobFailure {
-    fn from(e: &Error) -> Self {
-        JobFailure {
-            message: e.to_string(),
-            hint: e.hint(),
-            code: e.exit_code(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod drill;
 pub mod engine;
 pub mod forget;
 pub mod health;
+pub mod job;
 pub mod keys;
 pub mod metrics;
 pub mod notify;

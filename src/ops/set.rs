@@ -23,8 +23,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::backup::{JobFailure, JobOutcome, PlanRequest};
 use super::engine::{snapshot_source, BackupOptions};
+use super::job::{JobFailure, JobOutcome, PlanRequest};
 use super::target::Target;
 use super::{record, Env, Event};
 use crate::error::ExitCode;

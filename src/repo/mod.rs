@@ -22,6 +22,7 @@ pub mod multipart_gc;
 pub mod object_lock;
 pub mod pack;
 pub mod prune;
+pub mod reach;
 pub mod retention;
 pub mod set;
 pub mod signing;

@@ -28,7 +28,7 @@ use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::index::Index;
-use super::prune::{collect_used, load_index_files};
+use super::reach::collect_used;
 use super::{ObjectKind, Repository};
 use crate::ids::ObjectId;
 use crate::store::{LockPolicy, StoreError};
@@ -220,7 +220,7 @@ pub fn horizon(policy: &LockPolicy, now: DateTime<Utc>) -> (DateTime<Utc>, DateT
 async fn needed_keys(repo: &Repository, cancel: &Cancel) -> Result<Vec<String>> {
     // Snapshots before index files (a snapshot is committed after the index files it needs).
     let snaps = repo.list_snapshots().await?;
-    let files = load_index_files(repo).await?;
+    let files = repo.load_index_files().await?;
     let mut index = Index::default();
     for (id, f) in &files {
         index.add_file(*id, f);

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use super::index::{Index, IndexBlob, IndexFile, IndexPack};
 use super::lock::Lock;
 use super::pack::{self, PackBuilder, PackEntry};
+use super::reach::collect_used;
 use super::snapshot::Snapshot;
-use super::tree::NodeKind;
 use super::{pack_key, ObjectKind, Repository};
 use crate::ids::{BlobId, IndexId, ObjectId, PackId, SnapshotId};
 use crate::store::StoreError;
@@ -129,20 +129,6 @@ pub struct MarkOptions {
     pub dry_run: bool,
 }
 
-/// Every index file, by id.
-pub async fn load_index_files(repo: &Repository) -> Result<Vec<(IndexId, IndexFile)>> {
-    let ids = repo.list_ids(ObjectKind::Index).await?;
-    stream::iter(ids)
-        .map(|id| async move {
-            repo.load_json::<IndexFile>(ObjectKind::Index, &id)
-                .await
-                .map(|f| (id, f))
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await
-}
-
 /// Loads snapshots by id; one deleted meanwhile (a concurrent `forget`) is skipped.
 async fn load_snapshots(
     repo: &Repository,
@@ -160,46 +146,6 @@ async fn load_snapshots(
         .try_collect()
         .await?;
     Ok(loaded.into_iter().flatten().collect())
-}
-
-/// Adds every blob the trees below `roots` reference (tree blobs included) to `used`, reading
-/// each tree once (`visited`), a level at a time with several reads in flight. Each tree is
-/// taken apart as soon as it arrives and dropped: only the ids of the next level are held,
-/// never a whole level of parsed trees (which was most of prune's peak memory).
-pub async fn collect_used(
-    repo: &Repository,
-    index: &Index,
-    roots: impl IntoIterator<Item = BlobId>,
-    used: &mut HashSet<BlobId>,
-    visited: &mut HashSet<BlobId>,
-    cancel: &Cancel,
-) -> Result<()> {
-    let mut level: Vec<BlobId> = roots.into_iter().filter(|t| visited.insert(*t)).collect();
-    while !level.is_empty() {
-        cancel.check()?;
-        used.extend(level.iter().copied());
-        let mut trees = stream::iter(std::mem::take(&mut level))
-            .map(|t| async move { repo.load_tree(index, &t).await })
-            .buffer_unordered(CONCURRENCY);
-        let mut next = Vec::new();
-        while let Some(t) = trees.next().await {
-            for n in t?.nodes {
-                match n.kind {
-                    NodeKind::Dir => {
-                        if let Some(s) = n.subtree {
-                            if visited.insert(s) {
-                                next.push(s);
-                            }
-                        }
-                    }
-                    NodeKind::File => used.extend(n.content),
-                    NodeKind::Symlink => {}
-                }
-            }
-        }
-        level = next;
-    }
-    Ok(())
 }
 
 fn entry_of(b: &IndexBlob) -> PackEntry {
@@ -309,7 +255,7 @@ pub async fn mark(
     // Snapshots before index files: a snapshot is committed only after the index files it
     // needs, so every snapshot listed now is covered by the index files listed next.
     let snap_ids = repo.list_ids(ObjectKind::Snapshot).await?;
-    let files = load_index_files(repo).await?;
+    let files = repo.load_index_files().await?;
     let snaps = load_snapshots(repo, snap_ids).await?;
     r.snapshots = snaps.len();
     let mut index = Index::default();
@@ -599,7 +545,7 @@ pub async fn sweep(
         .collect();
 
     let snap_ids = repo.list_ids(ObjectKind::Snapshot).await?;
-    let files = load_index_files(repo).await?;
+    let files = repo.load_index_files().await?;
     let new_ids: Vec<SnapshotId> = snap_ids
         .into_iter()
         .filter(|id| !accounted.contains(id))

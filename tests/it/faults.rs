@@ -143,9 +143,7 @@ fn open(s: &Scratch) -> lifeboat::repo::Repository {
 /// that "uploads only what is missing" leaves no blob in two packs (one writer at a time).
 fn indexed_packs_and_duplicates(s: &Scratch) -> (HashSet<String>, usize) {
     let repo = open(s);
-    let files = rt()
-        .block_on(lifeboat::repo::prune::load_index_files(&repo))
-        .unwrap();
+    let files = rt().block_on(repo.load_index_files()).unwrap();
     let mut packs: HashMap<String, Vec<String>> = HashMap::new();
     for (_, f) in &files {
         for p in &f.packs {
