@@ -1,5 +1,6 @@
-//! The drill of a recovery-point set: the set's database member is drilled by
-//! [`super::database::DbDrill`] as usual, and with it every file-tree member (directory,
+//! The drill of a recovery-point set: the set's first database member is drilled by
+//! [`super::database::DbDrill`] as usual, its other database members (same engine) are
+//! loaded into the same server beside it, and every file-tree member (directory,
 //! btrfs) is restored into one private scratch directory beside the throwaway server, so
 //! the restore tests can span members: `[[file_refs]]` (rows naming files) and
 //! `[[command]]` smoke tests get the database's connection details and every member's

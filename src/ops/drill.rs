@@ -310,7 +310,7 @@ fn set_plan<'a>(p: &'a Plan, set: &'a SetSpec, plan_tests: &RestoreTests) -> Res
 }
 
 /// The drill of one recovery-point set: its newest complete manifest (or the one
-/// `req.snapshot` names), the database member loaded into a throwaway server, every other
+/// `req.snapshot` names), the database members loaded into one throwaway server, every file
 /// member restored beside it, the set's restore tests run across them.
 async fn drill_set(
     env: &Env,
