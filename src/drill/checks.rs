@@ -877,3 +877,50 @@ fn command_check(c: &super::restore_tests::CommandCheck, t: &CheckTarget<'_>) ->
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(database: &str) -> SqlConn {
+        SqlConn {
+            kind: DbKind::Postgres,
+            host: "/nonexistent".into(),
+            port: 5432,
+            socket: None,
+            user: "postgres".into(),
+            database: database.into(),
+            bin_dir: None,
+            password: None,
+        }
+    }
+
+    #[test]
+    fn a_check_picks_the_set_database_its_job_names() {
+        let (own, orders, customers) = (conn("own"), conn("shop_orders"), conn("shop_customers"));
+        let mut members = vec![
+            ("orders-db".to_string(), Db::new(&orders)),
+            ("customers-db".to_string(), Db::new(&customers)),
+        ];
+        let mut d = Db::new(&own);
+        let got = pick_db(Some("customers-db"), Some(&mut d), &mut members).unwrap();
+        assert_eq!(got.unwrap().conn.database, "shop_customers");
+        let e = pick_db(None, Some(&mut d), &mut members).err().unwrap();
+        assert!(
+            e.contains("orders-db, customers-db") && e.contains("job = "),
+            "{e}"
+        );
+        let e = pick_db(Some("nope"), Some(&mut d), &mut members)
+            .err()
+            .unwrap();
+        assert!(e.contains("\"nope\" is not a database member"), "{e}");
+        // One database: no job needed; outside a set, a job is refused.
+        let mut one = vec![("orders-db".to_string(), Db::new(&orders))];
+        let got = pick_db(None, Some(&mut d), &mut one).unwrap();
+        assert_eq!(got.unwrap().conn.database, "own");
+        let e = pick_db(Some("orders-db"), Some(&mut d), &mut [])
+            .err()
+            .unwrap();
+        assert!(e.contains("not a set's"), "{e}");
+    }
+}
