@@ -42,6 +42,56 @@ pub struct CheckTarget<'a> {
     /// A recovery-point set's drill: each file-tree member's job and where its tree was
     /// restored (what `[[file_refs]]` paths are relative to). Empty for other drills.
     pub members: Vec<(String, std::path::PathBuf)>,
+    /// A recovery-point set's drill: every database member (job, its restored database,
+    /// and — for each member but the one in `sql` — its snapshot, whose row counts are
+    /// checked too). `[[sql]]` and `[[file_refs]]` checks name theirs with `job = "…"`.
+    /// Empty for other drills.
+    pub databases: Vec<MemberDb>,
+}
+
+/// A database member of a set's drill, restored on the drill's server.
+#[derive(Debug, Clone)]
+pub struct MemberDb {
+    pub job: String,
+    pub conn: SqlConn,
+    /// `None` for the member whose snapshot is the drill's own.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// The database a `[[sql]]` or `[[file_refs]]` check with `job` runs in: the named set
+/// member's, else the drill's only database.
+fn pick_db<'x, 'a>(
+    job: Option<&str>,
+    db: Option<&'x mut Db<'a>>,
+    members: &'x mut [(String, Db<'a>)],
+) -> Result<Option<&'x mut Db<'a>>, String> {
+    match job {
+        None if members.len() > 1 => Err(format!(
+            "the set has several databases ({}); name the one to query with job = \"…\"",
+            members
+                .iter()
+                .map(|(j, _)| j.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        None => Ok(db),
+        Some(j) if members.is_empty() => Err(format!(
+            "job = {j:?} names a database member of a recovery-point set, but this drill is not a set's; leave job out"
+        )),
+        Some(j) => {
+            let names = members
+                .iter()
+                .map(|(j, _)| j.clone())
+                .collect::<Vec<_>>()
+                .join(", ");
+            match members.iter_mut().find(|(m, _)| m == j) {
+                Some((_, d)) => Ok(Some(d)),
+                None => Err(format!(
+                    "job = {j:?} is not a database member of this set (its databases: {names}); use one of those names"
+                )),
+            }
+        }
+    }
 }
 
 fn result(
@@ -100,8 +150,28 @@ impl<'a> Db<'a> {
 pub fn run_all(tests: &RestoreTests, t: &CheckTarget<'_>) -> Vec<CheckResult> {
     let mut out = Vec::new();
     let mut db = t.sql.map(Db::new);
+    let mut member_dbs: Vec<(String, Db<'_>)> = t
+        .databases
+        .iter()
+        .map(|m| (m.job.clone(), Db::new(&m.conn)))
+        .collect();
     if let (Some(rc), Some(db)) = (&tests.row_counts, db.as_mut()) {
         out.extend(row_counts(db, t.snapshot, rc.tolerance_percent));
+    }
+    // A set's other databases: each compared with its own snapshot's counts.
+    if let Some(rc) = &tests.row_counts {
+        for (m, (_, mdb)) in t.databases.iter().zip(member_dbs.iter_mut()) {
+            if let Some(snap) = &m.snapshot {
+                out.extend(
+                    row_counts(mdb, snap, rc.tolerance_percent)
+                        .into_iter()
+                        .map(|mut r| {
+                            r.name = format!("{} ({})", r.name, m.job);
+                            r
+                        }),
+                );
+            }
+        }
     }
     if let (Some(c), Some(db)) = (&tests.canary, db.as_mut()) {
         let start = Instant::now();
@@ -133,7 +203,14 @@ pub fn run_all(tests: &RestoreTests, t: &CheckTarget<'_>) -> Vec<CheckResult> {
     }
     for s in &tests.sql {
         let start = Instant::now();
-        let Some(db) = db.as_mut() else {
+        let picked = match pick_db(s.job.as_deref(), db.as_mut(), &mut member_dbs) {
+            Ok(d) => d,
+            Err(e) => {
+                out.push(result(&s.name, "sql", false, e, start));
+                continue;
+            }
+        };
+        let Some(db) = picked else {
             out.push(result(
                 &s.name,
                 "sql",
@@ -155,13 +232,22 @@ pub fn run_all(tests: &RestoreTests, t: &CheckTarget<'_>) -> Vec<CheckResult> {
         out.push(file_check(f, t.dir));
     }
     for f in &tests.file_refs {
-        out.push(file_refs_check(f, db.as_mut(), t));
+        let start = Instant::now();
+        out.push(
+            match pick_db(f.job.as_deref(), db.as_mut(), &mut member_dbs) {
+                Ok(d) => file_refs_check(f, d, t),
+                Err(e) => result(&f.name, "file_refs", false, e, start),
+            },
+        );
     }
     for c in &tests.commands {
         out.push(command_check(c, t));
     }
     if let Some(db) = db {
         db.close();
+    }
+    for (_, d) in member_dbs {
+        d.close();
     }
     out
 }
@@ -789,5 +875,52 @@ fn command_check(c: &super::restore_tests::CommandCheck, t: &CheckTarget<'_>) ->
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(database: &str) -> SqlConn {
+        SqlConn {
+            kind: DbKind::Postgres,
+            host: "/nonexistent".into(),
+            port: 5432,
+            socket: None,
+            user: "postgres".into(),
+            database: database.into(),
+            bin_dir: None,
+            password: None,
+        }
+    }
+
+    #[test]
+    fn a_check_picks_the_set_database_its_job_names() {
+        let (own, orders, customers) = (conn("own"), conn("shop_orders"), conn("shop_customers"));
+        let mut members = vec![
+            ("orders-db".to_string(), Db::new(&orders)),
+            ("customers-db".to_string(), Db::new(&customers)),
+        ];
+        let mut d = Db::new(&own);
+        let got = pick_db(Some("customers-db"), Some(&mut d), &mut members).unwrap();
+        assert_eq!(got.unwrap().conn.database, "shop_customers");
+        let e = pick_db(None, Some(&mut d), &mut members).err().unwrap();
+        assert!(
+            e.contains("orders-db, customers-db") && e.contains("job = "),
+            "{e}"
+        );
+        let e = pick_db(Some("nope"), Some(&mut d), &mut members)
+            .err()
+            .unwrap();
+        assert!(e.contains("\"nope\" is not a database member"), "{e}");
+        // One database: no job needed; outside a set, a job is refused.
+        let mut one = vec![("orders-db".to_string(), Db::new(&orders))];
+        let got = pick_db(None, Some(&mut d), &mut one).unwrap();
+        assert_eq!(got.unwrap().conn.database, "own");
+        let e = pick_db(Some("orders-db"), Some(&mut d), &mut [])
+            .err()
+            .unwrap();
+        assert!(e.contains("not a set's"), "{e}");
     }
 }

@@ -173,13 +173,14 @@ impl DbDrill<'_> {
         }
     }
 
-    /// Fetch + load: the snapshot streamed into `database` on the provisioned server.
+    /// Fetch + load: the snapshot streamed into `database` on the provisioned server, and a
+    /// set's other databases beside it. Returns every set database member's (job, database).
     async fn load(
         &self,
         sw: &mut Stopwatch,
         conn: &ConnectionInfo,
         database: &str,
-    ) -> Result<(), DrillError> {
+    ) -> Result<Vec<(String, String)>, DrillError> {
         sw.begin(Phase::Fetch);
         let index = Arc::new(self.ctx.repo.load_index().await.map_err(|e| {
             DrillError::from_error(
@@ -189,15 +190,38 @@ impl DbDrill<'_> {
             )
         })?);
         sw.begin(Phase::Load);
+        self.load_one(
+            &index,
+            conn,
+            database,
+            self.ctx.snapshot_id,
+            self.ctx.snapshot,
+            None,
+        )
+        .await?;
+        self.load_set_databases(&index, conn, database).await
+    }
+
+    /// Streams one snapshot into `database` on the provisioned server (`member`: the set
+    /// member it belongs to, when it is not the drill's own snapshot).
+    async fn load_one(
+        &self,
+        index: &Arc<crate::repo::index::Index>,
+        conn: &ConnectionInfo,
+        database: &str,
+        snapshot_id: crate::ids::SnapshotId,
+        snapshot: &crate::repo::snapshot::Snapshot,
+        member: Option<&str>,
+    ) -> Result<(), DrillError> {
         let target = conn.db_conn(database);
         let password = conn.password.as_ref().map(|p| p.0.clone());
-        let opts = self.restore_options(conn);
+        let opts = self.restore_options(conn, snapshot.source.database().map(|(_, m)| m));
         let r = match self.kind {
             DbKind::Postgres => {
                 restore_postgres(
                     self.ctx.repo,
-                    &index,
-                    self.ctx.snapshot,
+                    index,
+                    snapshot,
                     &target,
                     password.clone(),
                     &opts,
@@ -208,8 +232,8 @@ impl DbDrill<'_> {
             DbKind::Mariadb => {
                 restore_mariadb(
                     self.ctx.repo,
-                    &index,
-                    self.ctx.snapshot,
+                    index,
+                    snapshot,
                     &target,
                     password.clone(),
                     &opts,
@@ -218,6 +242,10 @@ impl DbDrill<'_> {
                 .await
             }
         };
+        let what = match member {
+            Some(j) => format!("snapshot {} (set member {j})", snapshot_id.short()),
+            None => format!("snapshot {}", snapshot_id.short()),
+        };
         r.map(|_| ()).map_err(|e| match e {
             crate::Error::Interrupted => DrillError::new(
                 DrillFailure::Interrupted,
@@ -225,31 +253,61 @@ impl DbDrill<'_> {
             ),
             e @ crate::Error::Integrity { .. } => DrillError::damaged(
                 &format!(
-                    "loading snapshot {} into {} failed: the backup is damaged",
-                    self.ctx.snapshot_id.short(),
+                    "loading {what} into {} failed: the backup is damaged",
                     target.describe(&conn.kind)
                 ),
                 &e,
-                &index,
+                index,
             ),
             e if e.exit_code() == crate::error::ExitCode::NoSpace => DrillError::from_error(
                 DrillFailure::NoSpace,
-                &format!(
-                    "loading snapshot {} into {} failed",
-                    self.ctx.snapshot_id.short(),
-                    target.describe(&conn.kind)
-                ),
+                &format!("loading {what} into {} failed", target.describe(&conn.kind)),
                 &e,
             ),
             e => DrillError::from_tool(
                 DrillFailure::Load,
                 format!(
-                    "loading snapshot {} into {} failed: {e}",
-                    self.ctx.snapshot_id.short(),
+                    "loading {what} into {} failed: {e}",
                     target.describe(&conn.kind)
                 ),
             ),
         })
+    }
+
+    /// A set's other database members, each loaded into a database of its own on the same
+    /// server (part of the load phase). Returns every database member's (job, database),
+    /// the drill's own first; nothing for a drill that is not a set's.
+    async fn load_set_databases(
+        &self,
+        index: &Arc<crate::repo::index::Index>,
+        conn: &ConnectionInfo,
+        database: &str,
+    ) -> Result<Vec<(String, String)>, DrillError> {
+        let Some(set) = &self.set else {
+            return Ok(Vec::new());
+        };
+        let mut jobs = vec![(set.db_job.clone(), Some(database.to_string()))];
+        jobs.extend(set.databases.iter().map(|m| {
+            (
+                m.job.clone(),
+                m.snapshot
+                    .source
+                    .database()
+                    .and_then(|(_, meta)| meta.database.clone()),
+            )
+        }));
+        let names = super::set::member_db_names(&jobs);
+        for (m, (_, name)) in set.databases.iter().zip(names.iter().skip(1)) {
+            if self.ctx.cancel.is_cancelled() {
+                return Err(DrillError::new(
+                    DrillFailure::Interrupted,
+                    "interrupted while loading the set's databases",
+                ));
+            }
+            self.load_one(index, conn, name, m.snapshot_id, &m.snapshot, Some(&m.job))
+                .await?;
+        }
+        Ok(names)
     }
 
     /// How the snapshot is loaded. A borrowed server (scratch, command) need not have the
@@ -260,8 +318,11 @@ impl DbDrill<'_> {
     /// host's). A snapshot with neither (older lifeboat, `globals = false`) loads without
     /// ownership and privileges. MariaDB likewise: the recorded definers are created, and a
     /// snapshot without them loads with its definers rewritten to the loading user.
-    fn restore_options(&self, conn: &ConnectionInfo) -> DbRestoreOptions {
-        let meta = self.meta();
+    fn restore_options(
+        &self,
+        conn: &ConnectionInfo,
+        meta: Option<&crate::repo::snapshot::DatabaseMeta>,
+    ) -> DbRestoreOptions {
         let own_server = matches!(self.environment, DbEnvironment::Ephemeral { .. });
         let globals =
             own_server && self.kind == DbKind::Postgres && meta.is_some_and(|m| m.has_globals());
@@ -348,7 +409,7 @@ impl DbDrill<'_> {
                                 None => e,
                             })
                         }
-                        Ok(()) => {
+                        Ok(set_dbs) => {
                             let trees = self.restore_set_trees(&mut set_dir).await;
                             let members = match trees {
                                 Ok(m) => m,
@@ -365,6 +426,7 @@ impl DbDrill<'_> {
                                         &database,
                                         sw.start,
                                         &members,
+                                        &set_dbs,
                                         set_dir.as_ref().map(|d| d.path().to_path_buf()),
                                     )
                                     .await
@@ -468,10 +530,28 @@ impl DbDrill<'_> {
         database: &str,
         drill_start: chrono::DateTime<Utc>,
         members: &[(String, std::path::PathBuf)],
+        set_dbs: &[(String, String)],
         set_dir: Option<std::path::PathBuf>,
     ) -> Result<Vec<checks::CheckResult>, DrillError> {
         let sql = conn.sql_conn(database);
         let mut env = conn.client_env(database);
+        // A set's databases are all on this one server: each member's database by job.
+        for (job, db) in set_dbs {
+            env.push((super::set::member_db_var(job), db.clone()));
+        }
+        let databases: Vec<checks::MemberDb> = set_dbs
+            .iter()
+            .map(|(job, db)| checks::MemberDb {
+                job: job.clone(),
+                conn: conn.sql_conn(db),
+                snapshot: self.set.as_ref().and_then(|s| {
+                    s.databases
+                        .iter()
+                        .find(|m| &m.job == job)
+                        .map(|m| m.snapshot.clone())
+                }),
+            })
+            .collect();
         // A set's smoke test gets both: the database above and every member's files.
         if let Some(d) = &set_dir {
             env.push(("LIFEBOAT_DRILL_DIR".into(), d.display().to_string()));
@@ -492,6 +572,7 @@ impl DbDrill<'_> {
                 rpo_target,
                 env,
                 members,
+                databases,
             };
             checks::run_all(&tests, &t)
         })

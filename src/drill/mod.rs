@@ -405,6 +405,7 @@ impl DirDrill<'_> {
                             rpo_target: self.ctx.targets.rpo,
                             env: vec![("LIFEBOAT_DRILL_DIR".into(), target.display().to_string())],
                             members: Vec::new(),
+                            databases: Vec::new(),
                         };
                         let tests = self.ctx.tests.clone();
                         checks = checks::run_all(&tests, &t);

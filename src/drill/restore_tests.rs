@@ -42,6 +42,7 @@ struct FileRefsConfig {
     query: String,
     member: Option<String>,
     hash: Option<String>,
+    job: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +80,7 @@ struct SqlConfig {
     name: String,
     query: String,
     expect: ExpectConfig,
+    job: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +141,9 @@ pub struct FileRefsCheck {
     /// the set has one such member.
     pub member: Option<String>,
     pub hash: HashAlgo,
+    /// The set's database member the query runs in; may be left out when the set has one
+    /// database.
+    pub job: Option<String>,
 }
 
 /// The algorithm of a recorded file hash (hex).
@@ -223,6 +228,9 @@ pub struct SqlCheck {
     pub name: String,
     pub query: String,
     pub expect: Expect,
+    /// In a set's drill: the database member the query runs in; may be left out when the
+    /// set has one database.
+    pub job: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -339,6 +347,7 @@ impl RestoreTests {
                 name: s.name,
                 query: s.query,
                 expect,
+                job: s.job,
             });
         }
         let mut files = Vec::new();
@@ -418,6 +427,7 @@ impl RestoreTests {
                 query: f.query,
                 member: f.member,
                 hash,
+                job: f.job,
             });
         }
         let canary = match c.canary {

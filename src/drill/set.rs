@@ -1,5 +1,6 @@
-//! The drill of a recovery-point set: the set's database member is drilled by
-//! [`super::database::DbDrill`] as usual, and with it every file-tree member (directory,
+//! The drill of a recovery-point set: the set's first database member is drilled by
+//! [`super::database::DbDrill`] as usual, its other database members (same engine) are
+//! loaded into the same server beside it, and every file-tree member (directory,
 //! btrfs) is restored into one private scratch directory beside the throwaway server, so
 //! the restore tests can span members: `[[file_refs]]` (rows naming files) and
 //! `[[command]]` smoke tests get the database's connection details and every member's
@@ -43,15 +44,66 @@ pub struct SetMemberInfo {
 #[derive(Debug, Clone)]
 pub struct SetDrill {
     pub info: SetInfo,
-    /// (job, snapshot id, snapshot) of every member that is not the database.
+    /// (job, snapshot id, snapshot) of every member that is not a database.
     pub trees: Vec<(String, SnapshotId, Snapshot)>,
+    /// The job of the database member the drill itself loads (its snapshot is the drill's).
+    pub db_job: String,
+    /// The set's other database members (same engine), loaded into the same server.
+    pub databases: Vec<SetDatabase>,
+}
+
+/// A set's database member beyond the first, loaded beside it on the drill's server.
+#[derive(Debug, Clone)]
+pub struct SetDatabase {
+    pub job: String,
+    pub snapshot_id: SnapshotId,
+    pub snapshot: Snapshot,
+}
+
+/// The name each database member of a set is restored under on the drill's one server:
+/// its original name (as the job dumps it) where that is free, else `lifeboat_set_<job>`
+/// (two members dumping databases of the same name, or a name already taken). `jobs` is
+/// (job, original name), the drill's own database first.
+pub fn member_db_names(jobs: &[(String, Option<String>)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (job, orig) in jobs {
+        let fallback = || {
+            let safe: String = job
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("lifeboat_set_{safe}")
+        };
+        let name = match orig {
+            Some(o) if !out.iter().any(|(_, n)| n == o) => o.clone(),
+            _ => fallback(),
+        };
+        out.push((job.clone(), name));
+    }
+    out
+}
+
+/// The environment variable naming database member `job`'s restored database:
+/// `LIFEBOAT_SET_DB_<JOB>`. Every database of a set's drill is on the one server the
+/// usual variables (`PGHOST`, `PGPORT`, `PGUSER`, …) reach.
+pub fn member_db_var(job: &str) -> String {
+    format!("LIFEBOAT_SET_DB_{}", var_suffix(job))
 }
 
 /// The environment variable naming member `job`'s restored tree:
 /// `LIFEBOAT_SET_DIR_<JOB>` (upper case, anything but letters and digits as `_`).
 pub fn member_dir_var(job: &str) -> String {
-    let name: String = job
-        .chars()
+    format!("LIFEBOAT_SET_DIR_{}", var_suffix(job))
+}
+
+fn var_suffix(job: &str) -> String {
+    job.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_uppercase()
@@ -59,8 +111,7 @@ pub fn member_dir_var(job: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("LIFEBOAT_SET_DIR_{name}")
+        .collect()
 }
 
 /// Restores every tree member into `root/<job>` and returns each member's tree root: the
@@ -134,6 +185,26 @@ mod tests {
         assert_eq!(
             member_dir_var("app-files.v2"),
             "LIFEBOAT_SET_DIR_APP_FILES_V2"
+        );
+        assert_eq!(member_db_var("orders-db"), "LIFEBOAT_SET_DB_ORDERS_DB");
+    }
+
+    #[test]
+    fn member_databases_keep_their_names_unless_taken() {
+        let n = member_db_names(&[
+            ("customers".into(), Some("app".into())),
+            ("orders".into(), Some("shop".into())),
+            ("orders-2".into(), Some("app".into())),
+            ("x".into(), None),
+        ]);
+        assert_eq!(
+            n,
+            vec![
+                ("customers".to_string(), "app".to_string()),
+                ("orders".to_string(), "shop".to_string()),
+                ("orders-2".to_string(), "lifeboat_set_orders_2".to_string()),
+                ("x".to_string(), "lifeboat_set_x".to_string()),
+            ]
         );
     }
 }

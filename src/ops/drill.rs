@@ -252,6 +252,8 @@ fn select_units<'a>(
 struct SetPlan<'a> {
     set: &'a SetSpec,
     db_job: &'a JobSpec,
+    /// The set's other database members (same engine as `db_job`), loaded beside it.
+    other_dbs: Vec<&'a JobSpec>,
     kind: DbKind,
     tests: RestoreTests,
 }
@@ -266,14 +268,25 @@ fn set_plan<'a>(p: &'a Plan, set: &'a SetSpec, plan_tests: &RestoreTests) -> Res
             Err(e) => Some(Err(e)),
         })
         .collect::<Result<Vec<_>>>()?;
-    let [(db_job, kind)] = dbs[..] else {
+    let Some(&(db_job, kind)) = dbs.first() else {
         return Err(Error::Config(format!(
-            "plan {}: set {} has {} database jobs; a set's drill restores exactly one database beside its directories; fix the [[sets]] jobs list",
+            "plan {}: set {} has no database job; a set's drill restores its databases and, beside them, its directories; add a database job to the [[sets]] jobs list",
             p.file.display(),
             set.name,
-            dbs.len()
         )));
     };
+    if let Some((other, _)) = dbs.iter().find(|(_, k)| *k != kind) {
+        return Err(Error::Config(format!(
+            "plan {}: set {} has a {} job ({}) and a {} job ({}); a set's drill restores its databases into one throwaway server, so they must be one engine; keep one engine per set",
+            p.file.display(),
+            set.name,
+            kind.as_str(),
+            db_job.name,
+            other.source.kind(),
+            other.name,
+        )));
+    }
+    let other_dbs: Vec<&JobSpec> = dbs[1..].iter().map(|(j, _)| *j).collect();
     let tests = if set.restore_tests.is_empty() {
         plan_tests.clone()
     } else {
@@ -290,13 +303,14 @@ fn set_plan<'a>(p: &'a Plan, set: &'a SetSpec, plan_tests: &RestoreTests) -> Res
     Ok(SetPlan {
         set,
         db_job,
+        other_dbs,
         kind,
         tests,
     })
 }
 
 /// The drill of one recovery-point set: its newest complete manifest (or the one
-/// `req.snapshot` names), the database member loaded into a throwaway server, every other
+/// `req.snapshot` names), the database members loaded into one throwaway server, every file
 /// member restored beside it, the set's restore tests run across them.
 async fn drill_set(
     env: &Env,
@@ -326,6 +340,35 @@ async fn drill_set(
         });
     };
     let (_, db_id, db_snap) = snaps.remove(db_pos);
+    let mut databases = Vec::new();
+    for j in &sp.other_dbs {
+        let Some(pos) = snaps.iter().position(|(n, ..)| *n == j.name) else {
+            return Err(Error::SnapshotNotFound {
+                query: format!(
+                    "database member {} in recovery point {} of set {}",
+                    j.name,
+                    manifest_id.short(),
+                    sp.set.name
+                ),
+            });
+        };
+        let (job, snapshot_id, snapshot) = snaps.remove(pos);
+        databases.push(crate::drill::set::SetDatabase {
+            job,
+            snapshot_id,
+            snapshot,
+        });
+    }
+    let environment = db_environment(p)?;
+    if !databases.is_empty() && !matches!(environment, DbEnvironment::Ephemeral { .. }) {
+        return Err(Error::Config(format!(
+            "plan {}: set {} has {} databases; a set's drill loads them all into one throwaway server of lifeboat's own, which a scratch server or provisioning commands are not; set [drill] environment = \"ephemeral-{}\"",
+            p.file.display(),
+            sp.set.name,
+            databases.len() + 1,
+            sp.kind.as_str()
+        )));
+    }
     let info = crate::drill::set::SetInfo {
         name: sp.set.name.clone(),
         set_id: m.set_id.clone(),
@@ -382,8 +425,13 @@ async fn drill_set(
         },
         kind: sp.kind,
         database,
-        environment: db_environment(p)?,
-        set: Some(crate::drill::set::SetDrill { info, trees: snaps }),
+        environment,
+        set: Some(crate::drill::set::SetDrill {
+            info,
+            trees: snaps,
+            db_job: sp.db_job.name.clone(),
+            databases,
+        }),
     }
     .run()
     .await;

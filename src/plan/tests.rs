@@ -226,6 +226,13 @@ fn sets_are_validated_with_lines_and_fixes() {
     assert_eq!(p.sets[0].jobs, ["db", "files"]);
     assert_eq!(p.set_of("files").unwrap().name, "app");
     assert!(p.set_of("other").is_none());
+    // Two PostgreSQL databases (and a directory) in one set: drilled on one throwaway server.
+    let two = format!(
+        "{head}{pg}{}{dir}[[sets]]\nname = \"app\"\njobs = [\"db\", \"db2\", \"files\"]\n",
+        pg.replace("\"db\"", "\"db2\"")
+    );
+    let p = parse(Path::new("/tmp/p.toml"), &two).unwrap();
+    assert_eq!(p.sets[0].jobs, ["db", "db2", "files"]);
 
     let cases = [
         // an unknown member
@@ -240,6 +247,10 @@ fn sets_are_validated_with_lines_and_fixes() {
         (format!("{head}{pg}{dir}[[sets]]\nname = \"db\"\njobs = [\"db\", \"files\"]\n"), "also a job's name"),
         // a missing restore-test file
         (format!("{head}{pg}{dir}[[sets]]\nname = \"app\"\njobs = [\"db\", \"files\"]\nrestore_tests = [\"nope.toml\"]\n"), "does not exist"),
+        // PostgreSQL + MariaDB in one set
+        (format!("{head}{pg}{}[[sets]]\nname = \"app\"\njobs = [\"db\", \"db2\"]\n", pg.replace("\"db\"", "\"db2\"").replace("postgres", "mariadb")), "not supported yet"),
+        // two databases drilled on a borrowed server
+        (format!("{head}{pg}{}[[sets]]\nname = \"app\"\njobs = [\"db\", \"db2\"]\n[drill]\nenvironment = \"scratch\"\nserver = \"postgres://drill@staging:5433/postgres\"\n", pg.replace("\"db\"", "\"db2\"")), "not a scratch server"),
     ];
     for (text, want) in cases {
         let e = parse(Path::new("/tmp/p.toml"), &text).unwrap_err();

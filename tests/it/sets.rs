@@ -656,3 +656,210 @@ fn set_with_a_btrfs_member_snapshots_it_at_the_sets_moment() {
         .clone();
     assert_eq!(refs["status"], "passed", "{refs}");
 }
+
+/// Two PostgreSQL databases of one application: `shop_orders` rows reference
+/// `shop_customers` rows. Listed orders first: a set freezes its databases in the order it
+/// lists them, so the referencing database's moment comes first and every customer its
+/// orders name is already in the customers' snapshot.
+fn two_db_plan(ws: &Workspace, c: &ConnectionInfo, bin_dir: &Path) -> PathBuf {
+    std::fs::write(
+        ws.path().join("shop-set.toml"),
+        r#"
+[row_counts]
+
+[[sql]]
+name = "orders were restored"
+job = "orders-db"
+query = "SELECT count(*) FROM orders"
+expect = { min = 1 }
+
+[[sql]]
+name = "customers were restored"
+job = "customers-db"
+query = "SELECT count(*) FROM customers"
+expect = { min = 1 }
+
+[[command]]
+name = "every order's customer exists"
+run = ["sh", "-c", "ids=$(psql -X -tAc 'SELECT string_agg(id::text, $$,$$) FROM customers' -d \"$LIFEBOAT_SET_DB_CUSTOMERS_DB\") && test -n \"$ids\" && bad=$(psql -X -tAc \"SELECT id, customer_id FROM orders WHERE customer_id NOT IN ($ids) ORDER BY id\" -d \"$LIFEBOAT_SET_DB_ORDERS_DB\") && if test -n \"$bad\"; then echo \"orders naming a missing customer (id|customer_id): $bad\" >&2; exit 1; fi"]
+"#,
+    )
+    .unwrap();
+    let job = |name: &str, db: &str| {
+        format!(
+            r#"[[jobs]]
+name = "{name}"
+schedule = "0 3 * * *"
+[jobs.source]
+type = "postgres"
+host = "{}"
+port = {}
+user = "postgres"
+database = "{db}"
+bin_dir = "{}"
+row_counts = "exact"
+globals = false
+
+"#,
+            c.socket.as_deref().unwrap().display(),
+            c.port,
+            bin_dir.display(),
+        )
+    };
+    ws.plan(
+        "shop",
+        &format!(
+            r#"{}{}[[sets]]
+name = "shop"
+jobs = ["orders-db", "customers-db"]
+restore_tests = ["shop-set.toml"]
+
+[drill]
+environment = "ephemeral-postgres"
+"#,
+            job("orders-db", "shop_orders"),
+            job("customers-db", "shop_customers"),
+        ),
+    )
+}
+
+#[test]
+fn set_of_two_postgres_databases_is_drilled_on_one_server_with_a_cross_database_check() {
+    let src = EphemeralPostgres::start(None).expect("source server");
+    let c = src.connection().unwrap().clone();
+    let bin = c.bin_dir.clone().unwrap();
+    psql(&c, "postgres", "CREATE DATABASE shop_customers");
+    psql(&c, "postgres", "CREATE DATABASE shop_orders");
+    psql(
+        &c,
+        "shop_customers",
+        "CREATE TABLE customers (id bigserial PRIMARY KEY, name text NOT NULL)",
+    );
+    psql(
+        &c,
+        "shop_orders",
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint NOT NULL, amount int NOT NULL)",
+    );
+    let ws = Workspace::new();
+    let plan = two_db_plan(&ws, &c, &bin);
+
+    // The application: a customer committed, then an order naming it, over and over,
+    // while the set is backed up.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (c2, stop2) = (c.clone(), stop.clone());
+    let writer = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            n += 1;
+            let id = psql(
+                &c2,
+                "shop_customers",
+                &format!("INSERT INTO customers (name) VALUES ('c{n}') RETURNING id"),
+            );
+            let id = id.trim().lines().next().unwrap().to_string();
+            psql(
+                &c2,
+                "shop_orders",
+                &format!("INSERT INTO orders (customer_id, amount) VALUES ({id}, {n})"),
+            );
+        }
+        n
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let o = run(lifeboat().args(["backup", "--json", "--plan"]).arg(&plan));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let set = &summary["sets"][0];
+    assert_eq!(set["ok"], true, "{summary:#}");
+    let captures = set["captures"].as_array().unwrap();
+    for job in ["orders-db", "customers-db"] {
+        assert!(
+            captures
+                .iter()
+                .any(|c| c["job"] == job && c["capture"] == "database_snapshot"),
+            "{job}: {summary:#}"
+        );
+    }
+    assert!(written > 10, "the writer wrote only {written} orders");
+
+    // Drilled together on one throwaway server: both databases there under their names,
+    // each queried by job, each member's row counts checked, the cross-database smoke
+    // test passes.
+    let tmp = drill_tmp();
+    let (code, reports, err) = drill_json(&ws, &plan, tmp.path());
+    assert_eq!(code, Some(0), "set drill failed: {err}\n{reports:#?}");
+    let r = &reports[0];
+    assert_eq!(r["job"], "set:shop", "{r:#}");
+    assert_eq!(r["environment"], "ephemeral-postgres", "{r:#}");
+    assert_eq!(r["set"]["members"].as_array().unwrap().len(), 2, "{r:#}");
+    let checks = r["checks"].as_array().unwrap();
+    let named = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name:?}: {r:#}"))
+    };
+    assert_eq!(named("orders were restored")["status"], "passed", "{r:#}");
+    assert_eq!(
+        named("customers were restored")["status"],
+        "passed",
+        "{r:#}"
+    );
+    assert_eq!(
+        named("every order's customer exists")["status"],
+        "passed",
+        "{r:#}"
+    );
+    // Row counts of both databases: the drill's own and the other member's.
+    let counts: Vec<_> = checks
+        .iter()
+        .filter(|c| c["kind"] == "row_counts")
+        .collect();
+    assert!(
+        counts
+            .iter()
+            .any(|c| c["name"].as_str().unwrap().contains("(customers-db)")),
+        "{r:#}"
+    );
+    assert!(counts.iter().all(|c| c["status"] == "passed"), "{r:#}");
+    assert_eq!(
+        env_dirs(tmp.path()),
+        Vec::<PathBuf>::new(),
+        "environment left behind"
+    );
+
+    // One member's data is wrong: an order naming a customer the other database lacks.
+    // The next recovery point's drill fails its cross-database check with exit 16, naming
+    // the row.
+    let bad = psql(
+        &c,
+        "shop_orders",
+        "INSERT INTO orders (customer_id, amount) VALUES (987654321, 1) RETURNING id",
+    );
+    let bad = bad.trim().lines().next().unwrap().to_string();
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
+    let tmp = drill_tmp();
+    let (code, reports, err) = drill_json(&ws, &plan, tmp.path());
+    assert_eq!(code, Some(16), "{err}\n{reports:#?}");
+    let r = &reports[0];
+    assert_eq!(r["result"], "check_failed", "{r:#}");
+    let cmd = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "every order's customer exists")
+        .unwrap();
+    assert_eq!(cmd["status"], "failed", "{r:#}");
+    assert!(
+        cmd["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{bad}|987654321")),
+        "{r:#}"
+    );
+    drop(src);
+}

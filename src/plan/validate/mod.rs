@@ -235,7 +235,7 @@ impl<'a> Validator<'a> {
         let schedule = self.schedule_section(raw.schedule.unwrap_or_default());
         let verify = raw.verify.and_then(|v| self.verify(v));
         let notify = raw.notify.map(|n| self.notify(n));
-        let sets = self.sets(raw.sets, &jobs);
+        let sets = self.sets(raw.sets, &jobs, drill.as_ref().map(|d| d.environment));
 
         Plan {
             name,

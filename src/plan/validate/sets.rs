@@ -1,15 +1,21 @@
 //! `[[sets]]`: recovery-point sets. Valid, distinct names (not a job's); at least two member
 //! jobs, each defined, none in two sets; kinds the set can start together (PostgreSQL,
 //! MariaDB, directories, btrfs subvolumes); one schedule shared by every member (a set is backed up
-//! as one run); restore-test paths resolved.
+//! as one run); several databases only of one engine, drilled on a throwaway server of
+//! lifeboat's own (they are all loaded into it); restore-test paths resolved.
 
 use super::{valid_name, Seg, Validator};
-use crate::plan::model::{JobSpec, SetSpec};
+use crate::plan::model::{EnvironmentKind, JobSpec, SetSpec};
 use crate::plan::raw::SetConfig;
 use crate::plan::SourceSpec;
 
 impl Validator<'_> {
-    pub(super) fn sets(&mut self, raw: Vec<SetConfig>, jobs: &[JobSpec]) -> Vec<SetSpec> {
+    pub(super) fn sets(
+        &mut self,
+        raw: Vec<SetConfig>,
+        jobs: &[JobSpec],
+        drill_env: Option<EnvironmentKind>,
+    ) -> Vec<SetSpec> {
         let mut sets: Vec<SetSpec> = Vec::new();
         for (i, s) in raw.into_iter().enumerate() {
             let at = |k: &'static str| [Seg::K("sets"), Seg::I(i), Seg::K(k)];
@@ -46,7 +52,7 @@ impl Validator<'_> {
                 );
             }
             let mut schedule: Option<&JobSpec> = None;
-            let mut databases = 0;
+            let mut databases: Vec<&JobSpec> = Vec::new();
             for (k, name) in s.jobs.iter().enumerate() {
                 if s.jobs[..k].contains(name) {
                     self.issue(
@@ -84,7 +90,7 @@ impl Validator<'_> {
                     );
                 }
                 match &job.source {
-                    SourceSpec::Postgres(_) | SourceSpec::Mariadb(_) => databases += 1,
+                    SourceSpec::Postgres(_) | SourceSpec::Mariadb(_) => databases.push(job),
                     SourceSpec::Dir { .. } | SourceSpec::Btrfs(_) => {}
                     other => self.issue(
                         &at("jobs"),
@@ -108,11 +114,37 @@ impl Validator<'_> {
                     Some(_) => {}
                 }
             }
-            if databases > 1 {
+            let pg = databases
+                .iter()
+                .filter(|j| matches!(j.source, SourceSpec::Postgres(_)))
+                .count();
+            if pg > 0 && pg < databases.len() {
                 self.issue(
                     &at("jobs"),
-                    format!("set {:?} has {databases} database jobs; a set's drill restores one database beside its directories", s.name),
-                    "keep one database job per set (two-database sets are not supported yet)",
+                    format!(
+                        "set {:?} mixes PostgreSQL and MariaDB jobs ({}); a set's drill loads its databases into one throwaway server, and PostgreSQL + MariaDB sets are not supported yet",
+                        s.name,
+                        databases.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                    "keep the databases of one set on one engine (back the other up as its own job or set)",
+                );
+            } else if databases.len() > 1
+                && matches!(
+                    drill_env,
+                    Some(EnvironmentKind::Scratch | EnvironmentKind::Command)
+                )
+            {
+                self.issue(
+                    &at("jobs"),
+                    format!(
+                        "set {:?} has {} database jobs; its drill loads them all into one throwaway server of lifeboat's own, not a scratch server or provisioning commands",
+                        s.name,
+                        databases.len()
+                    ),
+                    format!(
+                        "set [drill] environment = \"ephemeral-{}\", or keep one database job per set",
+                        if pg > 0 { "postgres" } else { "mariadb" }
+                    ),
                 );
             }
             let restore_tests: Vec<_> = s.restore_tests.iter().map(|p| self.resolve(p)).collect();
