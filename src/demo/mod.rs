@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::error::ExitCode;
 use crate::ops::engine::BackupOptions;
+use crate::ops::record::record_backup;
 use crate::progress::Progress;
 use crate::repo::keys::KdfParams;
 use crate::repo::{InitOptions, Repository};
@@ -60,11 +61,28 @@ fn prepare(dir: &Path) -> Result<()> {
                 std::fs::remove_dir_all(&p).map_err(|e| Error::io("remove", &p, e))?;
             }
         }
+        // The demo's own catalog (its WAL and shared-memory files too): a new repository.
+        for f in [CATALOG, "catalog.db-wal", "catalog.db-shm"] {
+            let p = dir.join(f);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+            }
+        }
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
     std::fs::write(dir.join(MARKER), "made by lifeboat demo; safe to delete\n")
         .map_err(|e| Error::io("write", dir, e))?;
     Ok(())
+}
+
+/// The demo's SQLite catalog, in its directory (never the operator's own catalog).
+const CATALOG: &str = "catalog.db";
+
+/// Says what the catalog could not record (the demo goes on: the repository has it all).
+fn say_warnings(warnings: Vec<String>) {
+    for w in warnings {
+        eprintln!("warning: catalog: {w}");
+    }
 }
 
 fn say(json: bool, msg: impl AsRef<str>) {
@@ -86,6 +104,10 @@ pub async fn run(
     let data = dir.join("data");
     let repo_dir = dir.join("repo");
     let pw_file = dir.join("password");
+    let catalog = dir.join(CATALOG);
+    // Backups and the drill are recorded in the demo's own SQLite catalog, as a plan's are.
+    let (mut env, _events) = crate::ops::Env::quiet(cancel.clone());
+    env.catalog = Ok(catalog.display().to_string());
 
     say(json, format!("lifeboat demo in {}\n", dir.display()));
     // 1. sample data
@@ -138,6 +160,7 @@ pub async fn run(
         job: Some(DEMO_JOB.into()),
         ..Default::default()
     };
+    let started = Utc::now();
     let b1 = crate::ops::engine::snapshot_source(
         &repo,
         None,
@@ -147,6 +170,9 @@ pub async fn run(
         cancel.clone(),
     )
     .await?;
+    let host = b1.snapshot.host.clone();
+    let demo_job = Some((DEMO_PLAN, DEMO_JOB));
+    say_warnings(record_backup(&env, &repo, started, &host, demo_job, Ok(&b1), &[]).await);
     let s1 = &b1.snapshot.summary;
     say(
         json,
@@ -162,6 +188,7 @@ pub async fn run(
 
     // 4. change a little, back up again
     change_a_little(&data)?;
+    let started = Utc::now();
     let b2 = crate::ops::engine::snapshot_source(
         &repo,
         None,
@@ -171,6 +198,7 @@ pub async fn run(
         cancel.clone(),
     )
     .await?;
+    say_warnings(record_backup(&env, &repo, started, &host, demo_job, Ok(&b2), &[]).await);
     let s2 = &b2.snapshot.summary;
     let saved = 100.0 * (1.0 - s2.bytes_added as f64 / (s2.bytes_processed.max(1)) as f64);
     say(json, format!(
@@ -247,6 +275,7 @@ pub async fn run(
     }
     .run()
     .await;
+    say_warnings(crate::ops::drill::record(&env, &repo, std::slice::from_ref(&report)).await);
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     let passed = report
         .checks
@@ -288,9 +317,10 @@ pub async fn run(
         ),
     );
     say(json, format!(
-        "\nexplore it:\n  export LIFEBOAT_REPO={} LIFEBOAT_PASSWORD_FILE={}\n  lifeboat snapshots\n  lifeboat ls latest\n  lifeboat verify --read-data\n  lifeboat report verify {}\n  lifeboat report --plan {} --out {}",
+        "\nexplore it:\n  export LIFEBOAT_REPO={} LIFEBOAT_PASSWORD_FILE={} LIFEBOAT_CATALOG={}\n  lifeboat snapshots\n  lifeboat ls latest\n  lifeboat history\n  lifeboat verify --read-data\n  lifeboat report verify {}\n  lifeboat report --plan {} --out {}",
         repo_dir.display(),
         pw_file.display(),
+        catalog.display(),
         dir.join("reports").display(),
         plan_file.display(),
         report_dir.display()
@@ -300,6 +330,7 @@ pub async fn run(
             "dir": dir,
             "repository": repo_dir,
             "password_file": pw_file,
+            "catalog": catalog,
             "dataset_bytes": total,
             "first_backup": {"snapshot_id": b1.snapshot_id, "summary": s1},
             "second_backup": {"snapshot_id": b2.snapshot_id, "summary": s2, "dedup_percent": saved},

@@ -574,7 +574,7 @@ async fn drill_locked(
 /// Records the drills in the catalog, and the packs each restore read and verified in the
 /// pack ledger. Never fails: returns the warnings (empty when recorded), which are also an
 /// [`Event::CatalogNotRecorded`].
-async fn record(env: &Env, repo: &Repository, reports: &[DrillReport]) -> Vec<String> {
+pub async fn record(env: &Env, repo: &Repository, reports: &[DrillReport]) -> Vec<String> {
     if reports.is_empty() {
         return Vec::new();
     }

@@ -632,6 +632,7 @@ fn demo_runs_the_whole_job_and_leaves_a_repository_to_explore() {
                 "LIFEBOAT_PASSWORD_FILE",
                 v["password_file"].as_str().unwrap(),
             )
+            .env("LIFEBOAT_CATALOG", v["catalog"].as_str().unwrap())
             .env("LIFEBOAT_STATE_DIR", tmp.path().join("state"));
     };
     let mut c = lifeboat();
@@ -640,9 +641,29 @@ fn demo_runs_the_whole_job_and_leaves_a_repository_to_explore() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let snaps: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(snaps.as_array().unwrap().len(), 2, "{snaps:#}");
+    // The demo recorded its runs in its own catalog: verify finds it in step with the
+    // repository (no "not in the catalog" warning on a healthy demo), history shows them.
     let mut c = lifeboat();
     env(c.args(["verify", "--read-data"]));
-    assert_eq!(run(&mut c).status.code(), Some(0));
+    let o = run(&mut c);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    let mut c = lifeboat();
+    env(c.args(["history", "--json"]));
+    let o = run(&mut c);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let h: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let kinds: Vec<(&str, &str)> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("drill", "passed"), ("backup", "ok"), ("backup", "ok")],
+        "{h:#}"
+    );
 
     // Again, in text, in the same directory.
     let o = demo(false);
