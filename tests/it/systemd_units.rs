@@ -106,8 +106,19 @@ fn the_shipped_units_verify_and_are_rated_at_most_5() {
         service.contains("LoadCredential=lifeboat-repo:"),
         "{service}"
     );
-    for plan in std::fs::read_dir(repo().join("plans")).unwrap() {
-        let text = std::fs::read_to_string(plan.unwrap().path()).unwrap();
+    // Every shipped plan, the examples in plans/examples/ included.
+    let mut plans = Vec::new();
+    for dir in [repo().join("plans"), repo().join("plans/examples")] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                plans.push(p);
+            }
+        }
+    }
+    assert!(plans.len() >= 9, "{plans:?}");
+    for plan in plans {
+        let text = std::fs::read_to_string(&plan).unwrap();
         for l in text.lines() {
             if let Some(p) = l.trim().strip_prefix("path = \"/srv/") {
                 assert!(
