@@ -177,6 +177,9 @@ async fn handle(
         None => true,
     };
     if f.reject_parts && req.uri().query().is_some_and(|q| q.contains("partNumber=")) {
+        // Read the part first, as S3 does before it answers: answering while the client is
+        // still writing the body races its write (a broken pipe instead of the 403).
+        let _ = req.into_body().collect().await;
         return Ok(s3_error(StatusCode::FORBIDDEN, "AccessDenied"));
     }
     let fault = if !enabled.load(Ordering::SeqCst) || !selected {
