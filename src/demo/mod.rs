@@ -13,7 +13,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::error::ExitCode;
-use crate::ops::engine::BackupOptions;
+use crate::ops::engine::{BackupOptions, SnapshotReport};
 use crate::ops::record::record_backup;
 use crate::progress::Progress;
 use crate::repo::keys::KdfParams;
@@ -160,19 +160,22 @@ pub async fn run(
         job: Some(DEMO_JOB.into()),
         ..Default::default()
     };
-    let started = Utc::now();
-    let b1 = crate::ops::engine::snapshot_source(
-        &repo,
-        None,
-        Box::new(DirSource::new(vec![data.clone()])?),
-        &opts,
-        progress.bytes("backup"),
-        cancel.clone(),
-    )
-    .await?;
-    let host = b1.snapshot.host.clone();
-    let demo_job = Some((DEMO_PLAN, DEMO_JOB));
-    say_warnings(record_backup(&env, &repo, started, &host, demo_job, Ok(&b1), &[]).await);
+    let back_up = async || -> Result<SnapshotReport> {
+        let started = Utc::now();
+        let b = crate::ops::engine::snapshot_source(
+            &repo,
+            None,
+            Box::new(DirSource::new(vec![data.clone()])?),
+            &opts,
+            progress.bytes("backup"),
+            cancel.clone(),
+        )
+        .await?;
+        let (host, demo_job) = (&b.snapshot.host, Some((DEMO_PLAN, DEMO_JOB)));
+        say_warnings(record_backup(&env, &repo, started, host, demo_job, Ok(&b), &[]).await);
+        Ok(b)
+    };
+    let b1 = back_up().await?;
     let s1 = &b1.snapshot.summary;
     say(
         json,
@@ -188,17 +191,7 @@ pub async fn run(
 
     // 4. change a little, back up again
     change_a_little(&data)?;
-    let started = Utc::now();
-    let b2 = crate::ops::engine::snapshot_source(
-        &repo,
-        None,
-        Box::new(DirSource::new(vec![data.clone()])?),
-        &opts,
-        progress.bytes("backup"),
-        cancel.clone(),
-    )
-    .await?;
-    say_warnings(record_backup(&env, &repo, started, &host, demo_job, Ok(&b2), &[]).await);
+    let b2 = back_up().await?;
     let s2 = &b2.snapshot.summary;
     let saved = 100.0 * (1.0 - s2.bytes_added as f64 / (s2.bytes_processed.max(1)) as f64);
     say(json, format!(

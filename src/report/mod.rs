@@ -2,6 +2,7 @@
 //!
 //! - [`schema`] — `dr-report.json` of one drill (`lifeboat.dr-report/1`), the source of truth;
 //! - [`chain`] — signatures (ed25519) and the per-plan hash chain, and their verification;
+//! - [`sealed`] — how report objects are sealed, stored, listed and opened;
 //! - [`store`] — where reports are kept: every destination (`reports/`) and the state
 //!   directory;
 //! - [`period`] — the period report for audits (`lifeboat.period-report/1`);
@@ -16,6 +17,7 @@ pub mod chain;
 pub mod period;
 pub mod render;
 pub mod schema;
+pub mod sealed;
 pub mod store;
 pub mod trend;
 pub mod verified;

@@ -4,66 +4,39 @@
 //! local state directory (`<state>/reports/<plan>/<seq>-<report id>.json`, plain signed
 //! JSON an auditor can verify without the password).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use serde_json::Value;
 
 use super::chain::{seq_of_name, Found};
+use super::sealed::Kind;
 use crate::ids::ObjectId;
 use crate::repo::Repository;
 use crate::{Error, Result};
 
 /// The folder of report objects in a repository.
 pub const PREFIX: &str = "reports/";
-const MAX_REPORT: u64 = 64 << 20;
 
-fn aad(repo: &Repository) -> Vec<u8> {
-    let mut a = b"lifeboat v1 report\0".to_vec();
-    a.extend_from_slice(repo.id().as_bytes());
-    a
-}
+/// Drill reports as sealed objects.
+pub const KIND: Kind = Kind {
+    prefix: PREFIX,
+    label: b"lifeboat v1 report\0",
+    max: 64 << 20,
+};
 
 /// Seals a report file's bytes for `repo`: its object id and stored bytes.
 pub fn seal(repo: &Repository, file: &[u8]) -> (ObjectId, Vec<u8>) {
-    let compressed = zstd::bulk::compress(file, 3).expect("zstd compresses in memory");
-    let sealed = repo.keys.seal(&aad(repo), &compressed);
-    (ObjectId::of(&sealed), sealed)
+    KIND.seal(repo, file)
 }
 
 /// Stores a report file in `repo`'s store.
 pub async fn put(repo: &Repository, file: &[u8]) -> Result<ObjectId> {
-    let (id, sealed) = seal(repo, file);
-    repo.store
-        .put(&format!("{PREFIX}{id}"), Bytes::from(sealed))
-        .await?;
-    Ok(id)
+    KIND.put(repo, file).await
 }
 
 /// Opens a stored report object: the report file's bytes.
 pub fn open(repo: &Repository, id: &ObjectId, raw: &[u8]) -> Result<Vec<u8>> {
-    let what = || {
-        format!(
-            "{}{PREFIX}{id}",
-            repo.location().trim_end_matches('/').to_string() + "/"
-        )
-    };
-    if ObjectId::of(raw) != *id {
-        return Err(Error::integrity(
-            what(),
-            "content hash does not match its name",
-        ));
-    }
-    let compressed = repo
-        .keys
-        .open(&aad(repo), raw)
-        .map_err(|e| Error::integrity(what(), e))?;
-    let mut out = Vec::new();
-    zstd::stream::read::Decoder::new(&compressed[..])
-        .and_then(|d| d.take(MAX_REPORT + 1).read_to_end(&mut out))
-        .map_err(|e| Error::integrity(what(), format!("decompression failed: {e}")))?;
-    Ok(out)
+    KIND.open(repo, id, raw)
 }
 
 /// Every report object in `repo`'s store, opened and parsed; an object that does not open
@@ -74,32 +47,21 @@ pub async fn load_all(repo: &Repository) -> Result<Vec<Found>> {
 
 /// [`load_all`], counting the objects on `bar` (its length grows by the objects listed).
 pub async fn load_all_with(repo: &Repository, bar: &indicatif::ProgressBar) -> Result<Vec<Found>> {
-    let mut out = Vec::new();
-    let listed = repo.store.list(PREFIX).await?;
-    bar.inc_length(listed.len() as u64);
-    for info in listed {
-        bar.inc(1);
-        let Some(id) = info
-            .key
-            .strip_prefix(PREFIX)
-            .and_then(|s| s.parse::<ObjectId>().ok())
-        else {
-            continue;
-        };
-        let source = format!("{} {}", repo.location(), info.key);
-        let value = match repo.store.get(&info.key).await {
-            Err(e) => Err(e.to_string()),
-            Ok(raw) => open(repo, &id, &raw)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string())),
-        };
-        out.push(Found {
-            source,
+    Ok(KIND
+        .fetch_all(repo, bar)
+        .await?
+        .into_iter()
+        .map(|f| Found {
+            source: format!("{} {}", repo.location(), f.key),
             name_seq: None,
-            value,
-        });
-    }
-    Ok(out)
+            value: match f.raw {
+                Err(e) => Err(e.to_string()),
+                Ok(raw) => open(repo, &f.id, &raw)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string())),
+            },
+        })
+        .collect())
 }
 
 /// Orders repository reports as their chains run: plan, then sequence number, then id.

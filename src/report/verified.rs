@@ -8,9 +8,7 @@
 //! the bytes the region holds now ([`coverage`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
@@ -18,6 +16,7 @@ use serde_json::Value;
 
 use super::chain::{canonical, check_signature};
 use super::schema::Signature;
+use super::sealed::Kind;
 use crate::ids::{ObjectId, PackId};
 use crate::repo::Repository;
 use crate::{Error, Result};
@@ -26,7 +25,6 @@ use crate::{Error, Result};
 pub const SCHEMA: &str = "lifeboat.read-verification/1";
 /// The folder of records in a repository.
 pub const PREFIX: &str = "verified/";
-const MAX_RECORD: u64 = 256 << 20;
 
 /// One pack a verification read, and whether every blob in it opened and re-hashed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,22 +67,20 @@ impl ReadVerification {
     }
 }
 
-fn aad(repo: &Repository) -> Vec<u8> {
-    let mut a = b"lifeboat v1 read verification\0".to_vec();
-    a.extend_from_slice(repo.id().as_bytes());
-    a
-}
+/// Read-verification records as sealed objects.
+const KIND: Kind = Kind {
+    prefix: PREFIX,
+    label: b"lifeboat v1 read verification\0",
+    max: 256 << 20,
+};
 
 /// Stores a signed record in `repo`'s store: `verified/<blake3 of the sealed bytes>`.
 pub async fn put(repo: &Repository, record: &ReadVerification) -> Result<ObjectId> {
-    let json = serde_json::to_vec(record).expect("record serializes");
-    let compressed = zstd::bulk::compress(&json, 3).expect("zstd compresses in memory");
-    let sealed = repo.keys.seal(&aad(repo), &compressed);
-    let id = ObjectId::of(&sealed);
-    repo.store
-        .put(&format!("{PREFIX}{id}"), Bytes::from(sealed))
-        .await?;
-    Ok(id)
+    KIND.put(
+        repo,
+        &serde_json::to_vec(record).expect("record serializes"),
+    )
+    .await
 }
 
 /// Opens a stored record: checks its name, opens the seal, and checks the signature against
@@ -95,21 +91,8 @@ pub fn open(
     raw: &[u8],
     key: Option<&ed25519_dalek::VerifyingKey>,
 ) -> Result<ReadVerification> {
-    let what = format!("{} {PREFIX}{id}", repo.location());
-    if ObjectId::of(raw) != *id {
-        return Err(Error::integrity(
-            what,
-            "content hash does not match its name",
-        ));
-    }
-    let compressed = repo
-        .keys
-        .open(&aad(repo), raw)
-        .map_err(|e| Error::integrity(what.clone(), e))?;
-    let mut json = Vec::new();
-    zstd::stream::read::Decoder::new(&compressed[..])
-        .and_then(|d| d.take(MAX_RECORD + 1).read_to_end(&mut json))
-        .map_err(|e| Error::integrity(what.clone(), format!("decompression failed: {e}")))?;
+    let what = KIND.what(repo, id);
+    let json = KIND.open(repo, id, raw)?;
     let v: Value = serde_json::from_slice(&json)
         .map_err(|e| Error::integrity(what.clone(), format!("not a record: {e}")))?;
     let signer = check_signature(&v).map_err(|e| Error::integrity(what.clone(), e))?;
@@ -131,20 +114,10 @@ pub async fn load_all(
 ) -> Result<(Vec<ReadVerification>, Vec<String>)> {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
-    let listed = repo.store.list(PREFIX).await?;
-    bar.inc_length(listed.len() as u64);
-    for info in listed {
-        bar.inc(1);
-        let Some(id) = info
-            .key
-            .strip_prefix(PREFIX)
-            .and_then(|s| s.parse::<ObjectId>().ok())
-        else {
-            continue;
-        };
-        match repo.store.get(&info.key).await {
-            Err(e) => bad.push(format!("{}: {e}", info.key)),
-            Ok(raw) => match open(repo, &id, &raw, key) {
+    for f in KIND.fetch_all(repo, bar).await? {
+        match f.raw {
+            Err(e) => bad.push(format!("{}: {e}", f.key)),
+            Ok(raw) => match open(repo, &f.id, &raw, key) {
                 Ok(r) => ok.push(r),
                 Err(e) => bad.push(e.to_string()),
             },
