@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use serde::Serialize;
 
 use super::record::open_best_effort;
@@ -180,6 +179,10 @@ pub async fn prune_repo(
     let bar = env.progress.bytes("repack");
     let mark = repo
         .with_lock("prune (phase 1: mark)", false, async |_| {
+            // The lock measured the store's clock; grace periods and leases are judged in it.
+            if !req.dry_run {
+                repo.refuse_skewed_clock("prune")?;
+            }
             core::mark(repo, opts, bar, &env.cancel).await
         })
         .await?;
@@ -190,7 +193,7 @@ pub async fn prune_repo(
     }
     let sweep = repo
         .with_lock("prune (phase 2: delete)", true, async |lock| {
-            let s = core::sweep(repo, req.grace, Utc::now(), &env.cancel, lock).await?;
+            let s = core::sweep(repo, req.grace, repo.now(), &env.cancel, lock).await?;
             lock.check()?;
             Ok((s, abort_orphans(repo, Some(lock)).await?))
         })

@@ -101,17 +101,35 @@ impl Repository {
     /// Takes a shared or exclusive lock, failing with exit 11 if a live conflicting lock exists.
     pub async fn lock(&self, purpose: &str, exclusive: bool) -> Result<Lock> {
         let instance = hex::encode(rand::random::<[u8; 16]>());
-        self.check_conflicts(exclusive, None).await?;
-        let file = LockFile {
+        let measured = self.clock.measured();
+        if measured {
+            // Store time is known: conflicts can be judged before writing anything.
+            self.check_conflicts(exclusive, None).await?;
+        }
+        let mut file = LockFile {
             instance: instance.clone(),
             host: crate::sys::host::hostname(),
             pid: std::process::id(),
             purpose: purpose.into(),
             exclusive,
-            created: Utc::now(),
-            expires: expiry_from(Utc::now()),
+            created: self.now(),
+            expires: expiry_from(self.now()),
         };
-        let id = self.save_json(ObjectKind::Lock, &file).await?;
+        let sent = Utc::now();
+        let mut id = self.save_json(ObjectKind::Lock, &file).await?;
+        if !measured {
+            // The lock file's write tells the store's time; judge every lease in it from
+            // now on (a lock of another host is never taken for stale by this host's clock).
+            self.time_write(&ObjectKind::Lock.key(&id), sent, Utc::now())
+                .await;
+            if self.clock.offset_ms() != 0 {
+                file.created = self.now();
+                file.expires = expiry_from(self.now());
+                let old =
+                    std::mem::replace(&mut id, self.save_json(ObjectKind::Lock, &file).await?);
+                let _ = self.store.delete(&ObjectKind::Lock.key(&old)).await;
+            }
+        }
         // Two lockers may have raced past the first check; whoever sees the other backs off.
         if let Err(e) = self.check_conflicts(exclusive, Some(&id)).await {
             let _ = self.store.delete(&ObjectKind::Lock.key(&id)).await;
@@ -156,7 +174,7 @@ impl Repository {
             if Some(&id) == own {
                 continue;
             }
-            if let Some(why) = lock.staleness(Utc::now()) {
+            if let Some(why) = lock.staleness(self.now()) {
                 // Stale locks are not conflicts; their files are removed so they do not pile
                 // up (each one is read and decrypted on every check).
                 tracing::info!(lock = %id, holder = %lock.holder(), why = why.describe(), "removing a stale lock");
@@ -177,7 +195,8 @@ impl Repository {
     /// host that no longer runs); with `remove_all`, live ones too.
     pub async fn remove_stale_locks(&self, remove_all: bool) -> Result<UnlockReport> {
         let mut report = UnlockReport::default();
-        let now = Utc::now();
+        self.measure_clock().await?;
+        let now = self.now();
         for (id, lock) in self.list_locks().await? {
             let why = match lock.staleness(now) {
                 Some(why) => why,
@@ -194,6 +213,30 @@ impl Repository {
             }
         }
         Ok(report)
+    }
+
+    /// Measures the store's clock (once per repository handle) without taking a lock: writes
+    /// a lock file that has already expired (harmless if it is left behind), asks the store
+    /// when it was written, and removes it.
+    pub async fn measure_clock(&self) -> Result<()> {
+        if self.clock.measured() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let probe = LockFile {
+            instance: hex::encode(rand::random::<[u8; 16]>()),
+            host: crate::sys::host::hostname(),
+            pid: std::process::id(),
+            purpose: "clock check".into(),
+            exclusive: false,
+            created: now,
+            expires: now,
+        };
+        let id = self.save_json(ObjectKind::Lock, &probe).await?;
+        let key = ObjectKind::Lock.key(&id);
+        self.time_write(&key, now, Utc::now()).await;
+        let _ = self.store.delete(&key).await;
+        Ok(())
     }
 
     pub async fn list_locks(&self) -> Result<Vec<(ObjectId, LockFile)>> {
@@ -332,11 +375,11 @@ async fn refresh_loop(
             repo.store.head(&ObjectKind::Lock.key(&cur)).await,
             Ok(Some(_))
         );
-        if !still_there || file.expires < Utc::now() {
+        if !still_there || file.expires < repo.now() {
             lost.store(true, Ordering::SeqCst);
             return;
         }
-        file.expires = expiry_from(Utc::now());
+        file.expires = expiry_from(repo.now());
         match repo.save_json(ObjectKind::Lock, &file).await {
             Ok(new_id) => {
                 expires_ms.store(file.expires.timestamp_millis(), Ordering::SeqCst);
@@ -355,7 +398,7 @@ impl Lock {
     /// not happen without the lock.
     pub fn check(&self) -> Result<()> {
         if self.lost.load(Ordering::SeqCst)
-            || self.expires_ms.load(Ordering::SeqCst) <= Utc::now().timestamp_millis()
+            || self.expires_ms.load(Ordering::SeqCst) <= self.repo.now().timestamp_millis()
         {
             self.lost.store(true, Ordering::SeqCst);
             return Err(self.lost_error(
@@ -391,6 +434,7 @@ impl Lock {
         LeaseWatch {
             lost: self.lost.clone(),
             expires_ms: self.expires_ms.clone(),
+            repo: self.repo.clone(),
         }
     }
 
@@ -414,13 +458,15 @@ impl Lock {
 pub struct LeaseWatch {
     lost: Arc<AtomicBool>,
     expires_ms: Arc<AtomicI64>,
+    /// For its store time ([`Repository::now`]).
+    repo: Repository,
 }
 
 impl LeaseWatch {
     /// True once the lease is lost (its refresher found it gone) or past its expiry.
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
-            || self.expires_ms.load(Ordering::SeqCst) <= Utc::now().timestamp_millis()
+            || self.expires_ms.load(Ordering::SeqCst) <= self.repo.now().timestamp_millis()
     }
 }
 

@@ -14,6 +14,7 @@
 //! associated data binding the repository id and object type, stored under the blake3 hash of
 //! its stored bytes. Reads check the hash against the name before decrypting.
 
+pub mod clock;
 pub mod heal;
 pub mod index;
 pub mod keys;
@@ -224,6 +225,9 @@ pub struct Repository {
     fallbacks: Arc<Vec<(String, DynStore)>>,
     /// One line per blob or pack that was read from a fallback region.
     fallback_log: Arc<std::sync::Mutex<Vec<String>>>,
+    /// How far the store's clock is from this host's, once a lock measured it
+    /// ([`Repository::now`]): leases, grace periods and upload ages are judged in store time.
+    clock: Arc<clock::StoreClock>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -346,6 +350,7 @@ impl Repository {
             master: Arc::new(master),
             fallbacks: Arc::default(),
             fallback_log: Arc::default(),
+            clock: Arc::default(),
         })
     }
 
@@ -361,6 +366,7 @@ impl Repository {
             master: Arc::new(master),
             fallbacks: Arc::default(),
             fallback_log: Arc::default(),
+            clock: Arc::default(),
         })
     }
 
@@ -434,6 +440,7 @@ impl Repository {
             store,
             fallbacks: Arc::default(),
             fallback_log: Arc::default(),
+            clock: Arc::default(),
             ..self.clone()
         })
     }

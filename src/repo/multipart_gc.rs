@@ -85,7 +85,8 @@ pub async fn abort_orphans(repo: &Repository, lock: Option<&Lock>) -> Result<Mul
         }
     };
     r.pending = pending.len();
-    let now = Utc::now();
+    // Upload start times are the store's: compare them with store time.
+    let now = repo.now();
     for u in &pending {
         if !older_than(u, age, now) {
             r.kept += 1;

@@ -358,7 +358,7 @@ pub async fn mark(
         crate::failpoint::crash("prune-after-repack-index");
     }
     let plan = PrunePlan {
-        created: Utc::now(),
+        created: repo.now(),
         host: crate::sys::host::hostname(),
         packs: condemned,
         snapshots: snapshot_ids,

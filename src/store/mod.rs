@@ -209,6 +209,14 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectInfo>>;
 
+    /// When the store's own clock says `key` was last written (S3: `Last-Modified`), for
+    /// judging leases in store time (`repo::clock`). `None` (the default): the store has no
+    /// clock of its own — a local directory shares this host's — or the object is gone.
+    async fn modified(&self, key: &str) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Checks that the store can be used (reached, written, read, deleted), telling apart what
     /// is wrong. Never fails: every finding is in the report. Not retried by the retry
     /// decorator: a diagnosis reports the first failure rather than waiting it out.

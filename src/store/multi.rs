@@ -425,6 +425,17 @@ impl Store for MultiStore {
         Backend::Multi
     }
 
+    /// The first live region's time of the write: locks of a multi-region repository are
+    /// judged in that region's time.
+    async fn modified(&self, key: &str) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        for r in self.live() {
+            if let Ok(Some(t)) = r.dest.store.modified(key).await {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+
     fn sweep_leftovers(&self) -> usize {
         self.regions
             .iter()

@@ -328,6 +328,10 @@ impl Store for RetryStore {
         self.run("list", prefix, || self.inner.list(prefix)).await
     }
 
+    async fn modified(&self, key: &str) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        self.run("head", key, || self.inner.modified(key)).await
+    }
+
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.run("delete", key, || self.inner.delete(key)).await
     }

@@ -5,6 +5,7 @@
 mod support;
 
 mod catalog;
+mod clock_skew;
 mod core_cli;
 mod drill_environments;
 mod drill_truth;

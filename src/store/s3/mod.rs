@@ -209,6 +209,28 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// `Last-Modified` of `key` (the server's clock), `None` when the object is gone.
+    async fn last_modified(&self, key: &str) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        let client = self.client().await?;
+        match client
+            .head_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(h) => Ok(h
+                .last_modified()
+                .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))),
+            Err(e) => match self.map_err("head", key, e) {
+                StoreError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+}
+
 struct PutOptions {
     storage_class: Option<StorageClass>,
     sse: Option<ServerSideEncryption>,
@@ -445,6 +467,10 @@ impl Store for S3Store {
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectInfo>> {
         self.head_raw(key).await
+    }
+
+    async fn modified(&self, key: &str) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        self.last_modified(key).await
     }
 
     // Object Lock: `object_lock.rs`.

@@ -37,11 +37,19 @@ pub struct Garage {
     dir: tempfile::TempDir,
     config: PathBuf,
     child: Option<Child>,
+    /// A `faketime` offset the server runs at (`"+3m"`): a server whose clock is off.
+    clock: Option<String>,
 }
 
 impl Garage {
     /// Starts a fresh server for `region` with the test key and bucket `backups`.
     pub fn start(region: &str) -> Garage {
+        Self::start_with_clock(region, None)
+    }
+
+    /// [`Garage::start`], the server's clock moved by `offset` (`faketime`'s relative
+    /// syntax, e.g. `"+3m"`): what it dates objects with and judges signatures by.
+    pub fn start_with_clock(region: &str, offset: Option<&str>) -> Garage {
         let dir = tempfile::tempdir().unwrap();
         let (s3, rpc, admin) = (free_port(), free_port(), free_port());
         let secret: String = (0..32)
@@ -78,6 +86,7 @@ admin_token = "test-admin-token"
             dir,
             config,
             child: None,
+            clock: offset.map(str::to_string),
         };
         g.spawn();
         let node = g.cli(&["node", "id", "-q"]);
@@ -95,14 +104,22 @@ admin_token = "test-admin-token"
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
-        let child = Command::new(garage_bin())
+        let mut cmd = match &self.clock {
+            None => Command::new(garage_bin()),
+            Some(offset) => {
+                let mut c = Command::new("faketime");
+                c.args(["-m", "-f", offset]).arg(garage_bin());
+                c
+            }
+        };
+        let child = cmd
             .arg("-c")
             .arg(&self.config)
             .arg("server")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("garage is installed (cargo install garage, or set GARAGE_BIN)");
+            .expect("garage (and faketime, for a moved clock) is installed (cargo install garage, or set GARAGE_BIN; apt-get install faketime)");
         self.child = Some(child);
         let t0 = Instant::now();
         loop {
