@@ -138,17 +138,30 @@ pub async fn backup_set(
         manifest: None,
         failure: None,
     };
-    let not_run = |why: &str| -> Vec<JobOutcome> {
-        members
+    // A member that cannot be built or frozen stops the set before anything is read: it
+    // fails with its own error, the others as not backed up, and the set has no point.
+    let stopped = |job: &str, stage: &str, e: &Error, mut outcome: SetOutcome| {
+        let f = JobFailure::from(e);
+        let why = format!("{stage}: member {job}: {}", f.message);
+        let outs: Vec<JobOutcome> = members
             .iter()
             .map(|j| JobOutcome {
                 job: j.name.clone(),
-                result: Err(failure(
-                    format!("not backed up: set {} {why}", set.name),
-                    ExitCode::SourceFailed,
-                )),
+                result: Err(if j.name == job {
+                    f.clone()
+                } else {
+                    failure(
+                        format!("not backed up: set {} {why}", set.name),
+                        ExitCode::SourceFailed,
+                    )
+                }),
             })
-            .collect()
+            .collect();
+        outcome.failure = Some(JobFailure {
+            message: format!("set {}: no recovery point: {why}", set.name),
+            ..f
+        });
+        finish(env, outs, outcome)
     };
 
     // 1. Build every member (passwords, tools) before anything is frozen.
@@ -156,19 +169,7 @@ pub async fn backup_set(
     for j in &members {
         match j.source.build(&j.name, &j.hooks) {
             Ok(s) => sources.push((j, s)),
-            Err(e) => {
-                let f = JobFailure::from(&e);
-                let why = format!("could not start: member {}: {}", j.name, f.message);
-                let mut outs = not_run(&why);
-                for o in outs.iter_mut().filter(|o| o.job == j.name) {
-                    o.result = Err(f.clone());
-                }
-                outcome.failure = Some(JobFailure {
-                    message: format!("set {}: no recovery point: {}", set.name, why),
-                    ..f
-                });
-                return Ok(finish(env, outs, outcome));
-            }
+            Err(e) => return Ok(stopped(&j.name, "could not start", &e, outcome)),
         }
     }
 
@@ -188,17 +189,7 @@ pub async fn backup_set(
             (_, Err(e)) => {
                 // Dropping the other members' sources ends their held snapshots.
                 drop(frozen);
-                let f = JobFailure::from(&e);
-                let why = format!("could not be frozen: member {}: {}", j.name, f.message);
-                let mut outs = not_run(&why);
-                for o in outs.iter_mut().filter(|o| o.job == j.name) {
-                    o.result = Err(f.clone());
-                }
-                outcome.failure = Some(JobFailure {
-                    message: format!("set {}: no recovery point: {}", set.name, why),
-                    ..f
-                });
-                return Ok(finish(env, outs, outcome));
+                return Ok(stopped(&j.name, "could not be frozen", &e, outcome));
             }
         }
     }
