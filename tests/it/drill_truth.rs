@@ -277,10 +277,19 @@ fn amcheck_finds_a_corrupted_btree_index() {
 /// The largest pack of a workspace's repository gets one byte flipped in its middle (inside
 /// a blob of the dump); returns its id.
 fn damage_largest_pack(ws: &Workspace) -> String {
+    damage_largest_pack_but(ws, &[])
+}
+
+/// The same among the packs not in `older` (what `list_files` listed before).
+fn damage_largest_pack_but(ws: &Workspace, older: &[PathBuf]) -> String {
     let data = ws.path().join("repo/data");
-    let mut packs: Vec<_> = list_files(&data).iter().map(|p| data.join(p)).collect();
+    let mut packs: Vec<_> = list_files(&data)
+        .into_iter()
+        .filter(|p| !older.contains(p))
+        .map(|p| data.join(p))
+        .collect();
     packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-    let pack = packs.last().unwrap();
+    let pack = packs.last().expect("a pack to damage");
     let mut raw = std::fs::read(pack).unwrap();
     let mid = raw.len() / 2;
     raw[mid] ^= 0x40;
@@ -547,28 +556,23 @@ fn healthy_then_damaged(ws: &Workspace, plan: &Path, grow: impl FnOnce()) -> (St
     let o = run(lifeboat().args(["backup", "--plan"]).arg(plan));
     assert!(o.status.success(), "backup failed: {}", stderr(&o));
     let healthy = ws.snapshots(plan)[0]["id"].as_str().unwrap().to_string();
-    let data = ws.path().join("repo/data");
-    let before = list_files(&data);
+    let before = list_files(&ws.path().join("repo/data"));
     grow();
     let o = run(lifeboat().args(["backup", "--plan"]).arg(plan));
     assert!(o.status.success(), "backup failed: {}", stderr(&o));
     // The largest pack only the second backup wrote: inside the big table's data, which
     // the loader reaches after it created the other tables.
-    let mut new: Vec<_> = list_files(&data)
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .map(|p| data.join(p))
-        .collect();
-    new.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-    let pack = new.last().expect("the second backup wrote packs");
-    let mut raw = std::fs::read(pack).unwrap();
-    let mid = raw.len() / 2;
-    raw[mid] ^= 0x40;
-    std::fs::write(pack, &raw).unwrap();
-    (
-        healthy,
-        pack.file_name().unwrap().to_string_lossy().into_owned(),
-    )
+    (healthy, damage_largest_pack_but(ws, &before))
+}
+
+/// A restore that met the damage: exit 13 and the integrity error (not the loader's).
+fn assert_damaged(o: &Output, pack: &str) {
+    assert_eq!(o.status.code(), Some(13), "{}", stderr(o));
+    assert!(
+        stderr(o).contains("integrity violation"),
+        "{pack}: {}",
+        stderr(o)
+    );
 }
 
 fn restore_to(plan: &Path, snapshot: &str, url: &str) -> Output {
@@ -608,12 +612,7 @@ fn failed_postgres_restore_into_an_empty_database_leaves_it_empty() {
     let objects = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'";
 
     let o = restore_to(&plan, "latest", &url);
-    assert_eq!(o.status.code(), Some(13), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("integrity violation"),
-        "{pack}: {}",
-        stderr(&o)
-    );
+    assert_damaged(&o, &pack);
     assert_eq!(
         psql(
             &sc,
@@ -670,12 +669,7 @@ fn failed_mariadb_restore_into_an_empty_database_leaves_it_empty() {
     let objects = "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop_copy') + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'shop_copy') + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'shop_copy') + (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop_copy')";
 
     let o = restore_to(&plan, "latest", &url);
-    assert_eq!(o.status.code(), Some(13), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("integrity violation"),
-        "{pack}: {}",
-        stderr(&o)
-    );
+    assert_damaged(&o, &pack);
     assert_eq!(
         mariadb(
             &sc,
