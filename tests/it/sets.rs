@@ -1095,5 +1095,51 @@ environment = "ephemeral-mariadb"
         Vec::<PathBuf>::new(),
         "environment left behind"
     );
+
+    // SIGTERM once both servers are being started: both go (exit 130), nothing is left.
+    let tmp = drill_tmp();
+    let mut child = lifeboat()
+        .args(["drill", "--plan"])
+        .arg(&plan)
+        .env("TMPDIR", tmp.path())
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut servers = Vec::new();
+    while servers.len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the drill never started both servers"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        servers = env_dirs(tmp.path())
+            .into_iter()
+            .filter(|d| {
+                let n = d.file_name().unwrap().to_string_lossy().into_owned();
+                n.starts_with("lifeboat-env-postgres-") || n.starts_with("lifeboat-env-mariadb-")
+            })
+            .collect();
+    }
+    // SAFETY: signalling the child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "an interrupted drill exits 130");
+    assert_eq!(
+        env_dirs(tmp.path()),
+        Vec::<PathBuf>::new(),
+        "environment left behind"
+    );
+    for d in &servers {
+        assert_eq!(
+            processes_matching(&d.display().to_string()),
+            Vec::<String>::new(),
+            "a server of the interrupted drill still runs"
+        );
+    }
     drop(my);
 }
