@@ -5,9 +5,11 @@
 //!
 //! The order is what makes the recovery point consistent:
 //! 1. every member is built (passwords read, tools found) before anything is frozen;
-//! 2. freeze: each database exports a snapshot and holds its transaction open, each btrfs
-//!    member takes its read-only snapshot — one after the other, within moments. The set's
-//!    one consistency time is the earliest of these moments;
+//! 2. freeze: each database exports a snapshot and holds its transaction open (PostgreSQL:
+//!    `pg_export_snapshot()`; MariaDB: mariadb-dump's consistent snapshot opened under a
+//!    brief global read lock — a set may hold both engines, each frozen its own way), each
+//!    btrfs member takes its read-only snapshot — one after the other, in the set's order,
+//!    within moments. The set's one consistency time is the earliest of these moments;
 //! 3. members read live (plain directories: no file-system snapshot to take) are read
 //!    first, right after that moment, so their drift is as short as it can be; then the
 //!    frozen members are dumped/read from their held snapshots;
