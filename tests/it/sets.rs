@@ -41,7 +41,25 @@ run = ["sh", "-c", "n=$(psql -X -tAc 'SELECT count(*) FROM uploads') && test \"$
     ws.plan(
         "app",
         &format!(
-            r#"[[jobs]]
+            r#"{}
+[[sets]]
+name = "app"
+jobs = ["app-db", "uploads"]
+restore_tests = ["app-set.toml"]
+
+[drill]
+environment = "ephemeral-postgres"
+"#,
+            app_jobs(c, bin_dir, uploads)
+        ),
+    )
+}
+
+/// The application's two jobs: PostgreSQL database `app` (job `app-db`) and the directory
+/// `uploads` (job `uploads`).
+fn app_jobs(c: &ConnectionInfo, bin_dir: &Path, uploads: &Path) -> String {
+    format!(
+        r#"[[jobs]]
 name = "app-db"
 schedule = "0 3 * * *"
 [jobs.source]
@@ -60,20 +78,11 @@ schedule = "0 3 * * *"
 [jobs.source]
 type = "dir"
 paths = ["{}"]
-
-[[sets]]
-name = "app"
-jobs = ["app-db", "uploads"]
-restore_tests = ["app-set.toml"]
-
-[drill]
-environment = "ephemeral-postgres"
 "#,
-            c.socket.as_deref().unwrap().display(),
-            c.port,
-            bin_dir.display(),
-            uploads.display()
-        ),
+        c.socket.as_deref().unwrap().display(),
+        c.port,
+        bin_dir.display(),
+        uploads.display()
     )
 }
 
@@ -723,6 +732,36 @@ environment = "ephemeral-postgres"
     )
 }
 
+/// Backs the set of `plan` up while `writer` (an application, running until `stop`) writes,
+/// stops it, and checks the set committed with each of `dbs` captured from a held
+/// database snapshot. Returns how many writes the writer made.
+fn backup_while_writing(
+    plan: &Path,
+    stop: &AtomicBool,
+    writer: std::thread::JoinHandle<u64>,
+    dbs: &[&str],
+) -> u64 {
+    std::thread::sleep(Duration::from_millis(800));
+    let o = run(lifeboat().args(["backup", "--json", "--plan"]).arg(plan));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let set = &summary["sets"][0];
+    assert_eq!(set["ok"], true, "{summary:#}");
+    let captures = set["captures"].as_array().unwrap();
+    for job in dbs {
+        assert!(
+            captures
+                .iter()
+                .any(|c| c["job"] == *job && c["capture"] == "database_snapshot"),
+            "{job}: {summary:#}"
+        );
+    }
+    written
+}
+
 #[test]
 fn set_of_two_postgres_databases_is_drilled_on_one_server_with_a_cross_database_check() {
     let src = EphemeralPostgres::start(None).expect("source server");
@@ -765,24 +804,7 @@ fn set_of_two_postgres_databases_is_drilled_on_one_server_with_a_cross_database_
         }
         n
     });
-    std::thread::sleep(Duration::from_millis(800));
-    let o = run(lifeboat().args(["backup", "--json", "--plan"]).arg(&plan));
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let written = writer.join().unwrap();
-    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
-    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let set = &summary["sets"][0];
-    assert_eq!(set["ok"], true, "{summary:#}");
-    let captures = set["captures"].as_array().unwrap();
-    for job in ["orders-db", "customers-db"] {
-        assert!(
-            captures
-                .iter()
-                .any(|c| c["job"] == job && c["capture"] == "database_snapshot"),
-            "{job}: {summary:#}"
-        );
-    }
+    let written = backup_while_writing(&plan, &stop, writer, &["orders-db", "customers-db"]);
     assert!(written > 10, "the writer wrote only {written} orders");
 
     // Drilled together on one throwaway server: both databases there under their names,
@@ -923,26 +945,7 @@ database = "legacy"
 no_defaults = true
 row_counts = "exact"
 
-[[jobs]]
-name = "app-db"
-schedule = "0 3 * * *"
-[jobs.source]
-type = "postgres"
-host = "{}"
-port = {}
-user = "postgres"
-database = "app"
-bin_dir = "{}"
-row_counts = "exact"
-globals = false
-
-[[jobs]]
-name = "uploads"
-schedule = "0 3 * * *"
-[jobs.source]
-type = "dir"
-paths = ["{}"]
-
+{}
 [[sets]]
 name = "app"
 # The audit rows name uploads: listed first, so MariaDB's snapshot is taken before
@@ -954,10 +957,7 @@ restore_tests = ["mixed-set.toml"]
 environment = "ephemeral-mariadb"
 "#,
             mc.socket.as_deref().unwrap().display(),
-            pc.socket.as_deref().unwrap().display(),
-            pc.port,
-            bin.display(),
-            uploads.display()
+            app_jobs(&pc, &bin, &uploads)
         ),
     );
 
@@ -991,24 +991,7 @@ environment = "ephemeral-mariadb"
         }
         n
     });
-    std::thread::sleep(Duration::from_millis(1000));
-    let o = run(lifeboat().args(["backup", "--json", "--plan"]).arg(&plan));
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let written = writer.join().unwrap();
-    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
-    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let set = &summary["sets"][0];
-    assert_eq!(set["ok"], true, "{summary:#}");
-    let captures = set["captures"].as_array().unwrap();
-    for job in ["legacy-db", "app-db"] {
-        assert!(
-            captures
-                .iter()
-                .any(|c| c["job"] == job && c["capture"] == "database_snapshot"),
-            "{job}: {summary:#}"
-        );
-    }
+    let written = backup_while_writing(&plan, &stop, writer, &["legacy-db", "app-db"]);
     assert!(written > 10, "the writer wrote only {written} uploads");
 
     // Drilled together: a MariaDB and a PostgreSQL server, the files beside them.
