@@ -659,7 +659,7 @@ pub async fn restore_mariadb(
         s.close("")
     });
     Err(match state {
-        LoadState::IntoEmpty => noted(e, &target, "the database existed (empty) before this restore; every object the failed load made was dropped again: it is empty, so a retry needs no --force".into(), undo),
+        LoadState::IntoEmpty => noted(e, &target, "the database existed (empty) before this restore; every object the failed load made was dropped again: it is empty again, so a retry needs no --force".into(), undo),
         LoadState::IntoReplaced => noted(e, &target, "--force dropped the database's previous contents before loading, and every object the failed load made was dropped again: the database is empty now (restore a healthy snapshot into it)".into(), undo),
         _ => undone(e, &target, undo),
     })

@@ -582,6 +582,16 @@ fn restore_to(plan: &Path, snapshot: &str, url: &str) -> Output {
         .args(["--job", "shop", snapshot, "--to", url]))
 }
 
+/// The damaged snapshot again, with `--force`, into the database the retry filled.
+fn force_damaged(plan: &Path, url: &str, pack: &str) -> String {
+    let o = run(lifeboat()
+        .args(["restore", "--plan"])
+        .arg(plan)
+        .args(["--job", "shop", "latest", "--force", "--to", url]));
+    assert_damaged(&o, pack);
+    stderr(&o)
+}
+
 /// A failed `restore --to` into a database that existed (empty) leaves it as it was: the
 /// PostgreSQL load ran in one transaction, rolled back; the retry needs no `--force`.
 #[test]
@@ -613,6 +623,7 @@ fn failed_postgres_restore_into_an_empty_database_leaves_it_empty() {
 
     let o = restore_to(&plan, "latest", &url);
     assert_damaged(&o, &pack);
+    assert!(stderr(&o).contains("empty again"), "{}", stderr(&o));
     assert_eq!(
         psql(
             &sc,
@@ -630,6 +641,15 @@ fn failed_postgres_restore_into_an_empty_database_leaves_it_empty() {
 
     let o = restore_to(&plan, &healthy, &url);
     assert!(o.status.success(), "retry without --force: {}", stderr(&o));
+    assert_eq!(
+        psql(&sc, "shop_copy", "SELECT count(*) FROM pgbench_accounts"),
+        "100000"
+    );
+
+    // With --force into the full database: the transaction rolled back keeps what was
+    // there, and the error says so.
+    let err = force_damaged(&plan, &url, &pack);
+    assert!(err.contains("holds what it held before"), "{err}");
     assert_eq!(
         psql(&sc, "shop_copy", "SELECT count(*) FROM pgbench_accounts"),
         "100000"
@@ -670,6 +690,7 @@ fn failed_mariadb_restore_into_an_empty_database_leaves_it_empty() {
 
     let o = restore_to(&plan, "latest", &url);
     assert_damaged(&o, &pack);
+    assert!(stderr(&o).contains("empty again"), "{}", stderr(&o));
     assert_eq!(
         mariadb(
             &sc,
@@ -699,4 +720,10 @@ fn failed_mariadb_restore_into_an_empty_database_leaves_it_empty() {
         ),
         "2"
     );
+
+    // With --force into the full database: its contents were dropped before the load, the
+    // failed load's objects after it; the database is left empty, and the error says so.
+    let err = force_damaged(&plan, &url, &pack);
+    assert!(err.contains("the database is empty now"), "{err}");
+    assert_eq!(mariadb(&sc, None, objects), "0");
 }
