@@ -1079,6 +1079,45 @@ environment = "ephemeral-mariadb"
         "environment left behind"
     );
 
+    // A damaged member (a byte flipped in the pack of PostgreSQL's new data): the set's
+    // drill is exit 13, names the member and the pack, and both servers go.
+    psql(
+        &pc,
+        "app",
+        "CREATE TABLE zfill AS SELECT g AS id, md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, 200000) g",
+    );
+    let data = ws.path().join("repo/data");
+    let before = list_files(&data);
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
+    let mut new: Vec<_> = list_files(&data)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .map(|p| data.join(p))
+        .collect();
+    new.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let pack = new.last().unwrap();
+    let mut raw = std::fs::read(pack).unwrap();
+    let mid = raw.len() / 2;
+    raw[mid] ^= 0x40;
+    std::fs::write(pack, &raw).unwrap();
+    let pack = pack.file_name().unwrap().to_string_lossy().into_owned();
+    let tmp = drill_tmp();
+    let (code, reports, err) = drill_json(&ws, &plan, tmp.path());
+    assert_eq!(code, Some(13), "{err}\n{reports:#?}");
+    let r = &reports[0];
+    assert_eq!(r["result"], "damaged", "{r:#}");
+    assert_eq!(r["damaged_pack"], pack.as_str(), "{r:#}");
+    assert!(
+        r["error"].as_str().unwrap().contains("set member app-db"),
+        "{r:#}"
+    );
+    assert_eq!(
+        env_dirs(tmp.path()),
+        Vec::<PathBuf>::new(),
+        "environment left behind"
+    );
+
     // SIGTERM once both servers are being started: both go (exit 130), nothing is left.
     let tmp = drill_tmp();
     let mut child = lifeboat()
