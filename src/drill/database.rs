@@ -19,6 +19,7 @@ use super::env::{
     ScratchServer, ScratchSpec,
 };
 use super::measure::{Phase, Stopwatch};
+use super::set::SetDb;
 use super::sql::Password;
 use super::{new_drill_id, DrillContext, DrillError, DrillFailure, DrillReport};
 use crate::repo::snapshot::DbKind;
@@ -92,8 +93,13 @@ pub fn choose_pg_major(
 }
 
 impl DbDrill<'_> {
+    /// The environment the drill's own database is loaded into.
     fn env_name(&self) -> &'static str {
-        match (&self.environment, self.kind) {
+        self.env_name_of(self.kind)
+    }
+
+    fn env_name_of(&self, kind: DbKind) -> &'static str {
+        match (&self.environment, kind) {
             (DbEnvironment::Ephemeral { .. }, DbKind::Postgres) => "ephemeral-postgres",
             (DbEnvironment::Ephemeral { .. }, DbKind::Mariadb) => "ephemeral-mariadb",
             (DbEnvironment::Scratch { .. }, _) => "scratch",
@@ -101,8 +107,25 @@ impl DbDrill<'_> {
         }
     }
 
-    fn kind_name(&self) -> &'static str {
-        self.kind.as_str()
+    /// The report's environment: both servers' for a set of PostgreSQL and MariaDB.
+    fn report_env_name(&self) -> &'static str {
+        match (self.kind, self.other_kind()) {
+            (DbKind::Postgres, Some(_)) => "ephemeral-postgres+ephemeral-mariadb",
+            (DbKind::Mariadb, Some(_)) => "ephemeral-mariadb+ephemeral-postgres",
+            _ => self.env_name(),
+        }
+    }
+
+    /// The engine of a set's database members that is not the drill's own (a set of
+    /// PostgreSQL and MariaDB databases): they get a throwaway server of their own, started
+    /// beside the drill's.
+    fn other_kind(&self) -> Option<DbKind> {
+        self.set
+            .as_ref()?
+            .databases
+            .iter()
+            .map(|m| m.kind)
+            .find(|k| *k != self.kind)
     }
 
     /// What the backup recorded about the dumped database.
@@ -110,11 +133,17 @@ impl DbDrill<'_> {
         self.ctx.snapshot.source.database().map(|(_, m)| m)
     }
 
-    /// Builds and provisions the environment off the async threads (provisioning blocks for
-    /// seconds). A failed environment is torn down before the error is returned.
-    async fn provision(&self, drill_id: &str) -> Result<Box<dyn Environment>, DrillError> {
+    /// Builds and provisions the environment for `kind`'s databases off the async threads
+    /// (provisioning blocks for seconds). A failed environment is torn down before the
+    /// error is returned.
+    async fn provision(
+        &self,
+        kind: DbKind,
+        drill_id: &str,
+    ) -> Result<Box<dyn Environment>, DrillError> {
         let failed = |m: String| DrillError::from_tool(DrillFailure::Provision, m);
-        let mut env: Box<dyn Environment> = match (&self.environment, self.kind) {
+        let env_name = self.env_name_of(kind);
+        let mut env: Box<dyn Environment> = match (&self.environment, kind) {
             (DbEnvironment::Ephemeral { postgres_version }, DbKind::Postgres) => {
                 let installed = super::env::ephemeral_postgres::installed_majors();
                 let major = choose_pg_major(
@@ -130,13 +159,13 @@ impl DbDrill<'_> {
                 Box::new(EphemeralMariadb::new(false))
             }
             (DbEnvironment::Scratch { spec, password }, _) => {
-                if spec.kind != self.kind_name() {
+                if spec.kind != kind.as_str() {
                     return Err(failed(format!(
                         "the scratch server is a {} server, but job {} is a {} job; give [drill] server a {}:// URL",
                         spec.kind,
                         self.ctx.job.as_deref().unwrap_or("?"),
-                        self.kind_name(),
-                        self.kind_name()
+                        kind.as_str(),
+                        kind.as_str()
                     )));
                 }
                 Box::new(ScratchServer::new(
@@ -147,7 +176,7 @@ impl DbDrill<'_> {
                 ))
             }
             (DbEnvironment::Command(spec), _) => Box::new(
-                CommandEnv::new(spec.clone(), self.kind_name(), drill_id)
+                CommandEnv::new(spec.clone(), kind.as_str(), drill_id)
                     .with_cancel(self.ctx.cancel.clone()),
             ),
         };
@@ -162,25 +191,24 @@ impl DbDrill<'_> {
         .await;
         match res {
             Ok(Ok(env)) => Ok(env),
-            Ok(Err(e)) => Err(failed(format!(
-                "provisioning the {} failed: {e}",
-                self.env_name()
-            ))),
+            Ok(Err(e)) => Err(failed(format!("provisioning the {env_name} failed: {e}"))),
             Err(e) => Err(failed(format!(
-                "provisioning the {} crashed: {e} (its drop guard tore it down)",
-                self.env_name()
+                "provisioning the {env_name} crashed: {e} (its drop guard tore it down)"
             ))),
         }
     }
 
     /// Fetch + load: the snapshot streamed into `database` on the provisioned server, and a
-    /// set's other databases beside it. Returns every set database member's (job, database).
+    /// set's other databases beside it — on the same server, or on `other` (the second
+    /// server, of the other engine) — all loads at once. Returns every set database
+    /// member's (job, database, engine), the drill's own first.
     async fn load(
         &self,
         sw: &mut Stopwatch,
         conn: &ConnectionInfo,
+        other: Option<&ConnectionInfo>,
         database: &str,
-    ) -> Result<Vec<(String, String)>, DrillError> {
+    ) -> Result<Vec<SetDb>, DrillError> {
         sw.begin(Phase::Fetch);
         let index = Arc::new(self.ctx.repo.load_index().await.map_err(|e| {
             DrillError::from_error(
@@ -190,23 +218,62 @@ impl DbDrill<'_> {
             )
         })?);
         sw.begin(Phase::Load);
-        self.load_one(
+        let dbs = self.set_databases(database);
+        let mut loads = vec![self.load_one(
             &index,
+            self.kind,
             conn,
             database,
             self.ctx.snapshot_id,
             self.ctx.snapshot,
             None,
-        )
-        .await?;
-        self.load_set_databases(&index, conn, database).await
+        )];
+        let members = self.set.iter().flat_map(|s| s.databases.iter());
+        for (m, d) in members.zip(dbs.iter().skip(1)) {
+            let server = match (d.kind == self.kind, other) {
+                (true, _) => conn,
+                (false, Some(o)) => o,
+                (false, None) => {
+                    return Err(DrillError::new(
+                        DrillFailure::Provision,
+                        format!(
+                            "no {} server was started for set member {}",
+                            d.kind.as_str(),
+                            d.job
+                        ),
+                    ))
+                }
+            };
+            loads.push(self.load_one(
+                &index,
+                d.kind,
+                server,
+                &d.database,
+                m.snapshot_id,
+                &m.snapshot,
+                Some(&m.job),
+            ));
+        }
+        // Every load runs to its end (a loader is never abandoned mid-stream); the first
+        // damaged member is the verdict, else the first failure.
+        let results = futures::future::join_all(loads).await;
+        let mut errors: Vec<DrillError> = results.into_iter().filter_map(Result::err).collect();
+        if let Some(i) = errors.iter().position(|e| e.kind == DrillFailure::Damaged) {
+            return Err(errors.swap_remove(i));
+        }
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(dbs),
+        }
     }
 
-    /// Streams one snapshot into `database` on the provisioned server (`member`: the set
-    /// member it belongs to, when it is not the drill's own snapshot).
+    /// Streams one snapshot of engine `kind` into `database` on the server `conn` reaches
+    /// (`member`: the set member it belongs to, when it is not the drill's own snapshot).
+    #[allow(clippy::too_many_arguments)]
     async fn load_one(
         &self,
         index: &Arc<crate::repo::index::Index>,
+        kind: DbKind,
         conn: &ConnectionInfo,
         database: &str,
         snapshot_id: crate::ids::SnapshotId,
@@ -215,8 +282,8 @@ impl DbDrill<'_> {
     ) -> Result<(), DrillError> {
         let target = conn.db_conn(database);
         let password = conn.password.as_ref().map(|p| p.0.clone());
-        let opts = self.restore_options(conn, snapshot.source.database().map(|(_, m)| m));
-        let r = match self.kind {
+        let opts = self.restore_options(kind, conn, snapshot.source.database().map(|(_, m)| m));
+        let r = match kind {
             DbKind::Postgres => {
                 restore_postgres(
                     self.ctx.repo,
@@ -274,40 +341,42 @@ impl DbDrill<'_> {
         })
     }
 
-    /// A set's other database members, each loaded into a database of its own on the same
-    /// server (part of the load phase). Returns every database member's (job, database),
-    /// the drill's own first; nothing for a drill that is not a set's.
-    async fn load_set_databases(
-        &self,
-        index: &Arc<crate::repo::index::Index>,
-        conn: &ConnectionInfo,
-        database: &str,
-    ) -> Result<Vec<(String, String)>, DrillError> {
+    /// Where each database member of a set is loaded: (job, database, engine), the drill's
+    /// own (`database`) first; names are chosen per server (two servers may both hold an
+    /// `app`). Nothing for a drill that is not a set's.
+    fn set_databases(&self, database: &str) -> Vec<SetDb> {
         let Some(set) = &self.set else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
-        let mut jobs = vec![(set.db_job.clone(), Some(database.to_string()))];
-        jobs.extend(set.databases.iter().map(|m| {
+        let mut all: Vec<(String, Option<String>, DbKind)> =
+            vec![(set.db_job.clone(), Some(database.to_string()), self.kind)];
+        all.extend(set.databases.iter().map(|m| {
             (
                 m.job.clone(),
                 m.snapshot
                     .source
                     .database()
                     .and_then(|(_, meta)| meta.database.clone()),
+                m.kind,
             )
         }));
-        let names = super::set::member_db_names(&jobs);
-        for (m, (_, name)) in set.databases.iter().zip(names.iter().skip(1)) {
-            if self.ctx.cancel.is_cancelled() {
-                return Err(DrillError::new(
-                    DrillFailure::Interrupted,
-                    "interrupted while loading the set's databases",
-                ));
+        let mut out: Vec<Option<SetDb>> = vec![None; all.len()];
+        for kind in [DbKind::Postgres, DbKind::Mariadb] {
+            let (pos, jobs): (Vec<usize>, Vec<(String, Option<String>)>) = all
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, _, k))| *k == kind)
+                .map(|(i, (j, o, _))| (i, (j.clone(), o.clone())))
+                .unzip();
+            for (i, (job, name)) in pos.into_iter().zip(super::set::member_db_names(&jobs)) {
+                out[i] = Some(SetDb {
+                    job,
+                    database: name,
+                    kind,
+                });
             }
-            self.load_one(index, conn, name, m.snapshot_id, &m.snapshot, Some(&m.job))
-                .await?;
         }
-        Ok(names)
+        out.into_iter().flatten().collect()
     }
 
     /// How the snapshot is loaded. A borrowed server (scratch, command) need not have the
@@ -320,13 +389,14 @@ impl DbDrill<'_> {
     /// snapshot without them loads with its definers rewritten to the loading user.
     fn restore_options(
         &self,
+        kind: DbKind,
         conn: &ConnectionInfo,
         meta: Option<&crate::repo::snapshot::DatabaseMeta>,
     ) -> DbRestoreOptions {
         let own_server = matches!(self.environment, DbEnvironment::Ephemeral { .. });
         let globals =
-            own_server && self.kind == DbKind::Postgres && meta.is_some_and(|m| m.has_globals());
-        let accounts = meta.and_then(|m| m.accounts(self.kind));
+            own_server && kind == DbKind::Postgres && meta.is_some_and(|m| m.has_globals());
+        let accounts = meta.and_then(|m| m.accounts(kind));
         let create_roles: Vec<String> = match (own_server && !globals, accounts) {
             (true, Some(roles)) => roles.to_vec(),
             _ => Vec::new(),
@@ -360,10 +430,11 @@ impl DbDrill<'_> {
         // A set's file members are restored here, beside the server (removed on drop).
         let mut set_dir: Option<tempfile::TempDir> = None;
         sw.begin(Phase::Provision);
-        match self.provision(&id).await {
+        match self.provision_all(&id).await {
             Err(e) => error = Some(e),
-            Ok(mut env) => {
+            Ok((mut env, mut other)) => {
                 let conn = env.connection().cloned();
+                let other_conn = other.as_ref().and_then(|o| o.connection().cloned());
                 let versions_of = conn.clone();
                 let database = conn
                     .as_ref()
@@ -379,50 +450,48 @@ impl DbDrill<'_> {
                             ),
                         ))
                     }
+                    Some(_) if other.is_some() && other_conn.is_none() => {
+                        error = Some(DrillError::new(
+                            DrillFailure::Provision,
+                            "the set's second server reported no connection after provisioning",
+                        ))
+                    }
                     Some(_) if self.ctx.cancel.is_cancelled() => {
                         error = Some(DrillError::new(
                             DrillFailure::Interrupted,
                             "interrupted after provisioning",
                         ))
                     }
-                    Some(conn) => match self.load(&mut sw, &conn, &database).await {
-                        Err(e) => {
-                            // The server's own log may be what says the disk ran full.
-                            // A damaged backup is the whole story: the server's reaction
-                            // to a dump cut short adds nothing.
-                            let log = match e.kind {
-                                DrillFailure::Damaged => None,
-                                // Only its error lines: a log may quote rows.
-                                _ => env
-                                    .server_log_tail()
-                                    .map(|l| crate::restore::database::scrub_load_error(&l)),
-                            };
-                            error = Some(match log {
-                                Some(log) if e.kind == DrillFailure::Load => DrillError::from_tool(
-                                    e.kind,
-                                    format!("{e}\nthe server's log ends with:\n{log}"),
-                                ),
-                                Some(log) => DrillError::new(
-                                    e.kind,
-                                    format!("{e}\nthe server's log ends with:\n{log}"),
-                                ),
-                                None => e,
-                            })
-                        }
-                        Ok(set_dbs) => {
-                            let trees = self.restore_set_trees(&mut set_dir).await;
-                            let members = match trees {
-                                Ok(m) => m,
-                                Err(e) => {
-                                    error = Some(e);
-                                    Vec::new()
-                                }
-                            };
-                            if error.is_none() {
+                    Some(conn) => {
+                        // The databases load while the set's file members are restored.
+                        let (loaded, trees) = tokio::join!(
+                            self.load(&mut sw, &conn, other_conn.as_ref(), &database),
+                            self.restore_set_trees(&mut set_dir)
+                        );
+                        match (loaded, trees) {
+                            (Err(e), _) => {
+                                // The servers' own logs may be what says the disk ran full.
+                                // A damaged backup is the whole story: a server's reaction
+                                // to a dump cut short adds nothing.
+                                let logs = match e.kind {
+                                    DrillFailure::Damaged => String::new(),
+                                    _ => server_logs(&*env, other.as_deref()),
+                                };
+                                error = Some(match e.kind {
+                                    _ if logs.is_empty() => e,
+                                    DrillFailure::Load => {
+                                        DrillError::from_tool(e.kind, format!("{e}{logs}"))
+                                    }
+                                    _ => DrillError::new(e.kind, format!("{e}{logs}")),
+                                })
+                            }
+                            (Ok(_), Err(e)) => error = Some(e),
+                            (Ok(set_dbs), Ok(members)) => {
                                 sw.begin(Phase::Checks);
                                 match self
                                     .check(
                                         &conn,
+                                        other_conn.as_ref(),
                                         &database,
                                         sw.start,
                                         &members,
@@ -439,36 +508,72 @@ impl DbDrill<'_> {
                                     }
                                     Err(e) => error = Some(e),
                                 }
-                            }
-                            if self.ctx.keep && error.is_none() && !self.ctx.cancel.is_cancelled() {
-                                if let Some(note) = env.keep() {
-                                    let files = set_dir
-                                        .take()
-                                        .map(|d| {
-                                            format!(
-                                                "; the set's files are in {}",
-                                                d.keep().display()
-                                            )
-                                        })
-                                        .unwrap_or_default();
-                                    kept = Some(format!(
-                                        "{} left running; connect with: {}; {note}{files}",
-                                        self.env_name(),
-                                        conn.connect_hint(&database),
-                                    ));
+                                if self.ctx.keep
+                                    && error.is_none()
+                                    && !self.ctx.cancel.is_cancelled()
+                                {
+                                    if let Some(note) = env.keep() {
+                                        let second = match (other.as_mut(), &other_conn) {
+                                            (Some(o), Some(oc)) => o
+                                                .keep()
+                                                .map(|n| {
+                                                    format!(
+                                                        "; the {} left running too; connect with: {}; {n}",
+                                                        o.kind(),
+                                                        oc.connect_hint(
+                                                            set_dbs
+                                                                .iter()
+                                                                .find(|d| d.kind != self.kind)
+                                                                .map_or("", |d| &d.database)
+                                                        )
+                                                    )
+                                                })
+                                                .unwrap_or_default(),
+                                            _ => String::new(),
+                                        };
+                                        let files = set_dir
+                                            .take()
+                                            .map(|d| {
+                                                let rm = format!("rm -rf {}", d.path().display());
+                                                format!(
+                                                    "; the set's files are {}",
+                                                    super::env::keep_dir(d, Some(rm))
+                                                )
+                                            })
+                                            .unwrap_or_default();
+                                        kept = Some(format!(
+                                            "{} left running; connect with: {}; {note}{second}{files}",
+                                            self.env_name(),
+                                            conn.connect_hint(&database),
+                                        ));
+                                    }
                                 }
                             }
                         }
-                    },
+                    }
                 }
                 sw.begin(Phase::Teardown);
-                // Asked while the server still runs, after the checks: not part of the RTO.
+                // Asked while the servers still run, after the checks: not part of the RTO.
                 if let Some(c) = versions_of {
                     let db = database.clone();
-                    if let Ok(v) =
-                        tokio::task::spawn_blocking(move || restore_versions(&c, &db)).await
+                    let oc = other_conn.clone();
+                    if let Ok(v) = tokio::task::spawn_blocking(move || {
+                        let (mut tools, server) = restore_versions(&c, &db);
+                        if let Some(oc) = oc {
+                            tools.extend(restore_versions(&oc, "").0);
+                        }
+                        (tools, server)
+                    })
+                    .await
                     {
                         versions = v;
+                    }
+                }
+                // Both servers go, whatever happened (the drop guards, should this task
+                // be dropped instead).
+                if let Some(o) = other {
+                    if let Err(e) = teardown(o).await {
+                        error.get_or_insert(e);
                     }
                 }
                 if let Err(e) = teardown(env).await {
@@ -481,12 +586,41 @@ impl DbDrill<'_> {
         }
         drop(set_dir);
         sw.end();
-        let environment = self.env_name();
+        let environment = self.report_env_name();
         let set = self.set.as_ref().map(|s| s.info.clone());
         let mut report = self.ctx.report(id, environment, &sw, checks, error, kept);
         report.set = set;
         (report.restore_tools, report.restore_server_version) = versions;
         report
+    }
+
+    /// The drill's server and, for a set of PostgreSQL and MariaDB databases, a second one
+    /// of the other engine, started at the same time. Both or neither: when one fails, the
+    /// other is torn down before the error is returned.
+    async fn provision_all(
+        &self,
+        drill_id: &str,
+    ) -> Result<(Box<dyn Environment>, Option<Box<dyn Environment>>), DrillError> {
+        let (main, other) = tokio::join!(self.provision(self.kind, drill_id), async {
+            match self.other_kind() {
+                Some(k) => Some(self.provision(k, drill_id).await),
+                None => None,
+            }
+        });
+        match (main, other) {
+            (Ok(env), None) => Ok((env, None)),
+            (Ok(env), Some(Ok(o))) => Ok((env, Some(o))),
+            (Ok(env), Some(Err(e))) => {
+                let _ = teardown(env).await;
+                Err(e)
+            }
+            (Err(e), other) => {
+                if let Some(Ok(o)) = other {
+                    let _ = teardown(o).await;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// A set's drill: its file members restored into a private directory beside the server
@@ -498,18 +632,17 @@ impl DbDrill<'_> {
         let Some(set) = &self.set else {
             return Ok(Vec::new());
         };
-        let d = tempfile::Builder::new()
-            .prefix("lifeboat-env-set-")
-            // Private: a copy of production data.
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .map_err(|e| {
-                DrillError::from_error(
-                    DrillFailure::Provision,
-                    "cannot create the set's scratch directory",
-                    &crate::Error::io("create", std::env::temp_dir(), e),
-                )
-            })?;
+        if set.trees.is_empty() {
+            return Ok(Vec::new());
+        }
+        // An environment directory of its own: private, and swept as an orphan should
+        // this process be killed.
+        let d = super::env::make_dir("set").map_err(|e| {
+            DrillError::new(
+                DrillFailure::Provision,
+                format!("cannot create the set's scratch directory: {e}"),
+            )
+        })?;
         let index = Arc::new(self.ctx.repo.load_index().await.map_err(|e| {
             DrillError::from_error(
                 DrillFailure::Fetch,
@@ -522,37 +655,54 @@ impl DbDrill<'_> {
         super::set::restore_trees(self.ctx.repo, index, set, &root, &self.ctx.cancel).await
     }
 
-    /// Runs the restore tests against the loaded database (off the async threads: the
+    /// Runs the restore tests against the loaded databases (off the async threads: the
     /// checks drive the command-line clients).
+    #[allow(clippy::too_many_arguments)]
     async fn check(
         &self,
         conn: &ConnectionInfo,
+        other: Option<&ConnectionInfo>,
         database: &str,
         drill_start: chrono::DateTime<Utc>,
         members: &[(String, std::path::PathBuf)],
-        set_dbs: &[(String, String)],
+        set_dbs: &[SetDb],
         set_dir: Option<std::path::PathBuf>,
     ) -> Result<Vec<checks::CheckResult>, DrillError> {
         let sql = conn.sql_conn(database);
         let mut env = conn.client_env(database);
-        // A set's databases are all on this one server: each member's database by job.
-        for (job, db) in set_dbs {
-            env.push((super::set::member_db_var(job), db.clone()));
+        // The second server's client variables (libpq's `PG*` or the MariaDB client's
+        // `MYSQL_*`: the two engines' never collide), at its first database.
+        if let (Some(o), Some(first)) = (other, set_dbs.iter().find(|d| d.kind != self.kind)) {
+            env.extend(
+                o.client_env(&first.database)
+                    .into_iter()
+                    .filter(|(k, _)| k != "LIFEBOAT_DRILL_DATABASE"),
+            );
+        }
+        let server = |kind: DbKind| if kind == self.kind { Some(conn) } else { other };
+        // Each database member by job: its name, and a URL reaching it on its server.
+        for d in set_dbs {
+            env.push((super::set::member_db_var(&d.job), d.database.clone()));
+            if let Some(c) = server(d.kind) {
+                env.push((super::set::member_url_var(&d.job), c.url(&d.database)));
+            }
         }
         let databases: Vec<checks::MemberDb> = set_dbs
             .iter()
-            .map(|(job, db)| checks::MemberDb {
-                job: job.clone(),
-                conn: conn.sql_conn(db),
-                snapshot: self.set.as_ref().and_then(|s| {
-                    s.databases
-                        .iter()
-                        .find(|m| &m.job == job)
-                        .map(|m| m.snapshot.clone())
-                }),
+            .filter_map(|d| {
+                Some(checks::MemberDb {
+                    job: d.job.clone(),
+                    conn: server(d.kind)?.sql_conn(&d.database),
+                    snapshot: self.set.as_ref().and_then(|s| {
+                        s.databases
+                            .iter()
+                            .find(|m| m.job == d.job)
+                            .map(|m| m.snapshot.clone())
+                    }),
+                })
             })
             .collect();
-        // A set's smoke test gets both: the database above and every member's files.
+        // A set's smoke test gets both: the databases above and every member's files.
         if let Some(d) = &set_dir {
             env.push(("LIFEBOAT_DRILL_DIR".into(), d.display().to_string()));
         }
@@ -584,6 +734,26 @@ impl DbDrill<'_> {
             )
         })
     }
+}
+
+/// The ends of the servers' own logs, error lines only (a log may quote rows), as a
+/// suffix for a load error: `the server's log ends with:` — or, with a set's second
+/// server, each log under its environment's name. Empty when no server kept a log.
+fn server_logs(env: &dyn Environment, other: Option<&dyn Environment>) -> String {
+    let mut out = String::new();
+    for e in std::iter::once(env).chain(other) {
+        if let Some(l) = e.server_log_tail() {
+            let who = match other {
+                Some(_) => format!("the {} server's", e.kind()),
+                None => "the server's".to_string(),
+            };
+            out.push_str(&format!(
+                "\n{who} log ends with:\n{}",
+                crate::restore::database::scrub_load_error(&l)
+            ));
+        }
+    }
+    out
 }
 
 /// The tools that load a snapshot into `conn`'s server (found as the loader finds them),

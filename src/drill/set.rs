@@ -1,10 +1,11 @@
 //! The drill of a recovery-point set: the set's first database member is drilled by
-//! [`super::database::DbDrill`] as usual, its other database members (same engine) are
-//! loaded into the same server beside it, and every file-tree member (directory,
-//! btrfs) is restored into one private scratch directory beside the throwaway server, so
-//! the restore tests can span members: `[[file_refs]]` (rows naming files) and
-//! `[[command]]` smoke tests get the database's connection details and every member's
-//! directory in their environment.
+//! [`super::database::DbDrill`] as usual, its other database members of the same engine
+//! are loaded into the same server beside it, those of the other engine (a set of
+//! PostgreSQL and MariaDB databases) into a second throwaway server started beside the
+//! first, and every file-tree member (directory, btrfs) is restored into one private
+//! scratch directory beside them, so the restore tests can span members: `[[file_refs]]`
+//! (rows naming files) and `[[command]]` smoke tests get every server's connection details
+//! and every member's database and directory in their environment.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,37 +49,42 @@ pub struct SetDrill {
     pub trees: Vec<(String, SnapshotId, Snapshot)>,
     /// The job of the database member the drill itself loads (its snapshot is the drill's).
     pub db_job: String,
-    /// The set's other database members (same engine), loaded into the same server.
+    /// The set's other database members, loaded into the drill's server (same engine) or
+    /// the second server of the other engine.
     pub databases: Vec<SetDatabase>,
 }
 
-/// A set's database member beyond the first, loaded beside it on the drill's server.
+/// A set's database member beyond the first, loaded beside it.
 #[derive(Debug, Clone)]
 pub struct SetDatabase {
     pub job: String,
+    /// Its engine, which decides the server it is loaded into.
+    pub kind: crate::repo::snapshot::DbKind,
     pub snapshot_id: SnapshotId,
     pub snapshot: Snapshot,
 }
 
-/// The name each database member of a set is restored under on the drill's one server:
-/// its original name (as the job dumps it) where that is free, else `lifeboat_set_<job>`
-/// (two members dumping databases of the same name, or a name already taken). `jobs` is
-/// (job, original name), the drill's own database first.
+/// Where a set's database member was loaded on the drill's servers.
+#[derive(Debug, Clone)]
+pub struct SetDb {
+    pub job: String,
+    pub database: String,
+    /// The engine: which of the drill's servers holds it.
+    pub kind: crate::repo::snapshot::DbKind,
+}
+
+/// The name each database member of a set is restored under on one server: its original
+/// name (as the job dumps it) where that is free, else `lifeboat_set_<job>` (two members
+/// dumping databases of the same name, or a name already taken). `jobs` is (job, original
+/// name) of the members loaded into that server, the drill's own database first.
 pub fn member_db_names(jobs: &[(String, Option<String>)]) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (job, orig) in jobs {
         let fallback = || {
-            let safe: String = job
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() {
-                        c.to_ascii_lowercase()
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            format!("lifeboat_set_{safe}")
+            format!(
+                "lifeboat_set_{}",
+                crate::drill::env::scratch::db_name_part(job)
+            )
         };
         let name = match orig {
             Some(o) if !out.iter().any(|(_, n)| n == o) => o.clone(),
@@ -94,6 +100,13 @@ pub fn member_db_names(jobs: &[(String, Option<String>)]) -> Vec<(String, String
 /// usual variables (`PGHOST`, `PGPORT`, `PGUSER`, …) reach.
 pub fn member_db_var(job: &str) -> String {
     format!("LIFEBOAT_SET_DB_{}", var_suffix(job))
+}
+
+/// The environment variable holding a URL of database member `job`'s restored database
+/// (`postgres://…` or `mariadb://…`, no password): `LIFEBOAT_SET_URL_<JOB>`. With a
+/// PostgreSQL and a MariaDB member, each URL reaches its own engine's server.
+pub fn member_url_var(job: &str) -> String {
+    format!("LIFEBOAT_SET_URL_{}", var_suffix(job))
 }
 
 /// The environment variable naming member `job`'s restored tree:
@@ -187,6 +200,7 @@ mod tests {
             "LIFEBOAT_SET_DIR_APP_FILES_V2"
         );
         assert_eq!(member_db_var("orders-db"), "LIFEBOAT_SET_DB_ORDERS_DB");
+        assert_eq!(member_url_var("legacy.db"), "LIFEBOAT_SET_URL_LEGACY_DB");
     }
 
     #[test]

@@ -252,8 +252,9 @@ fn select_units<'a>(
 struct SetPlan<'a> {
     set: &'a SetSpec,
     db_job: &'a JobSpec,
-    /// The set's other database members (same engine as `db_job`), loaded beside it.
-    other_dbs: Vec<&'a JobSpec>,
+    /// The set's other database members, loaded beside it: those of `db_job`'s engine on
+    /// its server, the others (a PostgreSQL + MariaDB set) on a second throwaway server.
+    other_dbs: Vec<(&'a JobSpec, DbKind)>,
     kind: DbKind,
     tests: RestoreTests,
 }
@@ -262,12 +263,12 @@ fn set_plan<'a>(p: &'a Plan, set: &'a SetSpec, plan_tests: &RestoreTests) -> Res
     let members: Vec<&JobSpec> = set.jobs.iter().filter_map(|j| p.job(j)).collect();
     let dbs: Vec<(&JobSpec, DbKind)> = members
         .iter()
-        .filter_map(|j| match how(p, j) {
-            Ok(How::Db(k)) => Some(Ok((*j, k))),
-            Ok(How::Dir) => None,
-            Err(e) => Some(Err(e)),
+        .filter_map(|j| match &j.source {
+            SourceSpec::Postgres(_) => Some((*j, DbKind::Postgres)),
+            SourceSpec::Mariadb(_) => Some((*j, DbKind::Mariadb)),
+            _ => None,
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect();
     let Some(&(db_job, kind)) = dbs.first() else {
         return Err(Error::Config(format!(
             "plan {}: set {} has no database job; a set's drill restores its databases and, beside them, its directories; add a database job to the [[sets]] jobs list",
@@ -275,18 +276,12 @@ fn set_plan<'a>(p: &'a Plan, set: &'a SetSpec, plan_tests: &RestoreTests) -> Res
             set.name,
         )));
     };
-    if let Some((other, _)) = dbs.iter().find(|(_, k)| *k != kind) {
-        return Err(Error::Config(format!(
-            "plan {}: set {} has a {} job ({}) and a {} job ({}); a set's drill restores its databases into one throwaway server, so they must be one engine; keep one engine per set",
-            p.file.display(),
-            set.name,
-            kind.as_str(),
-            db_job.name,
-            other.source.kind(),
-            other.name,
-        )));
+    // One database goes wherever the plan's environment says; several are loaded into
+    // throwaway servers of lifeboat's own, one per engine (checked in `drill_set`).
+    if dbs.len() == 1 {
+        how(p, db_job)?;
     }
-    let other_dbs: Vec<&JobSpec> = dbs[1..].iter().map(|(j, _)| *j).collect();
+    let other_dbs = dbs[1..].to_vec();
     let tests = if set.restore_tests.is_empty() {
         plan_tests.clone()
     } else {
@@ -310,7 +305,8 @@ fn set_plan<'a>(p: &'a Plan, set: &'a SetSpec, plan_tests: &RestoreTests) -> Res
 }
 
 /// The drill of one recovery-point set: its newest complete manifest (or the one
-/// `req.snapshot` names), the database members loaded into one throwaway server, every file
+/// `req.snapshot` names), the database members loaded into throwaway servers (one per
+/// engine), every file
 /// member restored beside it, the set's restore tests run across them.
 async fn drill_set(
     env: &Env,
@@ -341,7 +337,7 @@ async fn drill_set(
     };
     let (_, db_id, db_snap) = snaps.remove(db_pos);
     let mut databases = Vec::new();
-    for j in &sp.other_dbs {
+    for (j, kind) in &sp.other_dbs {
         let Some(pos) = snaps.iter().position(|(n, ..)| *n == j.name) else {
             return Err(Error::SnapshotNotFound {
                 query: format!(
@@ -355,6 +351,7 @@ async fn drill_set(
         let (job, snapshot_id, snapshot) = snaps.remove(pos);
         databases.push(crate::drill::set::SetDatabase {
             job,
+            kind: *kind,
             snapshot_id,
             snapshot,
         });
@@ -362,7 +359,7 @@ async fn drill_set(
     let environment = db_environment(p)?;
     if !databases.is_empty() && !matches!(environment, DbEnvironment::Ephemeral { .. }) {
         return Err(Error::Config(format!(
-            "plan {}: set {} has {} databases; a set's drill loads them all into one throwaway server of lifeboat's own, which a scratch server or provisioning commands are not; set [drill] environment = \"ephemeral-{}\"",
+            "plan {}: set {} has {} databases; a set's drill loads them into throwaway servers of lifeboat's own (one per engine), which a scratch server or provisioning commands are not; set [drill] environment = \"ephemeral-{}\"",
             p.file.display(),
             sp.set.name,
             databases.len() + 1,

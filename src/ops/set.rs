@@ -5,9 +5,11 @@
 //!
 //! The order is what makes the recovery point consistent:
 //! 1. every member is built (passwords read, tools found) before anything is frozen;
-//! 2. freeze: each database exports a snapshot and holds its transaction open, each btrfs
-//!    member takes its read-only snapshot — one after the other, within moments. The set's
-//!    one consistency time is the earliest of these moments;
+//! 2. freeze: each database exports a snapshot and holds its transaction open (PostgreSQL:
+//!    `pg_export_snapshot()`; MariaDB: mariadb-dump's consistent snapshot opened under a
+//!    brief global read lock — a set may hold both engines, each frozen its own way), each
+//!    btrfs member takes its read-only snapshot — one after the other, in the set's order,
+//!    within moments. The set's one consistency time is the earliest of these moments;
 //! 3. members read live (plain directories: no file-system snapshot to take) are read
 //!    first, right after that moment, so their drift is as short as it can be; then the
 //!    frozen members are dumped/read from their held snapshots;
@@ -138,17 +140,30 @@ pub async fn backup_set(
         manifest: None,
         failure: None,
     };
-    let not_run = |why: &str| -> Vec<JobOutcome> {
-        members
+    // A member that cannot be built or frozen stops the set before anything is read: it
+    // fails with its own error, the others as not backed up, and the set has no point.
+    let stopped = |job: &str, stage: &str, e: &Error, mut outcome: SetOutcome| {
+        let f = JobFailure::from(e);
+        let why = format!("{stage}: member {job}: {}", f.message);
+        let outs: Vec<JobOutcome> = members
             .iter()
             .map(|j| JobOutcome {
                 job: j.name.clone(),
-                result: Err(failure(
-                    format!("not backed up: set {} {why}", set.name),
-                    ExitCode::SourceFailed,
-                )),
+                result: Err(if j.name == job {
+                    f.clone()
+                } else {
+                    failure(
+                        format!("not backed up: set {} {why}", set.name),
+                        ExitCode::SourceFailed,
+                    )
+                }),
             })
-            .collect()
+            .collect();
+        outcome.failure = Some(JobFailure {
+            message: format!("set {}: no recovery point: {why}", set.name),
+            ..f
+        });
+        finish(env, outs, outcome)
     };
 
     // 1. Build every member (passwords, tools) before anything is frozen.
@@ -156,19 +171,7 @@ pub async fn backup_set(
     for j in &members {
         match j.source.build(&j.name, &j.hooks) {
             Ok(s) => sources.push((j, s)),
-            Err(e) => {
-                let f = JobFailure::from(&e);
-                let why = format!("could not start: member {}: {}", j.name, f.message);
-                let mut outs = not_run(&why);
-                for o in outs.iter_mut().filter(|o| o.job == j.name) {
-                    o.result = Err(f.clone());
-                }
-                outcome.failure = Some(JobFailure {
-                    message: format!("set {}: no recovery point: {}", set.name, why),
-                    ..f
-                });
-                return Ok(finish(env, outs, outcome));
-            }
+            Err(e) => return Ok(stopped(&j.name, "could not start", &e, outcome)),
         }
     }
 
@@ -188,17 +191,7 @@ pub async fn backup_set(
             (_, Err(e)) => {
                 // Dropping the other members' sources ends their held snapshots.
                 drop(frozen);
-                let f = JobFailure::from(&e);
-                let why = format!("could not be frozen: member {}: {}", j.name, f.message);
-                let mut outs = not_run(&why);
-                for o in outs.iter_mut().filter(|o| o.job == j.name) {
-                    o.result = Err(f.clone());
-                }
-                outcome.failure = Some(JobFailure {
-                    message: format!("set {}: no recovery point: {}", set.name, why),
-                    ..f
-                });
-                return Ok(finish(env, outs, outcome));
+                return Ok(stopped(&j.name, "could not be frozen", &e, outcome));
             }
         }
     }

@@ -233,6 +233,14 @@ fn sets_are_validated_with_lines_and_fixes() {
     );
     let p = parse(Path::new("/tmp/p.toml"), &two).unwrap();
     assert_eq!(p.sets[0].jobs, ["db", "db2", "files"]);
+    // PostgreSQL + MariaDB (+ a directory) in one set: a throwaway server per engine.
+    let mixed = format!(
+        "{head}{pg}{}{dir}[[sets]]\nname = \"app\"\njobs = [\"db\", \"db2\", \"files\"]\n",
+        pg.replace("\"db\"", "\"db2\"")
+            .replace("postgres", "mariadb")
+    );
+    let p = parse(Path::new("/tmp/p.toml"), &mixed).unwrap();
+    assert_eq!(p.sets[0].jobs, ["db", "db2", "files"]);
 
     let cases = [
         // an unknown member
@@ -247,8 +255,8 @@ fn sets_are_validated_with_lines_and_fixes() {
         (format!("{head}{pg}{dir}[[sets]]\nname = \"db\"\njobs = [\"db\", \"files\"]\n"), "also a job's name"),
         // a missing restore-test file
         (format!("{head}{pg}{dir}[[sets]]\nname = \"app\"\njobs = [\"db\", \"files\"]\nrestore_tests = [\"nope.toml\"]\n"), "does not exist"),
-        // PostgreSQL + MariaDB in one set
-        (format!("{head}{pg}{}[[sets]]\nname = \"app\"\njobs = [\"db\", \"db2\"]\n", pg.replace("\"db\"", "\"db2\"").replace("postgres", "mariadb")), "not supported yet"),
+        // PostgreSQL + MariaDB drilled through provisioning commands (one server)
+        (format!("{head}{pg}{}[[sets]]\nname = \"app\"\njobs = [\"db\", \"db2\"]\n[drill]\nenvironment = \"command\"\nprovision = \"true\"\nteardown = \"true\"\n", pg.replace("\"db\"", "\"db2\"").replace("postgres", "mariadb")), "not a scratch server or provisioning commands"),
         // two databases drilled on a borrowed server
         (format!("{head}{pg}{}[[sets]]\nname = \"app\"\njobs = [\"db\", \"db2\"]\n[drill]\nenvironment = \"scratch\"\nserver = \"postgres://drill@staging:5433/postgres\"\n", pg.replace("\"db\"", "\"db2\"")), "not a scratch server"),
     ];

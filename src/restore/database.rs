@@ -3,6 +3,13 @@
 //! client with the dump streamed on stdin). A target database that already holds objects is
 //! refused unless `force` is set; a missing one is created.
 //!
+//! A load that fails leaves the target as it found it, so the retry is not refused: a
+//! database the restore created is dropped again; into a database that existed, PostgreSQL
+//! loads in one transaction (`pg_restore --single-transaction`, rolled back on failure —
+//! which is why such a load is never parallel), and MariaDB, whose DDL is not
+//! transactional, has every object the failed load made dropped again (the database was
+//! empty before, or emptied by `force`).
+//!
 //! With `jobs > 1`, `pg_restore -j` needs a seekable file, so the archive is first written
 //! to a private temporary file (0600) and removed afterwards; with `jobs = 1` it streams
 //! straight from the repository into pg_restore's stdin and never touches the disk.
@@ -242,9 +249,9 @@ fn ident_pg(s: &str) -> String {
 }
 
 /// Restores a PostgreSQL snapshot into the database named by `conn`. A load that fails
-/// leaves no half-loaded database behind when the restore created the database: it is
-/// dropped again, so a retry starts clean. A database that existed (empty) is not dropped;
-/// the error says it holds part of the dump and how to retry.
+/// leaves no half-loaded database behind: one the restore created is dropped again, and
+/// one that existed was loaded in a single transaction, which the failure rolled back (it
+/// is as it was: empty, or — with `force` — its previous contents).
 pub async fn restore_postgres(
     repo: &Repository,
     index: &Arc<Index>,
@@ -268,7 +275,15 @@ pub async fn restore_postgres(
     .await;
     let Err(e) = res else { return res };
     let target = conn.describe("postgres");
-    let e = to_undo(e, state, &target, "retry with --force (pg_restore --clean --if-exists replaces what the dump contains) or drop and recreate the database")?;
+    let kept = match state {
+        LoadState::NotStarted => return Err(e),
+        LoadState::IntoCreated => None,
+        LoadState::IntoEmpty => Some("the database existed (empty) before this restore; the load ran in one transaction, which was rolled back: the database is empty again, so a retry needs no --force"),
+        LoadState::IntoReplaced => Some("the load (--force) ran in one transaction, which was rolled back: the database holds what it held before this restore, nothing of the dump"),
+    };
+    if let Some(note) = kept {
+        return Err(noted(e, &target, note.into(), Ok(())));
+    }
     let pw = password.as_deref().map(|s| s.as_str());
     let secrets: Vec<String> = pw.iter().map(|s| s.to_string()).collect();
     let maint_env = libpq_env(conn, pw, Some("postgres"));
@@ -293,47 +308,21 @@ pub async fn restore_postgres(
 enum LoadState {
     /// Nothing was written (the target was refused, or could not be reached).
     NotStarted,
-    /// Loading into a database that existed before (empty, or replaced with --force).
-    IntoExisting,
+    /// Loading into a database that existed before and was empty.
+    IntoEmpty,
+    /// Loading into a database that existed before and held objects (`force`).
+    IntoReplaced,
     /// Loading into a database this restore created.
     IntoCreated,
 }
 
-/// What a failed load leaves to undo: the error back (`Ok`) when the restore created the
-/// database, which the caller then drops; otherwise the error to return as it is — nothing
-/// was written — or, for a database that existed before, saying what it holds and `retry`.
-fn to_undo(e: Error, state: LoadState, target: &str, retry: &str) -> Result<Error> {
-    match state {
-        LoadState::IntoCreated => Ok(e),
-        LoadState::NotStarted => Err(e),
-        LoadState::IntoExisting => Err(partly_loaded(e, target, retry)),
-    }
-}
-
-/// The load failed into a database that existed before: say what it holds now.
-fn partly_loaded(e: Error, target: &str, retry: &str) -> Error {
-    match e {
-        Error::RestoreFailed { target: t, detail } => Error::RestoreFailed {
-            target: t,
-            detail: format!(
-                "{detail}\nthe database existed before this restore and may now hold part of the dump; {retry}"
-            ),
-        },
-        other => {
-            tracing::warn!(target, "the failed restore may have left part of the dump in the existing database");
-            other
-        }
-    }
-}
-
-/// The load failed into a database this restore created, which was then dropped (or not).
-fn undone(e: Error, target: &str, dropped: Result<()>) -> Error {
-    let note = match &dropped {
-        Ok(()) => "the database this restore created was dropped again, so a retry starts clean"
-            .to_string(),
-        Err(d) => format!(
-            "the database this restore created could not be dropped ({d}); drop it before retrying"
-        ),
+/// The error of a failed load, with what the target holds now (`note`) — in the detail of
+/// a loader's failure, else (an integrity error, an interruption) logged beside it.
+/// `cleaned` is how undoing the load went: when it failed, the note says so instead.
+fn noted(e: Error, target: &str, note: String, cleaned: Result<()>) -> Error {
+    let note = match &cleaned {
+        Ok(()) => note,
+        Err(c) => format!("{note} — but undoing the failed load failed too ({c}); the database may hold part of the dump: empty it (or drop and recreate it) before retrying"),
     };
     match e {
         Error::RestoreFailed { target: t, detail } => Error::RestoreFailed {
@@ -341,13 +330,23 @@ fn undone(e: Error, target: &str, dropped: Result<()>) -> Error {
             detail: format!("{detail}\n{note}"),
         },
         other => {
-            match dropped {
-                Ok(()) => tracing::info!(target, "{note}"),
-                Err(_) => tracing::warn!(target, "{note}"),
+            match cleaned {
+                Ok(()) => tracing::warn!(target, "{note}"),
+                Err(_) => tracing::error!(target, "{note}"),
             }
             other
         }
     }
+}
+
+/// The load failed into a database this restore created, which was then dropped (or not).
+fn undone(e: Error, target: &str, dropped: Result<()>) -> Error {
+    noted(
+        e,
+        target,
+        "the database this restore created was dropped again, so a retry starts clean".into(),
+        dropped,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -407,10 +406,11 @@ async fn restore_postgres_into(
                 "target database {target} is not empty ({n} tables, functions or large objects); restore into a new or empty database, or pass --force to replace the objects the dump contains"
             )));
         }
-    }
-
-    if *state == LoadState::NotStarted {
-        *state = LoadState::IntoExisting;
+        *state = if n > 0 {
+            LoadState::IntoReplaced
+        } else {
+            LoadState::IntoEmpty
+        };
     }
 
     // 2. Globals (roles, tablespaces): existing ones are expected and skipped.
@@ -487,13 +487,26 @@ async fn restore_postgres_into(
     if opts.force {
         args.extend(["--clean".into(), "--if-exists".into()]);
     }
+    // Into a database that existed, the load is one transaction, so a failure leaves the
+    // database as it was (a created one is simply dropped again). pg_restore cannot run one
+    // transaction with several workers: such a load is not parallel.
+    let single = *state != LoadState::IntoCreated;
+    if single {
+        args.push("--single-transaction".into());
+    }
     if opts.no_owner {
         args.extend(["--no-owner".into(), "--no-privileges".into()]);
     }
     if opts.no_tablespaces {
         args.push("--no-tablespaces".into());
     }
-    let jobs = opts.jobs.max(1);
+    let jobs = if single { 1 } else { opts.jobs.max(1) };
+    if single && opts.jobs > 1 {
+        tracing::info!(
+            target = %target,
+            "loading with one pg_restore worker, in one transaction: the database existed before this restore, and a failed load must leave it as it was (a database the restore creates loads with --jobs)"
+        );
+    }
     let root = repo.load_tree(index, &snapshot.tree).await?;
     if root.find(PG_DIR).is_some_and(|n| n.kind == NodeKind::Dir) {
         // A directory-format dump: restore its files into a private spool, then load them.
@@ -559,6 +572,7 @@ async fn restore_postgres_into(
         let mut child = ChildProc::spawn(cmd, "pg_restore", &tag, secrets)?;
         let mut stdin = child.take_stdin().expect("stdin piped");
         let streamed = restore_stream(repo, index, snapshot, PG_DUMP, &mut stdin, cancel).await;
+        damaged(&mut child, &streamed);
         drop(stdin);
         interrupted(&mut child, cancel)?;
         report.bytes = loaded(
@@ -592,8 +606,10 @@ fn sql_literal_pg(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Restores a MariaDB snapshot into the database named by `conn`. Like
-/// [`restore_postgres`], a failed load drops a database the restore created.
+/// Restores a MariaDB snapshot into the database named by `conn`. A load that fails
+/// leaves no half-loaded database behind: one the restore created is dropped again; in one
+/// that existed (empty, or emptied by `force`) every object is dropped again — DDL is not
+/// transactional — so it is left empty and a retry needs no `--force`.
 pub async fn restore_mariadb(
     repo: &Repository,
     index: &Index,
@@ -616,15 +632,13 @@ pub async fn restore_mariadb(
     )
     .await;
     let Err(e) = res else { return res };
+    if state == LoadState::NotStarted {
+        return Err(e);
+    }
     let target = conn.describe("mariadb");
-    let e = to_undo(
-        e,
-        state,
-        &target,
-        "retry with --force (the database is dropped and recreated)",
-    )?;
     let secrets: Vec<String> = password.iter().map(|s| s.to_string()).collect();
-    let dropped = ClientOptions::new(
+    let ident = format!("`{}`", conn.database.replace('`', "``"));
+    let undo = ClientOptions::new(
         conn,
         password.as_deref().map(|s| s.as_str()),
         opts.no_defaults,
@@ -637,13 +651,43 @@ pub async fn restore_mariadb(
             &format!("restore target {target}"),
             secrets,
         )?;
-        s.query(&format!(
-            "DROP DATABASE IF EXISTS `{}`;",
-            conn.database.replace('`', "``")
-        ))?;
+        if state == LoadState::IntoCreated {
+            s.query(&format!("DROP DATABASE IF EXISTS {ident};"))?;
+        } else {
+            clear_mariadb(&mut s, &conn.database)?;
+        }
         s.close("")
     });
-    Err(undone(e, &target, dropped))
+    Err(match state {
+        LoadState::IntoEmpty => noted(e, &target, "the database existed (empty) before this restore; every object the failed load made was dropped again: it is empty again, so a retry needs no --force".into(), undo),
+        LoadState::IntoReplaced => noted(e, &target, "--force dropped the database's previous contents before loading, and every object the failed load made was dropped again: the database is empty now (restore a healthy snapshot into it)".into(), undo),
+        _ => undone(e, &target, undo),
+    })
+}
+
+/// Drops every object of MariaDB database `db` — events, routines, views, tables (their
+/// triggers with them) and sequences — leaving it empty. Foreign keys are not checked while
+/// the tables go, so their order does not matter.
+fn clear_mariadb(s: &mut crate::source::session::SqlSession, db: &str) -> Result<()> {
+    let lit = sql_literal(db);
+    let objects = s.query_json(&format!(
+        "SELECT COALESCE(JSON_ARRAYAGG(JSON_ARRAY(k, n) ORDER BY o), JSON_ARRAY()) FROM (
+            SELECT 0 o, 'EVENT' k, EVENT_NAME n FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {lit}
+            UNION ALL SELECT 1, ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {lit}
+            UNION ALL SELECT 2, 'VIEW', TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {lit} AND TABLE_TYPE = 'VIEW'
+            UNION ALL SELECT 3, IF(TABLE_TYPE = 'SEQUENCE', 'SEQUENCE', 'TABLE'), TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {lit} AND TABLE_TYPE <> 'VIEW'
+        ) x;"
+    ))?;
+    let q = |n: &str| format!("`{}`", n.replace('`', "``"));
+    let mut sql = String::from("SET FOREIGN_KEY_CHECKS = 0;\n");
+    for o in objects.as_array().into_iter().flatten() {
+        let (Some(kind), Some(name)) = (o[0].as_str(), o[1].as_str()) else {
+            continue;
+        };
+        sql.push_str(&format!("DROP {kind} IF EXISTS {}.{};\n", q(db), q(name)));
+    }
+    sql.push_str("SET FOREIGN_KEY_CHECKS = 1;");
+    s.query(&sql).map(|_| ())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -678,7 +722,8 @@ async fn restore_mariadb_into(
         .query_json(&format!(
             "SELECT JSON_OBJECT('exists', (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {db}),
                 'objects', (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {db})
-                         + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {db}));"
+                         + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {db})
+                         + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {db}));"
         ))
         .map_err(|e| restore_err(&target, e))?;
     let exists = found["exists"].as_i64().unwrap_or(0) > 0;
@@ -686,7 +731,7 @@ async fn restore_mariadb_into(
     if objects > 0 && !opts.force {
         s.close("").ok();
         return Err(Error::Usage(format!(
-            "target database {target} is not empty ({objects} tables or routines); restore into a new or empty database, or pass --force to drop and recreate it"
+            "target database {target} is not empty ({objects} tables, views, routines or events); restore into a new or empty database, or pass --force to drop and recreate it"
         )));
     }
     if exists && objects > 0 {
@@ -697,10 +742,12 @@ async fn restore_mariadb_into(
         s.query(&format!("CREATE DATABASE {ident} CHARACTER SET utf8mb4;"))
             .map_err(|e| restore_err(&target, e))?;
         report.created_database = !exists;
-        // Dropped and recreated (--force) or new: either way nothing of value is lost by
-        // dropping it again if the load fails.
-        *state = LoadState::IntoCreated;
     }
+    *state = match (exists, objects > 0) {
+        (false, _) => LoadState::IntoCreated,
+        (true, false) => LoadState::IntoEmpty,
+        (true, true) => LoadState::IntoReplaced,
+    };
     for account in &opts.create_roles {
         // `user@host`: a host name holds no '@', a user name may.
         let Some((user, host)) = account.rsplit_once('@') else {
@@ -724,9 +771,6 @@ async fn restore_mariadb_into(
         report.roles_created.push(account.clone());
     }
     s.close("").map_err(|e| restore_err(&target, e))?;
-    if *state == LoadState::NotStarted {
-        *state = LoadState::IntoExisting;
-    }
 
     let client = require_tool(&tag, &["mariadb", "mysql"], bin)?;
     let mut cmd = Command::new(client);
@@ -750,6 +794,7 @@ async fn restore_mariadb_into(
     } else {
         restore_stream(repo, index, snapshot, node, &mut stdin, cancel).await
     };
+    damaged(&mut child, &streamed);
     drop(stdin);
     interrupted(&mut child, cancel)?;
     report.bytes = loaded(
@@ -889,6 +934,15 @@ fn rewrite_definers(line: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// A stream that met a damaged blob ends the loader at once: closing its input could let it
+/// run what it has (the `mariadb` client executes a dump cut at a statement boundary, and
+/// exits 0), and a killed loader commits nothing of its own.
+fn damaged<T>(child: &mut ChildProc, streamed: &Result<T>) {
+    if matches!(streamed, Err(Error::Integrity { .. })) {
+        child.kill();
+    }
 }
 
 /// On Ctrl-C the loader is killed rather than left to load a truncated stream.

@@ -277,10 +277,19 @@ fn amcheck_finds_a_corrupted_btree_index() {
 /// The largest pack of a workspace's repository gets one byte flipped in its middle (inside
 /// a blob of the dump); returns its id.
 fn damage_largest_pack(ws: &Workspace) -> String {
+    damage_largest_pack_but(ws, &[])
+}
+
+/// The same among the packs not in `older` (what `list_files` listed before).
+fn damage_largest_pack_but(ws: &Workspace, older: &[PathBuf]) -> String {
     let data = ws.path().join("repo/data");
-    let mut packs: Vec<_> = list_files(&data).iter().map(|p| data.join(p)).collect();
+    let mut packs: Vec<_> = list_files(&data)
+        .into_iter()
+        .filter(|p| !older.contains(p))
+        .map(|p| data.join(p))
+        .collect();
     packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-    let pack = packs.last().unwrap();
+    let pack = packs.last().expect("a pack to damage");
     let mut raw = std::fs::read(pack).unwrap();
     let mid = raw.len() / 2;
     raw[mid] ^= 0x40;
@@ -539,4 +548,182 @@ fn drills_survive_a_tmpdir_the_server_user_cannot_write() {
     );
     assert_nothing_left(tmp.path());
     drop(src);
+}
+
+/// Two backups of a database: a healthy one, then one with a big table more whose new pack
+/// gets a byte flipped. Returns (healthy snapshot id, damaged pack).
+fn healthy_then_damaged(ws: &Workspace, plan: &Path, grow: impl FnOnce()) -> (String, String) {
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(plan));
+    assert!(o.status.success(), "backup failed: {}", stderr(&o));
+    let healthy = ws.snapshots(plan)[0]["id"].as_str().unwrap().to_string();
+    let before = list_files(&ws.path().join("repo/data"));
+    grow();
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(plan));
+    assert!(o.status.success(), "backup failed: {}", stderr(&o));
+    // The largest pack only the second backup wrote: inside the big table's data, which
+    // the loader reaches after it created the other tables.
+    (healthy, damage_largest_pack_but(ws, &before))
+}
+
+/// A restore that met the damage: exit 13 and the integrity error (not the loader's).
+fn assert_damaged(o: &Output, pack: &str) {
+    assert_eq!(o.status.code(), Some(13), "{}", stderr(o));
+    assert!(
+        stderr(o).contains("integrity violation"),
+        "{pack}: {}",
+        stderr(o)
+    );
+}
+
+fn restore_to(plan: &Path, snapshot: &str, url: &str) -> Output {
+    run(lifeboat()
+        .args(["restore", "--plan"])
+        .arg(plan)
+        .args(["--job", "shop", snapshot, "--to", url]))
+}
+
+/// The damaged snapshot again, with `--force`, into the database the retry filled.
+fn force_damaged(plan: &Path, url: &str, pack: &str) -> String {
+    let o = run(lifeboat()
+        .args(["restore", "--plan"])
+        .arg(plan)
+        .args(["--job", "shop", "latest", "--force", "--to", url]));
+    assert_damaged(&o, pack);
+    stderr(&o)
+}
+
+/// A failed `restore --to` into a database that existed (empty) leaves it as it was: the
+/// PostgreSQL load ran in one transaction, rolled back; the retry needs no `--force`.
+#[test]
+fn failed_postgres_restore_into_an_empty_database_leaves_it_empty() {
+    let src = EphemeralPostgres::start(None).expect("source server");
+    let sc = src.connection().unwrap().clone();
+    psql(&sc, "postgres", "CREATE DATABASE shop");
+    pg_tool(&sc, "pgbench", &["-i", "-s", "1", "-q", "shop"]);
+    let ws = Workspace::new();
+    let plan = ws.plan(
+        "pge",
+        &format!(
+            "[[jobs]]\nname = \"shop\"\nschedule = \"0 3 * * *\"\n[jobs.source]\ntype = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\ndatabase = \"shop\"\nbin_dir = \"{}\"\n",
+            sc.socket.as_deref().unwrap().display(),
+            sc.port,
+            sc.bin_dir.as_ref().unwrap().display()
+        ),
+    );
+    let (healthy, pack) = healthy_then_damaged(&ws, &plan, || {
+        psql(
+            &sc,
+            "shop",
+            "CREATE TABLE zbig AS SELECT g AS id, md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, 300000) g",
+        );
+    });
+    psql(&sc, "postgres", "CREATE DATABASE shop_copy");
+    let url = format!("postgres://postgres@127.0.0.1:{}/shop_copy", sc.port);
+    let objects = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'";
+
+    let o = restore_to(&plan, "latest", &url);
+    assert_damaged(&o, &pack);
+    assert!(stderr(&o).contains("empty again"), "{}", stderr(&o));
+    assert_eq!(
+        psql(
+            &sc,
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'shop_copy'"
+        ),
+        "1",
+        "the database existed before the restore and must still exist"
+    );
+    assert_eq!(
+        psql(&sc, "shop_copy", objects),
+        "0",
+        "the failed restore left part of the dump in the database"
+    );
+
+    let o = restore_to(&plan, &healthy, &url);
+    assert!(o.status.success(), "retry without --force: {}", stderr(&o));
+    assert_eq!(
+        psql(&sc, "shop_copy", "SELECT count(*) FROM pgbench_accounts"),
+        "100000"
+    );
+
+    // With --force into the full database: the transaction rolled back keeps what was
+    // there, and the error says so.
+    let err = force_damaged(&plan, &url, &pack);
+    assert!(err.contains("holds what it held before"), "{err}");
+    assert_eq!(
+        psql(&sc, "shop_copy", "SELECT count(*) FROM pgbench_accounts"),
+        "100000"
+    );
+}
+
+/// The same for MariaDB, whose DDL is not transactional: every object the failed load made
+/// is dropped again, the database stays (empty), and the retry needs no `--force`.
+#[test]
+fn failed_mariadb_restore_into_an_empty_database_leaves_it_empty() {
+    let src = EphemeralMariadb::start(false).expect("source server");
+    let sc = src.connection().unwrap().clone();
+    mariadb(&sc, None, "CREATE DATABASE shop CHARACTER SET utf8mb4");
+    mariadb(&sc, Some("shop"), crate::mariadb::SCHEMA);
+    mariadb(
+        &sc,
+        Some("shop"),
+        "CREATE VIEW big_orders AS SELECT * FROM orders WHERE amount > 100",
+    );
+    let ws = Workspace::new();
+    let sock = sc.socket.as_deref().unwrap().display().to_string();
+    let plan = ws.plan(
+        "mye",
+        &format!(
+            "[[jobs]]\nname = \"shop\"\nschedule = \"*/30 * * * *\"\n[jobs.source]\ntype = \"mariadb\"\nsocket = \"{sock}\"\nuser = \"root\"\ndatabase = \"shop\"\nno_defaults = true\n"
+        ),
+    );
+    let (healthy, pack) = healthy_then_damaged(&ws, &plan, || {
+        mariadb(
+            &sc,
+            Some("shop"),
+            "CREATE TABLE zbig (id INT PRIMARY KEY, v VARCHAR(64)) ENGINE=InnoDB; INSERT INTO zbig SELECT seq, CONCAT(MD5(RAND()), MD5(RAND())) FROM seq_1_to_300000",
+        );
+    });
+    mariadb(&sc, None, "CREATE DATABASE shop_copy CHARACTER SET utf8mb4");
+    let url = format!("mariadb://root@/shop_copy?socket={sock}");
+    let objects = "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop_copy') + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'shop_copy') + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'shop_copy') + (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop_copy')";
+
+    let o = restore_to(&plan, "latest", &url);
+    assert_damaged(&o, &pack);
+    assert!(stderr(&o).contains("empty again"), "{}", stderr(&o));
+    assert_eq!(
+        mariadb(
+            &sc,
+            None,
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop_copy'"
+        ),
+        "1",
+        "the database existed before the restore and must still exist"
+    );
+    assert_eq!(
+        mariadb(&sc, None, objects),
+        "0",
+        "the failed restore left part of the dump in the database"
+    );
+
+    let o = restore_to(&plan, &healthy, &url);
+    assert!(o.status.success(), "retry without --force: {}", stderr(&o));
+    assert_eq!(
+        mariadb(&sc, Some("shop_copy"), "SELECT COUNT(*) FROM customers"),
+        "2000"
+    );
+    assert_eq!(
+        mariadb(
+            &sc,
+            None,
+            "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'shop_copy'"
+        ),
+        "2"
+    );
+
+    // With --force into the full database: its contents were dropped before the load, the
+    // failed load's objects after it; the database is left empty, and the error says so.
+    let err = force_damaged(&plan, &url, &pack);
+    assert!(err.contains("the database is empty now"), "{err}");
+    assert_eq!(mariadb(&sc, None, objects), "0");
 }

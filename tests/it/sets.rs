@@ -41,7 +41,25 @@ run = ["sh", "-c", "n=$(psql -X -tAc 'SELECT count(*) FROM uploads') && test \"$
     ws.plan(
         "app",
         &format!(
-            r#"[[jobs]]
+            r#"{}
+[[sets]]
+name = "app"
+jobs = ["app-db", "uploads"]
+restore_tests = ["app-set.toml"]
+
+[drill]
+environment = "ephemeral-postgres"
+"#,
+            app_jobs(c, bin_dir, uploads)
+        ),
+    )
+}
+
+/// The application's two jobs: PostgreSQL database `app` (job `app-db`) and the directory
+/// `uploads` (job `uploads`).
+fn app_jobs(c: &ConnectionInfo, bin_dir: &Path, uploads: &Path) -> String {
+    format!(
+        r#"[[jobs]]
 name = "app-db"
 schedule = "0 3 * * *"
 [jobs.source]
@@ -60,20 +78,11 @@ schedule = "0 3 * * *"
 [jobs.source]
 type = "dir"
 paths = ["{}"]
-
-[[sets]]
-name = "app"
-jobs = ["app-db", "uploads"]
-restore_tests = ["app-set.toml"]
-
-[drill]
-environment = "ephemeral-postgres"
 "#,
-            c.socket.as_deref().unwrap().display(),
-            c.port,
-            bin_dir.display(),
-            uploads.display()
-        ),
+        c.socket.as_deref().unwrap().display(),
+        c.port,
+        bin_dir.display(),
+        uploads.display()
     )
 }
 
@@ -723,6 +732,36 @@ environment = "ephemeral-postgres"
     )
 }
 
+/// Backs the set of `plan` up while `writer` (an application, running until `stop`) writes,
+/// stops it, and checks the set committed with each of `dbs` captured from a held
+/// database snapshot. Returns how many writes the writer made.
+fn backup_while_writing(
+    plan: &Path,
+    stop: &AtomicBool,
+    writer: std::thread::JoinHandle<u64>,
+    dbs: &[&str],
+) -> u64 {
+    std::thread::sleep(Duration::from_millis(800));
+    let o = run(lifeboat().args(["backup", "--json", "--plan"]).arg(plan));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let set = &summary["sets"][0];
+    assert_eq!(set["ok"], true, "{summary:#}");
+    let captures = set["captures"].as_array().unwrap();
+    for job in dbs {
+        assert!(
+            captures
+                .iter()
+                .any(|c| c["job"] == *job && c["capture"] == "database_snapshot"),
+            "{job}: {summary:#}"
+        );
+    }
+    written
+}
+
 #[test]
 fn set_of_two_postgres_databases_is_drilled_on_one_server_with_a_cross_database_check() {
     let src = EphemeralPostgres::start(None).expect("source server");
@@ -765,24 +804,7 @@ fn set_of_two_postgres_databases_is_drilled_on_one_server_with_a_cross_database_
         }
         n
     });
-    std::thread::sleep(Duration::from_millis(800));
-    let o = run(lifeboat().args(["backup", "--json", "--plan"]).arg(&plan));
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let written = writer.join().unwrap();
-    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
-    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let set = &summary["sets"][0];
-    assert_eq!(set["ok"], true, "{summary:#}");
-    let captures = set["captures"].as_array().unwrap();
-    for job in ["orders-db", "customers-db"] {
-        assert!(
-            captures
-                .iter()
-                .any(|c| c["job"] == job && c["capture"] == "database_snapshot"),
-            "{job}: {summary:#}"
-        );
-    }
+    let written = backup_while_writing(&plan, &stop, writer, &["orders-db", "customers-db"]);
     assert!(written > 10, "the writer wrote only {written} orders");
 
     // Drilled together on one throwaway server: both databases there under their names,
@@ -862,4 +884,284 @@ fn set_of_two_postgres_databases_is_drilled_on_one_server_with_a_cross_database_
         "{r:#}"
     );
     drop(src);
+}
+
+/// A set spanning both engines and a directory: an application's uploads table in
+/// PostgreSQL, a legacy audit table in MariaDB whose rows name those uploads, and the
+/// files. Backed up while the application writes a file, commits the PostgreSQL row naming
+/// it, then the MariaDB row naming that; drilled together on a throwaway server per engine
+/// with a check that reads both servers and the files; then a MariaDB row naming an upload
+/// PostgreSQL does not have makes the drill fail with exit 16 naming it.
+#[test]
+fn set_of_postgres_mariadb_and_uploads_is_drilled_on_a_server_per_engine() {
+    use lifeboat::drill::env::EphemeralMariadb;
+    let (_pg, pc, bin) = set_source();
+    let my = EphemeralMariadb::start(false).expect("source MariaDB server");
+    let mc = my.connection().unwrap().clone();
+    mariadb(&mc, None, "CREATE DATABASE legacy CHARACTER SET utf8mb4");
+    mariadb(
+        &mc,
+        Some("legacy"),
+        "CREATE TABLE audit (id BIGINT AUTO_INCREMENT PRIMARY KEY, upload_id BIGINT NOT NULL, note VARCHAR(100)) ENGINE=InnoDB",
+    );
+    let ws = Workspace::new();
+    let uploads = ws.path().join("uploads");
+    std::fs::create_dir(&uploads).unwrap();
+    std::fs::write(
+        ws.path().join("mixed-set.toml"),
+        r#"
+[row_counts]
+
+[[sql]]
+name = "audit rows were restored"
+job = "legacy-db"
+query = "SELECT COUNT(*) FROM audit"
+expect = { min = 1 }
+
+[[file_refs]]
+name = "every upload row has its file"
+job = "app-db"
+query = "SELECT path, sha256 FROM uploads ORDER BY id"
+member = "uploads"
+hash = "sha256"
+
+[[command]]
+name = "every audit row names an upload and its file"
+run = ["sh", "-c", "ids=$(mariadb --no-defaults -N -B -e 'SELECT GROUP_CONCAT(upload_id ORDER BY upload_id) FROM audit' \"$LIFEBOAT_SET_DB_LEGACY_DB\") && test -n \"$ids\" && test \"$ids\" != NULL && bad=$(psql -X -tAc \"SELECT string_agg(x::text, ',') FROM unnest(ARRAY[$ids]::bigint[]) x WHERE x NOT IN (SELECT id FROM uploads)\" -d \"$LIFEBOAT_SET_DB_APP_DB\") && if test -n \"$bad\"; then echo \"audit rows naming a missing upload: $bad\" >&2; exit 1; fi && for p in $(psql -X -tAc \"SELECT path FROM uploads WHERE id IN ($ids)\"); do test -f \"$LIFEBOAT_SET_DIR_UPLOADS/$p\" || { echo \"missing file $p\" >&2; exit 1; }; done && case \"$LIFEBOAT_SET_URL_APP_DB\" in postgres://*) ;; *) exit 1;; esac && case \"$LIFEBOAT_SET_URL_LEGACY_DB\" in mariadb://*) ;; *) exit 1;; esac"]
+"#,
+    )
+    .unwrap();
+    let plan = ws.plan(
+        "mixed",
+        &format!(
+            r#"[[jobs]]
+name = "legacy-db"
+schedule = "0 3 * * *"
+[jobs.source]
+type = "mariadb"
+socket = "{}"
+user = "root"
+database = "legacy"
+no_defaults = true
+row_counts = "exact"
+
+{}
+[[sets]]
+name = "app"
+# The audit rows name uploads: listed first, so MariaDB's snapshot is taken before
+# PostgreSQL's and every upload an audit row names is in the set.
+jobs = ["legacy-db", "app-db", "uploads"]
+restore_tests = ["mixed-set.toml"]
+
+[drill]
+environment = "ephemeral-mariadb"
+"#,
+            mc.socket.as_deref().unwrap().display(),
+            app_jobs(&pc, &bin, &uploads)
+        ),
+    );
+
+    // The application: a file, then the PostgreSQL row naming it (committed), then the
+    // MariaDB row naming that row (committed), over and over while the set is backed up.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (pc2, mc2, dir2, stop2) = (pc.clone(), mc.clone(), uploads.clone(), stop.clone());
+    let writer = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            n += 1;
+            let body: Vec<u8> = (0..(2048 + n * 41 % 5000))
+                .map(|i| (i * 13 + n) as u8)
+                .collect();
+            let name = format!("f{n:06}.bin");
+            std::fs::write(dir2.join(&name), &body).unwrap();
+            let id = psql(
+                &pc2,
+                "app",
+                &format!(
+                    "INSERT INTO uploads (path, sha256) VALUES ('{name}', '{}') RETURNING id",
+                    sha256_hex(&body)
+                ),
+            );
+            let id = id.trim().lines().next().unwrap().to_string();
+            mariadb(
+                &mc2,
+                Some("legacy"),
+                &format!("INSERT INTO audit (upload_id, note) VALUES ({id}, 'uploaded {name}')"),
+            );
+        }
+        n
+    });
+    let written = backup_while_writing(&plan, &stop, writer, &["legacy-db", "app-db"]);
+    assert!(written > 10, "the writer wrote only {written} uploads");
+
+    // Drilled together: a MariaDB and a PostgreSQL server, the files beside them.
+    let tmp = drill_tmp();
+    let (code, reports, err) = drill_json(&ws, &plan, tmp.path());
+    assert_eq!(code, Some(0), "set drill failed: {err}\n{reports:#?}");
+    let r = &reports[0];
+    assert_eq!(r["job"], "set:app", "{r:#}");
+    assert_eq!(
+        r["environment"], "ephemeral-mariadb+ephemeral-postgres",
+        "{r:#}"
+    );
+    assert_eq!(r["set"]["members"].as_array().unwrap().len(), 3, "{r:#}");
+    let checks = r["checks"].as_array().unwrap();
+    let named = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name:?}: {r:#}"))
+    };
+    for name in [
+        "audit rows were restored",
+        "every upload row has its file",
+        "every audit row names an upload and its file",
+    ] {
+        assert_eq!(named(name)["status"], "passed", "{name}: {r:#}");
+    }
+    // Row counts of both engines' databases, each against its own snapshot.
+    let counts: Vec<_> = checks
+        .iter()
+        .filter(|c| c["kind"] == "row_counts")
+        .collect();
+    assert!(
+        counts
+            .iter()
+            .any(|c| c["name"].as_str().unwrap().contains("(app-db)")),
+        "{r:#}"
+    );
+    assert!(counts.iter().all(|c| c["status"] == "passed"), "{r:#}");
+    let phases: Vec<String> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{} {:.2}s", p["phase"], p["secs"].as_f64().unwrap_or(0.0)))
+        .collect();
+    eprintln!(
+        "mixed set drill: rto {} s; {}",
+        r["rto"]["measured_secs"],
+        phases.join(", ")
+    );
+    assert_eq!(
+        env_dirs(tmp.path()),
+        Vec::<PathBuf>::new(),
+        "environment left behind"
+    );
+
+    // A MariaDB row naming an upload PostgreSQL never had: the next recovery point's
+    // drill fails the cross-engine check with exit 16, naming it, and both servers go.
+    mariadb(
+        &mc,
+        Some("legacy"),
+        "INSERT INTO audit (upload_id, note) VALUES (987654321, 'dangling')",
+    );
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
+    let tmp = drill_tmp();
+    let (code, reports, err) = drill_json(&ws, &plan, tmp.path());
+    assert_eq!(code, Some(16), "{err}\n{reports:#?}");
+    let r = &reports[0];
+    assert_eq!(r["result"], "check_failed", "{r:#}");
+    let cmd = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "every audit row names an upload and its file")
+        .unwrap();
+    assert_eq!(cmd["status"], "failed", "{r:#}");
+    assert!(
+        cmd["detail"].as_str().unwrap().contains("987654321"),
+        "{r:#}"
+    );
+    assert_eq!(
+        env_dirs(tmp.path()),
+        Vec::<PathBuf>::new(),
+        "environment left behind"
+    );
+
+    // A damaged member (a byte flipped in the pack of PostgreSQL's new data): the set's
+    // drill is exit 13, names the member and the pack, and both servers go.
+    psql(
+        &pc,
+        "app",
+        "CREATE TABLE zfill AS SELECT g AS id, md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, 200000) g",
+    );
+    let data = ws.path().join("repo/data");
+    let before = list_files(&data);
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
+    let mut new: Vec<_> = list_files(&data)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .map(|p| data.join(p))
+        .collect();
+    new.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let pack = new.last().unwrap();
+    let mut raw = std::fs::read(pack).unwrap();
+    let mid = raw.len() / 2;
+    raw[mid] ^= 0x40;
+    std::fs::write(pack, &raw).unwrap();
+    let pack = pack.file_name().unwrap().to_string_lossy().into_owned();
+    let tmp = drill_tmp();
+    let (code, reports, err) = drill_json(&ws, &plan, tmp.path());
+    assert_eq!(code, Some(13), "{err}\n{reports:#?}");
+    let r = &reports[0];
+    assert_eq!(r["result"], "damaged", "{r:#}");
+    assert_eq!(r["damaged_pack"], pack.as_str(), "{r:#}");
+    assert!(
+        r["error"].as_str().unwrap().contains("set member app-db"),
+        "{r:#}"
+    );
+    assert_eq!(
+        env_dirs(tmp.path()),
+        Vec::<PathBuf>::new(),
+        "environment left behind"
+    );
+
+    // SIGTERM once both servers are being started: both go (exit 130), nothing is left.
+    let tmp = drill_tmp();
+    let mut child = lifeboat()
+        .args(["drill", "--plan"])
+        .arg(&plan)
+        .env("TMPDIR", tmp.path())
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut servers = Vec::new();
+    while servers.len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the drill never started both servers"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        servers = env_dirs(tmp.path())
+            .into_iter()
+            .filter(|d| {
+                let n = d.file_name().unwrap().to_string_lossy().into_owned();
+                n.starts_with("lifeboat-env-postgres-") || n.starts_with("lifeboat-env-mariadb-")
+            })
+            .collect();
+    }
+    // SAFETY: signalling the child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "an interrupted drill exits 130");
+    assert_eq!(
+        env_dirs(tmp.path()),
+        Vec::<PathBuf>::new(),
+        "environment left behind"
+    );
+    for d in &servers {
+        assert_eq!(
+            processes_matching(&d.display().to_string()),
+            Vec::<String>::new(),
+            "a server of the interrupted drill still runs"
+        );
+    }
+    drop(my);
 }

@@ -37,8 +37,13 @@ pub struct ScratchSpec {
 /// `lifeboat_drill_20261124t081400z_a1b2c3`): letters, digits and underscores only, valid
 /// unquoted in both servers.
 pub fn drill_database(id: &str) -> String {
-    let s: String = id
-        .chars()
+    format!("{DB_PREFIX}{}", db_name_part(id))
+}
+
+/// `s` as a piece of a database name valid unquoted in both servers: lower-case letters and
+/// digits, anything else as `_`.
+pub fn db_name_part(s: &str) -> String {
+    s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_lowercase()
@@ -46,8 +51,7 @@ pub fn drill_database(id: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("{DB_PREFIX}{s}")
+        .collect()
 }
 
 /// When the drill that made `name` started, if `name` is a drill database.

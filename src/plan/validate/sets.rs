@@ -1,8 +1,9 @@
 //! `[[sets]]`: recovery-point sets. Valid, distinct names (not a job's); at least two member
 //! jobs, each defined, none in two sets; kinds the set can start together (PostgreSQL,
 //! MariaDB, directories, btrfs subvolumes); one schedule shared by every member (a set is backed up
-//! as one run); several databases only of one engine, drilled on a throwaway server of
-//! lifeboat's own (they are all loaded into it); restore-test paths resolved.
+//! as one run); several databases (of one engine or both) only where the drill starts
+//! throwaway servers of lifeboat's own — one per engine, each member loaded into its
+//! engine's; restore-test paths resolved.
 
 use super::{valid_name, Seg, Validator};
 use crate::plan::model::{EnvironmentKind, JobSpec, SetSpec};
@@ -118,33 +119,28 @@ impl Validator<'_> {
                 .iter()
                 .filter(|j| matches!(j.source, SourceSpec::Postgres(_)))
                 .count();
-            if pg > 0 && pg < databases.len() {
-                self.issue(
-                    &at("jobs"),
-                    format!(
-                        "set {:?} mixes PostgreSQL and MariaDB jobs ({}); a set's drill loads its databases into one throwaway server, and PostgreSQL + MariaDB sets are not supported yet",
-                        s.name,
-                        databases.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                    "keep the databases of one set on one engine (back the other up as its own job or set)",
-                );
-            } else if databases.len() > 1
+            if databases.len() > 1
                 && matches!(
                     drill_env,
                     Some(EnvironmentKind::Scratch | EnvironmentKind::Command)
                 )
             {
+                let engines = if pg > 0 && pg < databases.len() {
+                    "ephemeral-postgres\" or \"ephemeral-mariadb\" (either: a set of both engines gets one throwaway server per engine)".to_string()
+                } else {
+                    format!(
+                        "ephemeral-{}\"",
+                        if pg > 0 { "postgres" } else { "mariadb" }
+                    )
+                };
                 self.issue(
                     &at("jobs"),
                     format!(
-                        "set {:?} has {} database jobs; its drill loads them all into one throwaway server of lifeboat's own, not a scratch server or provisioning commands",
+                        "set {:?} has {} database jobs; its drill loads them into throwaway servers of lifeboat's own, not a scratch server or provisioning commands",
                         s.name,
                         databases.len()
                     ),
-                    format!(
-                        "set [drill] environment = \"ephemeral-{}\", or keep one database job per set",
-                        if pg > 0 { "postgres" } else { "mariadb" }
-                    ),
+                    format!("set [drill] environment = \"{engines}, or keep one database job per set"),
                 );
             }
             let restore_tests: Vec<_> = s.restore_tests.iter().map(|p| self.resolve(p)).collect();
