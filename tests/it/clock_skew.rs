@@ -93,12 +93,20 @@ fn leases_are_judged_in_store_time_and_prune_refuses_a_skewed_clock() {
     let r = run(lb(w, &url, None, &support::FAST_INIT));
     assert_eq!(r.code, 0, "{r:?}");
     let src = make_s3_tree(w, 6, 23);
+    // A file only the first snapshot holds: forgetting that snapshot condemns its packs.
+    let gone: Vec<u8> = (0..(6 << 20)).map(|_| rand::random::<u8>()).collect();
+    std::fs::write(src.join("gone.bin"), gone).unwrap();
     let first = ok(w, &url, &["backup", src.to_str().unwrap()]);
+    std::fs::remove_file(src.join("gone.bin")).unwrap();
     std::fs::write(src.join("a/new.bin"), vec![7u8; 3 << 20]).unwrap();
-    std::fs::remove_dir_all(src.join("a/b")).unwrap();
     let second = ok(w, &url, &["backup", src.to_str().unwrap()]);
     let keep = second["snapshot_id"].as_str().unwrap().to_string();
-    ok(w, &url, &["forget", first["snapshot_id"].as_str().unwrap()]);
+    let v = ok(w, &url, &["forget", "--keep-last", "1"]);
+    assert!(
+        v.to_string()
+            .contains(first["snapshot_id"].as_str().unwrap()),
+        "{v:#}"
+    );
 
     // A host 13 minutes behind the store: prune refuses, deletes and writes nothing.
     let before = keys(&g, w);
@@ -119,7 +127,12 @@ fn leases_are_judged_in_store_time_and_prune_refuses_a_skewed_clock() {
 
     // This host (3 minutes behind the store, inside the 5 allowed) prunes; stopped in
     // phase 2 with its exclusive lock, a 60 s lease.
-    let mut c = lb(w, &url, None, &["prune", "--grace", "0s", "--json"]);
+    let mut c = lb(
+        w,
+        &url,
+        None,
+        &["prune", "--grace", "0s", "--max-unused", "0%", "--json"],
+    );
     c.env(lifeboat::repo::lock::LEASE_ENV, "60")
         .env("LIFEBOAT_FAILPOINT", "prune-before-delete:1")
         .stdout(Stdio::piped())
