@@ -450,6 +450,51 @@ fn damaged_key_file_writes_nothing_and_each_attempt_runs_the_kdf_once() {
     }
 }
 
+// ----- T18: bad retention input ----------------------------------------------------------------
+
+/// T18: `forget --keep-tag typo` (a rule that keeps none of a group's snapshots) is refused
+/// with exit 1, naming the group and `--force`, and changes no file of the repository; with
+/// `--force --dry-run` it lists every snapshot as removed and still changes nothing; with
+/// `--force` it removes them all. Then the repository verifies and the catalog matches it.
+#[test]
+fn forget_refuses_to_empty_a_group_with_1_unless_forced() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    make_tree(&src, 11, 4, 5_000);
+    for i in 0..3 {
+        std::fs::write(src.join("gen.txt"), format!("generation {i}")).unwrap();
+        s.ok(&["backup", "--tag", "nightly", src.to_str().unwrap()]);
+    }
+    let before = snapshot_of_files(&s.repo);
+    let out = s.run(&["forget", "--keep-tag", "nigthly"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refusing to remove every snapshot") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was removed"), "{err}");
+    assert_eq!(
+        snapshot_of_files(&s.repo),
+        before,
+        "a refused forget wrote something"
+    );
+    let dry = s.json(&["forget", "--keep-tag", "nigthly", "--force", "--dry-run"]);
+    let rows: Vec<&Value> = dry["regions"][0]["groups"][0]["snapshots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{dry:#}"))
+        .iter()
+        .collect();
+    assert_eq!(rows.len(), 3, "{dry:#}");
+    assert!(rows.iter().all(|r| r["keep"] == false), "{dry:#}");
+    assert_eq!(snapshot_ids(&s).len(), 3);
+    s.ok(&["forget", "--keep-tag", "nigthly", "--force"]);
+    assert!(snapshot_ids(&s).is_empty());
+    inv1(&s);
+    inv3(&s);
+}
+
 // ----- T17: ENOSPC, randomized -----------------------------------------------------------------
 
 /// T17: 10 backups into a repository on a 20 MiB tmpfs, each with a random amount (22–40 MiB)
