@@ -301,7 +301,7 @@ async fn drill_proven(
 }
 
 /// Groups the snapshots and applies the rules to each group. Refuses a group that would
-/// lose every snapshot.
+/// lose every snapshot, unless `force`.
 #[allow(clippy::too_many_arguments)]
 pub fn decide(
     target: &Target,
