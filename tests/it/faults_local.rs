@@ -924,3 +924,74 @@ fn drills_of_a_dump_missing_a_table_or_a_stale_snapshot_fail_with_16_and_17() {
     );
     assert!(env_dirs(tmp.path()).is_empty(), "environment left behind");
 }
+
+/// T17 with an S3 region beside the full local disk: a backup to a local repository on a
+/// 20 MiB tmpfs and an S3 region (moto) with more data than the tmpfs holds commits in the S3
+/// region and exits 3, naming the local region as failed for lack of space. The local
+/// region keeps no snapshot and no temp file and still verifies; the S3 region verifies and
+/// restores bit-exact.
+#[test]
+fn a_full_local_disk_beside_an_s3_region_still_commits_in_s3_with_3() {
+    use support::moto::Moto;
+    use support::regions::{lifeboat as lb, repos, run as run_lb};
+    assert!(is_root(), "this test needs root to mount a small tmpfs");
+    let moto = Moto::start();
+    moto.create_bucket("full", false);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let fs = w.join("fs");
+    let _tmpfs = Tmpfs::mount(&fs, "size=20m");
+    let urls = vec![
+        fs.join("repo").to_str().unwrap().to_string(),
+        moto.url("full", "repo", ""),
+    ];
+    let cmd = |args: &[&str]| {
+        let mut c = lb(w);
+        c.env("LIFEBOAT_STATE_DIR", w.join("state"));
+        repos(&mut c, &urls);
+        c.args(args);
+        run_lb(c)
+    };
+    let r = cmd(&FAST_INIT);
+    assert_eq!(r.code, 0, "{r:?}");
+    let src = w.join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("small.txt"), b"small").unwrap();
+    write_random(&src.join("big.bin"), 171, 30 << 20);
+    let r = cmd(&["--json", "backup", src.to_str().unwrap()]);
+    assert_eq!(r.code, 3, "{r:?}");
+    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    let regions = v["regions"].as_array().unwrap();
+    assert_eq!(regions[0]["status"], "failed", "{r:?}");
+    assert_eq!(regions[1]["status"], "complete", "{r:?}");
+    assert!(r.all().contains("out of space"), "{r:?}");
+    assert!(!r.all().contains(PASSWORD), "INV-4: {r:?}");
+    let local = regions[0]["region"].as_str().unwrap().to_string();
+    let temps: Vec<_> = list_files(&fs.join("repo"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    assert!(
+        list_files(&fs.join("repo/snapshots")).is_empty(),
+        "INV-5: the full region got a snapshot"
+    );
+    for region in [local.as_str(), "moto"] {
+        let r = cmd(&["verify", "--region", region]);
+        assert_eq!(r.code, 0, "{region}: {r:?}");
+    }
+    let r = cmd(&["verify", "--read-data", "--region", "moto"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let target = w.join("restored");
+    let r = cmd(&[
+        "restore",
+        "latest",
+        "--region",
+        "moto",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let diffs = compare_dirs(&src, &target.join("src")).unwrap();
+    assert!(diffs.is_empty(), "INV-2: {diffs:#?}");
+}
