@@ -294,6 +294,7 @@ impl Repository {
             let bad: HashSet<BlobId> = check.bad_blobs.iter().map(|(b, _)| *b).collect();
             let mut builder = super::pack::PackBuilder::with_capacity(bytes.len());
             let mut kept = 0;
+            let mut lost = check.bad_blobs;
             for e in entries.iter().filter(|e| !bad.contains(&e.id)) {
                 let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
                 // Verified just now by `check_pack`; the CRC guards the copy into the new pack.
@@ -305,6 +306,8 @@ impl Repository {
                     crc32fast::hash(sealed),
                 ) {
                     kept += 1;
+                } else {
+                    lost.push((e.id, "changed in memory while it was copied".into()));
                 }
             }
             let salvaged_into = if builder.is_empty() {
@@ -315,12 +318,12 @@ impl Repository {
             };
             // The blobs that verified are safely stored elsewhere now; the damaged copy goes.
             self.store.delete(&pack_key(&id)).await?;
-            tracing::warn!(pack = %id, kept, lost = check.bad_blobs.len(), "damaged pack salvaged");
+            tracing::warn!(pack = %id, kept, lost = lost.len(), "damaged pack salvaged");
             out.push(PackSalvage {
                 pack: id,
                 salvaged_into,
                 kept,
-                lost: check.bad_blobs,
+                lost,
                 left_because: None,
             });
         }
