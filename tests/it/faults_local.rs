@@ -995,3 +995,54 @@ fn a_full_local_disk_beside_an_s3_region_still_commits_in_s3_with_3() {
     let diffs = compare_dirs(&src, &target.join("src")).unwrap();
     assert!(diffs.is_empty(), "INV-2: {diffs:#?}");
 }
+
+/// T31 (SR-9): a running lifeboat is not dumpable (`prctl(PR_SET_DUMPABLE, 0)`), so no core
+/// file and no same-user `ptrace` or `/proc/<pid>/mem` read can reach its keys. Observed from
+/// a backup's `pre` hook, run as an unprivileged user: the kernel gives the `/proc` files of
+/// a non-dumpable process to root, so `/proc/<lifeboat>/status` is owned by uid 0 rather than
+/// by the user running it.
+#[test]
+fn a_running_backup_is_not_dumpable() {
+    use std::os::unix::process::CommandExt;
+    assert!(
+        is_root(),
+        "this test needs root to run lifeboat as another user"
+    );
+    const NOBODY: u32 = 65534;
+    let ws = Workspace::new();
+    let data = ws.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "hello\n").unwrap();
+    let seen = ws.path().join("owner.txt");
+    let plan = ws.plan(
+        "dump",
+        &format!(
+            "[[jobs]]\nname = \"files\"\nschedule = \"0 2 * * *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n[jobs.hooks]\npre = \"stat -c %u /proc/$PPID/status > {}\"\ntimeout = \"10s\"\n",
+            data.display(),
+            seen.display()
+        ),
+    );
+    let st = std::process::Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .arg(ws.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::set_permissions(ws.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = lifeboat();
+    cmd.args(["backup", "--plan"])
+        .arg(&plan)
+        .env("HOME", ws.path())
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state"))
+        .current_dir(ws.path())
+        .uid(NOBODY)
+        .gid(NOBODY);
+    let o = run(&mut cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let owner = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(
+        owner.trim(),
+        "0",
+        "/proc/<lifeboat>/status belongs to the user running it: the process is dumpable"
+    );
+}
