@@ -513,7 +513,9 @@ fn randomized_full_disk_passes_leave_a_valid_repository_and_prune_still_works() 
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("small.txt"), b"the part that fits").unwrap();
     s.ok(&["backup", src.to_str().unwrap()]);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let seed: u64 = rand::random();
+    eprintln!("T17 passes: seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut full = 0;
     for pass in 0..10u64 {
         let mb = 22 + (rng.next_u32() % 19) as usize;
@@ -522,7 +524,11 @@ fn randomized_full_disk_passes_leave_a_valid_repository_and_prune_still_works() 
         let before = snapshot_ids(&s).len();
         let out = s.run(&["backup", src.to_str().unwrap()]);
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(15), "pass {pass} ({mb} MiB): {err}");
+        assert_eq!(
+            out.status.code(),
+            Some(15),
+            "seed {seed}, pass {pass} ({mb} MiB): {err}"
+        );
         full += 1;
         assert!(
             err.contains("out of space") && err.contains("nothing was committed"),
