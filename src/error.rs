@@ -92,6 +92,11 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    /// A destructive operation refused for safety (e.g. `forget` removing every snapshot of
+    /// a group without `--force`, T18). Exit 1; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+
     #[error("{0}")]
     Other(String),
 }

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `flip-sealed-blob` | a blob just sealed, before its verification | seals it again |
 //! | `flip-blob-in-transit` | a verified blob on its way into its pack | seals it again |
-//! | `flip-pack` | a finished pack, before its check and upload | stores nothing, exit 13 |
+//! | `flip-pack` | a finished pack, before its check and upload | rebuilds it from its parity |
 //!
 //! *Crashes* (T03, T24: `kill -9` at a chosen step of a protocol) end the process with
 //! SIGKILL on the spot — no destructor runs, no lock is released, no temp file is removed,

@@ -512,6 +512,12 @@ fn disable_core_dumps() {
     unsafe {
         libc::setrlimit(libc::RLIMIT_CORE, &lim);
     }
+    // Not dumpable either: no core even where a handler ignores the limit, and no ptrace or
+    // /proc/<pid>/mem reads by other processes of the same user (SR-9, T31).
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
 }
 
 /// glibc gives every thread that allocates its own arena and keeps freed chunk buffers in

@@ -20,6 +20,11 @@ pub struct RepairArgs {
     /// damaged snapshots are only reported
     #[arg(long)]
     pub rewrite_snapshots: bool,
+    /// Read every pack in full first: a pack whose bytes are damaged is replaced by a pack of
+    /// its blobs that still verify, and the snapshots and files that needed the others are
+    /// named (slow: reads the whole repository)
+    #[arg(long)]
+    pub read_data: bool,
     /// Take the destinations and password from this plan file (then pick one with --region)
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
@@ -47,6 +52,7 @@ pub async fn repair(ctx: &Ctx, a: RepairArgs) -> Result<ExitCode> {
     let req = RepairRequest {
         region: a.region,
         rewrite_snapshots: a.rewrite_snapshots,
+        read_data: a.read_data,
     };
     let r = crate::ops::repair::repair(&ctx.env(), &target, req).await?;
     print_repair(ctx, &r, a.rewrite_snapshots);
@@ -73,6 +79,13 @@ fn print_repair(ctx: &Ctx, r: &Repair, rewrite: bool) {
         print_json(&json!({
             "message_type": "summary",
             "location": r.location,
+            "packs_salvaged": r.salvaged.iter().map(|p| json!({
+                "pack": p.pack,
+                "salvaged_into": p.salvaged_into,
+                "blobs_kept": p.kept,
+                "blobs_lost": p.lost.iter().map(|(b, why)| json!({"blob": b, "error": why})).collect::<Vec<_>>(),
+                "left_because": p.left_because,
+            })).collect::<Vec<_>>(),
             "packs_indexed": i.packs,
             "blobs_indexed": i.blobs,
             "index_files_written": i.written.len(),
@@ -86,6 +99,22 @@ fn print_repair(ctx: &Ctx, r: &Repair, rewrite: bool) {
     }
     for (p, why) in &i.unreadable {
         eprintln!("warning: pack {p}: {why}; not indexed");
+    }
+    for p in &r.salvaged {
+        match &p.left_because {
+            Some(why) => eprintln!(
+                "error: pack {}: damaged and its header is unreadable ({why}); left in place",
+                p.pack
+            ),
+            None => eprintln!(
+                "salvaged: pack {} was damaged: {} blob(s) verified and were stored again{}, {} lost ({})",
+                p.pack,
+                p.kept,
+                p.salvaged_into.map(|n| format!(" in pack {n}")).unwrap_or_default(),
+                p.lost.len(),
+                p.lost.iter().take(3).map(|(b, why)| format!("blob {b}: {why}")).collect::<Vec<_>>().join("; ")
+            ),
+        }
     }
     for d in &r.damaged {
         let s = &d.damage;

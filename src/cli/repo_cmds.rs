@@ -210,6 +210,7 @@ fn render_paths_backup(ctx: &Ctx, b: &PathsBackup) -> ExitCode {
             "packs_adopted": report.packs_adopted,
             "packs_lost": report.packs_lost,
             "blobs_resealed": report.blobs_resealed,
+            "packs_rebuilt": report.packs_rebuilt,
             "catalog_recorded": b.catalog_warnings.is_empty(),
             "catalog_warnings": b.catalog_warnings,
         });
@@ -253,6 +254,13 @@ fn render_paths_backup(ctx: &Ctx, b: &PathsBackup) -> ExitCode {
                 "re-sealed:  {} blobs failed verification before upload and were sealed again \
                  (memory or CPU fault?)",
                 report.blobs_resealed
+            );
+        }
+        if report.packs_rebuilt > 0 {
+            println!(
+                "rebuilt:    {} packs changed in memory before upload and were rebuilt from \
+                 their parity (memory or CPU fault?)",
+                report.packs_rebuilt
             );
         }
         if !report.warnings.is_empty() {

@@ -64,6 +64,10 @@ pub struct ForgetArgs {
     /// Show what would be kept and removed, and why; change nothing
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    /// Remove snapshots even when the rules would remove every snapshot of a job or source
+    /// (refused without it, exit 1)
+    #[arg(long)]
+    pub force: bool,
     /// Then free the data no snapshot needs any more (see `lifeboat prune`)
     #[arg(long)]
     pub prune: bool,
@@ -166,6 +170,7 @@ pub async fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
         policy: given.then_some(flags),
         region: a.region,
         dry_run: a.dry_run,
+        force: a.force,
         prune: a
             .prune
             .then(|| a.prune_opts.request(a.dry_run))

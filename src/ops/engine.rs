@@ -45,6 +45,8 @@ pub struct SnapshotReport {
     pub packs_lost: Vec<crate::ids::PackId>,
     /// Blobs found damaged by the verification before upload and sealed again (T27).
     pub blobs_resealed: u64,
+    /// Finished packs found changed before upload and rebuilt from their parity (T27).
+    pub packs_rebuilt: u64,
 }
 
 /// Runs one backup of `source` into `repo` and commits a snapshot — the commit protocol:
@@ -231,6 +233,7 @@ async fn snapshot_locked(
         packs_adopted,
         packs_lost,
         blobs_resealed: stats.blobs_resealed,
+        packs_rebuilt: stats.packs_rebuilt,
     })
 }
 

@@ -35,6 +35,9 @@ pub struct ForgetRequest {
     /// Only this region (a destination name or catalog region).
     pub region: Option<String>,
     pub dry_run: bool,
+    /// Remove snapshots even when every snapshot of a group would go (refused otherwise,
+    /// exit 1: restic #4568, RELIABILITY T18).
+    pub force: bool,
     /// Prune afterwards (`forget --prune`), region by region.
     pub prune: Option<PruneRequest>,
 }
@@ -172,7 +175,9 @@ pub async fn forget(env: &Env, target: &Target, req: ForgetRequest) -> Result<Fo
             Ok(()) => {}
             // One region alone: its error is the command's.
             Err(e) if target.regions.len() == 1 || req.region.is_some() => return Err(e),
-            Err(e @ (Error::Interrupted | Error::Usage(_) | Error::Config(_))) => return Err(e),
+            Err(
+                e @ (Error::Interrupted | Error::Usage(_) | Error::Config(_) | Error::Refused(_)),
+            ) => return Err(e),
             Err(e) => {
                 env.warn(format!(
                     "region {}: not handled, the next run will: {e}",
@@ -213,6 +218,7 @@ async fn forget_region(
                 &drilled,
                 &region.catalog_region,
                 &running,
+                req.force,
             )?;
             let removed: Vec<SnapshotId> = groups
                 .iter()
@@ -295,7 +301,8 @@ async fn drill_proven(
 }
 
 /// Groups the snapshots and applies the rules to each group. Refuses a group that would
-/// lose every snapshot.
+/// lose every snapshot, unless `force`.
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     target: &Target,
     job: Option<&str>,
@@ -304,6 +311,7 @@ pub fn decide(
     drilled: &[(String, String, SnapshotId)],
     region: &str,
     running: &[SnapshotId],
+    force: bool,
 ) -> Result<Vec<Group>> {
     let selected: Vec<&(SnapshotId, Snapshot)> = match &target.plan {
         Some(p) => super::snapshots::of_plan(snaps, p, job),
@@ -350,13 +358,13 @@ pub fn decide(
             }
         }
         let decisions = retention::apply(policy, &cands, &tz, &protected);
-        if !decisions.is_empty() && decisions.iter().all(|d| !d.keep()) {
+        if !force && !decisions.is_empty() && decisions.iter().all(|d| !d.keep()) {
             let what = match &k {
                 Key::Job(p, j) => format!("job {j} of plan {p}"),
                 Key::AdHoc(h, paths) => format!("the backups of {} on {h}", paths.join(" ")),
             };
-            return Err(Error::Usage(format!(
-                "refusing to remove every snapshot of {what} ({} of them): no keep rule matches any; add a rule that does (e.g. --keep-last 1)",
+            return Err(Error::Refused(format!(
+                "refusing to remove every snapshot of {what} ({} of them): no keep rule matches any; add a rule that does (e.g. --keep-last 1), or give --force to remove them all (nothing was removed)",
                 decisions.len()
             )));
         }
@@ -419,6 +427,7 @@ pub async fn apply_retention(env: &Env, target: &Target, job: &str) -> ExitCode 
         policy: Some(policy_of(spec)),
         region: None,
         dry_run: false,
+        force: false,
         prune: spec.prune.then(PruneRequest::default),
     };
     match forget(env, target, req).await {

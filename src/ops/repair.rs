@@ -2,7 +2,9 @@
 //! `lifeboat unlock` (locks left by processes that died).
 //!
 //! `repair`, under an exclusive lock on one region: the index is rebuilt from the pack
-//! headers (packs that are gone drop out of it, packs no index listed join it), then every
+//! headers (packs that are gone drop out of it, packs no index listed join it; with
+//! `read_data`, every pack is read in full first and a damaged one is replaced by a pack of
+//! its blobs that still verify, T11), then every
 //! snapshot is walked for data no pack holds. Those snapshots are reported (exit 13); with
 //! `rewrite_snapshots` each is written again without the files and directories that cannot
 //! be restored (tagged `repaired`) and the original removed — a snapshot whose root directory
@@ -14,7 +16,7 @@ use super::Env;
 use crate::error::ExitCode;
 use crate::ids::{BlobId, SnapshotId};
 use crate::pipeline::Pipeline;
-use crate::repo::heal::{IndexRebuild, SnapshotDamage};
+use crate::repo::heal::{IndexRebuild, PackSalvage, SnapshotDamage};
 use crate::repo::index::Index;
 use crate::repo::lock::{LockFile, UnlockReport};
 use crate::repo::pack::BlobKind;
@@ -30,6 +32,8 @@ pub struct RepairRequest {
     pub region: Option<String>,
     /// Write snapshots that point at lost data again without the lost files.
     pub rewrite_snapshots: bool,
+    /// Read every pack in full first and salvage damaged ones (T11).
+    pub read_data: bool,
 }
 
 /// One snapshot that needs data no pack holds, and what repair did about it.
@@ -45,6 +49,8 @@ pub struct DamagedSnapshot {
 #[derive(Debug, Clone)]
 pub struct Repair {
     pub location: String,
+    /// Damaged packs found by `read_data`, and what became of their blobs.
+    pub salvaged: Vec<PackSalvage>,
     pub index: IndexRebuild,
     pub snapshots_checked: usize,
     pub damaged: Vec<DamagedSnapshot>,
@@ -54,7 +60,9 @@ impl Repair {
     /// 0 when every snapshot restores (or was rewritten to); 13 when a snapshot still
     /// points at lost data.
     pub fn exit_code(&self) -> ExitCode {
-        if self.damaged.iter().any(|d| d.rewritten_as.is_none()) {
+        if self.damaged.iter().any(|d| d.rewritten_as.is_none())
+            || self.salvaged.iter().any(|p| p.left_because.is_some())
+        {
             ExitCode::Integrity
         } else {
             ExitCode::Ok
@@ -80,6 +88,13 @@ pub async fn repair(env: &Env, target: &Target, req: RepairRequest) -> Result<Re
     let repair = repo
         .with_lock("repair", true, async |lock| {
             repo.sweep_leftovers().await;
+            let salvaged = if req.read_data {
+                repo.salvage_damaged_packs(&env.progress.bytes("packs read"))
+                    .await?
+            } else {
+                Vec::new()
+            };
+            env.cancel.check()?;
             let index = repo.rebuild_index(&env.progress.bytes("packs")).await?;
             env.cancel.check()?;
             let loaded = repo.load_index().await?;
@@ -101,6 +116,7 @@ pub async fn repair(env: &Env, target: &Target, req: RepairRequest) -> Result<Re
             }
             Ok(Repair {
                 location: repo.location(),
+                salvaged,
                 index,
                 snapshots_checked,
                 damaged,

@@ -12,7 +12,9 @@
 //! the backup goes on ([`PipelineStats::blobs_resealed`] counts them). Each blob is hashed
 //! into its pack's name as it lands there, and the finished pack is re-hashed against that
 //! name just before the store, so every byte is covered from sealing to upload without
-//! decompressing anything twice.
+//! decompressing anything twice. A finished pack that changed by then is mended from the
+//! stripe parity taken as its blobs landed ([`pack::mend`]) and checked again
+//! ([`PipelineStats::packs_rebuilt`] counts them).
 //! Every queue is bounded, so memory stays flat whatever the input size. Blobs between the
 //! caller and the packer are bounded by their bytes (`IN_FLIGHT_BYTES`), not their number:
 //! a few large chunks of a dump or thousands of small files' blobs, so the workers always
@@ -60,6 +62,9 @@ pub struct PipelineStats {
     pub packs_added: u64,
     /// Blobs sealed again because their verification before upload found them damaged.
     pub blobs_resealed: u64,
+    /// Finished packs whose bytes changed in memory before their upload and were rebuilt
+    /// from their parity (T27).
+    pub packs_rebuilt: u64,
     /// The packs this run stored (checked again before the commit).
     pub stored_packs: Vec<crate::ids::PackId>,
 }
@@ -136,6 +141,8 @@ struct Shared {
     packs: AtomicU64,
     /// Blobs sealed again because a verification found them damaged (T27).
     resealed: AtomicU64,
+    /// Packs rebuilt from their parity before upload (T27).
+    rebuilt: AtomicU64,
     /// Every pack stored so far.
     stored: Mutex<Vec<crate::ids::PackId>>,
     /// Plaintext bytes between `add` and the packer (see `IN_FLIGHT_BYTES`).
@@ -412,6 +419,7 @@ impl Pipeline {
             bytes_stored: self.shared.bytes_stored.load(Ordering::Relaxed),
             packs_added: self.shared.packs.load(Ordering::Relaxed),
             blobs_resealed: self.shared.resealed.load(Ordering::Relaxed),
+            packs_rebuilt: self.shared.rebuilt.load(Ordering::Relaxed),
             stored_packs: self.shared.stored.lock().expect("stored packs").clone(),
             ..self.stats.clone()
         }
@@ -461,11 +469,14 @@ async fn upload_loop(
     loop {
         tokio::select! {
             p = rx.recv(), if open && inflight.len() < UPLOAD_CONCURRENCY => match p {
-                Some(p) => inflight.push(repo.store_pack(p)),
+                Some(p) => inflight.push(repo.store_pack_mending(p)),
                 None => open = false,
             },
             Some(done) = inflight.next(), if !inflight.is_empty() => match done {
-                Ok(ip) => {
+                Ok((ip, mended)) => {
+                    if mended {
+                        shared.rebuilt.fetch_add(1, Ordering::Relaxed);
+                    }
                     shared.bytes_stored.fetch_add(ip.size, Ordering::Relaxed);
                     shared.packs.fetch_add(1, Ordering::Relaxed);
                     shared.stored.lock().expect("stored packs").push(ip.id);

@@ -59,6 +59,21 @@ pub struct IndexRebuild {
     pub lost: Vec<PackId>,
 }
 
+/// A pack whose bytes no longer match its name, and what `repair --read-data` did about it
+/// (T11).
+#[derive(Debug, Clone)]
+pub struct PackSalvage {
+    pub pack: PackId,
+    /// The pack holding the blobs that still verified (none when no blob did).
+    pub salvaged_into: Option<PackId>,
+    /// Blobs that still verified and were stored again.
+    pub kept: usize,
+    /// Blobs that failed their check, with why: now lost unless another pack holds them.
+    pub lost: Vec<(BlobId, String)>,
+    /// Why the damaged pack was left in place (its header is unreadable), if it was.
+    pub left_because: Option<String>,
+}
+
 /// What one snapshot needs that no pack holds.
 #[derive(Debug, Clone)]
 pub struct SnapshotDamage {
@@ -230,6 +245,89 @@ impl Repository {
             ));
         }
         Ok(())
+    }
+
+    /// Reads every pack in full and salvages those whose bytes no longer match their name (a
+    /// flipped bit, T11): the blobs that still decrypt, decompress and hash to their id are
+    /// stored again in a new pack, then the damaged pack is deleted, so the index rebuilt
+    /// afterwards no longer offers the damaged blobs and [`Repository::lost_data`] names the
+    /// snapshots and files that needed them. A pack whose header cannot be read is left as it
+    /// is (nothing in it can be told apart). Run under an exclusive lock, before
+    /// [`Repository::rebuild_index`].
+    pub async fn salvage_damaged_packs(
+        &self,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<Vec<PackSalvage>> {
+        let listed: Vec<PackId> = self
+            .store
+            .list("data/")
+            .await?
+            .into_iter()
+            .filter_map(|i| parse_pack_key(&i.key))
+            .collect();
+        progress.set_length(listed.len() as u64);
+        let mut out = Vec::new();
+        for id in listed {
+            let bytes = self.store.get(&pack_key(&id)).await?;
+            progress.inc(1);
+            let (keys, repo_id) = (self.keys.clone(), *self.id());
+            let check = tokio::task::spawn_blocking(move || {
+                let c = super::pack::check_pack(&keys, &repo_id, &id, &bytes);
+                (c, bytes)
+            });
+            let (check, bytes) = check.await.expect("check thread");
+            if check.hash_ok && check.header_error.is_none() && check.bad_blobs.is_empty() {
+                continue;
+            }
+            let Some(entries) = check.entries else {
+                let why = check.header_error.unwrap_or_default();
+                tracing::warn!(pack = %id, error = %why, "damaged pack left in place: its header is unreadable");
+                out.push(PackSalvage {
+                    pack: id,
+                    salvaged_into: None,
+                    kept: 0,
+                    lost: Vec::new(),
+                    left_because: Some(why),
+                });
+                continue;
+            };
+            let bad: HashSet<BlobId> = check.bad_blobs.iter().map(|(b, _)| *b).collect();
+            let mut builder = super::pack::PackBuilder::with_capacity(bytes.len());
+            let mut kept = 0;
+            let mut lost = check.bad_blobs;
+            for e in entries.iter().filter(|e| !bad.contains(&e.id)) {
+                let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+                // Verified just now by `check_pack`; the CRC guards the copy into the new pack.
+                if builder.push_verified(
+                    e.kind,
+                    e.id,
+                    e.raw_length,
+                    sealed,
+                    crc32fast::hash(sealed),
+                ) {
+                    kept += 1;
+                } else {
+                    lost.push((e.id, "changed in memory while it was copied".into()));
+                }
+            }
+            let salvaged_into = if builder.is_empty() {
+                None
+            } else {
+                let finished = builder.finish(&self.keys, self.id());
+                Some(self.store_pack(finished).await?.id)
+            };
+            // The blobs that verified are safely stored elsewhere now; the damaged copy goes.
+            self.store.delete(&pack_key(&id)).await?;
+            tracing::warn!(pack = %id, kept, lost = lost.len(), "damaged pack salvaged");
+            out.push(PackSalvage {
+                pack: id,
+                salvaged_into,
+                kept,
+                lost,
+                left_because: None,
+            });
+        }
+        Ok(out)
     }
 
     /// Rebuilds the index from the packs themselves: every pack's header is read, new index

@@ -55,6 +55,11 @@ pub struct KeyFile {
 }
 
 fn derive(password: &[u8], salt: &[u8], p: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+    tracing::debug!(
+        memory_kib = p.memory_kib,
+        iterations = p.iterations,
+        "argon2id key derivation"
+    );
     let params = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, Some(32))
         .map_err(|e| Error::Other(format!("invalid argon2 parameters: {e}")))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);

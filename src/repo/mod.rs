@@ -613,14 +613,39 @@ impl Repository {
     /// and hashed into its name as they landed in it; [`pack::check_finished`] re-hashes the
     /// whole pack against that name and reads its header back, so a bit flipped anywhere between
     /// sealing and the store is caught here, not by a restore months later (T27). A blob damaged
-    /// before it reached its pack was sealed again; damage found here, with the plaintext gone,
-    /// fails the backup and stores nothing.
-    pub async fn store_pack(&self, mut p: pack::FinishedPack) -> Result<IndexPack> {
+    /// before it reached its pack was sealed again; a pack damaged after it was finished is
+    /// mended from its stripe parity ([`pack::mend`]) and checked again. Damage that cannot be
+    /// mended (more than one stripe) fails the backup and stores nothing.
+    pub async fn store_pack(&self, p: pack::FinishedPack) -> Result<IndexPack> {
+        self.store_pack_mending(p).await.map(|(ip, _)| ip)
+    }
+
+    /// [`Repository::store_pack`], also saying whether the pack had to be mended.
+    pub async fn store_pack_mending(&self, mut p: pack::FinishedPack) -> Result<(IndexPack, bool)> {
         let keys = self.keys.clone();
         let repo_id: RepoId = *self.id();
         crate::failpoint::flip("flip-pack", &mut p.bytes);
-        let pack::FinishedPack { id, bytes, entries } = tokio::task::spawn_blocking(move || {
-            pack::check_finished(&keys, &repo_id, &p).map(|()| p)
+        let (
+            pack::FinishedPack {
+                id, bytes, entries, ..
+            },
+            mended,
+        ) = tokio::task::spawn_blocking(move || {
+            let Err(found) = pack::check_finished(&keys, &repo_id, &p) else {
+                return Ok((p, false));
+            };
+            let stripe = pack::mend(&mut p).map_err(|why| match &found {
+                Error::Integrity { object, detail } => Error::Integrity {
+                    object: object.clone(),
+                    detail: format!("{detail}; it cannot be rebuilt: {why}"),
+                },
+                _ => found,
+            })?;
+            pack::check_finished(&keys, &repo_id, &p)?;
+            tracing::warn!(pack = %p.id, stripe,
+                    "a finished pack changed in memory before its upload (memory or CPU fault?); \
+                     rebuilt it from its parity");
+            Ok((p, true))
         })
         .await
         .expect("check thread")
@@ -634,7 +659,7 @@ impl Repository {
             .put(&pack_key(&id), crate::store::pool::PACKS.into_bytes(bytes))
             .await?;
         tracing::debug!(pack = %id, size, blobs = entries.len(), "pack stored");
-        Ok(IndexPack::new(id, size, &entries))
+        Ok((IndexPack::new(id, size, &entries), mended))
     }
 
     /// Reads the header of a pack from the store (used to adopt packs a killed run stored
@@ -742,10 +767,12 @@ impl Repository {
         Ok(snaps)
     }
 
-    /// Resolves `latest` or an id prefix (at least 4 hex characters).
+    /// Resolves `latest` or an id prefix (at least 4 hex characters). A prefix is matched
+    /// against the snapshot files' names and only the match is read, so one damaged snapshot
+    /// file does not keep the others from being restored (T15).
     pub async fn find_snapshot(&self, query: &str) -> Result<(SnapshotId, Snapshot)> {
-        let mut snaps = self.list_snapshots().await?;
         if query == "latest" {
+            let mut snaps = self.list_snapshots().await?;
             return snaps.pop().ok_or_else(|| Error::SnapshotNotFound {
                 query: "latest (the repository has no snapshots)".into(),
             });
@@ -756,15 +783,23 @@ impl Repository {
             )));
         }
         let q = query.to_ascii_lowercase();
-        let mut hits: Vec<_> = snaps
+        let mut hits: Vec<_> = self
+            .list_ids(ObjectKind::Snapshot)
+            .await?
             .into_iter()
-            .filter(|(id, _)| id.to_hex().starts_with(&q))
+            .filter(|id| id.to_hex().starts_with(&q))
             .collect();
         match hits.len() {
             0 => Err(Error::SnapshotNotFound {
                 query: query.into(),
             }),
-            1 => Ok(hits.pop().expect("one")),
+            1 => {
+                let id = hits.pop().expect("one");
+                let snap = self
+                    .load_json::<Snapshot>(ObjectKind::Snapshot, &id)
+                    .await?;
+                Ok((id, snap))
+            }
             n => Err(Error::AmbiguousSnapshot {
                 query: query.into(),
                 count: n,

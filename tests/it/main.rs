@@ -13,6 +13,7 @@ mod drills;
 mod environments;
 mod examples;
 mod faults;
+mod faults_local;
 mod mariadb;
 mod monitoring;
 mod notify;

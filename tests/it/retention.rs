@@ -93,7 +93,7 @@ fn forget_dry_run_shows_reasons_json_and_refuses_to_empty_a_group() {
 
     // A rule that keeps none of a group's snapshots is refused, and nothing goes.
     let err = s.run(&["forget", "--keep-tag", "no-such-tag"]);
-    assert_eq!(err.status.code(), Some(2), "{}", stderr(&err));
+    assert_eq!(err.status.code(), Some(1), "{}", stderr(&err));
     assert!(
         stderr(&err).contains("refusing to remove every snapshot"),
         "{}",
