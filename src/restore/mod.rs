@@ -590,6 +590,7 @@ fn zip_parts(blobs: &[(PackEntry, Dests)], sealed: Vec<Bytes>) -> Vec<(PackEntry
 
 /// Decrypts, decompresses and re-hashes each blob, then writes it wherever it goes (on a
 /// blocking thread); returns the bytes written.
+#[allow(clippy::too_many_arguments)]
 async fn write_pack(
     repo: &Repository,
     pack: PackId,
