@@ -63,6 +63,10 @@ pub struct BenchRestoreFloorArgs {
     /// location (the same `s3://…` URL as `--repo`)
     #[arg(long, value_name = "URL")]
     pub s3_url: Option<String>,
+    /// Measure the upload floor: the snapshot's packs PUT with aws-sdk-s3 to the first of
+    /// these locations alone, then to all of them (repeat for each region; `s3://…` URLs)
+    #[arg(long = "put-url", value_name = "URL")]
+    pub put_urls: Vec<String>,
 }
 
 pub async fn bench_restore_floor(ctx: &super::Ctx, a: BenchRestoreFloorArgs) -> Result<ExitCode> {
@@ -72,11 +76,18 @@ pub async fn bench_restore_floor(ctx: &super::Ctx, a: BenchRestoreFloorArgs) -> 
         .map(crate::store::s3::S3Config::from_url)
         .transpose()
         .map_err(Error::Usage)?;
+    let put = a
+        .put_urls
+        .iter()
+        .map(|u| crate::store::s3::S3Config::from_url(u))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(Error::Usage)?;
     let target = ctx.target(None, false)?;
     let req = crate::ops::restore::FloorRequest {
         snapshot: a.snapshot,
         scratch: a.scratch,
         s3,
+        put,
     };
     let f = crate::ops::restore::floors(&target, req).await?;
     print_json(&f);

@@ -268,6 +268,9 @@ pub struct FloorRequest {
     pub scratch: Option<PathBuf>,
     /// Measure the S3 read floor of this bucket (the location `--repo` names).
     pub s3: Option<crate::store::s3::S3Config>,
+    /// Measure the upload floor of these regions (one alone, then all): the snapshot's packs
+    /// PUT from memory under a scratch prefix, removed afterwards.
+    pub put: Vec<crate::store::s3::S3Config>,
 }
 
 /// The floors a restore of one snapshot is measured against.
@@ -278,6 +281,9 @@ pub struct Floors {
     /// Every pack of the snapshot fetched whole with aws-sdk-s3, as many at once as a
     /// restore from S3 keeps in flight.
     pub s3: Option<crate::store::s3::floor::ReadFloor>,
+    /// The snapshot's packs PUT with aws-sdk-s3 to one region, then to every region given,
+    /// as many at once as a backup uploads.
+    pub put: Option<crate::store::s3::floor::WriteFloor>,
 }
 
 /// Measures the floors of [`FloorRequest`] (no lock: it only reads, and writes nothing into
@@ -308,9 +314,30 @@ pub async fn floors(target: &Target, req: FloorRequest) -> Result<Floors> {
         }
         None => None,
     };
+    let put = if req.put.is_empty() {
+        None
+    } else {
+        let keys = crate::restore::floor::snapshot_packs(&repo, &index, &snap).await?;
+        let mut packs = Vec::with_capacity(keys.len());
+        for k in &keys {
+            packs.push(repo.store.get(k).await?);
+        }
+        let scratch = format!("bench-floor-{}", hex::encode(rand::random::<[u8; 6]>()));
+        Some(
+            crate::store::s3::floor::write_floor(
+                &req.put,
+                &packs,
+                crate::pipeline::UPLOAD_CONCURRENCY,
+                &scratch,
+            )
+            .await
+            .map_err(Error::Other)?,
+        )
+    };
     Ok(Floors {
         snapshot_id: id,
         local,
         s3,
+        put,
     })
 }

@@ -45,8 +45,9 @@ pub use chunker::Chunker;
 /// Packs written between index checkpoints: a killed run loses at most this many packs'
 /// worth of index (and the next run adopts even those from their headers).
 const CHECKPOINT_PACKS: usize = 8;
-/// Packs being verified and uploaded at once.
-const UPLOAD_CONCURRENCY: usize = 2;
+/// Packs being verified and uploaded at once (the upload floor of `scripts/bench-s3` uses
+/// the same number).
+pub const UPLOAD_CONCURRENCY: usize = 2;
 /// Plaintext bytes of blobs handed in but not yet in a pack. One blob larger than this still
 /// passes, alone.
 const IN_FLIGHT_BYTES: usize = 8 << 20;

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -80,6 +81,33 @@ struct FileEntry {
 
 /// Where each blob goes: (file index, offset).
 type Dests = Vec<(usize, u64)>;
+
+/// Where a restore's time goes, summed over the tasks and threads doing it (so a sum can
+/// exceed the wall time), logged at debug level (`RUST_LOG=lifeboat=debug`) when the restore
+/// ends: the benchmarks' way to tell waiting on reads from decoding from file creation.
+#[derive(Debug, Default)]
+struct Phases {
+    /// Pack tasks waiting for their reads (whole packs or ranges, hedges included).
+    fetch_ns: AtomicU64,
+    /// Decrypt + decompress + re-hash of blobs.
+    decode_ns: AtomicU64,
+    /// Writing: file creation, writes, holes and metadata of one-blob files.
+    write_ns: AtomicU64,
+    /// Blocking writer threads waiting for a free core after their pack arrived.
+    queue_ns: AtomicU64,
+}
+
+impl Phases {
+    fn add(counter: &AtomicU64, since: Instant) -> Instant {
+        let now = Instant::now();
+        counter.fetch_add((now - since).as_nanos() as u64, Ordering::Relaxed);
+        now
+    }
+
+    fn secs(counter: &AtomicU64) -> f64 {
+        counter.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
 
 /// Restores `snapshot` into `target`, which must be missing or empty.
 pub async fn restore(
@@ -158,6 +186,8 @@ async fn restore_into(
 ) -> Result<RestoreReport> {
     let mut report = RestoreReport::default();
     let hedge = Arc::new(fetch::Hedge::default());
+    let phases = Arc::new(Phases::default());
+    let t_walk = Instant::now();
     // 1. Walk the trees: directories, files, links.
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
     let mut files: Vec<FileEntry> = Vec::new();
@@ -209,6 +239,7 @@ async fn restore_into(
         }
     }
 
+    let t_create = Instant::now();
     // 2. Create directories and empty files of the right length.
     for (rel, _) in &dirs {
         let p = staging.join(rel);
@@ -273,6 +304,7 @@ async fn restore_into(
     }
     progress.set_length(total);
     progress.inc(holes);
+    let t_data = Instant::now();
 
     // 3. Fetch, verify and write, several packs at once. The first failure stops the others,
     // but every pack task — and the blocking writer inside it — is awaited before the error
@@ -300,7 +332,7 @@ async fn restore_into(
     };
     let written: u64 = stream::iter(plan)
         .map(|(pos, blobs)| {
-            let (repo, index, files, staging, progress, cancel, stop, budget, hedge) = (
+            let (repo, index, files, staging, progress, cancel, stop, budget, hedge, phases) = (
                 repo.clone(),
                 index.clone(),
                 files.clone(),
@@ -310,6 +342,7 @@ async fn restore_into(
                 stop.clone(),
                 budget.clone(),
                 hedge.clone(),
+                phases.clone(),
             );
             let first_error = &first_error;
             async move {
@@ -331,6 +364,7 @@ async fn restore_into(
                             .expect("the budget is never closed");
                         restore_pack(
                             &repo, &hedge, pack, size, blobs, files, staging, progress, halt,
+                            &phases,
                         )
                         .await
                     }
@@ -357,6 +391,7 @@ async fn restore_into(
     }
     report.bytes = written + holes;
     cancel.check()?;
+    let t_meta = Instant::now();
 
     // 4. Metadata: files, links, symlinks, then directories deepest first.
     let root = is_root();
@@ -391,6 +426,7 @@ async fn restore_into(
         report.dirs += 1;
     }
 
+    let t_move = Instant::now();
     // 5. Move into place.
     for entry in std::fs::read_dir(staging).map_err(|e| Error::io("read", staging, e))? {
         let entry = entry.map_err(|e| Error::io("read", staging, e))?;
@@ -398,6 +434,19 @@ async fn restore_into(
         std::fs::rename(entry.path(), &dst).map_err(|e| Error::io("move", &dst, e))?;
     }
     progress.finish_and_clear();
+    tracing::debug!(
+        walk_s = (t_create - t_walk).as_secs_f64(),
+        create_s = (t_data - t_create).as_secs_f64(),
+        data_s = (t_meta - t_data).as_secs_f64(),
+        meta_s = (t_move - t_meta).as_secs_f64(),
+        move_s = t_move.elapsed().as_secs_f64(),
+        fetch_wait_s = Phases::secs(&phases.fetch_ns),
+        writer_queue_s = Phases::secs(&phases.queue_ns),
+        decode_s = Phases::secs(&phases.decode_ns),
+        write_s = Phases::secs(&phases.write_ns),
+        files = files.len(),
+        "restore phases (walls of each stage; fetch, queue, decode and write summed over tasks and threads)"
+    );
     Ok(report)
 }
 
@@ -466,11 +515,14 @@ async fn restore_pack(
     staging: Arc<Path>,
     progress: ProgressBar,
     halt: Halt,
+    phases: &Arc<Phases>,
 ) -> Result<u64> {
     let blobs: Vec<(PackEntry, Dests)> = blobs.into_values().collect();
     let entries: Vec<PackEntry> = blobs.iter().map(|(e, _)| *e).collect();
     let first = async {
+        let t0 = Instant::now();
         let (sealed, source) = fetch::fetch_hedged(repo, hedge, pack, size, &entries).await?;
+        Phases::add(&phases.fetch_ns, t0);
         let n = write_pack(
             repo,
             pack,
@@ -479,6 +531,7 @@ async fn restore_pack(
             staging.clone(),
             progress.clone(),
             halt.clone(),
+            phases.clone(),
         )
         .await?;
         if let Some(name) = source {
@@ -506,6 +559,7 @@ async fn restore_pack(
                 staging.clone(),
                 progress.clone(),
                 halt.clone(),
+                phases.clone(),
             )
             .await
         }
@@ -536,6 +590,7 @@ fn zip_parts(blobs: &[(PackEntry, Dests)], sealed: Vec<Bytes>) -> Vec<(PackEntry
 
 /// Decrypts, decompresses and re-hashes each blob, then writes it wherever it goes (on a
 /// blocking thread); returns the bytes written.
+#[allow(clippy::too_many_arguments)]
 async fn write_pack(
     repo: &Repository,
     pack: PackId,
@@ -544,10 +599,13 @@ async fn write_pack(
     staging: Arc<Path>,
     progress: ProgressBar,
     halt: Halt,
+    phases: Arc<Phases>,
 ) -> Result<u64> {
     let mut written = 0u64;
     let repo = repo.clone();
+    let queued = Instant::now();
     let n = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let mut clock = Phases::add(&phases.queue_ns, queued);
         let root = is_root();
         // Every place a blob goes, in file order: consecutive blobs of one file are written
         // as one range, whole blocks of it past the page cache (`crate::direct`).
@@ -569,7 +627,9 @@ async fn write_pack(
             if fe.node.content.len() == 1 {
                 let (entry, _, sealed) = &parts[pi];
                 let data = open_in_pack(&repo, pack, entry, sealed, &mut body, &mut plain)?;
+                clock = Phases::add(&phases.decode_ns, clock);
                 write_whole_file(&p(), &fe.node, data, root)?;
+                clock = Phases::add(&phases.write_ns, clock);
                 written += data.len() as u64;
                 progress.inc(data.len() as u64);
                 i += 1;
@@ -593,19 +653,24 @@ async fn write_pack(
             while i < places.len() && places[i].0 == fi && places[i].1 == end {
                 let (entry, _, sealed) = &parts[places[i].2];
                 let len = entry.raw_length as usize;
-                match range.slot(len).map_err(wr)? {
+                let slot = range.slot(len).map_err(wr)?;
+                clock = Phases::add(&phases.write_ns, clock);
+                match slot {
                     Some(slot) => {
                         pack::open_blob_to(&repo.keys, repo.id(), entry, sealed, &mut body, slot)
                             .map_err(|e| in_pack(pack, entry, e))?;
                         zero_runs(slot, end, &mut holes);
+                        clock = Phases::add(&phases.decode_ns, clock);
                         range.commit(len).map_err(wr)?;
                     }
                     None => {
                         let data = open_in_pack(&repo, pack, entry, sealed, &mut body, &mut plain)?;
                         zero_runs(data, end, &mut holes);
+                        clock = Phases::add(&phases.decode_ns, clock);
                         range.write(data).map_err(wr)?;
                     }
                 }
+                clock = Phases::add(&phases.write_ns, clock);
                 progress.inc(len as u64);
                 end += len as u64;
                 i += 1;
@@ -616,6 +681,7 @@ async fn write_pack(
             for (off, len) in holes.drain(..) {
                 punch_hole(file, off, len).map_err(|e| Error::io("punch a hole in", p(), e))?;
             }
+            clock = Phases::add(&phases.write_ns, clock);
             written += end - start;
         }
         Ok(written)

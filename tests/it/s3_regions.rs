@@ -739,3 +739,77 @@ fn restore_hedges_reads_when_a_region_is_slow() {
         "one stalled region must cost the hedge delay a few times, not the watchdog: {took:?}"
     );
 }
+
+/// `bench-restore-floor --put-url A --put-url B` (the fan-out upload floor of
+/// `scripts/bench-s3`): the snapshot's packs are PUT to A alone, then to A and B both ways,
+/// figures reported, and every object it wrote is deleted again — the repository and the
+/// other prefix hold only what they held before.
+#[test]
+fn upload_floor_measures_one_and_two_regions_and_leaves_nothing_behind() {
+    use lifeboat::store::Store;
+    use rand::{RngCore, SeedableRng};
+    let g = Garage::start("uf");
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let src = w.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    for i in 0..6 {
+        let mut b = vec![0u8; 700 << 10];
+        rng.fill_bytes(&mut b);
+        std::fs::write(src.join(format!("f{i}")), &b).unwrap();
+    }
+    let repo = vec![g.url("repo")];
+    init(w, &repo);
+    let b = cmd(w, &repo, &["backup", src.to_str().unwrap()]);
+    assert_eq!(b.code, 0, "{b:?}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let list = |prefix: &str| -> Vec<String> {
+        let mut cfg = lifeboat::store::s3::S3Config::from_url(&g.url(prefix)).unwrap();
+        cfg.credentials_file = Some(garage::credentials_file(w, garage::SECRET));
+        let store = lifeboat::store::s3::S3Store::new(cfg).unwrap();
+        let mut keys: Vec<String> = rt
+            .block_on(store.list(""))
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        keys
+    };
+    let before = list("repo");
+    let (a, other) = (g.url("repo"), g.url("other"));
+    let r = cmd(
+        w,
+        &repo,
+        &[
+            "bench-restore-floor",
+            "latest",
+            "--put-url",
+            &a,
+            "--put-url",
+            &other,
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let put = &json(&r)["put"];
+    assert_eq!(put["regions"], 2, "{put}");
+    assert!(put["objects"].as_u64().unwrap() >= 1, "{put}");
+    assert!(put["bytes"].as_u64().unwrap() >= 6 * (700 << 10), "{put}");
+    for k in [
+        "one_region_secs",
+        "all_regions_secs",
+        "all_regions_independent_secs",
+    ] {
+        assert!(put[k].as_f64().unwrap() > 0.0, "{k}: {put}");
+    }
+    assert_eq!(
+        list("repo"),
+        before,
+        "the floor left objects in the repository"
+    );
+    assert!(
+        list("other").is_empty(),
+        "the floor left objects in the other region"
+    );
+}

@@ -241,6 +241,55 @@ fn block_image_restores_identical_and_sparse() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// A block image is restored through the single-file stream (blobs decoded on the blocking
+/// pool, several at once, written in order): a bit flipped in one of its packs still stops
+/// the restore with exit 13 naming the pack, and the half-written image is removed.
+#[test]
+fn damaged_pack_of_a_block_image_is_exit_13_and_leaves_no_image() {
+    let ws = Workspace::new();
+    let img = ws.path().join("disk.img");
+    // Incompressible, several blobs and packs: the flip lands inside a blob.
+    let mut seed = 0x2545f4914f6cdd1du64;
+    let data: Vec<u8> = (0..20 << 20)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    std::fs::write(&img, &data).unwrap();
+    let plan = ws.plan(
+        "blk",
+        &format!("[[jobs]]\nname = \"disk\"\nschedule = \"0 * * * *\"\n[jobs.source]\ntype = \"block\"\npath = \"{}\"\n", img.display()),
+    );
+    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    assert!(o.status.success(), "backup failed");
+    // The largest pack holds file data (trees and snapshots are small).
+    let data_dir = ws.path().join("repo").join("data");
+    let pack = list_files(&data_dir)
+        .into_iter()
+        .map(|p| data_dir.join(p))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("a pack");
+    let name = pack.file_name().unwrap().to_str().unwrap().to_string();
+    let mut raw = std::fs::read(&pack).unwrap();
+    let mid = raw.len() / 2;
+    raw[mid] ^= 0x10;
+    std::fs::write(&pack, &raw).unwrap();
+
+    let out = ws.path().join("restored.img");
+    let o = run(lifeboat()
+        .args(["restore", "--plan"])
+        .arg(&plan)
+        .args(["--job", "disk", "latest", "--to"])
+        .arg(&out));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(13), "{err}");
+    assert!(err.contains(&name), "the damaged pack is named: {err}");
+    assert!(!out.exists(), "a half-restored image was left behind");
+}
+
 #[test]
 fn btrfs_snapshot_is_deleted_when_the_backup_is_interrupted() {
     assert!(is_root(), "this test needs root for loop devices and mount");
