@@ -60,8 +60,8 @@ pub struct PipelineStats {
     pub packs_added: u64,
     /// Blobs sealed again because their verification before upload found them damaged.
     pub blobs_resealed: u64,
-    /// The packs this run stored (checked again before the commit).
-    pub stored_packs: Vec<crate::ids::PackId>,
+    /// The packs this run stored, with their sizes (checked again before the commit).
+    pub stored_packs: Vec<(crate::ids::PackId, u64)>,
 }
 
 struct Job {
@@ -137,7 +137,7 @@ struct Shared {
     /// Blobs sealed again because a verification found them damaged (T27).
     resealed: AtomicU64,
     /// Every pack stored so far.
-    stored: Mutex<Vec<crate::ids::PackId>>,
+    stored: Mutex<Vec<(crate::ids::PackId, u64)>>,
     /// Plaintext bytes between `add` and the packer (see `IN_FLIGHT_BYTES`).
     in_flight: Mutex<usize>,
     packed: Condvar,
@@ -468,7 +468,7 @@ async fn upload_loop(
                 Ok(ip) => {
                     shared.bytes_stored.fetch_add(ip.size, Ordering::Relaxed);
                     shared.packs.fetch_add(1, Ordering::Relaxed);
-                    shared.stored.lock().expect("stored packs").push(ip.id);
+                    shared.stored.lock().expect("stored packs").push((ip.id, ip.size));
                     pending.push(ip);
                     if pending.len() >= CHECKPOINT_PACKS {
                         if let Err(e) = repo.save_index(std::mem::take(&mut pending)).await {
