@@ -12,6 +12,7 @@ mod drills;
 mod environments;
 mod examples;
 mod faults;
+mod faults_s3;
 mod mariadb;
 mod monitoring;
 mod notify;

@@ -401,16 +401,15 @@ async fn handle(
     Ok(Response::from_parts(parts, full(bytes)))
 }
 
+/// A damage to apply, with the store a checksum-ignoring server writes with.
+type DamageWith = (Damage, Option<lifeboat::store::DynStore>);
+
 /// Which run-time faults hit this request (and uses up one of a counted kind): the damage to
 /// apply to an upload, the mid-body stall, whether its listing answer is cut.
 fn extra_faults(
     req: &Request<Incoming>,
     extra: &Mutex<Extra>,
-) -> (
-    Option<(Damage, Option<lifeboat::store::DynStore>)>,
-    Option<Duration>,
-    bool,
-) {
+) -> (Option<DamageWith>, Option<Duration>, bool) {
     let mut x = extra.lock().unwrap();
     let query = req.uri().query().unwrap_or("");
     let path = req.uri().path();
