@@ -398,10 +398,16 @@ fn t07_stalled_bodies_are_cancelled_by_the_watchdog_and_retried() {
     // Every upload stalls: the 10 s deadline stops the retries; exit 1, no snapshot.
     add_random_file(&src, "late.bin", 1 << 20);
     proxy.stall_mid_body("PUT", "/data/", 1000, Duration::from_secs(6));
-    let only_b = vec![b.replace("deadline_secs=60", "deadline_secs=10")];
+    let only_b = vec![b
+        .replace("deadline_secs=60", "deadline_secs=10")
+        .replace("max_retries=4", "max_retries=20")];
     let r = out.cmd(w, &only_b, &["--json", "backup", src.to_str().unwrap()]);
     assert_eq!(r.code, 1, "the deadline passed: {r:?}");
-    assert!(r.stderr.contains("data/"), "{r:?}");
+    assert!(
+        r.stderr.contains("stalled request cancelled by the watchdog")
+            && r.stderr.contains("deadline of 10s reached"),
+        "{r:?}"
+    );
     proxy.stall_mid_body("PUT", "/data/", 0, Duration::from_secs(0));
     invariants(&out, w, &[a, b_direct], Some("b"), &versions);
 }
