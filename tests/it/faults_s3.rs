@@ -404,7 +404,8 @@ fn t07_stalled_bodies_are_cancelled_by_the_watchdog_and_retried() {
     let r = out.cmd(w, &only_b, &["--json", "backup", src.to_str().unwrap()]);
     assert_eq!(r.code, 1, "the deadline passed: {r:?}");
     assert!(
-        r.stderr.contains("stalled request cancelled by the watchdog")
+        r.stderr
+            .contains("stalled request cancelled by the watchdog")
             && r.stderr.contains("deadline of 10s reached"),
         "{r:?}"
     );
