@@ -51,6 +51,11 @@ impl Outputs {
         json(&r)
     }
 
+    fn init(&self, w: &Path, urls: &[String]) {
+        let r = self.cmd(w, urls, &support::FAST_INIT);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+
     /// A backup of `src` that must succeed: its JSON summary, and the source as it was
     /// (copied, for INV-2) under the snapshot's id.
     fn backup(
@@ -239,7 +244,7 @@ fn t05_commit_check_heads_every_pack_through_a_faulty_proxy() {
     let faulty = vec![url_for(&proxy.endpoint(), "t05", "repo")
         .replace("max_retries=4", "max_retries=12")
         .replace("request_timeout_secs=3", "request_timeout_secs=2")];
-    out.ok(w, &direct, &support::FAST_INIT);
+    out.init(w, &direct);
     let src = make_s3_tree(w, 12, 5);
     let mut versions = Vec::new();
     out.backup(w, &faulty, &src, &mut versions);
@@ -316,7 +321,7 @@ fn t06_damaged_uploads_are_never_committed_as_good() {
     let b_direct = g.url("b").replace("name=t06", "name=b");
     let b = url_for(&proxy.endpoint(), "t06", "b").replace("name=t06", "name=b");
     let urls = vec![a.clone(), b];
-    out.ok(w, &urls, &support::FAST_INIT);
+    out.init(w, &urls);
     let src = make_s3_tree(w, 4, 6);
     let mut versions = Vec::new();
     let mut damaged = 0;
@@ -369,7 +374,7 @@ fn t07_stalled_bodies_are_cancelled_by_the_watchdog_and_retried() {
     let b_direct = g.url("b").replace("name=t07", "name=b");
     let b = url_for(&proxy.endpoint(), "t07", "b").replace("name=t07", "name=b");
     let urls = vec![a.clone(), b.clone()];
-    out.ok(w, &urls, &support::FAST_INIT);
+    out.init(w, &urls);
     let src = make_s3_tree(w, 4, 7);
     let mut versions = Vec::new();
 
@@ -385,7 +390,7 @@ fn t07_stalled_bodies_are_cancelled_by_the_watchdog_and_retried() {
     // A restore from b whose pack downloads stall after half their bytes.
     proxy.stall_mid_body("GET", "/data/", 2, Duration::from_secs(6));
     let target = w.join("restore-stalled");
-    out.ok(
+    let r = out.cmd(
         w,
         &urls,
         &[
@@ -397,6 +402,7 @@ fn t07_stalled_bodies_are_cancelled_by_the_watchdog_and_retried() {
             "b",
         ],
     );
+    assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(load(&proxy.counts.mid_body_stalls), 4);
     let diffs = lifeboat::restore::compare_dirs(&versions[0].1, &target.join("src")).unwrap();
     assert!(diffs.is_empty(), "{diffs:#?}");
@@ -437,7 +443,7 @@ fn t10_an_incomplete_listing_is_not_taken_for_lost_data() {
     let out = Outputs::default();
     let direct = vec![g.url("repo")];
     let cut = vec![url_for(&proxy.endpoint(), "t10", "repo")];
-    out.ok(w, &direct, &support::FAST_INIT);
+    out.init(w, &direct);
     let src = make_s3_tree(w, 20, 10);
     let mut versions = Vec::new();
     out.backup(w, &direct, &src, &mut versions);
@@ -515,7 +521,7 @@ fn t13_a_pack_lost_in_one_region_is_named_worked_around_and_healed() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let out = Outputs::default();
     let urls = vec![g1.url("repo"), g2.url("repo")];
-    out.ok(w, &urls, &support::FAST_INIT);
+    out.init(w, &urls);
     let src = make_s3_tree(w, 12, 13);
     let mut versions = Vec::new();
     out.backup(w, &urls, &src, &mut versions);
@@ -600,7 +606,7 @@ fn t02_healthcheck_warns_without_an_abort_incomplete_uploads_rule() {
     let w = work.path();
     let out = Outputs::default();
     let urls = vec![g.url("repo")];
-    out.ok(w, &urls, &support::FAST_INIT);
+    out.init(w, &urls);
     let src = make_s3_tree(w, 1, 2);
     let mut versions = Vec::new();
     out.backup(w, &urls, &src, &mut versions);
