@@ -2,7 +2,8 @@
 //! Each region's store answers its own probe (S3: bucket, credentials, endpoint, region and
 //! clock told apart; a directory: a put, get and delete). A reachable region with multipart
 //! uploads left unfinished for over a day (T02: a writer killed mid-upload) is a warning, not
-//! a failure: they cost money until `prune` or a bucket lifecycle rule aborts them.
+//! a failure: they cost money until `prune` or a bucket lifecycle rule aborts them. So is an
+//! S3 bucket without such a rule (no `AbortIncompleteMultipartUpload` covering the prefix).
 
 use super::target::Target;
 use crate::error::ExitCode;
@@ -20,7 +21,8 @@ pub struct Health {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HealthWarning {
     pub name: String,
-    /// Multipart uploads started over a day ago and never finished.
+    /// Multipart uploads started over a day ago and never finished (0 for the warning about
+    /// a missing lifecycle rule).
     pub orphaned_uploads: usize,
     pub message: String,
     pub hint: String,
@@ -62,6 +64,22 @@ pub async fn healthcheck(target: &Target) -> Health {
                 }),
                 Ok(_) => {}
                 Err(e) => tracing::debug!(region = %r.name, error = %e, "could not list pending multipart uploads"),
+            }
+            match r.dest.store.aborts_incomplete_uploads().await {
+                Ok(Some(false)) => warnings.push(HealthWarning {
+                    name: r.name.clone(),
+                    orphaned_uploads: 0,
+                    message: format!(
+                        "bucket {} has no lifecycle rule with AbortIncompleteMultipartUpload covering this repository: the parts of uploads a killed writer left behind are billed until `lifeboat prune` aborts them",
+                        report.bucket
+                    ),
+                    hint: format!(
+                        "add an enabled rule, e.g. aws s3api put-bucket-lifecycle-configuration --bucket {} --lifecycle-configuration '{{\"Rules\":[{{\"ID\":\"abort-incomplete-uploads\",\"Status\":\"Enabled\",\"Filter\":{{\"Prefix\":\"\"}},\"AbortIncompleteMultipartUpload\":{{\"DaysAfterInitiation\":7}}}}]}}' (this replaces the bucket's lifecycle configuration: merge it with rules you already have)",
+                        report.bucket
+                    ),
+                }),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(region = %r.name, error = %e, "could not read the bucket's lifecycle configuration"),
             }
         }
         destinations.push(report);

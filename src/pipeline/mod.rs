@@ -66,8 +66,8 @@ pub struct PipelineStats {
     /// Finished packs whose bytes changed in memory before their upload and were rebuilt
     /// from their parity (T27).
     pub packs_rebuilt: u64,
-    /// The packs this run stored (checked again before the commit).
-    pub stored_packs: Vec<crate::ids::PackId>,
+    /// The packs this run stored, with their sizes (checked again before the commit).
+    pub stored_packs: Vec<(crate::ids::PackId, u64)>,
 }
 
 struct Job {
@@ -145,7 +145,7 @@ struct Shared {
     /// Packs rebuilt from their parity before upload (T27).
     rebuilt: AtomicU64,
     /// Every pack stored so far.
-    stored: Mutex<Vec<crate::ids::PackId>>,
+    stored: Mutex<Vec<(crate::ids::PackId, u64)>>,
     /// Plaintext bytes between `add` and the packer (see `IN_FLIGHT_BYTES`).
     in_flight: Mutex<usize>,
     packed: Condvar,
@@ -480,7 +480,7 @@ async fn upload_loop(
                     }
                     shared.bytes_stored.fetch_add(ip.size, Ordering::Relaxed);
                     shared.packs.fetch_add(1, Ordering::Relaxed);
-                    shared.stored.lock().expect("stored packs").push(ip.id);
+                    shared.stored.lock().expect("stored packs").push((ip.id, ip.size));
                     pending.push(ip);
                     if pending.len() >= CHECKPOINT_PACKS {
                         if let Err(e) = repo.save_index(std::mem::take(&mut pending)).await {

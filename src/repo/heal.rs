@@ -29,6 +29,8 @@ use crate::{Error, Result};
 const PACKS_PER_INDEX_FILE: usize = 2000;
 /// Pack headers read at once while rebuilding the index.
 const HEADER_CONCURRENCY: usize = 8;
+/// Packs HEAD-checked at once before a commit.
+const HEAD_CONCURRENCY: usize = 8;
 
 /// What comparing the index with the stored packs found and did.
 #[derive(Debug, Clone, Default)]
@@ -134,23 +136,32 @@ impl Repository {
             .filter_map(|i| parse_pack_key(&i.key).map(|id| (id, i.size)))
             .collect();
         let mut rec = PackReconcile::default();
-        let mut lost: HashSet<PackId> = HashSet::new();
+        // Packs not listed, or listed with another size than the index records (cut short or
+        // damaged in the store: its blobs cannot be read back, so they are stored again).
+        let mut lost: HashMap<PackId, u64> = HashMap::new();
         for (_, f) in &files {
             for p in &f.packs {
-                if !listed.contains_key(&p.id) {
-                    lost.insert(p.id);
+                if listed.get(&p.id) != Some(&p.size) {
+                    lost.insert(p.id, p.size);
                 }
             }
         }
         // A listing can be incomplete (T10: a paginated LIST cut short): only a pack that a
-        // HEAD confirms gone counts as lost.
-        let unlisted: Vec<PackId> = lost.iter().copied().collect();
-        for id in unlisted {
-            if self.store.head(&pack_key(&id)).await?.is_some() {
-                tracing::warn!(pack = %id, "the store's listing left out a pack that exists; not treating it as lost");
-                lost.remove(&id);
+        // HEAD confirms gone, or of the wrong size, counts as lost.
+        let unlisted: Vec<(PackId, u64)> = lost.iter().map(|(p, s)| (*p, *s)).collect();
+        for (id, size) in unlisted {
+            match self.store.head(&pack_key(&id)).await? {
+                Some(i) if i.size == size => {
+                    tracing::warn!(pack = %id, "the store's listing left out a pack that exists; not treating it as lost");
+                    lost.remove(&id);
+                }
+                Some(i) => {
+                    tracing::warn!(pack = %id, size = i.size, expected = size, "pack has the wrong size; storing its blobs again")
+                }
+                None => {}
             }
         }
+        let lost: HashSet<PackId> = lost.into_keys().collect();
         if !lost.is_empty() {
             rec.lost = lost.iter().copied().collect();
             rec.lost.sort();
@@ -193,54 +204,72 @@ impl Repository {
     }
 
     /// Before a commit: every pack holding one of `reused` (blobs of the snapshot that were
-    /// already stored before this run), and every pack in `stored` (this run's own), is still
-    /// in the store. A pack that vanished while the backup ran fails it with exit 13 and
-    /// nothing is committed (INV-5).
+    /// already stored before this run), and every pack in `stored` (this run's own, with
+    /// their sizes), is still in the store with the size the index records (T05: a HEAD of
+    /// each, several at once; the content was checked when it was stored — Content-MD5 and
+    /// the ETag on S3 — so the size is what can have changed since). A pack that vanished or
+    /// changed size fails the backup with exit 13 and nothing is committed (INV-5). A HEAD
+    /// is authoritative where a listing may be cut short (T10).
     pub async fn check_packs_present(
         &self,
         index: &Index,
         reused: &HashSet<BlobId>,
-        stored: &[PackId],
+        stored: &[(PackId, u64)],
     ) -> Result<()> {
-        let mut needed: BTreeMap<PackId, usize> = BTreeMap::new();
+        // Pack → (size the index records, blobs of this snapshot stored in it before the run).
+        let mut needed: BTreeMap<PackId, (u64, usize)> = BTreeMap::new();
         for b in reused {
             if let Some(loc) = index.get(b) {
-                *needed.entry(index.pack(loc.pack).0).or_default() += 1;
+                let (p, size) = index.pack(loc.pack);
+                needed.entry(p).or_insert((size, 0)).1 += 1;
             }
         }
-        for p in stored {
-            needed.entry(*p).or_default();
+        for (p, size) in stored {
+            needed.entry(*p).or_insert((*size, 0));
         }
-        if needed.is_empty() {
-            return Ok(());
-        }
-        let listed: HashSet<PackId> = self
-            .store
-            .list("data/")
-            .await?
-            .into_iter()
-            .filter_map(|i| parse_pack_key(&i.key))
-            .collect();
-        let mut missing: Vec<(&PackId, &usize)> = Vec::new();
-        for (p, n) in needed.iter().filter(|(p, _)| !listed.contains(p)) {
-            // Confirmed by HEAD: a listing cut short must not fail a good backup (T10).
-            if self.store.head(&pack_key(p)).await?.is_none() {
-                missing.push((p, n));
+        let heads: Vec<(PackId, u64, usize, crate::store::StoreResult<_>)> = stream::iter(needed)
+            .map(|(p, (size, n))| async move { (p, size, n, self.store.head(&pack_key(&p)).await) })
+            .buffer_unordered(HEAD_CONCURRENCY)
+            .collect()
+            .await;
+        let mut missing: Vec<(PackId, usize)> = Vec::new();
+        let mut changed: Vec<(PackId, u64, u64)> = Vec::new();
+        for (p, size, n, head) in heads {
+            match head? {
+                None => missing.push((p, n)),
+                Some(i) if i.size != size => changed.push((p, i.size, size)),
+                Some(_) => {}
             }
         }
+        missing.sort();
+        changed.sort();
+        let whose = |n: usize| {
+            if n > 0 {
+                format!("{n} blob(s) stored in it before this run")
+            } else {
+                "it: this run stored it".to_string()
+            }
+        };
         if let Some((p, n)) = missing.first() {
             return Err(Error::integrity(
-                format!("pack {p}"),
+                format!("pack {p} in {}", self.store.describe()),
                 format!(
                     "vanished while the backup ran ({} missing pack(s); the new snapshot needs \
                      {}); nothing was committed — run the backup again: it stores again what \
                      the source still has",
                     missing.len(),
-                    if **n > 0 {
-                        format!("{n} blob(s) stored in it before this run")
-                    } else {
-                        "it: this run stored it".to_string()
-                    }
+                    whose(*n)
+                ),
+            ));
+        }
+        if let Some((p, got, want)) = changed.first() {
+            return Err(Error::integrity(
+                format!("pack {p} in {}", self.store.describe()),
+                format!(
+                    "has {got} bytes in the store but {want} were written ({} pack(s) changed \
+                     size: damaged in the store or in transit); nothing was committed — run \
+                     the backup again: it stores again what the source still has",
+                    changed.len()
                 ),
             ));
         }

@@ -282,6 +282,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn abort_upload(&self, _upload: &PendingUpload) -> StoreResult<()> {
         Ok(())
     }
+
+    /// Whether the bucket has an enabled lifecycle rule with `AbortIncompleteMultipartUpload`
+    /// that covers this store's prefix (T02: uploads of killed writers are then aborted by
+    /// the server, not only by `prune`). `None`: the store has no multipart uploads, or cannot
+    /// tell. Decorators forward.
+    async fn aborts_incomplete_uploads(&self) -> StoreResult<Option<bool>> {
+        Ok(None)
+    }
 }
 
 /// A multipart upload that was started and never completed or aborted.

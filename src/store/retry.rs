@@ -389,6 +389,13 @@ impl Store for RetryStore {
         })
         .await
     }
+
+    async fn aborts_incomplete_uploads(&self) -> StoreResult<Option<bool>> {
+        self.run("get bucket lifecycle", "", || {
+            self.inner.aborts_incomplete_uploads()
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

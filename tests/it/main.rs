@@ -14,6 +14,7 @@ mod environments;
 mod examples;
 mod faults;
 mod faults_local;
+mod faults_s3;
 mod mariadb;
 mod monitoring;
 mod notify;

@@ -147,7 +147,7 @@ fn the_commit_check_refuses_a_snapshot_over_a_vanished_pack() {
             "{e}"
         );
         // A pack this run stored itself is checked as well.
-        let own = index.packs()[pos].0;
+        let own = index.packs()[pos];
         let e = repo
             .check_packs_present(&index, &Default::default(), &[own])
             .await

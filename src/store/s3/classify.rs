@@ -52,7 +52,8 @@ pub(super) enum Fault {
     Denied,
     /// 503 SlowDown, 429: the server asks for fewer requests.
     Throttled,
-    /// A server-side fault worth another try: other 5xx, 408, `InternalError`, `BadDigest`, …
+    /// A server-side fault worth another try: other 5xx, 408, `InternalError`, `BadDigest` and
+    /// `XAmzContentSHA256Mismatch` (a body damaged in flight), …
     ServerTrouble,
     /// Anything else the server refused; permanent.
     Refused,
@@ -124,7 +125,9 @@ where
         (
             _,
             "InternalError" | "RequestTimeout" | "BadDigest" | "IncompleteBody"
-            | "OperationAborted",
+            | "OperationAborted"
+            // The body's SHA-256 differs from the signed one: damaged in flight (T06).
+            | "XAmzContentSHA256Mismatch",
         )
         | (Some(408), _) => Fault::ServerTrouble,
         (Some(s), _) if s >= 500 => Fault::ServerTrouble,
@@ -381,6 +384,10 @@ mod tests {
             (answer(429, "", "", &[]), Fault::Throttled),
             (answer(500, "InternalError", "", &[]), Fault::ServerTrouble),
             (answer(400, "BadDigest", "", &[]), Fault::ServerTrouble),
+            (
+                answer(400, "XAmzContentSHA256Mismatch", "", &[]),
+                Fault::ServerTrouble,
+            ),
             (answer(502, "", "", &[]), Fault::ServerTrouble),
             (answer(400, "InvalidArgument", "", &[]), Fault::Refused),
         ];

@@ -170,7 +170,8 @@ impl S3Store {
 
     async fn put_single(&self, client: &Client, key: &str, data: Bytes) -> StoreResult<()> {
         let o = self.put_options();
-        client
+        let sent_md5 = Md5::digest(&data);
+        let out = client
             .put_object()
             .bucket(&self.cfg.bucket)
             .key(self.full_key(key))
@@ -185,6 +186,32 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| self.map_err("put", key, e))?;
+        // A server that ignores Content-MD5 (or a proxy that damaged the body after it was
+        // checked) still answers with the checksum of what it stored (T06): a mismatch is a
+        // transient failure, so the retry decorator uploads the object again.
+        // The ETag of a single PUT is the hex MD5 of the stored bytes, unless SSE-KMS or SSE-C
+        // (the destination's or the bucket's default) encrypted them: then it says nothing here.
+        let etag_is_md5 = out
+            .server_side_encryption()
+            .is_none_or(|s| *s == ServerSideEncryption::Aes256)
+            && out.sse_customer_algorithm().is_none();
+        if let (true, Some(etag)) = (etag_is_md5, out.e_tag()) {
+            let etag = etag.trim_matches('"');
+            if etag.len() == 32
+                && etag.bytes().all(|b| b.is_ascii_hexdigit())
+                && !etag.eq_ignore_ascii_case(&hex::encode(sent_md5))
+            {
+                return Err(StoreError::Transient {
+                    store: self.describe(),
+                    op: "put",
+                    key: key.into(),
+                    detail: format!(
+                        "the server stored different bytes than were sent (its ETag {etag} is not the MD5 {} of the upload); uploading again",
+                        hex::encode(sent_md5)
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -268,6 +295,10 @@ impl Store for S3Store {
 
     async fn abort_upload(&self, upload: &PendingUpload) -> StoreResult<()> {
         self.abort_multipart_upload(upload).await
+    }
+
+    async fn aborts_incomplete_uploads(&self) -> StoreResult<Option<bool>> {
+        self.lifecycle_aborts_uploads().await.map(Some)
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {

@@ -1,7 +1,8 @@
 //! Multipart upload of large objects: parts go up in parallel (`multipart_concurrency`), each
 //! with its Content-MD5 and a few retries of its own ([`part_retry`]); a failed or cancelled
 //! upload is aborted ([`AbortGuard`], also when the retry watchdog drops the request). Also the
-//! listing and aborting of uploads that a killed process left behind ([`PendingUpload`]).
+//! listing and aborting of uploads that a killed process left behind ([`PendingUpload`]), and
+//! whether the bucket's lifecycle rules abort them on their own.
 //!
 //! This file must not know how SDK errors are classified (it asks the store's `map_err`), how the
 //! client is built, or anything of the healthcheck.
@@ -9,8 +10,9 @@
 use std::time::Duration;
 
 use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ExpirationStatus, LifecycleRule};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -178,6 +180,56 @@ impl S3Store {
             Err(e) => Err(self.map_err("abort multipart upload", &upload.key, e)),
         }
     }
+
+    /// Whether the bucket's lifecycle configuration has an enabled rule with
+    /// `AbortIncompleteMultipartUpload` whose filter covers this store's prefix (a rule for
+    /// another prefix, or one with a tag or size filter, does not reach every upload of ours).
+    /// A bucket without a lifecycle configuration has none.
+    pub async fn lifecycle_aborts_uploads(&self) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let cfg = match client
+            .get_bucket_lifecycle_configuration()
+            .bucket(&self.cfg.bucket)
+            .send()
+            .await
+        {
+            Ok(c) => c,
+            Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => return Ok(false),
+            Err(e) => return Err(self.map_err("get bucket lifecycle", "", e)),
+        };
+        Ok(cfg
+            .rules()
+            .iter()
+            .any(|r| rule_aborts_uploads_under(r, &self.prefix)))
+    }
+}
+
+/// An enabled rule that aborts incomplete uploads of every key under `prefix`.
+fn rule_aborts_uploads_under(rule: &LifecycleRule, prefix: &str) -> bool {
+    if *rule.status() != ExpirationStatus::Enabled
+        || rule
+            .abort_incomplete_multipart_upload()
+            .and_then(|a| a.days_after_initiation())
+            .is_none()
+    {
+        return false;
+    }
+    #[allow(deprecated)]
+    let legacy = rule.prefix();
+    let rule_prefix = match rule.filter() {
+        None => legacy.unwrap_or(""),
+        Some(f) => {
+            if f.tag().is_some()
+                || f.and().is_some()
+                || f.object_size_greater_than().is_some()
+                || f.object_size_less_than().is_some()
+            {
+                return false;
+            }
+            f.prefix().unwrap_or("")
+        }
+    };
+    prefix.starts_with(rule_prefix)
 }
 
 pub use crate::store::PendingUpload;
@@ -243,5 +295,76 @@ where
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::types::{AbortIncompleteMultipartUpload, LifecycleRuleFilter, Tag};
+
+    fn rule(
+        status: ExpirationStatus,
+        days: Option<i32>,
+        filter: Option<LifecycleRuleFilter>,
+    ) -> LifecycleRule {
+        let mut b = LifecycleRule::builder().status(status);
+        if let Some(d) = days {
+            b = b.abort_incomplete_multipart_upload(
+                AbortIncompleteMultipartUpload::builder()
+                    .days_after_initiation(d)
+                    .build(),
+            );
+        }
+        if let Some(f) = filter {
+            b = b.filter(f);
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn only_enabled_abort_rules_covering_the_prefix_count() {
+        let on = ExpirationStatus::Enabled;
+        let prefix = |p: &str| Some(LifecycleRuleFilter::builder().prefix(p).build());
+        assert!(rule_aborts_uploads_under(
+            &rule(on.clone(), Some(7), None),
+            "repo/"
+        ));
+        assert!(rule_aborts_uploads_under(
+            &rule(on.clone(), Some(7), prefix("")),
+            "repo/"
+        ));
+        assert!(rule_aborts_uploads_under(
+            &rule(on.clone(), Some(1), prefix("re")),
+            "repo/"
+        ));
+        assert!(rule_aborts_uploads_under(
+            &rule(on.clone(), Some(1), prefix("repo/")),
+            "repo/"
+        ));
+        // Another prefix, a narrower one, disabled, no abort action, a tag filter: no.
+        assert!(!rule_aborts_uploads_under(
+            &rule(on.clone(), Some(7), prefix("logs/")),
+            "repo/"
+        ));
+        assert!(!rule_aborts_uploads_under(
+            &rule(on.clone(), Some(7), prefix("repo/data/")),
+            "repo/"
+        ));
+        assert!(!rule_aborts_uploads_under(
+            &rule(ExpirationStatus::Disabled, Some(7), None),
+            "repo/"
+        ));
+        assert!(!rule_aborts_uploads_under(
+            &rule(on.clone(), None, None),
+            "repo/"
+        ));
+        let tagged = LifecycleRuleFilter::builder()
+            .tag(Tag::builder().key("k").value("v").build().unwrap())
+            .build();
+        assert!(!rule_aborts_uploads_under(
+            &rule(on, Some(7), Some(tagged)),
+            "repo/"
+        ));
     }
 }

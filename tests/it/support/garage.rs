@@ -99,7 +99,75 @@ admin_token = "test-admin-token"
             "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", "test",
         ]);
         g.wait_s3();
+        // As a well-run bucket has: uploads of killed writers are aborted by the server (T02;
+        // `healthcheck` warns without such a rule).
+        g.set_abort_rule(Some(("", 7)));
         g
+    }
+
+    /// Sets the bucket's lifecycle configuration to one enabled rule aborting incomplete
+    /// multipart uploads under `prefix` after `days`, or (`None`) removes the configuration.
+    pub fn set_abort_rule(&self, rule: Option<(&str, i32)>) {
+        use aws_sdk_s3::types::{
+            AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
+            LifecycleRule, LifecycleRuleFilter,
+        };
+        let (endpoint, region) = (self.endpoint(), self.region.clone());
+        let rule = rule.map(|(p, d)| (p.to_string(), d));
+        // A thread of its own: callers may already be inside a runtime.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let conf = aws_sdk_s3::config::Builder::new()
+                    .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                    .region(aws_sdk_s3::config::Region::new(region))
+                    .endpoint_url(endpoint)
+                    .force_path_style(true)
+                    .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                        KEY_ID, SECRET, None, None, "test",
+                    ))
+                    .build();
+                let client = aws_sdk_s3::Client::from_conf(conf);
+                match rule {
+                    Some((prefix, days)) => {
+                        let rule = LifecycleRule::builder()
+                            .id("abort-incomplete-uploads")
+                            .status(ExpirationStatus::Enabled)
+                            .filter(LifecycleRuleFilter::builder().prefix(prefix).build())
+                            .abort_incomplete_multipart_upload(
+                                AbortIncompleteMultipartUpload::builder()
+                                    .days_after_initiation(days)
+                                    .build(),
+                            )
+                            .build()
+                            .unwrap();
+                        client
+                            .put_bucket_lifecycle_configuration()
+                            .bucket(BUCKET)
+                            .lifecycle_configuration(
+                                BucketLifecycleConfiguration::builder()
+                                    .rules(rule)
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .send()
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+                    }
+                    None => client
+                        .delete_bucket_lifecycle()
+                        .bucket(BUCKET)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string()),
+                }
+            })
+            .expect("setting the bucket's lifecycle configuration");
+        })
+        .join()
+        .unwrap();
     }
 
     fn spawn(&mut self) {
