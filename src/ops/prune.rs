@@ -225,9 +225,18 @@ pub async fn prune_repo(
 async fn update_ledger(env: &Env, repo: &Repository, region: &str, warnings: &mut Vec<String>) {
     let mut w = Vec::new();
     if let Some(cat) = open_best_effort(env, &mut w).await {
-        match repo.load_index().await {
-            Ok(index) => {
-                if let Err(e) = cat.sync_packs(repo.id(), region, index.packs()).await {
+        // The packs the index files list, without the blob map of a loaded index.
+        match repo.load_index_files().await {
+            Ok(files) => {
+                let mut seen = std::collections::HashSet::new();
+                let packs: Vec<(crate::ids::PackId, u64)> = files
+                    .iter()
+                    .flat_map(|(_, f)| f.packs.iter())
+                    .filter(|p| seen.insert(p.id))
+                    .map(|p| (p.id, p.size))
+                    .collect();
+                drop(files);
+                if let Err(e) = cat.sync_packs(repo.id(), region, &packs).await {
                     w.push(e.to_string());
                 }
             }

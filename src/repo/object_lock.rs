@@ -27,8 +27,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::index::Index;
-use super::reach::collect_used;
+use super::reach::{reach_snapshots, Reach};
 use super::{ObjectKind, Repository};
 use crate::ids::ObjectId;
 use crate::store::{LockPolicy, StoreError};
@@ -218,25 +217,10 @@ pub fn horizon(policy: &LockPolicy, now: DateTime<Utc>) -> (DateTime<Utc>, DateT
 
 /// Every object key the repository's snapshots need to be restored.
 async fn needed_keys(repo: &Repository, cancel: &Cancel) -> Result<Vec<String>> {
-    // Snapshots before index files (a snapshot is committed after the index files it needs).
-    let snaps = repo.list_snapshots().await?;
-    let files = repo.load_index_files().await?;
-    let mut index = Index::default();
-    for (id, f) in &files {
-        index.add_file(*id, f);
-    }
-    let mut used = HashSet::new();
-    let mut visited = HashSet::new();
-    collect_used(
-        repo,
-        &index,
-        snaps.iter().map(|(_, s)| s.tree),
-        &mut used,
-        &mut visited,
-        cancel,
-    )
-    .await?;
-    drop(visited);
+    let Reach {
+        files, index, used, ..
+    } = reach_snapshots(repo, cancel).await?;
+    drop(files);
     let mut packs = HashSet::new();
     for b in &used {
         if let Some(loc) = index.get(b) {

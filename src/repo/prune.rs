@@ -27,8 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::index::{Index, IndexBlob, IndexFile, IndexPack};
 use super::lock::Lock;
 use super::pack::{self, PackBuilder, PackEntry};
-use super::reach::collect_used;
-use super::snapshot::Snapshot;
+use super::reach::{collect_used, load_snapshots, reach_snapshots, Reach};
 use super::{pack_key, ObjectKind, Repository};
 use crate::ids::{BlobId, IndexId, ObjectId, PackId, SnapshotId};
 use crate::store::StoreError;
@@ -127,25 +126,6 @@ pub struct MarkOptions {
     /// Repack partly used packs until at most this fraction (0–1) of the repository is unused.
     pub max_unused: f64,
     pub dry_run: bool,
-}
-
-/// Loads snapshots by id; one deleted meanwhile (a concurrent `forget`) is skipped.
-async fn load_snapshots(
-    repo: &Repository,
-    ids: Vec<SnapshotId>,
-) -> Result<Vec<(SnapshotId, Snapshot)>> {
-    let loaded: Vec<Option<(SnapshotId, Snapshot)>> = stream::iter(ids)
-        .map(|id| async move {
-            match repo.load_json::<Snapshot>(ObjectKind::Snapshot, &id).await {
-                Ok(s) => Ok(Some((id, s))),
-                Err(Error::Store(e)) if e.is_not_found() => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
-    Ok(loaded.into_iter().flatten().collect())
 }
 
 fn entry_of(b: &IndexBlob) -> PackEntry {
@@ -252,31 +232,16 @@ pub async fn mark(
     cancel: &Cancel,
 ) -> Result<MarkReport> {
     let mut r = MarkReport::default();
-    // Snapshots before index files: a snapshot is committed only after the index files it
-    // needs, so every snapshot listed now is covered by the index files listed next.
-    let snap_ids = repo.list_ids(ObjectKind::Snapshot).await?;
-    let files = repo.load_index_files().await?;
-    let snaps = load_snapshots(repo, snap_ids).await?;
-    r.snapshots = snaps.len();
-    let mut index = Index::default();
-    for (id, f) in &files {
-        index.add_file(*id, f);
-    }
-    let mut used = HashSet::new();
-    let mut visited = HashSet::new();
-    collect_used(
-        repo,
-        &index,
-        snaps.iter().map(|(_, s)| s.tree),
-        &mut used,
-        &mut visited,
-        cancel,
-    )
-    .await?;
+    let Reach {
+        snapshots: snapshot_ids,
+        files,
+        index,
+        used,
+    } = reach_snapshots(repo, cancel).await?;
+    r.snapshots = snapshot_ids.len();
     r.missing_blobs = used.iter().filter(|b| !index.contains(b)).count();
-    // The walk is done: what it needed goes before the repack allocates pack buffers.
-    drop((index, visited));
-    let snapshot_ids: Vec<SnapshotId> = snaps.into_iter().map(|(id, _)| id).collect();
+    // The walk is done: its index goes before the repack.
+    drop(index);
 
     let mut seen = HashSet::new();
     let packs: Vec<&IndexPack> = files
@@ -287,6 +252,7 @@ pub async fn mark(
     r.packs = packs.len();
     r.bytes = packs.iter().map(|p| p.size).sum();
     let uses = claim(&packs, &used);
+    drop(used);
     // Packs Object Lock still keeps cannot be freed: neither condemned nor repacked.
     let locked = if repo.store.lock_policy().is_some() {
         let (record, _) = super::object_lock::load_record(repo).await?;
@@ -368,10 +334,96 @@ pub async fn mark(
     Ok(r)
 }
 
-/// Copies the kept blobs of `repack` into new packs: each blob is opened and re-hashed from
-/// the old pack before it is copied (sealed bytes as they are: a blob's seal binds the
-/// repository, its type and id, not its pack), each new pack is checked before it is stored
-/// and then read back from the store and verified blob by blob.
+/// One ranged read of a repack covers neighbouring blobs up to this many bytes (a larger blob
+/// is read alone): below [`crate::store::pool::MIN`], so the reads are not pooled pack buffers.
+const READ_RUN: u64 = 512 << 10;
+/// Unused bytes between two kept blobs of an old pack that one read spans rather than split
+/// in two.
+const READ_GAP: u64 = 64 << 10;
+
+/// Groups `entries` (in offset order) into ranged reads: `(start, len, entries)`. Neighbours
+/// share a read while it stays within [`READ_RUN`] bytes and the gap between them within
+/// `max_gap`.
+fn read_runs(entries: &[PackEntry], max_gap: u64) -> Vec<(u64, u64, &[PackEntry])> {
+    let mut runs = Vec::new();
+    let mut first = 0;
+    for i in 1..=entries.len() {
+        let (s, prev) = (&entries[first], &entries[i - 1]);
+        let split = match entries.get(i) {
+            None => true,
+            Some(e) => {
+                let end = e.offset as u64 + e.length as u64;
+                let gap = (e.offset as u64).saturating_sub(prev.offset as u64 + prev.length as u64);
+                gap > max_gap || end - s.offset as u64 > READ_RUN
+            }
+        };
+        if split {
+            let start = s.offset as u64;
+            let end = prev.offset as u64 + prev.length as u64;
+            runs.push((start, end - start, &entries[first..i]));
+            first = i;
+        }
+    }
+    runs
+}
+
+/// Opens and re-hashes `blobs` (each at its offset minus `base` in `bytes`), with `scratch`
+/// as the decompression buffers. On the calling task, not a blocking thread: a run is at
+/// most [`READ_RUN`] bytes (a millisecond or two of work), and every blocking thread that
+/// checks blobs keeps a zstd decoder of its own — spread over the blocking pool, which
+/// grows as reads and checks alternate, those decoders made the repack's memory grow pack
+/// after pack (measured 2026-12-05, below).
+fn check_run(
+    repo: &Repository,
+    pack: &PackId,
+    bytes: &[u8],
+    base: u64,
+    blobs: &[PackEntry],
+    scratch: &mut (Vec<u8>, Vec<u8>),
+) -> Result<()> {
+    let (body, piece) = scratch;
+    for e in blobs {
+        let at = (e.offset as u64 - base) as usize;
+        let sealed = &bytes[at..at + e.length as usize];
+        pack::check_blob(&repo.keys, repo.id(), e, sealed, body, piece).map_err(
+            |err| match err {
+                Error::Integrity { detail, .. } => {
+                    Error::integrity(format!("pack {pack}"), format!("blob {}: {detail}", e.id))
+                }
+                other => other,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Reads `len` bytes at `start` of a pack; a shorter answer is damage, not a short read.
+async fn read_range(
+    repo: &Repository,
+    pack: &PackId,
+    start: u64,
+    len: u64,
+) -> Result<bytes::Bytes> {
+    let bytes = repo.store.get_range(&pack_key(pack), start, len).await?;
+    if bytes.len() as u64 != len {
+        return Err(Error::integrity(
+            format!("pack {pack}"),
+            format!(
+                "range {start}+{len} read back {} bytes (truncated?)",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Copies the kept blobs of `repack` into new packs, a blob at a time, so that neither a whole
+/// old pack nor a new pack read back is ever in memory: only the byte ranges of the kept
+/// blobs are read from an old pack (a few neighbours per ranged read), each blob opened and
+/// re-hashed before it is copied (sealed bytes as they are: a blob's seal binds the
+/// repository, its type and id, not its pack). A new pack is stored as soon as the next blob
+/// would overflow it, checked before it is stored and then read back from the store, range by
+/// range, and verified blob by blob ([`store_verified`]).
 async fn repack_packs(
     repo: &Repository,
     repack: &[&PackUse<'_>],
@@ -380,100 +432,109 @@ async fn repack_packs(
     cancel: &Cancel,
 ) -> Result<Vec<IndexPack>> {
     let pack_size = repo.config.pack_size as usize;
-    let mut builder = PackBuilder::with_capacity(pack_size + (pack_size >> 3));
+    let new_builder = || PackBuilder::with_capacity(pack_size + (pack_size >> 3));
+    let mut builder = new_builder();
+    let mut scratch = (Vec::new(), Vec::new());
     let mut out = Vec::new();
     for u in repack {
-        cancel.check()?;
-        // When this pack's kept blobs would overflow the new pack being built, that one is
-        // stored first: the old pack's bytes and a new pack's store, read-back and
-        // verification are never in memory at the same time.
-        if !builder.is_empty() && builder.len() as u64 + u.kept_bytes() > pack_size as u64 {
-            let full = std::mem::replace(
-                &mut builder,
-                PackBuilder::with_capacity(pack_size + (pack_size >> 3)),
-            );
-            out.push(store_verified(repo, full, r).await?);
-        }
         let id = u.pack.id;
-        let bytes = repo.store.get(&pack_key(&id)).await?;
-        if PackId::of(&bytes) != id {
-            return Err(Error::integrity(
-                format!("pack {id}"),
-                "content hash does not match its name; prune stopped before condemning anything (run `lifeboat verify --read-data`)",
-            ));
-        }
-        let keys = repo.keys.clone();
-        let repo_id = *repo.id();
-        let keep: Vec<PackEntry> = u.keep.iter().map(|b| entry_of(b)).collect();
-        // Open and re-hash every kept blob (on a blocking thread: it is all CPU).
-        let (bytes, keep) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let (mut body, mut piece) = (Vec::new(), Vec::new());
-            for e in &keep {
-                let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-                pack::check_blob(&keys, &repo_id, e, sealed, &mut body, &mut piece).map_err(
-                    |err| match err {
-                        Error::Integrity { detail, .. } => Error::integrity(
-                            format!("pack {id}"),
-                            format!(
-                                "blob {}: {detail}; prune stopped before condemning anything",
-                                e.id
-                            ),
-                        ),
-                        other => other,
-                    },
-                )?;
+        let mut keep: Vec<PackEntry> = u.keep.iter().map(|b| entry_of(b)).collect();
+        keep.sort_by_key(|e| e.offset);
+        for (start, len, blobs) in read_runs(&keep, READ_GAP) {
+            cancel.check()?;
+            let bytes = read_range(repo, &id, start, len).await?;
+            check_run(repo, &id, &bytes, start, blobs, &mut scratch).map_err(|e| match e {
+                Error::Integrity { object, detail } => Error::Integrity {
+                    object,
+                    detail: format!("{detail}; prune stopped before condemning anything"),
+                },
+                other => other,
+            })?;
+            for e in blobs {
+                // The new pack is stored before it would overflow, and the next one reuses
+                // its buffer: one pack buffer at a time.
+                if !builder.is_empty() && builder.len() + e.length as usize > pack_size {
+                    let full = std::mem::take(&mut builder);
+                    out.push(store_verified(repo, full, r, &mut scratch).await?);
+                    builder = new_builder();
+                }
+                let at = (e.offset as u64 - start) as usize;
+                let sealed = &bytes[at..at + e.length as usize];
+                let crc = crc32fast::hash(sealed);
+                if !builder.push_verified(e.kind, e.id, e.raw_length, sealed, crc) {
+                    return Err(Error::integrity(
+                        format!("pack {id}"),
+                        format!("blob {} changed in memory while it was copied", e.id),
+                    ));
+                }
+                r.repacked_blobs += 1;
             }
-            Ok((bytes, keep))
-        })
-        .await
-        .expect("repack check thread")?;
-        for e in &keep {
-            let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-            let crc = crc32fast::hash(sealed);
-            if !builder.push_verified(e.kind, e.id, e.raw_length, sealed, crc) {
-                return Err(Error::integrity(
-                    format!("pack {id}"),
-                    format!("blob {} changed in memory while it was copied", e.id),
-                ));
-            }
-            r.repacked_blobs += 1;
-        }
-        drop(bytes);
-        if builder.len() >= pack_size {
-            let full = std::mem::replace(
-                &mut builder,
-                PackBuilder::with_capacity(pack_size + (pack_size >> 3)),
-            );
-            out.push(store_verified(repo, full, r).await?);
         }
         progress.inc(u.pack.size);
     }
     if !builder.is_empty() {
-        out.push(store_verified(repo, builder, r).await?);
+        out.push(store_verified(repo, builder, r, &mut scratch).await?);
     }
     Ok(out)
 }
 
+/// Stores a new pack, then reads it back from the store a range at a time and verifies it:
+/// every byte hashes to its name, the header lists exactly the blobs written, every blob opens
+/// and re-hashes to its id.
 async fn store_verified(
     repo: &Repository,
     builder: PackBuilder,
     r: &mut MarkReport,
+    scratch: &mut (Vec<u8>, Vec<u8>),
 ) -> Result<IndexPack> {
     let finished = builder.finish(&repo.keys, repo.id());
     let stored = repo.store_pack(finished).await?;
-    let bytes = repo.store.get(&pack_key(&stored.id)).await?;
-    let keys = repo.keys.clone();
-    let repo_id = *repo.id();
     let id = stored.id;
-    let entries =
-        tokio::task::spawn_blocking(move || pack::verify_pack(&keys, &repo_id, &id, &bytes))
-            .await
-            .expect("verify thread")?;
+    let bad = |detail: String| Error::integrity(format!("pack {id}"), detail);
+    match repo.store.head(&pack_key(&id)).await? {
+        Some(info) if info.size == stored.size => {}
+        Some(info) => {
+            return Err(bad(format!(
+                "the repacked pack reads back as {} bytes, {} were stored",
+                info.size, stored.size
+            )))
+        }
+        None => {
+            return Err(bad(
+                "the repacked pack is not in the store after it was stored".into(),
+            ))
+        }
+    }
     let want: Vec<PackEntry> = stored.blobs.iter().map(entry_of).collect();
+    let mut name = blake3::Hasher::new();
+    let mut blobs_end = 0u64;
+    for (start, len, blobs) in read_runs(&want, 0) {
+        if start != blobs_end {
+            return Err(bad(format!("the index leaves a hole at byte {blobs_end}")));
+        }
+        let bytes = read_range(repo, &id, start, len).await?;
+        name.update(&bytes);
+        check_run(repo, &id, &bytes, start, blobs, scratch)?;
+        blobs_end = start + len;
+    }
+    let tail = read_range(repo, &id, blobs_end, stored.size - blobs_end).await?;
+    name.update(&tail);
+    if PackId::from_hash(name.finalize()) != id {
+        return Err(bad(
+            "the repacked pack read back does not hash to its name".into()
+        ));
+    }
+    let trailer = &tail[tail.len().saturating_sub(pack::TRAILER_LEN)..];
+    let (off, len) = pack::header_range(&id, stored.size, trailer)?;
+    if off != blobs_end {
+        return Err(bad(
+            "the repacked pack read back has its header elsewhere than after its blobs".into(),
+        ));
+    }
+    let entries = pack::parse_header(&repo.keys, repo.id(), &id, &tail[..len as usize], off)?;
     if entries != want {
-        return Err(Error::integrity(
-            format!("pack {id}"),
-            "the repacked pack read back does not hold the blobs written into it",
+        return Err(bad(
+            "the repacked pack read back does not hold the blobs written into it".into(),
         ));
     }
     r.new_packs += 1;
@@ -553,25 +614,6 @@ pub async fn sweep(
     let new_snaps = load_snapshots(repo, new_ids).await?;
     r.new_snapshots = new_snaps.len();
 
-    // Surviving packs first: the index answers with a blob's first location, so a blob that
-    // a surviving pack holds is never attributed to a condemned one.
-    let mut index = Index::default();
-    for (id, f) in &files {
-        let keep = IndexFile {
-            packs: f
-                .packs
-                .iter()
-                .filter(|p| !condemned.contains_key(&p.id))
-                .cloned()
-                .collect(),
-        };
-        index.add_file(*id, &keep);
-    }
-    for (_, f) in &files {
-        for p in f.packs.iter().filter(|p| condemned.contains_key(&p.id)) {
-            index.add_pack(p);
-        }
-    }
     let mut rescued: HashSet<PackId> = HashSet::new();
     // A newer index file (a backup adopted a pack a killed sweep had already unindexed)
     // lists the pack again: leave it to a later prune.
@@ -586,6 +628,26 @@ pub async fn sweep(
         }
     }
     if !new_snaps.is_empty() {
+        // Surviving packs first: the index answers with a blob's first location, so a blob
+        // that a surviving pack holds is never attributed to a condemned one. (Built only
+        // here: with no snapshot to walk, its blob map is not needed.)
+        let mut index = Index::default();
+        for (id, f) in &files {
+            let keep = IndexFile {
+                packs: f
+                    .packs
+                    .iter()
+                    .filter(|p| !condemned.contains_key(&p.id))
+                    .cloned()
+                    .collect(),
+            };
+            index.add_file(*id, &keep);
+        }
+        for (_, f) in &files {
+            for p in f.packs.iter().filter(|p| condemned.contains_key(&p.id)) {
+                index.add_pack(p);
+            }
+        }
         let mut used = HashSet::new();
         let mut visited = HashSet::new();
         collect_used(
@@ -744,7 +806,52 @@ async fn delete_if_there(repo: &Repository, key: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::choose_repack;
+    use super::{choose_repack, read_runs, READ_RUN};
+    use crate::ids::BlobId;
+    use crate::repo::pack::{BlobKind, PackEntry};
+
+    fn blob(offset: u32, length: u32) -> PackEntry {
+        PackEntry {
+            kind: BlobKind::Data,
+            id: BlobId([offset as u8; 32]),
+            offset,
+            length,
+            raw_length: length,
+        }
+    }
+
+    #[test]
+    fn repack_reads_neighbours_together_within_the_run_and_gap_limits() {
+        let k = 1024u32;
+        let e = [
+            blob(0, 100 * k),
+            blob(100 * k, 100 * k), // adjacent: same read
+            blob(250 * k, 10 * k),  // 50 KiB gap: same read (within 64 KiB)
+            blob(400 * k, 10 * k),  // 140 KiB gap: a new read
+            blob(410 * k, 600 * k), // would make the read 610 KiB > 512 KiB: alone
+            blob(1010 * k, k),
+        ];
+        let runs: Vec<(u64, u64, usize)> = read_runs(&e, 64 << 10)
+            .into_iter()
+            .map(|(s, l, b)| (s, l, b.len()))
+            .collect();
+        let k = k as u64;
+        assert_eq!(
+            runs,
+            vec![
+                (0, 260 * k, 3),
+                (400 * k, 10 * k, 1),
+                (410 * k, 600 * k, 1),
+                (1010 * k, k, 1)
+            ]
+        );
+        // Every read is at most READ_RUN unless one blob alone is larger.
+        assert!(runs.iter().all(|(_, l, n)| *l <= READ_RUN || *n == 1));
+        // Gap 0 (the read-back of a new pack): contiguous blobs only.
+        assert_eq!(read_runs(&e[..2], 0).len(), 1);
+        assert_eq!(read_runs(&e[1..3], 0).len(), 2);
+        assert!(read_runs(&[], 0).is_empty());
+    }
 
     #[test]
     fn max_unused_is_measured_against_used_blob_bytes_highest_share_first() {

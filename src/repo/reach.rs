@@ -1,19 +1,81 @@
 //! What the snapshots reach: every blob (tree and data) below a set of root trees. Prune
-//! (what may go) and the Object Lock pass (what must stay locked) both ask it.
+//! (what may go) and the Object Lock pass (what must stay locked) both ask it, through
+//! [`reach_snapshots`] (every snapshot of the repository) or [`collect_used`] (given roots).
 
 use std::collections::HashSet;
 
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::index::Index;
+use super::index::{Index, IndexFile};
+use super::snapshot::Snapshot;
 use super::tree::NodeKind;
-use super::Repository;
-use crate::ids::BlobId;
+use super::{ObjectKind, Repository};
+use crate::ids::{BlobId, IndexId, SnapshotId};
 use crate::sys::Cancel;
-use crate::Result;
+use crate::{Error, Result};
 
-/// Trees read at once.
+/// Trees (and snapshots) read at once.
 const CONCURRENCY: usize = 16;
+
+/// Loads snapshots by id; one deleted meanwhile (a concurrent `forget`) is skipped.
+pub async fn load_snapshots(
+    repo: &Repository,
+    ids: Vec<SnapshotId>,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let loaded: Vec<Option<(SnapshotId, Snapshot)>> = stream::iter(ids)
+        .map(|id| async move {
+            match repo.load_json::<Snapshot>(ObjectKind::Snapshot, &id).await {
+                Ok(s) => Ok(Some((id, s))),
+                Err(Error::Store(e)) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(loaded.into_iter().flatten().collect())
+}
+
+/// Every snapshot of a repository and what it reaches.
+pub struct Reach {
+    /// The snapshots walked.
+    pub snapshots: Vec<SnapshotId>,
+    /// The index files, read after the snapshots were listed: a snapshot is committed only
+    /// after the index files it needs, so these cover every snapshot walked.
+    pub files: Vec<(IndexId, IndexFile)>,
+    /// Their union.
+    pub index: Index,
+    /// Every blob the snapshots reference, tree blobs included.
+    pub used: HashSet<BlobId>,
+}
+
+/// Lists the snapshots, then loads the index files (in this order, see [`Reach::files`]),
+/// then walks every snapshot's trees. A snapshot deleted meanwhile is skipped.
+pub async fn reach_snapshots(repo: &Repository, cancel: &Cancel) -> Result<Reach> {
+    let ids = repo.list_ids(ObjectKind::Snapshot).await?;
+    let files = repo.load_index_files().await?;
+    let snaps = load_snapshots(repo, ids).await?;
+    let mut index = Index::default();
+    for (id, f) in &files {
+        index.add_file(*id, f);
+    }
+    let mut used = HashSet::new();
+    collect_used(
+        repo,
+        &index,
+        snaps.iter().map(|(_, s)| s.tree),
+        &mut used,
+        &mut HashSet::new(),
+        cancel,
+    )
+    .await?;
+    Ok(Reach {
+        snapshots: snaps.into_iter().map(|(id, _)| id).collect(),
+        files,
+        index,
+        used,
+    })
+}
 
 /// Adds every blob the trees below `roots` reference (tree blobs included) to `used`, reading
 /// each tree once (`visited`), a level at a time with several reads in flight. Each tree is

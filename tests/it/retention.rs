@@ -946,3 +946,74 @@ fn forget_prune_with_a_region_down_then_catches_it_up() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_same_tree(&src, &out.join("src"));
 }
+
+/// The repack reads only the kept blobs of an old pack, a few neighbours per ranged read, and
+/// verifies each new pack by ranged reads too: no pack is ever read whole, so prune's memory
+/// does not grow with the pack size. The copies are verified and the kept snapshot restores
+/// byte-identical after the old packs are gone.
+#[test]
+fn the_repack_reads_kept_blob_ranges_never_whole_packs() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let s = Scratch::new();
+    s.init();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // 60 incompressible files of 64 KiB fill one pack of about 3.9 MiB; the second snapshot
+    // keeps every third one, so the pack is two thirds unused.
+    for i in 0..60u64 {
+        write_random(&data.join(format!("f{i:02}")), 500 + i, 64 << 10);
+    }
+    s.ok(&["backup", data.to_str().unwrap()]);
+    for i in (0..60u64).filter(|i| i % 3 != 0) {
+        std::fs::remove_file(data.join(format!("f{i:02}"))).unwrap();
+    }
+    s.ok(&["backup", data.to_str().unwrap()]);
+    s.ok(&["forget", "--keep-last", "1"]);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mark, counting) = rt.block_on(async {
+        let store = lifeboat::store::open_location(s.repo.to_str().unwrap()).unwrap();
+        let counting = std::sync::Arc::new(support::counting::CountingReads::new(store));
+        let repo = lifeboat::repo::Repository::open(counting.clone(), support::PASSWORD.as_bytes())
+            .await
+            .unwrap();
+        let mark = lifeboat::repo::prune::mark(
+            &repo,
+            lifeboat::repo::prune::MarkOptions {
+                max_unused: 0.0,
+                dry_run: false,
+            },
+            indicatif::ProgressBar::hidden(),
+            &lifeboat::sys::Cancel::new(),
+        )
+        .await
+        .unwrap();
+        (mark, counting)
+    });
+    assert!(mark.repacked_packs >= 1, "{mark:?}");
+    assert!((1..=20).contains(&mark.repacked_blobs), "{mark:?}");
+    assert!(mark.new_packs >= 1, "{mark:?}");
+    let (whole, ranged, bytes, largest) = (
+        counting.whole.load(SeqCst),
+        counting.ranged.load(SeqCst),
+        counting.ranged_bytes.load(SeqCst),
+        counting.largest_range.load(SeqCst),
+    );
+    eprintln!("repack: {whole} whole pack GETs, {ranged} ranged GETs, {bytes} bytes, largest range {largest} bytes, {} bytes repacked", mark.repacked_bytes);
+    assert_eq!(whole, 0, "no pack is read whole by the repack");
+    // Each read spans a few 64 KiB blobs at most (ranges of up to 512 KiB).
+    assert!(largest <= 512 << 10, "largest ranged read {largest} bytes");
+    // The kept third of the old pack (plus the gaps between kept blobs read over), then
+    // the new pack read back once.
+    assert!(
+        bytes < mark.repacked_bytes + mark.new_bytes,
+        "{bytes} bytes read: {mark:?}"
+    );
+
+    // Phase 2 deletes the old pack; the kept snapshot is whole.
+    s.ok(&["prune"]);
+    verify_clean(&s);
+    let out = s.path("restored");
+    s.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_same_tree(&data, &out.join("data"));
+}

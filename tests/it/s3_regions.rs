@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::counting::CountingReads;
 use support::fault_proxy::{FaultProxy, Faults};
 use support::garage::{self, url_for, Garage};
 use support::regions::{lifeboat, make_s3_tree, repos, run, Run};
@@ -530,67 +531,6 @@ fn next_backup_backfills_a_region_that_missed_a_run() {
     verify_region(w, &urls, "b2");
 }
 
-/// Counts what a restore reads from a real S3 store: whole GETs and ranged GETs of packs
-/// (`data/…`), and the bytes of the ranges.
-#[derive(Debug)]
-struct CountingReads {
-    inner: lifeboat::store::DynStore,
-    whole: std::sync::atomic::AtomicU64,
-    ranged: std::sync::atomic::AtomicU64,
-    ranged_bytes: std::sync::atomic::AtomicU64,
-}
-
-#[async_trait::async_trait]
-impl lifeboat::store::Store for CountingReads {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn backend(&self) -> lifeboat::store::Backend {
-        self.inner.backend()
-    }
-    async fn get(&self, key: &str) -> lifeboat::store::StoreResult<bytes::Bytes> {
-        if key.starts_with("data/") {
-            self.whole.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        self.inner.get(key).await
-    }
-    async fn get_range(
-        &self,
-        key: &str,
-        offset: u64,
-        len: u64,
-    ) -> lifeboat::store::StoreResult<bytes::Bytes> {
-        if key.starts_with("data/") {
-            self.ranged
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.ranged_bytes
-                .fetch_add(len, std::sync::atomic::Ordering::SeqCst);
-        }
-        self.inner.get_range(key, offset, len).await
-    }
-    async fn put(&self, key: &str, data: bytes::Bytes) -> lifeboat::store::StoreResult<()> {
-        self.inner.put(key, data).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-    ) -> lifeboat::store::StoreResult<Vec<lifeboat::store::ObjectInfo>> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> lifeboat::store::StoreResult<()> {
-        self.inner.delete(key).await
-    }
-    async fn head(
-        &self,
-        key: &str,
-    ) -> lifeboat::store::StoreResult<Option<lifeboat::store::ObjectInfo>> {
-        self.inner.head(key).await
-    }
-    async fn probe(&self) -> lifeboat::store::HealthReport {
-        self.inner.probe().await
-    }
-}
-
 /// A snapshot that needs a few blobs of a pack another snapshot filled: the restore reads
 /// those blobs with ranged GETs (neighbours coalesced), never the whole pack, and every blob
 /// is still verified (the restored files are identical).
@@ -627,12 +567,9 @@ fn restore_reads_only_the_needed_ranges_of_partly_used_packs() {
     let (whole, ranged, ranged_bytes, pack_bytes) = rt.block_on(async {
         let mut cfg = lifeboat::store::s3::S3Config::from_url(&g.url("repo")).unwrap();
         cfg.credentials_file = Some(garage::credentials_file(w, garage::SECRET));
-        let counting = std::sync::Arc::new(CountingReads {
-            inner: std::sync::Arc::new(lifeboat::store::s3::S3Store::new(cfg).unwrap()),
-            whole: Default::default(),
-            ranged: Default::default(),
-            ranged_bytes: Default::default(),
-        });
+        let counting = std::sync::Arc::new(CountingReads::new(std::sync::Arc::new(
+            lifeboat::store::s3::S3Store::new(cfg).unwrap(),
+        )));
         let repo = lifeboat::repo::Repository::open(
             counting.clone(),
             support::regions::PASSWORD.as_bytes(),

@@ -3,6 +3,7 @@
 //! servers from `lifeboat::drill::env` with their own client tools; `garage` and `s3s` (real
 //! S3 servers), `fault_proxy` and `regions` (multi-region CLI helpers) for the S3 tests.
 
+pub mod counting;
 pub mod fault_proxy;
 pub mod garage;
 pub mod moto;

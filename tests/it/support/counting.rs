@@ -1,0 +1,75 @@
+//! A store decorator that counts pack reads (`data/` keys): whole-object GETs, ranged GETs,
+//! their bytes and the largest range. Wraps a real store (local, Garage); no mock.
+
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+#[derive(Debug)]
+pub struct CountingReads {
+    pub inner: lifeboat::store::DynStore,
+    pub whole: AtomicU64,
+    pub ranged: AtomicU64,
+    pub ranged_bytes: AtomicU64,
+    pub largest_range: AtomicU64,
+}
+
+impl CountingReads {
+    pub fn new(inner: lifeboat::store::DynStore) -> Self {
+        CountingReads {
+            inner,
+            whole: Default::default(),
+            ranged: Default::default(),
+            ranged_bytes: Default::default(),
+            largest_range: Default::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl lifeboat::store::Store for CountingReads {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn backend(&self) -> lifeboat::store::Backend {
+        self.inner.backend()
+    }
+    async fn get(&self, key: &str) -> lifeboat::store::StoreResult<bytes::Bytes> {
+        if key.starts_with("data/") {
+            self.whole.fetch_add(1, SeqCst);
+        }
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> lifeboat::store::StoreResult<bytes::Bytes> {
+        if key.starts_with("data/") {
+            self.ranged.fetch_add(1, SeqCst);
+            self.ranged_bytes.fetch_add(len, SeqCst);
+            self.largest_range.fetch_max(len, SeqCst);
+        }
+        self.inner.get_range(key, offset, len).await
+    }
+    async fn put(&self, key: &str, data: bytes::Bytes) -> lifeboat::store::StoreResult<()> {
+        self.inner.put(key, data).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> lifeboat::store::StoreResult<Vec<lifeboat::store::ObjectInfo>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> lifeboat::store::StoreResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> lifeboat::store::StoreResult<Option<lifeboat::store::ObjectInfo>> {
+        self.inner.head(key).await
+    }
+    async fn probe(&self) -> lifeboat::store::HealthReport {
+        self.inner.probe().await
+    }
+}
