@@ -182,6 +182,7 @@ pub async fn prune_repo(
             // The lock measured the store's clock; grace periods and leases are judged in it.
             if !req.dry_run {
                 repo.refuse_skewed_clock("prune")?;
+                refuse_incomplete_listing(env, repo, catalog_region).await?;
             }
             core::mark(repo, opts, bar, &env.cancel).await
         })
@@ -219,6 +220,55 @@ pub async fn prune_repo(
     // What the remaining snapshots need stays locked (a no-op without Object Lock).
     pr.object_lock = super::object_lock::extend(env, repo).await?;
     Ok(pr)
+}
+
+/// Refuses (exit 13) when the region's listing of `snapshots/` lacks snapshots the catalog
+/// knows it holds (T10): a listing cut short — a dropped page, a cleared `IsTruncated` —
+/// would make prune take the data of every snapshot it hides for unused. A deliberate
+/// `forget` removes the catalog's rows before the snapshot files, so it never trips this.
+/// A snapshot committed and recorded between the listing and the catalog read is seen on
+/// the next listing (three tries). Without a catalog there is nothing to compare: a warning.
+async fn refuse_incomplete_listing(env: &Env, repo: &Repository, region: &str) -> Result<()> {
+    let mut warnings = Vec::new();
+    let Some(cat) = open_best_effort(env, &mut warnings).await else {
+        env.warn(format!(
+            "{}: the catalog cannot be read, so prune cannot check the listing of snapshots against it ({})",
+            repo.location(),
+            warnings.join("; ")
+        ));
+        return Ok(());
+    };
+    let mut missing = Vec::new();
+    for _ in 0..3 {
+        let listing = repo.list_snapshots().await?;
+        missing = cat
+            .check_high_water(repo.id(), region, &listing)
+            .await?
+            .into_iter()
+            .filter(|f| f.severity == crate::repo::verify::Severity::Error)
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+    }
+    cat.close().await;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = missing
+        .iter()
+        .take(5)
+        .map(|f| format!("{}: {}", f.object, f.message))
+        .collect();
+    Err(Error::integrity(
+        format!("{} snapshots/", repo.location()),
+        format!(
+            "prune refused, nothing was deleted: the listing lacks {} snapshot(s) the catalog knows ({}{}); an incomplete listing must not decide what is unused. Run `lifeboat verify` to see what the region serves; if those snapshots were really deleted, `lifeboat catalog rebuild --forget-missing` records it, and prune runs again",
+            missing.len(),
+            named.join("; "),
+            if missing.len() > 5 { "; …" } else { "" }
+        ),
+    ))
 }
 
 /// Drops the deleted packs from the verification ledger (and adds the repacked ones).

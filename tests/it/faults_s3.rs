@@ -505,6 +505,70 @@ fn t10_an_incomplete_listing_is_not_taken_for_lost_data() {
     invariants(&out, w, &direct, None, &versions);
 }
 
+/// T10, the other listing prune reads: a listing of `snapshots/` cut short would hide
+/// snapshots whose data prune then takes for unused. Prune compares the listing with the
+/// snapshots the catalog knows the region holds and refuses (13) when some are missing:
+/// nothing is deleted and no prune plan is written. With the listing whole again the same
+/// prune runs, and every snapshot still restores bit-exact.
+#[test]
+fn t10_prune_refuses_a_cut_listing_of_snapshots() {
+    let g = Garage::start("t10s");
+    let proxy = FaultProxy::start(g.s3_port, NO_FAULTS, 11);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let out = Outputs::default();
+    let direct = vec![g.url("repo")];
+    let cut = vec![url_for(&proxy.endpoint(), "t10s", "repo")];
+    out.init(w, &direct);
+    let src = make_s3_tree(w, 2, 12);
+    let mut versions = Vec::new();
+    // Six snapshots, each with a file only it holds: hiding any of them exposes its data.
+    for i in 0..6 {
+        add_random_file(&src, &format!("only-{i}.bin"), 1 << 20);
+        out.backup(w, &direct, &src, &mut versions);
+        std::fs::remove_file(src.join(format!("only-{i}.bin"))).unwrap();
+    }
+    let store = s3_store(&g, w, "repo");
+    let keys = |rt: &tokio::runtime::Runtime| -> Vec<String> {
+        let mut k: Vec<String> = rt
+            .block_on(store.list(""))
+            .unwrap()
+            .into_iter()
+            .map(|i| i.key)
+            .filter(|k| !k.starts_with("locks/"))
+            .collect();
+        k.sort();
+        k
+    };
+    let before = keys(&rt);
+
+    proxy.cut_listings(Some("snapshots"));
+    let r = out.cmd(w, &cut, &["prune", "--grace", "0s", "--max-unused", "0%"]);
+    assert_eq!(r.code, 13, "{r:?}");
+    assert!(
+        r.stderr.contains("prune refused, nothing was deleted")
+            && r.stderr.contains("the listing lacks")
+            && r.stderr.contains("catalog rebuild --forget-missing"),
+        "{r:?}"
+    );
+    assert!(load(&proxy.counts.listings_cut) >= 1);
+    assert_eq!(
+        keys(&rt),
+        before,
+        "the refused prune changed the repository"
+    );
+
+    proxy.cut_listings(None);
+    let v = out.ok(
+        w,
+        &cut,
+        &["--json", "prune", "--grace", "0s", "--max-unused", "0%"],
+    );
+    assert_eq!(v["regions"][0]["sweep"]["deleted_packs"], 0, "{v:#}");
+    invariants(&out, w, &direct, None, &versions);
+}
+
 // ----- T13 -------------------------------------------------------------------------------
 
 /// T13: a pack deleted from one of two regions. `verify` of that region exits 13 naming the
