@@ -46,7 +46,8 @@ impl Clock for ManualClock {
 /// The environment variable that sets the time Object Lock dates are computed from
 /// ([`lock_now`]): an RFC 3339 instant. For tests and lock drills against a server whose own
 /// clock is moved the same way (moto's, see `tests/it/support/moto.rs`); never set it in
-/// production, where a real S3 judges retention by its own clock.
+/// production, where a real S3 judges retention by its own clock. While it is set it also
+/// stands for the store's time when a lock measures the store's clock (`repo::clock`).
 pub const LOCK_CLOCK_VAR: &str = "LIFEBOAT_LOCK_CLOCK";
 
 /// "Now" for Object Lock: the retain-until dates lifeboat asks for and judges. The wall clock

@@ -4,14 +4,14 @@
 //! with `faketime`, and "another host" is a lifeboat process run under `faketime` too.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
 use crate::support;
 use support::garage::{self, Garage};
 use support::regions::{lifeboat, make_s3_tree, run, Run};
+use support::wait_stopped;
 
 /// lifeboat with the test environment, its clock moved by `offset` (`faketime` syntax) when
 /// given: a host whose clock is not this one's.
@@ -59,22 +59,6 @@ fn keys(g: &Garage, w: &Path) -> Vec<String> {
         .collect();
     keys.sort();
     keys
-}
-
-fn wait_stopped(child: &mut Child) {
-    let t0 = Instant::now();
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
-        let state = stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap();
-        if state == 'T' {
-            return;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("exited ({st}) before its stop point");
-        }
-        assert!(t0.elapsed() < Duration::from_secs(120), "never stopped");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The store's clock is 3 minutes ahead of this host's (inside SigV4's window; Garage only

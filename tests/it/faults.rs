@@ -57,50 +57,6 @@ fn pack_files(repo: &Path) -> HashSet<PathBuf> {
         .collect()
 }
 
-fn snapshot_ids(s: &Scratch) -> Vec<String> {
-    s.json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// INV-1: `verify --read-data` exits 0 and reports nothing above info level (unreferenced
-/// packs a killed run left are info).
-fn inv1(s: &Scratch) -> Value {
-    let v = s.json(&["verify", "--read-data"]);
-    assert_eq!(v["errors"], 0, "{v:#}");
-    for f in v["report"]["findings"].as_array().unwrap() {
-        assert_eq!(f["severity"], "info", "INV-1: {f}");
-    }
-    v
-}
-
-/// INV-2 for one snapshot: it restores to exactly `src` (restored under its base name).
-fn restores_exactly(s: &Scratch, id: &str, src: &Path) {
-    let target = s.path(&format!("restore-{}", rand::random::<u64>()));
-    s.ok(&["restore", id, "--target", target.to_str().unwrap()]);
-    let diffs = compare_dirs(src, &target.join(src.file_name().unwrap())).unwrap();
-    assert!(diffs.is_empty(), "INV-2: snapshot {id}: {diffs:#?}");
-    std::fs::remove_dir_all(&target).unwrap();
-}
-
-/// INV-3: `catalog rebuild` of the scratch's catalog (which every backup recorded into)
-/// finds every snapshot already there and nothing to add, update or drop.
-fn inv3(s: &Scratch) {
-    let v = s.json(&["catalog", "rebuild"]);
-    let r = &v["report"];
-    let n = snapshot_ids(s).len();
-    assert_eq!(r["added"], 0, "INV-3: {v:#}");
-    assert_eq!(r["updated"], 0, "INV-3: {v:#}");
-    assert_eq!(r["forgotten"], 0, "INV-3: {v:#}");
-    assert_eq!(r["unchanged"], n, "INV-3: {v:#}");
-    for f in r["findings"].as_array().unwrap() {
-        assert_ne!(f["severity"], "error", "INV-3: {f}");
-    }
-}
-
 fn spawn(s: &Scratch, args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut c = s.cmd();
     c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -438,24 +394,6 @@ fn two_prunes_at_once_delete_nothing_twice() {
 }
 
 // ----- T19/T20: prune's exclusive phase loses its lease -----------------------------------------
-
-/// Waits until process `pid` is stopped (SIGSTOP: state `T` in /proc).
-fn wait_stopped(child: &mut Child) {
-    let t0 = Instant::now();
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
-        let state = stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap();
-        if state == 'T' {
-            return;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the process ended before its stop point"
-        );
-        assert!(t0.elapsed() < Duration::from_secs(120), "never stopped");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Two backups and a forget: the first backup's 60 files (one pack or more each) are
 /// condemned by the next prune. Returns where those files were moved (`stash`).

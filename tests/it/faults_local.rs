@@ -39,47 +39,6 @@ fn write_random(path: &Path, seed: u64, len: usize) {
     std::fs::write(path, buf).unwrap();
 }
 
-fn snapshot_ids(s: &Scratch) -> Vec<String> {
-    s.json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// INV-1: `verify --read-data` exits 0 and reports nothing above info level.
-fn inv1(s: &Scratch) {
-    let v = s.json(&["verify", "--read-data"]);
-    assert_eq!(v["errors"], 0, "{v:#}");
-    for f in v["report"]["findings"].as_array().unwrap() {
-        assert_eq!(f["severity"], "info", "INV-1: {f}");
-    }
-}
-
-/// INV-2 for one snapshot: it restores to exactly `src` (restored under its base name).
-fn restores_exactly(s: &Scratch, id: &str, src: &Path) {
-    let target = s.path(&format!("restore-{}", rand::random::<u64>()));
-    s.ok(&["restore", id, "--target", target.to_str().unwrap()]);
-    let diffs = compare_dirs(src, &target.join(src.file_name().unwrap())).unwrap();
-    assert!(diffs.is_empty(), "INV-2: snapshot {id}: {diffs:#?}");
-    std::fs::remove_dir_all(&target).unwrap();
-}
-
-/// INV-3: `catalog rebuild` finds every snapshot already recorded and nothing to change.
-fn inv3(s: &Scratch) {
-    let v = s.json(&["catalog", "rebuild"]);
-    let r = &v["report"];
-    let n = snapshot_ids(s).len();
-    assert_eq!(r["added"], 0, "INV-3: {v:#}");
-    assert_eq!(r["updated"], 0, "INV-3: {v:#}");
-    assert_eq!(r["forgotten"], 0, "INV-3: {v:#}");
-    assert_eq!(r["unchanged"], n, "INV-3: {v:#}");
-    for f in r["findings"].as_array().unwrap() {
-        assert_ne!(f["severity"], "error", "INV-3: {f}");
-    }
-}
-
 /// INV-4 for one run: the repository password is in neither stdout nor stderr.
 fn no_secret(o: &Output) {
     let all = format!("{}{}", stdout(o), stderr(o));

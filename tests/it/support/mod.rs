@@ -5,6 +5,8 @@
 
 pub mod counting;
 pub mod fault_proxy;
+pub mod inv;
+pub use inv::{inv1, inv3, restores_exactly, snapshot_ids, wait_stopped};
 pub mod garage;
 pub mod moto;
 pub mod regions;
