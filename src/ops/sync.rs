@@ -75,15 +75,15 @@ pub async fn sync(env: &Env, target: &Target) -> Result<SyncReport> {
             crate::repo::sync::sync(&repo, &regions, &env.cancel).await
         })
         .await?;
-    // The catalog's status and drills go by the plan's region names.
-    if target.plan.is_some() {
-        let complete: Vec<String> = target
-            .regions
-            .iter()
-            .filter(|d| reports.iter().any(|r| r.region == d.name && r.complete))
-            .map(|d| d.catalog_region.clone())
-            .collect();
-        record::record_synced(env, &repo, &complete).await;
-    }
+    // Recorded under the regions' catalog names (a plan's destination names, or the names
+    // ad-hoc `--repo` regions are recorded under by backups), so status, drills and the
+    // high-water checks of `verify` know what each region now holds.
+    let complete: Vec<String> = target
+        .regions
+        .iter()
+        .filter(|d| reports.iter().any(|r| r.region == d.name && r.complete))
+        .map(|d| d.catalog_region.clone())
+        .collect();
+    record::record_synced(env, &repo, &complete).await;
     Ok(SyncReport { regions: reports })
 }

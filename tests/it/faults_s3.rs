@@ -569,6 +569,95 @@ fn t10_prune_refuses_a_cut_listing_of_snapshots() {
     invariants(&out, w, &direct, None, &versions);
 }
 
+/// T09: region b's key loses its rights to the bucket in the middle of a backup (revoked
+/// while b's first pack upload is held mid-body by the proxy, so the revocation lands between
+/// requests of the run). Region a commits; b fails with 403 AccessDenied, which is permanent:
+/// no retry storm, the backup exits 3, the error names region b and the operation, and no
+/// key material appears anywhere. With the rights back, `sync` catches b up and both
+/// regions pass every invariant.
+#[test]
+fn t09_credentials_revoked_mid_run_fail_that_region_only() {
+    let g = Garage::start("t09");
+    let g2 = Garage::start("t09b");
+    let proxy = FaultProxy::start(g2.s3_port, NO_FAULTS, 9);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let out = Outputs::default();
+    let a = g.url("repo");
+    let b = url_for(&proxy.endpoint(), "t09b", "repo");
+    let urls = vec![a.clone(), b.clone()];
+    out.init(w, &urls);
+    let src = make_s3_tree(w, 6, 9);
+    let mut versions = Vec::new();
+    out.backup(w, &urls, &src, &mut versions);
+    add_random_file(&src, "new.bin", 3 << 20);
+
+    proxy.stall_mid_body("PUT", "/data/", 1, Duration::from_secs(4));
+    let mut c = lifeboat(w);
+    repos(&mut c, &urls);
+    c.args(["--json", "backup", src.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let t0 = Instant::now();
+    while load(&proxy.counts.mid_body_stalls) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no upload to b stalled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    g2.cli(&[
+        "bucket",
+        "deny",
+        "--read",
+        "--write",
+        "--owner",
+        garage::BUCKET,
+        "--key",
+        "test",
+    ]);
+    let o = child.wait_with_output().unwrap();
+    let r = Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    out.0.lock().unwrap().push(r.all());
+    assert_eq!(r.code, 3, "{r:?}");
+    let v = json(&r);
+    assert_eq!(v["regions"][0]["status"], "complete", "{v:#}");
+    assert_eq!(v["regions"][1]["status"], "failed", "{v:#}");
+    let err = v["regions"][1]["error"].as_str().unwrap();
+    assert!(
+        err.contains("s3:t09b:backups/repo") && err.contains("permission denied"),
+        "the region and the refusal are named: {v:#}"
+    );
+    // The held upload is cancelled by the watchdog and retried (a timeout); the 403 that
+    // follows is permanent: nothing gives up after a round of retries.
+    let retries = &v["regions"][1]["retries"];
+    assert_eq!(retries["gave_up"], 0, "AccessDenied was retried: {v:#}");
+    eprintln!("T09 retries of region b: {retries}");
+    let id = v["snapshot_id"].as_str().unwrap().to_string();
+    versions.push((id, keep_copy(w, &src)));
+    out.no_secret();
+
+    // The rights come back: sync copies what b missed, and both regions hold every snapshot.
+    g2.cli(&[
+        "bucket",
+        "allow",
+        "--read",
+        "--write",
+        "--owner",
+        garage::BUCKET,
+        "--key",
+        "test",
+    ]);
+    out.ok(w, &urls, &["--json", "sync"]);
+    invariants(&out, w, &urls, Some("t09"), &versions);
+    invariants(&out, w, &urls, Some("t09b"), &versions);
+}
+
 // ----- T13 -------------------------------------------------------------------------------
 
 /// T13: a pack deleted from one of two regions. `verify` of that region exits 13 naming the

@@ -213,7 +213,14 @@ fn faulty_region_still_commits_and_verifies() {
         v["regions"][1]["retries"]["retries"].as_u64().unwrap() > 0,
         "{b:?}"
     );
-    assert_eq!(v["regions"][0]["retries"]["retries"], 0, "{b:?}");
+    // The healthy region is retried only where this loaded machine made a request outlive
+    // the watchdog (a timeout), never for an error answer: the faults stay in f2.
+    let healthy = &v["regions"][0]["retries"];
+    assert_eq!(
+        healthy["retries"].as_u64().unwrap(),
+        healthy["timeouts"].as_u64().unwrap(),
+        "{b:?}"
+    );
     assert!(
         v["regions"][1]["retries"]["throttled"].as_u64().unwrap() > 0,
         "503 SlowDown answers are counted as throttling: {b:?}"
