@@ -216,29 +216,25 @@ impl S3Store {
     }
 
     async fn head_raw(&self, key: &str) -> StoreResult<Option<ObjectInfo>> {
-        let client = self.client().await?;
-        match client
-            .head_object()
-            .bucket(&self.cfg.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
-            Ok(h) => Ok(Some(ObjectInfo {
-                key: key.to_string(),
-                size: h.content_length().unwrap_or(0).max(0) as u64,
-            })),
-            Err(e) => match self.map_err("head", key, e) {
-                StoreError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
-        }
+        Ok(self.head_object(key).await?.map(|h| ObjectInfo {
+            key: key.to_string(),
+            size: h.content_length().unwrap_or(0).max(0) as u64,
+        }))
     }
-}
 
-impl S3Store {
     /// `Last-Modified` of `key` (the server's clock), `None` when the object is gone.
     async fn last_modified(&self, key: &str) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        Ok(self.head_object(key).await?.and_then(|h| {
+            h.last_modified()
+                .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+        }))
+    }
+
+    /// One HEAD of `key`: its answer, `None` when the object is gone.
+    async fn head_object(
+        &self,
+        key: &str,
+    ) -> StoreResult<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
         let client = self.client().await?;
         match client
             .head_object()
@@ -247,9 +243,7 @@ impl S3Store {
             .send()
             .await
         {
-            Ok(h) => Ok(h
-                .last_modified()
-                .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))),
+            Ok(h) => Ok(Some(h)),
             Err(e) => match self.map_err("head", key, e) {
                 StoreError::NotFound { .. } => Ok(None),
                 other => Err(other),
