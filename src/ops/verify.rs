@@ -85,13 +85,19 @@ pub async fn verify(env: &Env, target: &Target, req: VerifyRequest) -> Result<Ve
                 ReadMode::All => (ReadData::All, None),
                 ReadMode::Subset(p) => (ReadData::Subset(p), None),
             };
-            let report = crate::repo::verify::verify(
+            let mut report = crate::repo::verify::verify(
                 &repo,
                 read,
                 env.progress.bytes("verify"),
                 env.cancel.clone(),
             )
             .await?;
+            // Snapshots a writer who may only add could have forged (T16): warnings. The
+            // lock measured the store's clock, so "future" is judged in its time.
+            let anomalies = super::anomaly::scan(&repo).await?;
+            report
+                .findings
+                .extend(anomalies.iter().map(super::anomaly::Anomaly::finding));
             Ok((report, catalog))
         })
         .await?;
