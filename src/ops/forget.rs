@@ -219,17 +219,17 @@ pub async fn forget(env: &Env, target: &Target, req: ForgetRequest) -> Result<Fo
 /// An append-only repository's writers can add snapshots: count rules they could fill with
 /// forgeries are refused unless allowed, and `keep_within` (counted from now) is required.
 fn refuse_for_append_only(policy: &Policy, allow_counts: bool) -> Result<()> {
-    if policy.keep_within.is_none_or(|d| d.is_zero()) {
-        return Err(Error::Usage(
-            "an append-only repository needs --keep-within (counted from the store's current time, so forged snapshots cannot move it): add e.g. --keep-within 30d".into(),
-        ));
-    }
     let counts = policy.count_rules();
     if !counts.is_empty() && !allow_counts {
         return Err(Error::Usage(format!(
             "refusing count rules (--{}) over an append-only repository: whoever can add snapshots can fill their counts with forgeries and push the real snapshots out (nothing was removed); keep --keep-within only, or give --allow-count-rules (plan: allow_count_rules = true) to accept that risk",
             counts.join(", --")
         )));
+    }
+    if policy.keep_within.is_none_or(|d| d.is_zero()) {
+        return Err(Error::Usage(
+            "an append-only repository needs --keep-within (counted from the store's current time, so forged snapshots cannot move it): add e.g. --keep-within 30d".into(),
+        ));
     }
     Ok(())
 }
