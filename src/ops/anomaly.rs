@@ -184,7 +184,7 @@ pub fn detect(snaps: &[(SnapshotId, Snapshot)], now: DateTime<Utc>) -> Vec<Anoma
             }
         }
     }
-    out.sort_by(|a, b| (a.time, a.snapshot, a.kind).cmp(&(b.time, b.snapshot, b.kind)));
+    out.sort_by_key(|a| (a.time, a.snapshot, a.kind));
     out
 }
 
