@@ -1,7 +1,8 @@
 //! `status` and `history`: what the catalog knows, per job and region. [`status`] judges
 //! each job's honest RPO — against the plans' own objectives when plan files are given — and
 //! with a repository also runs the high-water check (rollback, vanished snapshots) and syncs
-//! the verification ledger with the repository's packs; [`history`] lists backup runs and
+//! the verification ledger with the repository's packs (with a repository or plan files it
+//! also reports snapshot anomalies, [`super::anomaly`]); [`history`] lists backup runs and
 //! drills, newest first.
 //!
 //! `status --check` turns the report into a verdict: every objective that is missed — RPO,

@@ -3,7 +3,8 @@
 //! verified packs within a byte budget (the catalog keeps that ledger). Afterwards the catalog
 //! records what was read and checks for rollback (best effort: a catalog problem is an
 //! [`Event::CatalogNotRecorded`](super::Event::CatalogNotRecorded), never a failed verification). Findings are data in the
-//! report; errors among them make exit 13.
+//! report; errors among them make exit 13. Snapshot anomalies ([`super::anomaly`]: future
+//! dates, hosts new to a job, size collapses) are warnings among them.
 
 use super::record::{not_recorded, open_best_effort, open_catalog};
 use super::target::{Target, LOCAL_REGION};
