@@ -146,8 +146,12 @@ pub fn held() -> Vec<Zeroizing<String>> {
         out.push(v);
     }
     out.retain(|s| s.len() >= 3);
-    out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-    out.dedup();
+    out.sort_by(|a, b| {
+        b.len()
+            .cmp(&a.len())
+            .then_with(|| a.as_str().cmp(b.as_str()))
+    });
+    out.dedup_by(|a, b| a.as_str() == b.as_str());
     out
 }
 
@@ -158,7 +162,11 @@ fn percent_decoded(s: &str) -> Zeroizing<String> {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        match (b[i], b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c))) {
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
             (b'%', Some(h), Some(l)) => {
                 out.push((h * 16 + l) as u8);
                 i += 3;

@@ -45,6 +45,24 @@ def utcnow():
     return datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ")
 
 models.utcnow = utcnow
+
+# With IAM enforced, moto recomputes each request's SigV4 signature from the query string as
+# its web server hands it over, decoded (`prefix=repo/keys/`), while the canonical request
+# has every query key and value percent-encoded (`prefix=repo%2Fkeys%2F`), as AWS and the Rust
+# SDK build it; boto3 happens to send them encoded. Encode them again before moto signs.
+from urllib.parse import quote, unquote
+import moto.iam.access_control as access_control
+iam_request_init = access_control.IAMRequestBase.__init__
+
+def encoded_query_init(self, account_id, method, path, *args, **kwargs):
+    base, _, query = path.partition("?")
+    if query:
+        enc = lambda s: quote(unquote(s), safe="-_.~")
+        pairs = (p.partition("=") for p in query.split("&"))
+        path = base + "?" + "&".join(enc(k) + "=" + enc(v) for k, _, v in pairs)
+    iam_request_init(self, account_id, method, path, *args, **kwargs)
+
+access_control.IAMRequestBase.__init__ = encoded_query_init
 main(sys.argv[1:])
 "#;
 
@@ -143,7 +161,7 @@ impl Moto {
                 "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
         );
         let out = self.boto(&format!(
-            "import urllib.request\nprint(urllib.request.urlopen(urllib.request.Request('{}/moto-api/reset-auth', data=b'0', method='POST')).read().decode())",
+            "import requests\nprint(requests.post('{}/moto-api/reset-auth', data=b'0').text)",
             self.endpoint()
         ));
         assert!(out.contains("\"ok\""), "moto reset-auth: {out}");
