@@ -22,9 +22,10 @@ pub const PROBE: &str = "delete-permission-probe";
 /// permission, the region and the fix, with nothing changed. It deletes [`PROBE`], which does
 /// not exist (on the versioned bucket that adds a delete marker), then purges it (which
 /// removes that marker). A role denied the first step leaves nothing; one denied the second
-/// leaves one empty delete marker, which the next allowed probe removes. Without the probe a
-/// prune with backup credentials would get as far as its first delete (its new index files
-/// written) before being refused.
+/// leaves one empty delete marker, which the next allowed probe removes. Without the probe,
+/// `forget` with backup credentials is refused at its first snapshot delete (after taking
+/// its lock and updating the catalog), and `prune` at its first delete (after writing its plan
+/// and new index files).
 pub async fn check_may_delete(repo: &Repository, command: &str) -> Result<()> {
     if repo.store.lock_policy().is_none() {
         return Ok(());
