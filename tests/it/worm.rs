@@ -94,7 +94,7 @@ fn policies(bucket: &str, prefix: &str) -> (serde_json::Value, serde_json::Value
                     "s3:GetLifecycleConfiguration", "s3:ListBucketMultipartUploads"],
          "Resource": b},
         {"Sid": "Objects", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:GetObjectRetention", "s3:PutObjectRetention",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:GetObjectRetention", "s3:PutObjectRetention", "s3:GetObjectLegalHold",
                     "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
          "Resource": objects}
     ]);
@@ -117,7 +117,7 @@ fn policies(bucket: &str, prefix: &str) -> (serde_json::Value, serde_json::Value
         {"Sid": "Versions", "Effect": "Allow", "Action": "s3:ListBucketVersions", "Resource": b}
     ));
     maintenance.push(serde_json::json!(
-        {"Sid": "Delete", "Effect": "Allow", "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+        {"Sid": "Delete", "Effect": "Allow", "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:GetObjectVersion"],
          "Resource": objects}
     ));
     maintenance.push(serde_json::json!(
