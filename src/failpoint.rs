@@ -33,6 +33,14 @@
 //! | `prune-before-delete` | prune phase 2: the rescue check done, nothing changed yet |
 //! | `prune-between-delete-batches` | prune phase 2: after the N-th batch of pack deletions |
 //!
+//! *Panics* (T31: a bug's panic message must not carry a secret) panic on the spot with a
+//! message that quotes every secret the process holds (`crate::secret::held`), as written
+//! and through `Debug`; the panic hook must print it redacted:
+//!
+//! | name | where |
+//! |---|---|
+//! | `panic-opening-key` | opening the repository: in the key derivation thread, after the password was read (the main thread's `expect` panics again with that panic's message) |
+//!
 //! Unset (always, outside tests) it costs one relaxed check per event.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +64,9 @@ pub const CRASHES: &[&str] = &[
 /// The stop points.
 pub const STOPS: &[&str] = &["prune-before-delete", "prune-between-delete-batches"];
 
+/// The panic points.
+pub const PANICS: &[&str] = &["panic-opening-key"];
+
 struct Point {
     name: String,
     at: u64,
@@ -68,7 +79,10 @@ fn points() -> &'static Result<Vec<Point>, String> {
 }
 
 fn known(name: &str) -> bool {
-    FLIPS.contains(&name) || CRASHES.contains(&name) || STOPS.contains(&name)
+    FLIPS.contains(&name)
+        || CRASHES.contains(&name)
+        || STOPS.contains(&name)
+        || PANICS.contains(&name)
 }
 
 fn parse(spec: &str) -> Result<Vec<Point>, String> {
@@ -77,10 +91,11 @@ fn parse(spec: &str) -> Result<Vec<Point>, String> {
         let (name, at) = item.split_once(':').unwrap_or((item, "1"));
         if !known(name) {
             return Err(format!(
-                "{ENV}: unknown failpoint {name:?} (known: {}, {}, {}); unset {ENV} outside tests",
+                "{ENV}: unknown failpoint {name:?} (known: {}, {}, {}, {}); unset {ENV} outside tests",
                 FLIPS.join(", "),
                 CRASHES.join(", "),
-                STOPS.join(", ")
+                STOPS.join(", "),
+                PANICS.join(", ")
             ));
         }
         let at: u64 = at
@@ -151,6 +166,21 @@ pub fn stop(name: &str) {
         unsafe {
             libc::raise(libc::SIGSTOP);
         }
+    }
+}
+
+/// Panics if this is the chosen event of panic point `name`, quoting every secret the
+/// process holds in the message.
+pub fn panic(name: &str) {
+    debug_assert!(PANICS.contains(&name), "{name} is not a panic point");
+    if hit(name) {
+        let held = crate::secret::held();
+        let plain: Vec<&str> = held.iter().map(|s| s.as_str()).collect();
+        panic!(
+            "failpoint {name}: a panic with the {} secrets held in its message: {} / {plain:?}",
+            held.len(),
+            plain.join(" ")
+        );
     }
 }
 

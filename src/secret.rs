@@ -4,8 +4,14 @@
 //!
 //! Below both `plan` (repository and scratch-server passwords) and
 //! `source` (database passwords); it knows neither.
+//!
+//! It also keeps secrets out of panic messages (T31): every secret read here or through
+//! [`hold`] is remembered, and [`print_panic`] (the panic hook `cli` installs) prints a
+//! panic's message with those values, and the values of the environment's secret variables,
+//! replaced by `<redacted>`.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use zeroize::Zeroizing;
 
@@ -65,7 +71,7 @@ impl SecretSpec {
             }
             Ok(Zeroizing::new(first.to_string()))
         };
-        match self {
+        let value = match self {
             SecretSpec::File(p) => from_file(p),
             SecretSpec::Env(v) => match std::env::var(v) {
                 Ok(s) if !s.is_empty() => Ok(Zeroizing::new(s)),
@@ -87,6 +93,144 @@ impl SecretSpec {
                 })?;
                 from_file(&PathBuf::from(dir).join(name))
             }
+        }?;
+        hold(&value);
+        Ok(value)
+    }
+}
+
+/// The secret values this process read (see [`hold`]).
+static HELD: Mutex<Vec<Zeroizing<String>>> = Mutex::new(Vec::new());
+
+/// Remembers a secret value this process holds (a password read from a file, the
+/// environment or a prompt), so that [`redact`] hides it. Values shorter than 3 bytes are
+/// not worth hiding (and would hide random text).
+pub fn hold(value: &str) {
+    if value.len() < 3 {
+        return;
+    }
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    if !held.iter().any(|s| s.as_str() == value) {
+        held.push(Zeroizing::new(value.to_string()));
+    }
+}
+
+/// Every secret value this process holds: those [`hold`] was given, the values of the
+/// environment's secret variables (`crate::sys::process::is_secret_var`: the repository
+/// password, S3 keys, `PGPASSWORD`, a catalog URL, …) and the password of every URL in them,
+/// as written and percent-decoded. Longest first.
+pub fn held() -> Vec<Zeroizing<String>> {
+    let mut out: Vec<Zeroizing<String>> = HELD
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    for (k, v) in std::env::vars_os() {
+        if !crate::sys::process::is_secret_var(&k, &v) {
+            continue;
+        }
+        let v = Zeroizing::new(v.to_string_lossy().into_owned());
+        for word in v.split_whitespace() {
+            let Some((_, rest)) = word.split_once("://") else {
+                continue;
+            };
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                if let Some((_, pw)) = userinfo.split_once(':') {
+                    out.push(Zeroizing::new(pw.to_string()));
+                    out.push(percent_decoded(pw));
+                }
+            }
+        }
+        out.push(v);
+    }
+    out.retain(|s| s.len() >= 3);
+    out.sort_by(|a, b| {
+        b.len()
+            .cmp(&a.len())
+            .then_with(|| a.as_str().cmp(b.as_str()))
+    });
+    out.dedup_by(|a, b| a.as_str() == b.as_str());
+    out
+}
+
+/// `%XX` escapes decoded (a URL's password as the server gets it).
+fn percent_decoded(s: &str) -> Zeroizing<String> {
+    let b = s.as_bytes();
+    let mut out = Zeroizing::new(Vec::with_capacity(b.len()));
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Zeroizing::new(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// `text` with every held secret ([`held`]) replaced by `<redacted>`: as written, and as
+/// `{:?}` escapes it once, twice or three times (a panic message often quotes a value
+/// through `Debug`, and a panic that reports another panic quotes that message again).
+pub fn redact(text: &str) -> String {
+    let mut out = text.to_string();
+    for s in held() {
+        let mut form = s;
+        for _ in 0..4 {
+            out = out.replace(form.as_str(), "<redacted>");
+            let escaped = Zeroizing::new(form.escape_debug().to_string());
+            if *escaped == *form {
+                break;
+            }
+            form = escaped;
+        }
+    }
+    out
+}
+
+/// A panic's message (its payload when that is a string).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("Box<dyn Any>")
+}
+
+/// The panic hook's report, as std's default hook words it (thread, place, message, and a
+/// backtrace when `RUST_BACKTRACE` asks for one) but with the message [`redact`]ed.
+pub fn print_panic(info: &std::panic::PanicHookInfo<'_>) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("<unnamed>");
+    let place = info
+        .location()
+        .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
+        .unwrap_or_default();
+    let msg = redact(panic_message(info.payload()));
+    let bt = std::backtrace::Backtrace::capture();
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "\nthread '{name}' panicked{place}:\n{msg}");
+    match bt.status() {
+        std::backtrace::BacktraceStatus::Captured => {
+            let _ = writeln!(err, "stack backtrace:\n{bt}");
+        }
+        _ => {
+            let _ = writeln!(
+                err,
+                "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace"
+            );
         }
     }
 }
@@ -122,5 +266,21 @@ mod tests {
             e.to_string().contains("LIFEBOAT_TEST_SURELY_UNSET_VAR"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn what_is_read_is_redacted_as_written_and_escaped() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("pw");
+        std::fs::write(&f, "db\"pass\\word-7Q\n").unwrap();
+        let pw = SecretSpec::File(f).read().unwrap();
+        let plain = format!("connect failed with {}", &*pw);
+        let debug = format!("connect failed: {:?}", Some(pw.as_str()));
+        for text in [plain, debug] {
+            let r = redact(&text);
+            assert!(r.contains("<redacted>") && !r.contains("pass"), "{r}");
+        }
+        hold("x");
+        assert_eq!(redact("x marks"), "x marks", "too short to hide");
     }
 }

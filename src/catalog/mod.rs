@@ -272,10 +272,19 @@ impl Catalog {
             Target::Postgres { url } => (url.clone(), Backend::Postgres),
         };
         let busy_ms = opts.busy_timeout.as_millis();
+        // A SQLite file is local: "connecting" can only wait on another process's lock (a
+        // writer, or the checkpoint the last connection of another process runs on close,
+        // which fsyncs and takes seconds on a loaded disk). That wait is bounded by the busy
+        // timeout; cutting it short at the connect timeout would drop a backup's record for
+        // nothing (seen with two backups finishing at once).
+        let connect_timeout = match backend {
+            Backend::Sqlite => opts.connect_timeout + opts.busy_timeout,
+            Backend::Postgres => opts.connect_timeout,
+        };
         // One probe connection first: the pool retries failed connects until its timeout and
         // then only says "timed out"; the probe fails fast with the real reason (connection
         // refused, not a database, permission denied).
-        let probe = tokio::time::timeout(opts.connect_timeout, async {
+        let probe = tokio::time::timeout(connect_timeout, async {
             let mut conn = AnyConnection::connect(&url).await?;
             if backend == Backend::Sqlite {
                 sqlite_pragmas(&mut conn, busy_ms).await?;
@@ -287,7 +296,7 @@ impl Catalog {
             Err(_) => {
                 return Err(open_err(format!(
                     "no connection within {} s",
-                    opts.connect_timeout.as_secs_f64()
+                    connect_timeout.as_secs_f64()
                 )))
             }
             Ok(Err(e)) => return Err(open_err(e.to_string())),
@@ -295,7 +304,7 @@ impl Catalog {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
-            .acquire_timeout(opts.connect_timeout)
+            .acquire_timeout(connect_timeout)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if conn.backend_name().eq_ignore_ascii_case("sqlite") {

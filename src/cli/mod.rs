@@ -230,12 +230,18 @@ pub fn main() -> i32 {
     // A reader that went away (`lifeboat ls latest | head`) ends the command quietly: the
     // print that hit EPIPE unwinds to here (dropping locks on the way), and the exit code is
     // 0 like ripgrep's — the work was done, only its output had nobody left to read it.
+    let mut panicked = false;
     let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rt.block_on(run(cli, cancel))
     })) {
         Ok(r) => r,
         Err(p) if is_broken_pipe(p.as_ref()) => Ok(ExitCode::Ok),
-        Err(p) => std::panic::resume_unwind(p),
+        // A bug. The hook printed it (secrets redacted); a `--json` reader gets a record too.
+        Err(p) => {
+            report_panic(p.as_ref(), json);
+            panicked = true;
+            Ok(ExitCode::Ok)
+        }
     };
     let code = match result {
         Ok(code) => code,
@@ -246,6 +252,9 @@ pub fn main() -> i32 {
     };
     // Let blocking tasks notice cancellation instead of waiting for them forever.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    if panicked {
+        return PANIC_EXIT;
+    }
     code.code() as i32
 }
 
@@ -396,6 +405,18 @@ pub fn read_secret(
     confirm: bool,
     what: &str,
 ) -> Result<Zeroizing<String>> {
+    let p = read_secret_from(file, env, location, confirm, what)?;
+    crate::secret::hold(&p);
+    Ok(p)
+}
+
+fn read_secret_from(
+    file: Option<&std::path::Path>,
+    env: &str,
+    location: &str,
+    confirm: bool,
+    what: &str,
+) -> Result<Zeroizing<String>> {
     if let Some(f) = file {
         check_secret_file_mode(f);
         let raw = Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
@@ -448,6 +469,23 @@ fn check_secret_file_mode(f: &std::path::Path) {
     }
 }
 
+/// The exit code of a panic (a bug), as Rust's own for a panic that ends `main`.
+const PANIC_EXIT: i32 = 101;
+
+fn report_panic(payload: &(dyn std::any::Any + Send), json: bool) {
+    if json {
+        let rec = serde_json::json!({
+            "message_type": "exit_error",
+            "code": PANIC_EXIT,
+            "message": format!(
+                "internal error (a bug in lifeboat, please report it): {}",
+                crate::secret::redact(crate::secret::panic_message(payload))
+            ),
+        });
+        eprintln!("{rec}");
+    }
+}
+
 fn report_error(e: &Error, json: bool) {
     eprintln!("error: {e}");
     if let Some(h) = e.hint() {
@@ -492,12 +530,11 @@ fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
 }
 
 /// Keeps the panic message of a print into a closed pipe off stderr (see `main`); every
-/// other panic is reported as usual.
+/// other panic is reported as std would, with every secret lifeboat holds redacted (T31).
 fn quiet_broken_pipe_panics() {
-    let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if !is_broken_pipe(info.payload()) {
-            default(info);
+            crate::secret::print_panic(info);
         }
     }));
 }

@@ -245,6 +245,9 @@ async fn forget_region(
 ) -> Result<()> {
     let repo = target.open_region(region).await?;
     let recorded_as = target.recorded_region(region);
+    if !req.dry_run {
+        super::object_lock::check_may_delete(&repo, "forget").await?;
+    }
     let drilled = drill_proven(env, &repo, &region.catalog_region, &mut fr.catalog_warnings).await;
     let removed = repo
         .with_lock("forget", false, async |_| {

@@ -159,6 +159,9 @@ pub async fn prune_repo(
     catalog_region: &str,
     req: &PruneRequest,
 ) -> Result<PruneRegion> {
+    if !req.dry_run {
+        super::object_lock::check_may_delete(repo, "prune").await?;
+    }
     // Temp files of killed writers (only those whose writer is gone) go first.
     repo.sweep_leftovers().await;
     let mut pr = PruneRegion {

@@ -16,8 +16,10 @@ use crate::{Error, Result};
 
 use super::engine::SnapshotReport;
 
-/// How long best-effort writers wait for the catalog before going on without it.
+/// How long best-effort writers wait for a catalog server before going on without it, and
+/// for another process's lock of a SQLite catalog.
 const BEST_EFFORT_TIMEOUT: Duration = Duration::from_secs(5);
+const BEST_EFFORT_BUSY: Duration = Duration::from_secs(30);
 
 /// Opens the catalog for a use case that needs it (status, history, rebuild, `--budget`).
 pub async fn open_catalog(env: &Env) -> Result<Catalog> {
@@ -28,7 +30,9 @@ pub async fn open_catalog(env: &Env) -> Result<Catalog> {
 pub async fn open_best_effort(env: &Env, warnings: &mut Vec<String>) -> Option<Catalog> {
     let opts = OpenOptions {
         connect_timeout: BEST_EFFORT_TIMEOUT,
-        ..Default::default()
+        // Waiting on another process's lock of a SQLite catalog (two backups finishing at
+        // once, a checkpoint fsyncing on a loaded disk) is worth more than the record lost.
+        busy_timeout: BEST_EFFORT_BUSY,
     };
     let loc = match env.catalog_location() {
         Ok(l) => l,

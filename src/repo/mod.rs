@@ -394,9 +394,12 @@ impl Repository {
             };
             let pw = password.to_vec();
             let repo = *repo;
-            let opened = tokio::task::spawn_blocking(move || kf.open(&pw, &repo))
-                .await
-                .expect("kdf thread")?;
+            let opened = tokio::task::spawn_blocking(move || {
+                crate::failpoint::panic("panic-opening-key");
+                kf.open(&pw, &repo)
+            })
+            .await
+            .expect("kdf thread")?;
             if let Some(m) = opened {
                 return Ok((m, id));
             }

@@ -184,6 +184,12 @@ fn concurrent_backups_into_one_local_repository_all_commit() {
         for (o, src) in [(&oa, &a), (&ob, &b)] {
             assert_eq!(o.status.code(), Some(0), "round {round}: {}", describe(o));
             let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(
+                v["catalog_recorded"],
+                true,
+                "round {round}: {}",
+                describe(o)
+            );
             ids.push((v["snapshot_id"].as_str().unwrap().to_string(), src.clone()));
         }
         assert_ne!(ids[0].0, ids[1].0);

@@ -35,3 +35,4 @@ mod source_failures;
 mod store_conformance;
 mod systemd_units;
 mod volumes;
+mod worm;

@@ -408,3 +408,27 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// `len` random bytes (from `seed`) written to `path`.
+pub fn write_random(path: &Path, seed: u64, len: usize) {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut data = vec![0u8; len];
+    r.fill(&mut data[..]);
+    std::fs::write(path, data).unwrap();
+}
+
+/// The two trees hold the same files with the same bytes.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let fa = list_files(a);
+    assert_eq!(fa, list_files(b), "file lists differ");
+    for f in fa {
+        let (x, y) = (a.join(&f), b.join(&f));
+        if std::fs::symlink_metadata(&x).unwrap().is_file() {
+            assert!(
+                std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(),
+                "{} differs",
+                f.display()
+            );
+        }
+    }
+}
