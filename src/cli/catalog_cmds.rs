@@ -103,6 +103,7 @@ pub async fn status(ctx: &Ctx, a: StatusArgs) -> Result<ExitCode> {
             "misses": r.misses,
             "slos": r.slos,
             "sets": r.sets,
+            "anomalies": r.anomalies,
         }));
     } else {
         print_status(ctx, &r);

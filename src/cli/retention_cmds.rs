@@ -20,10 +20,20 @@ counted on its own, newest first, with restic's rules. Calendar buckets (hour, d
 week, month, year) are in the local time zone. Two rules of lifeboat's own always apply:
 the newest snapshot whose drill passed (per job and region, from the catalog) is kept, and
 so is any snapshot a running drill is restoring. A group is never emptied: forget refuses.
+Snapshots dated more than 5 minutes after the store's current time are kept and do not use
+up any count (forged or from a host with a broken clock; `verify` warns about them).
+
+Nothing is removed without --confirm: by default forget is a dry run and says so (exit 0).
+Retention that run-due applies from a plan's [retention] is confirmed by the plan.
 
 Examples:
-  lifeboat forget --plan plans/postgres.toml --dry-run      # the plan's [retention], as a table
-  lifeboat forget --repo /srv/repo --keep-daily 7 --keep-weekly 4 --prune";
+  lifeboat forget --plan plans/postgres.toml                # the plan's [retention], as a table
+  lifeboat forget --repo /srv/repo --keep-daily 7 --keep-weekly 4 --prune --confirm
+  lifeboat forget --repo /srv/repo --append-only --keep-within 30d --confirm";
+
+/// What a command that would delete prints when it was not confirmed.
+pub const DRY_RUN_NOTE: &str =
+    "dry run (the default): nothing was removed; add --confirm to remove";
 
 #[derive(Args, Debug)]
 #[command(after_help = FORGET_AFTER)]
@@ -55,15 +65,31 @@ pub struct ForgetArgs {
     /// Keep the newest snapshot of each of the newest N years
     #[arg(long, value_name = "N")]
     pub keep_yearly: Option<u32>,
-    /// Keep every snapshot younger than DURATION, counted from the group's newest (e.g. 14d)
+    /// Keep every snapshot younger than DURATION, counted from the group's newest (with
+    /// --append-only: from the store's current time) (e.g. 14d)
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<String>,
     /// Keep every snapshot with this tag (repeatable)
     #[arg(long = "keep-tag", value_name = "TAG")]
     pub keep_tags: Vec<String>,
-    /// Show what would be kept and removed, and why; change nothing
-    #[arg(long, short = 'n')]
+    /// Show what would be kept and removed, and why; change nothing (the default without
+    /// --confirm)
+    #[arg(long, short = 'n', conflicts_with = "confirm")]
     pub dry_run: bool,
+    /// Remove the snapshots the rules do not keep (and, with --prune, free their data).
+    /// Without it forget only shows what it would do
+    #[arg(long)]
+    pub confirm: bool,
+    /// The repository is append-only for its backup credentials (they cannot delete, but
+    /// can add snapshots): keep-within counts from the store's current time, not from the
+    /// newest snapshot, and count rules (--keep-last, --keep-daily, …) are refused. A plan
+    /// says it with `[retention] append_only = true`
+    #[arg(long)]
+    pub append_only: bool,
+    /// With --append-only (or a plan's append_only): apply the count rules too. Forged
+    /// snapshots can then fill their counts and push real snapshots out
+    #[arg(long)]
+    pub allow_count_rules: bool,
     /// Remove snapshots even when the rules would remove every snapshot of a job or source
     /// (refused without it, exit 1)
     #[arg(long)]
@@ -107,9 +133,13 @@ pub struct PruneArgs {
     /// Only this region (a destination name); default: every region
     #[arg(long, value_name = "NAME")]
     pub region: Option<String>,
-    /// Show what would be deleted and repacked; change nothing
-    #[arg(long, short = 'n')]
+    /// Show what would be deleted and repacked; change nothing (the default without
+    /// --confirm)
+    #[arg(long, short = 'n', conflicts_with = "confirm")]
     pub dry_run: bool,
+    /// Delete (and repack): without it prune only shows what it would free
+    #[arg(long)]
+    pub confirm: bool,
     #[command(flatten)]
     pub opts: PruneOpts,
 }
@@ -165,26 +195,29 @@ pub async fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
     };
     let given = flags != Policy::default();
     let target = ctx.target(a.plan.as_deref(), true)?;
+    let dry_run = a.dry_run || !a.confirm;
     let req = ForgetRequest {
         job: a.job,
         policy: given.then_some(flags),
         region: a.region,
-        dry_run: a.dry_run,
+        dry_run,
         force: a.force,
-        prune: a
-            .prune
-            .then(|| a.prune_opts.request(a.dry_run))
-            .transpose()?,
+        append_only: a.append_only.then_some(true),
+        allow_count_rules: a.allow_count_rules,
+        prune: a.prune.then(|| a.prune_opts.request(dry_run)).transpose()?,
     };
     let report = crate::ops::forget::forget(&ctx.env(), &target, req).await?;
     print_forget(ctx, &report);
+    if dry_run && !ctx.global.json && !ctx.global.quiet {
+        println!("{DRY_RUN_NOTE}");
+    }
     Ok(report.exit_code())
 }
 
 fn print_forget(ctx: &Ctx, r: &ForgetReport) {
     if ctx.global.json {
         print_json(
-            &json!({"message_type": "summary", "dry_run": r.dry_run, "policy": r.policy, "regions": r.regions}),
+            &json!({"message_type": "summary", "dry_run": r.dry_run, "note": r.dry_run.then_some(DRY_RUN_NOTE), "policy": r.policy, "append_only": r.append_only, "regions": r.regions}),
         );
         return;
     }
@@ -192,6 +225,9 @@ fn print_forget(ctx: &Ctx, r: &ForgetReport) {
         return;
     }
     let multi = r.regions.len() > 1;
+    if r.append_only {
+        println!("append-only repository: keep-within counts back from the store's current time");
+    }
     for reg in &r.regions {
         if let Some(e) = &reg.error {
             println!("region {}: NOT HANDLED: {e}", reg.name);
@@ -256,18 +292,21 @@ fn print_forget(ctx: &Ctx, r: &ForgetReport) {
 /// `lifeboat prune`.
 pub async fn prune(ctx: &Ctx, a: PruneArgs) -> Result<ExitCode> {
     let target = ctx.target(a.plan.as_deref(), true)?;
-    let req = a.opts.request(a.dry_run)?;
+    let req = a.opts.request(a.dry_run || !a.confirm)?;
     let report: PruneReport =
         crate::ops::prune::prune(&ctx.env(), &target, a.region.as_deref(), req).await?;
     if ctx.global.json {
         print_json(
-            &json!({"message_type": "summary", "dry_run": report.dry_run, "freed_bytes": report.freed_bytes(), "regions": report.regions}),
+            &json!({"message_type": "summary", "dry_run": report.dry_run, "note": report.dry_run.then_some(DRY_RUN_NOTE), "freed_bytes": report.freed_bytes(), "regions": report.regions}),
         );
     } else if !ctx.global.quiet {
         let multi = report.regions.len() > 1;
         for r in &report.regions {
             print_prune_region(r, report.dry_run, multi);
         }
+    }
+    if report.dry_run && !ctx.global.json && !ctx.global.quiet {
+        println!("{DRY_RUN_NOTE}");
     }
     Ok(report.exit_code())
 }

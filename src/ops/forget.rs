@@ -7,6 +7,11 @@
 //!
 //! A region that cannot be reached is named in the report (exit 3) and the others go on;
 //! the next run catches it up — the rules are the same, so it converges.
+//!
+//! The rules are applied at the store's current time ([`Repository::now`], measured by the
+//! lock): snapshots dated beyond it are kept and counted by no rule. An append-only
+//! repository (`--append-only`, `[retention] append_only`) has `keep_within` counted from
+//! that time and refuses count rules unless they are allowed (RELIABILITY T16).
 
 use std::collections::HashMap;
 
@@ -40,6 +45,11 @@ pub struct ForgetRequest {
     pub force: bool,
     /// Prune afterwards (`forget --prune`), region by region.
     pub prune: Option<PruneRequest>,
+    /// The repository is append-only for its writers; `None`: as the plan's `[retention]`
+    /// says (not append-only without a plan).
+    pub append_only: Option<bool>,
+    /// Apply count rules to an append-only repository all the same.
+    pub allow_count_rules: bool,
 }
 
 /// The outcome, region by region.
@@ -47,6 +57,8 @@ pub struct ForgetRequest {
 pub struct ForgetReport {
     pub policy: Policy,
     pub dry_run: bool,
+    /// `keep_within` counted from the store's current time, count rules refused.
+    pub append_only: bool,
     pub regions: Vec<ForgetRegion>,
 }
 
@@ -150,6 +162,14 @@ pub async fn forget(env: &Env, target: &Target, req: ForgetRequest) -> Result<Fo
             "these keep rules keep nothing, so every snapshot would go; set at least one --keep-* rule above 0".into(),
         ));
     }
+    let plan_retention = target.plan.as_ref().and_then(|p| p.retention.as_ref());
+    let append_only = req
+        .append_only
+        .unwrap_or(plan_retention.is_some_and(|r| r.append_only));
+    let allow_counts = req.allow_count_rules || plan_retention.is_some_and(|r| r.allow_count_rules);
+    if append_only {
+        refuse_for_append_only(&policy, allow_counts)?;
+    }
     if let (Some(p), Some(j)) = (&target.plan, &req.job) {
         p.select_jobs(Some(j))?;
     }
@@ -171,7 +191,7 @@ pub async fn forget(env: &Env, target: &Target, req: ForgetRequest) -> Result<Fo
             prune: None,
             object_lock: None,
         };
-        match forget_region(env, target, region, &req, &policy, &mut fr).await {
+        match forget_region(env, target, region, &req, &policy, append_only, &mut fr).await {
             Ok(()) => {}
             // One region alone: its error is the command's.
             Err(e) if target.regions.len() == 1 || req.region.is_some() => return Err(e),
@@ -191,8 +211,27 @@ pub async fn forget(env: &Env, target: &Target, req: ForgetRequest) -> Result<Fo
     Ok(ForgetReport {
         policy,
         dry_run: req.dry_run,
+        append_only,
         regions: out,
     })
+}
+
+/// An append-only repository's writers can add snapshots: count rules they could fill with
+/// forgeries are refused unless allowed, and `keep_within` (counted from now) is required.
+fn refuse_for_append_only(policy: &Policy, allow_counts: bool) -> Result<()> {
+    let counts = policy.count_rules();
+    if !counts.is_empty() && !allow_counts {
+        return Err(Error::Usage(format!(
+            "refusing count rules (--{}) over an append-only repository: whoever can add snapshots can fill their counts with forgeries and push the real snapshots out (nothing was removed); keep --keep-within only, or give --allow-count-rules (plan: allow_count_rules = true) to accept that risk",
+            counts.join(", --")
+        )));
+    }
+    if policy.keep_within.is_none_or(|d| d.is_zero()) {
+        return Err(Error::Usage(
+            "an append-only repository needs --keep-within (counted from the store's current time, so forged snapshots cannot move it): add e.g. --keep-within 30d".into(),
+        ));
+    }
+    Ok(())
 }
 
 async fn forget_region(
@@ -201,6 +240,7 @@ async fn forget_region(
     region: &Region,
     req: &ForgetRequest,
     policy: &Policy,
+    append_only: bool,
     fr: &mut ForgetRegion,
 ) -> Result<()> {
     let repo = target.open_region(region).await?;
@@ -213,6 +253,11 @@ async fn forget_region(
         .with_lock("forget", false, async |_| {
             let snaps = repo.list_snapshots().await?;
             let running = running_drills(&repo).await?;
+            // The lock measured the store's clock: "now" is the store's.
+            let when = retention::When {
+                now: Some(repo.now()),
+                within_from_now: append_only,
+            };
             let groups = decide(
                 target,
                 req.job.as_deref(),
@@ -222,6 +267,7 @@ async fn forget_region(
                 &region.catalog_region,
                 &running,
                 req.force,
+                when,
             )?;
             let removed: Vec<SnapshotId> = groups
                 .iter()
@@ -315,6 +361,7 @@ pub fn decide(
     region: &str,
     running: &[SnapshotId],
     force: bool,
+    when: retention::When,
 ) -> Result<Vec<Group>> {
     let selected: Vec<&(SnapshotId, Snapshot)> = match &target.plan {
         Some(p) => super::snapshots::of_plan(snaps, p, job),
@@ -360,7 +407,7 @@ pub fn decide(
                 protected.drill_passed.push((region.to_string(), id));
             }
         }
-        let decisions = retention::apply(policy, &cands, &tz, &protected);
+        let decisions = retention::apply(policy, &cands, &tz, &protected, when);
         if !force && !decisions.is_empty() && decisions.iter().all(|d| !d.keep()) {
             let what = match &k {
                 Key::Job(p, j) => format!("job {j} of plan {p}"),
@@ -432,6 +479,8 @@ pub async fn apply_retention(env: &Env, target: &Target, job: &str) -> ExitCode 
         dry_run: false,
         force: false,
         prune: spec.prune.then(PruneRequest::default),
+        append_only: Some(spec.append_only),
+        allow_count_rules: spec.allow_count_rules,
     };
     match forget(env, target, req).await {
         Ok(r) => match r.exit_code() {

@@ -435,6 +435,19 @@ async fn catalog_metrics(
             }
         }
     }
+    // Snapshot anomalies (T16), read from each plan's regions by status: 0 per kind when
+    // there are none, so an alert on `> 0` also has a series to resolve.
+    for ra in &r.anomalies {
+        let plan = ra.plan.clone().unwrap_or_default();
+        for (kind, n) in super::anomaly::counts(&ra.anomalies) {
+            g.set(
+                "lifeboat_snapshot_anomalies",
+                "Snapshots in the region that look forged or broken: dated in the future, from a host new to the job, or a size collapse (`lifeboat verify` names them)",
+                labels(&[("plan", &plan), ("region", &ra.region), ("kind", kind.as_str())]),
+                n as f64,
+            );
+        }
+    }
     let kinds = [
         "rpo",
         "verified_rpo",

@@ -13,6 +13,7 @@
 //! Below this layer: plan → source → pipeline → repo → store, drill, catalog, schedule. This
 //! module never imports `cli`.
 
+pub mod anomaly;
 pub mod backup;
 pub mod catalog;
 pub mod drill;

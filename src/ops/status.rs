@@ -1,7 +1,8 @@
 //! `status` and `history`: what the catalog knows, per job and region. [`status`] judges
 //! each job's honest RPO — against the plans' own objectives when plan files are given — and
 //! with a repository also runs the high-water check (rollback, vanished snapshots) and syncs
-//! the verification ledger with the repository's packs; [`history`] lists backup runs and
+//! the verification ledger with the repository's packs (with a repository or plan files it
+//! also reports snapshot anomalies, [`super::anomaly`]); [`history`] lists backup runs and
 //! drills, newest first.
 //!
 //! `status --check` turns the report into a verdict: every objective that is missed — RPO,
@@ -73,6 +74,50 @@ pub struct StatusReport {
     /// Per plan with recovery-point sets (`--plan FILE|DIR`): each set's newest committed
     /// recovery point in each region, and the set's RPO.
     pub sets: Vec<SetStatus>,
+    /// Snapshot anomalies ([`super::anomaly`]) per region read: the repository given, or
+    /// every destination of the plan files (each finding is in `findings` too).
+    pub anomalies: Vec<RegionAnomalies>,
+}
+
+/// The anomalies of one region's snapshots (of one plan, with plan files).
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionAnomalies {
+    pub plan: Option<String>,
+    pub region: String,
+    pub anomalies: Vec<super::anomaly::Anomaly>,
+}
+
+/// The anomalies of `plan`'s snapshots in each of its regions; a region that cannot be
+/// read is skipped with a warning (status and the metrics go on without it).
+pub async fn plan_anomalies(env: &Env, plan: &Plan) -> Vec<RegionAnomalies> {
+    let Ok(target) = Target::from_plan(Arc::new(plan.clone()), None) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for region in &target.regions {
+        let res = async {
+            let repo = target.open_region(region).await?;
+            let snaps = repo.list_snapshots().await?;
+            let mine: Vec<_> = super::snapshots::of_plan(&snaps, plan, None)
+                .into_iter()
+                .cloned()
+                .collect();
+            Ok::<_, Error>(super::anomaly::detect(&mine, repo.now()))
+        }
+        .await;
+        match res {
+            Ok(anomalies) => out.push(RegionAnomalies {
+                plan: Some(plan.name.clone()),
+                region: region.catalog_region.clone(),
+                anomalies,
+            }),
+            Err(e) => env.warn(format!(
+                "plan {} region {}: snapshots not checked for anomalies: {e}",
+                plan.name, region.name
+            )),
+        }
+    }
+    out
 }
 
 /// A recovery-point set's newest committed recovery point in one region.
@@ -393,6 +438,7 @@ pub fn parse_cycle(s: &str) -> Result<Duration> {
 pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Result<StatusReport> {
     let cat = open_catalog(env).await?.with_clock(req.clock.clone());
     let mut findings: Vec<Finding> = Vec::new();
+    let mut anomalies: Vec<RegionAnomalies> = Vec::new();
     // --plan FILE|DIR: one status per plan, judged against the plan's own objectives.
     let plan_files = match req.plan.as_deref() {
         Some(p) if Path::new(p).exists() => Some(load_plans(Path::new(p))?),
@@ -411,6 +457,13 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
         cat.record_repository(repo.id(), &repo.location()).await?;
         let listing = repo.list_snapshots().await?;
         findings = cat.check_high_water(repo.id(), region, &listing).await?;
+        let found = super::anomaly::detect(&listing, repo.now());
+        findings.extend(found.iter().map(super::anomaly::Anomaly::finding));
+        anomalies.push(RegionAnomalies {
+            plan: None,
+            region: region.to_string(),
+            anomalies: found,
+        });
         let index = repo.load_index().await?;
         cat.sync_packs(repo.id(), region, index.packs()).await?;
         filter.repo = Some(*repo.id());
@@ -449,6 +502,23 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
                     }
                 }
                 misses_found.extend(misses(&r, Some(plan)));
+                for ra in plan_anomalies(env, plan).await {
+                    if req.region.as_ref().is_some_and(|r| r != &ra.region) {
+                        continue;
+                    }
+                    findings.extend(
+                        ra.anomalies
+                            .iter()
+                            .filter(|a| {
+                                filter
+                                    .job
+                                    .as_ref()
+                                    .is_none_or(|j| a.job.as_ref() == Some(j))
+                            })
+                            .map(super::anomaly::Anomaly::finding),
+                    );
+                    anomalies.push(ra);
+                }
                 if let Some(s) = plan_slos(env, plan, req.clock.now()).await? {
                     slos.push(s);
                 }
@@ -512,6 +582,7 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
         misses: misses_found,
         slos,
         sets,
+        anomalies,
     })
 }
 

@@ -3,7 +3,8 @@
 //! verified packs within a byte budget (the catalog keeps that ledger). Afterwards the catalog
 //! records what was read and checks for rollback (best effort: a catalog problem is an
 //! [`Event::CatalogNotRecorded`](super::Event::CatalogNotRecorded), never a failed verification). Findings are data in the
-//! report; errors among them make exit 13.
+//! report; errors among them make exit 13. Snapshot anomalies ([`super::anomaly`]: future
+//! dates, hosts new to a job, size collapses) are warnings among them.
 
 use super::record::{not_recorded, open_best_effort, open_catalog};
 use super::target::{Target, LOCAL_REGION};
@@ -85,13 +86,19 @@ pub async fn verify(env: &Env, target: &Target, req: VerifyRequest) -> Result<Ve
                 ReadMode::All => (ReadData::All, None),
                 ReadMode::Subset(p) => (ReadData::Subset(p), None),
             };
-            let report = crate::repo::verify::verify(
+            let mut report = crate::repo::verify::verify(
                 &repo,
                 read,
                 env.progress.bytes("verify"),
                 env.cancel.clone(),
             )
             .await?;
+            // Snapshots a writer who may only add could have forged (T16): warnings. The
+            // lock measured the store's clock, so "future" is judged in its time.
+            let anomalies = super::anomaly::scan(&repo).await?;
+            report
+                .findings
+                .extend(anomalies.iter().map(super::anomaly::Anomaly::finding));
             Ok((report, catalog))
         })
         .await?;

@@ -274,6 +274,29 @@ pub struct RetentionSpec {
     /// When `run-due` applies the rules to every job (`schedule`, cron); `None`: after each
     /// successful scheduled backup of a job, to that job.
     pub schedule: Option<cron::Schedule>,
+    /// The destinations are append-only for the backup credentials (they can add snapshots,
+    /// not delete): `keep_within` counts from the store's current time and is required, and
+    /// count rules are refused unless `allow_count_rules` (RELIABILITY T16).
+    pub append_only: bool,
+    pub allow_count_rules: bool,
+}
+
+impl RetentionSpec {
+    /// The count rules set, by their keys (`keep_last`, `keep_daily`, …).
+    pub fn count_rules(&self) -> Vec<&'static str> {
+        [
+            ("keep_last", self.keep_last),
+            ("keep_hourly", self.keep_hourly),
+            ("keep_daily", self.keep_daily),
+            ("keep_weekly", self.keep_weekly),
+            ("keep_monthly", self.keep_monthly),
+            ("keep_yearly", self.keep_yearly),
+        ]
+        .into_iter()
+        .filter(|(_, n)| n.unwrap_or(0) > 0)
+        .map(|(k, _)| k)
+        .collect()
+    }
 }
 
 /// Where a drill restores into.

@@ -213,6 +213,10 @@ pub(super) struct RetentionConfig {
     #[serde(default)]
     pub(super) prune: bool,
     pub(super) schedule: Option<String>,
+    #[serde(default)]
+    pub(super) append_only: bool,
+    #[serde(default)]
+    pub(super) allow_count_rules: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -270,3 +270,35 @@ fn sets_are_validated_with_lines_and_fixes() {
         );
     }
 }
+
+#[test]
+fn append_only_retention_needs_keep_within_and_refuses_unallowed_count_rules() {
+    let ok = GOOD.replace(
+        "keep_daily = 7",
+        "keep_within = \"30d\"\nappend_only = true",
+    );
+    let p = parse(Path::new("plans/x.toml"), &ok).unwrap();
+    let r = p.retention.as_ref().unwrap();
+    assert!(r.append_only && !r.allow_count_rules);
+    // count rules: refused, naming them and the way out
+    let i = issues(&GOOD.replace(
+        "keep_daily = 7",
+        "keep_daily = 7\nkeep_within = \"30d\"\nappend_only = true",
+    ));
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert_eq!(i[0].key, "retention.append_only");
+    assert!(i[0].problem.contains("keep_daily"), "{i:?}");
+    assert!(i[0].fix.contains("allow_count_rules"), "{i:?}");
+    let allowed = GOOD.replace(
+        "keep_daily = 7",
+        "keep_daily = 7\nkeep_within = \"30d\"\nappend_only = true\nallow_count_rules = true",
+    );
+    assert!(parse(Path::new("plans/x.toml"), &allowed).is_ok());
+    // no keep_within
+    let i = issues(&GOOD.replace("keep_daily = 7", "keep_tags = [\"x\"]\nappend_only = true"));
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert!(i[0].problem.contains("needs keep_within"), "{i:?}");
+    // allow_count_rules alone
+    let i = issues(&GOOD.replace("keep_daily = 7", "keep_daily = 7\nallow_count_rules = true"));
+    assert_eq!(i[0].key, "retention.allow_count_rules");
+}

@@ -12,6 +12,16 @@
 //! the duration); `keep_tags` keeps every snapshot carrying one of the tags. A snapshot kept by
 //! several rules is kept once with every reason. Snapshots with equal times are ordered by id
 //! (the greater id counts as newer), so the outcome never depends on listing order.
+//!
+//! Order is the manifest's `time` only, never the id, a name or a source position (an LSN
+//! that went back after `pg_upgrade`): see `docs/format.md`.
+//!
+//! Two departures from restic, both about snapshots an attacker can add but not delete
+//! (RELIABILITY T16), chosen by [`When`]: a snapshot dated more than [`FUTURE_TOLERANCE`]
+//! after the store's current time is kept ([`Reason::Future`]) and takes no place in any
+//! count, so forgeries dated ahead cannot push real snapshots out; and for an append-only
+//! repository `keep_within` counts back from the store's current time instead of from the
+//! newest snapshot, so no forged date can move its window.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -46,6 +56,23 @@ mod humantime_opt {
 }
 
 impl Policy {
+    /// The count rules set (`keep-last`, `keep-hourly`, …) by their flag names: rules a
+    /// writer who can add snapshots fills with forgeries.
+    pub fn count_rules(&self) -> Vec<&'static str> {
+        [
+            ("keep-last", self.keep_last),
+            ("keep-hourly", self.keep_hourly),
+            ("keep-daily", self.keep_daily),
+            ("keep-weekly", self.keep_weekly),
+            ("keep-monthly", self.keep_monthly),
+            ("keep-yearly", self.keep_yearly),
+        ]
+        .into_iter()
+        .filter(|(_, n)| n.unwrap_or(0) > 0)
+        .map(|(name, _)| name)
+        .collect()
+    }
+
     /// True when no rule is set: such a policy would remove everything, and is refused.
     pub fn is_empty(&self) -> bool {
         let on = |n: Option<u32>| n.unwrap_or(0) > 0;
@@ -103,6 +130,9 @@ pub enum Reason {
     },
     /// Lifeboat's own rule: a drill is restoring it right now.
     DrillRunning,
+    /// Dated after the store's current time (beyond [`FUTURE_TOLERANCE`]): kept, counted by
+    /// no rule, reported as an anomaly.
+    Future,
 }
 
 impl std::fmt::Display for Reason {
@@ -125,6 +155,7 @@ impl std::fmt::Display for Reason {
             Reason::Tag { tag } => write!(f, "tag {tag}"),
             Reason::DrillPassed { region } => write!(f, "newest passed drill ({region})"),
             Reason::DrillRunning => f.write_str("a running drill restores it"),
+            Reason::Future => f.write_str("dated in the future (not counted)"),
         }
     }
 }
@@ -214,22 +245,63 @@ impl Cal {
     }
 }
 
+/// How far ahead of the store's current time a snapshot may be dated before it is taken for
+/// forged or written by a host with a broken clock (the skew `prune` tolerates).
+pub const FUTURE_TOLERANCE: Duration = crate::repo::clock::PRUNE_MAX_SKEW;
+
+/// The time the rules are applied at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct When {
+    /// The store's current time ([`crate::repo::Repository::now`]); `None`: unknown, no
+    /// snapshot is taken for future-dated and `keep_within` counts from the newest.
+    pub now: Option<DateTime<Utc>>,
+    /// Append-only repository: `keep_within` counts back from `now`.
+    pub within_from_now: bool,
+}
+
+impl When {
+    /// Whether `t` is dated in the future (beyond [`FUTURE_TOLERANCE`]).
+    pub fn is_future(&self, t: &DateTime<Utc>) -> bool {
+        self.now.is_some_and(|now| {
+            chrono::Duration::from_std(FUTURE_TOLERANCE)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .is_some_and(|limit| *t > limit)
+        })
+    }
+}
+
 /// Newest first; equal times by id, greater first.
 pub fn sort_newest_first(c: &mut [Candidate]) {
     c.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
 }
 
-/// Applies `policy` and `protected` to one group's snapshots; the decisions come newest first.
+/// Applies `policy` and `protected` to one group's snapshots at `when`; the decisions come
+/// newest first.
 pub fn apply<Tz: TimeZone>(
     policy: &Policy,
     snapshots: &[Candidate],
     tz: &Tz,
     protected: &Protected,
+    when: When,
 ) -> Vec<Decision> {
     let mut list = snapshots.to_vec();
     sort_newest_first(&mut list);
+    // Future-dated snapshots are the newest by their dates: kept, and out of every count.
+    let future = list.iter().take_while(|c| when.is_future(&c.time)).count();
+    let mut out: Vec<Decision> = list
+        .drain(..future)
+        .map(|c| Decision {
+            id: c.id,
+            time: c.time,
+            reasons: vec![Reason::Future],
+        })
+        .collect();
     let n = list.len();
-    let latest = list.first().map(|c| c.time);
+    let latest = match (when.within_from_now, when.now) {
+        (true, Some(now)) => Some(now),
+        _ => list.first().map(|c| c.time),
+    };
     let mut last_left = policy.keep_last.unwrap_or(0);
     let mut cal: Vec<(Cal, u32, Option<String>)> = Cal::ALL
         .iter()
@@ -244,7 +316,7 @@ pub fn apply<Tz: TimeZone>(
         ),
         _ => None,
     };
-    let mut out = Vec::with_capacity(n);
+    out.reserve(n);
     for (nr, cur) in list.iter().enumerate() {
         let mut reasons = Vec::new();
         for t in &policy.keep_tags {
@@ -381,14 +453,14 @@ mod tests {
             keep_daily: Some(2),
             ..Default::default()
         };
-        let d = apply(&p, &snaps, &Utc, &Protected::default());
+        let d = apply(&p, &snaps, &Utc, &Protected::default(), When::default());
         assert_eq!(kept(&d), vec![id(5), id(4)]);
         // five days asked, three exist: the oldest is kept too ("oldest daily")
         let p = Policy {
             keep_daily: Some(5),
             ..Default::default()
         };
-        let d = apply(&p, &snaps, &Utc, &Protected::default());
+        let d = apply(&p, &snaps, &Utc, &Protected::default(), When::default());
         assert_eq!(kept(&d), vec![id(5), id(4), id(2), id(1)]);
         assert_eq!(d[4].reasons[0].to_string(), "oldest daily 2026-12-01");
         // in UTC+10 the 2nd 21:00 is the 3rd 07:00: one day fewer
@@ -397,7 +469,7 @@ mod tests {
             keep_daily: Some(2),
             ..Default::default()
         };
-        let d = apply(&p, &snaps, &tz, &Protected::default());
+        let d = apply(&p, &snaps, &tz, &Protected::default(), When::default());
         assert_eq!(kept(&d), vec![id(5), id(3)]);
         // tags, within and lifeboat's own rules add reasons, never remove
         let p = Policy {
@@ -410,7 +482,7 @@ mod tests {
             drill_passed: vec![("eu".into(), id(1))],
             drill_running: vec![id(2)],
         };
-        let d = apply(&p, &snaps, &Utc, &prot);
+        let d = apply(&p, &snaps, &Utc, &prot, When::default());
         assert_eq!(kept(&d), vec![id(5), id(4), id(2), id(1)]);
         assert_eq!(
             d[1].reasons,
@@ -418,6 +490,98 @@ mod tests {
         );
         assert_eq!(d[3].reasons, vec![Reason::DrillRunning]);
         assert_eq!(d[4].reasons[0].to_string(), "newest passed drill (eu)");
+    }
+
+    #[test]
+    fn future_dated_snapshots_are_kept_and_counted_by_no_rule() {
+        let now = at("2026-12-05T12:00:00Z");
+        let mut snaps: Vec<Candidate> = (1..=3)
+            .map(|i| Candidate {
+                id: id(i),
+                time: now - chrono::Duration::hours(24 * (4 - i as i64)),
+                tags: vec![],
+            })
+            .collect();
+        // Four forgeries a day ahead, with ids that sort both sides of the real ones.
+        for (k, n) in [(1, 0u32), (2, 9), (3, 100), (4, 7)] {
+            snaps.push(Candidate {
+                id: id(n),
+                time: now + chrono::Duration::hours(24) + chrono::Duration::minutes(k),
+                tags: vec![],
+            });
+        }
+        let p = Policy {
+            keep_last: Some(3),
+            keep_daily: Some(2),
+            ..Default::default()
+        };
+        let when = When {
+            now: Some(now),
+            within_from_now: false,
+        };
+        let d = apply(&p, &snaps, &Utc, &Protected::default(), when);
+        assert_eq!(d.len(), 7);
+        for real in 1..=3 {
+            let row = d.iter().find(|x| x.id == id(real)).expect("decided");
+            assert!(row.keep(), "real snapshot {real} removed: {d:?}");
+            assert!(!row.reasons.contains(&Reason::Future));
+        }
+        assert_eq!(
+            d.iter().filter(|x| x.reasons == [Reason::Future]).count(),
+            4
+        );
+        // Without the store's time (restic's rules) the forgeries take every count.
+        let d = apply(&p, &snaps, &Utc, &Protected::default(), When::default());
+        let removed: Vec<SnapshotId> = d.iter().filter(|x| !x.keep()).map(|x| x.id).collect();
+        assert!(
+            removed.contains(&id(1)) && removed.contains(&id(2)),
+            "{d:?}"
+        );
+        // Within the tolerance a snapshot is not "future".
+        assert!(!when.is_future(&(now + chrono::Duration::minutes(4))));
+        assert!(when.is_future(&(now + chrono::Duration::minutes(6))));
+    }
+
+    #[test]
+    fn append_only_keep_within_counts_from_now_not_from_the_newest() {
+        let now = at("2026-12-05T12:00:00Z");
+        let snaps: Vec<Candidate> = (8..=10)
+            .map(|days| Candidate {
+                id: id(days),
+                time: now - chrono::Duration::days(days as i64),
+                tags: vec![],
+            })
+            .collect();
+        let p = Policy {
+            keep_within: Some(Duration::from_secs(5 * 86_400)),
+            ..Default::default()
+        };
+        // restic: five days back from the newest (8 days old) keeps all three.
+        let d = apply(&p, &snaps, &Utc, &Protected::default(), When::default());
+        assert_eq!(kept(&d).len(), 3);
+        // append-only: five days back from now keeps none (forget then refuses to empty it).
+        let when = When {
+            now: Some(now),
+            within_from_now: true,
+        };
+        let d = apply(&p, &snaps, &Utc, &Protected::default(), when);
+        assert!(kept(&d).is_empty());
+        // ... and a snapshot forged a year ahead does not move that window.
+        let mut forged = snaps.clone();
+        forged.push(Candidate {
+            id: id(99),
+            time: now + chrono::Duration::days(365),
+            tags: vec![],
+        });
+        let d = apply(&p, &forged, &Utc, &Protected::default(), when);
+        assert_eq!(kept(&d), vec![id(99)]);
+        assert_eq!(d[0].reasons, vec![Reason::Future]);
+        let p = Policy {
+            keep_within: Some(Duration::from_secs(9 * 86_400)),
+            ..Default::default()
+        };
+        let d = apply(&p, &forged, &Utc, &Protected::default(), when);
+        assert_eq!(kept(&d), vec![id(99), id(8)]);
     }
 
     /// The reference: written from the documented rules, bucket by bucket rather than
@@ -546,7 +710,7 @@ mod tests {
             // listing order must not matter
             let len = input.len().max(1);
             input.rotate_left((shuffle as usize) % len);
-            let d = apply(&p, &input, &tz, &Protected::default());
+            let d = apply(&p, &input, &tz, &Protected::default(), When::default());
             let got: BTreeSet<SnapshotId> = kept(&d).into_iter().collect();
             prop_assert_eq!(&got, &reference(&p, &snaps, &tz));
             // every snapshot has exactly one decision, newest first

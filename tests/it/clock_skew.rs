@@ -85,7 +85,7 @@ fn leases_are_judged_in_store_time_and_prune_refuses_a_skewed_clock() {
     std::fs::write(src.join("a/new.bin"), vec![7u8; 3 << 20]).unwrap();
     let second = ok(w, &url, &["backup", src.to_str().unwrap()]);
     let keep = second["snapshot_id"].as_str().unwrap().to_string();
-    let v = ok(w, &url, &["forget", "--keep-last", "1"]);
+    let v = ok(w, &url, &["forget", "--confirm", "--keep-last", "1"]);
     assert!(
         v.to_string()
             .contains(first["snapshot_id"].as_str().unwrap()),
@@ -94,7 +94,12 @@ fn leases_are_judged_in_store_time_and_prune_refuses_a_skewed_clock() {
 
     // A host 13 minutes behind the store: prune refuses, deletes and writes nothing.
     let before = keys(&g, w);
-    let r: Run = run(lb(w, &url, Some("-10m"), &["prune", "--grace", "0s"]));
+    let r: Run = run(lb(
+        w,
+        &url,
+        Some("-10m"),
+        &["prune", "--confirm", "--grace", "0s"],
+    ));
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
         r.stderr.contains("prune refused")
@@ -115,7 +120,15 @@ fn leases_are_judged_in_store_time_and_prune_refuses_a_skewed_clock() {
         w,
         &url,
         None,
-        &["prune", "--grace", "0s", "--max-unused", "0%", "--json"],
+        &[
+            "prune",
+            "--confirm",
+            "--grace",
+            "0s",
+            "--max-unused",
+            "0%",
+            "--json",
+        ],
     );
     c.env(lifeboat::repo::lock::LEASE_ENV, "60")
         .env("LIFEBOAT_FAILPOINT", "prune-before-delete:1")

@@ -184,7 +184,12 @@ fn concurrent_backups_into_one_local_repository_all_commit() {
         for (o, src) in [(&oa, &a), (&ob, &b)] {
             assert_eq!(o.status.code(), Some(0), "round {round}: {}", describe(o));
             let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-            assert_eq!(v["catalog_recorded"], true, "round {round}: {}", describe(o));
+            assert_eq!(
+                v["catalog_recorded"],
+                true,
+                "round {round}: {}",
+                describe(o)
+            );
             ids.push((v["snapshot_id"].as_str().unwrap().to_string(), src.clone()));
         }
         assert_ne!(ids[0].0, ids[1].0);
@@ -202,7 +207,7 @@ fn concurrent_backups_into_one_local_repository_all_commit() {
     // copy and every snapshot still restores.
     let (_, dups) = indexed_packs_and_duplicates(&s);
     eprintln!("blobs stored twice by the racing backups: {dups}");
-    s.ok(&["prune", "--grace", "0s", "--max-unused", "0%"]);
+    s.ok(&["prune", "--confirm", "--grace", "0s", "--max-unused", "0%"]);
     let (_, dups) = indexed_packs_and_duplicates(&s);
     assert_eq!(dups, 0, "prune left a blob in two packs");
     inv1(&s);
@@ -344,9 +349,17 @@ fn two_prunes_at_once_delete_nothing_twice() {
             }
             s.ok(&["backup", src.to_str().unwrap()]);
         }
-        s.ok(&["forget", "--keep-last", "1"]);
+        s.ok(&["forget", "--confirm", "--keep-last", "1"]);
         let before = pack_ids(&s.repo);
-        let args = ["prune", "--json", "--grace", "0s", "--max-unused", "0%"];
+        let args = [
+            "prune",
+            "--confirm",
+            "--json",
+            "--grace",
+            "0s",
+            "--max-unused",
+            "0%",
+        ];
         let c1 = spawn(&s, &args, &[]);
         let c2 = spawn(&s, &args, &[]);
         let outs = [
@@ -386,9 +399,9 @@ fn two_prunes_at_once_delete_nothing_twice() {
     }
     eprintln!("exit codes of the prunes: {codes:?}");
     // What a deferred plan left is carried out by the next prune alone.
-    s.ok(&["prune", "--grace", "0s", "--max-unused", "0%"]);
+    s.ok(&["prune", "--confirm", "--grace", "0s", "--max-unused", "0%"]);
     assert!(list_files(&s.repo.join("prune")).is_empty());
-    let v = s.json(&["prune", "--grace", "0s", "--max-unused", "0%"]);
+    let v = s.json(&["prune", "--confirm", "--grace", "0s", "--max-unused", "0%"]);
     assert_eq!(v["regions"][0]["mark"]["condemned_packs"], 0, "{v:#}");
     inv1(&s);
     inv3(&s);
@@ -409,7 +422,7 @@ fn repository_with_many_condemned_packs(s: &Scratch, src: &Path) -> PathBuf {
     let stash = s.path("stash");
     std::fs::rename(src.join("old"), &stash).unwrap();
     s.ok(&["backup", src.to_str().unwrap()]);
-    s.ok(&["forget", "--keep-last", "1"]);
+    s.ok(&["forget", "--confirm", "--keep-last", "1"]);
     stash
 }
 
@@ -427,7 +440,7 @@ fn a_prune_that_lost_its_lease_before_deleting_deletes_nothing() {
     let before = pack_ids(&s.repo);
     let mut child = spawn(
         &s,
-        &["prune", "--grace", "0s"],
+        &["prune", "--confirm", "--grace", "0s"],
         &[
             (lifeboat::repo::lock::LEASE_ENV, "2"),
             ("LIFEBOAT_FAILPOINT", "prune-before-delete:1"),
@@ -462,7 +475,7 @@ fn a_prune_that_lost_its_lease_before_deleting_deletes_nothing() {
     inv1(&s);
     restores_exactly(&s, &id, &src);
     // The next prune sees the new snapshot and rescues what it needs.
-    let v = s.json(&["prune", "--grace", "0s"]);
+    let v = s.json(&["prune", "--confirm", "--grace", "0s"]);
     assert!(
         v["regions"][0]["sweep"]["rescued_packs"].as_u64().unwrap() > 0,
         "{v:#}"
@@ -483,7 +496,14 @@ fn a_prune_that_lost_its_lease_between_delete_batches_stops_there() {
     let id = snapshot_ids(&s).pop().unwrap();
     let mut child = spawn(
         &s,
-        &["prune", "--grace", "0s", "--max-unused", "100%"],
+        &[
+            "prune",
+            "--confirm",
+            "--grace",
+            "0s",
+            "--max-unused",
+            "100%",
+        ],
         &[
             (lifeboat::repo::lock::LEASE_ENV, "2"),
             ("LIFEBOAT_FAILPOINT", "prune-between-delete-batches:1"),
@@ -504,11 +524,25 @@ fn a_prune_that_lost_its_lease_between_delete_batches_stops_there() {
     assert!(!list_files(&s.repo.join("prune")).is_empty(), "plan kept");
     inv1(&s);
     restores_exactly(&s, &id, &src);
-    let v = s.json(&["prune", "--grace", "0s", "--max-unused", "100%"]);
+    let v = s.json(&[
+        "prune",
+        "--confirm",
+        "--grace",
+        "0s",
+        "--max-unused",
+        "100%",
+    ]);
     let deleted = v["regions"][0]["sweep"]["deleted_packs"].as_u64().unwrap();
     assert!(deleted > 0, "the next prune deleted the rest: {v:#}");
     assert!(list_files(&s.repo.join("prune")).is_empty());
-    let v = s.json(&["prune", "--grace", "0s", "--max-unused", "100%"]);
+    let v = s.json(&[
+        "prune",
+        "--confirm",
+        "--grace",
+        "0s",
+        "--max-unused",
+        "100%",
+    ]);
     assert_eq!(v["regions"][0]["mark"]["condemned_packs"], 0, "{v:#}");
     inv1(&s);
     restores_exactly(&s, &id, &src);
@@ -562,7 +596,7 @@ fn repository_with_garbage(s: &Scratch, src: &Path) {
         }
         s.ok(&["backup", src.to_str().unwrap()]);
     }
-    s.ok(&["forget", "--keep-last", "1"]);
+    s.ok(&["forget", "--confirm", "--keep-last", "1"]);
 }
 
 /// T24: prune killed at each of its steps — after the repacked packs are stored, after they
@@ -581,7 +615,7 @@ fn prune_killed_at_every_step_leaves_a_valid_repository() {
         let src = s.path("src");
         repository_with_garbage(&s, &src);
         let id = snapshot_ids(&s).pop().unwrap();
-        let args = ["prune", "--grace", "0s", "--max-unused", "0%"];
+        let args = ["prune", "--confirm", "--grace", "0s", "--max-unused", "0%"];
         let o = s.run_env(&args, &[("LIFEBOAT_FAILPOINT", point)]);
         assert_killed(&o);
         eprintln!("{point}: killed");
@@ -832,6 +866,7 @@ fn forged_newer_snapshots_are_flagged_and_do_not_push_real_ones_out() {
     // keep-within keeps them all.
     s.ok(&[
         "forget",
+        "--confirm",
         "--keep-within",
         "1d",
         "--prune",
@@ -1038,7 +1073,7 @@ mod s3 {
         let h = ok(w, &url, &["healthcheck"]);
         assert_eq!(h["warnings"], serde_json::json!([]), "{h:#}");
         // prune spares uploads younger than twice the lease (default 15 min: 30 min) ...
-        let r = run(w, &url, &["prune", "--grace", "0s"]);
+        let r = run(w, &url, &["prune", "--confirm", "--grace", "0s"]);
         assert_eq!(r.code, 0, "{r:?}");
         assert!(
             r.stdout.contains(&format!(
@@ -1047,7 +1082,7 @@ mod s3 {
             )),
             "{r:?}"
         );
-        let v = ok(w, &url, &["prune", "--grace", "0s"]);
+        let v = ok(w, &url, &["prune", "--confirm", "--grace", "0s"]);
         let m = &v["regions"][0]["multipart"];
         assert_eq!(m["aborted"], 0, "{v:#}");
         assert_eq!(m["kept"], orphans.len(), "{v:#}");
@@ -1062,7 +1097,7 @@ mod s3 {
         // many; nothing is left pending and the repository is unchanged.
         std::thread::sleep(Duration::from_secs(5));
         let lease = (lifeboat::repo::lock::LEASE_ENV, "2");
-        let mut c = cmd(w, &url, &["prune", "--grace", "0s", "--json"]);
+        let mut c = cmd(w, &url, &["prune", "--confirm", "--grace", "0s", "--json"]);
         c.env(lease.0, lease.1);
         let r = support::regions::run(c);
         assert_eq!(r.code, 0, "{r:?}");

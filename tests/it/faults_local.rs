@@ -426,7 +426,7 @@ fn forget_refuses_to_empty_a_group_with_1_unless_forced() {
         s.ok(&["backup", "--tag", "nightly", src.to_str().unwrap()]);
     }
     let before = snapshot_of_files(&s.repo);
-    let out = s.run(&["forget", "--keep-tag", "nigthly"]);
+    let out = s.run(&["forget", "--confirm", "--keep-tag", "nigthly"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -448,7 +448,7 @@ fn forget_refuses_to_empty_a_group_with_1_unless_forced() {
     assert_eq!(rows.len(), 3, "{dry:#}");
     assert!(rows.iter().all(|r| r["keep"] == false), "{dry:#}");
     assert_eq!(snapshot_ids(&s).len(), 3);
-    s.ok(&["forget", "--keep-tag", "nigthly", "--force"]);
+    s.ok(&["forget", "--confirm", "--keep-tag", "nigthly", "--force"]);
     assert!(snapshot_ids(&s).is_empty());
     inv1(&s);
     inv3(&s);
@@ -512,7 +512,15 @@ fn randomized_full_disk_passes_leave_a_valid_repository_and_prune_still_works() 
     }
     std::fs::write(src.join("small.txt"), b"changed").unwrap();
     s.ok(&["backup", src.to_str().unwrap()]);
-    s.ok(&["forget", "--keep-last", "1", "--prune", "--max-unused", "0"]);
+    s.ok(&[
+        "forget",
+        "--confirm",
+        "--keep-last",
+        "1",
+        "--prune",
+        "--max-unused",
+        "0",
+    ]);
     assert_eq!(snapshot_ids(&s).len(), 1);
     let _ = std::fs::remove_file(&filler);
     inv1(&s);

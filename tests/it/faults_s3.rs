@@ -497,7 +497,7 @@ fn t10_an_incomplete_listing_is_not_taken_for_lost_data() {
         r.stderr.contains("incomplete listing") && r.stderr.contains("nothing was changed"),
         "{r:?}"
     );
-    let r = out.cmd(w, &cut, &["--json", "prune", "--grace", "0s"]);
+    let r = out.cmd(w, &cut, &["--json", "prune", "--confirm", "--grace", "0s"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(indexes(&rt), before, "the index files were rewritten");
     assert!(packs(&rt, &store).len() > all_packs);
@@ -544,7 +544,11 @@ fn t10_prune_refuses_a_cut_listing_of_snapshots() {
     let before = keys(&rt);
 
     proxy.cut_listings(Some("snapshots"));
-    let r = out.cmd(w, &cut, &["prune", "--grace", "0s", "--max-unused", "0%"]);
+    let r = out.cmd(
+        w,
+        &cut,
+        &["prune", "--confirm", "--grace", "0s", "--max-unused", "0%"],
+    );
     assert_eq!(r.code, 13, "{r:?}");
     assert!(
         r.stderr.contains("prune refused, nothing was deleted")
@@ -563,7 +567,15 @@ fn t10_prune_refuses_a_cut_listing_of_snapshots() {
     let v = out.ok(
         w,
         &cut,
-        &["--json", "prune", "--grace", "0s", "--max-unused", "0%"],
+        &[
+            "--json",
+            "prune",
+            "--confirm",
+            "--grace",
+            "0s",
+            "--max-unused",
+            "0%",
+        ],
     );
     assert_eq!(v["regions"][0]["sweep"]["deleted_packs"], 0, "{v:#}");
     invariants(&out, w, &direct, None, &versions);

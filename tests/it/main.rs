@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod append_only;
 mod catalog;
 mod clock_skew;
 mod core_cli;

@@ -92,7 +92,7 @@ fn forget_dry_run_shows_reasons_json_and_refuses_to_empty_a_group() {
     assert_eq!(rows[3]["id"], ids[1]);
 
     // A rule that keeps none of a group's snapshots is refused, and nothing goes.
-    let err = s.run(&["forget", "--keep-tag", "no-such-tag"]);
+    let err = s.run(&["forget", "--confirm", "--keep-tag", "no-such-tag"]);
     assert_eq!(err.status.code(), Some(1), "{}", stderr(&err));
     assert!(
         stderr(&err).contains("refusing to remove every snapshot"),
@@ -103,7 +103,14 @@ fn forget_dry_run_shows_reasons_json_and_refuses_to_empty_a_group() {
     s.expect(&["forget"], 2);
     assert_eq!(snapshot_ids(&s).len(), 5);
 
-    s.ok(&["forget", "--keep-last", "2", "--keep-tag", "golden"]);
+    s.ok(&[
+        "forget",
+        "--confirm",
+        "--keep-last",
+        "2",
+        "--keep-tag",
+        "golden",
+    ]);
     let left = snapshot_ids(&s);
     assert_eq!(left, vec![ids[1].clone(), ids[3].clone(), ids[4].clone()]);
 }
@@ -125,6 +132,7 @@ fn forget_prune_frees_space_and_kept_snapshots_restore_identical() {
     let before = dir_bytes(&s.repo.join("data"));
     let j = s.json(&[
         "forget",
+        "--confirm",
         "--keep-last",
         "2",
         "--prune",
@@ -153,7 +161,7 @@ fn forget_prune_frees_space_and_kept_snapshots_restore_identical() {
     assert_same_tree(&data, &out.join("data"));
 
     // Nothing left to do: a second prune deletes nothing and repacks nothing.
-    let j = s.json(&["prune", "--max-unused", "0%"]);
+    let j = s.json(&["prune", "--confirm", "--max-unused", "0%"]);
     assert_eq!(
         j["regions"][0]["sweep"]["deleted_packs"]
             .as_u64()
@@ -177,10 +185,10 @@ fn backup_between_prune_phases_loses_nothing() {
     std::fs::remove_file(data.join("old")).unwrap();
     write_random(&data.join("new"), 2, 4_000_000);
     s.ok(&["backup", data.to_str().unwrap()]);
-    s.ok(&["forget", "--keep-last", "1"]);
+    s.ok(&["forget", "--confirm", "--keep-last", "1"]);
 
     // Phase 1 condemns the packs of `old`; with a grace period phase 2 leaves them for later.
-    let j = s.json(&["prune", "--grace", "1h", "--max-unused", "0%"]);
+    let j = s.json(&["prune", "--confirm", "--grace", "1h", "--max-unused", "0%"]);
     let r = &j["regions"][0];
     assert!(r["mark"]["condemned_packs"].as_u64().unwrap() >= 1, "{j:#}");
     assert_eq!(r["sweep"]["plans_waiting"], 1, "{j:#}");
@@ -195,7 +203,14 @@ fn backup_between_prune_phases_loses_nothing() {
     );
 
     // (--max-unused 100%: no new repack of that pack, so only the rescue can save it.)
-    let j = s.json(&["prune", "--grace", "0s", "--max-unused", "100%"]);
+    let j = s.json(&[
+        "prune",
+        "--confirm",
+        "--grace",
+        "0s",
+        "--max-unused",
+        "100%",
+    ]);
     let sw = &j["regions"][0]["sweep"];
     assert!(sw["rescued_packs"].as_u64().unwrap() >= 1, "{j:#}");
     verify_clean(&s);
@@ -240,7 +255,7 @@ fn the_newest_drilled_snapshot_is_kept() {
         std::fs::write(data.join("index.html"), format!("v{i}")).unwrap();
         assert!(lb(&["backup"]).status.success());
     }
-    let o = lb(&["forget", "--json"]);
+    let o = lb(&["forget", "--confirm", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rows = j["regions"][0]["groups"][0]["snapshots"]
@@ -283,7 +298,7 @@ fn kill_9_loop_over_prune_leaves_a_valid_repository() {
             write_random(&data.join("b"), *gen * 3 + 1, 1_500_000);
             s.ok(&["backup", data.to_str().unwrap()]);
         }
-        s.ok(&["forget", "--keep-last", "2"]);
+        s.ok(&["forget", "--confirm", "--keep-last", "2"]);
     };
     churn(&s, &mut gen);
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
@@ -295,7 +310,7 @@ fn kill_9_loop_over_prune_leaves_a_valid_repository() {
         assert!(round < 200, "too many rounds");
         let mut child: std::process::Child = s
             .cmd()
-            .args(["prune", "--max-unused", "0%", "--quiet"])
+            .args(["prune", "--confirm", "--max-unused", "0%", "--quiet"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -325,13 +340,13 @@ fn kill_9_loop_over_prune_leaves_a_valid_repository() {
         verify_clean(&s);
         if !killed || round % 4 == 0 {
             // Finish whatever was interrupted, then make new garbage.
-            s.ok(&["prune", "--max-unused", "0%"]);
+            s.ok(&["prune", "--confirm", "--max-unused", "0%"]);
             verify_clean(&s);
             churn(&s, &mut gen);
         }
     }
     eprintln!("{kills} kills, {completed} prunes completed before the kill");
-    s.ok(&["prune", "--max-unused", "0%"]);
+    s.ok(&["prune", "--confirm", "--max-unused", "0%"]);
     verify_clean(&s);
     // Every kept snapshot restores; the newest is the data as it is now.
     let ids = snapshot_ids(&s);
@@ -383,7 +398,14 @@ fn every_region_is_pruned_and_a_down_region_catches_up_on_the_next_run() {
     let size_b = dir_bytes(&rb.join("data"));
 
     std::fs::rename(&rb, ws.path().join("rb-away")).unwrap();
-    let o = lb(&["forget", "--prune", "--max-unused", "0%", "--json"]);
+    let o = lb(&[
+        "forget",
+        "--confirm",
+        "--prune",
+        "--max-unused",
+        "0%",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let regions = j["regions"].as_array().unwrap();
@@ -405,7 +427,14 @@ fn every_region_is_pruned_and_a_down_region_catches_up_on_the_next_run() {
     assert_eq!(snaps(&ra), 1);
 
     std::fs::rename(ws.path().join("rb-away"), &rb).unwrap();
-    let o = lb(&["forget", "--prune", "--max-unused", "0%", "--json"]);
+    let o = lb(&[
+        "forget",
+        "--confirm",
+        "--prune",
+        "--max-unused",
+        "0%",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["regions"][0]["removed"], 0, "{j:#}");
@@ -597,7 +626,7 @@ fn prune_beside_a_running_backup_loses_nothing() {
     s.ok(&["backup", data.to_str().unwrap()]);
     std::fs::remove_file(data.join("gone")).unwrap();
     s.ok(&["backup", data.to_str().unwrap()]);
-    s.ok(&["forget", "--keep-last", "1"]);
+    s.ok(&["forget", "--confirm", "--keep-last", "1"]);
     write_random(&data.join("big"), 3, 120_000_000);
 
     let mut backup = s
@@ -614,7 +643,7 @@ fn prune_beside_a_running_backup_loses_nothing() {
     }
     let (mut deferred, mut during) = (0, 0);
     while backup.try_wait().unwrap().is_none() {
-        let o = s.run(&["prune", "--max-unused", "0%", "--json"]);
+        let o = s.run(&["prune", "--confirm", "--max-unused", "0%", "--json"]);
         let code = o.status.code();
         assert!(
             matches!(code, Some(0) | Some(11)),
@@ -632,7 +661,7 @@ fn prune_beside_a_running_backup_loses_nothing() {
     );
     eprintln!("{during} prunes during the backup, {deferred} deferred phase 2");
     assert!(during >= 1);
-    s.ok(&["prune", "--max-unused", "0%"]);
+    s.ok(&["prune", "--confirm", "--max-unused", "0%"]);
     verify_clean(&s);
     let out = s.path("restored");
     s.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
@@ -731,6 +760,7 @@ fn object_lock_on_moto_keeps_locked_packs_and_extends_what_kept_snapshots_need()
         t1,
         &[
             "forget",
+            "--confirm",
             "--keep-last",
             "1",
             "--prune",
@@ -752,7 +782,11 @@ fn object_lock_on_moto_keeps_locked_packs_and_extends_what_kept_snapshots_need()
     // The record lost (the attacker or an operator removed it): prune condemns the pack, the
     // store refuses to delete its locked version, and that is "kept, will retry", not an error.
     moto.boto("p = s3.get_paginator('list_objects_v2')\nfor page in p.paginate(Bucket='locked', Prefix='repo/retention/'):\n    for o in page.get('Contents', []):\n        s3.delete_object(Bucket='locked', Key=o['Key'])");
-    let r = at(t1, &["prune", "--grace", "0", "--max-unused", "100%"], &url);
+    let r = at(
+        t1,
+        &["prune", "--confirm", "--grace", "0", "--max-unused", "100%"],
+        &url,
+    );
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.stdout.contains("still under Object Lock retention") && r.stdout.contains("will retry"),
@@ -760,7 +794,15 @@ fn object_lock_on_moto_keeps_locked_packs_and_extends_what_kept_snapshots_need()
     );
     let r = at(
         t1,
-        &["prune", "--grace", "0", "--max-unused", "100%", "--json"],
+        &[
+            "prune",
+            "--confirm",
+            "--grace",
+            "0",
+            "--max-unused",
+            "100%",
+            "--json",
+        ],
         &url,
     );
     assert_eq!(r.code, 0, "{r:?}");
@@ -784,7 +826,11 @@ fn object_lock_on_moto_keeps_locked_packs_and_extends_what_kept_snapshots_need()
     // 30 hours in (less than a day of lock left on S1's objects): the pass extends what S2
     // needs to t + 2 days; b's pack (no snapshot needs it) is left to lapse.
     let t2 = t0 + Days::hours(30);
-    let r = at(t2, &["forget", "--keep-last", "1", "--json"], &url);
+    let r = at(
+        t2,
+        &["forget", "--confirm", "--keep-last", "1", "--json"],
+        &url,
+    );
     assert_eq!(r.code, 0, "{r:?}");
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let l = &j["regions"][0]["object_lock"];
@@ -793,7 +839,7 @@ fn object_lock_on_moto_keeps_locked_packs_and_extends_what_kept_snapshots_need()
     // 50 hours in: every object S1 and S2 wrote has passed its original lock date. prune
     // now really frees b's pack: its versions are gone, not hidden behind a delete marker.
     let t3 = t0 + Days::hours(50);
-    let r = at(t3, &["prune", "--grace", "0", "--json"], &url);
+    let r = at(t3, &["prune", "--confirm", "--grace", "0", "--json"], &url);
     assert_eq!(r.code, 0, "{r:?}");
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert!(
@@ -866,6 +912,7 @@ fn forget_prune_with_a_region_down_then_catches_it_up() {
         &urls,
         &[
             "forget",
+            "--confirm",
             "--keep-last",
             "1",
             "--prune",
@@ -894,6 +941,7 @@ fn forget_prune_with_a_region_down_then_catches_it_up() {
         &urls,
         &[
             "forget",
+            "--confirm",
             "--keep-last",
             "1",
             "--prune",
@@ -968,7 +1016,7 @@ fn the_repack_reads_kept_blob_ranges_never_whole_packs() {
         std::fs::remove_file(data.join(format!("f{i:02}"))).unwrap();
     }
     s.ok(&["backup", data.to_str().unwrap()]);
-    s.ok(&["forget", "--keep-last", "1"]);
+    s.ok(&["forget", "--confirm", "--keep-last", "1"]);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (mark, counting) = rt.block_on(async {
@@ -1011,7 +1059,7 @@ fn the_repack_reads_kept_blob_ranges_never_whole_packs() {
     );
 
     // Phase 2 deletes the old pack; the kept snapshot is whole.
-    s.ok(&["prune"]);
+    s.ok(&["prune", "--confirm"]);
     verify_clean(&s);
     let out = s.path("restored");
     s.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);

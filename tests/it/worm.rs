@@ -214,9 +214,17 @@ fn backup_credentials_cannot_delete_and_the_maintenance_role_prunes() {
     // forget and prune with the backup role: refused before anything is written or deleted.
     let before = history(&moto, "locked", "repo/");
     for args in [
-        &["forget", "--keep-last", "1", "--prune", "--grace", "0"][..],
-        &["forget", "--keep-last", "1", "--json"][..],
-        &["prune", "--grace", "0", "--max-unused", "0%"][..],
+        &[
+            "forget",
+            "--confirm",
+            "--keep-last",
+            "1",
+            "--prune",
+            "--grace",
+            "0",
+        ][..],
+        &["forget", "--confirm", "--keep-last", "1", "--json"][..],
+        &["prune", "--confirm", "--grace", "0", "--max-unused", "0%"][..],
     ] {
         let r = at(&moto, w, t1, &backup, &url, args);
         eprintln!("{args:?} with the backup role: {r:?}");
@@ -276,6 +284,7 @@ fn backup_credentials_cannot_delete_and_the_maintenance_role_prunes() {
         &url,
         &[
             "forget",
+            "--confirm",
             "--keep-last",
             "1",
             "--prune",
@@ -317,7 +326,7 @@ fn backup_credentials_cannot_delete_and_the_maintenance_role_prunes() {
         t3,
         &maint,
         &url,
-        &["prune", "--grace", "0", "--json"],
+        &["prune", "--confirm", "--grace", "0", "--json"],
     );
     assert_eq!(r.code, 0, "{r:?}");
     let j = json(&r);
@@ -414,7 +423,14 @@ fn governance_locked_packs_are_kept_and_extended_never_bypassed() {
 
     // forget S0 and S1 and prune, with the lock record gone so that prune asks the store to
     // delete b's pack: refused (no bypass asked), kept, reported, nothing deleted.
-    let r = at(&moto, w, t1, &keys, &url, &["forget", "--keep-last", "1"]);
+    let r = at(
+        &moto,
+        w,
+        t1,
+        &keys,
+        &url,
+        &["forget", "--confirm", "--keep-last", "1"],
+    );
     assert_eq!(r.code, 0, "{r:?}");
     moto.boto("p = s3.get_paginator('list_objects_v2')\nfor page in p.paginate(Bucket='gov', Prefix='repo/retention/'):\n    for o in page.get('Contents', []):\n        s3.delete_object(Bucket='gov', Key=o['Key'])");
     let packs_before = moto.versions("gov", "repo/data/");
@@ -424,7 +440,15 @@ fn governance_locked_packs_are_kept_and_extended_never_bypassed() {
         t1,
         &keys,
         &url,
-        &["prune", "--grace", "0", "--max-unused", "100%", "--json"],
+        &[
+            "prune",
+            "--confirm",
+            "--grace",
+            "0",
+            "--max-unused",
+            "100%",
+            "--json",
+        ],
     );
     assert_eq!(r.code, 0, "{r:?}");
     let j = json(&r);
@@ -449,7 +473,7 @@ fn governance_locked_packs_are_kept_and_extended_never_bypassed() {
         t2,
         &keys,
         &url,
-        &["forget", "--keep-last", "1", "--json"],
+        &["forget", "--confirm", "--keep-last", "1", "--json"],
     );
     assert_eq!(r.code, 0, "{r:?}");
     let j = json(&r);

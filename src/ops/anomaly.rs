@@ -1,0 +1,314 @@
+//! Snapshot anomalies (RELIABILITY T16): snapshots that a writer who may add but not delete
+//! — an append-only credential in the wrong hands, or a broken host — could have put into a
+//! repository, found from the manifests alone. `verify` adds them to its findings and
+//! `status` (with a repository or plan files) to its own; the metrics export their count
+//! per kind (`lifeboat_snapshot_anomalies`), and `monitoring/lifeboat.rules.yml` alerts on it.
+//!
+//! The kinds, per group (a plan job; ad-hoc backups: host and paths), in manifest-time order:
+//! - [`AnomalyKind::FutureDated`]: dated more than [`FUTURE_TOLERANCE`](crate::repo::retention::FUTURE_TOLERANCE) after the store's
+//!   current time (any repository). Retention keeps such snapshots and counts them nowhere.
+//! - [`AnomalyKind::UnexpectedHost`]: a plan job's snapshot written by a host that wrote none
+//!   of that job's older snapshots (a migration raises it once, for its first snapshot).
+//! - [`AnomalyKind::SizeCollapse`]: a snapshot that read less than [`COLLAPSE_RATIO`] of the
+//!   median of the group's previous [`COLLAPSE_WINDOW`] snapshots, when that median is at
+//!   least [`COLLAPSE_MIN_BYTES`] (a real shrink raises it until the smaller size is the
+//!   median, at most three snapshots).
+//!
+//! Not a kind: the key slot that wrote a snapshot. Every key slot unwraps the same master
+//! key and manifests are sealed with it, so the writer's slot is not knowable from the
+//! manifest, and a field naming it would be a claim any holder of any slot can forge; old
+//! versions would also refuse manifests with an unknown field. See `docs/format.md`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::ids::SnapshotId;
+use crate::repo::retention::When;
+use crate::repo::snapshot::Snapshot;
+use crate::repo::verify::{Finding, Severity};
+use crate::repo::Repository;
+use crate::Result;
+
+/// A snapshot is a size collapse below this share of its group's recent median.
+pub const COLLAPSE_RATIO: f64 = 0.1;
+/// How many previous snapshots the median is taken over.
+pub const COLLAPSE_WINDOW: usize = 5;
+/// Groups whose recent median is smaller are not judged (small sources vary a lot).
+pub const COLLAPSE_MIN_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyKind {
+    FutureDated,
+    UnexpectedHost,
+    SizeCollapse,
+}
+
+impl AnomalyKind {
+    pub const ALL: [AnomalyKind; 3] = [
+        AnomalyKind::FutureDated,
+        AnomalyKind::UnexpectedHost,
+        AnomalyKind::SizeCollapse,
+    ];
+
+    /// The metric label and JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyKind::FutureDated => "future_dated",
+            AnomalyKind::UnexpectedHost => "unexpected_host",
+            AnomalyKind::SizeCollapse => "size_collapse",
+        }
+    }
+}
+
+/// One anomalous snapshot and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Anomaly {
+    pub kind: AnomalyKind,
+    pub snapshot: SnapshotId,
+    pub plan: Option<String>,
+    pub job: Option<String>,
+    pub host: String,
+    pub time: DateTime<Utc>,
+    /// For people: what was expected and what was found.
+    pub detail: String,
+}
+
+impl Anomaly {
+    /// As a `verify`/`status` finding: a warning naming the snapshot.
+    pub fn finding(&self) -> Finding {
+        let of = match (&self.plan, &self.job) {
+            (Some(p), Some(j)) => format!(" of job {j} (plan {p})"),
+            _ => String::new(),
+        };
+        Finding {
+            severity: Severity::Warning,
+            object: format!("snapshot {}", self.snapshot.short()),
+            message: format!(
+                "anomaly ({}){of}: {}; if this host did not write it, the repository's credentials may be misused (see docs/operations.md, \"Snapshot anomalies\")",
+                self.kind.as_str(),
+                self.detail
+            ),
+        }
+    }
+}
+
+/// The anomalies among `snaps` at the store's current time `now`.
+pub fn detect(snaps: &[(SnapshotId, Snapshot)], now: DateTime<Utc>) -> Vec<Anomaly> {
+    #[derive(Clone, PartialEq, Eq, Hash)]
+    enum Key {
+        Job(String, String),
+        AdHoc(String, Vec<String>),
+    }
+    let when = When {
+        now: Some(now),
+        within_from_now: false,
+    };
+    let mut groups: HashMap<Key, Vec<&(SnapshotId, Snapshot)>> = HashMap::new();
+    for s in snaps {
+        let k = match (&s.1.plan, &s.1.job) {
+            (Some(p), Some(j)) => Key::Job(p.clone(), j.clone()),
+            _ => {
+                let mut paths = s.1.paths.clone();
+                paths.sort();
+                Key::AdHoc(s.1.host.clone(), paths)
+            }
+        };
+        groups.entry(k).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for (key, mut members) in groups {
+        // Manifest time, never ids or names (T18); equal times by id.
+        members.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        let mut hosts: Vec<&str> = Vec::new();
+        for (i, (id, s)) in members.iter().map(|m| (&m.0, &m.1)).enumerate() {
+            let anomaly = |kind, detail: String| Anomaly {
+                kind,
+                snapshot: *id,
+                plan: s.plan.clone(),
+                job: s.job.clone(),
+                host: s.host.clone(),
+                time: s.time,
+                detail,
+            };
+            if when.is_future(&s.time) {
+                out.push(anomaly(
+                    AnomalyKind::FutureDated,
+                    format!(
+                        "dated {}, {} after the store's current time ({})",
+                        s.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        crate::sys::human::duration((s.time - now).num_seconds() as f64),
+                        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                ));
+            }
+            if matches!(key, Key::Job(..)) {
+                if !hosts.is_empty() && !hosts.contains(&s.host.as_str()) {
+                    out.push(anomaly(
+                        AnomalyKind::UnexpectedHost,
+                        format!(
+                            "written by host {:?}; the job's older snapshots are from {}",
+                            s.host,
+                            hosts
+                                .iter()
+                                .map(|h| format!("{h:?}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+                if !hosts.contains(&s.host.as_str()) {
+                    hosts.push(&s.host);
+                }
+            }
+            let prev: Vec<u64> = members[i.saturating_sub(COLLAPSE_WINDOW)..i]
+                .iter()
+                .map(|m| m.1.summary.bytes_processed)
+                .collect();
+            if let Some(median) = median(&prev).filter(|m| *m >= COLLAPSE_MIN_BYTES) {
+                let size = s.summary.bytes_processed;
+                if (size as f64) < COLLAPSE_RATIO * median as f64 {
+                    out.push(anomaly(
+                        AnomalyKind::SizeCollapse,
+                        format!(
+                            "read {} where the previous {} snapshots read {} (median); below {}%",
+                            indicatif::HumanBytes(size),
+                            prev.len(),
+                            indicatif::HumanBytes(median),
+                            COLLAPSE_RATIO * 100.0
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    out.sort_by_key(|a| (a.time, a.snapshot, a.kind));
+    out
+}
+
+/// The upper median (`None` when empty).
+fn median(v: &[u64]) -> Option<u64> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied()
+}
+
+/// Lists `repo`'s snapshots and finds their anomalies at the store's current time.
+pub async fn scan(repo: &Repository) -> Result<Vec<Anomaly>> {
+    let snaps = repo.list_snapshots().await?;
+    Ok(detect(&snaps, repo.now()))
+}
+
+/// Per kind, how many of `anomalies` there are (every kind present, 0 when none).
+pub fn counts(anomalies: &[Anomaly]) -> Vec<(AnomalyKind, usize)> {
+    AnomalyKind::ALL
+        .iter()
+        .map(|k| (*k, anomalies.iter().filter(|a| a.kind == *k).count()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::snapshot::Summary;
+
+    fn snap(
+        n: u8,
+        job: &str,
+        host: &str,
+        time: DateTime<Utc>,
+        bytes: u64,
+    ) -> (SnapshotId, Snapshot) {
+        let mut b = [0u8; 32];
+        b[0] = n;
+        let s: Snapshot = serde_json::from_value(serde_json::json!({
+            "time": time, "consistency_time": time, "host": host, "username": "u",
+            "paths": ["/srv"], "tree": crate::ids::BlobId::from_bytes([1; 32]),
+            "source_kind": "dir", "plan": "shop", "job": job,
+            "summary": Summary { bytes_processed: bytes, ..Default::default() },
+            "program_version": "t",
+        }))
+        .expect("snapshot");
+        (SnapshotId::from_bytes(b), s)
+    }
+
+    #[test]
+    fn a_healthy_history_has_none_and_each_kind_is_named() {
+        let now: DateTime<Utc> = "2026-12-05T12:00:00Z".parse().unwrap();
+        let h = |n: i64| now - chrono::Duration::hours(n);
+        // Healthy: one host, sizes that vary within ±50 %, a clock 4 min ahead (tolerated),
+        // ids that sort opposite to time.
+        let mut snaps: Vec<_> = (0..8u8)
+            .map(|i| {
+                snap(
+                    200 - i,
+                    "db",
+                    "a",
+                    h(8 - i as i64),
+                    (20 + (i as u64 % 3) * 10) << 20,
+                )
+            })
+            .collect();
+        snaps.push(snap(
+            1,
+            "db",
+            "a",
+            now + chrono::Duration::minutes(4),
+            25 << 20,
+        ));
+        // another job on another host, and a tiny job that shrinks (below the floor)
+        snaps.push(snap(50, "files", "b", h(3), 40 << 20));
+        snaps.push(snap(51, "tiny", "a", h(3), 900 << 10));
+        snaps.push(snap(52, "tiny", "a", h(2), 1 << 10));
+        assert!(detect(&snaps, now).is_empty(), "{:?}", detect(&snaps, now));
+
+        snaps.push(snap(
+            90,
+            "db",
+            "mallory",
+            h(1) + chrono::Duration::minutes(1),
+            22 << 20,
+        ));
+        snaps.push(snap(91, "db", "a", h(1) + chrono::Duration::minutes(2), 0));
+        snaps.push(snap(
+            92,
+            "db",
+            "a",
+            now + chrono::Duration::days(30),
+            20 << 20,
+        ));
+        let found = detect(&snaps, now);
+        let kinds: Vec<(u8, AnomalyKind)> = found
+            .iter()
+            .map(|a| (a.snapshot.as_bytes()[0], a.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (90, AnomalyKind::UnexpectedHost),
+                (91, AnomalyKind::SizeCollapse),
+                (92, AnomalyKind::FutureDated)
+            ]
+        );
+        let f = found[0].finding();
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(
+            f.message.contains("\"mallory\"") && f.message.contains("\"a\""),
+            "{f:?}"
+        );
+        assert!(found[2]
+            .finding()
+            .message
+            .contains("after the store's current time"));
+        assert_eq!(
+            counts(&found),
+            vec![
+                (AnomalyKind::FutureDated, 1),
+                (AnomalyKind::UnexpectedHost, 1),
+                (AnomalyKind::SizeCollapse, 1)
+            ]
+        );
+    }
+}
