@@ -15,6 +15,7 @@ mod examples;
 mod faults;
 mod faults_local;
 mod faults_s3;
+mod listings;
 mod mariadb;
 mod monitoring;
 mod notify;
