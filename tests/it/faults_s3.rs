@@ -219,9 +219,10 @@ fn invariants(
 // ----- T05 -------------------------------------------------------------------------------
 
 /// T05: through a proxy failing 20 % of requests with 500/503 and cutting responses, the
-/// backup commits; and the commit check HEADs every pack the new snapshot needs and compares
-/// its size: a pack truncated in the store while the backup runs (after the run loaded its
-/// index) fails the backup with 13 naming the pack, and no snapshot is committed. The re-run
+/// backup commits; and the commit check sees every pack the new snapshot needs at its size
+/// (a listing of `data/`, then a HEAD of each pack it does not show so): a pack truncated in
+/// the store while the backup runs (after the run loaded its index) fails the backup with 13
+/// naming the pack, and no snapshot is committed. The re-run
 /// finds the pack's wrong size, stores its blobs again and commits; every snapshot restores.
 #[test]
 fn t05_commit_check_heads_every_pack_through_a_faulty_proxy() {
