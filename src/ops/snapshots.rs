@@ -1,7 +1,8 @@
 //! Finding and listing snapshots: what `lifeboat snapshots` lists ([`list`]: a repository's
 //! snapshots, a plan's or a job's, or with several regions which snapshot is in which —
-//! [`presence`]; a damaged snapshot file is reported and the others listed), the contents of one snapshot ([`ls`]), and the snapshot a restore or drill
-//! of a job means by `latest` or an id ([`find_job_snapshot`]).
+//! [`presence`]; a damaged snapshot file is reported and the others listed), the contents of
+//! one snapshot ([`ls`]), and the snapshot a restore or drill of a job means by `latest` or
+//! an id ([`find_job_snapshot`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
