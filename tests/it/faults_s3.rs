@@ -830,7 +830,7 @@ fn t10_prune_refuses_a_cut_listing_of_index() {
         out.backup(w, &direct, &src, &mut versions);
         std::fs::remove_file(src.join(format!("only-{i}.bin"))).unwrap();
     }
-    out.ok(w, &direct, &["forget", "--keep-last", "5"]);
+    out.ok(w, &direct, &["--json", "forget", "--keep-last", "5"]);
     versions.remove(0);
     let store = s3_store(&g, w, "repo");
     let keys = |rt: &tokio::runtime::Runtime| -> Vec<String> {
