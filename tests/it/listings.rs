@@ -329,3 +329,73 @@ fn the_sweep_refuses_when_the_listing_of_index_lacks_a_file_phase_1_read() {
     });
     s.ok(&["verify", "--read-data"]);
 }
+
+/// Review debt 3 (T10), phase 1: a listing of `index/` that hides an index file of data
+/// packs only (a checkpoint of a long backup, no tree in it) — the walk reads every tree,
+/// but the blobs of the hidden packs look missing. Phase 1 refuses (13, nothing written):
+/// it must not plan on that view. Before, it went ahead (the count was only a warning); a
+/// cut that hid a tree failed by accident, as "not in the index (its pack is missing)". A
+/// dry run reports the count.
+#[test]
+fn phase_1_refuses_a_listing_of_index_that_hides_blobs_the_snapshots_need() {
+    let s = Scratch::new();
+    init_small_packs(&s);
+    let src = s.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..80 {
+        random_file(&src.join(format!("f{i:03}")), 5500 + i, 50_000);
+    }
+    s.ok(&["backup", src.to_str().unwrap()]);
+    let files = || {
+        support::list_files(&s.repo)
+            .into_iter()
+            .filter(|p| !p.starts_with("locks"))
+            .collect::<Vec<_>>()
+    };
+
+    rt().block_on(async {
+        let (repo, counting) = open_counting(&s).await;
+        let index_files = repo.load_index_files().await.unwrap();
+        assert!(index_files.len() >= 3, "{} index files", index_files.len());
+        let (hide, hidden_file) = index_files
+            .iter()
+            .find(|(_, f)| {
+                f.packs.iter().all(|p| {
+                    p.blobs
+                        .iter()
+                        .all(|b| b.kind == lifeboat::repo::pack::BlobKind::Data)
+                })
+            })
+            .expect("an index file of data packs only");
+        let hidden_blobs: usize = hidden_file.packs.iter().map(|p| p.blobs.len()).sum();
+        counting
+            .hidden
+            .lock()
+            .unwrap()
+            .push(format!("index/{hide}"));
+        let before = files();
+        let cancel = Cancel::new();
+        let mark = |dry_run| {
+            lifeboat::repo::prune::mark(
+                &repo,
+                lifeboat::repo::prune::MarkOptions {
+                    max_unused: 0.0,
+                    dry_run,
+                },
+                indicatif::ProgressBar::hidden(),
+                &cancel,
+            )
+        };
+        let e = mark(false).await.unwrap_err();
+        assert_eq!(e.exit_code(), lifeboat::ExitCode::Integrity);
+        assert!(
+            e.to_string().contains(&format!(
+                "prune refused, nothing was deleted: the snapshots need {hidden_blobs} blob(s) that no index file in the listing of index/ holds"
+            )),
+            "{e}"
+        );
+        assert_eq!(files(), before, "the refused prune wrote something");
+        let dry = mark(true).await.unwrap();
+        assert_eq!(dry.missing_blobs, hidden_blobs, "{dry:?}");
+    });
+}
