@@ -120,13 +120,23 @@ pub struct PlanRestoreArgs {
 
 pub async fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
     let target = ctx.target(a.plan.as_deref(), true)?;
-    let listing = crate::ops::snapshots::list(&ctx.env(), &target, a.job.as_deref()).await?;
-    match &listing {
+    let found = crate::ops::snapshots::list(&ctx.env(), &target, a.job.as_deref()).await?;
+    match &found.listing {
         Listing::Repository(snaps) => print_snapshots(ctx, snaps),
         Listing::Plan { plan, snapshots } => print_plan_snapshots(ctx, plan, snapshots),
         Listing::Regions(p) => print_presence(ctx, p),
     }
-    Ok(listing.exit_code())
+    if !found.damaged.is_empty() {
+        // Stdout stays the listing (a JSON array with --json); the damage is on stderr and
+        // in the exit code.
+        let files: Vec<&str> = found.damaged.iter().map(|d| d.file.as_str()).collect();
+        eprintln!(
+            "error: {} snapshot file(s) cannot be read and are not listed: {} (exit 13)",
+            files.len(),
+            files.join(", ")
+        );
+    }
+    Ok(found.exit_code())
 }
 
 type Snapshots = [(crate::ids::SnapshotId, crate::repo::snapshot::Snapshot)];

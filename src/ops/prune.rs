@@ -3,6 +3,7 @@
 //! shared lock beside running backups, phase 2 under a short exclusive lock. Afterwards the
 //! catalog's verification ledger drops the deleted packs (best effort).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -11,9 +12,12 @@ use super::record::open_best_effort;
 use super::target::{Region, Target};
 use super::{Env, Event};
 use crate::error::ExitCode;
+use crate::ids::SnapshotId;
 use crate::repo::multipart_gc::{abort_orphans, MultipartReport};
 use crate::repo::prune::{self as core, MarkOptions, MarkReport, SweepReport};
-use crate::repo::Repository;
+use crate::repo::reach::{list_snapshots, load_snapshots};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::{ObjectKind, Repository};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -182,12 +186,17 @@ pub async fn prune_repo(
     let bar = env.progress.bytes("repack");
     let mark = repo
         .with_lock("prune (phase 1: mark)", false, async |_| {
-            // The lock measured the store's clock; grace periods and leases are judged in it.
-            if !req.dry_run {
+            // One listing of snapshots/, each snapshot loaded once: checked against the
+            // catalog, then walked by phase 1.
+            let listed = if req.dry_run {
+                list_snapshots(repo).await?
+            } else {
+                // The lock measured the store's clock; grace periods and leases are judged
+                // in it.
                 repo.refuse_skewed_clock("prune")?;
-                refuse_incomplete_listing(env, repo, catalog_region).await?;
-            }
-            core::mark(repo, opts, bar, &env.cancel).await
+                listing_checked(env, repo, catalog_region).await?
+            };
+            core::mark_listed(repo, listed, opts, bar, &env.cancel).await
         })
         .await?;
     pr.mark = Some(mark);
@@ -225,13 +234,18 @@ pub async fn prune_repo(
     Ok(pr)
 }
 
-/// Refuses (exit 13) when the region's listing of `snapshots/` lacks snapshots the catalog
-/// knows it holds (T10): a listing cut short — a dropped page, a cleared `IsTruncated` —
-/// would make prune take the data of every snapshot it hides for unused. A deliberate
-/// `forget` removes the catalog's rows before the snapshot files, so it never trips this.
-/// A snapshot committed and recorded between the listing and the catalog read is seen on
-/// the next listing (three tries). Without a catalog there is nothing to compare: a warning.
-async fn refuse_incomplete_listing(env: &Env, repo: &Repository, region: &str) -> Result<()> {
+/// The region's snapshots, listed and loaded for phase 1 — refused (exit 13) when the
+/// listing lacks snapshots the catalog knows the region holds (T10): a listing cut short —
+/// a dropped page, a cleared `IsTruncated` — would make prune take the data of every
+/// snapshot it hides for unused. A deliberate `forget` removes the catalog's rows before the
+/// snapshot files, so it never trips this. A snapshot committed and recorded between the
+/// listing and the catalog read is seen on the next listing (three tries; only snapshots
+/// not loaded yet are read again). Without a catalog there is nothing to compare: a warning.
+async fn listing_checked(
+    env: &Env,
+    repo: &Repository,
+    region: &str,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
     let mut warnings = Vec::new();
     let Some(cat) = open_best_effort(env, &mut warnings).await else {
         env.warn(format!(
@@ -239,11 +253,17 @@ async fn refuse_incomplete_listing(env: &Env, repo: &Repository, region: &str) -
             repo.location(),
             warnings.join("; ")
         ));
-        return Ok(());
+        return list_snapshots(repo).await;
     };
+    let mut listing: Vec<(SnapshotId, Snapshot)> = Vec::new();
     let mut missing = Vec::new();
     for _ in 0..3 {
-        let listing = repo.list_snapshots().await?;
+        let ids = repo.list_ids(ObjectKind::Snapshot).await?;
+        let loaded: HashSet<SnapshotId> = listing.iter().map(|(id, _)| *id).collect();
+        let listed: HashSet<SnapshotId> = ids.iter().copied().collect();
+        listing.retain(|(id, _)| listed.contains(id));
+        let new: Vec<SnapshotId> = ids.into_iter().filter(|id| !loaded.contains(id)).collect();
+        listing.extend(load_snapshots(repo, new).await?);
         missing = cat
             .check_high_water(repo.id(), region, &listing)
             .await?
@@ -256,7 +276,7 @@ async fn refuse_incomplete_listing(env: &Env, repo: &Repository, region: &str) -
     }
     cat.close().await;
     if missing.is_empty() {
-        return Ok(());
+        return Ok(listing);
     }
     let named: Vec<String> = missing
         .iter()

@@ -1,7 +1,8 @@
 //! Finding and listing snapshots: what `lifeboat snapshots` lists ([`list`]: a repository's
 //! snapshots, a plan's or a job's, or with several regions which snapshot is in which —
-//! [`presence`]), the contents of one snapshot ([`ls`]), and the snapshot a restore or drill
-//! of a job means by `latest` or an id ([`find_job_snapshot`]).
+//! [`presence`]; a damaged snapshot file is reported and the others listed), the contents of
+//! one snapshot ([`ls`]), and the snapshot a restore or drill of a job means by `latest` or
+//! an id ([`find_job_snapshot`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,6 +40,67 @@ impl Listing {
     }
 }
 
+/// What `lifeboat snapshots` found: every snapshot that could be read, and the snapshot
+/// files that could not.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    pub listing: Listing,
+    /// Snapshot files that fail their seal or do not parse (T15), each also reported as a
+    /// warning ([`Event::Warning`](super::Event::Warning)) when it was found; they are left
+    /// out of `listing`.
+    pub damaged: Vec<DamagedSnapshot>,
+}
+
+impl Snapshots {
+    /// 13 when a snapshot file is damaged (an integrity problem was found, even though
+    /// every readable snapshot was listed); else the listing's own code.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.damaged.is_empty() {
+            self.listing.exit_code()
+        } else {
+            ExitCode::Integrity
+        }
+    }
+}
+
+/// A snapshot file that cannot be read.
+#[derive(Debug, Clone)]
+pub struct DamagedSnapshot {
+    pub id: SnapshotId,
+    /// Its key in the repository: `snapshots/<id>`.
+    pub file: String,
+    /// The repository (or region) it was read from.
+    pub location: String,
+    /// Why it cannot be read.
+    pub error: String,
+}
+
+impl DamagedSnapshot {
+    fn new(id: SnapshotId, location: String, e: &Error) -> DamagedSnapshot {
+        DamagedSnapshot {
+            id,
+            file: ObjectKind::Snapshot.key(&id),
+            location,
+            error: e.to_string(),
+        }
+    }
+
+    fn report(&self, env: &Env) {
+        env.emit(super::Event::Warning {
+            message: format!(
+                "snapshot file {} in {} cannot be read, so it is not listed: {}",
+                self.file, self.location, self.error
+            ),
+            hint: Some(
+                "`lifeboat verify` reports it too (exit 13); the other snapshots are intact. \
+                 Put back a good copy of the file (another region holds one if it was synced \
+                 there), or remove it and run `lifeboat catalog rebuild --forget-missing`"
+                    .into(),
+            ),
+        });
+    }
+}
+
 /// Which snapshot exists in which region.
 #[derive(Debug, Clone)]
 pub struct Presence {
@@ -73,29 +135,43 @@ impl Presence {
 
 /// `lifeboat snapshots`: with several regions their [`presence`] table (a plan's `job` is
 /// checked, but the table shows every snapshot), else the plan's (or `job`'s) snapshots, else
-/// every snapshot of the repository.
-pub async fn list(env: &Env, target: &Target, job: Option<&str>) -> Result<Listing> {
+/// every snapshot of the repository. A damaged snapshot file does not stop the listing: it
+/// is reported (a warning each, and [`Snapshots::damaged`]) and the others are listed.
+pub async fn list(env: &Env, target: &Target, job: Option<&str>) -> Result<Snapshots> {
     if let (Some(p), Some(j)) = (&target.plan, job) {
         p.select_jobs(Some(j))?;
     }
     if target.is_multi() {
-        return Ok(Listing::Regions(presence(env, target).await?));
+        let (presence, damaged) = presence(env, target).await?;
+        return Ok(Snapshots {
+            listing: Listing::Regions(presence),
+            damaged,
+        });
     }
     let repo = target.open_for_read(None, false).await?;
-    let all = repo.list_snapshots().await?;
-    Ok(match &target.plan {
+    let (all, damaged) = repo.list_snapshots_readable().await?;
+    let damaged: Vec<DamagedSnapshot> = damaged
+        .iter()
+        .map(|(id, e)| DamagedSnapshot::new(*id, repo.location(), e))
+        .collect();
+    for d in &damaged {
+        d.report(env);
+    }
+    let listing = match &target.plan {
         Some(p) => Listing::Plan {
             plan: p.name.clone(),
             snapshots: of_plan(&all, p, job).into_iter().cloned().collect(),
         },
         None => Listing::Repository(all),
-    })
+    };
+    Ok(Snapshots { listing, damaged })
 }
 
 /// Which snapshot exists in which of the target's regions. A region whose listing fails is
 /// reported ([`Event::Warning`](super::Event::Warning)) and counted as unreachable; the
-/// snapshots themselves are read from the first region that answers.
-pub async fn presence(env: &Env, target: &Target) -> Result<Presence> {
+/// snapshots themselves are read from the first region that answers. A snapshot file that
+/// cannot be read is left out of the rows, reported as a warning and returned.
+pub async fn presence(env: &Env, target: &Target) -> Result<(Presence, Vec<DamagedSnapshot>)> {
     let repo = target.open_for_read(None, false).await?;
     let n = target.regions.len();
     let mut present: BTreeMap<SnapshotId, Vec<bool>> = BTreeMap::new();
@@ -114,8 +190,18 @@ pub async fn presence(env: &Env, target: &Target) -> Result<Presence> {
         }
     }
     let mut rows = Vec::new();
+    let mut damaged = Vec::new();
     for (id, present) in present {
-        let snapshot: Snapshot = repo.load_json(ObjectKind::Snapshot, &id).await?;
+        let snapshot: Snapshot = match repo.load_json(ObjectKind::Snapshot, &id).await {
+            Ok(s) => s,
+            Err(e @ Error::Integrity { .. }) => {
+                let d = DamagedSnapshot::new(id, repo.location(), &e);
+                d.report(env);
+                damaged.push(d);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         rows.push(PresenceRow {
             id,
             snapshot,
@@ -123,11 +209,12 @@ pub async fn presence(env: &Env, target: &Target) -> Result<Presence> {
         });
     }
     rows.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
-    Ok(Presence {
+    let presence = Presence {
         regions: target.regions.iter().map(|r| r.name.clone()).collect(),
         rows,
         unreachable,
-    })
+    };
+    Ok((presence, damaged))
 }
 
 /// The contents of a snapshot (`lifeboat ls`).

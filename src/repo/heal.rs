@@ -7,8 +7,10 @@
 //!   rewritten without it (new file first, then the old one is deleted), so dedup no longer
 //!   trusts them and the backup re-uploads every blob the source still has.
 //! - [`Repository::check_packs_present`] (every backup, just before the commit point): the
-//!   packs holding the blobs the new snapshot reuses are listed again; if one vanished while
-//!   the backup ran, nothing is committed.
+//!   packs holding the blobs the new snapshot reuses, and those the run stored, are checked
+//!   again (one listing of `data/`, or a HEAD each when that is cheaper; a HEAD decides for
+//!   every pack a listing does not show); if one vanished or changed size while the backup
+//!   ran, nothing is committed.
 //! - [`Repository::rebuild_index`] and [`Repository::lost_data`] (`lifeboat repair`): the
 //!   index rebuilt from the pack headers, and every snapshot walked for the blobs it needs
 //!   that no pack holds; [`Repository::trees_without_lost`] and [`Repository::replace_snapshot`] write a snapshot again without
@@ -31,6 +33,15 @@ const PACKS_PER_INDEX_FILE: usize = 2000;
 const HEADER_CONCURRENCY: usize = 8;
 /// Packs HEAD-checked at once before a commit.
 const HEAD_CONCURRENCY: usize = 8;
+/// Keys one LIST request answers (S3's largest page), for choosing between one listing of
+/// `data/` and a HEAD per pack in the commit check.
+pub const LIST_PAGE: usize = 1000;
+
+/// Whether the commit check lists `data/` rather than HEAD each of `needed` packs: when the
+/// listing takes fewer requests (one per [`LIST_PAGE`] of the `packs_in_store`).
+pub fn check_by_listing(needed: usize, packs_in_store: usize) -> bool {
+    needed > packs_in_store / LIST_PAGE + 1
+}
 
 /// What comparing the index with the stored packs found and did.
 #[derive(Debug, Clone, Default)]
@@ -205,11 +216,17 @@ impl Repository {
 
     /// Before a commit: every pack holding one of `reused` (blobs of the snapshot that were
     /// already stored before this run), and every pack in `stored` (this run's own, with
-    /// their sizes), is still in the store with the size the index records (T05: a HEAD of
-    /// each, several at once; the content was checked when it was stored — Content-MD5 and
-    /// the ETag on S3 — so the size is what can have changed since). A pack that vanished or
-    /// changed size fails the backup with exit 13 and nothing is committed (INV-5). A HEAD
-    /// is authoritative where a listing may be cut short (T10).
+    /// their sizes), is still in the store with the size the index records (T05; the content
+    /// was checked when it was stored — Content-MD5 and the ETag on S3 — so the size is what
+    /// can have changed since). A pack that vanished or changed size fails the backup with
+    /// exit 13 and nothing is committed (INV-5).
+    ///
+    /// What it costs: when the packs to check are more than the requests a listing of
+    /// `data/` takes (one per [`LIST_PAGE`] packs), `data/` is listed once and only the packs
+    /// the listing does not show at their indexed size are HEADed — an unchanged backup of a
+    /// repository of thousands of packs makes a few LIST requests instead of thousands of
+    /// HEADs. Otherwise each pack is HEADed (8 at once). Either way every pack is checked: a
+    /// listing cut short (T10) only sends the packs it left out to a HEAD, and a HEAD decides.
     pub async fn check_packs_present(
         &self,
         index: &Index,
@@ -227,8 +244,28 @@ impl Repository {
         for (p, size) in stored {
             needed.entry(*p).or_insert((*size, 0));
         }
-        let heads: Vec<(PackId, u64, usize, crate::store::StoreResult<_>)> = stream::iter(needed)
-            .map(|(p, (size, n))| async move { (p, size, n, self.store.head(&pack_key(&p)).await) })
+        let packs_in_store = index.packs().len() + stored.len();
+        let to_head: Vec<(PackId, u64, usize)> = if check_by_listing(needed.len(), packs_in_store) {
+            let listed: HashMap<PackId, u64> = self
+                .store
+                .list("data/")
+                .await?
+                .into_iter()
+                .filter_map(|i| parse_pack_key(&i.key).map(|id| (id, i.size)))
+                .collect();
+            needed
+                .into_iter()
+                .filter(|(p, (size, _))| listed.get(p) != Some(size))
+                .map(|(p, (size, n))| (p, size, n))
+                .collect()
+        } else {
+            needed
+                .into_iter()
+                .map(|(p, (size, n))| (p, size, n))
+                .collect()
+        };
+        let heads: Vec<(PackId, u64, usize, crate::store::StoreResult<_>)> = stream::iter(to_head)
+            .map(|(p, size, n)| async move { (p, size, n, self.store.head(&pack_key(&p)).await) })
             .buffer_unordered(HEAD_CONCURRENCY)
             .collect()
             .await;
@@ -619,5 +656,23 @@ impl Repository {
             tracing::info!(packs = n, "adopted packs left by an interrupted run");
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commit check lists `data/` only when that takes fewer requests than the HEADs.
+    #[test]
+    fn the_commit_check_lists_only_when_that_is_cheaper() {
+        // A handful of packs in a small repository: a HEAD each (as many as one listing).
+        assert!(!check_by_listing(1, 10));
+        // Every pack of a 5000-pack repository: 6 LIST requests, not 5000 HEADs.
+        assert!(check_by_listing(5000, 5000));
+        // Three packs in a million: three HEADs, not a thousand LIST pages.
+        assert!(!check_by_listing(3, 1_000_000));
+        assert!(check_by_listing(1002, 1_000_000));
+        assert!(!check_by_listing(1001, 1_000_000));
     }
 }

@@ -770,6 +770,39 @@ impl Repository {
         Ok(snaps)
     }
 
+    /// Every snapshot that can be read, oldest first, and the snapshot files that cannot —
+    /// damaged: they fail their seal, or do not parse — each with why (T15: one damaged file
+    /// does not hide the others). A file deleted meanwhile (a concurrent `forget`) is
+    /// skipped; any other error (the store's) fails the listing.
+    pub async fn list_snapshots_readable(
+        &self,
+    ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
+        let ids = self.list_ids(ObjectKind::Snapshot).await?;
+        let loaded: Vec<(SnapshotId, Result<Snapshot>)> = stream::iter(ids)
+            .map(|id| async move {
+                (
+                    id,
+                    self.load_json::<Snapshot>(ObjectKind::Snapshot, &id).await,
+                )
+            })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .collect()
+            .await;
+        let mut snaps = Vec::new();
+        let mut damaged = Vec::new();
+        for (id, r) in loaded {
+            match r {
+                Ok(s) => snaps.push((id, s)),
+                Err(Error::Store(e)) if e.is_not_found() => {}
+                Err(e @ Error::Integrity { .. }) => damaged.push((id, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        snaps.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        damaged.sort_by_key(|(id, _)| *id);
+        Ok((snaps, damaged))
+    }
+
     /// Resolves `latest` or an id prefix (at least 4 hex characters). A prefix is matched
     /// against the snapshot files' names and only the match is read, so one damaged snapshot
     /// file does not keep the others from being restored (T15).

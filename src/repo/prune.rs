@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::index::{Index, IndexBlob, IndexFile, IndexPack};
 use super::lock::Lock;
 use super::pack::{self, PackBuilder, PackEntry};
-use super::reach::{collect_used, load_snapshots, reach_snapshots, Reach};
+use super::reach::{collect_used, list_snapshots, load_snapshots, reach_listed, Reach};
 use super::{pack_key, ObjectKind, Repository};
 use crate::ids::{BlobId, IndexId, ObjectId, PackId, SnapshotId};
 use crate::store::StoreError;
@@ -231,15 +231,58 @@ pub async fn mark(
     progress: ProgressBar,
     cancel: &Cancel,
 ) -> Result<MarkReport> {
+    let listed = list_snapshots(repo).await?;
+    mark_listed(repo, listed, opts, progress, cancel).await
+}
+
+/// Phase 1 over the snapshots the caller listed and loaded ([`list_snapshots`]) just before
+/// (`ops::prune` checks that listing against the catalog first: one listing, one load of
+/// each snapshot). The caller holds a shared lock.
+///
+/// Refuses (exit 13, nothing written) when the snapshots need blobs that no index file in
+/// the listing of `index/` holds, unless `dry_run` (which reports them in
+/// [`MarkReport::missing_blobs`]): a listing of `index/` cut short by the store (T10) hides
+/// the index files of some packs, and a plan made on that partial view would repack and
+/// condemn by it; lost packs (T13) look the same, and are for `repair`, not for a prune.
+pub async fn mark_listed(
+    repo: &Repository,
+    listed: Vec<(SnapshotId, super::snapshot::Snapshot)>,
+    opts: MarkOptions,
+    progress: ProgressBar,
+    cancel: &Cancel,
+) -> Result<MarkReport> {
     let mut r = MarkReport::default();
     let Reach {
         snapshots: snapshot_ids,
         files,
         index,
         used,
-    } = reach_snapshots(repo, cancel).await?;
+    } = reach_listed(repo, listed, cancel).await?;
     r.snapshots = snapshot_ids.len();
-    r.missing_blobs = used.iter().filter(|b| !index.contains(b)).count();
+    let mut missing: Vec<BlobId> = used
+        .iter()
+        .filter(|b| !index.contains(b))
+        .copied()
+        .collect();
+    r.missing_blobs = missing.len();
+    if !missing.is_empty() && !opts.dry_run {
+        missing.sort();
+        return Err(Error::integrity(
+            format!("{} index/", repo.store.describe()),
+            format!(
+                "prune refused, nothing was deleted: the snapshots need {} blob(s) that no \
+                 index file in the listing of index/ holds (e.g. blob {}; {} index file(s) \
+                 listed). Either the store cut the listing short (an incomplete listing must \
+                 not decide what is unused: run prune again later) or packs were lost: \
+                 `lifeboat verify` tells which; after a loss, `lifeboat repair` rebuilds the \
+                 index and names the damaged snapshots (`--rewrite-snapshots` writes them \
+                 again without the lost files), then prune runs",
+                missing.len(),
+                missing[0],
+                files.len()
+            ),
+        ));
+    }
     // The walk is done: its index goes before the repack.
     drop(index);
 
@@ -607,6 +650,29 @@ pub async fn sweep(
 
     let snap_ids = repo.list_ids(ObjectKind::Snapshot).await?;
     let files = repo.load_index_files().await?;
+    // A listing of index/ cut short (T10) could hide an index file that lists a doomed pack:
+    // it would not be rewritten, and would name the pack after it is deleted. An index file
+    // phase 1 read that the listing lacks is HEADed: gone is normal (a killed sweep deleted
+    // it, a healing backup replaced it); still there means the listing is incomplete.
+    let listed_files: HashSet<IndexId> = files.iter().map(|(id, _)| *id).collect();
+    let mut unlisted: Vec<&IndexId> = known_files
+        .iter()
+        .filter(|id| !listed_files.contains(id))
+        .collect();
+    unlisted.sort();
+    for id in unlisted {
+        if repo.store.head(&ObjectKind::Index.key(id)).await?.is_some() {
+            return Err(Error::integrity(
+                format!("{} index/", repo.store.describe()),
+                format!(
+                    "prune refused, nothing was deleted: index file {id} exists but the \
+                     listing of index/ left it out (an incomplete listing from the store must \
+                     not decide what is deleted); the prune plan is kept — run prune again \
+                     later"
+                ),
+            ));
+        }
+    }
     let new_ids: Vec<SnapshotId> = snap_ids
         .into_iter()
         .filter(|id| !accounted.contains(id))

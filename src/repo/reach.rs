@@ -49,24 +49,54 @@ pub struct Reach {
     pub used: HashSet<BlobId>,
 }
 
-/// Lists the snapshots, then loads the index files (in this order, see [`Reach::files`]),
-/// then walks every snapshot's trees. A snapshot deleted meanwhile is skipped.
-pub async fn reach_snapshots(repo: &Repository, cancel: &Cancel) -> Result<Reach> {
+/// Lists the snapshots and loads each one; one deleted meanwhile (a concurrent `forget`) is
+/// skipped. The listing a walk starts from: [`reach_listed`] loads the index files after it.
+pub async fn list_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
     let ids = repo.list_ids(ObjectKind::Snapshot).await?;
+    load_snapshots(repo, ids).await
+}
+
+/// Lists the snapshots, then loads the index files (in this order, see [`Reach::files`]),
+/// then walks every snapshot's trees. A snapshot deleted meanwhile is skipped; a tree no
+/// index file lists is an error.
+pub async fn reach_snapshots(repo: &Repository, cancel: &Cancel) -> Result<Reach> {
+    let snaps = list_snapshots(repo).await?;
+    reach(repo, snaps, cancel, false).await
+}
+
+/// Like [`reach_snapshots`], from snapshots the caller listed (and loaded) itself, with
+/// [`list_snapshots`], before this call — the index files are loaded here, after the
+/// listing, so they cover every snapshot in it. A tree that no index file lists is not
+/// read but counted in [`Reach::used`], so `used` minus the index is every blob the
+/// snapshots need that no index file holds, trees included (prune refuses on any).
+pub async fn reach_listed(
+    repo: &Repository,
+    snaps: Vec<(SnapshotId, Snapshot)>,
+    cancel: &Cancel,
+) -> Result<Reach> {
+    reach(repo, snaps, cancel, true).await
+}
+
+async fn reach(
+    repo: &Repository,
+    snaps: Vec<(SnapshotId, Snapshot)>,
+    cancel: &Cancel,
+    skip_unindexed: bool,
+) -> Result<Reach> {
     let files = repo.load_index_files().await?;
-    let snaps = load_snapshots(repo, ids).await?;
     let mut index = Index::default();
     for (id, f) in &files {
         index.add_file(*id, f);
     }
     let mut used = HashSet::new();
-    collect_used(
+    walk(
         repo,
         &index,
         snaps.iter().map(|(_, s)| s.tree),
         &mut used,
         &mut HashSet::new(),
         cancel,
+        skip_unindexed,
     )
     .await?;
     Ok(Reach {
@@ -89,10 +119,27 @@ pub async fn collect_used(
     visited: &mut HashSet<BlobId>,
     cancel: &Cancel,
 ) -> Result<()> {
+    walk(repo, index, roots, used, visited, cancel, false).await
+}
+
+/// [`collect_used`]; with `skip_unindexed`, a tree `index` does not list is added to `used`
+/// but not read (instead of failing the walk).
+async fn walk(
+    repo: &Repository,
+    index: &Index,
+    roots: impl IntoIterator<Item = BlobId>,
+    used: &mut HashSet<BlobId>,
+    visited: &mut HashSet<BlobId>,
+    cancel: &Cancel,
+    skip_unindexed: bool,
+) -> Result<()> {
     let mut level: Vec<BlobId> = roots.into_iter().filter(|t| visited.insert(*t)).collect();
     while !level.is_empty() {
         cancel.check()?;
         used.extend(level.iter().copied());
+        if skip_unindexed {
+            level.retain(|t| index.contains(t));
+        }
         let mut trees = stream::iter(std::mem::take(&mut level))
             .map(|t| async move { repo.load_tree(index, &t).await })
             .buffer_unordered(CONCURRENCY);

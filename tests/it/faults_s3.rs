@@ -219,9 +219,10 @@ fn invariants(
 // ----- T05 -------------------------------------------------------------------------------
 
 /// T05: through a proxy failing 20 % of requests with 500/503 and cutting responses, the
-/// backup commits; and the commit check HEADs every pack the new snapshot needs and compares
-/// its size: a pack truncated in the store while the backup runs (after the run loaded its
-/// index) fails the backup with 13 naming the pack, and no snapshot is committed. The re-run
+/// backup commits; and the commit check sees every pack the new snapshot needs at its size
+/// (a listing of `data/`, then a HEAD of each pack it does not show so): a pack truncated in
+/// the store while the backup runs (after the run loaded its index) fails the backup with 13
+/// naming the pack, and no snapshot is committed. The re-run
 /// finds the pack's wrong size, stores its blobs again and commits; every snapshot restores.
 #[test]
 fn t05_commit_check_heads_every_pack_through_a_faulty_proxy() {
@@ -813,4 +814,77 @@ fn t02_healthcheck_warns_without_an_abort_incomplete_uploads_rule() {
     let v = out.ok(w, &urls, &["healthcheck", "--json"]);
     assert_eq!(v["warnings"], serde_json::json!([]), "{v:#}");
     invariants(&out, w, &urls, None, &versions);
+}
+
+// ----- T10, index/ -----------------------------------------------------------------------
+
+/// T10, the third listing prune reads: a listing of `index/` cut short hides index files,
+/// so the blobs their packs hold look missing and prune would plan (condemn, repack) on a
+/// partial view. Prune now refuses (13, nothing written or deleted) when the snapshots need
+/// blobs no listed index file holds; with the listing whole the same prune runs and frees
+/// what the forgotten snapshot alone needed, and every kept snapshot still restores.
+#[test]
+fn t10_prune_refuses_a_cut_listing_of_index() {
+    let g = Garage::start("t10i");
+    let proxy = FaultProxy::start(g.s3_port, NO_FAULTS, 12);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let out = Outputs::default();
+    let direct = vec![g.url("repo")];
+    let cut = vec![url_for(&proxy.endpoint(), "t10i", "repo")];
+    out.init(w, &direct);
+    let src = make_s3_tree(w, 2, 12);
+    let mut versions = Vec::new();
+    // Six snapshots, each with a file only it holds, each backup with its own index file.
+    for i in 0..6 {
+        add_random_file(&src, &format!("only-{i}.bin"), 1 << 20);
+        out.backup(w, &direct, &src, &mut versions);
+        std::fs::remove_file(src.join(format!("only-{i}.bin"))).unwrap();
+    }
+    out.ok(w, &direct, &["--json", "forget", "--keep-last", "5"]);
+    versions.remove(0);
+    let store = s3_store(&g, w, "repo");
+    let keys = |rt: &tokio::runtime::Runtime| -> Vec<String> {
+        let mut k: Vec<String> = rt
+            .block_on(store.list(""))
+            .unwrap()
+            .into_iter()
+            .map(|i| i.key)
+            .filter(|k| !k.starts_with("locks/"))
+            .collect();
+        k.sort();
+        k
+    };
+    let before = keys(&rt);
+    let index_files = before.iter().filter(|k| k.starts_with("index/")).count();
+    assert!(index_files >= 6, "{index_files} index files");
+
+    proxy.cut_listings(Some("index"));
+    let r = out.cmd(w, &cut, &["prune", "--grace", "0s", "--max-unused", "0%"]);
+    assert_eq!(r.code, 13, "{r:?}");
+    assert!(
+        r.stderr.contains("prune refused, nothing was deleted")
+            && r.stderr.contains("no index file in the listing of index/")
+            && r.stderr.contains("lifeboat verify"),
+        "{r:?}"
+    );
+    assert!(load(&proxy.counts.listings_cut) >= 1);
+    assert_eq!(
+        keys(&rt),
+        before,
+        "the refused prune changed the repository"
+    );
+
+    proxy.cut_listings(None);
+    let v = out.ok(
+        w,
+        &cut,
+        &["--json", "prune", "--grace", "0s", "--max-unused", "0%"],
+    );
+    assert!(
+        v["regions"][0]["sweep"]["deleted_packs"].as_u64().unwrap() > 0,
+        "{v:#}"
+    );
+    invariants(&out, w, &direct, None, &versions);
 }

@@ -16,6 +16,7 @@ mod examples;
 mod faults;
 mod faults_local;
 mod faults_s3;
+mod listings;
 mod mariadb;
 mod monitoring;
 mod notify;

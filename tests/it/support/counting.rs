@@ -1,5 +1,7 @@
 //! A store decorator that counts pack reads (`data/` keys): whole-object GETs, ranged GETs,
-//! their bytes and the largest range. Wraps a real store (local, Garage); no mock.
+//! their bytes and the largest range; and the requests the commit check and prune's listing
+//! make: HEADs of packs, GETs of snapshot files, listings by prefix. Wraps a real store
+//! (local, Garage); no mock.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
@@ -10,6 +12,14 @@ pub struct CountingReads {
     pub ranged: AtomicU64,
     pub ranged_bytes: AtomicU64,
     pub largest_range: AtomicU64,
+    /// HEAD requests for `data/` keys.
+    pub pack_heads: AtomicU64,
+    /// GETs of `snapshots/` keys.
+    pub snapshot_gets: AtomicU64,
+    /// The prefix of every listing, in order.
+    pub listings: std::sync::Mutex<Vec<String>>,
+    /// Keys left out of every listing (a listing cut short, T10); still there to read.
+    pub hidden: std::sync::Mutex<Vec<String>>,
 }
 
 impl CountingReads {
@@ -20,7 +30,21 @@ impl CountingReads {
             ranged: Default::default(),
             ranged_bytes: Default::default(),
             largest_range: Default::default(),
+            pack_heads: Default::default(),
+            snapshot_gets: Default::default(),
+            listings: Default::default(),
+            hidden: Default::default(),
         }
+    }
+
+    /// How many listings of `prefix` were made.
+    pub fn listings_of(&self, prefix: &str) -> usize {
+        self.listings
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == prefix)
+            .count()
     }
 }
 
@@ -35,6 +59,9 @@ impl lifeboat::store::Store for CountingReads {
     async fn get(&self, key: &str) -> lifeboat::store::StoreResult<bytes::Bytes> {
         if key.starts_with("data/") {
             self.whole.fetch_add(1, SeqCst);
+        }
+        if key.starts_with("snapshots/") {
+            self.snapshot_gets.fetch_add(1, SeqCst);
         }
         self.inner.get(key).await
     }
@@ -58,7 +85,11 @@ impl lifeboat::store::Store for CountingReads {
         &self,
         prefix: &str,
     ) -> lifeboat::store::StoreResult<Vec<lifeboat::store::ObjectInfo>> {
-        self.inner.list(prefix).await
+        self.listings.lock().unwrap().push(prefix.to_string());
+        let mut l = self.inner.list(prefix).await?;
+        let hidden = self.hidden.lock().unwrap();
+        l.retain(|i| !hidden.contains(&i.key));
+        Ok(l)
     }
     async fn delete(&self, key: &str) -> lifeboat::store::StoreResult<()> {
         self.inner.delete(key).await
@@ -67,6 +98,9 @@ impl lifeboat::store::Store for CountingReads {
         &self,
         key: &str,
     ) -> lifeboat::store::StoreResult<Option<lifeboat::store::ObjectInfo>> {
+        if key.starts_with("data/") {
+            self.pack_heads.fetch_add(1, SeqCst);
+        }
         self.inner.head(key).await
     }
     async fn probe(&self) -> lifeboat::store::HealthReport {
