@@ -167,7 +167,7 @@ fn prune_lists_and_reads_each_snapshot_once() {
         .unwrap();
         s.ok(&["backup", src.to_str().unwrap()]);
     }
-    s.ok(&["forget", "--keep-last", "4"]);
+    s.ok(&["forget", "--keep-last", "4", "--confirm"]);
     let snapshots = support::snapshot_ids(&s).len();
     assert_eq!(snapshots, 4);
 
@@ -268,7 +268,7 @@ fn the_sweep_refuses_when_the_listing_of_index_lacks_a_file_phase_1_read() {
         s.ok(&["backup", src.to_str().unwrap()]);
         std::fs::remove_file(src.join(format!("only-{i}"))).unwrap();
     }
-    s.ok(&["forget", "--keep-last", "2"]);
+    s.ok(&["forget", "--keep-last", "2", "--confirm"]);
     let files = || {
         support::list_files(&s.repo)
             .into_iter()
