@@ -102,14 +102,20 @@ async fn snapshot_locked(
         program_version: env!("CARGO_PKG_VERSION").into(),
         set: opts.set.clone(),
     };
+    // The parent only saves reading unchanged files again: a damaged snapshot file (T15,
+    // which `verify` reports) must not stop every backup after it.
     let parent = if opts.force {
         None
     } else {
-        repo.list_snapshots()
-            .await?
-            .into_iter()
-            .rev()
-            .find(|(_, s)| s.same_lineage(&probe))
+        let (snaps, damaged) = repo.list_snapshots_readable().await?;
+        for (id, e) in &damaged {
+            tracing::warn!(
+                snapshot = %id.short(),
+                error = %e,
+                "snapshot file unreadable, not considered as this backup's parent; `lifeboat verify` reports it"
+            );
+        }
+        snaps.into_iter().rev().find(|(_, s)| s.same_lineage(&probe))
     };
     let parent_tree = match &parent {
         Some((_, s)) if index.contains(&s.tree) => match repo.load_tree(&index, &s.tree).await {

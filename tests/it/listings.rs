@@ -251,6 +251,19 @@ fn snapshots_lists_the_readable_ones_and_names_a_damaged_file() {
         .collect();
     assert_eq!(listed, vec![ids[0].as_str(), ids[2].as_str()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains(victim.as_str()));
+
+    // Nightly backups go on: the damaged file is not taken as a parent, the backup commits
+    // (0), says which file it passed over, and its snapshot restores exactly.
+    std::fs::write(src.join("n"), "after the damage").unwrap();
+    let out = s.run(&["backup", "--json", src.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&victim[..8]), "the damaged file is named: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["snapshot_id"].as_str().unwrap();
+    support::inv::restores_exactly(&s, id, &src);
+    // ... and `verify` still reports the damage.
+    assert_eq!(s.run(&["verify"]).status.code(), Some(13));
 }
 
 /// Review debt 3 (T10), phase 2: a listing of `index/` cut short while the sweep runs would
