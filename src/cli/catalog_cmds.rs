@@ -103,6 +103,7 @@ pub async fn status(ctx: &Ctx, a: StatusArgs) -> Result<ExitCode> {
             "misses": r.misses,
             "slos": r.slos,
             "sets": r.sets,
+            "degraded": r.degraded,
         }));
     } else {
         print_status(ctx, &r);
@@ -232,6 +233,13 @@ fn print_status(ctx: &Ctx, r: &crate::ops::status::StatusReport) {
                 report.coverage[0].cycle_secs.round() as u64
             ))
         );
+    }
+    if !r.degraded.is_empty() {
+        println!();
+        println!("degraded regions (behind the others; the next backup or `lifeboat sync` catches them up):");
+        for d in &r.degraded {
+            println!("  {}/{} in {}: {}", d.plan, d.job, d.region, d.detail);
+        }
     }
     print_slos(r);
     print_sets(r);

@@ -85,6 +85,8 @@ impl S3Store {
                                 .content_length(chunk.len() as i64)
                                 .content_md5(md5.clone())
                                 .body(ByteStream::from(chunk.clone()))
+                                .customize()
+                                .config_override(self.upload_config(chunk.len() as u64))
                                 .send()
                         },
                         |e| self.map_err("upload part", key, e),
