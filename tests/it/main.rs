@@ -22,6 +22,7 @@ mod ops;
 mod plan_regions;
 mod plans;
 mod postgres;
+mod region_down;
 mod reliability;
 mod reports;
 mod retention;
