@@ -47,7 +47,10 @@ pub use ledger::{Coverage, PackRead, VerifiedBy};
 pub use rebuild::RebuildReport;
 pub use runs::{BackupRun, RunStatus};
 pub use snapshots::{lineage_of, SnapshotRow};
-pub use status::{HistoryEntry, HistoryFilter, JobStatus, LastStart, StatusFilter, StatusReport};
+pub use status::{
+    HistoryEntry, HistoryFilter, JobStatus, LastStart, RunSummary, SnapshotRef, StatusFilter,
+    StatusReport,
+};
 
 // Defined with the library's other error types (so `error` need not import `catalog`).
 pub use crate::error::CatalogError;

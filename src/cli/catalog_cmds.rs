@@ -104,6 +104,7 @@ pub async fn status(ctx: &Ctx, a: StatusArgs) -> Result<ExitCode> {
             "slos": r.slos,
             "sets": r.sets,
             "anomalies": r.anomalies,
+            "degraded": r.degraded,
         }));
     } else {
         print_status(ctx, &r);
@@ -233,6 +234,13 @@ fn print_status(ctx: &Ctx, r: &crate::ops::status::StatusReport) {
                 report.coverage[0].cycle_secs.round() as u64
             ))
         );
+    }
+    if !r.degraded.is_empty() {
+        println!();
+        println!("degraded regions (behind the others; the next backup or `lifeboat sync` catches them up):");
+        for d in &r.degraded {
+            println!("  {}/{} in {}: {}", d.plan, d.job, d.region, d.detail);
+        }
     }
     print_slos(r);
     print_sets(r);

@@ -102,7 +102,7 @@ pub async fn backup_paths(env: &Env, target: &Target, req: PathsRequest) -> Resu
     let opened = target.open_for_write().await?;
     let repo = &opened.repo;
     let source = DirSource::new(req.paths)?;
-    let caught_up = super::sync::catch_up(env, repo, opened.fanout.as_deref()).await?;
+    let caught_up = super::sync::catch_up(env, target, repo, opened.fanout.as_deref()).await?;
     let opts = BackupOptions {
         tags: req.tags,
         host: req.host,
@@ -147,7 +147,7 @@ pub async fn backup_plan(env: &Env, target: &Target, req: PlanRequest) -> Result
     let opened = target.open_for_write().await?;
     let (repo, fanout) = (&opened.repo, opened.fanout.as_deref());
     // A region that missed earlier runs is caught up first, so it commits this one too.
-    super::sync::catch_up(env, repo, fanout).await?;
+    super::sync::catch_up(env, target, repo, fanout).await?;
     let mut outcomes = Vec::new();
     let mut sets = Vec::new();
     for unit in units {

@@ -266,6 +266,42 @@ async fn catalog_metrics(
             }
         }
     }
+    // Every job row held in several regions gets the gauge, 0 or 1, so the alert resolves.
+    let degraded = &r.degraded;
+    for j in &r.status.jobs {
+        let several = r
+            .status
+            .jobs
+            .iter()
+            .filter(|o| o.repo_id == j.repo_id && o.plan == j.plan && o.job == j.job)
+            .count()
+            > 1;
+        if !several {
+            continue;
+        }
+        let d = degraded
+            .iter()
+            .find(|d| d.plan == j.plan && d.job == j.job && d.region == j.region);
+        let l = labels(&[
+            ("plan", &j.plan),
+            ("lifeboat_job", &j.job),
+            ("region", &j.region),
+        ]);
+        g.set(
+            "lifeboat_region_degraded",
+            "1 when this region's newest snapshot of the job is older than another region's (its backups did not reach it)",
+            l.clone(),
+            f64::from(u8::from(d.is_some())),
+        );
+        if let Some(b) = d.and_then(|d| d.behind_secs) {
+            g.set(
+                "lifeboat_region_behind_seconds",
+                "How much older this region's newest snapshot is than the job's newest in any region",
+                l,
+                b,
+            );
+        }
+    }
     for run in &runs {
         let l = labels(&[
             ("plan", &run.plan),

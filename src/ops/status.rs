@@ -5,6 +5,9 @@
 //! also reports snapshot anomalies, [`super::anomaly`]); [`history`] lists backup runs and
 //! drills, newest first.
 //!
+//! A region behind the others for a job (its backups did not reach it) is *degraded*
+//! ([`degraded`]): status lists it, metrics export it, an alert fires on it.
+//!
 //! `status --check` turns the report into a verdict: every objective that is missed — RPO,
 //! verified RPO, the last drill's RTO, a failed last drill, a region not drilled within the
 //! plan's drill interval, verification coverage behind its cycle — is a [`Miss`], and any
@@ -77,6 +80,9 @@ pub struct StatusReport {
     /// Snapshot anomalies ([`super::anomaly`]) per region read: the repository given, or
     /// every destination of the plan files (each finding is in `findings` too).
     pub anomalies: Vec<RegionAnomalies>,
+    /// The (job, region) pairs that hold less than another region of the same job
+    /// ([`degraded`]).
+    pub degraded: Vec<Degraded>,
 }
 
 /// The anomalies of one region's snapshots (of one plan, with plan files).
@@ -115,6 +121,99 @@ pub async fn plan_anomalies(env: &Env, plan: &Plan) -> Vec<RegionAnomalies> {
                 "plan {} region {}: snapshots not checked for anomalies: {e}",
                 plan.name, region.name
             )),
+        }
+    }
+    out
+}
+
+
+/// A region that is behind the others for one job: its newest snapshot is older than the
+/// job's newest in another region of the same repository (or it has none while another has
+/// one) — the backups that should have reached it did not (it was down, or lagged), so its RPO
+/// keeps growing while theirs is reset. The next backup, or `lifeboat sync`, catches it up.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Degraded {
+    pub plan: String,
+    pub job: String,
+    pub region: String,
+    /// The region holding the job's newest snapshot.
+    pub newest_in: String,
+    /// How much older its newest snapshot is than that one (`None`: it has none).
+    pub behind_secs: Option<f64>,
+    /// Its RPO now (`None`: no snapshot).
+    pub rpo_secs: Option<f64>,
+    /// Its last backup run, when that failed there: the error the run recorded.
+    pub last_run_error: Option<String>,
+    /// What is wrong, for people.
+    pub detail: String,
+}
+
+/// The degraded regions of `r`: for every job (of one repository, plan and job name) held in
+/// more than one region, each region whose newest snapshot is older than the newest of any
+/// region of that job. A region that a sync made complete again is not degraded, even when
+/// its last backup run failed; a run that failed in every region degrades none (that is a
+/// failing backup, not a region behind).
+pub fn degraded(r: &catalog::StatusReport) -> Vec<Degraded> {
+    use std::collections::BTreeMap;
+    let mut groups: BTreeMap<(String, &str, &str), Vec<&catalog::JobStatus>> = BTreeMap::new();
+    for j in &r.jobs {
+        groups
+            .entry((j.repo_id.to_hex(), j.plan.as_str(), j.job.as_str()))
+            .or_default()
+            .push(j);
+    }
+    let age = |s: f64| crate::sys::human::duration(s);
+    let mut out = Vec::new();
+    for rows in groups.values().filter(|rows| rows.len() > 1) {
+        let Some(newest) = rows
+            .iter()
+            .filter_map(|j| j.newest_snapshot.as_ref().map(|s| (s.consistency_time, *j)))
+            .max_by_key(|(t, j)| (*t, std::cmp::Reverse(j.region.clone())))
+        else {
+            continue;
+        };
+        for j in rows {
+            let behind = match &j.newest_snapshot {
+                Some(s) if s.consistency_time < newest.0 => Some(Some(
+                    (newest.0 - s.consistency_time).num_milliseconds() as f64 / 1000.0,
+                )),
+                Some(_) => None,
+                None => Some(None),
+            };
+            let Some(behind_secs) = behind else {
+                continue;
+            };
+            let last_run_error = j
+                .last_run
+                .as_ref()
+                .filter(|run| run.status == catalog::RunStatus::Failed)
+                .map(|run| run.error.clone().unwrap_or_else(|| "no detail".into()));
+            let mut detail = match (behind_secs, &j.newest_snapshot) {
+                (Some(b), Some(s)) => format!(
+                    "newest snapshot {} old, {} behind region {}",
+                    age(s.age_secs),
+                    age(b),
+                    newest.1.region
+                ),
+                _ => format!("no snapshot, while region {} has one", newest.1.region),
+            };
+            if let Some(run) = j.last_run.as_ref().filter(|_| last_run_error.is_some()) {
+                detail.push_str(&format!(
+                    "; last backup run failed {} ago: {}",
+                    age(catalog::age_secs(r.now, run.finished)),
+                    last_run_error.as_deref().unwrap_or_default()
+                ));
+            }
+            out.push(Degraded {
+                plan: j.plan.clone(),
+                job: j.job.clone(),
+                region: j.region.clone(),
+                newest_in: newest.1.region.clone(),
+                behind_secs,
+                rpo_secs: j.newest_snapshot.as_ref().map(|s| s.age_secs),
+                last_run_error,
+                detail,
+            });
         }
     }
     out
@@ -575,6 +674,7 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
                 && filter.job.as_ref().is_none_or(|j| &t.job == j)
         });
     }
+    let degraded = degraded(&report);
     Ok(StatusReport {
         catalog: cat.describe().to_string(),
         status: report,
@@ -583,6 +683,7 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
         slos,
         sets,
         anomalies,
+        degraded,
     })
 }
 
@@ -627,6 +728,94 @@ pub async fn history(env: &Env, req: HistoryRequest) -> Result<HistoryReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{RepoId, SnapshotId};
+
+    /// A job row of `region` whose newest snapshot is `minutes` old (`None`: none), and
+    /// whose last run `failed` or not.
+    fn row(repo: RepoId, region: &str, minutes: Option<i64>, failed: bool) -> catalog::JobStatus {
+        let now = now();
+        catalog::JobStatus {
+            repo_id: repo,
+            plan: "p".into(),
+            job: "j".into(),
+            region: region.into(),
+            newest_snapshot: minutes.map(|m| {
+                let t = now - chrono::Duration::minutes(m);
+                catalog::SnapshotRef {
+                    snapshot_id: SnapshotId::random(),
+                    time: t,
+                    consistency_time: t,
+                    age_secs: (m * 60) as f64,
+                }
+            }),
+            newest_verified_snapshot: None,
+            honest_rpo_secs: None,
+            rpo_target_secs: None,
+            rpo_met: None,
+            last_drill: None,
+            last_run: Some(catalog::RunSummary {
+                run_id: catalog::RunId::random(),
+                finished: now - chrono::Duration::minutes(1),
+                status: if failed {
+                    catalog::RunStatus::Failed
+                } else {
+                    catalog::RunStatus::Ok
+                },
+                exit_code: if failed { 3 } else { 0 },
+                error: failed.then(|| "region b failed: no answer".to_string()),
+            }),
+        }
+    }
+
+    fn now() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339("2026-12-05T08:00:00Z")
+            .unwrap()
+            .into()
+    }
+
+    fn regions(jobs: Vec<catalog::JobStatus>) -> Vec<(String, Option<f64>, bool)> {
+        degraded(&catalog::StatusReport {
+            now: now(),
+            jobs,
+            coverage: Vec::new(),
+        })
+        .into_iter()
+        .map(|d| (d.region, d.behind_secs, d.last_run_error.is_some()))
+        .collect()
+    }
+
+    /// T08: a region is degraded when it holds an older newest snapshot than another region
+    /// of the same job (or none); not when it is even (caught up by a sync after a failed
+    /// run, or every region failed alike), and never across repositories.
+    #[test]
+    fn a_region_behind_the_others_of_its_job_is_degraded() {
+        let r = RepoId::random();
+        let b = |m, f| row(r, "b", m, f);
+        let a = |m, f| row(r, "a", m, f);
+        assert_eq!(
+            regions(vec![a(Some(1), false), b(Some(61), true)]),
+            [("b".to_string(), Some(3600.0), true)]
+        );
+        assert_eq!(
+            regions(vec![a(Some(1), false), b(None, true)]),
+            [("b".to_string(), None, true)]
+        );
+        // behind without a failed run: it lagged
+        assert_eq!(
+            regions(vec![a(Some(1), false), b(Some(30), false)]),
+            [("b".to_string(), Some(1740.0), false)]
+        );
+        // even again after a sync, though its last run failed; every region failed alike
+        assert!(regions(vec![a(Some(1), false), b(Some(1), true)]).is_empty());
+        assert!(regions(vec![a(Some(60), true), b(Some(60), true)]).is_empty());
+        // one region only, or the same names in another repository: nothing to compare
+        assert!(regions(vec![b(Some(600), true)]).is_empty());
+        assert!(regions(vec![
+            a(Some(1), false),
+            row(RepoId::random(), "b", Some(600), true)
+        ])
+        .is_empty());
+    }
 
     #[test]
     fn cycles_are_positive_durations() {

@@ -13,9 +13,12 @@ use crate::{Error, Result};
 
 /// Before a multi-region write: copy to every reachable region what it lacks from the
 /// others. Regions that cannot be caught up are left to the commit check. Each region that
-/// was given something (or failed) is an [`Event::CaughtUp`].
+/// was given something (or failed) is an [`Event::CaughtUp`]; a region that was given
+/// snapshots and is complete now is recorded in the catalog as holding every snapshot, as
+/// `lifeboat sync` records it (else `catalog rebuild` would find the copied ones missing).
 pub async fn catch_up(
     env: &Env,
+    target: &Target,
     repo: &Repository,
     fanout: Option<&MultiStore>,
 ) -> Result<Vec<SyncRegionReport>> {
@@ -37,6 +40,17 @@ pub async fn catch_up(
     {
         env.emit(Event::CaughtUp(r.clone()));
     }
+    let filled: Vec<String> = target
+        .regions
+        .iter()
+        .filter(|d| {
+            reports
+                .iter()
+                .any(|r| r.region == d.name && r.complete && r.snapshots_copied > 0)
+        })
+        .map(|d| d.catalog_region.clone())
+        .collect();
+    record::record_synced(env, repo, &filled).await;
     Ok(reports)
 }
 

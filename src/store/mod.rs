@@ -90,6 +90,18 @@ pub enum StoreError {
         detail: String,
     },
 
+    /// The store took the request (the connection was made, or is being made) and gave no
+    /// answer in time: a connect timeout, or no response to a sent request within the S3
+    /// destination's `answer_timeout_secs`. Retryable, but a few in a row mean the store
+    /// answers nothing at all ([`retry::UNANSWERED_LIMIT`]).
+    #[error("{op} {key} in {store} got no answer: {detail}")]
+    NoAnswer {
+        store: String,
+        op: &'static str,
+        key: String,
+        detail: String,
+    },
+
     #[error("store {store} is unreachable: {detail}")]
     Unreachable {
         store: String,
@@ -132,6 +144,7 @@ impl StoreError {
             StoreError::Transient { .. }
                 | StoreError::Throttled { .. }
                 | StoreError::Unreachable { .. }
+                | StoreError::NoAnswer { .. }
         )
     }
 
@@ -171,6 +184,10 @@ impl StoreError {
             StoreError::Unreachable { .. } => {
                 Some("check that the store is mounted / the endpoint is reachable".into())
             }
+            StoreError::NoAnswer { .. } => Some(
+                "the server takes connections but answers nothing in time: check the server, the network path (a firewall dropping packets, a load balancer without a healthy backend) and the endpoint; answer_timeout_secs and connect_timeout_secs bound each wait"
+                    .into(),
+            ),
             StoreError::Locked { .. } => Some(
                 "Object Lock keeps it until its retention lapses; a prune after that date deletes it".into(),
             ),

@@ -4,6 +4,12 @@
 //! operation's overall deadline has passed. Permanent errors (403, bad signature, not found,
 //! clock skew) go straight through: no retry storm.
 //!
+//! A store that takes requests and answers none ([`StoreError::NoAnswer`]: a connect timeout,
+//! or no response within the S3 destination's `answer_timeout_secs`) is not waited out
+//! `max_retries` times: after [`UNANSWERED_LIMIT`] such attempts of one operation in a row the
+//! operation fails at once. Without that, a blackholed endpoint cost every operation
+//! `max_retries + 1` full waits (with the defaults, 11 × 300 s of watchdog: close to an hour).
+//!
 //! Requests in flight are capped by an adaptive limit (AIMD): a throttling answer (503
 //! SlowDown, 429) halves it, a run of successes raises it by one again, up to
 //! `max_concurrency`.
@@ -26,6 +32,11 @@ use serde::Serialize;
 use super::{
     Backend, DynStore, HealthReport, ObjectInfo, PendingUpload, Store, StoreError, StoreResult,
 };
+
+/// Attempts of one operation in a row that got no answer at all ([`StoreError::NoAnswer`])
+/// after which it fails without further retries: one lost answer is retried, three in a row
+/// mean nothing answers.
+pub const UNANSWERED_LIMIT: u32 = 3;
 
 /// Retry policy. `Default` suits remote object stores.
 #[derive(Debug, Clone, PartialEq)]
@@ -215,6 +226,7 @@ impl RetryStore {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
         let mut retry = 0u32;
+        let mut unanswered = 0u32;
         loop {
             let permit = self.limiter.acquire().await;
             let outcome = tokio::time::timeout(self.cfg.request_timeout, attempt()).await;
@@ -255,6 +267,31 @@ impl RetryStore {
             if !err.is_retryable() {
                 return Err(err);
             }
+            if matches!(err, StoreError::NoAnswer { .. }) {
+                unanswered += 1;
+            } else {
+                unanswered = 0;
+            }
+            if unanswered >= UNANSWERED_LIMIT {
+                self.stats.gave_up.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(store = %self.inner.describe(), op, key, error = %err, "no answer {unanswered} times in a row; giving up");
+                return Err(match err {
+                    StoreError::NoAnswer {
+                        store,
+                        op,
+                        key,
+                        detail,
+                    } => StoreError::NoAnswer {
+                        store,
+                        op,
+                        key,
+                        detail: format!(
+                            "{detail} (no answer to {unanswered} attempts in a row: the store answers nothing; not retried further)"
+                        ),
+                    },
+                    other => other,
+                });
+            }
             let delay = self.backoff(retry);
             let out_of_time = start.elapsed() + delay >= self.cfg.deadline;
             if retry >= self.cfg.max_retries || out_of_time {
@@ -287,6 +324,17 @@ impl RetryStore {
                     } => StoreError::Unreachable {
                         store,
                         backend,
+                        detail: format!("{detail} ({why})"),
+                    },
+                    StoreError::NoAnswer {
+                        store,
+                        op,
+                        key,
+                        detail,
+                    } => StoreError::NoAnswer {
+                        store,
+                        op,
+                        key,
                         detail: format!("{detail} ({why})"),
                     },
                     other => other,
@@ -424,6 +472,14 @@ mod tests {
             if n < self.fail {
                 match self.mode {
                     "hang" => futures::future::pending::<()>().await,
+                    "silent" => {
+                        return Err(StoreError::NoAnswer {
+                            store: "flaky".into(),
+                            op: "get",
+                            key: key.into(),
+                            detail: "HTTP read timeout occurred after 30s".into(),
+                        })
+                    }
                     "permanent" => {
                         return Err(StoreError::PermissionDenied {
                             store: "flaky".into(),
@@ -517,6 +573,26 @@ mod tests {
         assert!(e.to_string().contains("gave up after 5 retries"), "{e}");
         assert_eq!(f.calls.load(Ordering::SeqCst), 6);
         assert_eq!(s.stats().counts().gave_up, 1);
+    }
+
+    /// T08: a store that takes requests and answers none is given up after three unanswered
+    /// attempts in a row, not after `max_retries`; one or two lost answers are retried.
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_answers_nothing_is_given_up_after_three_attempts() {
+        let (f, s) = flaky(100, "silent");
+        let e = s.get("k").await.unwrap_err();
+        assert!(matches!(e, StoreError::NoAnswer { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("no answer to 3 attempts in a row"),
+            "{e}"
+        );
+        assert_eq!(f.calls.load(Ordering::SeqCst), UNANSWERED_LIMIT);
+        assert_eq!(s.stats().counts().gave_up, 1);
+        assert!(e.hint().unwrap().contains("answer_timeout_secs"));
+
+        let (f, s) = flaky(UNANSWERED_LIMIT - 1, "silent");
+        assert_eq!(&s.get("k").await.unwrap()[..], b"ok");
+        assert_eq!(f.calls.load(Ordering::SeqCst), UNANSWERED_LIMIT);
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,6 +24,7 @@ mod ops;
 mod plan_regions;
 mod plans;
 mod postgres;
+mod region_down;
 mod reliability;
 mod reports;
 mod retention;

@@ -21,7 +21,7 @@ use crate::support::*;
 
 const PROMTOOL: &str = "promtool";
 
-fn promtool() -> Command {
+pub(crate) fn promtool() -> Command {
     assert!(
         Command::new(PROMTOOL).arg("--version").output().is_ok(),
         "promtool is missing: apt-get install prometheus (scripts/test installs it)"
@@ -49,7 +49,7 @@ fn promtool_check_metrics(text: &str) {
 }
 
 /// The samples of an exposition: (name, labels, value).
-fn samples(text: &str) -> Vec<(String, String, f64)> {
+pub(crate) fn samples(text: &str) -> Vec<(String, String, f64)> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
@@ -63,7 +63,7 @@ fn samples(text: &str) -> Vec<(String, String, f64)> {
         .collect()
 }
 
-fn value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+pub(crate) fn value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     samples(text)
         .into_iter()
         .find(|(n, l, _)| n == name && labels.iter().all(|x| l.contains(x)))

@@ -28,7 +28,11 @@ pub(super) type S3Error<E> = SdkError<E, aws_sdk_s3::config::http::HttpResponse>
 pub(super) enum Fault {
     /// The SDK's own timeout fired.
     TimedOut,
-    /// Nothing answered: connection refused, DNS, a connect timeout, an I/O error.
+    /// Nothing answered in time: the connection was not made within `connect_timeout_secs`
+    /// (packets dropped), or a sent request got no response within `answer_timeout_secs`
+    /// (a server or middlebox that takes connections and answers nothing).
+    NoAnswer,
+    /// Nothing could be reached: connection refused, DNS, an I/O error.
     Unreachable,
     /// Sending failed some other way (worth another try).
     SendFailed,
@@ -68,7 +72,8 @@ where
     let mentions_credentials = || brief(err).to_ascii_lowercase().contains("credential");
     match err {
         SdkError::TimeoutError(_) => return Fault::TimedOut,
-        SdkError::DispatchFailure(d) if d.is_timeout() || d.is_io() => return Fault::Unreachable,
+        SdkError::DispatchFailure(d) if d.is_timeout() => return Fault::NoAnswer,
+        SdkError::DispatchFailure(d) if d.is_io() => return Fault::Unreachable,
         SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_)
             if mentions_credentials() =>
         {
@@ -157,6 +162,12 @@ impl Fault {
                 op,
                 key,
                 detail: format!("timed out: {detail}"),
+            },
+            Fault::NoAnswer => StoreError::NoAnswer {
+                store,
+                op,
+                key,
+                detail,
             },
             Fault::Unreachable => StoreError::Unreachable {
                 store,
@@ -314,6 +325,11 @@ mod tests {
                 Fault::Unreachable,
             ),
             (
+                // connect_timeout_secs or answer_timeout_secs (the SDK's read timeout) fired
+                SdkError::dispatch_failure(ConnectorError::timeout("HTTP read timeout".into())),
+                Fault::NoAnswer,
+            ),
+            (
                 SdkError::dispatch_failure(ConnectorError::other(
                     "failed to load credentials from the chain".into(),
                     None,
@@ -436,9 +452,14 @@ mod tests {
             answer(500, "", "", &[]),
             SdkError::timeout_error("slow"),
             SdkError::dispatch_failure(ConnectorError::io("refused".into())),
+            SdkError::dispatch_failure(ConnectorError::timeout("read".into())),
         ] {
             assert!(store_error(retryable).is_retryable());
         }
+        let e = store_error(SdkError::dispatch_failure(ConnectorError::timeout(
+            "HTTP read timeout occurred after 2s".into(),
+        )));
+        assert!(matches!(e, StoreError::NoAnswer { .. }), "{e:?}");
         let e = store_error(SdkError::dispatch_failure(ConnectorError::other(
             "no credentials in the chain\nsecond line".into(),
             None,

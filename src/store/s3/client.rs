@@ -1,5 +1,6 @@
 //! Building the aws-sdk-s3 client of one destination: region, endpoint and path-style
-//! addressing, the connect timeout, the credentials (the standard AWS chain, a profile, or a
+//! addressing, the connect and answer timeouts (the SDK's read timeout: from sending a request
+//! to the response headers; [`upload_config`] lifts it for big bodies), the credentials (the standard AWS chain, a profile, or a
 //! credentials file), checksums as self-hosted servers accept them, and the clock requests are
 //! signed with ([`OffsetClock`], shifted only by tests).
 //!
@@ -66,6 +67,7 @@ pub(super) async fn build(cfg: &S3Config, clock_offset_secs: i64) -> Result<Clie
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
+                .read_timeout(Duration::from_secs(cfg.answer_timeout_secs))
                 .build(),
         )
         // Garage and other self-hosted servers reject the SDK's default CRC32 trailers on
@@ -80,4 +82,22 @@ pub(super) async fn build(cfg: &S3Config, clock_offset_secs: i64) -> Result<Clie
         b = b.time_source(OffsetClock(clock_offset_secs));
     }
     Ok(Client::from_conf(b.build()))
+}
+
+/// The per-request config of an upload of `len` bytes. The answer to an upload comes only
+/// after its whole body is sent, so a body of [`super::config::LARGE_BODY`] or more is not held
+/// to `answer_timeout_secs` but to `request_timeout_secs` (which the retry decorator's watchdog
+/// enforces on the whole attempt anyway); a smaller one keeps the answer timeout.
+pub(super) fn upload_config(cfg: &S3Config, len: u64) -> aws_sdk_s3::config::Builder {
+    let read = if len >= super::config::LARGE_BODY {
+        cfg.request_timeout_secs
+    } else {
+        cfg.answer_timeout_secs
+    };
+    aws_sdk_s3::config::Builder::default().timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
+            .read_timeout(Duration::from_secs(read))
+            .build(),
+    )
 }

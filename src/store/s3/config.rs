@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::retry::RetryConfig;
 
+/// Uploads with a body at least this large (single PUTs and multipart parts) are not held to
+/// `answer_timeout_secs`: their answer comes only after the body is sent, which may take
+/// longer on a slow link. The stalled-request watchdog (`request_timeout_secs`) bounds them.
+pub const LARGE_BODY: u64 = 1024 * 1024;
+
 fn default_true() -> bool {
     true
 }
@@ -29,6 +34,9 @@ fn default_connect_timeout() -> u64 {
 }
 fn default_request_timeout() -> u64 {
     300
+}
+fn default_answer_timeout() -> u64 {
+    30
 }
 fn default_max_retries() -> u32 {
     10
@@ -62,6 +70,7 @@ fn default_deadline() -> u64 {
 /// | `multipart_concurrency` | parts uploaded in parallel (default 4) |
 /// | `connect_timeout_secs` | TCP/TLS connect timeout (default 10) |
 /// | `request_timeout_secs` | stalled-request watchdog per attempt (default 300) |
+/// | `answer_timeout_secs` | a sent request must get the server's answer (response headers) within this (default 30); uploads of [`LARGE_BODY`] or more are left to the watchdog. Three requests of one operation unanswered in a row fail it at once: a server that takes connections and answers nothing is given up within 3 × this |
 /// | `max_retries` | retries of a transient failure (default 10) |
 /// | `deadline_secs` | overall deadline of one operation including retries (default 21600) |
 /// | `max_concurrency` | most requests in flight; 503 SlowDown halves the live limit (default 32) |
@@ -106,6 +115,8 @@ pub struct S3Config {
     pub connect_timeout_secs: u64,
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    #[serde(default = "default_answer_timeout")]
+    pub answer_timeout_secs: u64,
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     #[serde(default = "default_deadline")]
@@ -146,6 +157,7 @@ impl S3Config {
             multipart_concurrency: default_multipart_concurrency(),
             connect_timeout_secs: default_connect_timeout(),
             request_timeout_secs: default_request_timeout(),
+            answer_timeout_secs: default_answer_timeout(),
             max_retries: default_max_retries(),
             deadline_secs: default_deadline(),
             max_concurrency: default_max_concurrency(),
@@ -199,6 +211,7 @@ impl S3Config {
                 | "multipart_concurrency"
                 | "connect_timeout_secs"
                 | "request_timeout_secs"
+                | "answer_timeout_secs"
                 | "max_retries"
                 | "max_concurrency"
                 | "deadline_secs" => v
@@ -262,6 +275,7 @@ impl S3Config {
             ));
         }
         if self.request_timeout_secs == 0
+            || self.answer_timeout_secs == 0
             || self.deadline_secs == 0
             || self.connect_timeout_secs == 0
         {

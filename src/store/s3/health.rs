@@ -96,7 +96,9 @@ pub async fn healthcheck(store: &S3Store) -> HealthReport {
         r.problem = Some(match &e {
             StoreError::PermissionDenied { .. } => HealthProblem::BadCredentials,
             StoreError::ClockSkew { .. } => HealthProblem::ClockSkew,
-            StoreError::Unreachable { .. } => HealthProblem::Unreachable,
+            StoreError::Unreachable { .. } | StoreError::NoAnswer { .. } => {
+                HealthProblem::Unreachable
+            }
             _ => HealthProblem::ProbeFailed,
         });
         r.detail = e.to_string();
@@ -119,7 +121,7 @@ where
     let code = err.code().unwrap_or("").to_string();
     let detail = DisplayErrorContext(&err).to_string();
     let (problem, hint) = match classify(&err, &cfg.region, store.now()) {
-        Fault::TimedOut | Fault::Unreachable | Fault::SendFailed => (
+        Fault::TimedOut | Fault::NoAnswer | Fault::Unreachable | Fault::SendFailed => (
             HealthProblem::Unreachable,
             format!(
                 "nothing answers at {}: check the endpoint URL, DNS, the firewall and that the S3 server is running",

@@ -146,6 +146,11 @@ impl S3Store {
         )
     }
 
+    /// The per-request config of an upload of `len` bytes ([`client::upload_config`]).
+    fn upload_config(&self, len: u64) -> aws_sdk_s3::config::Builder {
+        client::upload_config(&self.cfg, len)
+    }
+
     fn put_options(&self) -> PutOptions {
         let cfg = &self.cfg;
         PutOptions {
@@ -171,6 +176,7 @@ impl S3Store {
     async fn put_single(&self, client: &Client, key: &str, data: Bytes) -> StoreResult<()> {
         let o = self.put_options();
         let sent_md5 = Md5::digest(&data);
+        let sent_len = data.len() as u64;
         let out = client
             .put_object()
             .bucket(&self.cfg.bucket)
@@ -183,6 +189,8 @@ impl S3Store {
             .set_object_lock_mode(o.lock.as_ref().map(|l| l.0.clone()))
             .set_object_lock_retain_until_date(o.lock.map(|l| l.1))
             .body(ByteStream::from(data))
+            .customize()
+            .config_override(self.upload_config(sent_len))
             .send()
             .await
             .map_err(|e| self.map_err("put", key, e))?;

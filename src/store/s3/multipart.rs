@@ -85,6 +85,8 @@ impl S3Store {
                                 .content_length(chunk.len() as i64)
                                 .content_md5(md5.clone())
                                 .body(ByteStream::from(chunk.clone()))
+                                .customize()
+                                .config_override(self.upload_config(chunk.len() as u64))
                                 .send()
                         },
                         |e| self.map_err("upload part", key, e),
@@ -271,8 +273,8 @@ impl Drop for AbortGuard {
 }
 
 /// Retries one step of a multipart upload (a part, or the completion) a few times on
-/// transient errors with full-jitter backoff; the whole upload is retried by the retry
-/// decorator only when this gives up.
+/// transient errors with full-jitter backoff (not a step that got no answer); the whole upload
+/// is retried by the retry decorator only when this gives up.
 async fn part_retry<T, E, F, Fut>(mut send: F, map: impl Fn(E) -> StoreError) -> StoreResult<T>
 where
     F: FnMut() -> Fut,
@@ -286,7 +288,13 @@ where
             Err(e) => {
                 let e = map(e);
                 attempt += 1;
-                if !e.is_retryable() || attempt >= ATTEMPTS {
+                // No answer at all is the retry decorator's to count (three in a row and the
+                // store is given up): retried here too, a silent server would cost six times
+                // more per attempt.
+                if !e.is_retryable()
+                    || matches!(e, StoreError::NoAnswer { .. })
+                    || attempt >= ATTEMPTS
+                {
                     return Err(e);
                 }
                 let cap = 100u64 << attempt.min(6);

@@ -9,6 +9,11 @@
 //! truncated bytes), stalling mid-body with the connection held open
 //! ([`FaultProxy::stall_mid_body`]), and cutting ListObjectsV2 answers short
 //! ([`FaultProxy::cut_listings`]: the last entries dropped, `IsTruncated` cleared).
+//!
+//! Blackhole (T08, [`FaultProxy::blackhole`]): every new connection is accepted and held open,
+//! what the client sends is read and dropped, and not one byte goes back — a region that is
+//! down the way real outages look (a load balancer with no healthy backend, a firewall eating
+//! the traffic), not a stopped server that refuses connections.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -43,6 +48,20 @@ pub struct Faults {
     pub reject_parts: bool,
 }
 
+impl Faults {
+    /// No random fault: the proxy forwards everything until a run-time fault is set.
+    pub const fn none() -> Faults {
+        Faults {
+            error_rate: 0.0,
+            stall_rate: 0.0,
+            cut_rate: 0.0,
+            stall: Duration::from_secs(0),
+            after_forwarding: false,
+            reject_parts: false,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct FaultCounts {
     pub requests: AtomicU64,
@@ -56,6 +75,8 @@ pub struct FaultCounts {
     pub mid_body_stalls: AtomicU64,
     /// ListObjectsV2 answers cut short ([`FaultProxy::cut_listings`]).
     pub listings_cut: AtomicU64,
+    /// Connections accepted and held without an answer ([`FaultProxy::blackhole`]).
+    pub blackholed: AtomicU64,
 }
 
 /// How [`FaultProxy::damage_uploads`] damages a single PUT under `data/`.
@@ -92,6 +113,7 @@ pub struct FaultProxy {
     /// When set, faults hit only requests with this method whose path contains this text.
     only: Arc<Mutex<Option<(hyper::Method, String)>>>,
     extra: Arc<Mutex<Extra>>,
+    blackhole: Arc<std::sync::atomic::AtomicBool>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -115,11 +137,22 @@ impl FaultProxy {
         let rng = Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)));
         let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build_http();
         let (c2, e2, o2, x2) = (counts.clone(), enabled.clone(), only.clone(), extra.clone());
+        let blackhole = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let b2 = blackhole.clone();
         rt.spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else {
+                let Ok((mut tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                if b2.load(Ordering::SeqCst) {
+                    c2.blackholed.fetch_add(1, Ordering::Relaxed);
+                    // Read and drop whatever comes until the client gives up; answer nothing.
+                    tokio::spawn(async move {
+                        let mut sink = tokio::io::sink();
+                        let _ = tokio::io::copy(&mut tcp, &mut sink).await;
+                    });
+                    continue;
+                }
                 let (client, counts, enabled, rng, only, extra) = (
                     client.clone(),
                     c2.clone(),
@@ -154,12 +187,20 @@ impl FaultProxy {
             enabled,
             only,
             extra,
+            blackhole,
             _rt: rt,
         }
     }
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Blackholes (`true`) or restores (`false`) the region behind the proxy: while on, every
+    /// new connection is accepted and held without a byte back (see the module documentation);
+    /// connections taken before keep being served.
+    pub fn blackhole(&self, on: bool) {
+        self.blackhole.store(on, Ordering::SeqCst);
     }
 
     /// Turns fault injection off (the proxy keeps forwarding).
