@@ -479,6 +479,9 @@ mod tests {
         assert!(e.to_string().contains("did not finish within"), "{e}");
         assert!(!e.to_string().contains("partial"), "{e}");
         assert!(start.elapsed() < Duration::from_secs(5));
+        // What a command printed is held: a panic's message never shows it.
+        let v = run_command("echo kms-Held-Value-93", "c").unwrap();
+        assert_eq!(redact(&format!("got {}", &*v)), "got <redacted>");
     }
 
     #[test]
