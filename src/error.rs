@@ -249,7 +249,7 @@ impl Error {
                 "check LIFEBOAT_PASSWORD / LIFEBOAT_PASSWORD_FILE / --password-file; `lifeboat key list` shows the key slots".into()
             }
             Error::NoPassword { .. } => {
-                "set LIFEBOAT_PASSWORD_FILE (or LIFEBOAT_PASSWORD), pass --password-file, or run on a terminal to be prompted".into()
+                "set LIFEBOAT_PASSWORD_FILE (or LIFEBOAT_PASSWORD_COMMAND, LIFEBOAT_PASSWORD), pass --password-file or --password-command, or run on a terminal to be prompted".into()
             }
             Error::Locked { .. } => {
                 "wait for the other run to finish; a lock older than its expiry is ignored automatically".into()

@@ -1,6 +1,7 @@
-//! Where a secret comes from: a file, an environment variable, or a systemd credential
-//! (`$CREDENTIALS_DIRECTORY/<name>`). Plans name the source, never the secret itself, so a
-//! password never appears in a plan file, in argv, or in a log line.
+//! Where a secret comes from: a file, an environment variable, a systemd credential
+//! (`$CREDENTIALS_DIRECTORY/<name>`), or a command that prints it (a KMS or vault client:
+//! [`run_command`]). Plans name the source, never the secret itself, so a password never
+//! appears in a plan file, in argv, or in a log line.
 //!
 //! Below both `plan` (repository and scratch-server passwords) and
 //! `source` (database passwords); it knows neither.
@@ -10,8 +11,11 @@
 //! panic's message with those values, and the values of the environment's secret variables,
 //! replaced by `<redacted>`.
 
+use std::collections::HashMap;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
@@ -21,6 +25,8 @@ pub enum SecretSpec {
     File(PathBuf),
     Env(String),
     Credential(String),
+    /// A shell command whose first line of output is the secret (`aws kms decrypt …`).
+    Command(String),
 }
 
 /// A secret that could not be read: names the source and what to do about it.
@@ -39,7 +45,14 @@ impl SecretSpec {
             SecretSpec::File(p) => format!("file {}", p.display()),
             SecretSpec::Env(v) => format!("environment variable {v}"),
             SecretSpec::Credential(c) => format!("systemd credential {c}"),
+            SecretSpec::Command(c) => format!("command `{c}`"),
         }
+    }
+
+    /// Whether a failure to read it is the environment's (a KMS that cannot be reached, a
+    /// command that fails: exit 1) rather than a mistake in the plan or its files (exit 2).
+    pub fn fails_at_run_time(&self) -> bool {
+        matches!(self, SecretSpec::Command(_))
     }
 
     /// Reads the secret: the first line of a file, or the whole variable.
@@ -93,10 +106,187 @@ impl SecretSpec {
                 })?;
                 from_file(&PathBuf::from(dir).join(name))
             }
+            SecretSpec::Command(c) => run_command(c, &self.describe()),
         }?;
         hold(&value);
         Ok(value)
     }
+}
+
+/// How long a secret command may take when `LIFEBOAT_SECRET_COMMAND_TIMEOUT` does not say.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Prefixes of the variables a KMS or vault client authenticates with. A secret command
+/// keeps them (it needs them to reach the KMS); every other secret lifeboat holds is
+/// scrubbed from its environment as from any child's (`crate::sys::process::isolate`).
+pub const COMMAND_KEEPS: &[&str] = &["AWS_", "VAULT_", "AZURE_", "GOOGLE_", "CLOUDSDK_"];
+
+/// What a secret command printed is kept only up to this size (the first line is used).
+const COMMAND_OUTPUT_MAX: usize = 64 << 10;
+
+/// Secrets already fetched by command in this process, by command: a KMS is asked once.
+static FETCHED: Mutex<Option<HashMap<String, Zeroizing<String>>>> = Mutex::new(None);
+
+/// The time a secret command may take: `LIFEBOAT_SECRET_COMMAND_TIMEOUT` (`30s`, `2m`), else
+/// [`COMMAND_TIMEOUT`].
+pub fn command_timeout() -> Result<Duration, String> {
+    match std::env::var("LIFEBOAT_SECRET_COMMAND_TIMEOUT") {
+        Err(_) => Ok(COMMAND_TIMEOUT),
+        Ok(v) => match humantime::parse_duration(v.trim()) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            _ => Err(format!(
+                "LIFEBOAT_SECRET_COMMAND_TIMEOUT={v} is not a duration; give one such as 30s or 2m"
+            )),
+        },
+    }
+}
+
+/// Runs `cmd` through `sh -c` and returns the first line of its standard output: the way a
+/// secret is fetched from a KMS or vault (`aws kms decrypt …`, `systemd-creds decrypt …`,
+/// `vault kv get -field=password …`). `what` names where the command came from, for errors.
+///
+/// The child's stderr is the user's (a KMS client's own error reaches them); its stdin is
+/// empty; it runs in its own process group, dies with lifeboat, and its environment has lost
+/// lifeboat's secrets except the KMS credentials of [`COMMAND_KEEPS`]. A non-zero exit, an
+/// empty first line, or no end within [`command_timeout`] (the group is then killed) is an
+/// error that names `what`, never what the command printed. The value is [`hold`]'s; a
+/// command that succeeded is not run again by this process.
+pub fn run_command(cmd: &str, what: &str) -> Result<Zeroizing<String>, SecretError> {
+    if let Some(v) = FETCHED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(cmd))
+    {
+        return Ok(v.clone());
+    }
+    let timeout = command_timeout().map_err(|e| SecretError {
+        what: what.to_string(),
+        problem: e,
+        fix: "fix or unset the variable".into(),
+    })?;
+    let value = run_command_within(cmd, what, timeout)?;
+    hold(&value);
+    FETCHED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(cmd.to_string(), value.clone());
+    Ok(value)
+}
+
+fn run_command_within(
+    cmd: &str,
+    what: &str,
+    timeout: Duration,
+) -> Result<Zeroizing<String>, SecretError> {
+    let err = |problem: String, fix: &str| SecretError {
+        what: what.to_string(),
+        problem,
+        fix: fix.into(),
+    };
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c").arg(cmd);
+    // Set on the command itself, so the scrubbing below keeps them (and only them).
+    for (k, v) in std::env::vars_os() {
+        let name = k.to_string_lossy().to_ascii_uppercase();
+        if COMMAND_KEEPS.iter().any(|p| name.starts_with(p)) {
+            c.env(k, v);
+        }
+    }
+    crate::sys::process::isolate(&mut c);
+    c.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    let mut child = c.spawn().map_err(|e| {
+        err(
+            format!("cannot start sh: {e}"),
+            "install a POSIX shell as sh on PATH",
+        )
+    })?;
+    let mut out = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Zeroizing::new(Vec::new());
+        let mut chunk = Zeroizing::new([0u8; 4096]);
+        loop {
+            match out.read(&mut chunk[..]) {
+                Ok(0) => break,
+                Ok(n) if buf.len() < COMMAND_OUTPUT_MAX => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(buf);
+    });
+    let deadline = Instant::now() + timeout;
+    let kill = |child: &mut std::process::Child| {
+        // SAFETY: kill(2) on the process group created for this child (not yet reaped).
+        unsafe {
+            libc::kill(-(child.id() as i32), libc::SIGKILL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    let too_slow = || {
+        err(
+            format!(
+                "did not finish within {} and was killed",
+                humantime::format_duration(timeout)
+            ),
+            "check that the command runs on its own (and that its KMS answers); LIFEBOAT_SECRET_COMMAND_TIMEOUT gives it longer",
+        )
+    };
+    // Its output ends when it (and whatever it started) closes stdout…
+    let output = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(b) => b,
+        Err(_) => {
+            kill(&mut child);
+            return Err(too_slow());
+        }
+    };
+    // …and it must exit, successfully, in the same time.
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() >= deadline => {
+                kill(&mut child);
+                return Err(too_slow());
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                kill(&mut child);
+                return Err(err(format!("cannot wait for it: {e}"), "try again"));
+            }
+        }
+    };
+    if !status.success() {
+        use std::os::unix::process::ExitStatusExt;
+        let how = match (status.code(), status.signal()) {
+            (Some(c), _) => format!("exited with status {c}"),
+            (None, Some(s)) => format!("was killed by signal {s}"),
+            _ => "failed".into(),
+        };
+        return Err(err(
+            format!("{how} (its own messages, if any, are above)"),
+            "run the command by hand as the same user, with the same environment, and fix what it says",
+        ));
+    }
+    let text = std::str::from_utf8(&output).map_err(|_| {
+        err(
+            "printed something that is not UTF-8 text".into(),
+            "make the command print the password as text (e.g. pipe binary output through base64 -d only once)",
+        )
+    })?;
+    let first = text.lines().next().unwrap_or("");
+    if first.is_empty() {
+        return Err(err(
+            "printed nothing on its first line".into(),
+            "make the command print the password on the first line of its standard output",
+        ));
+    }
+    Ok(Zeroizing::new(first.to_string()))
 }
 
 /// The secret values this process read (see [`hold`]).
@@ -266,6 +456,32 @@ mod tests {
             e.to_string().contains("LIFEBOAT_TEST_SURELY_UNSET_VAR"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn command_first_line_and_its_failures() {
+        let t = Duration::from_secs(5);
+        let ok = run_command_within("printf 'kms-pw-1\\nsecond\\n'", "c", t).unwrap();
+        assert_eq!(&*ok, "kms-pw-1");
+        let e = run_command_within("echo leaked-out; exit 3", "command `x`", t).unwrap_err();
+        let s = format!("{e}; {}", e.fix);
+        assert!(s.contains("command `x`: exited with status 3"), "{s}");
+        assert!(!s.contains("leaked-out"), "{s}");
+        let e = run_command_within("echo; echo second", "c", t).unwrap_err();
+        assert!(e.to_string().contains("printed nothing"), "{e}");
+        let start = Instant::now();
+        let e = run_command_within(
+            "sleep 30 & echo partial; sleep 30",
+            "c",
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("did not finish within"), "{e}");
+        assert!(!e.to_string().contains("partial"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // What a command printed is held: a panic's message never shows it.
+        let v = run_command("echo kms-Held-Value-93", "c").unwrap();
+        assert_eq!(redact(&format!("got {}", &*v)), "got <redacted>");
     }
 
     #[test]

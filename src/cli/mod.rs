@@ -32,7 +32,8 @@ const LONG_ABOUT: &str = "\
 lifeboat takes encrypted, deduplicated backups and proves that they restore.
 
 Passwords are never accepted as flag values (they would show in `ps`): use
-LIFEBOAT_PASSWORD_FILE / --password-file, LIFEBOAT_PASSWORD, or the prompt on a terminal.";
+LIFEBOAT_PASSWORD_FILE / --password-file, LIFEBOAT_PASSWORD_COMMAND / --password-command
+(a KMS or vault client that prints it), LIFEBOAT_PASSWORD, or the prompt on a terminal.";
 
 #[derive(Parser, Debug)]
 #[command(name = "lifeboat", version, about = "Backups that prove they restore", long_about = LONG_ABOUT, after_help = ExitCode::TABLE)]
@@ -91,6 +92,18 @@ pub struct Global {
         value_name = "FILE"
     )]
     pub password_file: Option<PathBuf>,
+
+    /// Run this shell command and use the first line it prints as the repository password
+    /// (a KMS or vault client; killed after 60 s, LIFEBOAT_SECRET_COMMAND_TIMEOUT). Not
+    /// together with --password-file / LIFEBOAT_PASSWORD_FILE; beats LIFEBOAT_PASSWORD
+    #[arg(
+        long,
+        global = true,
+        env = "LIFEBOAT_PASSWORD_COMMAND",
+        hide_env_values = true,
+        value_name = "CMD"
+    )]
+    pub password_command: Option<String>,
 
     /// Print machine-readable JSON on stdout (and a JSON `exit_error` record on stderr)
     #[arg(long, global = true)]
@@ -261,9 +274,10 @@ pub fn main() -> i32 {
 async fn run(cli: Cli, cancel: Cancel) -> Result<ExitCode> {
     if cli.global.password.is_some() {
         return Err(Error::Usage(
-            "--password is not accepted: a secret on the command line is visible to every user in `ps`. Use LIFEBOAT_PASSWORD_FILE, --password-file or LIFEBOAT_PASSWORD".into(),
+            "--password is not accepted: a secret on the command line is visible to every user in `ps`. Use LIFEBOAT_PASSWORD_FILE, --password-file, --password-command or LIFEBOAT_PASSWORD".into(),
         ));
     }
+    check_password_sources(&cli.global)?;
     crate::failpoint::check_env().map_err(Error::Usage)?;
     crate::repo::lock::check_env().map_err(Error::Usage)?;
     let ctx = Ctx {
@@ -381,6 +395,16 @@ impl Ctx {
         }
         let g = self.global.clone();
         let password = std::sync::Arc::new(move |location: &str, confirm: bool| {
+            if let Some(cmd) = &g.password_command {
+                let from = given_by("--password-command", "LIFEBOAT_PASSWORD_COMMAND", cmd);
+                return crate::secret::run_command(cmd, &format!("password command ({from})"))
+                    .map_err(|e| {
+                        Error::Other(format!(
+                            "repository password for {location}: {e}; {}",
+                            e.fix
+                        ))
+                    });
+            }
             read_secret(
                 g.password_file.as_deref(),
                 "LIFEBOAT_PASSWORD",
@@ -396,6 +420,29 @@ impl Ctx {
             password,
         )
     }
+}
+
+/// Whether a flag's value came from the flag or from its variable, for messages.
+fn given_by(flag: &str, var: &str, value: impl AsRef<std::ffi::OsStr>) -> String {
+    if std::env::var_os(var).as_deref() == Some(value.as_ref()) {
+        var.to_string()
+    } else {
+        flag.to_string()
+    }
+}
+
+/// A password file and a password command together are refused, as restic refuses them:
+/// which one opens the repository would depend on a precedence nobody remembers.
+fn check_password_sources(g: &Global) -> Result<()> {
+    if let (Some(f), Some(c)) = (&g.password_file, &g.password_command) {
+        return Err(Error::Usage(format!(
+            "the repository password is given twice: by {} ({}) and by {}; keep one of them (unset the variable, or drop the flag)",
+            given_by("--password-file", "LIFEBOAT_PASSWORD_FILE", f),
+            f.display(),
+            given_by("--password-command", "LIFEBOAT_PASSWORD_COMMAND", c),
+        )));
+    }
+    Ok(())
 }
 
 pub fn read_secret(

@@ -194,11 +194,16 @@ fn db_environment(p: &Plan) -> Result<DbEnvironment> {
                 .as_ref()
                 .map(|sec| {
                     sec.read().map(Password).map_err(|e| {
-                        Error::Config(format!(
+                        let m = format!(
                             "plan {}: [drill] scratch server password: {e}; {}",
                             p.file.display(),
                             e.fix
-                        ))
+                        );
+                        if sec.fails_at_run_time() {
+                            Error::Other(m)
+                        } else {
+                            Error::Config(m)
+                        }
                     })
                 })
                 .transpose()?,

@@ -215,10 +215,12 @@ impl Target {
     pub fn password(&self, location: &str, confirm: bool) -> Result<Zeroizing<String>> {
         match &self.password {
             Password::Plan { plan, secret } => secret.read().map_err(|e| {
-                Error::Config(format!(
-                    "repository password of plan {plan}: {e}; {}",
-                    e.fix
-                ))
+                let m = format!("repository password of plan {plan}: {e}; {}", e.fix);
+                if secret.fails_at_run_time() {
+                    Error::Other(m)
+                } else {
+                    Error::Config(m)
+                }
             }),
             Password::Given(f) => f(location, confirm),
         }

@@ -79,6 +79,7 @@ pub(super) struct RepositoryConfig {
     pub(super) password_file: Option<PathBuf>,
     pub(super) password_env: Option<String>,
     pub(super) password_credential: Option<String>,
+    pub(super) password_command: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +147,7 @@ pub(super) struct PostgresConfig {
     pub(super) password_file: Option<PathBuf>,
     pub(super) password_env: Option<String>,
     pub(super) password_credential: Option<String>,
+    pub(super) password_command: Option<String>,
     pub(super) row_counts: Option<RowCounts>,
     pub(super) globals: Option<bool>,
     pub(super) compress: Option<u8>,
@@ -166,6 +168,7 @@ pub(super) struct MariadbConfig {
     pub(super) password_file: Option<PathBuf>,
     pub(super) password_env: Option<String>,
     pub(super) password_credential: Option<String>,
+    pub(super) password_command: Option<String>,
     pub(super) row_counts: Option<RowCounts>,
     pub(super) bin_dir: Option<PathBuf>,
     pub(super) no_defaults: Option<bool>,
@@ -234,6 +237,7 @@ pub(super) struct DrillConfig {
     pub(super) password_file: Option<PathBuf>,
     pub(super) password_env: Option<String>,
     pub(super) password_credential: Option<String>,
+    pub(super) password_command: Option<String>,
     // scratch and command
     pub(super) bin_dir: Option<PathBuf>,
     pub(super) orphan_expiry: Option<String>,

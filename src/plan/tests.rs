@@ -89,6 +89,25 @@ fn errors_name_file_line_key_and_fix() {
     assert_eq!(i[0].key, "repository.password_env");
     assert!(i[0].fix.contains("exactly one"));
 
+    let cmd = GOOD.replace(
+        "password_file = \"repo.pass\"",
+        "password_command = \"aws kms decrypt --ciphertext-blob fileb://x\"",
+    );
+    let p = parse(Path::new("x.toml"), &cmd).unwrap();
+    assert_eq!(
+        p.password,
+        SecretSpec::Command("aws kms decrypt --ciphertext-blob fileb://x".into())
+    );
+    let both = GOOD.replace(
+        "password_file = \"repo.pass\"",
+        "password_file = \"a\"\npassword_command = \"kms\"",
+    );
+    assert_eq!(issues(&both)[0].key, "repository.password_command");
+    let empty = GOOD.replace("password_file = \"repo.pass\"", "password_command = \" \"");
+    let i = issues(&empty);
+    assert_eq!(i[0].key, "repository.password_command");
+    assert!(i[0].problem.contains("empty"), "{i:?}");
+
     let bad = GOOD.replace("row_counts = \"estimate\"", "jobs = 4");
     let i = issues(&bad);
     assert_eq!((i[0].key.as_str(), i[0].line), ("jobs[0].source.jobs", 17));

@@ -31,6 +31,7 @@ mod retention;
 mod roundtrip_prop;
 mod run_due;
 mod s3_regions;
+mod secret_sources;
 mod secrets;
 mod sets;
 mod source_failures;

@@ -7,11 +7,11 @@ use crate::support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use lifeboat::drill::env::{Environment, EphemeralMariadb, EphemeralPostgres};
+use lifeboat::drill::env::{ConnectionInfo, Environment, EphemeralMariadb, EphemeralPostgres};
 use support::*;
 
 /// Watches every process's command line for `secret` until stopped; returns what it saw.
-fn watch_cmdlines(
+pub(crate) fn watch_cmdlines(
     secret: &'static str,
 ) -> (
     Arc<AtomicBool>,
@@ -32,9 +32,9 @@ fn watch_cmdlines(
     (stop, h)
 }
 
-#[test]
-fn postgres_password_authenticates_and_stays_off_the_command_line() {
-    const PW: &str = "pg-Very-Secret-77";
+/// A throwaway PostgreSQL with database `shop` (pgbench, scale 1: 100 000 accounts) and a
+/// role `backup` that logs in over TCP with password `pw` only (everything else: trust).
+pub(crate) fn postgres_with_password(pw: &str) -> (EphemeralPostgres, ConnectionInfo) {
     let env = EphemeralPostgres::start(None).expect("server");
     let c = env.connection().unwrap().clone();
     psql(&c, "postgres", "CREATE DATABASE shop");
@@ -42,7 +42,7 @@ fn postgres_password_authenticates_and_stays_off_the_command_line() {
     psql(
         &c,
         "postgres",
-        &format!("CREATE ROLE backup LOGIN PASSWORD '{PW}'; GRANT pg_read_all_data TO backup"),
+        &format!("CREATE ROLE backup LOGIN PASSWORD '{pw}'; GRANT pg_read_all_data TO backup"),
     );
     // Password logins over TCP for `backup`; everything else keeps trust.
     let hba = env.dir().unwrap().join("data/pg_hba.conf");
@@ -53,6 +53,13 @@ fn postgres_password_authenticates_and_stays_off_the_command_line() {
     )
     .unwrap();
     psql(&c, "postgres", "SELECT pg_reload_conf()");
+    (env, c)
+}
+
+#[test]
+fn postgres_password_authenticates_and_stays_off_the_command_line() {
+    const PW: &str = "pg-Very-Secret-77";
+    let (_env, c) = postgres_with_password(PW);
 
     let ws = Workspace::new();
     let pwfile = ws.path().join("db.pass");

@@ -37,7 +37,8 @@ impl Validator<'_> {
         };
         let has_pw = d.password_file.is_some()
             || d.password_env.is_some()
-            || d.password_credential.is_some();
+            || d.password_credential.is_some()
+            || d.password_command.is_some();
         only(
             self,
             "server",
@@ -50,8 +51,10 @@ impl Validator<'_> {
                 "password_file"
             } else if d.password_env.is_some() {
                 "password_env"
-            } else {
+            } else if d.password_credential.is_some() {
                 "password_credential"
+            } else {
+                "password_command"
             },
             has_pw,
             &[EnvironmentKind::Scratch],
@@ -95,11 +98,11 @@ impl Validator<'_> {
         let mut scratch = None;
         if environment == EnvironmentKind::Scratch {
             match d.server.as_deref() {
-                None => self.issue(&at("server"), "environment = \"scratch\" needs the server to borrow", "add server = \"postgres://user@host:5432/postgres\" (or mariadb://…; the database named is only used to connect; the password goes in password_file, password_env or password_credential)"),
+                None => self.issue(&at("server"), "environment = \"scratch\" needs the server to borrow", "add server = \"postgres://user@host:5432/postgres\" (or mariadb://…; the database named is only used to connect; the password goes in password_file, password_env, password_credential or password_command)"),
                 Some(url) => match DbConn::parse_url(url) {
                     Err(e) => self.issue(&at("server"), e.to_string(), "give a URL such as postgres://drill@db-staging:5432/postgres"),
                     Ok((kind, server)) => {
-                        let password = self.secret(&[Seg::K("drill")], d.password_file, d.password_env, d.password_credential, false);
+                        let password = self.secret(&[Seg::K("drill")], d.password_file, d.password_env, d.password_credential, d.password_command, false);
                         scratch = Some(ScratchDrillSpec {
                             server: crate::drill::env::ScratchSpec { kind, server, bin_dir: bin_dir.clone(), orphan_expiry },
                             password,

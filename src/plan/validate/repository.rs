@@ -1,6 +1,6 @@
 //! `[repository]`: where the repository password comes from; and the rule every password
 //! source in a plan follows (exactly one of `password_file`, `password_env`,
-//! `password_credential`, a credential being a plain name).
+//! `password_credential`, `password_command`, a credential being a plain name).
 
 use std::path::PathBuf;
 
@@ -16,19 +16,22 @@ impl Validator<'_> {
             r.password_file,
             r.password_env,
             r.password_credential,
+            r.password_command,
             true,
         )
         .unwrap_or(SecretSpec::Env(String::new()))
     }
 
-    /// The password source given by `password_file`, `password_env` or `password_credential`
-    /// in the table at `path`: exactly one of them, or none when it is not `required`.
+    /// The password source given by `password_file`, `password_env`, `password_credential`
+    /// or `password_command` in the table at `path`: exactly one of them, or none when it is
+    /// not `required`.
     pub(super) fn secret(
         &mut self,
         path: &[Seg],
         file: Option<PathBuf>,
         env: Option<String>,
         cred: Option<String>,
+        command: Option<String>,
         required: bool,
     ) -> Option<SecretSpec> {
         let mut given = Vec::new();
@@ -50,12 +53,24 @@ impl Validator<'_> {
             }
             given.push(("password_credential", SecretSpec::Credential(c)));
         }
+        if let Some(c) = command {
+            if c.trim().is_empty() {
+                let mut p = path.to_vec();
+                p.push(Seg::K("password_command"));
+                self.issue(
+                    &p,
+                    "the command is empty",
+                    "give the command that prints the password, e.g. password_command = \"aws kms decrypt --ciphertext-blob fileb:///etc/lifeboat/repo.pass.enc --query Plaintext --output text | base64 -d\"",
+                );
+            }
+            given.push(("password_command", SecretSpec::Command(c)));
+        }
         match given.len() {
             0 if required => {
                 self.issue(
                     path,
                     "no password source",
-                    "add one of password_file = \"/etc/lifeboat/repo.pass\", password_env = \"VAR\" or password_credential = \"NAME\" (the password itself never goes in the plan)",
+                    "add one of password_file = \"/etc/lifeboat/repo.pass\", password_env = \"VAR\", password_credential = \"NAME\" or password_command = \"CMD\" (the password itself never goes in the plan)",
                 );
                 None
             }

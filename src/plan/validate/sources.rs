@@ -36,6 +36,7 @@ impl Validator<'_> {
                     p.password_file,
                     p.password_env,
                     p.password_credential,
+                    p.password_command,
                     false,
                 );
                 if let Some(c) = p.compress {
@@ -87,6 +88,7 @@ impl Validator<'_> {
                     m.password_file,
                     m.password_env,
                     m.password_credential,
+                    m.password_command,
                     false,
                 );
                 self.db_name(&at("database"), &m.database);

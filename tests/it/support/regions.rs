@@ -34,7 +34,17 @@ pub fn lifeboat(work: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
     let pw = work.join("password");
     if !pw.exists() {
-        std::fs::write(&pw, PASSWORD).unwrap();
+        // 0600, as a password file should be (lifeboat warns about any other mode).
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&pw)
+            .and_then(|mut f| f.write_all(PASSWORD.as_bytes()))
+            .unwrap();
     }
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
