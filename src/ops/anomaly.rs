@@ -5,8 +5,9 @@
 //! per kind (`lifeboat_snapshot_anomalies`), and `monitoring/lifeboat.rules.yml` alerts on it.
 //!
 //! The kinds, per group (a plan job; ad-hoc backups: host and paths), in manifest-time order:
-//! - [`AnomalyKind::FutureDated`]: dated more than [`FUTURE_TOLERANCE`](crate::repo::retention::FUTURE_TOLERANCE) after the store's
-//!   current time (any repository). Retention keeps such snapshots and counts them nowhere.
+//! - [`AnomalyKind::FutureDated`]: dated more than [`FUTURE_TOLERANCE`](crate::repo::retention::FUTURE_TOLERANCE) after the current
+//!   time (any repository): the store's in `verify`, this host's in `status` and the metrics.
+//!   `latest` passes over such snapshots ([`crate::repo::Repository::latest_of`]). Retention keeps such snapshots and counts them nowhere.
 //! - [`AnomalyKind::UnexpectedHost`]: a plan job's snapshot written by a host that wrote none
 //!   of that job's older snapshots (a migration raises it once, for its first snapshot).
 //! - [`AnomalyKind::SizeCollapse`]: a snapshot that read less than [`COLLAPSE_RATIO`] of the
@@ -24,12 +25,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::catalog::SnapshotRow;
 use crate::ids::SnapshotId;
 use crate::repo::retention::When;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::verify::{Finding, Severity};
-use crate::repo::Repository;
-use crate::Result;
 
 /// A snapshot is a size collapse below this share of its group's recent median.
 pub const COLLAPSE_RATIO: f64 = 0.1;
@@ -95,8 +95,59 @@ impl Anomaly {
     }
 }
 
-/// The anomalies among `snaps` at the store's current time `now`.
-pub fn detect(snaps: &[(SnapshotId, Snapshot)], now: DateTime<Utc>) -> Vec<Anomaly> {
+/// What [`detect`] needs of a snapshot: read from its manifest or from the catalog's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub id: SnapshotId,
+    pub plan: Option<String>,
+    pub job: Option<String>,
+    pub host: String,
+    pub paths: Vec<String>,
+    pub time: DateTime<Utc>,
+    pub bytes_processed: u64,
+}
+
+impl From<&(SnapshotId, Snapshot)> for Observed {
+    fn from((id, s): &(SnapshotId, Snapshot)) -> Self {
+        Observed {
+            id: *id,
+            plan: s.plan.clone(),
+            job: s.job.clone(),
+            host: s.host.clone(),
+            paths: s.paths.clone(),
+            time: s.time,
+            bytes_processed: s.summary.bytes_processed,
+        }
+    }
+}
+
+impl From<&SnapshotRow> for Observed {
+    /// The catalog stores a missing plan or job as `""`.
+    fn from(r: &SnapshotRow) -> Self {
+        let some = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        Observed {
+            id: r.snapshot_id,
+            plan: some(&r.plan),
+            job: some(&r.job),
+            host: r.host.clone(),
+            paths: r.paths.clone(),
+            time: r.time,
+            bytes_processed: r.bytes_processed,
+        }
+    }
+}
+
+/// Whose clock "now" is, as findings name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NowFrom {
+    /// The store's ([`crate::repo::Repository::now`]: `verify`).
+    Store,
+    /// This host's (`status`, the metrics: no repository is opened).
+    Host,
+}
+
+/// The anomalies among `snaps` (one repository's, in one region) at the current time `now`.
+pub fn detect(snaps: &[Observed], now: DateTime<Utc>, from: NowFrom) -> Vec<Anomaly> {
     #[derive(Clone, PartialEq, Eq, Hash)]
     enum Key {
         Job(String, String),
@@ -106,14 +157,18 @@ pub fn detect(snaps: &[(SnapshotId, Snapshot)], now: DateTime<Utc>) -> Vec<Anoma
         now: Some(now),
         within_from_now: false,
     };
-    let mut groups: HashMap<Key, Vec<&(SnapshotId, Snapshot)>> = HashMap::new();
+    let whose = match from {
+        NowFrom::Store => "the store's",
+        NowFrom::Host => "this host's",
+    };
+    let mut groups: HashMap<Key, Vec<&Observed>> = HashMap::new();
     for s in snaps {
-        let k = match (&s.1.plan, &s.1.job) {
+        let k = match (&s.plan, &s.job) {
             (Some(p), Some(j)) => Key::Job(p.clone(), j.clone()),
             _ => {
-                let mut paths = s.1.paths.clone();
+                let mut paths = s.paths.clone();
                 paths.sort();
-                Key::AdHoc(s.1.host.clone(), paths)
+                Key::AdHoc(s.host.clone(), paths)
             }
         };
         groups.entry(k).or_default().push(s);
@@ -121,12 +176,12 @@ pub fn detect(snaps: &[(SnapshotId, Snapshot)], now: DateTime<Utc>) -> Vec<Anoma
     let mut out = Vec::new();
     for (key, mut members) in groups {
         // Manifest time, never ids or names (T18); equal times by id.
-        members.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        members.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
         let mut hosts: Vec<&str> = Vec::new();
-        for (i, (id, s)) in members.iter().map(|m| (&m.0, &m.1)).enumerate() {
+        for (i, s) in members.iter().enumerate() {
             let anomaly = |kind, detail: String| Anomaly {
                 kind,
-                snapshot: *id,
+                snapshot: s.id,
                 plan: s.plan.clone(),
                 job: s.job.clone(),
                 host: s.host.clone(),
@@ -137,7 +192,7 @@ pub fn detect(snaps: &[(SnapshotId, Snapshot)], now: DateTime<Utc>) -> Vec<Anoma
                 out.push(anomaly(
                     AnomalyKind::FutureDated,
                     format!(
-                        "dated {}, {} after the store's current time ({})",
+                        "dated {}, {} after {whose} current time ({})",
                         s.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         crate::sys::human::duration((s.time - now).num_seconds() as f64),
                         now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -165,10 +220,10 @@ pub fn detect(snaps: &[(SnapshotId, Snapshot)], now: DateTime<Utc>) -> Vec<Anoma
             }
             let prev: Vec<u64> = members[i.saturating_sub(COLLAPSE_WINDOW)..i]
                 .iter()
-                .map(|m| m.1.summary.bytes_processed)
+                .map(|m| m.bytes_processed)
                 .collect();
             if let Some(median) = median(&prev).filter(|m| *m >= COLLAPSE_MIN_BYTES) {
-                let size = s.summary.bytes_processed;
+                let size = s.bytes_processed;
                 if (size as f64) < COLLAPSE_RATIO * median as f64 {
                     out.push(anomaly(
                         AnomalyKind::SizeCollapse,
@@ -195,12 +250,6 @@ fn median(v: &[u64]) -> Option<u64> {
     v.get(v.len() / 2).copied()
 }
 
-/// Lists `repo`'s snapshots and finds their anomalies at the store's current time.
-pub async fn scan(repo: &Repository) -> Result<Vec<Anomaly>> {
-    let snaps = repo.list_snapshots().await?;
-    Ok(detect(&snaps, repo.now()))
-}
-
 /// Per kind, how many of `anomalies` there are (every kind present, 0 when none).
 pub fn counts(anomalies: &[Anomaly]) -> Vec<(AnomalyKind, usize)> {
     AnomalyKind::ALL
@@ -214,13 +263,7 @@ mod tests {
     use super::*;
     use crate::repo::snapshot::Summary;
 
-    fn snap(
-        n: u8,
-        job: &str,
-        host: &str,
-        time: DateTime<Utc>,
-        bytes: u64,
-    ) -> (SnapshotId, Snapshot) {
+    fn snap(n: u8, job: &str, host: &str, time: DateTime<Utc>, bytes: u64) -> Observed {
         let mut b = [0u8; 32];
         b[0] = n;
         let s: Snapshot = serde_json::from_value(serde_json::json!({
@@ -231,7 +274,13 @@ mod tests {
             "program_version": "t",
         }))
         .expect("snapshot");
-        (SnapshotId::from_bytes(b), s)
+        let id = SnapshotId::from_bytes(b);
+        let observed = Observed::from(&(id, s.clone()));
+        // The catalog's row of it is the same observation.
+        let row =
+            SnapshotRow::from_snapshot(crate::ids::RepoId::from_bytes([7; 32]), "local", id, &s);
+        assert_eq!(Observed::from(&row), observed);
+        observed
     }
 
     #[test]
@@ -262,7 +311,8 @@ mod tests {
         snaps.push(snap(50, "files", "b", h(3), 40 << 20));
         snaps.push(snap(51, "tiny", "a", h(3), 900 << 10));
         snaps.push(snap(52, "tiny", "a", h(2), 1 << 10));
-        assert!(detect(&snaps, now).is_empty(), "{:?}", detect(&snaps, now));
+        let found = detect(&snaps, now, NowFrom::Store);
+        assert!(found.is_empty(), "{found:?}");
 
         snaps.push(snap(
             90,
@@ -279,7 +329,7 @@ mod tests {
             now + chrono::Duration::days(30),
             20 << 20,
         ));
-        let found = detect(&snaps, now);
+        let found = detect(&snaps, now, NowFrom::Store);
         let kinds: Vec<(u8, AnomalyKind)> = found
             .iter()
             .map(|a| (a.snapshot.as_bytes()[0], a.kind))

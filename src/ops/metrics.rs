@@ -435,8 +435,9 @@ async fn catalog_metrics(
             }
         }
     }
-    // Snapshot anomalies (T16), read from each plan's regions by status: 0 per kind when
-    // there are none, so an alert on `> 0` also has a series to resolve.
+    // Snapshot anomalies (T16), from the catalog's snapshot rows by status (no repository is
+    // opened on a scrape): 0 per kind when there are none, so an alert on `> 0` also has a
+    // series to resolve.
     for ra in &r.anomalies {
         let plan = ra.plan.clone().unwrap_or_default();
         for (kind, n) in super::anomaly::counts(&ra.anomalies) {

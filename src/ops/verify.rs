@@ -4,7 +4,11 @@
 //! records what was read and checks for rollback (best effort: a catalog problem is an
 //! [`Event::CatalogNotRecorded`](super::Event::CatalogNotRecorded), never a failed verification). Findings are data in the
 //! report; errors among them make exit 13. Snapshot anomalies ([`super::anomaly`]: future
-//! dates, hosts new to a job, size collapses) are warnings among them.
+//! dates, hosts new to a job, size collapses) are warnings among them, judged from the
+//! manifests the structure check loaded — snapshots the catalog has not recorded included.
+//! The catalog records no findings of a verification (only the packs it read), so these
+//! warnings reach the metrics only through the catalog's snapshot rows: for a snapshot
+//! written behind lifeboat's back, after `lifeboat catalog rebuild` (docs/operations.md).
 
 use super::record::{not_recorded, open_best_effort, open_catalog};
 use super::target::{Target, LOCAL_REGION};
@@ -93,9 +97,13 @@ pub async fn verify(env: &Env, target: &Target, req: VerifyRequest) -> Result<Ve
                 env.cancel.clone(),
             )
             .await?;
-            // Snapshots a writer who may only add could have forged (T16): warnings. The
-            // lock measured the store's clock, so "future" is judged in its time.
-            let anomalies = super::anomaly::scan(&repo).await?;
+            // Snapshots a writer who may only add could have forged (T16): warnings, judged
+            // from the manifests the check just loaded (a damaged one is already an error
+            // there). The lock measured the store's clock, so "future" is in its time.
+            let observed: Vec<super::anomaly::Observed> =
+                report.manifests.iter().map(Into::into).collect();
+            let anomalies =
+                super::anomaly::detect(&observed, repo.now(), super::anomaly::NowFrom::Store);
             report
                 .findings
                 .extend(anomalies.iter().map(super::anomaly::Anomaly::finding));
