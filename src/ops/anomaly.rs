@@ -20,16 +20,18 @@
 //! manifest, and a field naming it would be a claim any holder of any slot can forge; old
 //! versions would also refuse manifests with an unknown field. See `docs/format.md`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::SnapshotRow;
 use crate::ids::SnapshotId;
 use crate::repo::retention::When;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::verify::{Finding, Severity};
+use crate::{Error, Result};
 
 /// A snapshot is a size collapse below this share of its group's recent median.
 pub const COLLAPSE_RATIO: f64 = 0.1;
@@ -38,7 +40,7 @@ pub const COLLAPSE_WINDOW: usize = 5;
 /// Groups whose recent median is smaller are not judged (small sources vary a lot).
 pub const COLLAPSE_MIN_BYTES: u64 = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyKind {
     FutureDated,
@@ -256,6 +258,71 @@ pub fn counts(anomalies: &[Anomaly]) -> Vec<(AnomalyKind, usize)> {
         .iter()
         .map(|k| (*k, anomalies.iter().filter(|a| a.kind == *k).count()))
         .collect()
+}
+
+/// The file, in the state directory (beside run-due's state), where each `verify` leaves
+/// the anomaly counts it found in its region. The catalog records no findings of a
+/// verification, and a snapshot written behind lifeboat's back is not in the catalog's rows
+/// that `status` and the metrics judge; through this file the metrics still count what the
+/// last verification of the region on this host found (a scheduled one included).
+pub const VERIFIED_FILE: &str = "verify-anomalies.json";
+
+/// What the last `verify` of one region found ([`VERIFIED_FILE`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verified {
+    /// The plan verified (empty for a plain `--repo` location).
+    pub plan: String,
+    /// The region's catalog name.
+    pub region: String,
+    pub checked: DateTime<Utc>,
+    /// Per kind, every kind present.
+    pub counts: BTreeMap<AnomalyKind, u64>,
+}
+
+impl Verified {
+    pub fn new(plan: &str, region: &str, checked: DateTime<Utc>, found: &[Anomaly]) -> Self {
+        Verified {
+            plan: plan.to_string(),
+            region: region.to_string(),
+            checked,
+            counts: counts(found)
+                .into_iter()
+                .map(|(k, n)| (k, n as u64))
+                .collect(),
+        }
+    }
+}
+
+/// The last verification of each region, from `dir`'s [`VERIFIED_FILE`] (none when there
+/// is no file; a damaged one is an error naming it).
+pub fn load_verified(dir: &Path) -> Result<Vec<Verified>> {
+    let path = dir.join(VERIFIED_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            Error::Other(format!(
+                "{} is damaged ({e}); the next `lifeboat verify` of each region replaces it",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::Other(format!("reading {}: {e}", path.display()))),
+    }
+}
+
+/// Replaces the region's entry in `dir`'s [`VERIFIED_FILE`] with `v` (written whole, then
+/// renamed into place).
+pub fn record_verified(dir: &Path, v: Verified) -> Result<()> {
+    let mut all = load_verified(dir).unwrap_or_default();
+    all.retain(|x| !(x.plan == v.plan && x.region == v.region));
+    all.push(v);
+    all.sort_by(|a, b| (&a.plan, &a.region).cmp(&(&b.plan, &b.region)));
+    let path = dir.join(VERIFIED_FILE);
+    let io = |e: std::io::Error| Error::Other(format!("writing {}: {e}", path.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join(format!("{VERIFIED_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&all).expect("serializes")).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(())
 }
 
 #[cfg(test)]
