@@ -268,6 +268,30 @@ fn forged_future_snapshots_push_nothing_out_and_append_only_refuses_count_rules(
     for r in &real {
         assert!(anomalies_of(findings, r).is_empty(), "{r} flagged: {v:#}");
     }
+    // `restore latest` passes over the forgeries (dated a month ahead), naming each in a
+    // warning, and restores the newest real snapshot; an id still restores a forgery.
+    let target = s.path("latest");
+    let o = s.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["snapshot_id"], real[2].as_str(), "{j:#}\n{}", stderr(&o));
+    for f in &forged {
+        assert!(
+            stderr(&o).contains(&format!("snapshot {} is not taken as `latest`", &f[..8])),
+            "{f}: {}",
+            stderr(&o)
+        );
+    }
+    let target = s.path("by-id");
+    let j = s.json(&["restore", &forged[0], "--target", target.to_str().unwrap()]);
+    assert_eq!(j["snapshot_id"], forged[0].as_str(), "{j:#}");
+
     // status judges the catalog's rows only: the forgeries, written behind lifeboat's back,
     // are "not in the catalog" until `catalog rebuild` records them; then each is named.
     let st = s.json(&["status"]);
@@ -303,30 +327,6 @@ fn forged_future_snapshots_push_nothing_out_and_append_only_refuses_count_rules(
         .map(|r| r["anomalies"].as_array().unwrap().len())
         .sum();
     assert_eq!(counted, 4, "{st:#}");
-
-    // `restore latest` passes over the forgeries (dated a month ahead), naming each in a
-    // warning, and restores the newest real snapshot; an id still restores a forgery.
-    let target = s.path("latest");
-    let o = s.run(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(j["snapshot_id"], real[2].as_str(), "{j:#}\n{}", stderr(&o));
-    for f in &forged {
-        assert!(
-            stderr(&o).contains(&format!("snapshot {} is not taken as `latest`", &f[..8])),
-            "{f}: {}",
-            stderr(&o)
-        );
-    }
-    let target = s.path("by-id");
-    let j = s.json(&["restore", &forged[0], "--target", target.to_str().unwrap()]);
-    assert_eq!(j["snapshot_id"], forged[0].as_str(), "{j:#}");
 }
 
 fn metric(text: &str, kind: &str) -> Option<f64> {
@@ -442,7 +442,10 @@ fn unexpected_hosts_and_size_collapses_raise_anomalies_and_a_healthy_job_none() 
     assert_eq!(metric(&m, "unexpected_host"), Some(1.0), "{m}");
     assert_eq!(metric(&m, "size_collapse"), Some(1.0), "{m}");
     let st = json(&["status"]);
-    assert!(anomalies_of(&st["findings"], &stranger).is_empty(), "{st:#}");
+    assert!(
+        anomalies_of(&st["findings"], &stranger).is_empty(),
+        "{st:#}"
+    );
     let o = lb(&["catalog", "rebuild"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let st = json(&["status"]);
