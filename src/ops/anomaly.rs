@@ -5,8 +5,9 @@
 //! per kind (`lifeboat_snapshot_anomalies`), and `monitoring/lifeboat.rules.yml` alerts on it.
 //!
 //! The kinds, per group (a plan job; ad-hoc backups: host and paths), in manifest-time order:
-//! - [`AnomalyKind::FutureDated`]: dated more than [`FUTURE_TOLERANCE`](crate::repo::retention::FUTURE_TOLERANCE) after the store's
-//!   current time (any repository). Retention keeps such snapshots and counts them nowhere.
+//! - [`AnomalyKind::FutureDated`]: dated more than [`FUTURE_TOLERANCE`](crate::repo::retention::FUTURE_TOLERANCE) after the current
+//!   time (any repository): the store's in `verify`, this host's in `status` and the metrics.
+//!   `latest` passes over such snapshots ([`crate::repo::Repository::latest_of`]). Retention keeps such snapshots and counts them nowhere.
 //! - [`AnomalyKind::UnexpectedHost`]: a plan job's snapshot written by a host that wrote none
 //!   of that job's older snapshots (a migration raises it once, for its first snapshot).
 //! - [`AnomalyKind::SizeCollapse`]: a snapshot that read less than [`COLLAPSE_RATIO`] of the
@@ -19,17 +20,18 @@
 //! manifest, and a field naming it would be a claim any holder of any slot can forge; old
 //! versions would also refuse manifests with an unknown field. See `docs/format.md`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::catalog::SnapshotRow;
 use crate::ids::SnapshotId;
 use crate::repo::retention::When;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::verify::{Finding, Severity};
-use crate::repo::Repository;
-use crate::Result;
+use crate::{Error, Result};
 
 /// A snapshot is a size collapse below this share of its group's recent median.
 pub const COLLAPSE_RATIO: f64 = 0.1;
@@ -38,7 +40,7 @@ pub const COLLAPSE_WINDOW: usize = 5;
 /// Groups whose recent median is smaller are not judged (small sources vary a lot).
 pub const COLLAPSE_MIN_BYTES: u64 = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyKind {
     FutureDated,
@@ -95,8 +97,59 @@ impl Anomaly {
     }
 }
 
-/// The anomalies among `snaps` at the store's current time `now`.
-pub fn detect(snaps: &[(SnapshotId, Snapshot)], now: DateTime<Utc>) -> Vec<Anomaly> {
+/// What [`detect`] needs of a snapshot: read from its manifest or from the catalog's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub id: SnapshotId,
+    pub plan: Option<String>,
+    pub job: Option<String>,
+    pub host: String,
+    pub paths: Vec<String>,
+    pub time: DateTime<Utc>,
+    pub bytes_processed: u64,
+}
+
+impl From<&(SnapshotId, Snapshot)> for Observed {
+    fn from((id, s): &(SnapshotId, Snapshot)) -> Self {
+        Observed {
+            id: *id,
+            plan: s.plan.clone(),
+            job: s.job.clone(),
+            host: s.host.clone(),
+            paths: s.paths.clone(),
+            time: s.time,
+            bytes_processed: s.summary.bytes_processed,
+        }
+    }
+}
+
+impl From<&SnapshotRow> for Observed {
+    /// The catalog stores a missing plan or job as `""`.
+    fn from(r: &SnapshotRow) -> Self {
+        let some = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        Observed {
+            id: r.snapshot_id,
+            plan: some(&r.plan),
+            job: some(&r.job),
+            host: r.host.clone(),
+            paths: r.paths.clone(),
+            time: r.time,
+            bytes_processed: r.bytes_processed,
+        }
+    }
+}
+
+/// Whose clock "now" is, as findings name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NowFrom {
+    /// The store's ([`crate::repo::Repository::now`]: `verify`).
+    Store,
+    /// This host's (`status`, the metrics: no repository is opened).
+    Host,
+}
+
+/// The anomalies among `snaps` (one repository's, in one region) at the current time `now`.
+pub fn detect(snaps: &[Observed], now: DateTime<Utc>, from: NowFrom) -> Vec<Anomaly> {
     #[derive(Clone, PartialEq, Eq, Hash)]
     enum Key {
         Job(String, String),
@@ -106,14 +159,18 @@ pub fn detect(snaps: &[(SnapshotId, Snapshot)], now: DateTime<Utc>) -> Vec<Anoma
         now: Some(now),
         within_from_now: false,
     };
-    let mut groups: HashMap<Key, Vec<&(SnapshotId, Snapshot)>> = HashMap::new();
+    let whose = match from {
+        NowFrom::Store => "the store's",
+        NowFrom::Host => "this host's",
+    };
+    let mut groups: HashMap<Key, Vec<&Observed>> = HashMap::new();
     for s in snaps {
-        let k = match (&s.1.plan, &s.1.job) {
+        let k = match (&s.plan, &s.job) {
             (Some(p), Some(j)) => Key::Job(p.clone(), j.clone()),
             _ => {
-                let mut paths = s.1.paths.clone();
+                let mut paths = s.paths.clone();
                 paths.sort();
-                Key::AdHoc(s.1.host.clone(), paths)
+                Key::AdHoc(s.host.clone(), paths)
             }
         };
         groups.entry(k).or_default().push(s);
@@ -121,12 +178,12 @@ pub fn detect(snaps: &[(SnapshotId, Snapshot)], now: DateTime<Utc>) -> Vec<Anoma
     let mut out = Vec::new();
     for (key, mut members) in groups {
         // Manifest time, never ids or names (T18); equal times by id.
-        members.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        members.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
         let mut hosts: Vec<&str> = Vec::new();
-        for (i, (id, s)) in members.iter().map(|m| (&m.0, &m.1)).enumerate() {
+        for (i, s) in members.iter().enumerate() {
             let anomaly = |kind, detail: String| Anomaly {
                 kind,
-                snapshot: *id,
+                snapshot: s.id,
                 plan: s.plan.clone(),
                 job: s.job.clone(),
                 host: s.host.clone(),
@@ -137,7 +194,7 @@ pub fn detect(snaps: &[(SnapshotId, Snapshot)], now: DateTime<Utc>) -> Vec<Anoma
                 out.push(anomaly(
                     AnomalyKind::FutureDated,
                     format!(
-                        "dated {}, {} after the store's current time ({})",
+                        "dated {}, {} after {whose} current time ({})",
                         s.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         crate::sys::human::duration((s.time - now).num_seconds() as f64),
                         now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -165,10 +222,10 @@ pub fn detect(snaps: &[(SnapshotId, Snapshot)], now: DateTime<Utc>) -> Vec<Anoma
             }
             let prev: Vec<u64> = members[i.saturating_sub(COLLAPSE_WINDOW)..i]
                 .iter()
-                .map(|m| m.1.summary.bytes_processed)
+                .map(|m| m.bytes_processed)
                 .collect();
             if let Some(median) = median(&prev).filter(|m| *m >= COLLAPSE_MIN_BYTES) {
-                let size = s.summary.bytes_processed;
+                let size = s.bytes_processed;
                 if (size as f64) < COLLAPSE_RATIO * median as f64 {
                     out.push(anomaly(
                         AnomalyKind::SizeCollapse,
@@ -195,12 +252,6 @@ fn median(v: &[u64]) -> Option<u64> {
     v.get(v.len() / 2).copied()
 }
 
-/// Lists `repo`'s snapshots and finds their anomalies at the store's current time.
-pub async fn scan(repo: &Repository) -> Result<Vec<Anomaly>> {
-    let snaps = repo.list_snapshots().await?;
-    Ok(detect(&snaps, repo.now()))
-}
-
 /// Per kind, how many of `anomalies` there are (every kind present, 0 when none).
 pub fn counts(anomalies: &[Anomaly]) -> Vec<(AnomalyKind, usize)> {
     AnomalyKind::ALL
@@ -209,18 +260,77 @@ pub fn counts(anomalies: &[Anomaly]) -> Vec<(AnomalyKind, usize)> {
         .collect()
 }
 
+/// The file, in the state directory (beside run-due's state), where each `verify` leaves
+/// the anomaly counts it found in its region. The catalog records no findings of a
+/// verification, and a snapshot written behind lifeboat's back is not in the catalog's rows
+/// that `status` and the metrics judge; through this file the metrics still count what the
+/// last verification of the region on this host found (a scheduled one included).
+pub const VERIFIED_FILE: &str = "verify-anomalies.json";
+
+/// What the last `verify` of one region found ([`VERIFIED_FILE`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verified {
+    /// The plan verified (empty for a plain `--repo` location).
+    pub plan: String,
+    /// The region's catalog name.
+    pub region: String,
+    pub checked: DateTime<Utc>,
+    /// Per kind, every kind present.
+    pub counts: BTreeMap<AnomalyKind, u64>,
+}
+
+impl Verified {
+    pub fn new(plan: &str, region: &str, checked: DateTime<Utc>, found: &[Anomaly]) -> Self {
+        Verified {
+            plan: plan.to_string(),
+            region: region.to_string(),
+            checked,
+            counts: counts(found)
+                .into_iter()
+                .map(|(k, n)| (k, n as u64))
+                .collect(),
+        }
+    }
+}
+
+/// The last verification of each region, from `dir`'s [`VERIFIED_FILE`] (none when there
+/// is no file; a damaged one is an error naming it).
+pub fn load_verified(dir: &Path) -> Result<Vec<Verified>> {
+    let path = dir.join(VERIFIED_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            Error::Other(format!(
+                "{} is damaged ({e}); the next `lifeboat verify` of each region replaces it",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::Other(format!("reading {}: {e}", path.display()))),
+    }
+}
+
+/// Replaces the region's entry in `dir`'s [`VERIFIED_FILE`] with `v` (written whole, then
+/// renamed into place).
+pub fn record_verified(dir: &Path, v: Verified) -> Result<()> {
+    let mut all = load_verified(dir).unwrap_or_default();
+    all.retain(|x| !(x.plan == v.plan && x.region == v.region));
+    all.push(v);
+    all.sort_by(|a, b| (&a.plan, &a.region).cmp(&(&b.plan, &b.region)));
+    let path = dir.join(VERIFIED_FILE);
+    let io = |e: std::io::Error| Error::Other(format!("writing {}: {e}", path.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join(format!("{VERIFIED_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&all).expect("serializes")).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::repo::snapshot::Summary;
 
-    fn snap(
-        n: u8,
-        job: &str,
-        host: &str,
-        time: DateTime<Utc>,
-        bytes: u64,
-    ) -> (SnapshotId, Snapshot) {
+    fn snap(n: u8, job: &str, host: &str, time: DateTime<Utc>, bytes: u64) -> Observed {
         let mut b = [0u8; 32];
         b[0] = n;
         let s: Snapshot = serde_json::from_value(serde_json::json!({
@@ -231,7 +341,13 @@ mod tests {
             "program_version": "t",
         }))
         .expect("snapshot");
-        (SnapshotId::from_bytes(b), s)
+        let id = SnapshotId::from_bytes(b);
+        let observed = Observed::from(&(id, s.clone()));
+        // The catalog's row of it is the same observation.
+        let row =
+            SnapshotRow::from_snapshot(crate::ids::RepoId::from_bytes([7; 32]), "local", id, &s);
+        assert_eq!(Observed::from(&row), observed);
+        observed
     }
 
     #[test]
@@ -262,7 +378,8 @@ mod tests {
         snaps.push(snap(50, "files", "b", h(3), 40 << 20));
         snaps.push(snap(51, "tiny", "a", h(3), 900 << 10));
         snaps.push(snap(52, "tiny", "a", h(2), 1 << 10));
-        assert!(detect(&snaps, now).is_empty(), "{:?}", detect(&snaps, now));
+        let found = detect(&snaps, now, NowFrom::Store);
+        assert!(found.is_empty(), "{found:?}");
 
         snaps.push(snap(
             90,
@@ -279,7 +396,7 @@ mod tests {
             now + chrono::Duration::days(30),
             20 << 20,
         ));
-        let found = detect(&snaps, now);
+        let found = detect(&snaps, now, NowFrom::Store);
         let kinds: Vec<(u8, AnomalyKind)> = found
             .iter()
             .map(|a| (a.snapshot.as_bytes()[0], a.kind))

@@ -12,7 +12,7 @@
 //! written against exactly these names. No metric carries a secret: names, times, sizes
 //! and codes only.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -471,16 +471,42 @@ async fn catalog_metrics(
             }
         }
     }
-    // Snapshot anomalies (T16), read from each plan's regions by status: 0 per kind when
-    // there are none, so an alert on `> 0` also has a series to resolve.
+    // Snapshot anomalies (T16), from the catalog's snapshot rows by status (no repository is
+    // opened on a scrape), each kind raised to what the last `verify` of the region on this
+    // host found (it also sees snapshots the catalog has not recorded): 0 per kind when there
+    // are none, so an alert on `> 0` also has a series to resolve.
+    let mut anomalies: BTreeMap<(String, String), BTreeMap<super::anomaly::AnomalyKind, u64>> =
+        BTreeMap::new();
     for ra in &r.anomalies {
         let plan = ra.plan.clone().unwrap_or_default();
+        let e = anomalies.entry((plan, ra.region.clone())).or_default();
         for (kind, n) in super::anomaly::counts(&ra.anomalies) {
+            *e.entry(kind).or_default() += n as u64;
+        }
+    }
+    match super::anomaly::load_verified(&req.state_dir) {
+        Ok(verified) => {
+            for v in verified {
+                if !plans.is_empty() && !names.contains(&v.plan.as_str()) {
+                    continue;
+                }
+                let e = anomalies.entry((v.plan, v.region)).or_default();
+                for kind in super::anomaly::AnomalyKind::ALL {
+                    let n = v.counts.get(&kind).copied().unwrap_or(0);
+                    let c = e.entry(kind).or_default();
+                    *c = (*c).max(n);
+                }
+            }
+        }
+        Err(e) => env.warn(format!("metrics: {e}")),
+    }
+    for ((plan, region), counts) in &anomalies {
+        for (kind, n) in counts {
             g.set(
                 "lifeboat_snapshot_anomalies",
                 "Snapshots in the region that look forged or broken: dated in the future, from a host new to the job, or a size collapse (`lifeboat verify` names them)",
-                labels(&[("plan", &plan), ("region", &ra.region), ("kind", kind.as_str())]),
-                n as f64,
+                labels(&[("plan", plan), ("region", region), ("kind", kind.as_str())]),
+                *n as f64,
             );
         }
     }

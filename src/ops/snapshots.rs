@@ -276,7 +276,8 @@ pub fn of_plan<'a>(
         .collect()
 }
 
-/// A plan job's snapshot: `latest` (its newest) or an id (prefix) that must belong to the job.
+/// A plan job's snapshot: `latest` (its newest, never one dated in the future:
+/// [`Repository::latest_of`]) or an id (prefix) that must belong to the job.
 pub async fn find_job_snapshot(
     repo: &Repository,
     p: &Plan,
@@ -284,10 +285,16 @@ pub async fn find_job_snapshot(
     query: &str,
 ) -> Result<(SnapshotId, Snapshot)> {
     let all = repo.list_snapshots().await?;
-    let mut snaps: Vec<_> = of_plan(&all, p, Some(job)).into_iter().cloned().collect();
+    let snaps: Vec<_> = of_plan(&all, p, Some(job)).into_iter().cloned().collect();
     if query == "latest" {
-        return snaps.pop().ok_or_else(|| Error::SnapshotNotFound {
-            query: format!("latest of job {job} (the job has no snapshots yet; run `lifeboat backup --plan {} --job {job}`)", p.file.display()),
+        // Never a snapshot dated in the future (T16): each passed over is a warning.
+        let (newest, passed) = repo.latest_of(snaps);
+        return newest.ok_or_else(|| Error::SnapshotNotFound {
+            query: if passed == 0 {
+                format!("latest of job {job} (the job has no snapshots yet; run `lifeboat backup --plan {} --job {job}`)", p.file.display())
+            } else {
+                format!("latest of job {job} (all {passed} of its snapshots are dated in the future; give an id to use one of them)")
+            },
         });
     }
     let (id, s) = repo.find_snapshot(query).await?;

@@ -1,9 +1,9 @@
 //! `status` and `history`: what the catalog knows, per job and region. [`status`] judges
 //! each job's honest RPO — against the plans' own objectives when plan files are given — and
 //! with a repository also runs the high-water check (rollback, vanished snapshots) and syncs
-//! the verification ledger with the repository's packs (with a repository or plan files it
-//! also reports snapshot anomalies, [`super::anomaly`]); [`history`] lists backup runs and
-//! drills, newest first.
+//! the verification ledger with the repository's packs. It reports snapshot anomalies
+//! ([`super::anomaly`]) of the snapshots the catalog records, from the catalog alone
+//! ([`catalog_anomalies`]); [`history`] lists backup runs and drills, newest first.
 //!
 //! A region behind the others for a job (its backups did not reach it) is *degraded*
 //! ([`degraded`]): status lists it, metrics export it, an alert fires on it.
@@ -77,8 +77,9 @@ pub struct StatusReport {
     /// Per plan with recovery-point sets (`--plan FILE|DIR`): each set's newest committed
     /// recovery point in each region, and the set's RPO.
     pub sets: Vec<SetStatus>,
-    /// Snapshot anomalies ([`super::anomaly`]) per region read: the repository given, or
-    /// every destination of the plan files (each finding is in `findings` too).
+    /// Snapshot anomalies ([`super::anomaly`]) of the snapshots the catalog records, per
+    /// region: every destination of the plan files, else every region the report covers
+    /// (each finding is in `findings` too). Read from the catalog only.
     pub anomalies: Vec<RegionAnomalies>,
     /// The (job, region) pairs that hold less than another region of the same job
     /// ([`degraded`]).
@@ -93,37 +94,50 @@ pub struct RegionAnomalies {
     pub anomalies: Vec<super::anomaly::Anomaly>,
 }
 
-/// The anomalies of `plan`'s snapshots in each of its regions; a region that cannot be
-/// read is skipped with a warning (status and the metrics go on without it).
-pub async fn plan_anomalies(env: &Env, plan: &Plan) -> Vec<RegionAnomalies> {
-    let Ok(target) = Target::from_plan(Arc::new(plan.clone()), None) else {
-        return Vec::new();
-    };
+/// The anomalies ([`super::anomaly::detect`]) of the snapshots the catalog records, per
+/// region of `regions` (every one gets an entry, empty when nothing is recorded there): each
+/// repository of `repos` judged on its own, only `plan`'s snapshots when given, at this
+/// host's time `now`. Reads the catalog only: no repository is opened, no key derived, no
+/// store asked — so `status` and every metrics scrape stay cheap and need no password. A
+/// snapshot written behind lifeboat's back is judged here once `catalog rebuild` recorded it
+/// (`verify` judges it from the repository and warns that it is not in the catalog).
+pub async fn catalog_anomalies(
+    cat: &crate::catalog::Catalog,
+    repos: &[(crate::ids::RepoId, String)],
+    regions: &[String],
+    plan: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<RegionAnomalies>> {
     let mut out = Vec::new();
-    for region in &target.regions {
-        let res = async {
-            let repo = target.open_region(region).await?;
-            let snaps = repo.list_snapshots().await?;
-            let mine: Vec<_> = super::snapshots::of_plan(&snaps, plan, None)
-                .into_iter()
-                .cloned()
+    for region in regions {
+        let mut seen = Vec::new();
+        let mut found = Vec::new();
+        for (repo, _) in repos.iter().filter(|(_, r)| r == region) {
+            if seen.contains(repo) {
+                continue;
+            }
+            seen.push(*repo);
+            let rows: Vec<super::anomaly::Observed> = cat
+                .snapshots(repo, Some(region))
+                .await?
+                .iter()
+                .filter(|r| plan.is_none_or(|p| r.plan == p))
+                .map(Into::into)
                 .collect();
-            Ok::<_, Error>(super::anomaly::detect(&mine, repo.now()))
+            found.extend(super::anomaly::detect(
+                &rows,
+                now,
+                super::anomaly::NowFrom::Host,
+            ));
         }
-        .await;
-        match res {
-            Ok(anomalies) => out.push(RegionAnomalies {
-                plan: Some(plan.name.clone()),
-                region: region.catalog_region.clone(),
-                anomalies,
-            }),
-            Err(e) => env.warn(format!(
-                "plan {} region {}: snapshots not checked for anomalies: {e}",
-                plan.name, region.name
-            )),
-        }
+        found.sort_by_key(|a| (a.time, a.snapshot, a.kind));
+        out.push(RegionAnomalies {
+            plan: plan.map(str::to_string),
+            region: region.clone(),
+            anomalies: found,
+        });
     }
-    out
+    Ok(out)
 }
 
 
@@ -556,17 +570,11 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
         cat.record_repository(repo.id(), &repo.location()).await?;
         let listing = repo.list_snapshots().await?;
         findings = cat.check_high_water(repo.id(), region, &listing).await?;
-        let found = super::anomaly::detect(&listing, repo.now());
-        findings.extend(found.iter().map(super::anomaly::Anomaly::finding));
-        anomalies.push(RegionAnomalies {
-            plan: None,
-            region: region.to_string(),
-            anomalies: found,
-        });
         let index = repo.load_index().await?;
         cat.sync_packs(repo.id(), region, index.packs()).await?;
         filter.repo = Some(*repo.id());
     }
+    let by_plan_files = plan_files.is_some();
     let mut misses_found = Vec::new();
     let mut slos = Vec::new();
     let mut sets = Vec::new();
@@ -601,23 +609,20 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
                     }
                 }
                 misses_found.extend(misses(&r, Some(plan)));
-                for ra in plan_anomalies(env, plan).await {
-                    if req.region.as_ref().is_some_and(|r| r != &ra.region) {
-                        continue;
-                    }
-                    findings.extend(
-                        ra.anomalies
-                            .iter()
-                            .filter(|a| {
-                                filter
-                                    .job
-                                    .as_ref()
-                                    .is_none_or(|j| a.job.as_ref() == Some(j))
-                            })
-                            .map(super::anomaly::Anomaly::finding),
-                    );
-                    anomalies.push(ra);
-                }
+                let regions: Vec<String> =
+                    crate::plan::DestinationSpec::catalog_regions(&plan.destinations)
+                        .into_iter()
+                        .filter(|g| req.region.as_ref().is_none_or(|r| r == g))
+                        .collect();
+                let repos: Vec<_> = r
+                    .jobs
+                    .iter()
+                    .map(|j| (j.repo_id, j.region.clone()))
+                    .collect();
+                anomalies.extend(
+                    catalog_anomalies(&cat, &repos, &regions, Some(&plan.name), req.clock.now())
+                        .await?,
+                );
                 if let Some(s) = plan_slos(env, plan, req.clock.now()).await? {
                     slos.push(s);
                 }
@@ -661,6 +666,41 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
             merged.expect("load_plans returns at least one plan")
         }
     };
+    if !by_plan_files {
+        // Without plan files: every repository and region the report covers.
+        let mut repos: Vec<_> = report
+            .jobs
+            .iter()
+            .map(|j| (j.repo_id, j.region.clone()))
+            .collect();
+        if let Some(id) = filter.repo {
+            repos.push((id, req.region.clone().unwrap_or(LOCAL_REGION.into())));
+        }
+        let mut regions: Vec<String> = repos.iter().map(|(_, r)| r.clone()).collect();
+        regions.sort();
+        regions.dedup();
+        anomalies = catalog_anomalies(
+            &cat,
+            &repos,
+            &regions,
+            filter.plan.as_deref(),
+            req.clock.now(),
+        )
+        .await?;
+    }
+    for ra in &anomalies {
+        findings.extend(
+            ra.anomalies
+                .iter()
+                .filter(|a| {
+                    filter
+                        .job
+                        .as_ref()
+                        .is_none_or(|j| a.job.as_ref() == Some(j))
+                })
+                .map(super::anomaly::Anomaly::finding),
+        );
+    }
     cat.close().await;
     if let Some(region) = &req.region {
         misses_found.retain(|m| &m.region == region);

@@ -4,7 +4,12 @@
 //! records what was read and checks for rollback (best effort: a catalog problem is an
 //! [`Event::CatalogNotRecorded`](super::Event::CatalogNotRecorded), never a failed verification). Findings are data in the
 //! report; errors among them make exit 13. Snapshot anomalies ([`super::anomaly`]: future
-//! dates, hosts new to a job, size collapses) are warnings among them.
+//! dates, hosts new to a job, size collapses) are warnings among them, judged from the
+//! manifests the structure check loaded — snapshots the catalog has not recorded included.
+//! The catalog records no findings of a verification (only the packs it read), and a
+//! snapshot written behind lifeboat's back is not among the catalog rows that `status` and
+//! the metrics judge; so each verify also leaves its counts per kind in the state
+//! directory ([`super::anomaly::VERIFIED_FILE`]), which the metrics read (docs/operations.md).
 
 use super::record::{not_recorded, open_best_effort, open_catalog};
 use super::target::{Target, LOCAL_REGION};
@@ -75,7 +80,7 @@ pub async fn verify(env: &Env, target: &Target, req: VerifyRequest) -> Result<Ve
         None => LOCAL_REGION.to_string(),
     };
     let started = chrono::Utc::now();
-    let (mut report, catalog) = repo
+    let (mut report, catalog, anomalies) = repo
         .with_lock("verify", false, async |_| {
             let (read, catalog) = match req.read {
                 ReadMode::Budget(b) => {
@@ -93,15 +98,29 @@ pub async fn verify(env: &Env, target: &Target, req: VerifyRequest) -> Result<Ve
                 env.cancel.clone(),
             )
             .await?;
-            // Snapshots a writer who may only add could have forged (T16): warnings. The
-            // lock measured the store's clock, so "future" is judged in its time.
-            let anomalies = super::anomaly::scan(&repo).await?;
+            // Snapshots a writer who may only add could have forged (T16): warnings, judged
+            // from the manifests the check just loaded (a damaged one is already an error
+            // there). The lock measured the store's clock, so "future" is in its time.
+            let observed: Vec<super::anomaly::Observed> =
+                report.manifests.iter().map(Into::into).collect();
+            let anomalies =
+                super::anomaly::detect(&observed, repo.now(), super::anomaly::NowFrom::Store);
             report
                 .findings
                 .extend(anomalies.iter().map(super::anomaly::Anomaly::finding));
-            Ok((report, catalog))
+            Ok((report, catalog, anomalies))
         })
         .await?;
+    // The counts, for the metrics: the catalog records no findings (module docs).
+    let plan = target.plan.as_ref().map(|p| p.name.as_str()).unwrap_or("");
+    let verified = super::anomaly::Verified::new(plan, &region, chrono::Utc::now(), &anomalies);
+    if let Err(e) = super::run_due::default_state_dir()
+        .and_then(|dir| super::anomaly::record_verified(&dir, verified))
+    {
+        env.warn(format!(
+            "the snapshot anomalies found were not recorded for the metrics: {e}"
+        ));
+    }
     // What was read, into the region itself: the period report's read-data coverage must
     // survive the catalog (docs/reports.md).
     if !report.read_results.is_empty() {

@@ -803,14 +803,55 @@ impl Repository {
         Ok((snaps, damaged))
     }
 
+    /// What `latest` means among `snaps` (oldest first, as [`Self::list_snapshots`] gives
+    /// them): the newest by manifest time that is not dated more than
+    /// [`FUTURE_TOLERANCE`](retention::FUTURE_TOLERANCE) after the store's current time
+    /// ([`Self::now`]). No honest backup writes a snapshot dated ahead (T16: a forgery by a
+    /// writer who may only add, or a host whose clock is wrong), so `latest` passes over it
+    /// with a warning naming it and why; its id still restores it. Also returns how many
+    /// were passed over.
+    pub fn latest_of(
+        &self,
+        mut snaps: Vec<(SnapshotId, Snapshot)>,
+    ) -> (Option<(SnapshotId, Snapshot)>, usize) {
+        let now = self.now();
+        let when = retention::When {
+            now: Some(now),
+            within_from_now: false,
+        };
+        let mut passed = 0;
+        while let Some((id, s)) = snaps.pop() {
+            if !when.is_future(&s.time) {
+                return (Some((id, s)), passed);
+            }
+            passed += 1;
+            let at = |t: chrono::DateTime<chrono::Utc>| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            };
+            tracing::warn!(
+                "snapshot {} is not taken as `latest`: it is dated {}, {} after the store's current time ({}), which no honest backup writes (a forged snapshot or a host with a wrong clock; `lifeboat verify` names it); give its id to restore it anyway",
+                id.short(),
+                at(s.time),
+                crate::sys::human::duration((s.time - now).num_seconds() as f64),
+                at(now)
+            );
+        }
+        (None, passed)
+    }
+
     /// Resolves `latest` or an id prefix (at least 4 hex characters). A prefix is matched
     /// against the snapshot files' names and only the match is read, so one damaged snapshot
     /// file does not keep the others from being restored (T15).
     pub async fn find_snapshot(&self, query: &str) -> Result<(SnapshotId, Snapshot)> {
         if query == "latest" {
-            let mut snaps = self.list_snapshots().await?;
-            return snaps.pop().ok_or_else(|| Error::SnapshotNotFound {
-                query: "latest (the repository has no snapshots)".into(),
+            let snaps = self.list_snapshots().await?;
+            let (newest, passed) = self.latest_of(snaps);
+            return newest.ok_or_else(|| Error::SnapshotNotFound {
+                query: if passed == 0 {
+                    "latest (the repository has no snapshots)".into()
+                } else {
+                    format!("latest (all {passed} snapshots are dated in the future; give an id to restore one of them)")
+                },
             });
         }
         if query.len() < 4 || !query.chars().all(|c| c.is_ascii_hexdigit()) {

@@ -81,6 +81,10 @@ pub struct VerifyReport {
     /// Every pack read, with its verdict (for the verification ledger).
     #[serde(skip)]
     pub read_results: Vec<PackReadResult>,
+    /// Every snapshot manifest that loaded, as listed (for the anomaly scan, which then
+    /// needs no second listing).
+    #[serde(skip)]
+    pub manifests: Vec<(crate::ids::SnapshotId, Snapshot)>,
 }
 
 impl VerifyReport {
@@ -388,6 +392,7 @@ pub async fn verify(
             }
         };
         r.snapshots += 1;
+        r.manifests.push((id, snap.clone()));
         let mut stack = vec![(PathBuf::from("/"), snap.tree)];
         while let Some((path, tree_id)) = stack.pop() {
             if !visited.insert(tree_id) && !any_damage {

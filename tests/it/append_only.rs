@@ -1,8 +1,9 @@
 //! RELIABILITY T16 and T18, end to end: `forget` and `prune` are dry runs unless confirmed;
 //! an append-only repository's retention counts `keep-within` from the store's current time
 //! and refuses count rules; forged snapshots (dated in the future, from a host new to the
-//! job, a size collapse) are warned about by `verify` and `status` and exported as a metric,
-//! and a healthy repository raises none; a timeline reset (ids and the source's own WAL
+//! job, a size collapse) are warned about by `verify` and `status` and exported as a metric
+//! (status and the metrics from the catalog alone), a healthy repository raises none, and
+//! `latest` (restore, drills) passes over snapshots dated in the future; a timeline reset (ids and the source's own WAL
 //! positions going back, as after a PostgreSQL re-initialisation) is ordered by manifest
 //! time in `snapshots`, retention and drills.
 
@@ -267,9 +268,57 @@ fn forged_future_snapshots_push_nothing_out_and_append_only_refuses_count_rules(
     for r in &real {
         assert!(anomalies_of(findings, r).is_empty(), "{r} flagged: {v:#}");
     }
+    // `restore latest` passes over the forgeries (dated a month ahead), naming each in a
+    // warning, and restores the newest real snapshot; an id still restores a forgery.
+    let target = s.path("latest");
+    let o = s.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["snapshot_id"], real[2].as_str(), "{j:#}\n{}", stderr(&o));
+    for f in &forged {
+        assert!(
+            stderr(&o).contains(&format!("snapshot {} is not taken as `latest`", &f[..8])),
+            "{f}: {}",
+            stderr(&o)
+        );
+    }
+    let target = s.path("by-id");
+    let j = s.json(&["restore", &forged[0], "--target", target.to_str().unwrap()]);
+    assert_eq!(j["snapshot_id"], forged[0].as_str(), "{j:#}");
+
+    // status judges the catalog's rows only: the forgeries, written behind lifeboat's back,
+    // are "not in the catalog" until `catalog rebuild` records them; then each is named.
     let st = s.json(&["status"]);
     for f in &forged {
-        assert_eq!(anomalies_of(&st["findings"], f).len(), 1, "{st:#}");
+        let named: Vec<&str> = st["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["object"].as_str().unwrap().contains(&f[..8]))
+            .filter_map(|x| x["message"].as_str())
+            .collect();
+        assert!(
+            named.len() == 1 && named[0].contains("not in the catalog"),
+            "{f}: {st:#}"
+        );
+    }
+    s.ok(&["catalog", "rebuild"]);
+    let st = s.json(&["status"]);
+    for f in &forged {
+        let a = anomalies_of(&st["findings"], f);
+        assert!(
+            a.len() == 1 && a[0].contains("after this host's current time"),
+            "{f}: {st:#}"
+        );
+    }
+    for r in &real {
+        assert!(anomalies_of(&st["findings"], r).is_empty(), "{r}: {st:#}");
     }
     let counted: usize = st["anomalies"]
         .as_array()
@@ -290,7 +339,9 @@ fn metric(text: &str, kind: &str) -> Option<f64> {
 
 /// A plan's job with a healthy history raises no anomaly in `verify`, `status` or the
 /// metrics (0 per kind); a snapshot of the job from another host and one that read nothing
-/// are each named in `verify` and `status` and counted in `lifeboat_snapshot_anomalies`.
+/// are each named in `verify` and, once in the catalog, in `status` and counted in
+/// `lifeboat_snapshot_anomalies` — which read the catalog only: with a wrong password and
+/// the destination gone they say the same and warn about nothing.
 #[test]
 fn unexpected_hosts_and_size_collapses_raise_anomalies_and_a_healthy_job_none() {
     let ws = Workspace::new();
@@ -383,6 +434,20 @@ fn unexpected_hosts_and_size_collapses_raise_anomalies_and_a_healthy_job_none() 
             assert!(anomalies_of(findings, id).is_empty(), "{id}: {v:#}");
         }
     }
+    // The metrics count what that verify found at once (it leaves its counts in the state
+    // directory); status judges the catalog's rows, which have the forgeries once `catalog
+    // rebuild` recorded them (verify warned they are not in the catalog). Either source
+    // raises the series to its count, never to the sum of both.
+    let m = metrics();
+    assert_eq!(metric(&m, "unexpected_host"), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "size_collapse"), Some(1.0), "{m}");
+    let st = json(&["status"]);
+    assert!(
+        anomalies_of(&st["findings"], &stranger).is_empty(),
+        "{st:#}"
+    );
+    let o = lb(&["catalog", "rebuild"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let st = json(&["status"]);
     assert_eq!(anomalies_of(&st["findings"], &stranger).len(), 1, "{st:#}");
     assert_eq!(anomalies_of(&st["findings"], &empty).len(), 1, "{st:#}");
@@ -390,6 +455,37 @@ fn unexpected_hosts_and_size_collapses_raise_anomalies_and_a_healthy_job_none() 
     assert_eq!(metric(&m, "unexpected_host"), Some(1.0), "{m}");
     assert_eq!(metric(&m, "size_collapse"), Some(1.0), "{m}");
     assert_eq!(metric(&m, "future_dated"), Some(0.0), "{m}");
+
+    // Neither opens the repository: with a wrong password and the destination gone, status
+    // and every scrape say the same from the catalog alone (verify's counts removed), and
+    // warn about nothing.
+    std::fs::remove_file(state.join("verify-anomalies.json")).unwrap();
+    std::fs::write(ws.path().join("repo.pass"), "not the password\n").unwrap();
+    std::fs::rename(ws.path().join("repo"), ws.path().join("repo.away")).unwrap();
+    let o = lb(&["status", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).to_lowercase().contains("warn"),
+        "{}",
+        stderr(&o)
+    );
+    let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(anomalies_of(&st["findings"], &stranger).len(), 1, "{st:#}");
+    assert_eq!(anomalies_of(&st["findings"], &empty).len(), 1, "{st:#}");
+    let mut c = lifeboat();
+    c.args(["metrics", "write", "--plan"])
+        .arg(&plan)
+        .env("LIFEBOAT_STATE_DIR", &state);
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).to_lowercase().contains("warn"),
+        "{}",
+        stderr(&o)
+    );
+    let m = stdout(&o);
+    assert_eq!(metric(&m, "unexpected_host"), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "size_collapse"), Some(1.0), "{m}");
 }
 
 /// T18, timeline reset: a PostgreSQL database backed up, then its server re-initialised (as
@@ -486,7 +582,12 @@ fn a_timeline_reset_is_ordered_by_manifest_time_not_ids_or_wal_positions() {
     assert_eq!(rows[0]["id"], new_id.as_str(), "{j:#}");
     assert_eq!(rows[0]["keep"], true, "{j:#}");
     assert_eq!(rows[1]["keep"], false, "{j:#}");
-    // the drill restores the newer (7 rows), by manifest time.
+    // the drill restores the newer (7 rows), by manifest time — never a forgery of the old
+    // cluster's snapshot dated a month ahead (T16: passed over, with a warning naming it).
+    let ahead = forge(&repo, &old_id, |s| {
+        s.time += chrono::Duration::days(30);
+        s.consistency_time = s.time;
+    });
     let tmp = drill_tmp();
     let mut c = lifeboat();
     c.args(["drill", "--json", "--plan"])
@@ -497,4 +598,13 @@ fn a_timeline_reset_is_ordered_by_manifest_time_not_ids_or_wal_positions() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains(&new_id), "{}", stdout(&o));
     assert!(!stdout(&o).contains(&old_id), "{}", stdout(&o));
+    assert!(!stdout(&o).contains(&ahead), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "snapshot {} is not taken as `latest`",
+            &ahead[..8]
+        )),
+        "{}",
+        stderr(&o)
+    );
 }
