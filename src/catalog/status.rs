@@ -11,6 +11,7 @@ use sqlx::Row;
 
 use super::{age_secs, from_ms, Catalog, Coverage, DrillResult, Result, RunId, RunStatus};
 use crate::ids::{RepoId, SnapshotId};
+use crate::repo::retention::FUTURE_TOLERANCE;
 
 /// Which part of the catalog to show. Empty strings / `None` mean "all".
 #[derive(Debug, Clone)]
@@ -201,11 +202,18 @@ impl Catalog {
                     .bind(plan.clone())
                     .bind(job.clone())
             };
+        // A snapshot dated ahead of now (beyond the clock tolerance) is no honest backup (T16:
+        // a forgery, or a host with a wrong clock; the anomaly check names it): taken for the
+        // newest, it would show an RPO of zero and hide a missed objective.
+        let not_after =
+            super::ms(now + chrono::TimeDelta::from_std(FUTURE_TOLERANCE).expect("minutes"));
         let newest = bind4(sqlx::query(
             "SELECT snapshot_id, time_ms, consistency_ms FROM snapshots
              WHERE repo_id = $1 AND region = $2 AND plan = $3 AND job = $4
+               AND time_ms <= $5 AND consistency_ms <= $5
              ORDER BY consistency_ms DESC, snapshot_id DESC LIMIT 1",
         ))
+        .bind(not_after)
         .fetch_optional(self.pool())
         .await
         .map_err(err)?;
@@ -213,11 +221,13 @@ impl Catalog {
         let verified = bind4(sqlx::query(
             "SELECT s.snapshot_id, s.time_ms, s.consistency_ms FROM snapshots s
              WHERE s.repo_id = $1 AND s.region = $2 AND s.plan = $3 AND s.job = $4
+               AND s.time_ms <= $5 AND s.consistency_ms <= $5
                AND EXISTS (SELECT 1 FROM drills d WHERE d.repo_id = s.repo_id
                    AND d.region = s.region AND d.snapshot_id = s.snapshot_id
                    AND d.result IN ('passed', 'objective_missed'))
              ORDER BY s.consistency_ms DESC, s.snapshot_id DESC LIMIT 1",
         ))
+        .bind(not_after)
         .fetch_optional(self.pool())
         .await
         .map_err(err)?;

@@ -115,7 +115,13 @@ async fn snapshot_locked(
                 "snapshot file unreadable, not considered as this backup's parent; `lifeboat verify` reports it"
             );
         }
-        snaps.into_iter().rev().find(|(_, s)| s.same_lineage(&probe))
+        // Never a snapshot dated ahead of now (T16: a forgery's tree must not be trusted for
+        // "unchanged" files): the newest of the lineage as `latest` judges it.
+        let lineage: Vec<_> = snaps
+            .into_iter()
+            .filter(|(_, s)| s.same_lineage(&probe))
+            .collect();
+        repo.latest_of(lineage).0
     };
     let parent_tree = match &parent {
         Some((_, s)) if index.contains(&s.tree) => match repo.load_tree(&index, &s.tree).await {

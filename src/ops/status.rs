@@ -140,7 +140,6 @@ pub async fn catalog_anomalies(
     Ok(out)
 }
 
-
 /// A region that is behind the others for one job: its newest snapshot is older than the
 /// job's newest in another region of the same repository (or it has none while another has
 /// one) — the backups that should have reached it did not (it was down, or lagged), so its RPO

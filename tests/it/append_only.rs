@@ -327,6 +327,33 @@ fn forged_future_snapshots_push_nothing_out_and_append_only_refuses_count_rules(
         .map(|r| r["anomalies"].as_array().unwrap().len())
         .sum();
     assert_eq!(counted, 4, "{st:#}");
+    // Recorded in the catalog, the forgeries are not taken for the newest snapshot: the RPO
+    // is the real newest's age (a forgery 30 days ahead would show none and hide a miss).
+    let jobs = st["jobs"].as_array().unwrap();
+    assert!(!jobs.is_empty(), "{st:#}");
+    for j in jobs {
+        assert_eq!(
+            j["newest_snapshot"]["snapshot_id"],
+            real[2].as_str(),
+            "{j:#}"
+        );
+        assert!(
+            j["newest_snapshot"]["age_secs"].as_f64().unwrap() >= 0.0,
+            "{j:#}"
+        );
+    }
+    // Nor is a forgery the next backup's parent (its tree would be trusted for "unchanged"
+    // files): the parent is the real newest.
+    std::fs::write(src.join("changing.txt"), "version 3\n").unwrap();
+    let id = s.json(&["backup", src.to_str().unwrap()])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, snap) = rt().block_on(repo.find_snapshot(&id)).unwrap();
+    assert_eq!(
+        snap.parent.map(|p| p.to_string()).as_deref(),
+        Some(real[2].as_str())
+    );
 }
 
 fn metric(text: &str, kind: &str) -> Option<f64> {

@@ -842,7 +842,11 @@ fn t10_prune_refuses_a_cut_listing_of_index() {
         out.backup(w, &direct, &src, &mut versions);
         std::fs::remove_file(src.join(format!("only-{i}.bin"))).unwrap();
     }
-    out.ok(w, &direct, &["--json", "forget", "--keep-last", "5", "--confirm"]);
+    out.ok(
+        w,
+        &direct,
+        &["--json", "forget", "--keep-last", "5", "--confirm"],
+    );
     versions.remove(0);
     let store = s3_store(&g, w, "repo");
     let keys = |rt: &tokio::runtime::Runtime| -> Vec<String> {
@@ -861,7 +865,11 @@ fn t10_prune_refuses_a_cut_listing_of_index() {
     assert!(index_files >= 6, "{index_files} index files");
 
     proxy.cut_listings(Some("index"));
-    let r = out.cmd(w, &cut, &["prune", "--grace", "0s", "--max-unused", "0%", "--confirm"]);
+    let r = out.cmd(
+        w,
+        &cut,
+        &["prune", "--grace", "0s", "--max-unused", "0%", "--confirm"],
+    );
     assert_eq!(r.code, 13, "{r:?}");
     assert!(
         r.stderr.contains("prune refused, nothing was deleted")
@@ -880,7 +888,15 @@ fn t10_prune_refuses_a_cut_listing_of_index() {
     let v = out.ok(
         w,
         &cut,
-        &["--json", "prune", "--grace", "0s", "--max-unused", "0%", "--confirm"],
+        &[
+            "--json",
+            "prune",
+            "--grace",
+            "0s",
+            "--max-unused",
+            "0%",
+            "--confirm",
+        ],
     );
     assert!(
         v["regions"][0]["sweep"]["deleted_packs"].as_u64().unwrap() > 0,

@@ -258,7 +258,10 @@ fn snapshots_lists_the_readable_ones_and_names_a_damaged_file() {
     let out = s.run(&["backup", "--json", src.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains(&victim[..8]), "the damaged file is named: {stderr}");
+    assert!(
+        stderr.contains(&victim[..8]),
+        "the damaged file is named: {stderr}"
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = v["snapshot_id"].as_str().unwrap();
     support::inv::restores_exactly(&s, id, &src);
