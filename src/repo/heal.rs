@@ -139,13 +139,7 @@ impl Repository {
     /// the blobs they held are stored again by the backup that follows (T13).
     pub async fn load_index_reconciled(&self) -> Result<(Index, PackReconcile)> {
         let mut files = self.load_index_files().await?;
-        let listed: HashMap<PackId, u64> = self
-            .store
-            .list("data/")
-            .await?
-            .into_iter()
-            .filter_map(|i| parse_pack_key(&i.key).map(|id| (id, i.size)))
-            .collect();
+        let listed: HashMap<PackId, u64> = self.list_packs().await?.into_iter().collect();
         let mut rec = PackReconcile::default();
         // Packs not listed, or listed with another size than the index records (cut short or
         // damaged in the store: its blobs cannot be read back, so they are stored again).
@@ -246,13 +240,7 @@ impl Repository {
         }
         let packs_in_store = index.packs().len() + stored.len();
         let to_head: Vec<(PackId, u64, usize)> = if check_by_listing(needed.len(), packs_in_store) {
-            let listed: HashMap<PackId, u64> = self
-                .store
-                .list("data/")
-                .await?
-                .into_iter()
-                .filter_map(|i| parse_pack_key(&i.key).map(|id| (id, i.size)))
-                .collect();
+            let listed: HashMap<PackId, u64> = self.list_packs().await?.into_iter().collect();
             needed
                 .into_iter()
                 .filter(|(p, (size, _))| listed.get(p) != Some(size))
@@ -401,13 +389,7 @@ impl Repository {
     /// under an exclusive lock.
     pub async fn rebuild_index(&self, progress: &indicatif::ProgressBar) -> Result<IndexRebuild> {
         let old = self.load_index_files().await;
-        let listed: Vec<(PackId, u64)> = self
-            .store
-            .list("data/")
-            .await?
-            .into_iter()
-            .filter_map(|i| parse_pack_key(&i.key).map(|id| (id, i.size)))
-            .collect();
+        let listed: Vec<(PackId, u64)> = self.list_packs().await?;
         let listed_ids: HashSet<PackId> = listed.iter().map(|(p, _)| *p).collect();
         let mut out = IndexRebuild::default();
         let old_ids: Vec<IndexId> = match &old {

@@ -754,6 +754,19 @@ impl Repository {
             .map_err(|e| Error::integrity(format!("tree {id}"), format!("malformed: {e}")))
     }
 
+    /// Every pack the store lists under `data/`, with its size (keys that are not pack
+    /// names are left out). A listing may be incomplete (T10): callers HEAD what it lacks
+    /// before taking a pack for lost.
+    pub async fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
+        Ok(self
+            .store
+            .list("data/")
+            .await?
+            .into_iter()
+            .filter_map(|i| parse_pack_key(&i.key).map(|id| (id, i.size)))
+            .collect())
+    }
+
     /// Every snapshot, oldest first.
     pub async fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let ids = self.list_ids(ObjectKind::Snapshot).await?;

@@ -22,7 +22,7 @@ use super::index::{Index, IndexFile};
 use super::pack;
 use super::snapshot::Snapshot;
 use super::tree::NodeKind;
-use super::{pack_key, parse_pack_key, ObjectKind, Repository};
+use super::{pack_key, ObjectKind, Repository};
 use crate::ids::{BlobId, PackId};
 use crate::sys::Cancel;
 use crate::Result;
@@ -178,13 +178,7 @@ pub async fn verify(
     }
 
     // Packs present vs. indexed.
-    let listed: HashMap<PackId, u64> = repo
-        .store
-        .list("data/")
-        .await?
-        .into_iter()
-        .filter_map(|i| parse_pack_key(&i.key).map(|id| (id, i.size)))
-        .collect();
+    let listed: HashMap<PackId, u64> = repo.list_packs().await?.into_iter().collect();
     let mut bad_packs: HashSet<PackId> = HashSet::new();
     let mut bad_blobs: HashSet<BlobId> = HashSet::new();
     let store = repo.store.describe();

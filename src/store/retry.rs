@@ -38,6 +38,44 @@ use super::{
 /// mean nothing answers.
 pub const UNANSWERED_LIMIT: u32 = 3;
 
+/// `err` with `({why})` added to its detail, for the errors retrying gave up on.
+fn annotated(err: StoreError, why: &str) -> StoreError {
+    match err {
+        StoreError::Transient {
+            store,
+            op,
+            key,
+            detail,
+        } => StoreError::Transient {
+            store,
+            op,
+            key,
+            detail: format!("{detail} ({why})"),
+        },
+        StoreError::Unreachable {
+            store,
+            backend,
+            detail,
+        } => StoreError::Unreachable {
+            store,
+            backend,
+            detail: format!("{detail} ({why})"),
+        },
+        StoreError::NoAnswer {
+            store,
+            op,
+            key,
+            detail,
+        } => StoreError::NoAnswer {
+            store,
+            op,
+            key,
+            detail: format!("{detail} ({why})"),
+        },
+        other => other,
+    }
+}
+
 /// Retry policy. `Default` suits remote object stores.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryConfig {
@@ -275,22 +313,10 @@ impl RetryStore {
             if unanswered >= UNANSWERED_LIMIT {
                 self.stats.gave_up.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(store = %self.inner.describe(), op, key, error = %err, "no answer {unanswered} times in a row; giving up");
-                return Err(match err {
-                    StoreError::NoAnswer {
-                        store,
-                        op,
-                        key,
-                        detail,
-                    } => StoreError::NoAnswer {
-                        store,
-                        op,
-                        key,
-                        detail: format!(
-                            "{detail} (no answer to {unanswered} attempts in a row: the store answers nothing; not retried further)"
-                        ),
-                    },
-                    other => other,
-                });
+                return Err(annotated(
+                    err,
+                    &format!("no answer to {unanswered} attempts in a row: the store answers nothing; not retried further"),
+                ));
             }
             let delay = self.backoff(retry);
             let out_of_time = start.elapsed() + delay >= self.cfg.deadline;
@@ -305,40 +331,7 @@ impl RetryStore {
                     format!("gave up after {} retries", retry)
                 };
                 tracing::warn!(store = %self.inner.describe(), op, key, error = %err, "{why}");
-                return Err(match err {
-                    StoreError::Transient {
-                        store,
-                        op,
-                        key,
-                        detail,
-                    } => StoreError::Transient {
-                        store,
-                        op,
-                        key,
-                        detail: format!("{detail} ({why})"),
-                    },
-                    StoreError::Unreachable {
-                        store,
-                        backend,
-                        detail,
-                    } => StoreError::Unreachable {
-                        store,
-                        backend,
-                        detail: format!("{detail} ({why})"),
-                    },
-                    StoreError::NoAnswer {
-                        store,
-                        op,
-                        key,
-                        detail,
-                    } => StoreError::NoAnswer {
-                        store,
-                        op,
-                        key,
-                        detail: format!("{detail} ({why})"),
-                    },
-                    other => other,
-                });
+                return Err(annotated(err, &why));
             }
             retry += 1;
             self.stats.retries.fetch_add(1, Ordering::Relaxed);

@@ -51,15 +51,6 @@ fn forge(
     })
 }
 
-fn snapshot_ids(s: &Scratch) -> Vec<String> {
-    s.json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Every file of the repository with its bytes.
 fn contents(repo: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     list_files(repo)
@@ -126,11 +117,11 @@ fn forget_and_prune_remove_nothing_without_confirm() {
         contents(&s.repo) == before,
         "a dry run changed the repository"
     );
-    assert_eq!(snapshot_ids(&s).len(), 3);
+    assert_eq!(support::snapshot_ids(&s).len(), 3);
 
     let out = s.ok(&["forget", "--keep-last", "1", "--confirm"]);
     assert!(!out.contains(NOTE) && out.contains("removed 2"), "{out}");
-    assert_eq!(snapshot_ids(&s).len(), 1);
+    assert_eq!(support::snapshot_ids(&s).len(), 1);
     let packs = list_files(&s.repo.join("data")).len();
     let j = s.json(&["prune", "--max-unused", "0%"]);
     assert_eq!(list_files(&s.repo.join("data")).len(), packs, "{j:#}");
@@ -207,7 +198,7 @@ fn forged_future_snapshots_push_nothing_out_and_append_only_refuses_count_rules(
         "{}",
         stderr(&err)
     );
-    assert_eq!(snapshot_ids(&s).len(), 7);
+    assert_eq!(support::snapshot_ids(&s).len(), 7);
 
     // keep-within 1d from now keeps every real snapshot (from the newest forgery it would
     // keep none of them).
@@ -223,7 +214,7 @@ fn forged_future_snapshots_push_nothing_out_and_append_only_refuses_count_rules(
     ]);
     assert_eq!(j["append_only"], true, "{j:#}");
     assert_eq!(j["regions"][0]["removed"], 0, "{j:#}");
-    let left = snapshot_ids(&s);
+    let left = support::snapshot_ids(&s);
     for id in real.iter().chain(&forged) {
         assert!(left.contains(id), "snapshot {id} was forgotten");
     }
