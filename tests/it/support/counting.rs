@@ -1,5 +1,5 @@
-//! A store decorator that counts pack reads (`data/` keys): whole-object GETs, ranged GETs,
-//! their bytes and the largest range. Wraps a real store (local, Garage); no mock.
+//! A store decorator that counts pack reads (`data/` keys): whole-object GETs (and the
+//! largest of them), ranged GETs, their bytes and the largest range. Wraps a real store (local, Garage); no mock.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 pub struct CountingReads {
     pub inner: lifeboat::store::DynStore,
     pub whole: AtomicU64,
+    pub largest_whole: AtomicU64,
     pub ranged: AtomicU64,
     pub ranged_bytes: AtomicU64,
     pub largest_range: AtomicU64,
@@ -17,6 +18,7 @@ impl CountingReads {
         CountingReads {
             inner,
             whole: Default::default(),
+            largest_whole: Default::default(),
             ranged: Default::default(),
             ranged_bytes: Default::default(),
             largest_range: Default::default(),
@@ -33,10 +35,14 @@ impl lifeboat::store::Store for CountingReads {
         self.inner.backend()
     }
     async fn get(&self, key: &str) -> lifeboat::store::StoreResult<bytes::Bytes> {
+        let got = self.inner.get(key).await;
         if key.starts_with("data/") {
             self.whole.fetch_add(1, SeqCst);
+            if let Ok(b) = &got {
+                self.largest_whole.fetch_max(b.len() as u64, SeqCst);
+            }
         }
-        self.inner.get(key).await
+        got
     }
     async fn get_range(
         &self,
