@@ -482,9 +482,11 @@ async fn restore_into(
 /// them: when a level needs a tree whose pack has not been read yet, every tree blob the
 /// index places in that pack is fetched at once (ranged reads, [`fetch::TREES`], hedged like
 /// the packs). A backup writes a directory's tree into the pack being filled when the
-/// directory ends, so the trees of one snapshot sit in few packs and the next levels find
-/// theirs here. Memory: the trees of those packs (other snapshots' among them), held only
-/// for the walk.
+/// directory ends, so a snapshot's trees are spread over its packs (all 32 packs of the
+/// 7 871-file benchmark tree hold some): the first two levels read every pack's trees in
+/// parallel and the levels below find theirs here, instead of a round trip per level.
+/// Memory: the trees of those packs (other snapshots' among them), held only for the walk,
+/// and the index's tree entries grouped by pack.
 struct TreePrefetch {
     /// Tree blobs of each pack (by pack position), from the index.
     by_pack: HashMap<u32, Vec<PackEntry>>,
