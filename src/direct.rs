@@ -341,14 +341,14 @@ impl<'a> RangeWriter<'a> {
 impl Drop for RangeWriter<'_> {
     fn drop(&mut self) {
         let buf = std::mem::replace(&mut self.buf, AlignedBuf::empty());
+        // Only full-size buffers are kept: a short range's small one, pooled, would make the
+        // next long range allocate another full one beside it (more memory, not less).
+        if buf.len() < BUF_MAX {
+            return;
+        }
         let mut idle = IDLE.lock().expect("buffer pool");
         if idle.len() < KEEP_IDLE {
             idle.push(buf);
-        } else if let Some(small) = idle.iter_mut().min_by_key(|b| b.len()) {
-            // Keep the larger buffers: a small one is cheap to make again.
-            if small.len() < buf.len() {
-                *small = buf;
-            }
         }
     }
 }
