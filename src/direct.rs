@@ -180,9 +180,10 @@ static IDLE: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
 /// Idle buffers kept (one per pack restored at once from a local store).
 const KEEP_IDLE: usize = 3;
 /// A [`RangeWriter`] writes out what it holds once it holds this much. 4 MiB writes (8 MiB
-/// buffers) were measured on 2026-12-05 (docs/benchmarks.md): no wall-time gain beyond the
-/// noise, and 16 % more peak memory restoring from S3, where a dozen packs are written at
-/// once — so 1 MiB.
+/// buffers, smaller ones for short ranges) were measured on 2026-12-05 (docs/benchmarks.md):
+/// no wall-time gain beyond the noise, 16 % more peak memory restoring from S3, where a
+/// dozen packs are written at once, and a few MiB more locally — so 1 MiB, from pooled
+/// buffers of one size.
 pub const FLUSH_AT: usize = 1 << 20;
 /// The largest [`RangeWriter`] buffer: any piece up to [`FLUSH_AT`] fits whatever the
 /// buffer holds; a larger one is copied in by [`RangeWriter::write`].
@@ -220,22 +221,15 @@ pub struct RangeWriter<'a> {
 }
 
 impl<'a> RangeWriter<'a> {
-    /// A range of `len` bytes of `file` starting at `offset`; `direct` is the same file
-    /// opened with [`open_direct`]. The buffer holds the whole range when it is short (one
-    /// write, and no more memory than the range needs), [`BUF_MAX`] at most; `len` is a
-    /// hint: a longer range is written in several pieces.
-    pub fn new(file: &'a File, direct: Option<&'a File>, offset: u64, len: u64) -> Self {
+    /// A range of `file` starting at `offset`; `direct` is the same file opened with
+    /// [`open_direct`].
+    pub fn new(file: &'a File, direct: Option<&'a File>, offset: u64) -> Self {
         let lead = (offset % ALIGN as u64) as usize;
-        let want = (lead as u64 + len)
-            .min(BUF_MAX as u64)
-            .next_multiple_of(ALIGN as u64) as usize;
         let buf = {
             let mut idle = IDLE.lock().expect("buffer pool");
-            idle.iter()
-                .position(|b| b.len() >= want)
-                .map(|i| idle.swap_remove(i))
+            idle.pop()
         }
-        .unwrap_or_else(|| AlignedBuf::new(want));
+        .unwrap_or_else(|| AlignedBuf::new(BUF_MAX));
         RangeWriter {
             file,
             direct,
@@ -275,7 +269,7 @@ impl<'a> RangeWriter<'a> {
     pub fn commit(&mut self, len: usize) -> std::io::Result<()> {
         self.end += len;
         debug_assert!(self.end <= self.buf.len());
-        if self.end >= FLUSH_AT.min(self.buf.len()) {
+        if self.end >= FLUSH_AT {
             self.flush_blocks()?;
         }
         Ok(())
@@ -341,11 +335,6 @@ impl<'a> RangeWriter<'a> {
 impl Drop for RangeWriter<'_> {
     fn drop(&mut self) {
         let buf = std::mem::replace(&mut self.buf, AlignedBuf::empty());
-        // Only full-size buffers are kept: a short range's small one, pooled, would make the
-        // next long range allocate another full one beside it (more memory, not less).
-        if buf.len() < BUF_MAX {
-            return;
-        }
         let mut idle = IDLE.lock().expect("buffer pool");
         if idle.len() < KEEP_IDLE {
             idle.push(buf);
@@ -411,7 +400,7 @@ mod tests {
         let d = open_direct(&path).unwrap();
         for w in cuts.windows(2).rev() {
             let (from, to) = (w[0], w[1]);
-            let mut rw = RangeWriter::new(&f, d.as_ref(), from as u64, (to - from) as u64);
+            let mut rw = RangeWriter::new(&f, d.as_ref(), from as u64);
             let mut at = from;
             let mut piece = 1000;
             while at < to {
@@ -469,7 +458,7 @@ mod tests {
         let f = File::create(&path).unwrap();
         preallocate(&f, data.len() as u64).unwrap();
         let d = open_direct(&path).unwrap();
-        let mut rw = RangeWriter::new(&f, d.as_ref(), from as u64, len as u64);
+        let mut rw = RangeWriter::new(&f, d.as_ref(), from as u64);
         let mut at = from;
         while at < from + len {
             // About 1 MiB, never block-aligned: like content-defined chunks.
@@ -501,7 +490,7 @@ mod tests {
             assert_eq!(st.direct_bytes + st.buffered_bytes, len as u64);
         }
         // A short range: at most one direct write, its two ends buffered.
-        let mut rw = RangeWriter::new(&f, d.as_ref(), 5000, 20_000);
+        let mut rw = RangeWriter::new(&f, d.as_ref(), 5000);
         rw.write(&vec![7u8; 20_000]).unwrap();
         let st = rw.finish().unwrap();
         assert!(st.direct <= 1 && st.buffered == 2, "{st:?}");
@@ -517,7 +506,7 @@ mod tests {
         let data: Vec<u8> = (0..2 * FLUSH_AT + 777).map(|i| (i % 251) as u8).collect();
         let f = File::create(&path).unwrap();
         f.set_len(data.len() as u64 + 10).unwrap();
-        let mut rw = RangeWriter::new(&f, None, 10, data.len() as u64);
+        let mut rw = RangeWriter::new(&f, None, 10);
         assert!(
             rw.slot(data.len() + BUF_MAX).unwrap().is_none(),
             "larger than the buffer"

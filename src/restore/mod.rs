@@ -786,15 +786,7 @@ async fn write_pack(
                 }
             };
             let wr = |e| Error::io("write", p(), e);
-            // The range's length: its buffer holds a short range whole (one write).
-            let mut len = 0u64;
-            for &(f2, off, pi) in &places[i..] {
-                if f2 != fi || off != start + len {
-                    break;
-                }
-                len += parts[pi].0.raw_length as u64;
-            }
-            let mut range = direct::RangeWriter::new(file, direct.as_ref(), start, len);
+            let mut range = direct::RangeWriter::new(file, direct.as_ref(), start);
             let mut end = start;
             while i < places.len() && places[i].0 == fi && places[i].1 == end {
                 let (entry, _, sealed) = &parts[places[i].2];
