@@ -177,16 +177,36 @@ fn write_all_direct(f: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
 /// Idle [`RangeWriter`] buffers: restore writes one range after another, and a fresh buffer
 /// each time would be a fresh mapping the kernel faults in and zeroes.
 static IDLE: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
-/// Idle buffers kept (one per pack restored at once).
+/// Idle buffers kept (one per pack restored at once from a local store).
 const KEEP_IDLE: usize = 3;
-/// A [`RangeWriter`] writes out what it holds once it holds this much.
+/// A [`RangeWriter`] writes out what it holds once it holds this much. 4 MiB writes (8 MiB
+/// buffers, smaller ones for short ranges) were measured on 2026-12-05 (docs/benchmarks.md):
+/// no wall-time gain beyond the noise, 16 % more peak memory restoring from S3, where a
+/// dozen packs are written at once, and a few MiB more locally — so 1 MiB, from pooled
+/// buffers of one size.
 pub const FLUSH_AT: usize = 1 << 20;
+/// The largest [`RangeWriter`] buffer: any piece up to [`FLUSH_AT`] fits whatever the
+/// buffer holds; a larger one is copied in by [`RangeWriter::write`].
+const BUF_MAX: usize = 2 * FLUSH_AT;
+
+/// What one [`RangeWriter`] wrote, and how.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RangeStats {
+    /// Writes of whole aligned blocks past the page cache, and their bytes.
+    pub direct: u64,
+    pub direct_bytes: u64,
+    /// Writes through the page cache (partial blocks at the range's ends, or everything
+    /// where the file system refuses `O_DIRECT`), and their bytes.
+    pub buffered: u64,
+    pub buffered_bytes: u64,
+}
 
 /// Writes one contiguous byte range of an existing file, piece after piece, the way restore
 /// needs it: a piece that fits is placed with [`RangeWriter::slot`] straight into an aligned
 /// buffer (a blob is decompressed into it, no copy), a larger one copied in by
-/// [`RangeWriter::write`]; whole 4 KiB blocks go to the disk directly and
-/// only the partial blocks at the two ends of the range through the page cache.
+/// [`RangeWriter::write`]; whole 4 KiB blocks go to the disk directly, about [`FLUSH_AT`]
+/// at a time, and only the partial blocks at the two ends of the range through the page
+/// cache, the last one last.
 pub struct RangeWriter<'a> {
     file: &'a File,
     /// The same file opened with `O_DIRECT`; `None` where the file system refuses it.
@@ -197,18 +217,19 @@ pub struct RangeWriter<'a> {
     /// `buf[start..end]` is data not yet written.
     start: usize,
     end: usize,
+    stats: RangeStats,
 }
 
 impl<'a> RangeWriter<'a> {
     /// A range of `file` starting at `offset`; `direct` is the same file opened with
     /// [`open_direct`].
     pub fn new(file: &'a File, direct: Option<&'a File>, offset: u64) -> Self {
+        let lead = (offset % ALIGN as u64) as usize;
         let buf = {
             let mut idle = IDLE.lock().expect("buffer pool");
             idle.pop()
         }
-        .unwrap_or_else(|| AlignedBuf::new(2 * FLUSH_AT));
-        let lead = (offset % ALIGN as u64) as usize;
+        .unwrap_or_else(|| AlignedBuf::new(BUF_MAX));
         RangeWriter {
             file,
             direct,
@@ -216,6 +237,7 @@ impl<'a> RangeWriter<'a> {
             base: offset - lead as u64,
             start: lead,
             end: lead,
+            stats: RangeStats::default(),
         }
     }
 
@@ -268,7 +290,11 @@ impl<'a> RangeWriter<'a> {
             let at = self.base + first_whole as u64;
             let wrote = match self.direct {
                 Some(d) => match write_all_direct(d, &self.buf[first_whole..whole_end], at) {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        self.stats.direct += 1;
+                        self.stats.direct_bytes += (whole_end - first_whole) as u64;
+                        true
+                    }
                     Err(e) if refused(&e) => {
                         self.direct = None;
                         false
@@ -289,18 +315,20 @@ impl<'a> RangeWriter<'a> {
         Ok(())
     }
 
-    fn buffered(&self, from: usize, to: usize) -> std::io::Result<()> {
+    fn buffered(&mut self, from: usize, to: usize) -> std::io::Result<()> {
+        self.stats.buffered += 1;
+        self.stats.buffered_bytes += (to - from) as u64;
         self.file
             .write_all_at(&self.buf[from..to], self.base + from as u64)
     }
 
-    /// Writes what is left; the buffer goes back to the pool.
-    pub fn finish(mut self) -> std::io::Result<()> {
+    /// Writes what is left (the partial last block last); the buffer goes back to the pool.
+    pub fn finish(mut self) -> std::io::Result<RangeStats> {
         self.flush_blocks()?;
         if self.end > self.start {
             self.buffered(self.start, self.end)?;
         }
-        Ok(())
+        Ok(self.stats)
     }
 }
 
@@ -418,6 +446,59 @@ mod tests {
         assert_eq!(empty.metadata().unwrap().len(), 0);
     }
 
+    /// A long unaligned range in blob-sized pieces: whole blocks in direct writes of about
+    /// [`FLUSH_AT`], only the partial blocks at its two ends through the page cache; a
+    /// short range in at most one direct write.
+    #[test]
+    fn range_writer_writes_large_direct_blocks_and_only_the_ends_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let (from, len) = (1000usize, 10 * (1 << 20) + 333);
+        let data: Vec<u8> = (0..from + len).map(|i| (i % 253) as u8).collect();
+        let f = File::create(&path).unwrap();
+        preallocate(&f, data.len() as u64).unwrap();
+        let d = open_direct(&path).unwrap();
+        let mut rw = RangeWriter::new(&f, d.as_ref(), from as u64);
+        let mut at = from;
+        while at < from + len {
+            // About 1 MiB, never block-aligned: like content-defined chunks.
+            let n = ((1 << 20) + 4321).min(from + len - at);
+            let slot = rw
+                .slot(n)
+                .unwrap()
+                .expect("a piece under 2 MiB always fits");
+            slot.copy_from_slice(&data[at..at + n]);
+            rw.commit(n).unwrap();
+            at += n;
+        }
+        let st = rw.finish().unwrap();
+        // The head (bytes 1000..4096) was never written: zeros.
+        let mut want = data.clone();
+        want[..from].fill(0);
+        assert!(std::fs::read(&path).unwrap() == want);
+        assert_eq!(st.buffered, 2, "{st:?}");
+        assert_eq!(
+            st.buffered_bytes,
+            (4096 - 1000) + ((from + len) % 4096) as u64
+        );
+        if d.is_some() {
+            // About one direct write per FLUSH_AT, never one per piece plus its ends.
+            assert!(
+                st.direct as usize <= len / FLUSH_AT + 1,
+                "10 MiB in about ten direct writes: {st:?}"
+            );
+            assert_eq!(st.direct_bytes + st.buffered_bytes, len as u64);
+        }
+        // A short range: at most one direct write, its two ends buffered.
+        let mut rw = RangeWriter::new(&f, d.as_ref(), 5000);
+        rw.write(&vec![7u8; 20_000]).unwrap();
+        let st = rw.finish().unwrap();
+        assert!(st.direct <= 1 && st.buffered == 2, "{st:?}");
+        let back = std::fs::read(&path).unwrap();
+        assert!(back[5000..25_000].iter().all(|&b| b == 7));
+        assert!(back[25_000..] == want[25_000..] && back[..5000] == want[..5000]);
+    }
+
     #[test]
     fn range_writer_without_direct_io_writes_the_same() {
         let dir = tempfile::tempdir().unwrap();
@@ -427,7 +508,7 @@ mod tests {
         f.set_len(data.len() as u64 + 10).unwrap();
         let mut rw = RangeWriter::new(&f, None, 10);
         assert!(
-            rw.slot(data.len()).unwrap().is_none(),
+            rw.slot(data.len() + BUF_MAX).unwrap().is_none(),
             "larger than the buffer"
         );
         rw.write(&data).unwrap();

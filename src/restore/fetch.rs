@@ -35,6 +35,33 @@ pub const GAP: u64 = 256 * 1024;
 const RANGES_IN_FLIGHT: usize = 4;
 /// More ranges than this after coalescing: the whole pack in one GET instead.
 const MAX_RANGES: usize = 16;
+
+/// How the needed blobs of one pack are read: neighbours closer than `gap` coalesced into
+/// one ranged GET, `in_flight` ranges at once, and the whole pack instead when half of it
+/// is needed or the ranges are more than `max_ranges`.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    gap: u64,
+    max_ranges: usize,
+    in_flight: usize,
+}
+
+/// File data: the pack is read (and decoded) anyway, so many ranges mean the whole pack.
+pub const DATA: Plan = Plan {
+    gap: GAP,
+    max_ranges: MAX_RANGES,
+    in_flight: RANGES_IN_FLIGHT,
+};
+
+/// Trees prefetched by pack while walking a snapshot: they lie scattered between file
+/// data, which the walk must not download (the data phase reads it once, later), so never
+/// the whole pack for many ranges; a wider gap, as a GET's round trip costs more than a
+/// MiB read on any link that matters, and more ranges at once.
+pub const TREES: Plan = Plan {
+    gap: 1 << 20,
+    max_ranges: usize::MAX,
+    in_flight: 8,
+};
 /// Bounds of the hedge delay.
 pub const HEDGE_MIN: Duration = Duration::from_millis(300);
 pub const HEDGE_MAX: Duration = Duration::from_secs(10);
@@ -46,6 +73,11 @@ pub const DEMOTE_AFTER: usize = 3;
 /// The byte ranges of a pack to fetch for `entries` (sorted by offset), or `None` for the
 /// whole pack.
 pub fn plan_ranges(entries: &[PackEntry], pack_size: u64) -> Option<Vec<(u64, u64)>> {
+    plan_with(DATA, entries, pack_size)
+}
+
+/// [`plan_ranges`] under `plan`.
+pub fn plan_with(plan: Plan, entries: &[PackEntry], pack_size: u64) -> Option<Vec<(u64, u64)>> {
     let mut sorted: Vec<(u64, u64)> = entries
         .iter()
         .map(|e| (e.offset as u64, e.length as u64))
@@ -58,18 +90,29 @@ pub fn plan_ranges(entries: &[PackEntry], pack_size: u64) -> Option<Vec<(u64, u6
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for (off, len) in sorted {
         match ranges.last_mut() {
-            Some((start, l)) if off <= *start + *l + GAP => {
+            Some((start, l)) if off <= *start + *l + plan.gap => {
                 *l = (*l).max(off + len - *start);
             }
             _ => ranges.push((off, len)),
         }
     }
-    (ranges.len() <= MAX_RANGES).then_some(ranges)
+    (ranges.len() <= plan.max_ranges).then_some(ranges)
 }
 
 /// The sealed bytes of each of `entries` (in their order), read from `store`: one whole-pack
 /// GET with its hash checked, or the coalesced ranges of [`plan_ranges`].
 pub async fn fetch_from(
+    store: &DynStore,
+    pack: PackId,
+    size: u64,
+    entries: &[PackEntry],
+) -> Result<Vec<Bytes>> {
+    fetch_with(DATA, store, pack, size, entries).await
+}
+
+/// [`fetch_from`] under `plan`.
+pub async fn fetch_with(
+    plan: Plan,
     store: &DynStore,
     pack: PackId,
     size: u64,
@@ -88,7 +131,7 @@ pub async fn fetch_from(
             "shorter than its index says (truncated?)",
         )
     };
-    let Some(ranges) = plan_ranges(entries, size) else {
+    let Some(ranges) = plan_with(plan, entries, size) else {
         let bytes = store.get(&key).await.map_err(missing)?;
         if PackId::of(&bytes) != pack {
             return Err(Error::integrity(
@@ -113,7 +156,7 @@ pub async fn fetch_from(
             let b = store.get_range(key, off, len).await.map_err(missing)?;
             Ok::<_, Error>((off, b))
         })
-        .buffer_unordered(RANGES_IN_FLIGHT)
+        .buffer_unordered(plan.in_flight)
         .try_collect()
         .await?;
     entries
@@ -168,6 +211,7 @@ pub type Source = Option<String>;
 /// [`fetch_from`] the repository's store, hedged with its first fallback region when there
 /// is one (see the module doc). Errors are the chosen region's unless only the other answered.
 pub async fn fetch_hedged(
+    plan: Plan,
     repo: &Repository,
     hedge: &Arc<Hedge>,
     pack: PackId,
@@ -175,7 +219,10 @@ pub async fn fetch_hedged(
     entries: &[PackEntry],
 ) -> Result<(Vec<Bytes>, Source)> {
     let Some((other_name, other)) = repo.fallbacks().first() else {
-        return Ok((fetch_from(&repo.store, pack, size, entries).await?, None));
+        return Ok((
+            fetch_with(plan, &repo.store, pack, size, entries).await?,
+            None,
+        ));
     };
     let demoted = hedge.demoted.load(Ordering::Relaxed);
     let (first, second): (&DynStore, &DynStore) = if demoted {
@@ -186,7 +233,7 @@ pub async fn fetch_hedged(
     let label =
         |from_first: bool| -> Source { (from_first == demoted).then(|| other_name.clone()) };
     let t0 = Instant::now();
-    let a = fetch_from(first, pack, size, entries);
+    let a = fetch_with(plan, first, pack, size, entries);
     tokio::pin!(a);
     let delay = hedge.delay();
     // The first region alone until the delay runs out (or it answers).
@@ -201,7 +248,7 @@ pub async fn fetch_hedged(
         _ = tokio::time::sleep(delay) => {}
     }
     tracing::info!(%pack, delay_ms = delay.as_millis() as u64, "no answer yet: hedging the read with another region");
-    let b = fetch_from(second, pack, size, entries);
+    let b = fetch_with(plan, second, pack, size, entries);
     tokio::pin!(b);
     let (mut a_done, mut b_done): (Option<Error>, Option<Error>) = (None, None);
     loop {
@@ -275,6 +322,22 @@ mod tests {
         // Many scattered blobs: whole.
         let many: Vec<_> = (0..20).map(|i| entry(i * (400 << 10), 100)).collect();
         assert_eq!(plan_ranges(&many, size), None);
+    }
+
+    #[test]
+    fn trees_are_read_by_ranges_however_scattered() {
+        let size = 8 << 20;
+        // 20 trees 400 KiB apart: data reads the whole pack, trees 1 MiB-gap ranges.
+        let many: Vec<_> = (0..20).map(|i| entry(i * (400 << 10), 100)).collect();
+        assert_eq!(plan_with(DATA, &many, size), None);
+        let r = plan_with(TREES, &many, size).expect("ranges, never the whole pack");
+        assert_eq!(r.len(), 1, "{r:?}");
+        // 40 trees 2 MiB apart (in a 96 MiB pack): one range each, still not the whole pack.
+        let far: Vec<_> = (0..40).map(|i| entry(i * (2 << 20), 100)).collect();
+        let r = plan_with(TREES, &far, 96 << 20).expect("ranges");
+        assert_eq!(r.len(), 40);
+        // Trees making up half the pack: whole.
+        assert_eq!(plan_with(TREES, &[entry(0, 4 << 20)], size), None);
     }
 
     #[test]

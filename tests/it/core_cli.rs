@@ -268,6 +268,54 @@ fn flipped_bit_in_a_pack_fails_verify_with_13_naming_the_pack_and_restore_writes
     );
 }
 
+/// A blob damaged in the middle of a large file's coalesced write: the snapshot uses the
+/// first few blobs of a pack (read as one range, written as one range of the file through
+/// one aligned buffer), the second of them damaged. Restore stops at it with 13, naming the
+/// pack, and leaves nothing behind — not the blob before it, held in the same buffer.
+#[test]
+fn damaged_blob_in_the_middle_of_a_coalesced_write_is_13_and_restore_writes_nothing() {
+    let s = Scratch::new();
+    s.init();
+    let (big, part) = (s.path("big"), s.path("part"));
+    std::fs::create_dir_all(&big).unwrap();
+    std::fs::create_dir_all(&part).unwrap();
+    let mut data = vec![0u8; 12 << 20];
+    rand::Rng::fill(
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(18),
+        &mut data[..],
+    );
+    std::fs::write(big.join("a"), &data).unwrap();
+    s.ok(&["backup", big.to_str().unwrap()]);
+    // The first 3 MiB and an unaligned tail: the same leading chunks, so this snapshot
+    // uses under half of the first pack, which is then read by range.
+    std::fs::write(part.join("a"), &data[..(3 << 20) + 1234]).unwrap();
+    s.ok(&["backup", part.to_str().unwrap()]);
+    let target = s.path("ok");
+    s.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert!(std::fs::read(target.join("part/a")).unwrap() == data[..(3 << 20) + 1234]);
+
+    // The largest pack holds the big file's first 8 MiB; flip a byte 1.2 MiB into it (past
+    // the first chunk with this seed: the second or third blob of the range).
+    let pack = list_files(&s.repo.join("data"))
+        .into_iter()
+        .map(|p| s.repo.join("data").join(p))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let name = pack.file_name().unwrap().to_str().unwrap().to_string();
+    let mut raw = std::fs::read(&pack).unwrap();
+    raw[1_200_000] ^= 0x10;
+    std::fs::write(&pack, &raw).unwrap();
+    let target = s.path("restored");
+    let out = s.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(13), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&name), "the pack is named: {err}");
+    assert!(
+        !target.exists() || list_files(&target).is_empty(),
+        "damaged or partial data reached the target"
+    );
+}
+
 /// RELIABILITY.md T27: a bit flipped in memory between sealing and upload. Where the
 /// plaintext is still at hand (right after sealing; on the way into the pack) the blob is
 /// sealed again and the backup succeeds, counting it; in a finished pack nothing is stored

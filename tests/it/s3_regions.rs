@@ -544,7 +544,6 @@ fn next_backup_backfills_a_region_that_missed_a_run() {
 #[test]
 fn restore_reads_only_the_needed_ranges_of_partly_used_packs() {
     use rand::{RngCore, SeedableRng};
-    use std::sync::atomic::Ordering::SeqCst;
     let g = Garage::start("p1");
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
@@ -570,8 +569,45 @@ fn restore_reads_only_the_needed_ranges_of_partly_used_packs() {
         assert_eq!(b.code, 0, "{b:?}");
     }
     let target = w.join("restored");
+    let Reads {
+        whole,
+        largest_whole,
+        ranged,
+        ranged_bytes,
+        pack_bytes,
+    } = counted_restore(&g, w, &target);
+    assert_same_tree(&few, &target.join("few"));
+    eprintln!("whole pack GETs {whole} (largest {largest_whole} bytes), ranged GETs {ranged} ({ranged_bytes} bytes), largest pack {pack_bytes} bytes");
+    // The second backup's pack holds nothing but its two trees: the walk reads it whole.
+    assert!(
+        whole <= 1 && largest_whole < pack_bytes / 4,
+        "no pack is read whole for 3 of its 40 blobs ({whole} whole GETs, the largest {largest_whole} bytes)"
+    );
+    // Two trees (the snapshot's root and `few`) plus at most one range per needed blob.
+    assert!((2..=5).contains(&ranged), "{ranged} ranged GETs");
+    assert!(
+        ranged_bytes >= 3 * (64 << 10) && ranged_bytes < pack_bytes / 2,
+        "{ranged_bytes} bytes read of a {pack_bytes}-byte pack"
+    );
+}
+
+/// The pack reads of one restore.
+struct Reads {
+    whole: u64,
+    /// Bytes of the largest pack read whole.
+    largest_whole: u64,
+    ranged: u64,
+    ranged_bytes: u64,
+    /// The repository's largest pack.
+    pack_bytes: u64,
+}
+
+/// Restores the latest snapshot of `g`'s `repo` into `target` in-process, through a store
+/// that counts the reads of packs.
+fn counted_restore(g: &Garage, w: &Path, target: &Path) -> Reads {
+    use std::sync::atomic::Ordering::SeqCst;
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (whole, ranged, ranged_bytes, pack_bytes) = rt.block_on(async {
+    rt.block_on(async {
         let mut cfg = lifeboat::store::s3::S3Config::from_url(&g.url("repo")).unwrap();
         cfg.credentials_file = Some(garage::credentials_file(w, garage::SECRET));
         let counting = std::sync::Arc::new(CountingReads::new(std::sync::Arc::new(
@@ -595,27 +631,65 @@ fn restore_reads_only_the_needed_ranges_of_partly_used_packs() {
             &repo,
             index,
             &snap,
-            &target,
+            target,
             indicatif::ProgressBar::hidden(),
             lifeboat::sys::Cancel::new(),
         )
         .await
         .unwrap();
-        (
-            counting.whole.load(SeqCst) - w0,
-            counting.ranged.load(SeqCst) - r0,
-            counting.ranged_bytes.load(SeqCst) - b0,
+        Reads {
+            whole: counting.whole.load(SeqCst) - w0,
+            largest_whole: counting.largest_whole.load(SeqCst),
+            ranged: counting.ranged.load(SeqCst) - r0,
+            ranged_bytes: counting.ranged_bytes.load(SeqCst) - b0,
             pack_bytes,
-        )
-    });
-    assert_same_tree(&few, &target.join("few"));
+        }
+    })
+}
+
+/// A deep tree from S3: the walk fetches every tree of a pack the first time it needs one
+/// of them (ranged reads of that pack's trees), so it costs a few reads, not one round trip
+/// per level (13 here before the prefetch).
+#[test]
+fn restore_walks_a_deep_tree_in_a_few_reads() {
+    use rand::{RngCore, SeedableRng};
+    let g = Garage::start("deep");
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    // 12 nested directories, each with one incompressible 200 KiB file: one pack, mostly
+    // file data, with 13 trees (the root's included).
+    let src = w.join("deep");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let mut d = src.clone();
+    for level in 0..12 {
+        d = d.join(format!("d{level}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let mut b = vec![0u8; 200 << 10];
+        rng.fill_bytes(&mut b);
+        std::fs::write(d.join("f"), &b).unwrap();
+    }
+    let urls = vec![g.url("repo")];
+    init(w, &urls);
+    let b = cmd(w, &urls, &["backup", src.to_str().unwrap()]);
+    assert_eq!(b.code, 0, "{b:?}");
+    let target = w.join("restored");
+    let Reads {
+        whole,
+        ranged,
+        ranged_bytes,
+        pack_bytes,
+        ..
+    } = counted_restore(&g, w, &target);
+    assert_same_tree(&src, &target.join("deep"));
     eprintln!("whole pack GETs {whole}, ranged GETs {ranged} ({ranged_bytes} bytes), largest pack {pack_bytes} bytes");
-    assert_eq!(whole, 0, "no pack is read whole for 3 of its 40 blobs");
-    // Two trees (the snapshot's root and `few`) plus at most one range per needed blob.
-    assert!((2..=5).contains(&ranged), "{ranged} ranged GETs");
     assert!(
-        ranged_bytes >= 3 * (64 << 10) && ranged_bytes < pack_bytes / 2,
-        "{ranged_bytes} bytes read of a {pack_bytes}-byte pack"
+        ranged <= 3,
+        "{ranged} ranged GETs: the 13 trees of one pack should take a few reads, not one per level"
+    );
+    assert!(whole <= 2, "{whole} whole-pack GETs");
+    assert!(
+        ranged_bytes < pack_bytes,
+        "the walk read {ranged_bytes} bytes of a {pack_bytes}-byte pack: only its trees are needed"
     );
 }
 

@@ -1,7 +1,7 @@
-//! A store decorator that counts pack reads (`data/` keys): whole-object GETs, ranged GETs,
-//! their bytes and the largest range; and the requests the commit check and prune's listing
-//! make: HEADs of packs, GETs of snapshot files, listings by prefix. Wraps a real store
-//! (local, Garage); no mock.
+//! A store decorator that counts pack reads (`data/` keys): whole-object GETs (and the
+//! largest of them), ranged GETs, their bytes and the largest range; and the requests the
+//! commit check and prune's listing make: HEADs of packs, GETs of snapshot files, listings by
+//! prefix. Wraps a real store (local, Garage); no mock.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 pub struct CountingReads {
     pub inner: lifeboat::store::DynStore,
     pub whole: AtomicU64,
+    pub largest_whole: AtomicU64,
     pub ranged: AtomicU64,
     pub ranged_bytes: AtomicU64,
     pub largest_range: AtomicU64,
@@ -27,6 +28,7 @@ impl CountingReads {
         CountingReads {
             inner,
             whole: Default::default(),
+            largest_whole: Default::default(),
             ranged: Default::default(),
             ranged_bytes: Default::default(),
             largest_range: Default::default(),
@@ -57,13 +59,17 @@ impl lifeboat::store::Store for CountingReads {
         self.inner.backend()
     }
     async fn get(&self, key: &str) -> lifeboat::store::StoreResult<bytes::Bytes> {
+        let got = self.inner.get(key).await;
         if key.starts_with("data/") {
             self.whole.fetch_add(1, SeqCst);
+            if let Ok(b) = &got {
+                self.largest_whole.fetch_max(b.len() as u64, SeqCst);
+            }
         }
         if key.starts_with("snapshots/") {
             self.snapshot_gets.fetch_add(1, SeqCst);
         }
-        self.inner.get(key).await
+        got
     }
     async fn get_range(
         &self,
