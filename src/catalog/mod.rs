@@ -103,6 +103,15 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
+/// The default directory of run-due's lock and state files and of verify's anomaly counts:
+/// beside the default catalog.
+pub fn default_state_dir() -> Result<PathBuf> {
+    Ok(default_location()?
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".")))
+}
+
 /// The default catalog file: `$LIFEBOAT_STATE_DIR/catalog.db`, else
 /// `$XDG_STATE_HOME/lifeboat/catalog.db`, else `~/.local/state/lifeboat/catalog.db`.
 pub fn default_location() -> Result<PathBuf> {

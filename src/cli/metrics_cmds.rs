@@ -56,7 +56,7 @@ fn request(c: &Common) -> Result<MetricsRequest> {
         plan: c.plan.clone(),
         state_dir: match &c.state_dir {
             Some(d) => d.clone(),
-            None => crate::ops::run_due::default_state_dir()?,
+            None => crate::catalog::default_state_dir()?,
         },
         clock: Arc::new(SystemClock),
     })

@@ -52,7 +52,7 @@ pub async fn run_due(ctx: &Ctx, a: RunDueArgs) -> Result<ExitCode> {
     if let (Some(path), false) = (&a.textfile, a.dry_run) {
         let m = MetricsRequest {
             plan: Some(a.plan.clone()),
-            state_dir: crate::ops::run_due::default_state_dir()?,
+            state_dir: crate::catalog::default_state_dir()?,
             clock: Arc::new(SystemClock),
         };
         if let Err(e) = crate::ops::metrics::write_textfile(&env, &m, path).await {

@@ -243,14 +243,6 @@ impl RunDueState {
     }
 }
 
-/// The default directory of the lock and state files: beside the default catalog.
-pub fn default_state_dir() -> Result<PathBuf> {
-    Ok(crate::catalog::default_location()?
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".")))
-}
-
 /// When each task last ran: by task key.
 type LastRuns = HashMap<String, DateTime<Utc>>;
 
@@ -268,7 +260,7 @@ pub async fn run_due(env: &Env, req: RunDueRequest) -> Result<RunDue> {
     let plans = load_plans(&req.plan)?;
     let state_dir = match &req.lock_dir {
         Some(d) => d.clone(),
-        None => default_state_dir()?,
+        None => crate::catalog::default_state_dir()?,
     };
     let _lock = if req.dry_run {
         None

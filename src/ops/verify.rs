@@ -114,7 +114,8 @@ pub async fn verify(env: &Env, target: &Target, req: VerifyRequest) -> Result<Ve
     // The counts, for the metrics: the catalog records no findings (module docs).
     let plan = target.plan.as_ref().map(|p| p.name.as_str()).unwrap_or("");
     let verified = super::anomaly::Verified::new(plan, &region, chrono::Utc::now(), &anomalies);
-    if let Err(e) = super::run_due::default_state_dir()
+    if let Err(e) = crate::catalog::default_state_dir()
+        .map_err(crate::Error::from)
         .and_then(|dir| super::anomaly::record_verified(&dir, verified))
     {
         env.warn(format!(
