@@ -513,73 +513,18 @@ fn t10_an_incomplete_listing_is_not_taken_for_lost_data() {
 /// prune runs, and every snapshot still restores bit-exact.
 #[test]
 fn t10_prune_refuses_a_cut_listing_of_snapshots() {
-    let g = Garage::start("t10s");
-    let proxy = FaultProxy::start(g.s3_port, NO_FAULTS, 11);
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let out = Outputs::default();
-    let direct = vec![g.url("repo")];
-    let cut = vec![url_for(&proxy.endpoint(), "t10s", "repo")];
-    out.init(w, &direct);
-    let src = make_s3_tree(w, 2, 12);
-    let mut versions = Vec::new();
-    // Six snapshots, each with a file only it holds: hiding any of them exposes its data.
-    for i in 0..6 {
-        add_random_file(&src, &format!("only-{i}.bin"), 1 << 20);
-        out.backup(w, &direct, &src, &mut versions);
-        std::fs::remove_file(src.join(format!("only-{i}.bin"))).unwrap();
-    }
-    let store = s3_store(&g, w, "repo");
-    let keys = |rt: &tokio::runtime::Runtime| -> Vec<String> {
-        let mut k: Vec<String> = rt
-            .block_on(store.list(""))
-            .unwrap()
-            .into_iter()
-            .map(|i| i.key)
-            .filter(|k| !k.starts_with("locks/"))
-            .collect();
-        k.sort();
-        k
-    };
-    let before = keys(&rt);
-
-    proxy.cut_listings(Some("snapshots"));
-    let r = out.cmd(
-        w,
-        &cut,
-        &["prune", "--confirm", "--grace", "0s", "--max-unused", "0%"],
-    );
-    assert_eq!(r.code, 13, "{r:?}");
-    assert!(
-        r.stderr.contains("prune refused, nothing was deleted")
-            && r.stderr.contains("the listing lacks")
-            && r.stderr.contains("catalog rebuild --forget-missing"),
-        "{r:?}"
-    );
-    assert!(load(&proxy.counts.listings_cut) >= 1);
-    assert_eq!(
-        keys(&rt),
-        before,
-        "the refused prune changed the repository"
-    );
-
-    proxy.cut_listings(None);
-    let v = out.ok(
-        w,
-        &cut,
+    let t = CutPrune::new("t10s", 11);
+    t.refused_while_cut(
+        "snapshots",
         &[
-            "--json",
-            "prune",
-            "--confirm",
-            "--grace",
-            "0s",
-            "--max-unused",
-            "0%",
+            "prune refused, nothing was deleted",
+            "the listing lacks",
+            "catalog rebuild --forget-missing",
         ],
     );
+    let v = t.prune_whole();
     assert_eq!(v["regions"][0]["sweep"]["deleted_packs"], 0, "{v:#}");
-    invariants(&out, w, &direct, None, &versions);
+    t.invariants();
 }
 
 /// T09: region b's key loses its rights to the bucket in the middle of a backup (revoked
@@ -825,32 +770,83 @@ fn t02_healthcheck_warns_without_an_abort_incomplete_uploads_rule() {
 /// what the forgotten snapshot alone needed, and every kept snapshot still restores.
 #[test]
 fn t10_prune_refuses_a_cut_listing_of_index() {
-    let g = Garage::start("t10i");
-    let proxy = FaultProxy::start(g.s3_port, NO_FAULTS, 12);
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let out = Outputs::default();
-    let direct = vec![g.url("repo")];
-    let cut = vec![url_for(&proxy.endpoint(), "t10i", "repo")];
-    out.init(w, &direct);
-    let src = make_s3_tree(w, 2, 12);
-    let mut versions = Vec::new();
-    // Six snapshots, each with a file only it holds, each backup with its own index file.
-    for i in 0..6 {
-        add_random_file(&src, &format!("only-{i}.bin"), 1 << 20);
-        out.backup(w, &direct, &src, &mut versions);
-        std::fs::remove_file(src.join(format!("only-{i}.bin"))).unwrap();
-    }
-    out.ok(
-        w,
-        &direct,
+    let mut t = CutPrune::new("t10i", 12);
+    t.out.ok(
+        t.w(),
+        &t.direct,
         &["--json", "forget", "--keep-last", "5", "--confirm"],
     );
-    versions.remove(0);
-    let store = s3_store(&g, w, "repo");
-    let keys = |rt: &tokio::runtime::Runtime| -> Vec<String> {
-        let mut k: Vec<String> = rt
+    t.versions.remove(0);
+    let index_files = t.keys().iter().filter(|k| k.starts_with("index/")).count();
+    assert!(index_files >= 6, "{index_files} index files");
+    t.refused_while_cut(
+        "index",
+        &[
+            "prune refused, nothing was deleted",
+            "no index file in the listing of index/",
+            "lifeboat verify",
+        ],
+    );
+    let v = t.prune_whole();
+    assert!(
+        v["regions"][0]["sweep"]["deleted_packs"].as_u64().unwrap() > 0,
+        "{v:#}"
+    );
+    t.invariants();
+}
+
+/// The T10 prune scenarios: a Garage reached directly and through a fault proxy that can cut
+/// listings, and six snapshots, each with a 1 MiB file only it holds (each backup with its
+/// own index file), so that hiding any snapshot or index file exposes data prune must keep.
+struct CutPrune {
+    g: Garage,
+    proxy: FaultProxy,
+    work: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    out: Outputs,
+    direct: Vec<String>,
+    cut: Vec<String>,
+    versions: Vec<(String, PathBuf)>,
+}
+
+impl CutPrune {
+    fn new(region: &str, seed: u64) -> CutPrune {
+        let g = Garage::start(region);
+        let proxy = FaultProxy::start(g.s3_port, NO_FAULTS, seed);
+        let work = tempfile::tempdir().unwrap();
+        let w = work.path();
+        let out = Outputs::default();
+        let direct = vec![g.url("repo")];
+        let cut = vec![url_for(&proxy.endpoint(), region, "repo")];
+        out.init(w, &direct);
+        let src = make_s3_tree(w, 2, 12);
+        let mut versions = Vec::new();
+        for i in 0..6 {
+            add_random_file(&src, &format!("only-{i}.bin"), 1 << 20);
+            out.backup(w, &direct, &src, &mut versions);
+            std::fs::remove_file(src.join(format!("only-{i}.bin"))).unwrap();
+        }
+        CutPrune {
+            g,
+            proxy,
+            rt: tokio::runtime::Runtime::new().unwrap(),
+            work,
+            out,
+            direct,
+            cut,
+            versions,
+        }
+    }
+
+    fn w(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// Every key of the repository but the locks, sorted, read directly.
+    fn keys(&self) -> Vec<String> {
+        let store = s3_store(&self.g, self.w(), "repo");
+        let mut k: Vec<String> = self
+            .rt
             .block_on(store.list(""))
             .unwrap()
             .into_iter()
@@ -859,48 +855,51 @@ fn t10_prune_refuses_a_cut_listing_of_index() {
             .collect();
         k.sort();
         k
-    };
-    let before = keys(&rt);
-    let index_files = before.iter().filter(|k| k.starts_with("index/")).count();
-    assert!(index_files >= 6, "{index_files} index files");
+    }
 
-    proxy.cut_listings(Some("index"));
-    let r = out.cmd(
-        w,
-        &cut,
-        &["prune", "--grace", "0s", "--max-unused", "0%", "--confirm"],
-    );
-    assert_eq!(r.code, 13, "{r:?}");
-    assert!(
-        r.stderr.contains("prune refused, nothing was deleted")
-            && r.stderr.contains("no index file in the listing of index/")
-            && r.stderr.contains("lifeboat verify"),
-        "{r:?}"
-    );
-    assert!(load(&proxy.counts.listings_cut) >= 1);
-    assert_eq!(
-        keys(&rt),
-        before,
-        "the refused prune changed the repository"
-    );
+    /// With the listings of `prefix` cut in half, `prune --grace 0s --max-unused 0%` exits 13
+    /// saying each of `says`, and leaves every key of the repository as it was; then the
+    /// listings are whole again.
+    fn refused_while_cut(&self, prefix: &str, says: &[&str]) {
+        let before = self.keys();
+        self.proxy.cut_listings(Some(prefix));
+        let r = self.out.cmd(
+            self.w(),
+            &self.cut,
+            &["prune", "--grace", "0s", "--max-unused", "0%", "--confirm"],
+        );
+        assert_eq!(r.code, 13, "{r:?}");
+        for s in says {
+            assert!(r.stderr.contains(s), "{s:?}: {r:?}");
+        }
+        assert!(load(&self.proxy.counts.listings_cut) >= 1);
+        assert_eq!(
+            self.keys(),
+            before,
+            "the refused prune changed the repository"
+        );
+        self.proxy.cut_listings(None);
+    }
 
-    proxy.cut_listings(None);
-    let v = out.ok(
-        w,
-        &cut,
-        &[
-            "--json",
-            "prune",
-            "--grace",
-            "0s",
-            "--max-unused",
-            "0%",
-            "--confirm",
-        ],
-    );
-    assert!(
-        v["regions"][0]["sweep"]["deleted_packs"].as_u64().unwrap() > 0,
-        "{v:#}"
-    );
-    invariants(&out, w, &direct, None, &versions);
+    /// The same prune through the proxy, listings whole: its `--json` report.
+    fn prune_whole(&self) -> Value {
+        self.out.ok(
+            self.w(),
+            &self.cut,
+            &[
+                "--json",
+                "prune",
+                "--grace",
+                "0s",
+                "--max-unused",
+                "0%",
+                "--confirm",
+            ],
+        )
+    }
+
+    /// INV-1..5 on the repository read directly.
+    fn invariants(&self) {
+        invariants(&self.out, self.w(), &self.direct, None, &self.versions);
+    }
 }
