@@ -436,9 +436,31 @@ async fn sqlite_pragmas(conn: &mut AnyConnection, busy_ms: u128) -> Result<(), s
         "PRAGMA synchronous = FULL".to_string(),
         "PRAGMA foreign_keys = ON".to_string(),
     ] {
-        sqlx::query(&pragma).execute(&mut *conn).await?;
+        // Switching a fresh file to WAL takes an exclusive lock, and SQLite answers a
+        // connection that races another one doing the same with SQLITE_BUSY at once, without
+        // its busy handler. Retry that (bounded by the busy timeout) like any lock wait.
+        let start = std::time::Instant::now();
+        let mut wait = Duration::from_millis(10);
+        loop {
+            match sqlx::query(&pragma).execute(&mut *conn).await {
+                Ok(_) => break,
+                Err(e) if is_busy(&e) && start.elapsed().as_millis() < busy_ms => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(())
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED (and their extended codes).
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
