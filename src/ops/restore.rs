@@ -59,8 +59,10 @@ pub async fn restore_tree(env: &Env, target: &Target, req: TreeRequest) -> Resul
         .open_for_read(req.region.as_deref(), req.allow_fallback)
         .await?;
     repo.with_lock("restore", false, async |_| {
-        let (id, snap) = repo.find_snapshot(&req.snapshot).await?;
-        let index = Arc::new(repo.load_index().await?);
+        // The snapshot and the index are read at once: on S3 each is a listing and GETs.
+        let ((id, snap), index) =
+            tokio::try_join!(repo.find_snapshot(&req.snapshot), repo.load_index())?;
+        let index = Arc::new(index);
         let report = crate::restore::restore(
             &repo,
             index,
@@ -159,8 +161,11 @@ async fn restore_locked(
     repo: &Repository,
     req: JobRequest,
 ) -> Result<JobRestore> {
-    let (id, snap) = super::snapshots::find_job_snapshot(repo, p, &job.name, &req.snapshot).await?;
-    let index = Arc::new(repo.load_index().await?);
+    let ((id, snap), index) = tokio::try_join!(
+        super::snapshots::find_job_snapshot(repo, p, &job.name, &req.snapshot),
+        repo.load_index()
+    )?;
+    let index = Arc::new(index);
     let to = || {
         req.to.clone().ok_or_else(|| {
             Error::Usage(format!(
@@ -284,6 +289,9 @@ pub struct Floors {
     /// The snapshot's packs PUT with aws-sdk-s3 to one region, then to every region given,
     /// as many at once as a backup uploads.
     pub put: Option<crate::store::s3::floor::WriteFloor>,
+    /// Wall seconds of one key derivation with the repository's key slot: every command pays
+    /// it once before it reads anything, restic its scrypt likewise. The floors leave it out.
+    pub key_derivation_secs: f64,
 }
 
 /// Measures the floors of [`FloorRequest`] (no lock: it only reads, and writes nothing into
@@ -292,6 +300,7 @@ pub async fn floors(target: &Target, req: FloorRequest) -> Result<Floors> {
     let repo = target.open_for_read(None, false).await?;
     let (id, snap) = repo.find_snapshot(&req.snapshot).await?;
     let index = repo.load_index().await?;
+    let key_derivation_secs = repo.key_derivation_secs().await?;
     let local = match &req.scratch {
         Some(dir) => Some(crate::restore::floor::local_floor(&repo, &index, &snap, dir).await?),
         None => None,
@@ -339,5 +348,6 @@ pub async fn floors(target: &Target, req: FloorRequest) -> Result<Floors> {
         local,
         s3,
         put,
+        key_derivation_secs,
     })
 }

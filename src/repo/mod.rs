@@ -409,6 +409,18 @@ impl Repository {
         })
     }
 
+    /// Wall seconds of one derivation with the parameters of the key slot this repository was
+    /// opened with ([`keys::derivation_secs`]), measured on a blocking thread.
+    pub async fn key_derivation_secs(&self) -> Result<f64> {
+        let key = format!("keys/{}", self.key_id);
+        let raw = self.store.get(&key).await?;
+        let kf: KeyFile = serde_json::from_slice(&raw)
+            .map_err(|e| Error::integrity(format!("{}/{key}", self.store.describe()), e))?;
+        tokio::task::spawn_blocking(move || keys::derivation_secs(kf.params))
+            .await
+            .expect("kdf thread")
+    }
+
     /// Sweeps what killed writers left in the store (temp files no live writer owns, T01),
     /// off the async threads; returns how many were removed.
     pub async fn sweep_leftovers(&self) -> usize {
