@@ -499,6 +499,7 @@ fn to_record(ev: &DrillEvidence, repo: &Repository) -> Option<DrillRecord> {
         result: DrillResult::parse(&ev.verdict)?,
         rto_secs: (ev.error.is_none() && ev.checks.iter().all(|c| c.status == "passed"))
             .then_some(ev.rto.measured_secs),
+        measured_rto_secs: ev.error.is_none().then_some(ev.rto.measured_secs),
         rpo_secs: Some(ev.rpo.measured_secs),
         rto_target_secs: ev.rto.target_secs,
         rpo_target_secs: ev.rpo.target_secs,
