@@ -330,13 +330,6 @@ fn print_slos(r: &crate::ops::status::StatusReport) {
                 if tr.warn { " WARN" } else { "" },
             );
         }
-        if !p.unreadable_regions.is_empty() {
-            println!(
-                "(plan {}: regions not read for SLOs: {})",
-                p.plan,
-                p.unreadable_regions.join(", ")
-            );
-        }
     }
 }
 

@@ -5,9 +5,9 @@
 //! ([`super::anomaly`]) of the snapshots the catalog records, from the catalog alone
 //! ([`catalog_anomalies`]); [`history`] lists backup runs and drills, newest first.
 //!
-//! The recovery-point sets' RPO ([`plan_sets`]) comes from the catalog's set rows (no
-//! repository opened); the plan SLOs and RTO trends ([`plan_slos`]) are still read from the
-//! plan's repositories.
+//! Without `--repo`, `status` (and so every metrics scrape) reads the catalog only: the
+//! recovery-point sets' RPO ([`plan_sets`]) and the plan SLOs and RTO trends ([`plan_slos`])
+//! come from catalog rows too, so no repository is opened, no key derived, no region listed.
 //!
 //! A region behind the others for a job (its backups did not reach it) is *degraded*
 //! ([`degraded`]): status lists it, metrics export it, an alert fires on it.
@@ -76,7 +76,7 @@ pub struct StatusReport {
     pub misses: Vec<Miss>,
     /// Per plan with SLOs (`--plan FILE|DIR`): each SLO's measured share, error budget left
     /// and burn rate, and the RTO trend per job and region — the period report's own
-    /// figures ([`crate::report::period`]), read from the plan's repositories.
+    /// functions ([`crate::report::period`]) over the catalog's drill and snapshot rows.
     pub slos: Vec<PlanSlos>,
     /// Per plan with recovery-point sets (`--plan FILE|DIR`): each set's newest committed
     /// recovery point in each region, and the set's RPO, from the catalog's set rows.
@@ -306,8 +306,6 @@ pub struct PlanSlos {
     pub plan: String,
     pub slos: Vec<crate::report::period::SloStatus>,
     pub rto_trends: Vec<RtoTrend>,
-    /// Regions whose repository could not be read (their drills and snapshots are missing).
-    pub unreadable_regions: Vec<String>,
 }
 
 /// The RTO trend of one job in one region; `warn` when the projected breach is within
@@ -320,39 +318,48 @@ pub struct RtoTrend {
     pub trend: crate::report::trend::TimeTrend,
 }
 
-/// The SLOs and RTO trends of a plan that states SLOs (`backups_on_time`, `drill_every`),
-/// from the evidence in its repositories; `None` for a plan without SLOs.
+/// The SLOs and RTO trends of a plan that states SLOs (`backups_on_time`, `drill_every`);
+/// `None` for a plan without SLOs. Computed by the period report's own functions
+/// ([`crate::report::period::slos`], [`crate::report::period::rto_trends`]) from the
+/// catalog's drill and snapshot rows and the repository's recorded creation time — no
+/// repository is opened. (`lifeboat report` computes them from the signed reports and
+/// manifests in the repositories instead.)
 pub async fn plan_slos(
-    env: &Env,
+    cat: &catalog::Catalog,
     plan: &Plan,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<PlanSlos>> {
+    use crate::report::period::{self, DrillPoint, SloEvidence};
     let spec = &plan.objectives.slo;
     if spec.backups_on_time_bp.is_none() && spec.drill_every.is_none() {
         return Ok(None);
     }
-    let target = Target::from_plan(Arc::new(plan.clone()), None)?;
-    let input = super::report::plan_evidence(env, &target).await?;
     let window = chrono::Duration::from_std(spec.window).unwrap_or(chrono::Duration::days(30));
-    let report = crate::report::period::build(&[input], now - window, now);
-    let Some(p) = report.plans.into_iter().next() else {
-        return Ok(None);
-    };
-    Ok(Some(PlanSlos {
-        plan: p.plan,
-        slos: p.slos,
-        rto_trends: p
-            .trends
+    let evidence = SloEvidence {
+        plan,
+        repository_created: cat.plan_repository_created(&plan.name).await?,
+        regions: crate::plan::DestinationSpec::catalog_regions(&plan.destinations),
+        drills: cat
+            .plan_drills(&plan.name)
+            .await?
             .into_iter()
-            .filter_map(|t| {
-                t.rto_over_time.map(|trend| RtoTrend {
-                    job: t.job,
-                    region: t.region,
-                    trend,
-                })
+            .map(|d| DrillPoint {
+                job: d.job,
+                region: d.region,
+                started: d.started,
+                passed: d.passed,
+                rto_secs: d.measured_rto_secs,
             })
             .collect(),
-        unreadable_regions: p.unreadable_regions,
+        snapshots: cat.plan_snapshot_times(&plan.name, now - window).await?,
+    };
+    Ok(Some(PlanSlos {
+        plan: plan.name.clone(),
+        slos: period::slos(&evidence, now),
+        rto_trends: period::rto_trends(&evidence, now)
+            .into_iter()
+            .map(|(job, region, trend)| RtoTrend { job, region, trend })
+            .collect(),
     }))
 }
 
@@ -616,7 +623,7 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
                     catalog_anomalies(&cat, &repos, &regions, Some(&plan.name), req.clock.now())
                         .await?,
                 );
-                if let Some(s) = plan_slos(env, plan, req.clock.now()).await? {
+                if let Some(s) = plan_slos(&cat, plan, req.clock.now()).await? {
                     slos.push(s);
                 }
                 for st in plan_sets(&cat, plan, req.clock.now()).await? {
