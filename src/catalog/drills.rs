@@ -18,8 +18,9 @@ impl Catalog {
         let mut tx = self.pool.begin().await.map_err(err)?;
         sqlx::query(
             "INSERT INTO drills (drill_id, repo_id, plan, job, region, snapshot_id, started_ms,
-                 finished_ms, result, rto_secs, rpo_secs, rto_target_secs, rpo_target_secs, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                 finished_ms, result, rto_secs, rpo_secs, rto_target_secs, rpo_target_secs, detail,
+                 measured_rto_secs)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&d.drill_id.0)
         .bind(d.repo_id.to_hex())
@@ -35,6 +36,11 @@ impl Catalog {
         .bind(d.rto_target_secs)
         .bind(d.rpo_target_secs)
         .bind(d.detail.clone())
+        .bind(d.measured_rto_secs)
+        // Not a cached prepared statement: sqlx's Any driver sends a missing f64 to
+        // PostgreSQL as a float4 NULL, so a statement first prepared with one (an RTO not
+        // measured) would then refuse every measured RTO ("incorrect binary data format").
+        .persistent(false)
         .execute(&mut *tx)
         .await
         .map_err(err)?;
@@ -75,7 +81,8 @@ impl Catalog {
         let err = |e| self.query_err("reading a drill", e);
         let Some(r) = sqlx::query(
             "SELECT drill_id, repo_id, plan, job, region, snapshot_id, started_ms, finished_ms,
-                    result, rto_secs, rpo_secs, rto_target_secs, rpo_target_secs, detail
+                    result, rto_secs, rpo_secs, rto_target_secs, rpo_target_secs, detail,
+                    measured_rto_secs
              FROM drills WHERE drill_id = $1",
         )
         .bind(&id.0)
@@ -142,6 +149,7 @@ impl Catalog {
             result: DrillResult::parse(&result)
                 .ok_or_else(|| self.malformed(what(), format!("unknown result {result:?}")))?,
             rto_secs: r.try_get("rto_secs").map_err(get)?,
+            measured_rto_secs: r.try_get("measured_rto_secs").map_err(get)?,
             rpo_secs: r.try_get("rpo_secs").map_err(get)?,
             rto_target_secs: r.try_get("rto_target_secs").map_err(get)?,
             rpo_target_secs: r.try_get("rpo_target_secs").map_err(get)?,
@@ -220,6 +228,9 @@ pub struct DrillRecord {
     pub result: DrillResult,
     /// Measured RTO: drill start until the restored service passed its checks.
     pub rto_secs: Option<f64>,
+    /// The measured RTO whether or not the restore tests passed (what the RTO trend is
+    /// computed from); `None` when the drill failed before it measured one.
+    pub measured_rto_secs: Option<f64>,
     /// The restored snapshot's age at drill time (now − consistency time).
     pub rpo_secs: Option<f64>,
     pub rto_target_secs: Option<f64>,

@@ -18,15 +18,17 @@
 //! This file is the handle: opening (location, SQLite settings, migrations), errors, the clock
 //! and the time helpers. The tables are read and written by group, one file each:
 //! `runs.rs` (`backup_runs`), `snapshots.rs` (`repositories`, `snapshots`, `high_water`),
-//! `drills.rs` (`drills`, `drill_phases`, `drill_checks`), `ledger.rs` (`pack_verifications`);
-//! `status.rs` reads across them for `status` and `history`, and `rebuild.rs` refills snapshots
-//! and high-water marks from a repository with the statements `snapshots.rs` writes them with.
+//! `drills.rs` (`drills`, `drill_phases`, `drill_checks`), `ledger.rs` (`pack_verifications`),
+//! `sets.rs` (`recovery_sets`, and the plan-wide reads `status` computes SLOs from);
+//! `status.rs` reads across them for `status` and `history`, and `rebuild.rs` refills snapshots,
+//! high-water marks and set rows from a repository with the statements that write them.
 
 mod drills;
 mod ledger;
 mod rebuild;
 mod retention;
 mod runs;
+mod sets;
 mod snapshots;
 mod status;
 
@@ -46,6 +48,7 @@ pub use drills::{DrillCheck, DrillPhase, DrillRecord, DrillResult};
 pub use ledger::{Coverage, PackRead, VerifiedBy};
 pub use rebuild::RebuildReport;
 pub use runs::{BackupRun, RunStatus};
+pub use sets::{PlanDrill, SetRow};
 pub use snapshots::{lineage_of, SnapshotRow};
 pub use status::{
     HistoryEntry, HistoryFilter, JobStatus, LastStart, RunSummary, SnapshotRef, StatusFilter,
@@ -217,6 +220,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "drill result damaged",
         include_str!("../../migrations/sqlite/0002_drill_result_damaged.sql"),
     ),
+    (
+        3,
+        "recovery sets",
+        include_str!("../../migrations/sqlite/0003_recovery_sets.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -228,6 +236,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         2,
         "drill result damaged",
         include_str!("../../migrations/postgres/0002_drill_result_damaged.sql"),
+    ),
+    (
+        3,
+        "recovery sets",
+        include_str!("../../migrations/postgres/0003_recovery_sets.sql"),
     ),
 ]);
 
@@ -252,7 +265,7 @@ impl MigrationSource<'static> for &'static Embedded {
 }
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 impl Catalog {
     /// Opens (creating if needed) the catalog at `location` and applies pending migrations.

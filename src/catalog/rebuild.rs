@@ -1,7 +1,8 @@
 //! Rebuilding the catalog from a repository (INV-3), and the high-water check that notices a
 //! repository serving an older state than it once did, or a snapshot that vanished (SR-14, T15).
 //!
-//! What a repository holds — snapshot manifests, and the signed drill reports under
+//! What a repository holds — snapshot manifests, recovery-point set manifests (the
+//! `recovery_sets` rows `status` reads a set's RPO from), and the signed drill reports under
 //! `reports/` (restored by `ops::report::restore_drill_history`, counted in
 //! `drills_restored`) — can be rebuilt. Backup runs (including failed ones, which leave no
 //! manifest) and the verification ledger cannot; rebuild leaves those rows alone.
@@ -13,9 +14,11 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use sqlx::Row;
 
+use super::sets::{delete_set, upsert_set};
 use super::snapshots::{delete_snapshot, raise_high_water, upsert_snapshot};
-use super::{from_ms, ms, Catalog, Result, SnapshotRow};
-use crate::ids::{RepoId, SnapshotId};
+use super::{from_ms, ms, Catalog, Result, SetRow, SnapshotRow};
+use crate::ids::{ObjectId, RepoId, SnapshotId};
+use crate::repo::set::SetManifest;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::verify::{Finding, Severity};
 use crate::repo::Repository;
@@ -30,6 +33,12 @@ pub struct RebuildReport {
     pub unchanged: usize,
     /// Catalog rows of snapshots the repository no longer has that were dropped on request.
     pub forgotten: usize,
+    /// Recovery-point set manifests in the repository.
+    pub sets_in_repository: usize,
+    /// Set rows the catalog lacked, added.
+    pub sets_added: usize,
+    /// Set rows of manifests the repository does not have, dropped on request.
+    pub sets_forgotten: usize,
     /// Drills added to the catalog from the reports stored in the repository.
     pub drills_restored: usize,
     /// Divergence and rollback findings, from before the rebuild changed anything.
@@ -53,7 +62,8 @@ struct HighWater {
 }
 
 impl Catalog {
-    /// Re-creates the snapshot rows of `region` from the repository's manifests.
+    /// Re-creates the snapshot rows and the recovery-point set rows of `region` from the
+    /// repository's manifests.
     pub async fn rebuild(
         &self,
         repo: &Repository,
@@ -61,10 +71,52 @@ impl Catalog {
         forget_missing: bool,
     ) -> crate::Result<RebuildReport> {
         let listing = repo.list_snapshots().await?;
-        self.record_repository(repo.id(), &repo.location()).await?;
-        Ok(self
+        let sets = repo.list_sets().await?;
+        self.record_repository(repo.id(), &repo.location(), Some(repo.config.created))
+            .await?;
+        let mut report = self
             .rebuild_from(repo.id(), region, &listing, forget_missing)
-            .await?)
+            .await?;
+        self.rebuild_sets(repo.id(), region, &sets, forget_missing, &mut report)
+            .await?;
+        Ok(report)
+    }
+
+    /// Adds the set rows of `region` the catalog lacks (their commit time unknown), and
+    /// with `forget_missing` drops those of manifests the region does not have.
+    pub async fn rebuild_sets(
+        &self,
+        repo: &RepoId,
+        region: &str,
+        sets: &[(ObjectId, SetManifest)],
+        forget_missing: bool,
+        report: &mut RebuildReport,
+    ) -> Result<()> {
+        report.sets_in_repository = sets.len();
+        let existing: HashSet<ObjectId> = self
+            .sets(repo, region)
+            .await?
+            .into_iter()
+            .map(|r| r.manifest_id)
+            .collect();
+        let err = |e| self.query_err("rebuilding recovery-point sets", e);
+        let mut tx = self.pool().begin().await.map_err(err)?;
+        for (id, m) in sets {
+            if !existing.contains(id) {
+                upsert_set(&mut tx, &SetRow::from_manifest(*repo, region, *id, m, None))
+                    .await
+                    .map_err(err)?;
+                report.sets_added += 1;
+            }
+        }
+        if forget_missing {
+            let present: HashSet<ObjectId> = sets.iter().map(|(id, _)| *id).collect();
+            for id in existing.iter().filter(|id| !present.contains(id)) {
+                report.sets_forgotten +=
+                    delete_set(&mut tx, repo, region, id).await.map_err(err)? as usize;
+            }
+        }
+        tx.commit().await.map_err(err)
     }
 
     /// [`Catalog::rebuild`] from an already loaded listing.

@@ -16,15 +16,24 @@ use crate::ids::{RepoId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
 
 impl Catalog {
-    /// Records (or refreshes the location of) a repository.
-    pub async fn record_repository(&self, repo: &RepoId, location: &str) -> Result<()> {
+    /// Records (or refreshes the location of) a repository, with its creation time when
+    /// known (from its config: SLO schedule slots before it are not counted).
+    pub async fn record_repository(
+        &self,
+        repo: &RepoId,
+        location: &str,
+        created: Option<DateTime<Utc>>,
+    ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO repositories (repo_id, location, first_seen_ms) VALUES ($1, $2, $3)
-             ON CONFLICT (repo_id) DO UPDATE SET location = excluded.location",
+            "INSERT INTO repositories (repo_id, location, first_seen_ms, created_ms)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (repo_id) DO UPDATE SET location = excluded.location,
+                 created_ms = COALESCE(excluded.created_ms, repositories.created_ms)",
         )
         .bind(repo.to_hex())
         .bind(redact(location))
         .bind(ms(self.now()))
+        .bind(created.map(ms))
         .execute(&self.pool)
         .await
         .map_err(|e| self.query_err("recording a repository", e))?;

@@ -233,7 +233,8 @@ impl Catalog {
         .map_err(err)?;
         let drill = bind4(sqlx::query(
             "SELECT drill_id, repo_id, plan, job, region, snapshot_id, started_ms, finished_ms,
-                    result, rto_secs, rpo_secs, rto_target_secs, rpo_target_secs, detail
+                    result, rto_secs, rpo_secs, rto_target_secs, rpo_target_secs, detail,
+                    measured_rto_secs
              FROM drills WHERE repo_id = $1 AND region = $2 AND plan = $3 AND job = $4
              ORDER BY started_ms DESC, drill_id DESC LIMIT 1",
         ))
@@ -456,7 +457,8 @@ impl Catalog {
         .map_err(err)?;
         let drills = sqlx::query(&format!(
             "SELECT drill_id, repo_id, plan, job, region, snapshot_id, started_ms, finished_ms,
-                    result, rto_secs, rpo_secs, rto_target_secs, rpo_target_secs, detail
+                    result, rto_secs, rpo_secs, rto_target_secs, rpo_target_secs, detail,
+                    measured_rto_secs
              FROM drills WHERE {FILTER} ORDER BY started_ms DESC, drill_id DESC LIMIT $5"
         ))
         .bind(&repo)

@@ -57,8 +57,8 @@ pub struct HistoryArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum CatalogCommand {
-    /// Re-create the catalog's snapshot rows from the repository (--repo, or every
-    /// destination of --plan); reports divergence
+    /// Re-create the catalog's snapshot and recovery-point set rows and the drill history
+    /// from the repository (--repo, or every destination of --plan); reports divergence
     Rebuild(RebuildArgs),
     /// Show where the catalog is, its backend and schema version
     Info,
@@ -74,7 +74,8 @@ pub struct RebuildArgs {
     /// destination of this name
     #[arg(long, value_name = "NAME")]
     pub region: Option<String>,
-    /// Drop catalog rows of snapshots the repository no longer has (after checking why)
+    /// Drop catalog rows of snapshots (and recovery-point sets) the repository no longer
+    /// has (after checking why)
     #[arg(long)]
     pub forget_missing: bool,
 }
@@ -253,10 +254,9 @@ fn print_sets(r: &crate::ops::status::StatusReport) {
     }
     println!("recovery-point sets:");
     for s in &r.sets {
-        let rpo = match (s.rpo_secs, &s.error) {
-            (_, Some(e)) => format!("unreadable: {e}"),
-            (None, _) => "no committed recovery point".into(),
-            (Some(r), _) => format!(
+        let rpo = match s.rpo_secs {
+            None => "no committed recovery point".into(),
+            Some(r) => format!(
                 "RPO {}{}",
                 humantime::format_duration(Duration::from_secs(r as u64)),
                 match (s.rpo_target_secs, s.rpo_met) {
@@ -328,13 +328,6 @@ fn print_slos(r: &crate::ops::status::StatusReport) {
                     .map(|t| format!(" (target {})", age(t)))
                     .unwrap_or_default(),
                 if tr.warn { " WARN" } else { "" },
-            );
-        }
-        if !p.unreadable_regions.is_empty() {
-            println!(
-                "(plan {}: regions not read for SLOs: {})",
-                p.plan,
-                p.unreadable_regions.join(", ")
             );
         }
     }
@@ -469,13 +462,16 @@ fn print_rebuild(
         return;
     }
     println!(
-        "rebuilt catalog {catalog} from {location} (region {}): {} snapshots in the repository, {} added, {} updated, {} unchanged, {} forgotten",
+        "rebuilt catalog {catalog} from {location} (region {}): {} snapshots in the repository, {} added, {} updated, {} unchanged, {} forgotten; {} recovery-point sets, {} added, {} forgotten",
         report.region,
         report.snapshots_in_repository,
         report.added,
         report.updated,
         report.unchanged,
-        report.forgotten
+        report.forgotten,
+        report.sets_in_repository,
+        report.sets_added,
+        report.sets_forgotten
     );
     if report.errors() > 0 && !forget_missing {
         println!("the catalog lists snapshots the repository does not have; find out why (see the errors above), then run again with --forget-missing to drop them");

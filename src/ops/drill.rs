@@ -583,7 +583,8 @@ pub async fn record(env: &Env, repo: &Repository, reports: &[DrillReport]) -> Ve
     let mut warnings = Vec::new();
     if let Some(cat) = record::open_best_effort(env, &mut warnings).await {
         let res = async {
-            cat.record_repository(repo.id(), &repo.location()).await?;
+            cat.record_repository(repo.id(), &repo.location(), Some(repo.config.created))
+                .await?;
             for r in reports {
                 cat.record_drill(&to_record(repo, r)).await?;
             }
@@ -677,6 +678,7 @@ fn to_record(repo: &Repository, r: &DrillReport) -> DrillRecord {
         finished: r.finished,
         result: r.result,
         rto_secs: passed.then_some(r.rto.measured_secs),
+        measured_rto_secs: r.error.is_none().then_some(r.rto.measured_secs),
         rpo_secs: Some(r.rpo.measured_secs),
         rto_target_secs: r.rto.target_secs,
         rpo_target_secs: r.rpo.target_secs,

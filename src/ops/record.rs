@@ -8,8 +8,10 @@ use chrono::{DateTime, Utc};
 
 use super::target::LOCAL_REGION;
 use super::{Env, Event};
-use crate::catalog::{self, BackupRun, Catalog, OpenOptions, RunId, RunStatus};
+use crate::catalog::{self, BackupRun, Catalog, OpenOptions, RunId, RunStatus, SetRow};
 use crate::error::ExitCode;
+use crate::ids::ObjectId;
+use crate::repo::set::SetManifest;
 use crate::repo::Repository;
 use crate::store::multi::{RegionResult, RegionStatus};
 use crate::{Error, Result};
@@ -155,7 +157,8 @@ pub async fn record_backup(
             .collect()
     };
     let res = async {
-        cat.record_repository(repo.id(), &repo.location()).await?;
+        cat.record_repository(repo.id(), &repo.location(), Some(repo.config.created))
+            .await?;
         for (run, committed) in &runs {
             // Snapshot first: a run row pointing at a snapshot the catalog lacks would mislead.
             if let (Ok(r), true) = (outcome, committed) {
@@ -175,6 +178,48 @@ pub async fn record_backup(
     warnings
 }
 
+/// Records a committed recovery-point set manifest in the regions (catalog names) that hold
+/// it, so `status` and metrics read the set's RPO without opening the repository. Never
+/// fails the set's backup: problems are warnings (returned, and an
+/// [`Event::CatalogNotRecorded`]).
+pub async fn record_set(
+    env: &Env,
+    repo: &Repository,
+    regions: &[String],
+    id: &ObjectId,
+    manifest: &SetManifest,
+) -> Vec<String> {
+    const WHAT: &str = "the set's recovery point was not recorded in the catalog; it is committed in the repository, and `lifeboat catalog rebuild` adds it once the catalog is back (until then `status` reports no committed recovery point for it)";
+    let mut warnings = Vec::new();
+    let Some(cat) = open_best_effort(env, &mut warnings).await else {
+        not_recorded(env, &warnings, WHAT);
+        return warnings;
+    };
+    let now = cat.now();
+    let res = async {
+        cat.record_repository(repo.id(), &repo.location(), Some(repo.config.created))
+            .await?;
+        for region in regions {
+            cat.record_set(&SetRow::from_manifest(
+                *repo.id(),
+                region,
+                *id,
+                manifest,
+                Some(now),
+            ))
+            .await?;
+        }
+        Ok::<(), catalog::CatalogError>(())
+    }
+    .await;
+    if let Err(e) = res {
+        warnings.push(e.to_string());
+    }
+    cat.close().await;
+    not_recorded(env, &warnings, WHAT);
+    warnings
+}
+
 /// Records that `regions` (catalog names) now hold every snapshot of the repository, after
 /// a sync made them complete. Never fails the sync: problems are warnings.
 pub async fn record_synced(env: &Env, repo: &Repository, regions: &[String]) {
@@ -189,7 +234,9 @@ pub async fn record_synced(env: &Env, repo: &Repository, regions: &[String]) {
     };
     let res = async {
         let snaps = repo.list_snapshots().await.map_err(|e| e.to_string())?;
-        cat.record_repository(repo.id(), &repo.location())
+        let sets = repo.list_sets().await.map_err(|e| e.to_string())?;
+        let now = cat.now();
+        cat.record_repository(repo.id(), &repo.location(), Some(repo.config.created))
             .await
             .map_err(|e| e.to_string())?;
         for region in regions {
@@ -197,6 +244,18 @@ pub async fn record_synced(env: &Env, repo: &Repository, regions: &[String]) {
                 cat.record_snapshot(repo.id(), region, id, snap)
                     .await
                     .map_err(|e| e.to_string())?;
+            }
+            // The sync copied the set manifests too (a region that lagged gets them now).
+            for (id, m) in &sets {
+                cat.record_set(&SetRow::from_manifest(
+                    *repo.id(),
+                    region,
+                    *id,
+                    m,
+                    Some(now),
+                ))
+                .await
+                .map_err(|e| e.to_string())?;
             }
         }
         Ok::<(), String>(())

@@ -145,7 +145,8 @@ async fn record_rewrites(env: &Env, repo: &Repository, region: &str, r: &Repair)
         return;
     };
     let res = async {
-        cat.record_repository(repo.id(), &repo.location()).await?;
+        cat.record_repository(repo.id(), &repo.location(), Some(repo.config.created))
+            .await?;
         for (old, (new_id, new)) in &rewrites {
             cat.record_snapshot(repo.id(), region, new_id, new).await?;
             cat.forget_snapshots(repo.id(), region, &[*old]).await?;

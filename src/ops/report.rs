@@ -4,9 +4,9 @@
 //! `report pubkey` ([`pubkey`]), the drill history `catalog rebuild` restores from stored
 //! reports ([`restore_drill_history`]) and the post-mortem draft ([`incident`]).
 //!
-//! For `status` and `run-due` (which belong to other modules): [`plan_evidence`] loads a
-//! plan's reports and snapshots, and `report::period::PlanPeriod` computes the SLOs, error
-//! budgets and RTO trend from them.
+//! [`plan_evidence`] loads a plan's reports and snapshots from its repositories for the
+//! period report and `report incident`. (`status` and metrics compute the same SLOs and RTO
+//! trend with the same functions from the catalog instead, without opening a repository.)
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -499,6 +499,7 @@ fn to_record(ev: &DrillEvidence, repo: &Repository) -> Option<DrillRecord> {
         result: DrillResult::parse(&ev.verdict)?,
         rto_secs: (ev.error.is_none() && ev.checks.iter().all(|c| c.status == "passed"))
             .then_some(ev.rto.measured_secs),
+        measured_rto_secs: ev.error.is_none().then_some(ev.rto.measured_secs),
         rpo_secs: Some(ev.rpo.measured_secs),
         rto_target_secs: ev.rto.target_secs,
         rpo_target_secs: ev.rpo.target_secs,
@@ -701,7 +702,7 @@ impl PeriodRun {
 
 /// A plan's evidence from its repository: the drill reports (deduplicated over regions, and
 /// each region's chain verified) and each region's snapshots. The input of the period
-/// report, and what `status` can use for SLOs and the RTO trend.
+/// report.
 pub async fn plan_evidence(env: &Env, target: &Target) -> Result<PlanInput> {
     let plan: &Plan = target
         .plan

@@ -35,7 +35,7 @@ use crate::plan::{JobSpec, Plan, SetSpec, SourceSpec};
 use crate::repo::set::{new_set_id, Capture, SetManifest, SetMember, SET_FORMAT};
 use crate::repo::{ObjectKind, Repository};
 use crate::source::{Frozen, Source};
-use crate::store::multi::MultiStore;
+use crate::store::multi::{MultiStore, RegionStatus};
 use crate::sys::host::hostname;
 use crate::{Error, Result};
 
@@ -127,7 +127,6 @@ pub async fn backup_set(
     regions: &[(String, crate::store::multi::RegionResult)],
     req: &PlanRequest,
 ) -> Result<(Vec<JobOutcome>, SetOutcome)> {
-    let _ = target;
     let set_id = new_set_id();
     let host = req.host.clone().unwrap_or_else(hostname);
     let started = Utc::now();
@@ -304,6 +303,7 @@ pub async fn backup_set(
     match commit_manifest(repo, fanout, &manifest).await {
         Ok(id) => {
             tracing::info!(set = %set.name, manifest = %id, "set manifest committed");
+            record::record_set(env, repo, &holding_regions(target, fanout), &id, &manifest).await;
             outcome.manifest = Some(id);
         }
         Err(e) => {
@@ -340,6 +340,25 @@ async fn commit_manifest(
         repo.save_json(ObjectKind::Set, manifest).await
     })
     .await
+}
+
+/// The catalog names of the regions a manifest just committed to: with a fan-out, those
+/// still complete (a region that failed or lagged was not written); else the one region.
+fn holding_regions(target: &Target, fanout: Option<&MultiStore>) -> Vec<String> {
+    match fanout {
+        Some(m) => target
+            .regions
+            .iter()
+            .zip(m.results())
+            .filter(|(_, r)| r.status == RegionStatus::Complete)
+            .map(|(t, _)| t.catalog_region.clone())
+            .collect(),
+        None => target
+            .regions
+            .iter()
+            .map(|r| r.catalog_region.clone())
+            .collect(),
+    }
 }
 
 /// Announces members that never ran (each as [`Event::JobBackedUp`]) and the set.

@@ -5,6 +5,10 @@
 //! ([`super::anomaly`]) of the snapshots the catalog records, from the catalog alone
 //! ([`catalog_anomalies`]); [`history`] lists backup runs and drills, newest first.
 //!
+//! Without `--repo`, `status` (and so every metrics scrape) reads the catalog only: the
+//! recovery-point sets' RPO ([`plan_sets`]) and the plan SLOs and RTO trends ([`plan_slos`])
+//! come from catalog rows too, so no repository is opened, no key derived, no region listed.
+//!
 //! A region behind the others for a job (its backups did not reach it) is *degraded*
 //! ([`degraded`]): status lists it, metrics export it, an alert fires on it.
 //!
@@ -72,10 +76,10 @@ pub struct StatusReport {
     pub misses: Vec<Miss>,
     /// Per plan with SLOs (`--plan FILE|DIR`): each SLO's measured share, error budget left
     /// and burn rate, and the RTO trend per job and region — the period report's own
-    /// figures ([`crate::report::period`]), read from the plan's repositories.
+    /// functions ([`crate::report::period`]) over the catalog's drill and snapshot rows.
     pub slos: Vec<PlanSlos>,
     /// Per plan with recovery-point sets (`--plan FILE|DIR`): each set's newest committed
-    /// recovery point in each region, and the set's RPO.
+    /// recovery point in each region, and the set's RPO, from the catalog's set rows.
     pub sets: Vec<SetStatus>,
     /// Snapshot anomalies ([`super::anomaly`]) of the snapshots the catalog records, per
     /// region: every destination of the plan files, else every region the report covers
@@ -245,63 +249,52 @@ pub struct SetStatus {
     pub rpo_secs: Option<f64>,
     pub rpo_target_secs: Option<f64>,
     pub rpo_met: Option<bool>,
-    /// Why the region could not be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
-/// The sets of `plan` as each of its regions holds them: the newest committed manifest of
-/// each set (read from the repository: the manifest is the set's commit point) and its RPO.
-pub async fn plan_sets(plan: &Plan, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<SetStatus>> {
+/// The sets of `plan` in each of its regions: the newest committed recovery point of each
+/// set and its RPO, from the catalog's set rows (recorded when a manifest commits, when a
+/// sync copies it, and by `catalog rebuild`). No repository is opened: no key derived, no
+/// region listed. A region with no row has no committed recovery point.
+pub async fn plan_sets(
+    cat: &catalog::Catalog,
+    plan: &Plan,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<SetStatus>> {
     if plan.sets.is_empty() {
         return Ok(Vec::new());
     }
-    let target = Target::from_plan(Arc::new(plan.clone()), None)?;
     let rpo_target = plan.objectives.rpo.map(|d| d.as_secs_f64());
     let mut out = Vec::new();
-    for region in &target.regions {
-        let listed = match target.open_region(region).await {
-            Ok(repo) => repo.list_sets().await,
-            Err(e) => Err(e),
-        };
+    for region in crate::plan::DestinationSpec::catalog_regions(&plan.destinations) {
         for set in &plan.sets {
             let blank = SetStatus {
                 plan: plan.name.clone(),
                 set: set.name.clone(),
-                region: region.catalog_region.clone(),
+                region: region.clone(),
                 set_id: None,
                 manifest: None,
                 consistency_time: None,
                 rpo_secs: None,
                 rpo_target_secs: rpo_target,
                 rpo_met: rpo_target.map(|_| false),
-                error: None,
             };
-            out.push(match &listed {
-                Err(e) => SetStatus {
-                    error: Some(e.to_string()),
-                    ..blank
-                },
-                Ok(sets) => match sets
-                    .iter()
-                    .rev()
-                    .find(|(_, m)| m.plan == plan.name && m.name == set.name)
-                {
+            out.push(
+                match cat.newest_set(&plan.name, &set.name, &region).await? {
                     None => blank,
-                    Some((id, m)) => {
+                    Some(row) => {
                         let rpo =
-                            (now - m.consistency_time).num_milliseconds().max(0) as f64 / 1000.0;
+                            (now - row.consistency_time).num_milliseconds().max(0) as f64 / 1000.0;
                         SetStatus {
-                            set_id: Some(m.set_id.clone()),
-                            manifest: Some(id.to_string()),
-                            consistency_time: Some(m.consistency_time),
+                            set_id: Some(row.set_id),
+                            manifest: Some(row.manifest_id.to_string()),
+                            consistency_time: Some(row.consistency_time),
                             rpo_secs: Some(rpo),
                             rpo_met: rpo_target.map(|t| rpo <= t),
                             ..blank
                         }
                     }
                 },
-            });
+            );
         }
     }
     Ok(out)
@@ -313,8 +306,6 @@ pub struct PlanSlos {
     pub plan: String,
     pub slos: Vec<crate::report::period::SloStatus>,
     pub rto_trends: Vec<RtoTrend>,
-    /// Regions whose repository could not be read (their drills and snapshots are missing).
-    pub unreadable_regions: Vec<String>,
 }
 
 /// The RTO trend of one job in one region; `warn` when the projected breach is within
@@ -327,39 +318,48 @@ pub struct RtoTrend {
     pub trend: crate::report::trend::TimeTrend,
 }
 
-/// The SLOs and RTO trends of a plan that states SLOs (`backups_on_time`, `drill_every`),
-/// from the evidence in its repositories; `None` for a plan without SLOs.
+/// The SLOs and RTO trends of a plan that states SLOs (`backups_on_time`, `drill_every`);
+/// `None` for a plan without SLOs. Computed by the period report's own functions
+/// ([`crate::report::period::slos`], [`crate::report::period::rto_trends`]) from the
+/// catalog's drill and snapshot rows and the repository's recorded creation time — no
+/// repository is opened. (`lifeboat report` computes them from the signed reports and
+/// manifests in the repositories instead.)
 pub async fn plan_slos(
-    env: &Env,
+    cat: &catalog::Catalog,
     plan: &Plan,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<PlanSlos>> {
+    use crate::report::period::{self, DrillPoint, SloEvidence};
     let spec = &plan.objectives.slo;
     if spec.backups_on_time_bp.is_none() && spec.drill_every.is_none() {
         return Ok(None);
     }
-    let target = Target::from_plan(Arc::new(plan.clone()), None)?;
-    let input = super::report::plan_evidence(env, &target).await?;
     let window = chrono::Duration::from_std(spec.window).unwrap_or(chrono::Duration::days(30));
-    let report = crate::report::period::build(&[input], now - window, now);
-    let Some(p) = report.plans.into_iter().next() else {
-        return Ok(None);
-    };
-    Ok(Some(PlanSlos {
-        plan: p.plan,
-        slos: p.slos,
-        rto_trends: p
-            .trends
+    let evidence = SloEvidence {
+        plan,
+        repository_created: cat.plan_repository_created(&plan.name).await?,
+        regions: crate::plan::DestinationSpec::catalog_regions(&plan.destinations),
+        drills: cat
+            .plan_drills(&plan.name)
+            .await?
             .into_iter()
-            .filter_map(|t| {
-                t.rto_over_time.map(|trend| RtoTrend {
-                    job: t.job,
-                    region: t.region,
-                    trend,
-                })
+            .map(|d| DrillPoint {
+                job: d.job,
+                region: d.region,
+                started: d.started,
+                passed: d.passed,
+                rto_secs: d.measured_rto_secs,
             })
             .collect(),
-        unreadable_regions: p.unreadable_regions,
+        snapshots: cat.plan_snapshot_times(&plan.name, now - window).await?,
+    };
+    Ok(Some(PlanSlos {
+        plan: plan.name.clone(),
+        slos: period::slos(&evidence, now),
+        rto_trends: period::rto_trends(&evidence, now)
+            .into_iter()
+            .map(|(job, region, trend)| RtoTrend { job, region, trend })
+            .collect(),
     }))
 }
 
@@ -566,7 +566,8 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
     if let Some(target) = repo {
         let repo = target.open_for_write().await?.repo;
         let region = req.region.as_deref().unwrap_or(LOCAL_REGION);
-        cat.record_repository(repo.id(), &repo.location()).await?;
+        cat.record_repository(repo.id(), &repo.location(), Some(repo.config.created))
+            .await?;
         let listing = repo.list_snapshots().await?;
         findings = cat.check_high_water(repo.id(), region, &listing).await?;
         let index = repo.load_index().await?;
@@ -622,22 +623,21 @@ pub async fn status(env: &Env, repo: Option<&Target>, req: StatusRequest) -> Res
                     catalog_anomalies(&cat, &repos, &regions, Some(&plan.name), req.clock.now())
                         .await?,
                 );
-                if let Some(s) = plan_slos(env, plan, req.clock.now()).await? {
+                if let Some(s) = plan_slos(&cat, plan, req.clock.now()).await? {
                     slos.push(s);
                 }
-                for st in plan_sets(plan, req.clock.now()).await? {
+                for st in plan_sets(&cat, plan, req.clock.now()).await? {
                     if st.rpo_met == Some(false) {
                         misses_found.push(Miss {
                             objective: "set_rpo",
                             plan: plan.name.clone(),
                             job: Some(crate::ops::drill::set_job_name(&st.set)),
                             region: st.region.clone(),
-                            detail: match (st.rpo_secs, &st.error) {
-                                (_, Some(e)) => format!("set {}: region unreadable: {e}", st.set),
-                                (None, _) => {
+                            detail: match st.rpo_secs {
+                                None => {
                                     format!("set {} has no committed recovery point", st.set)
                                 }
-                                (Some(r), _) => format!(
+                                Some(r) => format!(
                                     "set {}: newest recovery point is {} old, objective {}",
                                     st.set,
                                     humantime::format_duration(Duration::from_secs(r as u64)),

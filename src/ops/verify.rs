@@ -155,7 +155,8 @@ async fn budget_selection(
     let bytes = |n: u64| indicatif::HumanBytes(n).to_string();
     let cat = open_catalog(env).await?;
     let index = repo.load_index().await?;
-    cat.record_repository(repo.id(), &repo.location()).await?;
+    cat.record_repository(repo.id(), &repo.location(), Some(repo.config.created))
+        .await?;
     let (chosen, too_big) = cat
         .least_recently_verified(repo.id(), region, budget, index.packs())
         .await?;
@@ -202,7 +203,8 @@ async fn after_verify(
     };
     if let Some(cat) = cat {
         let res = async {
-            cat.record_repository(repo.id(), &repo.location()).await?;
+            cat.record_repository(repo.id(), &repo.location(), Some(repo.config.created))
+                .await?;
             let reads: Vec<PackRead> = report
                 .read_results
                 .iter()

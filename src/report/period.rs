@@ -37,6 +37,64 @@ pub struct PlanInput {
     pub repository_created: Option<DateTime<Utc>>,
 }
 
+/// What a plan's SLOs and RTO trend are computed from ([`slos`], [`rto_trends`]): for the
+/// period report, its signed drill reports and snapshot manifests ([`SloEvidence::of`]);
+/// for `status` and metrics, the catalog's rows (`ops::status::plan_slos`), so neither opens
+/// a repository. Both feed the same functions, so both show the same figures.
+#[derive(Debug, Clone)]
+pub struct SloEvidence<'a> {
+    pub plan: &'a Plan,
+    /// When the repository was created: schedule slots before it are not counted.
+    pub repository_created: Option<DateTime<Utc>>,
+    /// Every region of the plan, readable or not (a region never drilled misses `drill_every`).
+    pub regions: Vec<String>,
+    pub drills: Vec<DrillPoint>,
+    /// (job, time) of the plan's snapshots in any region.
+    pub snapshots: Vec<(String, DateTime<Utc>)>,
+}
+
+/// One drill, as much of it as the SLOs and the RTO trend need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrillPoint {
+    pub job: String,
+    pub region: String,
+    pub started: DateTime<Utc>,
+    pub passed: bool,
+    /// The measured RTO; `None` when the drill failed before it measured one (an error).
+    pub rto_secs: Option<f64>,
+}
+
+impl<'a> SloEvidence<'a> {
+    /// The evidence of a period report's input (its snapshots as `snaps`).
+    pub fn of(input: &'a PlanInput, snaps: &[&Snapshot]) -> SloEvidence<'a> {
+        SloEvidence {
+            plan: &input.plan,
+            repository_created: input.repository_created,
+            regions: input
+                .regions
+                .iter()
+                .map(|r| r.region.clone())
+                .chain(input.unreadable_regions.iter().cloned())
+                .collect(),
+            drills: input
+                .drills
+                .iter()
+                .map(|d| DrillPoint {
+                    job: d.job.clone(),
+                    region: d.region.clone(),
+                    started: d.started,
+                    passed: d.passed(),
+                    rto_secs: d.error.is_none().then_some(d.rto.measured_secs),
+                })
+                .collect(),
+            snapshots: snaps
+                .iter()
+                .map(|s| (s.job.clone().unwrap_or_default(), s.time))
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RegionSnapshots {
     pub region: String,
@@ -726,12 +784,7 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
             TrendRow {
                 job,
                 region,
-                rto_over_time: trend::time_trend(
-                    &series,
-                    rto_target,
-                    now,
-                    Duration::days(TREND_HORIZON_DAYS),
-                ),
+                rto_over_time: rto_over_time(&series, rto_target, now),
                 rto_over_size: trend::size_trend(
                     &ds.iter()
                         .map(|d| (d.snapshot.size_bytes, d.rto.measured_secs))
@@ -771,7 +824,7 @@ fn plan_period(input: &PlanInput, since: DateTime<Utc>, now: DateTime<Utc>) -> P
         &input.chains,
         regions_total,
     );
-    let slos = slos(input, &all_snaps, now);
+    let slos = slos(&SloEvidence::of(input, &all_snaps), now);
     PlanPeriod {
         plan: p.name.clone(),
         description: p.description.clone(),
@@ -823,10 +876,44 @@ fn slo_status(
     }
 }
 
+/// The RTO trend of one series of (drill start, measured RTO) against the target, with
+/// the projected breach flagged within [`TREND_HORIZON_DAYS`].
+fn rto_over_time(
+    series: &[(DateTime<Utc>, f64)],
+    rto_target: Option<f64>,
+    now: DateTime<Utc>,
+) -> Option<TimeTrend> {
+    trend::time_trend(series, rto_target, now, Duration::days(TREND_HORIZON_DAYS))
+}
+
+/// The RTO trend per (job, region) over every drill that measured an RTO up to `now`, by
+/// job then region (the period report's `trends[].rto_over_time`); pairs without a trend
+/// (too few points) are left out.
+pub fn rto_trends(e: &SloEvidence, now: DateTime<Utc>) -> Vec<(String, String, TimeTrend)> {
+    let rto_target = e.plan.objectives.rto.map(|d| d.as_secs_f64());
+    // (job, region) -> (drill start, measured RTO)
+    type Series = Vec<(DateTime<Utc>, f64)>;
+    let mut groups: BTreeMap<(String, String), Series> = BTreeMap::new();
+    for d in e.drills.iter().filter(|d| d.started <= now) {
+        if let Some(rto) = d.rto_secs {
+            groups
+                .entry((d.job.clone(), d.region.clone()))
+                .or_default()
+                .push((d.started, rto));
+        }
+    }
+    groups
+        .into_iter()
+        .filter_map(|((job, region), series)| {
+            rto_over_time(&series, rto_target, now).map(|t| (job, region, t))
+        })
+        .collect()
+}
+
 /// The plan's SLOs over their window ending `now`: scheduled backups on time, and every
 /// region passing a drill in each `drill_every` stretch of the window.
-pub fn slos(input: &PlanInput, snaps: &[&Snapshot], now: DateTime<Utc>) -> Vec<SloStatus> {
-    let p = &input.plan;
+pub fn slos(input: &SloEvidence, now: DateTime<Utc>) -> Vec<SloStatus> {
+    let p = input.plan;
     let spec = &p.objectives.slo;
     let window = Duration::from_std(spec.window).unwrap_or(Duration::days(30));
     let from = input
@@ -840,9 +927,11 @@ pub fn slos(input: &PlanInput, snaps: &[&Snapshot], now: DateTime<Utc>) -> Vec<S
         for job in &p.jobs {
             for (slot, next) in slots(&job.schedule, from, now) {
                 total += 1;
-                if snaps.iter().any(|s| {
-                    s.job.as_deref() == Some(job.name.as_str()) && s.time >= slot && s.time < next
-                }) {
+                if input
+                    .snapshots
+                    .iter()
+                    .any(|(j, t)| *j == job.name && *t >= slot && *t < next)
+                {
                     good += 1;
                 }
             }
@@ -861,20 +950,14 @@ pub fn slos(input: &PlanInput, snaps: &[&Snapshot], now: DateTime<Utc>) -> Vec<S
     }
     if let Some(every) = spec.drill_every.and_then(|d| Duration::from_std(d).ok()) {
         let (mut good, mut total) = (0, 0);
-        let regions: Vec<&str> = input
-            .regions
-            .iter()
-            .map(|r| r.region.as_str())
-            .chain(input.unreadable_regions.iter().map(String::as_str))
-            .collect();
-        for region in regions {
+        for region in &input.regions {
             // Stretches of `every` ending now, as many as fit in the window.
             let mut end = now;
             while end - every >= from {
                 let start = end - every;
                 total += 1;
                 if input.drills.iter().any(|d| {
-                    d.region == region && d.passed() && d.started > start && d.started <= end
+                    d.region == *region && d.passed && d.started > start && d.started <= end
                 }) {
                     good += 1;
                 }

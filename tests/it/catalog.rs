@@ -10,9 +10,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use lifeboat::catalog::{
     BackupRun, Catalog, DrillCheck, DrillPhase, DrillRecord, DrillResult, HistoryFilter, PackRead,
-    RunId, RunStatus, SnapshotRow, StatusFilter, VerifiedBy,
+    RunId, RunStatus, SetRow, SnapshotRow, StatusFilter, VerifiedBy,
 };
 use lifeboat::ids::{BlobId, ObjectId, PackId, RepoId, SnapshotId};
+use lifeboat::repo::set::{SetManifest, SET_FORMAT};
 use lifeboat::repo::snapshot::{Snapshot, Summary};
 use lifeboat::repo::verify::Severity;
 use lifeboat::sys::ManualClock;
@@ -71,7 +72,7 @@ async fn suite_migrations(url: &str) {
     // Opening again applies nothing twice and keeps the data.
     let repo = RepoId([1; 32]);
     let cat = Catalog::open(url).await.unwrap();
-    cat.record_repository(&repo, "/r").await.unwrap();
+    cat.record_repository(&repo, "/r", None).await.unwrap();
     cat.close().await;
     let cat = Catalog::open(url).await.unwrap();
     assert_eq!(cat.schema_versions().await.unwrap(), every);
@@ -115,7 +116,7 @@ async fn suite_refuses_a_newer_schema(url: &str) {
 async fn suite_round_trip_and_status(url: &str) {
     let (cat, clock) = with_clock(url, t(0)).await;
     let repo = RepoId([2; 32]);
-    cat.record_repository(&repo, "s3://bucket-eu")
+    cat.record_repository(&repo, "s3://bucket-eu", None)
         .await
         .unwrap();
     let s1 = snap(t(0), Some("prod"), Some("db"));
@@ -180,6 +181,7 @@ async fn suite_round_trip_and_status(url: &str) {
         finished: t(2) + chrono::Duration::seconds(300),
         result: DrillResult::Passed,
         rto_secs: Some(290.5),
+        measured_rto_secs: Some(290.5),
         rpo_secs: Some(7230.0),
         rto_target_secs: Some(1800.0),
         rpo_target_secs: Some(21600.0),
@@ -221,6 +223,7 @@ async fn suite_round_trip_and_status(url: &str) {
         finished: t(7) + chrono::Duration::seconds(2400),
         result: DrillResult::CheckFailed,
         rto_secs: Some(2400.0),
+        measured_rto_secs: Some(2400.0),
         checks: vec![DrillCheck {
             name: "row counts".into(),
             passed: false,
@@ -631,6 +634,199 @@ async fn suite_concurrent_writers(url: &str) {
     cat.close().await;
 }
 
+fn manifest(plan: &str, name: &str, consistency: DateTime<Utc>) -> SetManifest {
+    SetManifest {
+        version: SET_FORMAT,
+        set_id: format!("{:032x}", consistency.timestamp()),
+        plan: plan.into(),
+        name: name.into(),
+        time: consistency - chrono::Duration::seconds(5),
+        consistency_time: consistency,
+        host: "db1".into(),
+        members: Vec::new(),
+        program_version: "test".into(),
+    }
+}
+
+/// Recovery-point set rows and the plan-wide reads `status` computes set RPOs and SLOs from
+/// (schema 3): the newest set per region, the first commit time kept, rebuilt rows without
+/// one, forgotten rows on request; a plan's drills (the measured RTO, and the passing RTO
+/// of drills recorded before schema 3), snapshot times since a moment, and the creation
+/// time of its repository.
+async fn suite_sets_and_plan_evidence(url: &str) {
+    let (cat, clock) = with_clock(url, t(10)).await;
+    let repo = RepoId([3; 32]);
+    let (old, new, other) = (ObjectId([1; 32]), ObjectId([2; 32]), ObjectId([3; 32]));
+    assert_eq!(cat.newest_set("shop", "app", "eu").await.unwrap(), None);
+    let row = |id, m: &SetManifest, region: &str, committed| {
+        SetRow::from_manifest(repo, region, id, m, committed)
+    };
+    let m_old = manifest("shop", "app", t(1));
+    let m_new = manifest("shop", "app", t(5));
+    cat.record_set(&row(old, &m_old, "eu", Some(t(1))))
+        .await
+        .unwrap();
+    cat.record_set(&row(new, &m_new, "eu", Some(t(5))))
+        .await
+        .unwrap();
+    // another set and another region do not count for ("app", "eu")
+    cat.record_set(&row(
+        other,
+        &manifest("shop", "other", t(8)),
+        "eu",
+        Some(t(8)),
+    ))
+    .await
+    .unwrap();
+    cat.record_set(&row(
+        other,
+        &manifest("shop", "app", t(9)),
+        "us",
+        Some(t(9)),
+    ))
+    .await
+    .unwrap();
+    let newest = cat.newest_set("shop", "app", "eu").await.unwrap().unwrap();
+    assert_eq!(newest, row(new, &m_new, "eu", Some(t(5))));
+    assert_eq!(newest.consistency_time, t(5));
+    // recorded again (a sync copying it): the first commit time stays
+    cat.record_set(&row(new, &m_new, "eu", Some(t(9))))
+        .await
+        .unwrap();
+    assert_eq!(
+        cat.newest_set("shop", "app", "eu")
+            .await
+            .unwrap()
+            .unwrap()
+            .committed,
+        Some(t(5))
+    );
+
+    // rebuild: a manifest the catalog lacks is added without a commit time; rows of
+    // manifests the region lacks stay unless asked to forget them
+    let lost = ObjectId([4; 32]);
+    let m_lost = manifest("shop", "app", t(7));
+    let listing = vec![
+        (old, m_old.clone()),
+        (new, m_new.clone()),
+        (lost, m_lost.clone()),
+    ];
+    let mut report = lifeboat::catalog::RebuildReport::default();
+    cat.rebuild_sets(&repo, "eu", &listing, false, &mut report)
+        .await
+        .unwrap();
+    assert_eq!((report.sets_in_repository, report.sets_added), (3, 1));
+    let newest = cat.newest_set("shop", "app", "eu").await.unwrap().unwrap();
+    assert_eq!(newest, row(lost, &m_lost, "eu", None));
+    let mut report = lifeboat::catalog::RebuildReport::default();
+    cat.rebuild_sets(&repo, "eu", &listing[..2], false, &mut report)
+        .await
+        .unwrap();
+    assert_eq!((report.sets_added, report.sets_forgotten), (0, 0));
+    assert_eq!(cat.sets(&repo, "eu").await.unwrap().len(), 4);
+    cat.rebuild_sets(&repo, "eu", &listing[..2], true, &mut report)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.sets_forgotten, 2,
+        "the lost manifest and set \"other\""
+    );
+    assert_eq!(
+        cat.newest_set("shop", "app", "eu")
+            .await
+            .unwrap()
+            .unwrap()
+            .manifest_id,
+        new
+    );
+
+    // a plan's drills, oldest first
+    let drill = |h: i64, region: &str, result, rto, measured| DrillRecord {
+        drill_id: RunId(format!("d{h}-{region}")),
+        repo_id: repo,
+        plan: "shop".into(),
+        job: "set:app".into(),
+        region: region.into(),
+        snapshot_id: sid(1),
+        started: t(h),
+        finished: t(h) + chrono::Duration::seconds(60),
+        result,
+        rto_secs: rto,
+        measured_rto_secs: measured,
+        rpo_secs: Some(60.0),
+        rto_target_secs: None,
+        rpo_target_secs: None,
+        detail: None,
+        phases: Vec::new(),
+        checks: Vec::new(),
+    };
+    cat.record_drill(&drill(3, "eu", DrillResult::CheckFailed, None, Some(70.0)))
+        .await
+        .unwrap();
+    cat.record_drill(&drill(2, "us", DrillResult::Passed, Some(50.0), None))
+        .await
+        .unwrap();
+    cat.record_drill(&drill(4, "eu", DrillResult::InfraFailed, None, None))
+        .await
+        .unwrap();
+    cat.record_drill(&DrillRecord {
+        plan: "elsewhere".into(),
+        ..drill(5, "eu", DrillResult::Passed, Some(1.0), Some(1.0))
+    })
+    .await
+    .unwrap();
+    let drills = cat.plan_drills("shop").await.unwrap();
+    let seen: Vec<(String, bool, Option<f64>)> = drills
+        .iter()
+        .map(|d| (d.region.clone(), d.passed, d.measured_rto_secs))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("us".to_string(), true, Some(50.0)),
+            ("eu".to_string(), false, Some(70.0)),
+            ("eu".to_string(), false, None)
+        ]
+    );
+
+    // snapshot times since a moment, each (job, time) once over regions
+    for (region, h, id) in [("eu", 1, 1), ("us", 1, 1), ("eu", 6, 2)] {
+        cat.record_snapshot(
+            &repo,
+            region,
+            &sid(id),
+            &snap(t(h), Some("shop"), Some("db")),
+        )
+        .await
+        .unwrap();
+    }
+    cat.record_snapshot(&repo, "eu", &sid(9), &snap(t(6), Some("other"), Some("db")))
+        .await
+        .unwrap();
+    assert_eq!(
+        cat.plan_snapshot_times("shop", t(0)).await.unwrap(),
+        [("db".to_string(), t(1)), ("db".to_string(), t(6))]
+    );
+    assert_eq!(
+        cat.plan_snapshot_times("shop", t(2)).await.unwrap(),
+        [("db".to_string(), t(6))]
+    );
+
+    // the plan's repository creation time: unknown until recorded, never erased
+    assert_eq!(cat.plan_repository_created("shop").await.unwrap(), None);
+    cat.record_repository(&repo, "/r", Some(t(0)))
+        .await
+        .unwrap();
+    clock.set(t(11));
+    cat.record_repository(&repo, "/r2", None).await.unwrap();
+    assert_eq!(
+        cat.plan_repository_created("shop").await.unwrap(),
+        Some(t(0))
+    );
+    assert_eq!(cat.plan_repository_created("nobody").await.unwrap(), None);
+    cat.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn catalog_suite_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
@@ -642,10 +838,13 @@ async fn catalog_suite_on_sqlite() {
     suite_rebuild_equals_recorded(&url("rb1"), &url("rb2")).await;
     suite_concurrent_writers(&url("cw")).await;
     suite_refuses_a_newer_schema(&url("new")).await;
+    suite_sets_and_plan_evidence(&url("sets")).await;
     // the file and its WAL are private to their owner, from the start
     use std::os::unix::fs::PermissionsExt;
     let (path, cat) = (url("perm"), Catalog::open(&url("perm")).await.unwrap());
-    cat.record_repository(&RepoId([9; 32]), "/r").await.unwrap();
+    cat.record_repository(&RepoId([9; 32]), "/r", None)
+        .await
+        .unwrap();
     for f in [path.clone(), format!("{path}-wal")] {
         let mode = std::fs::metadata(&f).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "{f} mode {mode:o}");
@@ -671,6 +870,7 @@ async fn catalog_suite_on_postgres() {
     suite_rebuild_equals_recorded(&pg.create_db("rb1"), &pg.create_db("rb2")).await;
     suite_concurrent_writers(&pg.create_db("cw")).await;
     suite_refuses_a_newer_schema(&pg.create_db("new")).await;
+    suite_sets_and_plan_evidence(&pg.create_db("sets")).await;
     // the schema really is in PostgreSQL
     let tables = pg.psql(
         "rt",
@@ -678,7 +878,7 @@ async fn catalog_suite_on_postgres() {
     );
     assert_eq!(
         tables.trim(),
-        "_sqlx_migrations,backup_runs,drill_checks,drill_phases,drills,high_water,pack_verifications,repositories,snapshots"
+        "_sqlx_migrations,backup_runs,drill_checks,drill_phases,drills,high_water,pack_verifications,recovery_sets,repositories,snapshots"
     );
     assert_eq!(
         pg.psql("rt", "SELECT count(*) FROM drill_phases").trim(),
@@ -1055,6 +1255,7 @@ fn status_shows_drills_recorded_through_the_api() {
             finished: now - chrono::Duration::seconds(100),
             result: DrillResult::Passed,
             rto_secs: Some(100.0),
+            measured_rto_secs: Some(100.0),
             rpo_secs: Some(5.0),
             rto_target_secs: Some(1800.0),
             rpo_target_secs: Some(6.0 * 3600.0),

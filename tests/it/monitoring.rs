@@ -630,3 +630,223 @@ async fn status_and_metrics_show_slo_share_error_budget_burn_rate_and_rto_trend(
         "{v}"
     );
 }
+
+/// `status --plan` and every metrics scrape of a plan with a recovery-point set and SLOs
+/// read the catalog only. After the backups and drills both repositories are moved away:
+/// status and the metrics still report the set's newest recovery point in each region, its
+/// RPO, the SLO figures and the RTO trend — the same as with the repositories in place, and
+/// the same as the period report computes from the repositories. (Opening a region, as
+/// status once did for sets and SLOs, would find nothing there.) `catalog rebuild --plan`
+/// into a fresh catalog recreates the set rows and the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_of_a_set_and_slos_read_the_catalog_and_open_no_repository() {
+    let site = Site::new();
+    let dir = site.tmp.path();
+    let p = plan(
+        dir,
+        "app",
+        "rpo = \"1h\"\nrto = \"30m\"\nbackups_on_time = \"99%\"\ndrill_every = \"1d\"\nslo_window = \"30d\"",
+        "",
+    );
+    // Hourly jobs: `files` on its own, and a set of two directories.
+    let mut members = String::new();
+    for m in ["u1", "u2"] {
+        let d = dir.join(m);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("f.txt"), m).unwrap();
+        members.push_str(&format!(
+            "[[jobs]]\nname = \"{m}\"\nschedule = \"0 * * * *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n",
+            d.display()
+        ));
+    }
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replacen("schedule = \"0 0 1 1 *\"", "schedule = \"0 * * * *\"", 1)
+        .replacen(
+            "[drill]\n",
+            &format!("{members}[[sets]]\nname = \"app\"\njobs = [\"u1\", \"u2\"]\n[drill]\n"),
+            1,
+        );
+    std::fs::write(&p, text).unwrap();
+    let cli = |args: &[&str]| {
+        let o = run(lifeboat()
+            .env("LIFEBOAT_CATALOG", site.catalog())
+            .args(args)
+            .arg("--plan")
+            .arg(&p));
+        assert!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));
+    };
+    cli(&["backup"]);
+    // Three drills from local make a trend; one from eu.
+    for _ in 0..3 {
+        cli(&["drill", "--job", "files"]);
+    }
+    cli(&["drill", "--job", "files", "--region", "eu"]);
+
+    // Judged 30 hours on: hourly slots missed, a day without a drill, the set's RPO missed.
+    let clock = later(30);
+    let now = clock.now();
+    let status_of = |env: Env| {
+        let clock = clock.clone();
+        let p = p.clone();
+        async move {
+            status(
+                &env,
+                None,
+                StatusRequest {
+                    region: None,
+                    plan: Some(p.display().to_string()),
+                    job: None,
+                    cycle: std::time::Duration::from_secs(30 * 86_400),
+                    clock,
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let metrics_of = |env: Env| {
+        let req = lifeboat::ops::metrics::MetricsRequest {
+            plan: Some(p.clone()),
+            state_dir: dir.join("state"),
+            clock: clock.clone(),
+        };
+        async move {
+            let text = lifeboat::ops::metrics::render(&env, &req).await.unwrap();
+            let mut s: Vec<_> = samples(&text)
+                .into_iter()
+                .filter(|(n, _, _)| {
+                    n.starts_with("lifeboat_slo_")
+                        || n.starts_with("lifeboat_rto_")
+                        || n == "lifeboat_objectives_missed"
+                })
+                .collect();
+            s.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            s
+        }
+    };
+    let env_of = |catalog: &Path| {
+        let (mut env, _) = Env::quiet(Cancel::new());
+        env.catalog = Ok(catalog.display().to_string());
+        env
+    };
+    fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+        serde_json::to_value(v).unwrap()
+    }
+    let before = status_of(env_of(&site.catalog())).await;
+    let metrics_before = metrics_of(env_of(&site.catalog())).await;
+
+    // What the period report computes from the repositories: the same figures.
+    let plan_obj = lifeboat::ops::plans::load_plans(&p).unwrap().remove(0).1;
+    let target = lifeboat::ops::target::Target::from_plan(Arc::new(plan_obj), None).unwrap();
+    let mut input = lifeboat::ops::report::plan_evidence(&site.env, &target)
+        .await
+        .unwrap();
+    // The catalog keeps times in milliseconds; these drills ran a fraction of a second
+    // apart, where that moves a fitted slope, so the reports' times are taken alike.
+    for d in &mut input.drills {
+        d.started = lifeboat::catalog::from_ms(lifeboat::catalog::ms(d.started));
+    }
+    let period = lifeboat::report::period::build(&[input], now - chrono::Duration::days(30), now);
+    let from_repo = &period.plans[0];
+    assert_eq!(before.slos.len(), 1, "{:#?}", before.slos);
+    let figures = |s: &[lifeboat::report::period::SloStatus]| {
+        s.iter()
+            .map(|x| (x.slo.clone(), x.good, x.total, x.measured_share, x.met))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(figures(&before.slos[0].slos), figures(&from_repo.slos));
+    let b = &before.slos[0].slos;
+    assert!(b[0].total >= 29 && b[0].good <= 1, "{b:#?}");
+    assert_eq!((b[1].total, b[1].good), (2, 0), "{b:#?}");
+    let trends_from_repo: Vec<_> = from_repo
+        .trends
+        .iter()
+        .filter_map(|t| t.rto_over_time.as_ref().map(|r| (&t.job, &t.region, r)))
+        .collect();
+    assert_eq!(before.slos[0].rto_trends.len(), trends_from_repo.len());
+    assert!(!trends_from_repo.is_empty(), "{:#?}", from_repo.trends);
+    for (t, (job, region, r)) in before.slos[0].rto_trends.iter().zip(&trends_from_repo) {
+        assert_eq!((&t.job, &t.region), (*job, *region));
+        assert_eq!(
+            (t.trend.points, t.trend.target_secs),
+            (r.points, r.target_secs)
+        );
+        assert!(
+            (t.trend.secs_per_day - r.secs_per_day).abs() <= 1e-9 * r.secs_per_day.abs().max(1.0),
+            "{t:?} {r:?}"
+        );
+    }
+    // The set: its newest recovery point in both regions, the one the repositories hold.
+    assert_eq!(before.sets.len(), 2, "{:#?}", before.sets);
+    let set_ids: Vec<_> = before.sets.iter().map(|s| s.set_id.clone()).collect();
+    assert!(
+        set_ids.iter().all(|s| s.is_some() && *s == set_ids[0]),
+        "{set_ids:?}"
+    );
+    let manifest = std::fs::read_dir(dir.join("app-r1/sets"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .to_string();
+    for s in &before.sets {
+        assert_eq!(s.manifest.as_deref(), Some(manifest.as_str()), "{s:?}");
+        assert!((s.rpo_secs.unwrap() - 30.0 * 3600.0).abs() < 600.0, "{s:?}");
+        assert_eq!(s.rpo_met, Some(false));
+    }
+    let set_misses = |r: &lifeboat::ops::status::StatusReport| {
+        r.misses
+            .iter()
+            .filter(|m| m.objective == "set_rpo")
+            .map(|m| (m.region.clone(), m.detail.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(set_misses(&before).len(), 2, "{:#?}", before.misses);
+
+    // No repository: both regions moved away. Status and the metrics do not notice.
+    for r in ["app-r1", "app-r2"] {
+        std::fs::rename(dir.join(r), dir.join(format!("{r}.away"))).unwrap();
+    }
+    let after = status_of(env_of(&site.catalog())).await;
+    assert_eq!(json(&after.sets), json(&before.sets));
+    assert_eq!(json(&after.slos), json(&before.slos));
+    assert_eq!(set_misses(&after), set_misses(&before));
+    assert!(
+        set_misses(&after)
+            .iter()
+            .all(|(_, d)| d.contains("newest recovery point is") && !d.contains("unreadable")),
+        "{:#?}",
+        after.misses
+    );
+    assert_eq!(metrics_of(env_of(&site.catalog())).await, metrics_before);
+    // The CLI, likewise.
+    let o = run(lifeboat()
+        .env("LIFEBOAT_CATALOG", site.catalog())
+        .args(["--json", "status", "--plan"])
+        .arg(&p));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["sets"][1]["region"], "eu", "{v}");
+    assert_eq!(v["sets"][1]["manifest"], manifest.as_str(), "{v}");
+
+    // A fresh catalog rebuilt from the repositories gives the same sets and SLOs.
+    for r in ["app-r1", "app-r2"] {
+        std::fs::rename(dir.join(format!("{r}.away")), dir.join(r)).unwrap();
+    }
+    let fresh = dir.join("fresh.db");
+    let o = run(lifeboat()
+        .env("LIFEBOAT_CATALOG", &fresh)
+        .args(["catalog", "rebuild", "--plan"])
+        .arg(&p));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("1 recovery-point sets, 1 added"),
+        "{}",
+        stdout(&o)
+    );
+    let rebuilt = status_of(env_of(&fresh)).await;
+    assert_eq!(json(&rebuilt.sets), json(&before.sets));
+    assert_eq!(json(&rebuilt.slos), json(&before.slos));
+}

@@ -197,7 +197,11 @@ fn set_of_postgres_and_uploads_backed_up_under_writes_is_drilled_together() {
     // Backed up while the application writes files and commits the rows naming them.
     let writer = Writer::start(&c, &uploads);
     std::thread::sleep(Duration::from_millis(800));
-    let o = run(lifeboat().args(["backup", "--json", "--plan"]).arg(&plan));
+    // Recorded in the workspace's catalog, which `status` reads the set's recovery point from.
+    let o = run(lifeboat()
+        .args(["backup", "--json", "--plan"])
+        .arg(&plan)
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state")));
     std::thread::sleep(Duration::from_millis(300));
     let written = writer.stop();
     assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
@@ -333,7 +337,10 @@ fn set_of_postgres_and_uploads_backed_up_under_writes_is_drilled_together() {
         .trim()
         .to_string();
     std::fs::remove_file(uploads.join(&lost)).unwrap();
-    let o = run(lifeboat().args(["backup", "--plan"]).arg(&plan));
+    let o = run(lifeboat()
+        .args(["backup", "--plan"])
+        .arg(&plan)
+        .env("LIFEBOAT_STATE_DIR", ws.path().join("state")));
     assert_eq!(o.status.code(), Some(0), "backup failed: {}", stderr(&o));
     let tmp = drill_tmp();
     let (code, reports, err) = drill_json(&ws, &plan, tmp.path());
@@ -486,6 +493,31 @@ fn set_manifest_goes_only_to_regions_holding_every_member() {
     assert_eq!(r.code, 3, "{r:?}");
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["sets"][0]["ok"], true, "{v:#}");
+    let set_id = v["sets"][0]["set_id"].as_str().unwrap().to_string();
+    // `status` (from the catalog's set rows): the recovery point in r1, none in r2.
+    let status_sets = || {
+        let r = lb(&["status", "--json", "--plan", p]);
+        let v: serde_json::Value =
+            serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("status --json: {e}: {r:?}"));
+        v["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["region"].as_str().unwrap().to_string(),
+                    s["set_id"].as_str().map(str::to_string),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        status_sets(),
+        [
+            ("r1".to_string(), Some(set_id.clone())),
+            ("r2".to_string(), None)
+        ]
+    );
     g2.restart();
     let r = lb(&["drill", "--plan", p, "--region", "r2", "--job", "app"]);
     assert_ne!(r.code, 0, "{r:?}");
@@ -494,9 +526,17 @@ fn set_manifest_goes_only_to_regions_holding_every_member() {
         "{r:?}"
     );
 
-    // sync copies the members, then the manifest; the set drills from r2.
+    // sync copies the members, then the manifest (and records it for r2); the set drills
+    // from r2.
     let r = lb(&["sync", "--plan", p]);
     assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        status_sets(),
+        [
+            ("r1".to_string(), Some(set_id.clone())),
+            ("r2".to_string(), Some(set_id))
+        ]
+    );
     let r = lb(&[
         "drill", "--json", "--plan", p, "--region", "r2", "--job", "app",
     ]);
