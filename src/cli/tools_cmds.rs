@@ -141,6 +141,7 @@ pub fn bench_pipeline(a: BenchPipelineArgs) -> Result<ExitCode> {
     let n = passes.len() as f64;
     let seal = passes.iter().map(|p| p.seal_secs).sum::<f64>() / n;
     let verify = passes.iter().map(|p| p.verify_secs).sum::<f64>() / n;
+    let cpu = passes.iter().map(|p| p.cpu_secs).sum::<f64>() / n;
     print_json(&json!({
         "bytes": data.len(),
         "level": a.level,
@@ -149,6 +150,9 @@ pub fn bench_pipeline(a: BenchPipelineArgs) -> Result<ExitCode> {
         "mb_per_sec": mb / seal,
         "verify_seconds": verify,
         "with_verify_mb_per_sec": mb / (seal + verify),
+        // Per pass, both parts: the CPU the floor's stages cost, whatever the load.
+        "cpu_seconds": cpu,
+        "with_verify_mb_per_cpu_sec": mb / cpu,
     }));
     Ok(ExitCode::Ok)
 }

@@ -516,6 +516,9 @@ pub struct CorePass {
     pub seal_secs: f64,
     /// The verification every sealed blob gets before upload (decrypt, decompress, re-hash).
     pub verify_secs: f64,
+    /// CPU seconds the whole pass used on its thread (both parts): unlike the wall times
+    /// above, not stretched when other processes share the cores.
+    pub cpu_secs: f64,
 }
 
 /// Runs chunk → keyed hash → zstd → seal, then the verification before upload, over `data`
@@ -530,6 +533,7 @@ pub fn single_core_pass(
     level: i32,
 ) -> CorePass {
     let start = std::time::Instant::now();
+    let cpu_start = crate::sys::clock::thread_cpu_secs();
     let mut verify = std::time::Duration::ZERO;
     let mut chunker = Chunker::new(params, keys.chunker_seed());
     let mut out = Vec::with_capacity(params.max_size as usize * 2);
@@ -559,5 +563,56 @@ pub fn single_core_pass(
     CorePass {
         seal_secs: start.elapsed().as_secs_f64() - verify_secs,
         verify_secs,
+        cpu_secs: crate::sys::clock::thread_cpu_secs() - cpu_start,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_core_pass_reports_its_own_threads_cpu_time() {
+        let keys = Keys::derive(&crate::crypto::MasterKey::generate());
+        let repo = RepoId::random();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..6 << 20)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Half text-like, half noise: both zstd paths.
+                if i % 2 == 0 {
+                    b'a' + (x % 4) as u8
+                } else {
+                    x as u8
+                }
+            })
+            .collect();
+        // Another thread burning CPU meanwhile must not count: the clock is this thread's.
+        let stop = Arc::new(AtomicBool::new(false));
+        let burner = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n = n.wrapping_mul(31).wrapping_add(1);
+                }
+                n
+            })
+        };
+        let pass = single_core_pass(
+            &data,
+            &keys,
+            &repo,
+            crate::repo::ChunkerParams::default(),
+            2,
+        );
+        stop.store(true, Ordering::Relaxed);
+        burner.join().unwrap();
+        let wall = pass.seal_secs + pass.verify_secs;
+        assert!(pass.cpu_secs > 0.0, "{pass:?}");
+        // One thread cannot use more CPU than the wall time it ran (plus clock granularity).
+        assert!(pass.cpu_secs <= wall + 0.005, "{pass:?}");
     }
 }

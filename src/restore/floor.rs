@@ -170,7 +170,7 @@ fn decode_on_every_core(
                 let batch = &batch;
                 s.spawn(move || -> Result<f64> {
                     let (mut body, mut out) = (Vec::new(), Vec::new());
-                    let start = thread_cpu_secs();
+                    let start = crate::sys::clock::thread_cpu_secs();
                     for (pack, entry, sealed) in batch.iter().skip(t).step_by(cores) {
                         out.resize(entry.raw_length as usize, 0);
                         pack::open_blob_to(
@@ -188,7 +188,7 @@ fn decode_on_every_core(
                             )
                         })?;
                     }
-                    Ok(thread_cpu_secs() - start)
+                    Ok(crate::sys::clock::thread_cpu_secs() - start)
                 })
             })
             .collect();
@@ -198,17 +198,6 @@ fn decode_on_every_core(
             .collect()
     });
     results.into_iter().sum()
-}
-
-/// CPU time (user + system) of the calling thread.
-fn thread_cpu_secs() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a pointer to a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 /// Wall seconds to write `bytes` (rounded up to the direct-I/O alignment) into a new
