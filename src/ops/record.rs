@@ -67,6 +67,28 @@ const BACKUP_NOT_RECORDED: &str = "the backup run was not recorded in the catalo
 /// Records a backup run (and its snapshot) after the repository commit: one run per region
 /// (`regions`: the catalog's name for each destination and how it fared; empty for a plain
 /// `--repo` run, recorded as region `local`). The snapshot is recorded in the regions that
+/// Opens the catalog best effort, runs `write` on it and closes it; an error (opening or
+/// writing) becomes a warning, returned and emitted with `consequence`
+/// ([`Event::CatalogNotRecorded`]). The shape of every recorder that must never fail the
+/// operation it records.
+async fn best_effort<E: ToString>(
+    env: &Env,
+    consequence: &str,
+    write: impl AsyncFnOnce(&Catalog) -> std::result::Result<(), E>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Some(cat) = open_best_effort(env, &mut warnings).await else {
+        not_recorded(env, &warnings, consequence);
+        return warnings;
+    };
+    if let Err(e) = write(&cat).await {
+        warnings.push(e.to_string());
+    }
+    cat.close().await;
+    not_recorded(env, &warnings, consequence);
+    warnings
+}
+
 /// committed it. Never fails: returns the warnings (empty when recorded).
 pub async fn record_backup(
     env: &Env,
@@ -190,13 +212,8 @@ pub async fn record_set(
     manifest: &SetManifest,
 ) -> Vec<String> {
     const WHAT: &str = "the set's recovery point was not recorded in the catalog; it is committed in the repository, and `lifeboat catalog rebuild` adds it once the catalog is back (until then `status` reports no committed recovery point for it)";
-    let mut warnings = Vec::new();
-    let Some(cat) = open_best_effort(env, &mut warnings).await else {
-        not_recorded(env, &warnings, WHAT);
-        return warnings;
-    };
-    let now = cat.now();
-    let res = async {
+    best_effort(env, WHAT, async |cat: &Catalog| {
+        let now = cat.now();
         cat.record_repository(repo.id(), &repo.location(), Some(repo.config.created))
             .await?;
         for region in regions {
@@ -210,14 +227,8 @@ pub async fn record_set(
             .await?;
         }
         Ok::<(), catalog::CatalogError>(())
-    }
-    .await;
-    if let Err(e) = res {
-        warnings.push(e.to_string());
-    }
-    cat.close().await;
-    not_recorded(env, &warnings, WHAT);
-    warnings
+    })
+    .await
 }
 
 /// Records that `regions` (catalog names) now hold every snapshot of the repository, after
@@ -227,12 +238,7 @@ pub async fn record_synced(env: &Env, repo: &Repository, regions: &[String]) {
         return;
     }
     const WHAT: &str = "the sync was not recorded in the catalog; it is safe in the repository, and `lifeboat catalog rebuild` adds its snapshots once the catalog is back";
-    let mut warnings = Vec::new();
-    let Some(cat) = open_best_effort(env, &mut warnings).await else {
-        not_recorded(env, &warnings, WHAT);
-        return;
-    };
-    let res = async {
+    best_effort(env, WHAT, async |cat: &Catalog| {
         let snaps = repo.list_snapshots().await.map_err(|e| e.to_string())?;
         let sets = repo.list_sets().await.map_err(|e| e.to_string())?;
         let now = cat.now();
@@ -259,11 +265,6 @@ pub async fn record_synced(env: &Env, repo: &Repository, regions: &[String]) {
             }
         }
         Ok::<(), String>(())
-    }
+    })
     .await;
-    if let Err(e) = res {
-        warnings.push(e);
-    }
-    cat.close().await;
-    not_recorded(env, &warnings, WHAT);
 }
