@@ -37,8 +37,16 @@ pub mod single;
 pub use single::{restore_sparse, restore_stream};
 
 const STAGING_PREFIX: &str = ".lifeboat-restore-";
-/// Packs restored at once from a local store.
-const PACK_CONCURRENCY: usize = 3;
+/// Packs restored at once from a local store: one per core decoding (two at least, eight at
+/// most), the disk writing behind them (`direct::WriteBehind`). On 2 cores, three packs
+/// without the writer thread measured 8 % slower on the 1 GiB dump with 3 MiB more peak
+/// memory (docs/benchmarks.md, 2026-12-05).
+fn local_pack_tasks() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, direct::MAX_DECODERS)
+}
 /// Bytes fetched from a remote store (S3) that a restore holds at once, being downloaded,
 /// decoded or written: its memory bound.
 pub const REMOTE_BYTES_IN_FLIGHT: u64 = 96 << 20;
@@ -351,8 +359,13 @@ async fn restore_into(
     let tasks = if remote {
         REMOTE_TASKS
     } else {
-        PACK_CONCURRENCY
+        local_pack_tasks()
     };
+    // The whole blocks of large files are written by one thread behind the decoding ones.
+    let behind = Arc::new(
+        direct::WriteBehind::start()
+            .map_err(|e| Error::Other(format!("cannot start the restore's writer thread: {e}")))?,
+    );
     let written: u64 = stream::iter(plan)
         .map(|(pos, blobs)| {
             let (repo, index, files, staging, progress, cancel, stop, budget, hedge, phases) = (
@@ -367,6 +380,7 @@ async fn restore_into(
                 hedge.clone(),
                 phases.clone(),
             );
+            let behind = behind.clone();
             let first_error = &first_error;
             async move {
                 if stop.is_cancelled() {
@@ -387,7 +401,7 @@ async fn restore_into(
                             .expect("the budget is never closed");
                         restore_pack(
                             &repo, &hedge, pack, size, blobs, files, staging, progress, halt,
-                            &phases,
+                            &phases, &behind,
                         )
                         .await
                     }
@@ -409,9 +423,19 @@ async fn restore_into(
         .buffer_unordered(tasks)
         .fold(0u64, |acc, n| async move { acc + n })
         .await;
+    // Every block queued is on the disk (or the first write that failed is known) before
+    // the metadata is set or the staging directory is moved — or removed.
+    let writes = {
+        let behind = behind.clone();
+        tokio::task::spawn_blocking(move || behind.close())
+            .await
+            .map_err(|e| Error::Other(format!("restore writer failed: {e}")))?
+    };
+    let write_busy_s = behind.busy_secs();
     if let Some(e) = first_error.into_inner().expect("error slot") {
         return Err(e);
     }
+    writes.map_err(|(path, e)| Error::io("write", path, e))?;
     report.bytes = written + holes;
     cancel.check()?;
     let t_meta = Instant::now();
@@ -467,13 +491,14 @@ async fn restore_into(
         writer_queue_s = Phases::secs(&phases.queue_ns),
         decode_s = Phases::secs(&phases.decode_ns),
         write_s = Phases::secs(&phases.write_ns),
+        write_behind_s = write_busy_s,
         files = files.len(),
         ranges = phases.ranges.load(Ordering::Relaxed),
         direct_writes = phases.direct_writes.load(Ordering::Relaxed),
         buffered_writes = phases.buffered_writes.load(Ordering::Relaxed),
         buffered_bytes = phases.buffered_bytes.load(Ordering::Relaxed),
         tree_packs_prefetched = tree_gets,
-        "restore phases (walls of each stage; fetch, queue, decode and write summed over tasks and threads)"
+        "restore phases (walls of each stage; fetch, queue, decode and write summed over tasks and threads; write_behind: the writer thread's busy time)"
     );
     Ok(report)
 }
@@ -653,6 +678,7 @@ async fn restore_pack(
     progress: ProgressBar,
     halt: Halt,
     phases: &Arc<Phases>,
+    behind: &Arc<direct::WriteBehind>,
 ) -> Result<u64> {
     let blobs: Vec<(PackEntry, Dests)> = blobs.into_values().collect();
     let entries: Vec<PackEntry> = blobs.iter().map(|(e, _)| *e).collect();
@@ -670,6 +696,7 @@ async fn restore_pack(
             progress.clone(),
             halt.clone(),
             phases.clone(),
+            behind.clone(),
         )
         .await?;
         if let Some(name) = source {
@@ -698,6 +725,7 @@ async fn restore_pack(
                 progress.clone(),
                 halt.clone(),
                 phases.clone(),
+                behind.clone(),
             )
             .await
         }
@@ -738,6 +766,7 @@ async fn write_pack(
     progress: ProgressBar,
     halt: Halt,
     phases: Arc<Phases>,
+    behind: Arc<direct::WriteBehind>,
 ) -> Result<u64> {
     let mut written = 0u64;
     let repo = repo.clone();
@@ -752,8 +781,9 @@ async fn write_pack(
             places.extend(dests.iter().map(|&(fi, off)| (fi, off, pi)));
         }
         places.sort_unstable();
-        // Multi-blob files stay open while this pack's blobs are written into them.
-        let mut open: HashMap<usize, (std::fs::File, Option<std::fs::File>)> = HashMap::new();
+        // Multi-blob files stay open while this pack's blobs are written into them (and
+        // while the writer thread still holds blocks of them).
+        let mut open: HashMap<usize, Arc<direct::Target>> = HashMap::new();
         let (mut body, mut plain) = (Vec::new(), Vec::new());
         let mut holes: Vec<(u64, u64)> = Vec::new();
         let mut i = 0;
@@ -773,20 +803,15 @@ async fn write_pack(
                 i += 1;
                 continue;
             }
-            let (file, direct) = match open.entry(fi) {
+            let target = match open.entry(fi) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
                     let path = p();
-                    let f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(|e| Error::io("open", &path, e))?;
-                    let d = direct::open_direct(&path).map_err(|e| Error::io("open", &path, e))?;
-                    v.insert((f, d))
+                    v.insert(direct::Target::open(&path).map_err(|e| Error::io("open", &path, e))?)
                 }
             };
             let wr = |e| Error::io("write", p(), e);
-            let mut range = direct::RangeWriter::new(file, direct.as_ref(), start);
+            let mut range = direct::RangeWriter::new(target, Some(&behind), start);
             let mut end = start;
             while i < places.len() && places[i].0 == fi && places[i].1 == end {
                 let (entry, _, sealed) = &parts[places[i].2];
@@ -825,7 +850,9 @@ async fn write_pack(
             // Zero runs inside blobs become holes (a sparse file's blocks of zeros that did
             // not fill a whole chunk): written, then given back to the file system.
             for (off, len) in holes.drain(..) {
-                punch_hole(file, off, len).map_err(|e| Error::io("punch a hole in", p(), e))?;
+                behind
+                    .punch_hole(target, off, len)
+                    .map_err(|e| Error::io("punch a hole in", p(), e))?;
             }
             clock = Phases::add(&phases.write_ns, clock);
             written += end - start;
@@ -898,30 +925,6 @@ fn zero_runs(data: &[u8], offset: u64, out: &mut Vec<(u64, u64)>) {
     close(&mut run, page);
 }
 
-/// Deallocates `len` bytes at `offset` (they read as zeros; the length stays).
-fn punch_hole(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fallocate on an open descriptor with in-range offsets.
-    let r = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    // A file system without holes keeps the zeros written: the content is the same.
-    if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) {
-        Ok(())
-    } else {
-        Err(e)
-    }
-}
-
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     (unsafe { libc::geteuid() }) == 0
@@ -944,7 +947,7 @@ fn write_whole_file(p: &Path, node: &Node, data: &[u8], root: bool) -> Result<()
     let mut holes = Vec::new();
     zero_runs(data, 0, &mut holes);
     for (off, len) in holes {
-        punch_hole(&f, off, len).map_err(|e| Error::io("punch a hole in", p, e))?;
+        direct::punch_hole(&f, off, len).map_err(|e| Error::io("punch a hole in", p, e))?;
     }
     if root {
         std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid))
