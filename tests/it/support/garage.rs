@@ -180,7 +180,11 @@ admin_token = "test-admin-token"
                 c
             }
         };
+        // Its own process group: `faketime` runs the server as its child, so signals go to
+        // the group (`signal`), or a killed `faketime` would leave the server running.
+        use std::os::unix::process::CommandExt;
         let child = cmd
+            .process_group(0)
             .arg("-c")
             .arg(&self.config)
             .arg("server")
@@ -277,18 +281,17 @@ admin_token = "test-admin-token"
     /// Stops the server (SIGTERM, then SIGKILL); the data stays for `restart`.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-CONT")
-                .arg(c.id().to_string())
-                .status();
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            signal(&c, libc::SIGCONT);
+            signal(&c, libc::SIGTERM);
             let t0 = Instant::now();
             while c.try_wait().unwrap().is_none() {
                 if t0.elapsed() > Duration::from_secs(5) {
-                    let _ = c.kill();
+                    signal(&c, libc::SIGKILL);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            // The group's other members (the server under `faketime`) go with it.
+            signal(&c, libc::SIGKILL);
         }
     }
 
@@ -300,21 +303,25 @@ admin_token = "test-admin-token"
     }
 
     pub fn pause(&self) {
-        let pid = self.child.as_ref().unwrap().id() as i32;
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        signal(self.child.as_ref().unwrap(), libc::SIGSTOP);
     }
 
     pub fn resume(&self) {
-        let pid = self.child.as_ref().unwrap().id() as i32;
-        unsafe { libc::kill(pid, libc::SIGCONT) };
+        signal(self.child.as_ref().unwrap(), libc::SIGCONT);
     }
+}
+
+/// Sends `sig` to the server's process group (the server, and `faketime` in front of it).
+fn signal(c: &Child, sig: i32) {
+    // SAFETY: kill(2) on a process group we created; no memory is involved.
+    unsafe { libc::kill(-(c.id() as i32), sig) };
 }
 
 impl Drop for Garage {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
-            let _ = c.kill();
+            signal(&c, libc::SIGCONT);
+            signal(&c, libc::SIGKILL);
             let _ = c.wait();
         }
     }
