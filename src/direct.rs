@@ -185,7 +185,7 @@ pub const MAX_DECODERS: usize = 8;
 /// Idle buffers kept: one per pack restored at once from a local store, plus those a
 /// [`WriteBehind`] holds (queued and being written). Only buffers that were in use at once
 /// are ever kept, so this raises no peak.
-const KEEP_IDLE: usize = MAX_DECODERS + BEHIND_DEPTH + 1;
+const KEEP_IDLE: usize = MAX_DECODERS + 1 + BEHIND_DEPTH + 1;
 /// A [`RangeWriter`] writes out what it holds once it holds this much. 4 MiB writes (8 MiB
 /// buffers, smaller ones for short ranges) were measured on 2026-12-05 (docs/benchmarks.md):
 /// no wall-time gain beyond the noise, 16 % more peak memory restoring from S3, where a
@@ -266,6 +266,13 @@ impl Target {
         Ok(false)
     }
 }
+
+/// Direct writes at least this large go to the [`WriteBehind`] thread; smaller ones (the
+/// ranges of small files, a range's last blocks) are written by the thread that decoded
+/// them, as before: one writer thread would send them to the device one at a time, and
+/// their cost is the device's latency, not its bandwidth (the 1 GiB tree of 7 871 files
+/// restored ~8 % slower with every write behind, 2026-12-05).
+pub const BEHIND_MIN: usize = 512 << 10;
 
 /// Queued jobs a [`WriteBehind`] holds at most (each up to a [`RangeWriter`] buffer): a
 /// decoding thread that finds the queue full waits, so memory stays bounded.
@@ -441,8 +448,8 @@ pub struct RangeStats {
 /// needs it: a piece that fits is placed with [`RangeWriter::slot`] straight into an aligned
 /// buffer (a blob is decompressed into it, no copy), a larger one copied in by
 /// [`RangeWriter::write`]; whole 4 KiB blocks go to the disk directly, about [`FLUSH_AT`]
-/// at a time — handed to a [`WriteBehind`] thread where there is one, written before the
-/// call returns where not — and only the partial blocks at the two ends of the range
+/// at a time — handed to a [`WriteBehind`] thread where there is one and the write is at
+/// least [`BEHIND_MIN`], written before the call returns where not — and only the partial blocks at the two ends of the range
 /// through the page cache, the last one last.
 pub struct RangeWriter<'a> {
     target: &'a Arc<Target>,
@@ -521,7 +528,7 @@ impl<'a> RangeWriter<'a> {
             let at = self.base + first_whole as u64;
             let n = (whole_end - first_whole) as u64;
             match self.behind {
-                Some(behind) if self.target.direct().is_some() => {
+                Some(behind) if n >= BEHIND_MIN as u64 && self.target.direct().is_some() => {
                     // Hand the full buffer over; go on in a fresh one holding the tail.
                     let mut next = pooled_buf();
                     next[..tail].copy_from_slice(&self.buf[whole_end..self.end]);
