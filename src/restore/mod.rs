@@ -37,14 +37,17 @@ pub mod single;
 pub use single::{restore_sparse, restore_stream};
 
 const STAGING_PREFIX: &str = ".lifeboat-restore-";
-/// Packs restored at once from a local store: one per core decoding (two at least, eight at
-/// most), the disk writing behind them (`direct::WriteBehind`) — and one more where most of
-/// the bytes are small files, whose creation and metadata wait in the file system rather
-/// than on a core. On 2 cores (docs/benchmarks.md, 2026-12-05): the 1 GiB dump with two
-/// packs and the writer thread 0.86 s against 0.95 s for three packs without it, 1 MiB less
-/// peak memory (three packs with the writer: 14 MiB more); the 1 GiB tree of 7 871 files
-/// 8 % slower with two than with three.
-fn local_pack_tasks(files: &[FileEntry]) -> usize {
+/// How a restore from a local store spreads its work. Where most of the bytes are in large
+/// files (a dump, an image): one pack per core decoding (two at least, eight at most) and
+/// one writer thread putting their whole blocks on the disk behind them
+/// (`direct::WriteBehind`), so no core waits for the device. Where most are in small files:
+/// one pack more than cores, each task writing its own files — their creation and
+/// metadata wait in the file system, not on a core or the device's bandwidth. Measured on 2
+/// cores (docs/benchmarks.md, 2026-12-05): the 1 GiB dump 0.84 s this way against 1.00 s
+/// with three packs and no writer thread, the same peak memory (three packs with the
+/// writer: 14 MiB more); the 1 GiB tree was no faster with the writer thread and held
+/// 5 MiB more.
+fn local_layout(files: &[FileEntry]) -> (usize, bool) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -58,9 +61,9 @@ fn local_pack_tasks(files: &[FileEntry]) -> usize {
         }
     }
     if small > large {
-        cores + 1
+        (cores + 1, false)
     } else {
-        cores
+        (cores, true)
     }
 }
 
@@ -373,22 +376,21 @@ async fn restore_into(
     } else {
         tokio::sync::Semaphore::MAX_PERMITS
     }));
-    let tasks = if remote {
-        REMOTE_TASKS
+    // From a remote store, a dozen packs decode and write at once while others download,
+    // and the network is the limit: a writer thread bought no time there (512 MiB dump from
+    // Garage, 0.80 s either way) and cost ~10 MiB of peak memory.
+    let (tasks, write_behind) = if remote {
+        (REMOTE_TASKS, false)
     } else {
-        local_pack_tasks(&files)
+        local_layout(&files)
     };
-    // From a local store, the whole blocks of large files are written by one thread behind
-    // the decoding ones. From a remote one, a dozen packs decode and write at once while
-    // others download, and the network is the limit: writing behind them bought no time
-    // there (512 MiB dump from Garage, 0.80 s either way) and cost ~10 MiB of peak memory.
     let behind =
-        Arc::new(if remote {
-            None
-        } else {
+        Arc::new(if write_behind {
             Some(direct::WriteBehind::start().map_err(|e| {
                 Error::Other(format!("cannot start the restore's writer thread: {e}"))
             })?)
+        } else {
+            None
         });
     let written: u64 = stream::iter(plan)
         .map(|(pos, blobs)| {
