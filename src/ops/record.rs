@@ -2,6 +2,7 @@
 //! cannot be opened or written costs a warning ([`Event::CatalogNotRecorded`]), never a
 //! committed backup, sync, verification or drill (T30).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -12,7 +13,8 @@ use crate::catalog::{self, BackupRun, Catalog, OpenOptions, RunId, RunStatus, Se
 use crate::error::ExitCode;
 use crate::ids::ObjectId;
 use crate::repo::set::SetManifest;
-use crate::repo::Repository;
+use crate::repo::snapshot::Snapshot;
+use crate::repo::{ObjectKind, Repository};
 use crate::store::multi::{RegionResult, RegionStatus};
 use crate::{Error, Result};
 
@@ -195,9 +197,59 @@ pub async fn record_backup(
     if let Err(e) = res {
         warnings.push(e.to_string());
     }
+    // A run killed between its commit and this record left a snapshot the catalog lacks:
+    // the next backup into the same repository records it, so `status` and the metrics do
+    // not miss that restore point until someone runs `catalog rebuild`. (One repository
+    // here; a fan-out's regions are brought level by `sync` and `catalog rebuild`.)
+    if outcome.is_ok() && regions.is_empty() {
+        if let Err(e) = record_missing_snapshots(&cat, repo, LOCAL_REGION).await {
+            warnings.push(e);
+        }
+    }
     cat.close().await;
     not_recorded(env, &warnings, BACKUP_NOT_RECORDED);
     warnings
+}
+
+/// Records the snapshots of `repo` that the catalog lacks for `region`: one listing of the
+/// snapshot names, and only the missing snapshots read. One that vanished meanwhile (a
+/// concurrent `forget`) or fails its seal (`verify` reports it) is skipped.
+async fn record_missing_snapshots(
+    cat: &Catalog,
+    repo: &Repository,
+    region: &str,
+) -> std::result::Result<usize, String> {
+    let ids = repo
+        .list_ids(ObjectKind::Snapshot)
+        .await
+        .map_err(|e| e.to_string())?;
+    let known: HashSet<ObjectId> = cat
+        .snapshots(repo.id(), Some(region))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|r| r.snapshot_id)
+        .collect();
+    let mut added = 0;
+    for id in ids.into_iter().filter(|id| !known.contains(id)) {
+        let snap: Snapshot = match repo.load_json(ObjectKind::Snapshot, &id).await {
+            Ok(s) => s,
+            Err(Error::Store(e)) if e.is_not_found() => continue,
+            Err(Error::Integrity { .. }) => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        cat.record_snapshot(repo.id(), region, &id, &snap)
+            .await
+            .map_err(|e| e.to_string())?;
+        added += 1;
+    }
+    if added > 0 {
+        tracing::info!(
+            added,
+            "recorded snapshots the catalog lacked (committed by runs that ended before recording them)"
+        );
+    }
+    Ok(added)
 }
 
 /// Records a committed recovery-point set manifest in the regions (catalog names) that hold

@@ -1318,3 +1318,59 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         std::fs::copy(from.join(&rel), dst).unwrap();
     }
 }
+
+/// A run that committed its snapshot but never recorded it (killed between the two, or its
+/// catalog unreachable then) leaves a gap `verify` warns about; the next backup into the
+/// same repository records the missing snapshot, so the catalog is whole again without a
+/// `catalog rebuild`.
+#[test]
+fn the_next_backup_records_a_snapshot_an_earlier_run_committed_but_did_not_record() {
+    let s = Scratch::new();
+    s.init();
+    let cat = s.path("c.db").display().to_string();
+    let env = [("LIFEBOAT_CATALOG", cat.as_str())];
+    let src = s.path("src");
+    make_tree(&src, 3, 4, 20_000);
+    s.expect_env(&["backup", src.to_str().unwrap()], &env, 0);
+    // The second run's catalog cannot be opened (its directory is a file): committed, not
+    // recorded, exit 0 with a warning.
+    let blocker = s.path("not-a-dir");
+    std::fs::write(&blocker, b"").unwrap();
+    let unreachable = blocker.join("c.db").display().to_string();
+    std::fs::write(src.join("new-file"), b"more").unwrap();
+    let out: serde_json::Value = serde_json::from_str(&s.expect_env(
+        &["backup", src.to_str().unwrap(), "--json"],
+        &[("LIFEBOAT_CATALOG", unreachable.as_str())],
+        0,
+    ))
+    .unwrap();
+    assert_eq!(out["catalog_recorded"], false, "{out}");
+    let missed = out["snapshot_id"].as_str().unwrap().to_string();
+    assert_eq!(catalog_rows(&cat, &s.repo).len(), 1);
+    let v: serde_json::Value =
+        serde_json::from_str(&s.expect_env(&["verify", "--json"], &env, 0)).unwrap();
+    let findings = v["report"]["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().any(|f| f["severity"] == "warning"
+            && f["message"]
+                .as_str()
+                .unwrap()
+                .contains("not in the catalog")),
+        "the gap is reported: {v:#}"
+    );
+
+    std::fs::write(src.join("third"), b"again").unwrap();
+    s.expect_env(&["backup", src.to_str().unwrap()], &env, 0);
+    let rows = catalog_rows(&cat, &s.repo);
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    assert!(rows.iter().any(|r| r.snapshot_id.to_string() == missed));
+    let v: serde_json::Value =
+        serde_json::from_str(&s.expect_env(&["verify", "--json"], &env, 0)).unwrap();
+    for f in v["report"]["findings"].as_array().unwrap() {
+        assert_eq!(f["severity"], "info", "{f}");
+    }
+    let out: serde_json::Value =
+        serde_json::from_str(&s.expect_env(&["catalog", "rebuild", "--json"], &env, 0)).unwrap();
+    assert_eq!(out["report"]["added"], 0, "{out}");
+    assert_eq!(out["report"]["unchanged"], 3, "{out}");
+}

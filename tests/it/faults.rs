@@ -744,8 +744,10 @@ fn killed_backups_commit_nothing_and_the_rerun_uploads_only_what_is_missing() {
         let stored = wait_for(&mut child, Duration::from_secs(120), || {
             pack_files(&s.repo).len() >= want
         });
-        // Somewhere in the next stretch of the upload.
-        std::thread::sleep(Duration::from_millis(rand::Rng::gen_range(&mut r, 0..250)));
+        // Somewhere in the next stretch of the upload. (Up to 250 ms let a re-run on an idle
+        // machine finish first — it skips what the killed runs stored — so that only one run
+        // was killed; 80 ms still lands kills at different points, each run storing more.)
+        std::thread::sleep(Duration::from_millis(rand::Rng::gen_range(&mut r, 0..80)));
         let _ = child.kill();
         let o = child.wait_with_output().unwrap();
         if o.status.success() {
