@@ -64,7 +64,7 @@ pub fn not_recorded(env: &Env, warnings: &[String], consequence: &str) {
     }
 }
 
-const BACKUP_NOT_RECORDED: &str = "the backup run was not recorded in the catalog; it is safe in the repository, and `lifeboat catalog rebuild` adds its snapshot once the catalog is back";
+const BACKUP_NOT_RECORDED: &str = "the backup run was not recorded in the catalog; it is safe in the repository, and the next backup (or `lifeboat catalog rebuild`) adds its snapshot once the catalog is back";
 
 /// Records a backup run (and its snapshot) after the repository commit: one run per region
 /// (`regions`: the catalog's name for each destination and how it fared; empty for a plain
@@ -101,114 +101,105 @@ pub async fn record_backup(
     outcome: std::result::Result<&SnapshotReport, &Error>,
     regions: &[(String, RegionResult)],
 ) -> Vec<String> {
-    let mut warnings = Vec::new();
-    let Some(cat) = open_best_effort(env, &mut warnings).await else {
-        not_recorded(env, &warnings, BACKUP_NOT_RECORDED);
-        return warnings;
-    };
-    let finished = cat.now();
-    let base = match outcome {
-        Ok(r) => BackupRun {
-            run_id: RunId::random(),
-            repo_id: *repo.id(),
-            plan: r.snapshot.plan.clone().unwrap_or_default(),
-            job: r.snapshot.job.clone().unwrap_or_default(),
-            region: LOCAL_REGION.into(),
-            host: r.snapshot.host.clone(),
-            started,
-            finished,
-            status: if r.partial {
-                RunStatus::Partial
-            } else {
-                RunStatus::Ok
+    best_effort(env, BACKUP_NOT_RECORDED, async |cat: &Catalog| {
+        let finished = cat.now();
+        let base = match outcome {
+            Ok(r) => BackupRun {
+                run_id: RunId::random(),
+                repo_id: *repo.id(),
+                plan: r.snapshot.plan.clone().unwrap_or_default(),
+                job: r.snapshot.job.clone().unwrap_or_default(),
+                region: LOCAL_REGION.into(),
+                host: r.snapshot.host.clone(),
+                started,
+                finished,
+                status: if r.partial {
+                    RunStatus::Partial
+                } else {
+                    RunStatus::Ok
+                },
+                exit_code: if r.partial {
+                    ExitCode::Partial.code()
+                } else {
+                    ExitCode::Ok.code()
+                },
+                snapshot_id: Some(r.snapshot_id),
+                bytes_processed: r.snapshot.summary.bytes_processed,
+                bytes_added: r.snapshot.summary.bytes_added,
+                bytes_stored: r.snapshot.summary.bytes_stored,
+                error: None,
             },
-            exit_code: if r.partial {
-                ExitCode::Partial.code()
-            } else {
-                ExitCode::Ok.code()
+            Err(e) => BackupRun {
+                run_id: RunId::random(),
+                repo_id: *repo.id(),
+                plan: plan_job.map(|(p, _)| p.to_string()).unwrap_or_default(),
+                job: plan_job.map(|(_, j)| j.to_string()).unwrap_or_default(),
+                region: LOCAL_REGION.into(),
+                host: host.into(),
+                started,
+                finished,
+                status: RunStatus::Failed,
+                exit_code: e.exit_code().code(),
+                snapshot_id: None,
+                bytes_processed: 0,
+                bytes_added: 0,
+                bytes_stored: 0,
+                error: Some(e.to_string()),
             },
-            snapshot_id: Some(r.snapshot_id),
-            bytes_processed: r.snapshot.summary.bytes_processed,
-            bytes_added: r.snapshot.summary.bytes_added,
-            bytes_stored: r.snapshot.summary.bytes_stored,
-            error: None,
-        },
-        Err(e) => BackupRun {
-            run_id: RunId::random(),
-            repo_id: *repo.id(),
-            plan: plan_job.map(|(p, _)| p.to_string()).unwrap_or_default(),
-            job: plan_job.map(|(_, j)| j.to_string()).unwrap_or_default(),
-            region: LOCAL_REGION.into(),
-            host: host.into(),
-            started,
-            finished,
-            status: RunStatus::Failed,
-            exit_code: e.exit_code().code(),
-            snapshot_id: None,
-            bytes_processed: 0,
-            bytes_added: 0,
-            bytes_stored: 0,
-            error: Some(e.to_string()),
-        },
-    };
-    // (run, whether this region holds the snapshot)
-    let runs: Vec<(BackupRun, bool)> = if regions.is_empty() {
-        vec![(base.clone(), outcome.is_ok())]
-    } else {
-        regions
-            .iter()
-            .map(|(name, r)| {
-                let mut run = base.clone();
-                run.run_id = RunId::random();
-                run.region = name.clone();
-                let committed = outcome.is_ok() && r.status == RegionStatus::Complete;
-                if outcome.is_ok() && !committed {
-                    run.status = RunStatus::Failed;
-                    run.snapshot_id = None;
-                    run.error = Some(format!(
-                        "region {} {}: {}",
-                        r.region,
-                        if r.status == RegionStatus::Lagging {
-                            "is lagging"
-                        } else {
-                            "failed"
-                        },
-                        r.error.as_deref().unwrap_or("no detail")
-                    ));
-                }
-                (run, committed)
-            })
-            .collect()
-    };
-    let res = async {
+        };
+        // (run, whether this region holds the snapshot)
+        let runs: Vec<(BackupRun, bool)> = if regions.is_empty() {
+            vec![(base.clone(), outcome.is_ok())]
+        } else {
+            regions
+                .iter()
+                .map(|(name, r)| {
+                    let mut run = base.clone();
+                    run.run_id = RunId::random();
+                    run.region = name.clone();
+                    let committed = outcome.is_ok() && r.status == RegionStatus::Complete;
+                    if outcome.is_ok() && !committed {
+                        run.status = RunStatus::Failed;
+                        run.snapshot_id = None;
+                        run.error = Some(format!(
+                            "region {} {}: {}",
+                            r.region,
+                            if r.status == RegionStatus::Lagging {
+                                "is lagging"
+                            } else {
+                                "failed"
+                            },
+                            r.error.as_deref().unwrap_or("no detail")
+                        ));
+                    }
+                    (run, committed)
+                })
+                .collect()
+        };
         cat.record_repository(repo.id(), &repo.location(), Some(repo.config.created))
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
         for (run, committed) in &runs {
             // Snapshot first: a run row pointing at a snapshot the catalog lacks would mislead.
             if let (Ok(r), true) = (outcome, committed) {
                 cat.record_snapshot(repo.id(), &run.region, &r.snapshot_id, &r.snapshot)
-                    .await?;
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
-            cat.record_backup_run(run).await?;
+            cat.record_backup_run(run)
+                .await
+                .map_err(|e| e.to_string())?;
         }
-        Ok::<(), catalog::CatalogError>(())
-    }
-    .await;
-    if let Err(e) = res {
-        warnings.push(e.to_string());
-    }
-    // A run killed between its commit and this record left a snapshot the catalog lacks:
-    // the next backup into the same repository records it, so `status` and the metrics do
-    // not miss that restore point until someone runs `catalog rebuild`. (One repository
-    // here; a fan-out's regions are brought level by `sync` and `catalog rebuild`.)
-    if outcome.is_ok() && regions.is_empty() {
-        if let Err(e) = record_missing_snapshots(&cat, repo, LOCAL_REGION).await {
-            warnings.push(e);
+        // A run killed between its commit and this record left a snapshot the catalog lacks:
+        // the next backup into the same repository records it, so `status` and the metrics do
+        // not miss that restore point until someone runs `catalog rebuild`. (One repository
+        // here; a fan-out's regions are brought level by `sync` and `catalog rebuild`.)
+        if outcome.is_ok() && regions.is_empty() {
+            record_missing_snapshots(cat, repo, LOCAL_REGION).await?;
         }
-    }
-    cat.close().await;
-    not_recorded(env, &warnings, BACKUP_NOT_RECORDED);
-    warnings
+        Ok::<(), String>(())
+    })
+    .await
 }
 
 /// Records the snapshots of `repo` that the catalog lacks for `region`: one listing of the
