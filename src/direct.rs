@@ -240,10 +240,6 @@ impl Target {
         &self.file
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn direct(&self) -> Option<&File> {
         if self.refused.load(Ordering::Relaxed) {
             None
@@ -294,7 +290,7 @@ enum Job {
 }
 
 struct BehindState {
-    failed: AtomicBool,
+    /// The first failure (jobs after it are dropped).
     error: Mutex<Option<(PathBuf, std::io::Error)>>,
     busy_ns: AtomicU64,
 }
@@ -317,7 +313,6 @@ impl WriteBehind {
     pub fn start() -> std::io::Result<WriteBehind> {
         let (tx, rx) = sync_channel::<Job>(BEHIND_DEPTH);
         let state = Arc::new(BehindState {
-            failed: AtomicBool::new(false),
             error: Mutex::new(None),
             busy_ns: AtomicU64::new(0),
         });
@@ -327,7 +322,7 @@ impl WriteBehind {
             .spawn(move || {
                 for job in rx {
                     let t0 = std::time::Instant::now();
-                    let failed = st.failed.load(Ordering::Acquire);
+                    let failed = st.error.lock().expect("write-behind error").is_some();
                     let res = match &job {
                         _ if failed => Ok(()),
                         Job::Write {
@@ -346,7 +341,6 @@ impl WriteBehind {
                     if let Err(e) = res {
                         let mut slot = st.error.lock().expect("write-behind error");
                         slot.get_or_insert((target.path.clone(), e));
-                        st.failed.store(true, Ordering::Release);
                     }
                     if let Some(buf) = buf {
                         return_buf(buf);
@@ -364,9 +358,6 @@ impl WriteBehind {
 
     /// The first failure, as an error of the same kind (and OS code) for the caller.
     fn failure(&self) -> Option<std::io::Error> {
-        if !self.state.failed.load(Ordering::Acquire) {
-            return None;
-        }
         let slot = self.state.error.lock().expect("write-behind error");
         let (path, e) = slot.as_ref()?;
         let msg = format!("writing {}: {e}", path.display());

@@ -384,14 +384,13 @@ async fn restore_into(
     } else {
         local_layout(&files)
     };
-    let behind =
-        Arc::new(if write_behind {
-            Some(direct::WriteBehind::start().map_err(|e| {
-                Error::Other(format!("cannot start the restore's writer thread: {e}"))
-            })?)
-        } else {
-            None
-        });
+    let behind = if write_behind {
+        Some(Arc::new(direct::WriteBehind::start().map_err(|e| {
+            Error::Other(format!("cannot start the restore's writer thread: {e}"))
+        })?))
+    } else {
+        None
+    };
     let written: u64 = stream::iter(plan)
         .map(|(pos, blobs)| {
             let (repo, index, files, staging, progress, cancel, stop, budget, hedge, phases) = (
@@ -453,11 +452,11 @@ async fn restore_into(
     // the metadata is set or the staging directory is moved — or removed.
     let writes = {
         let behind = behind.clone();
-        tokio::task::spawn_blocking(move || behind.as_ref().as_ref().map_or(Ok(()), |b| b.close()))
+        tokio::task::spawn_blocking(move || behind.map_or(Ok(()), |b| b.close()))
             .await
             .map_err(|e| Error::Other(format!("restore writer failed: {e}")))?
     };
-    let write_busy_s = behind.as_ref().as_ref().map_or(0.0, |b| b.busy_secs());
+    let write_busy_s = behind.as_ref().map_or(0.0, |b| b.busy_secs());
     if let Some(e) = first_error.into_inner().expect("error slot") {
         return Err(e);
     }
@@ -704,7 +703,7 @@ async fn restore_pack(
     progress: ProgressBar,
     halt: Halt,
     phases: &Arc<Phases>,
-    behind: &Arc<Option<direct::WriteBehind>>,
+    behind: &Option<Arc<direct::WriteBehind>>,
 ) -> Result<u64> {
     let blobs: Vec<(PackEntry, Dests)> = blobs.into_values().collect();
     let entries: Vec<PackEntry> = blobs.iter().map(|(e, _)| *e).collect();
@@ -792,7 +791,7 @@ async fn write_pack(
     progress: ProgressBar,
     halt: Halt,
     phases: Arc<Phases>,
-    behind: Arc<Option<direct::WriteBehind>>,
+    behind: Option<Arc<direct::WriteBehind>>,
 ) -> Result<u64> {
     let mut written = 0u64;
     let repo = repo.clone();
@@ -837,7 +836,7 @@ async fn write_pack(
                 }
             };
             let wr = |e| Error::io("write", p(), e);
-            let mut range = direct::RangeWriter::new(target, behind.as_ref().as_ref(), start);
+            let mut range = direct::RangeWriter::new(target, behind.as_deref(), start);
             let mut end = start;
             while i < places.len() && places[i].0 == fi && places[i].1 == end {
                 let (entry, _, sealed) = &parts[places[i].2];
