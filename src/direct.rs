@@ -25,6 +25,23 @@ use std::thread::JoinHandle;
 /// Alignment of buffer, offset and length that every Linux file system accepts.
 pub const ALIGN: usize = 4096;
 
+/// Where a [`RangeWriter`] splits its range between page-cache and direct writes: the
+/// larger of [`ALIGN`] and the memory page size. A page-cache write dirties a whole page;
+/// on a kernel with 64 KiB pages (some arm64, ppc64le), a page that a partial-block write
+/// shared with a direct write still in flight could be read back stale and written over it.
+/// Split at page boundaries, no page holds bytes of both kinds.
+pub fn split_unit() -> usize {
+    static UNIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *UNIT.get_or_init(|| {
+        // SAFETY: sysconf takes no pointers.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(page)
+            .ok()
+            .filter(|p| p.is_power_of_two() && *p <= FLUSH_AT / 2)
+            .map_or(ALIGN, |p| p.max(ALIGN))
+    })
+}
+
 /// A zeroed heap buffer whose start is [`ALIGN`]-aligned and whose length is a multiple of it.
 pub struct AlignedBuf {
     ptr: *mut u8,
@@ -438,15 +455,19 @@ pub struct RangeStats {
 /// Writes one contiguous byte range of an existing file, piece after piece, the way restore
 /// needs it: a piece that fits is placed with [`RangeWriter::slot`] straight into an aligned
 /// buffer (a blob is decompressed into it, no copy), a larger one copied in by
-/// [`RangeWriter::write`]; whole 4 KiB blocks go to the disk directly, about [`FLUSH_AT`]
-/// at a time — handed to a [`WriteBehind`] thread where there is one and the write is at
-/// least [`BEHIND_MIN`], written before the call returns where not — and only the partial blocks at the two ends of the range
-/// through the page cache, the last one last.
+/// [`RangeWriter::write`]; whole pages ([`split_unit`]: 4 KiB blocks, or the page size where
+/// that is larger) go to the disk directly, about [`FLUSH_AT`] at a time — handed to a
+/// [`WriteBehind`] thread where there is one and the write is at least [`BEHIND_MIN`],
+/// written before the call returns where not — and only the partial pages at the two ends
+/// of the range through the page cache, the last one last.
 pub struct RangeWriter<'a> {
     target: &'a Arc<Target>,
     behind: Option<&'a WriteBehind>,
     buf: AlignedBuf,
-    /// File offset of `buf[0]` (aligned).
+    /// Direct writes are whole units of this many bytes at offsets aligned to it
+    /// ([`split_unit`]).
+    unit: usize,
+    /// File offset of `buf[0]` (aligned to `unit`).
     base: u64,
     /// `buf[start..end]` is data not yet written.
     start: usize,
@@ -457,11 +478,21 @@ pub struct RangeWriter<'a> {
 impl<'a> RangeWriter<'a> {
     /// A range of `target` starting at `offset`, its blocks written by `behind` if given.
     pub fn new(target: &'a Arc<Target>, behind: Option<&'a WriteBehind>, offset: u64) -> Self {
-        let lead = (offset % ALIGN as u64) as usize;
+        Self::with_unit(target, behind, offset, split_unit())
+    }
+
+    fn with_unit(
+        target: &'a Arc<Target>,
+        behind: Option<&'a WriteBehind>,
+        offset: u64,
+        unit: usize,
+    ) -> Self {
+        let lead = (offset % unit as u64) as usize;
         RangeWriter {
             target,
             behind,
             buf: pooled_buf(),
+            unit,
             base: offset - lead as u64,
             start: lead,
             end: lead,
@@ -505,12 +536,12 @@ impl<'a> RangeWriter<'a> {
 
     /// Writes every whole block held; the partial last block moves to the buffer's start.
     fn flush_blocks(&mut self) -> std::io::Result<()> {
-        let whole_end = self.end / ALIGN * ALIGN;
+        let whole_end = self.end / self.unit * self.unit;
         if whole_end <= self.start {
             return Ok(());
         }
-        // A partial first block (the range's start is unaligned) goes through the page cache.
-        let first_whole = self.start.next_multiple_of(ALIGN);
+        // A partial first unit (the range's start is unaligned) goes through the page cache.
+        let first_whole = self.start.next_multiple_of(self.unit);
         if first_whole > self.start {
             self.buffered(self.start, first_whole)?;
         }
@@ -669,10 +700,13 @@ mod tests {
         let data: Vec<u8> = (0..total).map(|i| (i * 7 + i / 4096) as u8).collect();
         // Ranges that start and end on and off block boundaries, in pieces of odd sizes
         // (one larger than the buffer), written out of order, as restore does; each way:
-        // blocks written in place or behind, directly or through the page cache.
-        let cuts = [0, 4096, 5000, FLUSH_AT + 1, 3 * FLUSH_AT, total];
-        for (case, (behind, direct)) in [(false, true), (true, true), (false, false), (true, false)]
+        // blocks written in place or behind, directly or through the page cache, split at
+        // 4 KiB blocks or at 64 KiB pages (as on a kernel with such pages).
+        let cuts = [0, 4096, 5000, 70_000, FLUSH_AT + 1, 3 * FLUSH_AT, total];
+        let ways = [(false, true), (true, true), (false, false), (true, false)];
+        for (case, (unit, (behind, direct))) in [ALIGN, 64 << 10]
             .into_iter()
+            .flat_map(|u| ways.map(|w| (u, w)))
             .enumerate()
         {
             let path = dir.path().join(format!("f{case}"));
@@ -685,7 +719,7 @@ mod tests {
             let wb = behind.then(|| WriteBehind::start().unwrap());
             for w in cuts.windows(2).rev() {
                 let (from, to) = (w[0], w[1]);
-                let mut rw = RangeWriter::new(&t, wb.as_ref(), from as u64);
+                let mut rw = RangeWriter::with_unit(&t, wb.as_ref(), from as u64, unit);
                 let mut at = from;
                 let mut piece = 1000;
                 while at < to {
@@ -700,7 +734,21 @@ mod tests {
                     at += n;
                     piece = piece * 3 + 1;
                 }
-                rw.finish().unwrap();
+                let stats = rw.finish().unwrap();
+                // Only the partial units at the two ends went through the page cache.
+                let whole = to / unit * unit;
+                let head = from.next_multiple_of(unit).min(to) - from;
+                let ends = if whole > from {
+                    head + (to - whole)
+                } else {
+                    to - from
+                };
+                if t.direct().is_some() {
+                    assert_eq!(
+                        stats.buffered_bytes, ends as u64,
+                        "case {case}: {from}..{to}"
+                    );
+                }
             }
             if let Some(wb) = wb {
                 wb.close().unwrap();
@@ -708,7 +756,7 @@ mod tests {
             drop(t);
             assert!(
                 std::fs::read(&path).unwrap() == data,
-                "case {case}: behind {behind}, direct {direct}"
+                "case {case}: unit {unit}, behind {behind}, direct {direct}"
             );
         }
     }
