@@ -17,6 +17,7 @@ use lifeboat::repo::set::{SetManifest, SET_FORMAT};
 use lifeboat::repo::snapshot::{Snapshot, Summary};
 use lifeboat::repo::verify::Severity;
 use lifeboat::sys::ManualClock;
+use support::inv::{assert_only_info, has_finding};
 use support::pg::PgServer;
 use support::*;
 
@@ -1349,13 +1350,8 @@ fn the_next_backup_records_a_snapshot_an_earlier_run_committed_but_did_not_recor
     assert_eq!(catalog_rows(&cat, &s.repo).len(), 1);
     let v: serde_json::Value =
         serde_json::from_str(&s.expect_env(&["verify", "--json"], &env, 0)).unwrap();
-    let findings = v["report"]["findings"].as_array().unwrap();
     assert!(
-        findings.iter().any(|f| f["severity"] == "warning"
-            && f["message"]
-                .as_str()
-                .unwrap()
-                .contains("not in the catalog")),
+        has_finding(&v, "warning", "not in the catalog"),
         "the gap is reported: {v:#}"
     );
 
@@ -1366,9 +1362,7 @@ fn the_next_backup_records_a_snapshot_an_earlier_run_committed_but_did_not_recor
     assert!(rows.iter().any(|r| r.snapshot_id.to_string() == missed));
     let v: serde_json::Value =
         serde_json::from_str(&s.expect_env(&["verify", "--json"], &env, 0)).unwrap();
-    for f in v["report"]["findings"].as_array().unwrap() {
-        assert_eq!(f["severity"], "info", "{f}");
-    }
+    assert_only_info(&v);
     let out: serde_json::Value =
         serde_json::from_str(&s.expect_env(&["catalog", "rebuild", "--json"], &env, 0)).unwrap();
     assert_eq!(out["report"]["added"], 0, "{out}");

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use lifeboat::restore::compare_dirs;
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
+use support::inv::assert_only_info;
 use support::*;
 
 // ----- harness ------------------------------------------------------------------------------
@@ -945,9 +946,7 @@ mod s3 {
     fn inv1(w: &Path, url: &str) {
         let v = ok(w, url, &["verify", "--read-data"]);
         assert_eq!(v["errors"], 0, "{v:#}");
-        for f in v["report"]["findings"].as_array().unwrap() {
-            assert_eq!(f["severity"], "info", "INV-1: {f}");
-        }
+        assert_only_info(&v);
     }
 
     fn snapshot_ids(w: &Path, url: &str) -> Vec<String> {

@@ -18,6 +18,7 @@ use lifeboat::store::{DynStore, Store};
 use serde_json::Value;
 use support::fault_proxy::{Damage, FaultProxy, Faults};
 use support::garage::{self, url_for, Garage};
+use support::inv::{assert_only_info, has_finding};
 use support::regions::{lifeboat, make_s3_tree, repos, run, Run, PASSWORD};
 
 const NO_FAULTS: Faults = Faults {
@@ -168,9 +169,7 @@ fn invariants(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     assert_eq!(v["errors"], 0, "INV-1: {v:#}");
-    for f in v["report"]["findings"].as_array().unwrap() {
-        assert_eq!(f["severity"], "info", "INV-1: {f}");
-    }
+    assert_only_info(&v);
     assert!(v["report"]["packs_read"].as_u64().unwrap() > 0, "{v:#}");
     // INV-5: exactly the snapshots of the runs that succeeded.
     let listed = out.ok(w, urls, &["snapshots", "--json"]);
@@ -470,13 +469,12 @@ fn t10_an_incomplete_listing_is_not_taken_for_lost_data() {
         assert_eq!(r.code, 0, "an incomplete listing is not lost data: {r:?}");
         let v = json(&r);
         assert_eq!(v["errors"], 0, "{v:#}");
-        let findings = v["report"]["findings"].as_array().unwrap();
         assert!(
-            findings.iter().any(|f| f["severity"] == "warning"
-                && f["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("incomplete listing from the store, not lost data")),
+            has_finding(
+                &v,
+                "warning",
+                "incomplete listing from the store, not lost data"
+            ),
             "{v:#}"
         );
         if !read.is_empty() {

@@ -25,10 +25,29 @@ pub fn snapshot_ids(s: &Scratch) -> Vec<String> {
 pub fn inv1(s: &Scratch) -> Value {
     let v = s.json(&["verify", "--read-data"]);
     assert_eq!(v["errors"], 0, "{v:#}");
-    for f in v["report"]["findings"].as_array().unwrap() {
+    assert_only_info(&v);
+    v
+}
+
+/// The findings of a `verify --json` output.
+pub fn findings(v: &Value) -> &[Value] {
+    v["report"]["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no findings in the verify report: {v:#}"))
+}
+
+/// Whether a `verify --json` output has a finding of `severity` whose message contains `text`.
+pub fn has_finding(v: &Value, severity: &str, text: &str) -> bool {
+    findings(v).iter().any(|f| {
+        f["severity"] == severity && f["message"].as_str().is_some_and(|m| m.contains(text))
+    })
+}
+
+/// Every finding of a `verify --json` output is at info level (a healthy repository).
+pub fn assert_only_info(v: &Value) {
+    for f in findings(v) {
         assert_eq!(f["severity"], "info", "INV-1: {f}");
     }
-    v
 }
 
 /// INV-2 for one snapshot: it restores to exactly `src` (restored under its base name).
