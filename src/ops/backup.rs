@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::engine::{snapshot_source, BackupOptions, SnapshotReport};
 pub use super::job::{JobFailure, JobOutcome, PlanRequest};
+use super::record::RecordedRegion;
 use super::target::Target;
 use super::{record, Env, Event};
 use crate::error::ExitCode;
@@ -85,13 +86,20 @@ fn regions_complete(regions: Option<&[RegionResult]>) -> bool {
 /// The catalog's name for each region a fan-out wrote, with how it fared (empty without a
 /// fan-out: the run is recorded as region `local`). Plan and ad-hoc backups record alike, so
 /// `forget` and `verify` find their rows under the same names.
-fn recorded_regions(target: &Target, fanout: Option<&MultiStore>) -> Vec<(String, RegionResult)> {
+pub(super) fn recorded_regions(
+    target: &Target,
+    fanout: Option<&MultiStore>,
+) -> Vec<RecordedRegion> {
     match fanout {
         Some(m) => target
             .regions
             .iter()
-            .map(|r| r.catalog_region.clone())
             .zip(m.results())
+            .map(|(r, result)| RecordedRegion {
+                name: r.catalog_region.clone(),
+                result,
+                store: r.store().clone(),
+            })
             .collect(),
         None => Vec::new(),
     }
@@ -155,10 +163,8 @@ pub async fn backup_plan(env: &Env, target: &Target, req: PlanRequest) -> Result
         let job = match unit {
             Ok(job) => job,
             Err(set) => {
-                let regions = recorded_regions(target, fanout);
                 let (outs, set) =
-                    super::set::backup_set(env, target, p, set, repo, fanout, &regions, &req)
-                        .await?;
+                    super::set::backup_set(env, target, p, set, repo, fanout, &req).await?;
                 outcomes.extend(outs);
                 sets.push(set);
                 continue;

@@ -14,8 +14,9 @@ use crate::error::ExitCode;
 use crate::ids::ObjectId;
 use crate::repo::set::SetManifest;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{ObjectKind, Repository};
+use crate::repo::{list_ids_in, ObjectKind, Repository};
 use crate::store::multi::{RegionResult, RegionStatus};
+use crate::store::DynStore;
 use crate::{Error, Result};
 
 use super::engine::SnapshotReport;
@@ -92,6 +93,9 @@ async fn best_effort<E: ToString>(
 }
 
 /// committed it. Never fails: returns the warnings (empty when recorded).
+///
+/// After a backup that committed, the snapshots a region holds and the catalog lacks for it
+/// are recorded too (see [`record_missing_snapshots`]).
 pub async fn record_backup(
     env: &Env,
     repo: &Repository,
@@ -99,7 +103,7 @@ pub async fn record_backup(
     host: &str,
     plan_job: Option<(&str, &str)>,
     outcome: std::result::Result<&SnapshotReport, &Error>,
-    regions: &[(String, RegionResult)],
+    regions: &[RecordedRegion],
 ) -> Vec<String> {
     best_effort(env, BACKUP_NOT_RECORDED, async |cat: &Catalog| {
         let finished = cat.now();
@@ -153,27 +157,31 @@ pub async fn record_backup(
         } else {
             regions
                 .iter()
-                .map(|(name, r)| {
-                    let mut run = base.clone();
-                    run.run_id = RunId::random();
-                    run.region = name.clone();
-                    let committed = outcome.is_ok() && r.status == RegionStatus::Complete;
-                    if outcome.is_ok() && !committed {
-                        run.status = RunStatus::Failed;
-                        run.snapshot_id = None;
-                        run.error = Some(format!(
-                            "region {} {}: {}",
-                            r.region,
-                            if r.status == RegionStatus::Lagging {
-                                "is lagging"
-                            } else {
-                                "failed"
-                            },
-                            r.error.as_deref().unwrap_or("no detail")
-                        ));
-                    }
-                    (run, committed)
-                })
+                .map(
+                    |RecordedRegion {
+                         name, result: r, ..
+                     }| {
+                        let mut run = base.clone();
+                        run.run_id = RunId::random();
+                        run.region = name.clone();
+                        let committed = outcome.is_ok() && r.status == RegionStatus::Complete;
+                        if outcome.is_ok() && !committed {
+                            run.status = RunStatus::Failed;
+                            run.snapshot_id = None;
+                            run.error = Some(format!(
+                                "region {} {}: {}",
+                                r.region,
+                                if r.status == RegionStatus::Lagging {
+                                    "is lagging"
+                                } else {
+                                    "failed"
+                                },
+                                r.error.as_deref().unwrap_or("no detail")
+                            ));
+                        }
+                        (run, committed)
+                    },
+                )
                 .collect()
         };
         cat.record_repository(repo.id(), &repo.location(), Some(repo.config.created))
@@ -192,26 +200,46 @@ pub async fn record_backup(
         }
         // A run killed between its commit and this record left a snapshot the catalog lacks:
         // the next backup into the same repository records it, so `status` and the metrics do
-        // not miss that restore point until someone runs `catalog rebuild`. (One repository
-        // here; a fan-out's regions are brought level by `sync` and `catalog rebuild`.)
-        if outcome.is_ok() && regions.is_empty() {
-            record_missing_snapshots(cat, repo, LOCAL_REGION).await?;
+        // not miss that restore point until someone runs `catalog rebuild`. With several
+        // regions, each region this run committed to is listed on its own (what one region
+        // holds says nothing about another's).
+        if outcome.is_ok() {
+            if regions.is_empty() {
+                record_missing_snapshots(cat, repo, &repo.store, LOCAL_REGION).await?;
+            }
+            for r in regions {
+                if r.result.status == RegionStatus::Complete {
+                    record_missing_snapshots(cat, repo, &r.store, &r.name).await?;
+                }
+            }
         }
         Ok::<(), String>(())
     })
     .await
 }
 
-/// Records the snapshots of `repo` that the catalog lacks for `region`: one listing of the
-/// snapshot names, and only the missing snapshots read. One that vanished meanwhile (a
-/// concurrent `forget`) or fails its seal (`verify` reports it) is skipped.
+/// One region of a fan-out backup, as the catalog records it.
+#[derive(Debug, Clone)]
+pub struct RecordedRegion {
+    /// The catalog's name for the region.
+    pub name: String,
+    /// What the run did there.
+    pub result: RegionResult,
+    /// The region's own store (the snapshots it holds are listed there).
+    pub store: DynStore,
+}
+
+/// Records the snapshots of `repo` in `store` (the repository's, or one region's) that the
+/// catalog lacks for `region`: one listing of the snapshot names, and only the missing
+/// snapshots read. One that vanished meanwhile (a concurrent `forget`) or fails its seal
+/// (`verify` reports it) is skipped.
 async fn record_missing_snapshots(
     cat: &Catalog,
     repo: &Repository,
+    store: &DynStore,
     region: &str,
 ) -> std::result::Result<usize, String> {
-    let ids = repo
-        .list_ids(ObjectKind::Snapshot)
+    let ids = list_ids_in(store, ObjectKind::Snapshot)
         .await
         .map_err(|e| e.to_string())?;
     let known: HashSet<ObjectId> = cat
@@ -223,9 +251,13 @@ async fn record_missing_snapshots(
         .collect();
     let mut added = 0;
     for id in ids.into_iter().filter(|id| !known.contains(id)) {
-        let snap: Snapshot = match repo.load_json(ObjectKind::Snapshot, &id).await {
+        let raw = match store.get(&ObjectKind::Snapshot.key(&id)).await {
+            Ok(raw) => raw,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        let snap: Snapshot = match repo.open_json(ObjectKind::Snapshot, &id, &raw) {
             Ok(s) => s,
-            Err(Error::Store(e)) if e.is_not_found() => continue,
             Err(Error::Integrity { .. }) => continue,
             Err(e) => return Err(e.to_string()),
         };
@@ -237,6 +269,7 @@ async fn record_missing_snapshots(
     if added > 0 {
         tracing::info!(
             added,
+            region,
             "recorded snapshots the catalog lacked (committed by runs that ended before recording them)"
         );
     }

@@ -124,7 +124,6 @@ pub async fn backup_set(
     set: &SetSpec,
     repo: &Repository,
     fanout: Option<&MultiStore>,
-    regions: &[(String, crate::store::multi::RegionResult)],
     req: &PlanRequest,
 ) -> Result<(Vec<JobOutcome>, SetOutcome)> {
     let set_id = new_set_id();
@@ -244,7 +243,8 @@ pub async fn backup_set(
             &host,
             Some((&p.name, &job.name)),
             res.as_ref(),
-            regions,
+            // Each member's regions as they stand after it (a region may fail mid-set).
+            &super::backup::recorded_regions(target, fanout),
         )
         .await;
         if let Err(Error::Interrupted) = res {

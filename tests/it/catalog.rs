@@ -1368,3 +1368,86 @@ fn the_next_backup_records_a_snapshot_an_earlier_run_committed_but_did_not_recor
     assert_eq!(out["report"]["added"], 0, "{out}");
     assert_eq!(out["report"]["unchanged"], 3, "{out}");
 }
+
+/// The same with two regions: each region the next backup commits to is listed on its own,
+/// and the snapshot the killed run committed to both is recorded under both.
+#[test]
+fn the_next_fan_out_backup_records_what_an_earlier_run_left_unrecorded_in_each_region() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    make_tree(&data, 5, 4, 20_000);
+    std::fs::write(dir.join("repo.pass"), "correct horse battery staple\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("repo.pass"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let plan = dir.join("two.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name = \"two\"\n[repository]\npassword_file = \"repo.pass\"\n\
+             [[destinations]]\ntype = \"local\"\npath = \"r1\"\n\
+             [[destinations]]\ntype = \"local\"\nname = \"eu\"\npath = \"r2\"\n\
+             [[jobs]]\nname = \"files\"\nschedule = \"0 2 * * *\"\n[jobs.source]\ntype = \"dir\"\npaths = [\"{}\"]\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let cat = dir.join("c.db").display().to_string();
+    let blocker = dir.join("not-a-dir");
+    std::fs::write(&blocker, b"").unwrap();
+    let unreachable = blocker.join("c.db").display().to_string();
+    let lb = |args: &[&str], catalog: &str| {
+        let o = run(lifeboat()
+            .args(args)
+            .env("LIFEBOAT_CATALOG", catalog)
+            .env("LIFEBOAT_STATE_DIR", dir.join("state")));
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let p = plan.to_str().unwrap();
+    let o = run(lifeboat().args(FAST_INIT).args(["--plan", p]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    lb(&["backup", "--plan", p], &cat);
+    // Committed to both regions, recorded in neither (the catalog cannot be opened).
+    std::fs::write(data.join("new-file"), b"more").unwrap();
+    lb(&["backup", "--plan", p], &unreachable);
+    let per_region = || {
+        let rows = catalog_rows(&cat, &dir.join("r1"));
+        ["local", "eu"].map(|r| rows.iter().filter(|x| x.region == r).count())
+    };
+    assert_eq!(per_region(), [1, 1]);
+    for region in ["local", "eu"] {
+        let v: serde_json::Value = serde_json::from_str(&lb(
+            &["verify", "--plan", p, "--region", region, "--json"],
+            &cat,
+        ))
+        .unwrap();
+        assert!(
+            has_finding(&v, "warning", "not in the catalog"),
+            "{region}: the gap is reported: {v:#}"
+        );
+    }
+
+    std::fs::write(data.join("third"), b"again").unwrap();
+    lb(&["backup", "--plan", p], &cat);
+    assert_eq!(per_region(), [3, 3]);
+    for region in ["local", "eu"] {
+        let v: serde_json::Value = serde_json::from_str(&lb(
+            &["verify", "--plan", p, "--region", region, "--json"],
+            &cat,
+        ))
+        .unwrap();
+        assert_only_info(&v);
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&lb(&["catalog", "rebuild", "--plan", p, "--json"], &cat)).unwrap();
+    let regions = v["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 2, "{v:#}");
+    for r in regions {
+        assert_eq!(r["report"]["added"], 0, "nothing left to add: {v:#}");
+        assert_eq!(r["report"]["unchanged"], 3, "{v:#}");
+    }
+}
