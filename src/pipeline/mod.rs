@@ -4,8 +4,9 @@
 //! ```text
 //! caller thread ──(bounded)──> N seal workers ──(bounded)──> packer ──(bounded)──> uploader
 //!   hash + dedup                 compress + encrypt,           assemble 8 MiB       check, put,
-//!                                verify (decrypt,              packs, name them     index every
-//!                                decompress, re-hash)          blob by blob         8 packs
+//!                                verify (decrypt,              packs (trees in      index every
+//!                                decompress, re-hash)          their own), name     8 packs
+//!                                                              them blob by blob
 //! ```
 //! Verification before upload (T27) happens where the plaintext is still at hand: a blob that
 //! fails it — or that changes between its verification and its pack — is sealed again, and
@@ -53,6 +54,9 @@ pub const UPLOAD_CONCURRENCY: usize = 2;
 const IN_FLIGHT_BYTES: usize = 8 << 20;
 /// Backstop on the number of such blobs (empty files' blobs weigh nothing).
 const IN_FLIGHT_BLOBS: usize = 1024;
+/// First capacity of a tree pack's buffer: most backups' trees take far less than a pack
+/// (the buffer grows when they do not).
+const TREE_PACK_START: usize = 256 << 10;
 
 /// Figures of one pipeline run.
 #[derive(Debug, Clone, Default)]
@@ -272,13 +276,21 @@ impl Pipeline {
             std::thread::Builder::new()
                 .name("lifeboat-packer".into())
                 .spawn(move || {
-                    let mut builder = PackBuilder::with_capacity(pack_size + (1 << 20));
+                    let mut data = PackBuilder::with_capacity(pack_size + (1 << 20));
+                    // Trees go into packs of their own (as restic's do): a walk of the
+                    // snapshot — restore, drill, verify — then reads a few tree packs whole
+                    // instead of ranges scattered between file data in every pack.
+                    let mut trees = PackBuilder::with_capacity(TREE_PACK_START);
                     let mut scratch = (Vec::new(), Vec::new());
                     for s in sealed_rx {
                         let Sealed { kind, id, mut bytes, mut crc, plain } = s;
                         let raw_len = plain.len() as u32;
                         let mut attempts = 0;
                         crate::failpoint::flip("flip-blob-in-transit", &mut bytes);
+                        let (builder, capacity) = match kind {
+                            BlobKind::Tree => (&mut trees, TREE_PACK_START),
+                            _ => (&mut data, pack_size + (1 << 20)),
+                        };
                         // The copy in the pack must be the bytes that were verified; if not,
                         // they were damaged on the way here: seal the plaintext again.
                         while !builder.push_verified(kind, id, raw_len, &bytes, crc) {
@@ -303,17 +315,19 @@ impl Pipeline {
                         drop(plain);
                         packer_shared.release(raw_len as usize);
                         if builder.len() >= pack_size {
-                            let full = std::mem::replace(
-                                &mut builder,
-                                PackBuilder::with_capacity(pack_size + (1 << 20)),
-                            );
+                            let full =
+                                std::mem::replace(builder, PackBuilder::with_capacity(capacity));
                             if pack_tx.blocking_send(full.finish(&keys, &repo_id)).is_err() {
                                 return;
                             }
                         }
                     }
-                    if !builder.is_empty() {
-                        let _ = pack_tx.blocking_send(builder.finish(&keys, &repo_id));
+                    for builder in [data, trees] {
+                        if !builder.is_empty()
+                            && pack_tx.blocking_send(builder.finish(&keys, &repo_id)).is_err()
+                        {
+                            return;
+                        }
                     }
                 })
                 .expect("spawn packer"),

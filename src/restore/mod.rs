@@ -531,10 +531,11 @@ async fn restore_into(
 /// The trees of the packs a remote restore's walk has touched, sealed, until the walk takes
 /// them: when a level needs a tree whose pack has not been read yet, every tree blob the
 /// index places in that pack is fetched at once (ranged reads, [`fetch::TREES`], hedged like
-/// the packs). A backup writes a directory's tree into the pack being filled when the
-/// directory ends, so a snapshot's trees are spread over its packs (all 32 packs of the
-/// 7 871-file benchmark tree hold some): the first two levels read every pack's trees in
-/// parallel and the levels below find theirs here, instead of a round trip per level.
+/// the packs). A backup puts trees into packs of their own (`crate::pipeline`), so the
+/// first level reads the snapshot's tree pack whole and the levels below find their trees
+/// here: one round trip for the walk of the 7 871-file benchmark tree (0.015 s from Garage,
+/// against 0.25 s when its trees lay between file data in all 32 packs — backups written
+/// before trees had packs of their own are still read that way, by ranges per level).
 /// Memory: the trees of those packs (other snapshots' among them), held only for the walk,
 /// and the index's tree entries grouped by pack.
 struct TreePrefetch {

@@ -1197,9 +1197,12 @@ fn verify_budget_rotates_until_every_pack_is_covered() {
             "not covered after {runs} runs: {status}"
         );
     }
-    assert_eq!(
-        read_total, total,
-        "every pack read exactly once in the cycle"
+    // Every pack read in the cycle; a run whose budget has room left after the packs never
+    // read fills it with the least recently verified (small tree packs fit), so a little more
+    // than the total, never a whole budget more.
+    assert!(
+        read_total >= total && read_total < total + budget,
+        "every pack read once in the cycle: {read_total} bytes read of {total} (budget {budget})"
     );
     // the human status shows the coverage line
     let text = s.expect_env(&["status"], &env, 0);

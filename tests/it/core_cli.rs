@@ -221,9 +221,13 @@ fn newer_repository_format_is_refused_before_anything_is_written() {
     assert_eq!(list_files(&s.repo), before);
 }
 
-fn first_pack(s: &Scratch) -> std::path::PathBuf {
-    let packs: Vec<_> = list_files(&s.repo.join("data"));
-    s.repo.join("data").join(&packs[0])
+/// The largest pack: the one holding the file data (trees have packs of their own).
+fn data_pack(s: &Scratch) -> std::path::PathBuf {
+    list_files(&s.repo.join("data"))
+        .into_iter()
+        .map(|p| s.repo.join("data").join(p))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("a pack")
 }
 
 #[test]
@@ -241,7 +245,7 @@ fn flipped_bit_in_a_pack_fails_verify_with_13_naming_the_pack_and_restore_writes
     std::fs::write(src.join("only-file"), data).unwrap();
     s.ok(&["backup", src.to_str().unwrap()]);
     s.ok(&["verify", "--read-data"]);
-    let pack = first_pack(&s);
+    let pack = data_pack(&s);
     let pack_name = pack.file_name().unwrap().to_str().unwrap().to_string();
     let mut raw = std::fs::read(&pack).unwrap();
     raw[50_000] ^= 0x04;
@@ -385,7 +389,7 @@ fn truncated_or_deleted_pack_is_reported_not_panicked() {
     let src = s.path("src");
     make_tree(&src, 4, 10, 50_000);
     s.ok(&["backup", src.to_str().unwrap()]);
-    let pack = first_pack(&s);
+    let pack = data_pack(&s);
     let raw = std::fs::read(&pack).unwrap();
     std::fs::write(&pack, &raw[..raw.len() / 2]).unwrap();
     let out = s.run(&["verify", "--read-data"]);
