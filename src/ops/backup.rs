@@ -13,7 +13,7 @@ use crate::error::ExitCode;
 use crate::plan::Plan;
 use crate::repo::sync::SyncRegionReport;
 use crate::source::dir::DirSource;
-use crate::store::multi::{MultiStore, RegionResult, RegionStatus};
+use crate::store::multi::{RegionResult, RegionStatus};
 use crate::sys::host::hostname;
 use crate::{Error, Result};
 
@@ -83,28 +83,6 @@ fn regions_complete(regions: Option<&[RegionResult]>) -> bool {
     regions.is_none_or(|r| r.iter().all(|r| r.status == RegionStatus::Complete))
 }
 
-/// The catalog's name for each region a fan-out wrote, with how it fared (empty without a
-/// fan-out: the run is recorded as region `local`). Plan and ad-hoc backups record alike, so
-/// `forget` and `verify` find their rows under the same names.
-pub(super) fn recorded_regions(
-    target: &Target,
-    fanout: Option<&MultiStore>,
-) -> Vec<RecordedRegion> {
-    match fanout {
-        Some(m) => target
-            .regions
-            .iter()
-            .zip(m.results())
-            .map(|(r, result)| RecordedRegion {
-                name: r.catalog_region.clone(),
-                result,
-                store: r.store().clone(),
-            })
-            .collect(),
-        None => Vec::new(),
-    }
-}
-
 /// `backup PATH…` into the target's regions.
 pub async fn backup_paths(env: &Env, target: &Target, req: PathsRequest) -> Result<PathsBackup> {
     let opened = target.open_for_write().await?;
@@ -129,7 +107,7 @@ pub async fn backup_paths(env: &Env, target: &Target, req: PathsRequest) -> Resu
     .await;
     // After the commit point, and never able to undo it (T30).
     let host = opts.host.clone().unwrap_or_else(hostname);
-    let regions = recorded_regions(target, opened.fanout.as_deref());
+    let regions = RecordedRegion::of(target, opened.fanout.as_deref());
     let catalog_warnings =
         record::record_backup(env, repo, started, &host, None, result.as_ref(), &regions).await;
     if result.is_ok() {
@@ -195,7 +173,7 @@ pub async fn backup_plan(env: &Env, target: &Target, req: PlanRequest) -> Result
         };
         // The catalog is not on the critical path: a failure to record is a warning.
         let host = opts.host.clone().unwrap_or_else(hostname);
-        let regions = recorded_regions(target, fanout);
+        let regions = RecordedRegion::of(target, fanout);
         record::record_backup(
             env,
             repo,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::target::LOCAL_REGION;
+use super::target::{Target, LOCAL_REGION};
 use super::{Env, Event};
 use crate::catalog::{self, BackupRun, Catalog, OpenOptions, RunId, RunStatus, SetRow};
 use crate::error::ExitCode;
@@ -15,7 +15,7 @@ use crate::ids::ObjectId;
 use crate::repo::set::SetManifest;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{list_ids_in, ObjectKind, Repository};
-use crate::store::multi::{RegionResult, RegionStatus};
+use crate::store::multi::{MultiStore, RegionResult, RegionStatus};
 use crate::store::DynStore;
 use crate::{Error, Result};
 
@@ -227,6 +227,28 @@ pub struct RecordedRegion {
     pub result: RegionResult,
     /// The region's own store (the snapshots it holds are listed there).
     pub store: DynStore,
+}
+
+impl RecordedRegion {
+    /// The catalog's name for each region a fan-out wrote, with how it fared so far and its
+    /// store (empty without a fan-out: the run is recorded as region `local`). Plan and
+    /// ad-hoc backups record alike, so `forget` and `verify` find their rows under the same
+    /// names.
+    pub fn of(target: &Target, fanout: Option<&MultiStore>) -> Vec<RecordedRegion> {
+        match fanout {
+            Some(m) => target
+                .regions
+                .iter()
+                .zip(m.results())
+                .map(|(r, result)| RecordedRegion {
+                    name: r.catalog_region.clone(),
+                    result,
+                    store: r.store().clone(),
+                })
+                .collect(),
+            None => Vec::new(),
+        }
+    }
 }
 
 /// Records the snapshots of `repo` in `store` (the repository's, or one region's) that the

@@ -244,7 +244,7 @@ pub async fn backup_set(
             Some((&p.name, &job.name)),
             res.as_ref(),
             // Each member's regions as they stand after it (a region may fail mid-set).
-            &super::backup::recorded_regions(target, fanout),
+            &super::record::RecordedRegion::of(target, fanout),
         )
         .await;
         if let Err(Error::Interrupted) = res {
