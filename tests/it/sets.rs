@@ -518,6 +518,18 @@ fn set_manifest_goes_only_to_regions_holding_every_member() {
             ("r2".to_string(), None)
         ]
     );
+    // Each member is recorded with the regions as they stood after its backup: in r2 a
+    // failed run and no snapshot, in r1 its snapshot.
+    let r = lb(&["status", "--json", "--plan", p]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let jobs = v["jobs"].as_array().unwrap();
+    for region in ["r1", "r2"] {
+        let of: Vec<_> = jobs.iter().filter(|j| j["region"] == region).collect();
+        assert!(of.len() >= 2, "the set's members in {region}: {v:#}");
+        for j in of {
+            assert_eq!(j["newest_snapshot"].is_null(), region == "r2", "{j:#}");
+        }
+    }
     g2.restart();
     let r = lb(&["drill", "--plan", p, "--region", "r2", "--job", "app"]);
     assert_ne!(r.code, 0, "{r:?}");
