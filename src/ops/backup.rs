@@ -111,6 +111,7 @@ pub async fn backup_paths(env: &Env, target: &Target, req: PathsRequest) -> Resu
     let catalog_warnings =
         record::record_backup(env, repo, started, &host, None, result.as_ref(), &regions).await;
     if result.is_ok() {
+        record::record_missing(env, repo, &regions).await;
         super::object_lock::after_backup(env, target, repo).await;
     }
     Ok(PathsBackup {
@@ -195,6 +196,7 @@ pub async fn backup_plan(env: &Env, target: &Target, req: PlanRequest) -> Result
         outcomes.push(outcome);
     }
     if outcomes.iter().any(|o| o.result.is_ok()) {
+        record::record_missing(env, repo, &RecordedRegion::of(target, fanout)).await;
         super::object_lock::after_backup(env, target, repo).await;
     }
     Ok(PlanBackup {

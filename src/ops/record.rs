@@ -93,9 +93,6 @@ async fn best_effort<E: ToString>(
 }
 
 /// committed it. Never fails: returns the warnings (empty when recorded).
-///
-/// After a backup that committed, the snapshots a region holds and the catalog lacks for it
-/// are recorded too (see [`record_missing_snapshots`]).
 pub async fn record_backup(
     env: &Env,
     repo: &Repository,
@@ -198,21 +195,6 @@ pub async fn record_backup(
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        // A run killed between its commit and this record left a snapshot the catalog lacks:
-        // the next backup into the same repository records it, so `status` and the metrics do
-        // not miss that restore point until someone runs `catalog rebuild`. With several
-        // regions, each region this run committed to is listed on its own (what one region
-        // holds says nothing about another's).
-        if outcome.is_ok() {
-            if regions.is_empty() {
-                record_missing_snapshots(cat, repo, &repo.store, LOCAL_REGION).await?;
-            }
-            for r in regions {
-                if r.result.status == RegionStatus::Complete {
-                    record_missing_snapshots(cat, repo, &r.store, &r.name).await?;
-                }
-            }
-        }
         Ok::<(), String>(())
     })
     .await
@@ -249,6 +231,35 @@ impl RecordedRegion {
             None => Vec::new(),
         }
     }
+}
+
+/// Once per backup run that committed something, after its own records: records the
+/// snapshots the repository (with several regions: each region the run committed to, listed
+/// on its own — what one holds says nothing about another's) holds and the catalog lacks.
+/// A run killed between its commit and its record left such a snapshot; this way `status`
+/// and the metrics do not miss that restore point until someone runs `catalog rebuild`.
+/// Quiet when the catalog cannot be opened (the run's own record has warned about that); a
+/// failure while recording is logged.
+pub async fn record_missing(env: &Env, repo: &Repository, regions: &[RecordedRegion]) {
+    let Some(cat) = open_best_effort(env, &mut Vec::new()).await else {
+        return;
+    };
+    let res = async {
+        if regions.is_empty() {
+            record_missing_snapshots(&cat, repo, &repo.store, LOCAL_REGION).await?;
+        }
+        for r in regions {
+            if r.result.status == RegionStatus::Complete {
+                record_missing_snapshots(&cat, repo, &r.store, &r.name).await?;
+            }
+        }
+        Ok::<(), String>(())
+    }
+    .await;
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "could not record the snapshots the catalog lacks; `lifeboat catalog rebuild` adds them");
+    }
+    cat.close().await;
 }
 
 /// Records the snapshots of `repo` in `store` (the repository's, or one region's) that the
