@@ -221,15 +221,6 @@ fn newer_repository_format_is_refused_before_anything_is_written() {
     assert_eq!(list_files(&s.repo), before);
 }
 
-/// The largest pack: the one holding the file data (trees have packs of their own).
-fn data_pack(s: &Scratch) -> std::path::PathBuf {
-    list_files(&s.repo.join("data"))
-        .into_iter()
-        .map(|p| s.repo.join("data").join(p))
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .expect("a pack")
-}
-
 #[test]
 fn flipped_bit_in_a_pack_fails_verify_with_13_naming_the_pack_and_restore_writes_nothing() {
     let s = Scratch::new();
@@ -245,7 +236,7 @@ fn flipped_bit_in_a_pack_fails_verify_with_13_naming_the_pack_and_restore_writes
     std::fs::write(src.join("only-file"), data).unwrap();
     s.ok(&["backup", src.to_str().unwrap()]);
     s.ok(&["verify", "--read-data"]);
-    let pack = data_pack(&s);
+    let pack = largest_pack(&s.repo);
     let pack_name = pack.file_name().unwrap().to_str().unwrap().to_string();
     let mut raw = std::fs::read(&pack).unwrap();
     raw[50_000] ^= 0x04;
@@ -302,11 +293,7 @@ fn damaged_blob_in_the_middle_of_a_coalesced_write_is_13_and_restore_writes_noth
     // (on several threads: not always file order), so which of its bytes the snapshot uses
     // varies from run to run. Flip one byte at a time, from 1.2 MB into the pack (past the
     // first chunk) on, until one lands in a blob the snapshot uses: that restore is 13.
-    let pack = list_files(&s.repo.join("data"))
-        .into_iter()
-        .map(|p| s.repo.join("data").join(p))
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let pack = largest_pack(&s.repo);
     let name = pack.file_name().unwrap().to_str().unwrap().to_string();
     let clean = std::fs::read(&pack).unwrap();
     let mut tried = Vec::new();
@@ -389,7 +376,7 @@ fn truncated_or_deleted_pack_is_reported_not_panicked() {
     let src = s.path("src");
     make_tree(&src, 4, 10, 50_000);
     s.ok(&["backup", src.to_str().unwrap()]);
-    let pack = data_pack(&s);
+    let pack = largest_pack(&s.repo);
     let raw = std::fs::read(&pack).unwrap();
     std::fs::write(&pack, &raw[..raw.len() / 2]).unwrap();
     let out = s.run(&["verify", "--read-data"]);

@@ -134,6 +134,17 @@ pub fn list_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The largest pack of a local repository: one holding file data (a backup puts trees into
+/// packs of their own, and damage to those is found by any walk, not only by reading data).
+pub fn largest_pack(repo: &Path) -> PathBuf {
+    let data = repo.join("data");
+    list_files(&data)
+        .into_iter()
+        .map(|p| data.join(p))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("a pack in the repository")
+}
+
 pub fn dir_bytes(dir: &Path) -> u64 {
     list_files(dir)
         .iter()
