@@ -107,6 +107,11 @@ pub struct PruneOpts {
     /// the prune (restic's definition: unused at most p/(1-p) of the used blob bytes)
     #[arg(long, value_name = "PERCENT", default_value = "5%")]
     pub max_unused: String,
+    /// Also merge packs under 4/5 of the pack size whenever that makes fewer packs (by
+    /// default only packs under 1/25 of it are merged, once there are ten of a kind: the
+    /// tree pack and the partial data pack most backups leave)
+    #[arg(long)]
+    pub repack_small: bool,
     /// Delete condemned packs only once their prune plan is this old (0: in this run; a
     /// younger plan waits for a later prune)
     #[arg(long, value_name = "DURATION", default_value = "0s")]
@@ -171,6 +176,7 @@ impl PruneOpts {
     fn request(&self, dry_run: bool) -> Result<PruneRequest> {
         Ok(PruneRequest {
             max_unused: parse_percent(&self.max_unused)?,
+            repack_small: self.repack_small,
             grace: parse_duration("--grace", &self.grace)?,
             dry_run,
         })
@@ -333,6 +339,13 @@ fn print_prune_region(r: &PruneRegion, dry_run: bool, multi: bool) {
             bytes(m.repacked_bytes),
             bytes(m.unused_bytes_kept)
         );
+        if m.small_packs > 0 {
+            println!(
+                "{pre}small packs to merge: {} ({}; counted in the packs to repack)",
+                m.small_packs,
+                bytes(m.small_bytes)
+            );
+        }
         if m.new_packs > 0 {
             println!(
                 "{pre}repacked {} blobs into {} new packs ({}), each read back and verified",

@@ -24,6 +24,9 @@ use crate::{Error, Result};
 pub struct PruneRequest {
     /// Repack partly used packs until at most this fraction (0–1) of the repository is unused.
     pub max_unused: f64,
+    /// Merge every small pack whenever that makes fewer packs (not only the smallest, once
+    /// there are ten of a kind).
+    pub repack_small: bool,
     /// Packs are deleted only when their plan is at least this old (0: in the same run).
     pub grace: Duration,
     /// Report what would be condemned; change nothing.
@@ -34,6 +37,7 @@ impl Default for PruneRequest {
     fn default() -> Self {
         PruneRequest {
             max_unused: core::DEFAULT_MAX_UNUSED,
+            repack_small: false,
             grace: Duration::ZERO,
             dry_run: false,
         }
@@ -181,6 +185,7 @@ pub async fn prune_repo(
     };
     let opts = MarkOptions {
         max_unused: req.max_unused,
+        repack_small: req.repack_small,
         dry_run: req.dry_run,
     };
     let bar = env.progress.bytes("repack");

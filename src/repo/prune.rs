@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::index::{Index, IndexBlob, IndexFile, IndexPack};
 use super::lock::Lock;
-use super::pack::{self, PackBuilder, PackEntry};
+use super::pack::{self, BlobKind, PackBuilder, PackEntry};
 use super::reach::{collect_used, list_snapshots, load_snapshots, reach_listed, Reach};
 use super::{pack_key, ObjectKind, Repository};
 use crate::ids::{BlobId, IndexId, ObjectId, PackId, SnapshotId};
@@ -40,6 +40,13 @@ const CONCURRENCY: usize = 16;
 pub const DELETE_BATCH: usize = 2 * CONCURRENCY;
 /// restic's default: repack until at most 5 % of the repository is unused.
 pub const DEFAULT_MAX_UNUSED: f64 = 0.05;
+/// By default a fully used pack is small when it is under this fraction of the pack size
+/// (1/25, restic's default too): the tree pack and the last, partial data pack most backups
+/// leave behind.
+const SMALL_DIVISOR: u64 = 25;
+/// ... and small packs are merged once there are this many of one kind (restic: 10), so a
+/// daily backup's leftovers are merged about every ten days, not copied again every day.
+const SMALL_MIN_COUNT: usize = 10;
 
 /// A prune's plan (`prune/<id>`): what phase 1 condemned and what it had seen.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +90,9 @@ pub struct MarkReport {
     pub new_bytes: u64,
     /// Unused bytes left in partly used packs (under `max_unused`).
     pub unused_bytes_kept: u64,
+    /// Small, fully used packs merged into fewer packs (counted in `repacked_*` too).
+    pub small_packs: usize,
+    pub small_bytes: u64,
     /// Blobs a snapshot needs that no index lists (damage `verify` reports; never deleted).
     pub missing_blobs: usize,
     /// Unused or partly used packs left alone because Object Lock keeps them (the lock record
@@ -125,6 +135,10 @@ pub struct SweepReport {
 pub struct MarkOptions {
     /// Repack partly used packs until at most this fraction (0–1) of the repository is unused.
     pub max_unused: f64,
+    /// Merge every pack under 4/5 of the pack size whenever that makes fewer packs (restic's
+    /// `--repack-small`); without it only packs under 1/25 of it, once there are
+    /// [`SMALL_MIN_COUNT`] of a kind.
+    pub repack_small: bool,
     pub dry_run: bool,
 }
 
@@ -224,6 +238,46 @@ fn choose_repack(packs: &[(u64, u64)], used: u64, max_unused: f64) -> (Vec<usize
     (chosen, left)
 }
 
+/// What a pack holds, for the merging of small packs: trees and file data go into packs of
+/// their own (a pack of both comes from an older backup or repack, and is split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Holds {
+    Trees,
+    Data,
+    Both,
+}
+
+/// Which small packs to merge, given each fully used, unlocked pack's size, what it holds and
+/// its blob bytes of each kind `(size, holds, tree bytes, data bytes)`. A pack is small under
+/// 1/[`SMALL_DIVISOR`] of `pack_size` (`force`: under 4/5 of it); the small packs of one kind
+/// are merged when there are at least [`SMALL_MIN_COUNT`] of them (`force`: two) and only
+/// when their blobs fit into fewer packs than they fill now, so that merging converges
+/// instead of copying the same nearly full packs at every prune. Returns the chosen indices.
+fn choose_small(packs: &[(u64, Holds, u64, u64)], pack_size: u64, force: bool) -> Vec<usize> {
+    let (limit, min_count) = if force {
+        (pack_size / 5 * 4, 2)
+    } else {
+        (pack_size / SMALL_DIVISOR, SMALL_MIN_COUNT)
+    };
+    let mut groups: std::collections::BTreeMap<Holds, Vec<usize>> = Default::default();
+    for (i, &(size, holds, _, _)) in packs.iter().enumerate() {
+        if size < limit {
+            groups.entry(holds).or_default().push(i);
+        }
+    }
+    let packs_for = |bytes: u64| bytes.div_ceil(pack_size.max(1));
+    let mut chosen = Vec::new();
+    for (_, members) in groups {
+        let trees: u64 = members.iter().map(|&i| packs[i].2).sum();
+        let data: u64 = members.iter().map(|&i| packs[i].3).sum();
+        if members.len() >= min_count && packs_for(trees) + packs_for(data) < members.len() as u64 {
+            chosen.extend(members);
+        }
+    }
+    chosen.sort_unstable();
+    chosen
+}
+
 /// Phase 1. The caller holds a shared lock.
 pub async fn mark(
     repo: &Repository,
@@ -306,13 +360,18 @@ pub async fn mark_listed(
 
     let mut condemned: Vec<CondemnedPack> = Vec::new();
     let mut partly: Vec<&PackUse> = Vec::new();
+    let mut whole: Vec<&PackUse> = Vec::new();
     for u in &uses {
-        if u.keep.len() < u.pack.blobs.len() {
-            if let Some(t) = locked.get(&u.pack.id) {
+        if let Some(t) = locked.get(&u.pack.id) {
+            if u.keep.len() < u.pack.blobs.len() {
                 r.locked_packs += 1;
                 r.locked_bytes += u.pack.size;
                 r.locked_lapse = Some(r.locked_lapse.map_or(*t, |l| l.min(*t)));
                 r.unused_bytes_kept += u.unused_bytes();
+                continue;
+            }
+            if !u.keep.is_empty() {
+                // Wholly used: it stays as it is, small or not (its copy could not replace it).
                 continue;
             }
         }
@@ -326,6 +385,8 @@ pub async fn mark_listed(
             });
         } else if u.keep.len() < u.pack.blobs.len() {
             partly.push(u);
+        } else {
+            whole.push(u);
         }
     }
     let used: u64 = uses.iter().map(|u| u.kept_bytes()).sum();
@@ -334,8 +395,32 @@ pub async fn mark_listed(
         .map(|u| (u.unused_bytes(), u.blob_bytes()))
         .collect();
     let (chosen, unused_left) = choose_repack(&shape, used, opts.max_unused);
-    let repack: Vec<&PackUse> = chosen.into_iter().map(|i| partly[i]).collect();
+    let mut repack: Vec<&PackUse> = chosen.into_iter().map(|i| partly[i]).collect();
     r.unused_bytes_kept += unused_left;
+    let shape: Vec<(u64, Holds, u64, u64)> = whole
+        .iter()
+        .map(|u| {
+            let bytes = |k: BlobKind| -> u64 {
+                u.keep
+                    .iter()
+                    .filter(|b| b.kind == k)
+                    .map(|b| b.length as u64)
+                    .sum()
+            };
+            let (trees, data) = (bytes(BlobKind::Tree), bytes(BlobKind::Data));
+            let holds = match (trees > 0, data > 0) {
+                (true, false) => Holds::Trees,
+                (false, true) => Holds::Data,
+                _ => Holds::Both,
+            };
+            (u.pack.size, holds, trees, data)
+        })
+        .collect();
+    for i in choose_small(&shape, repo.config.pack_size as u64, opts.repack_small) {
+        r.small_packs += 1;
+        r.small_bytes += whole[i].pack.size;
+        repack.push(whole[i]);
+    }
 
     let mut new_packs: Vec<IndexPack> = Vec::new();
     if !opts.dry_run && !repack.is_empty() {
@@ -476,7 +561,9 @@ async fn repack_packs(
 ) -> Result<Vec<IndexPack>> {
     let pack_size = repo.config.pack_size as usize;
     let new_builder = || PackBuilder::with_capacity(pack_size + (pack_size >> 3));
-    let mut builder = new_builder();
+    // Trees and file data into packs of their own, as a backup writes them (a pack of both,
+    // from an older backup, is split): a walk of the snapshots reads the tree packs alone.
+    let (mut data, mut trees) = (new_builder(), PackBuilder::default());
     let mut scratch = (Vec::new(), Vec::new());
     let mut out = Vec::new();
     for u in repack {
@@ -495,11 +582,15 @@ async fn repack_packs(
             })?;
             for e in blobs {
                 // The new pack is stored before it would overflow, and the next one reuses
-                // its buffer: one pack buffer at a time.
+                // its buffer: one pack buffer of each kind at a time.
+                let builder = match e.kind {
+                    BlobKind::Tree => &mut trees,
+                    BlobKind::Data => &mut data,
+                };
                 if !builder.is_empty() && builder.len() + e.length as usize > pack_size {
-                    let full = std::mem::take(&mut builder);
+                    let full = std::mem::take(builder);
                     out.push(store_verified(repo, full, r, &mut scratch).await?);
-                    builder = new_builder();
+                    *builder = new_builder();
                 }
                 let at = (e.offset as u64 - start) as usize;
                 let sealed = &bytes[at..at + e.length as usize];
@@ -515,8 +606,10 @@ async fn repack_packs(
         }
         progress.inc(u.pack.size);
     }
-    if !builder.is_empty() {
-        out.push(store_verified(repo, builder, r, &mut scratch).await?);
+    for builder in [data, trees] {
+        if !builder.is_empty() {
+            out.push(store_verified(repo, builder, r, &mut scratch).await?);
+        }
     }
     Ok(out)
 }
@@ -872,7 +965,7 @@ async fn delete_if_there(repo: &Repository, key: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{choose_repack, read_runs, READ_RUN};
+    use super::{choose_repack, choose_small, read_runs, Holds, READ_RUN};
     use crate::ids::BlobId;
     use crate::repo::pack::{BlobKind, PackEntry};
 
@@ -933,5 +1026,39 @@ mod tests {
         // 0 %: every partly used pack; 100 %: none.
         assert_eq!(choose_repack(&[(1, 10), (2, 10)], 10, 0.0).0.len(), 2);
         assert!(choose_repack(&[(9, 10), (2, 10)], 10, 1.0).0.is_empty());
+    }
+
+    #[test]
+    fn small_packs_are_merged_by_kind_only_when_they_make_fewer_packs() {
+        const MIB: u64 = 1 << 20;
+        let ps = 8 * MIB;
+        let tree = |size| (size, Holds::Trees, size, 0);
+        let data = |size| (size, Holds::Data, 0, size);
+        // Nine tiny tree packs: too few for the default; with --repack-small they merge.
+        let nine: Vec<_> = (0..9).map(|_| tree(4 << 10)).collect();
+        assert!(choose_small(&nine, ps, false).is_empty());
+        assert_eq!(choose_small(&nine, ps, true), (0..9).collect::<Vec<_>>());
+        // Ten of them merge by default; ten data packs of 1 MiB are not small by default
+        // (over 1/25 of the pack size) but are under --repack-small (10 MiB in 2 packs < 10).
+        let mut mixed: Vec<_> = (0..10).map(|_| tree(4 << 10)).collect();
+        mixed.extend((0..10).map(|_| data(MIB)));
+        assert_eq!(choose_small(&mixed, ps, false), (0..10).collect::<Vec<_>>());
+        assert_eq!(choose_small(&mixed, ps, true), (0..20).collect::<Vec<_>>());
+        // One small pack of each kind: merging cannot make fewer packs.
+        assert!(choose_small(&[tree(4 << 10), data(4 << 10)], ps, true).is_empty());
+        // Nearly full packs (a repack's output) stay: 3 × 6 MiB needs 3 packs again, so it
+        // converges instead of copying the same packs at every prune; two of them and a small
+        // one fit into two.
+        let nearly: Vec<_> = (0..3).map(|_| data(6 * MIB)).collect();
+        assert!(choose_small(&nearly, ps, true).is_empty());
+        let fits = [data(6 * MIB), data(MIB), data(MIB)];
+        assert_eq!(choose_small(&fits, ps, true), vec![0, 1, 2]);
+        // Full packs are never small; a pack of both kinds is split: 10 such packs of
+        // 100 KiB trees + 100 KiB data (200 KiB < 1/25 of 8 MiB) become one of each.
+        assert!(choose_small(&[data(ps), data(ps)], ps, true).is_empty());
+        let both: Vec<_> = (0..10)
+            .map(|_| (200 << 10, Holds::Both, 100 << 10, 100 << 10))
+            .collect();
+        assert_eq!(choose_small(&both, ps, false).len(), 10);
     }
 }

@@ -299,6 +299,7 @@ fn the_sweep_refuses_when_the_listing_of_index_lacks_a_file_phase_1_read() {
             &repo,
             lifeboat::repo::prune::MarkOptions {
                 max_unused: 0.0,
+                repack_small: false,
                 dry_run: false,
             },
             indicatif::ProgressBar::hidden(),
@@ -396,6 +397,7 @@ fn phase_1_refuses_a_listing_of_index_that_hides_blobs_the_snapshots_need() {
                 &repo,
                 lifeboat::repo::prune::MarkOptions {
                     max_unused: 0.0,
+                    repack_small: false,
                     dry_run,
                 },
                 indicatif::ProgressBar::hidden(),

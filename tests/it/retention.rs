@@ -172,6 +172,79 @@ fn forget_prune_frees_space_and_kept_snapshots_restore_identical() {
     assert_eq!(j["regions"][0]["mark"]["repacked_packs"], 0, "{j:#}");
 }
 
+/// Every backup that changes a little leaves a small tree pack and a small data pack behind.
+/// Prune merges them by kind once there are ten of a kind (restic's rule), leaves fewer
+/// alone unless `--repack-small`, converges (a second prune copies nothing), and every
+/// snapshot still restores byte-identical.
+#[test]
+fn prune_merges_small_packs_by_kind_and_every_snapshot_still_restores() {
+    let s = Scratch::new();
+    s.init();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_random(&data.join("large"), 1, 3_000_000);
+    let packs = || list_files(&s.repo.join("data")).len();
+    // The first backup: one data pack of 3 MB (not small) and a tree pack; ten more, each
+    // changing one small file: a small data pack and a small tree pack each.
+    let mut copies = Vec::new();
+    for i in 0..11u64 {
+        write_random(&data.join("small"), 100 + i, 10_000);
+        s.ok(&["backup", data.to_str().unwrap()]);
+        let copy = s.path(&format!("copy-{i}"));
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in ["large", "small"] {
+            std::fs::copy(data.join(f), copy.join(f)).unwrap();
+        }
+        copies.push(copy);
+    }
+    assert_eq!(packs(), 22, "{:?}", list_files(&s.repo.join("data")));
+
+    let dry = s.json(&["prune"]);
+    let m = &dry["regions"][0]["mark"];
+    assert_eq!(m["small_packs"], 21, "{dry:#}");
+    assert_eq!(packs(), 22, "a dry run changes nothing");
+
+    let j = s.json(&["prune", "--confirm"]);
+    let m = &j["regions"][0]["mark"];
+    assert_eq!(m["small_packs"], 21, "{j:#}");
+    assert_eq!(m["unused_packs"], 0, "{j:#}");
+    // One pack of the trees and one of the small files' data: kinds are not mixed.
+    assert_eq!(m["new_packs"], 2, "{j:#}");
+    assert_eq!(j["regions"][0]["sweep"]["deleted_packs"], 21, "{j:#}");
+    assert_eq!(packs(), 3);
+    verify_clean(&s);
+    let ids = snapshot_ids(&s);
+    assert_eq!(ids.len(), 11);
+    for (id, copy) in ids.iter().zip(&copies) {
+        let out = s.path(&format!("restored-{id}"));
+        s.ok(&["restore", id, "--target", out.to_str().unwrap()]);
+        assert_same_tree(copy, &out.join("data"));
+    }
+
+    // Converged: nothing more to merge.
+    let j = s.json(&["prune", "--confirm"]);
+    assert_eq!(j["regions"][0]["mark"]["repacked_packs"], 0, "{j:#}");
+
+    // Three more backups: six small packs, fewer than ten of a kind — left by default.
+    // Under --repack-small every pack under 4/5 of the pack size (8 MiB) is small, the
+    // first backup's 3 MB one too: all data fits into one pack, all trees into another.
+    for i in 0..3u64 {
+        write_random(&data.join("small"), 200 + i, 10_000);
+        s.ok(&["backup", data.to_str().unwrap()]);
+    }
+    assert_eq!(packs(), 9);
+    let j = s.json(&["prune", "--confirm"]);
+    assert_eq!(j["regions"][0]["mark"]["repacked_packs"], 0, "{j:#}");
+    let j = s.json(&["prune", "--confirm", "--repack-small"]);
+    assert_eq!(j["regions"][0]["mark"]["small_packs"], 9, "{j:#}");
+    assert_eq!(j["regions"][0]["mark"]["new_packs"], 2, "{j:#}");
+    assert_eq!(packs(), 2);
+    verify_clean(&s);
+    let out = s.path("restored-latest");
+    s.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_same_tree(&data, &out.join("data"));
+}
+
 /// A backup made after phase 1 condemned a pack, deduplicating against it, must keep that
 /// pack alive: phase 2 walks the snapshots committed since the plan and rescues it.
 #[test]
@@ -1029,6 +1102,7 @@ fn the_repack_reads_kept_blob_ranges_never_whole_packs() {
             &repo,
             lifeboat::repo::prune::MarkOptions {
                 max_unused: 0.0,
+                repack_small: false,
                 dry_run: false,
             },
             indicatif::ProgressBar::hidden(),
