@@ -425,23 +425,15 @@ fn set_manifest_is_not_written_when_a_member_fails() {
     assert!(err.contains("recovery point of set app"), "{err}");
 }
 
-/// With two regions, a region that is down while the set is backed up gets no member and
-/// no set manifest (the other region commits the set, exit 3); `sync` brings it the members
-/// and then the manifest, and the set drills from it.
-#[test]
-fn set_manifest_goes_only_to_regions_holding_every_member() {
-    use support::garage::{Garage, BUCKET};
-    use support::regions::{lifeboat as lb_s3, repos, run as run_s3};
-    let (_src, c, bin) = set_source();
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
-    let uploads = w.join("uploads");
+/// Three upload files in `dir/uploads`, each with its row in the source's `uploads` table.
+fn three_uploads(dir: &Path, c: &ConnectionInfo) -> PathBuf {
+    let uploads = dir.join("uploads");
     std::fs::create_dir(&uploads).unwrap();
     for i in 1..=3 {
         let body = format!("upload {i}").repeat(100);
         std::fs::write(uploads.join(format!("f{i}.bin")), &body).unwrap();
         psql(
-            &c,
+            c,
             "app",
             &format!(
                 "INSERT INTO uploads (path, sha256) VALUES ('f{i}.bin', '{}')",
@@ -449,8 +441,23 @@ fn set_manifest_goes_only_to_regions_holding_every_member() {
             ),
         );
     }
-    let g1 = Garage::start("r1");
-    let mut g2 = Garage::start("r2");
+    uploads
+}
+
+/// The set plan of the local tests with the two Garage regions as its destinations
+/// (`min_regions = 1`), written to `w/app.toml` (the repository initialised in both);
+/// `app_db_hooks`: a `[jobs.hooks]` table for job app-db, or "".
+fn two_region_set_plan(
+    w: &Path,
+    c: &ConnectionInfo,
+    bin: &Path,
+    uploads: &Path,
+    g1: &support::garage::Garage,
+    g2: &support::garage::Garage,
+    app_db_hooks: &str,
+) -> PathBuf {
+    use support::garage::{Garage, BUCKET};
+    use support::regions::{lifeboat as lb_s3, repos, run as run_s3};
     let mut init = lb_s3(w);
     repos(&mut init, &[g1.url("set"), g2.url("set")]);
     init.args(support::FAST_INIT);
@@ -464,7 +471,7 @@ fn set_manifest_goes_only_to_regions_holding_every_member() {
     };
     // The local-destination plan of the other tests, with the two regions instead.
     let ws = Workspace::new();
-    let local = std::fs::read_to_string(set_plan(&ws, &c, &bin, &uploads)).unwrap();
+    let local = std::fs::read_to_string(set_plan(&ws, c, bin, uploads)).unwrap();
     std::fs::copy(ws.path().join("app-set.toml"), w.join("app-set.toml")).unwrap();
     let body = local
         .replace(
@@ -473,13 +480,35 @@ fn set_manifest_goes_only_to_regions_holding_every_member() {
         )
         .replace(
             "[[destinations]]\ntype = \"local\"\npath = \"repo\"\n",
-            &format!("min_regions = 1\n{}{}", dest(&g1), dest(&g2)),
+            &format!("{}{}", dest(g1), dest(g2)),
+        )
+        // The app-db job's table ends where the uploads job begins.
+        .replacen(
+            "\n[[jobs]]\nname = \"uploads\"",
+            &format!("\n{app_db_hooks}\n[[jobs]]\nname = \"uploads\""),
+            1,
         );
     // `min_regions` is a top-level key: it goes before the first table.
-    let body = body.replacen("min_regions = 1\n", "", 1);
     let body = format!("min_regions = 1\n{body}");
     let plan = w.join("app.toml");
     std::fs::write(&plan, body).unwrap();
+    plan
+}
+
+/// With two regions, a region that is down while the set is backed up gets no member and
+/// no set manifest (the other region commits the set, exit 3); `sync` brings it the members
+/// and then the manifest, and the set drills from it.
+#[test]
+fn set_manifest_goes_only_to_regions_holding_every_member() {
+    use support::garage::Garage;
+    use support::regions::{lifeboat as lb_s3, run as run_s3};
+    let (_src, c, bin) = set_source();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let uploads = three_uploads(w, &c);
+    let g1 = Garage::start("r1");
+    let mut g2 = Garage::start("r2");
+    let plan = two_region_set_plan(w, &c, &bin, &uploads, &g1, &g2, "");
     let p = plan.to_str().unwrap();
     let lb = |args: &[&str]| {
         let mut cmd = lb_s3(w);
@@ -568,6 +597,70 @@ fn set_manifest_goes_only_to_regions_holding_every_member() {
         refs["detail"].as_str().unwrap().starts_with("3 rows"),
         "{refs}"
     );
+}
+
+/// A region that fails *between* two members of a set: the first member (the directory, read
+/// first) commits to both regions, then the second member's post hook kills r2, so the
+/// second commits to r1 alone. The catalog records each member with the regions as they
+/// stood after it — uploads in both, app-db only in r1 — and the set manifest goes to r1
+/// alone (r2 lacks a member).
+#[test]
+fn a_region_failing_between_two_set_members_records_each_member_where_it_is() {
+    use support::garage::Garage;
+    use support::regions::{lifeboat as lb_s3, run as run_s3};
+    let (_src, c, bin) = set_source();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let uploads = three_uploads(w, &c);
+    let g1 = Garage::start("r1");
+    let g2 = Garage::start("r2");
+    // The post hook runs when app-db's dump has been read, before its snapshot commits.
+    let hooks = format!("[jobs.hooks]\npost = \"kill -9 -{}\"\n", g2.pid());
+    let plan = two_region_set_plan(w, &c, &bin, &uploads, &g1, &g2, &hooks);
+    let p = plan.to_str().unwrap();
+    let lb = |args: &[&str]| {
+        let mut cmd = lb_s3(w);
+        cmd.env("LIFEBOAT_STATE_DIR", w.join("state")).args(args);
+        run_s3(cmd)
+    };
+    let r = lb(&["backup", "--json", "--plan", p]);
+    assert_eq!(r.code, 3, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["sets"][0]["ok"], true, "{v:#}");
+    let r = lb(&["status", "--json", "--plan", p]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let newest = |job: &str, region: &str| {
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job"] == job && j["region"] == region)
+            .unwrap_or_else(|| panic!("job {job} in {region}: {v:#}"))["newest_snapshot"]
+            .clone()
+    };
+    for job in ["uploads", "app-db"] {
+        assert!(!newest(job, "r1").is_null(), "{job} in r1: {v:#}");
+    }
+    assert!(
+        !newest("uploads", "r2").is_null(),
+        "uploads committed to r2: {v:#}"
+    );
+    assert!(
+        newest("app-db", "r2").is_null(),
+        "app-db never reached r2 (killed before its commit): {v:#}"
+    );
+    let sets: Vec<_> = v["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["region"].as_str().unwrap().to_string(),
+                s["set_id"].is_null(),
+            )
+        })
+        .collect();
+    assert_eq!(sets, [("r1".to_string(), false), ("r2".to_string(), true)]);
 }
 
 /// The same with MariaDB: the dump's consistent snapshot is opened under a brief global

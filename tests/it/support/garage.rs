@@ -302,6 +302,11 @@ admin_token = "test-admin-token"
         self.wait_s3();
     }
 
+    /// The server's process id, which is also its process group's (a hook can stop it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     pub fn pause(&self) {
         signal(self.child.as_ref().unwrap(), libc::SIGSTOP);
     }
