@@ -84,6 +84,36 @@ impl fmt::Debug for S3Store {
 }
 
 impl S3Store {
+    /// Reads a GET's body into one buffer as its pieces arrive (a pooled one when it is
+    /// pack-sized, [`super::pool::REMOTE_READS`]): no second, contiguous copy after the whole
+    /// body was gathered in pieces, and each piece is copied while it is still in cache.
+    /// `expected`: the length announced (room is made for it, up to 256 MiB).
+    async fn read_body(
+        &self,
+        mut body: ByteStream,
+        expected: Option<u64>,
+        op: &'static str,
+        key: &str,
+    ) -> StoreResult<Bytes> {
+        const ROOM_MAX: u64 = 256 << 20;
+        let pool = &super::pool::REMOTE_READS;
+        let mut buf = pool.take(expected.unwrap_or(0).min(ROOM_MAX) as usize);
+        loop {
+            match body.try_next().await {
+                Ok(Some(piece)) => buf.extend_from_slice(&piece),
+                Ok(None) => return Ok(pool.into_bytes(buf)),
+                Err(e) => {
+                    return Err(StoreError::Transient {
+                        store: self.describe(),
+                        op,
+                        key: key.into(),
+                        detail: format!("reading the body failed: {}", DisplayErrorContext(&e)),
+                    })
+                }
+            }
+        }
+    }
+
     pub fn new(cfg: S3Config) -> Result<S3Store, String> {
         cfg.validate()?;
         Ok(S3Store {
@@ -313,17 +343,9 @@ impl Store for S3Store {
             .await
             .map_err(|e| self.map_err("get", key, e))?;
         let expected = out.content_length();
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Transient {
-                store: self.describe(),
-                op: "get",
-                key: key.into(),
-                detail: format!("reading the body failed: {}", DisplayErrorContext(&e)),
-            })?;
-        let bytes = body.into_bytes();
+        let bytes = self
+            .read_body(out.body, expected.map(|n| n as u64), "get", key)
+            .await?;
         if let Some(n) = expected {
             if n as u64 != bytes.len() as u64 {
                 return Err(StoreError::Transient {
@@ -375,17 +397,9 @@ impl Store for S3Store {
                 },
                 other => other,
             })?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Transient {
-                store: self.describe(),
-                op: "get_range",
-                key: key.into(),
-                detail: format!("reading the body failed: {}", DisplayErrorContext(&e)),
-            })?
-            .into_bytes();
+        let bytes = self
+            .read_body(out.body, Some(len), "get_range", key)
+            .await?;
         if bytes.len() as u64 != len {
             // Either the object is shorter than the range (a permanent fact) or the response was
             // cut short (transient): HEAD tells which.
