@@ -218,13 +218,41 @@ fn pooled_buf() -> AlignedBuf {
     idle.unwrap_or_else(|| AlignedBuf::new(BUF_MAX))
 }
 
-fn return_buf(buf: AlignedBuf) {
-    if buf.len() != BUF_MAX {
-        return;
+/// Idle buffers larger than [`BUF_MAX`]: a range's buffer grows for a blob larger than the
+/// room left in it (chunks of up to 8 MiB), so that the blob is decoded in place.
+static IDLE_LARGE: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
+/// Large buffers kept idle: one per pack restored at once from a local store and two more.
+const KEEP_IDLE_LARGE: usize = 4;
+
+/// A buffer of at least `len` bytes, larger than [`BUF_MAX`] (sizes in steps of it, so that
+/// an idle one serves most later blobs).
+fn large_buf(len: usize) -> AlignedBuf {
+    let mut idle = IDLE_LARGE.lock().expect("buffer pool");
+    match idle.iter().position(|b| b.len() >= len) {
+        Some(i) => idle.swap_remove(i),
+        None => {
+            drop(idle);
+            AlignedBuf::new(len.next_multiple_of(BUF_MAX))
+        }
     }
-    let mut idle = IDLE.lock().expect("buffer pool");
-    if idle.len() < KEEP_IDLE {
-        idle.push(buf);
+}
+
+fn return_buf(buf: AlignedBuf) {
+    if buf.len() == BUF_MAX {
+        let mut idle = IDLE.lock().expect("buffer pool");
+        if idle.len() < KEEP_IDLE {
+            idle.push(buf);
+        }
+    } else if buf.len() > BUF_MAX {
+        let mut idle = IDLE_LARGE.lock().expect("buffer pool");
+        if idle.len() < KEEP_IDLE_LARGE {
+            idle.push(buf);
+        } else if let Some(smallest) = idle.iter_mut().min_by_key(|b| b.len()) {
+            // Keep the larger: it serves every blob the smaller would.
+            if smallest.len() < buf.len() {
+                *smallest = buf;
+            }
+        }
     }
 }
 
@@ -501,16 +529,21 @@ impl<'a> RangeWriter<'a> {
     }
 
     /// The next `len` bytes of the range, to be filled by the caller (call
-    /// [`RangeWriter::commit`] once they hold data); `None` when `len` is more than the
-    /// buffer holds: use [`RangeWriter::write`].
-    pub fn slot(&mut self, len: usize) -> std::io::Result<Option<&mut [u8]>> {
+    /// [`RangeWriter::commit`] once they hold data). When `len` is more than the room left
+    /// after the whole blocks held were written, the buffer grows (a pooled larger one): a
+    /// blob is decoded into the range's buffer in place, and checked before any of it is
+    /// written, whatever its size.
+    pub fn slot(&mut self, len: usize) -> std::io::Result<&mut [u8]> {
         if self.end + len > self.buf.len() {
             self.flush_blocks()?;
             if self.end + len > self.buf.len() {
-                return Ok(None);
+                // What is held is less than a block (or the unaligned head): copied over.
+                let mut bigger = large_buf(self.end + len);
+                bigger[..self.end].copy_from_slice(&self.buf[..self.end]);
+                return_buf(std::mem::replace(&mut self.buf, bigger));
             }
         }
-        Ok(Some(&mut self.buf[self.end..self.end + len]))
+        Ok(&mut self.buf[self.end..self.end + len])
     }
 
     /// Appends `data` to the range (a copy, for pieces too large for [`RangeWriter::slot`]).
@@ -696,7 +729,7 @@ mod tests {
     #[test]
     fn range_writer_places_every_byte_whatever_the_alignment() {
         let dir = tempfile::tempdir().unwrap();
-        let total = 3 * FLUSH_AT + 12_345;
+        let total = 6 * FLUSH_AT + 12_345;
         let data: Vec<u8> = (0..total).map(|i| (i * 7 + i / 4096) as u8).collect();
         // Ranges that start and end on and off block boundaries, in pieces of odd sizes
         // (one larger than the buffer), written out of order, as restore does; each way:
@@ -724,12 +757,13 @@ mod tests {
                 let mut piece = 1000;
                 while at < to {
                     let n = piece.min(to - at);
-                    match rw.slot(n).unwrap() {
-                        Some(slot) => {
-                            slot.copy_from_slice(&data[at..at + n]);
-                            rw.commit(n).unwrap();
-                        }
-                        None => rw.write(&data[at..at + n]).unwrap(),
+                    // Every other piece through a slot (growing the buffer for pieces
+                    // larger than the room left), the rest copied in by `write`.
+                    if piece % 2 == 1 {
+                        rw.slot(n).unwrap().copy_from_slice(&data[at..at + n]);
+                        rw.commit(n).unwrap();
+                    } else {
+                        rw.write(&data[at..at + n]).unwrap();
                     }
                     at += n;
                     piece = piece * 3 + 1;
@@ -867,10 +901,7 @@ mod tests {
         while at < from + len {
             // About 1 MiB, never block-aligned: like content-defined chunks.
             let n = ((1 << 20) + 4321).min(from + len - at);
-            let slot = rw
-                .slot(n)
-                .unwrap()
-                .expect("a piece under 2 MiB always fits");
+            let slot = rw.slot(n).unwrap();
             slot.copy_from_slice(&data[at..at + n]);
             rw.commit(n).unwrap();
             at += n;
@@ -912,11 +943,11 @@ mod tests {
         f.set_len(data.len() as u64 + 10).unwrap();
         let t = buffered_target(&path);
         let mut rw = RangeWriter::new(&t, None, 10);
-        assert!(
-            rw.slot(data.len() + BUF_MAX).unwrap().is_none(),
-            "larger than the buffer"
-        );
-        rw.write(&data).unwrap();
+        // Larger than the buffer: it grows.
+        let slot = rw.slot(data.len()).unwrap();
+        assert_eq!(slot.len(), data.len());
+        slot.copy_from_slice(&data);
+        rw.commit(data.len()).unwrap();
         rw.finish().unwrap();
         let back = std::fs::read(&path).unwrap();
         assert_eq!(&back[..10], &[0u8; 10]);

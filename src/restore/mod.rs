@@ -844,21 +844,11 @@ async fn write_pack(
                 let len = entry.raw_length as usize;
                 let slot = range.slot(len).map_err(wr)?;
                 clock = Phases::add(&phases.write_ns, clock);
-                match slot {
-                    Some(slot) => {
-                        pack::open_blob_to(&repo.keys, repo.id(), entry, sealed, &mut body, slot)
-                            .map_err(|e| in_pack(pack, entry, e))?;
-                        zero_runs(slot, end, &mut holes);
-                        clock = Phases::add(&phases.decode_ns, clock);
-                        range.commit(len).map_err(wr)?;
-                    }
-                    None => {
-                        let data = open_in_pack(&repo, pack, entry, sealed, &mut body, &mut plain)?;
-                        zero_runs(data, end, &mut holes);
-                        clock = Phases::add(&phases.decode_ns, clock);
-                        range.write(data).map_err(wr)?;
-                    }
-                }
+                pack::open_blob_to(&repo.keys, repo.id(), entry, sealed, &mut body, slot)
+                    .map_err(|e| in_pack(pack, entry, e))?;
+                zero_runs(slot, end, &mut holes);
+                clock = Phases::add(&phases.decode_ns, clock);
+                range.commit(len).map_err(wr)?;
                 clock = Phases::add(&phases.write_ns, clock);
                 progress.inc(len as u64);
                 end += len as u64;
