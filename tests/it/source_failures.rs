@@ -212,11 +212,23 @@ fn failing_dumps_exit_14_and_commit_nothing() {
     {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // (What is left is named with its state, parent and process group, to tell a process
+    // the group kill missed from one still dying.)
+    let stat = |line: &String| {
+        let pid = line.split(':').next().unwrap_or_default();
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()
+    };
     assert!(
         processes_matching("stall-bin").is_empty() && processes_matching("sleep 120").is_empty(),
         "left behind: {:?} {:?}",
-        processes_matching("stall-bin"),
+        processes_matching("stall-bin")
+            .iter()
+            .map(stat)
+            .collect::<Vec<_>>(),
         processes_matching("sleep 120")
+            .iter()
+            .map(stat)
+            .collect::<Vec<_>>()
     );
     assert_eq!(
         psql(
