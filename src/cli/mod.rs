@@ -265,6 +265,8 @@ pub fn main() -> i32 {
     };
     // Let blocking tasks notice cancellation instead of waiting for them forever.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    // A child whose owner was still blocked must not outlive lifeboat, nor its group.
+    crate::sys::process::kill_unwaited();
     if panicked {
         return PANIC_EXIT;
     }

@@ -173,6 +173,33 @@ pub fn require_tool(
         )))
 }
 
+/// Process groups of the children [`ChildProc`] started and has not yet waited for. The
+/// owner kills its group when it is done or cancelled, but a process that exits while an
+/// owner is still blocked (the runtime's shutdown gives up on blocking tasks after a few
+/// seconds) would leave the group behind: the direct child dies with lifeboat
+/// (`PR_SET_PDEATHSIG`), its own children (the other side of a dump wrapper's pipe, say) do
+/// not. [`kill_unwaited`] kills them as lifeboat exits.
+static UNWAITED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn unwaited() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    UNWAITED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Kills the process group of every child still running unwaited (see [`UNWAITED`]); called
+/// as lifeboat exits.
+pub fn kill_unwaited() {
+    kill_groups(std::mem::take(&mut *unwaited()));
+}
+
+fn kill_groups(groups: Vec<i32>) {
+    for group in groups {
+        // SAFETY: kill(2) on a group whose leader is our unreaped child.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+    }
+}
+
 /// A running child with stderr captured in the background.
 pub struct ChildProc {
     pub name: String,
@@ -210,6 +237,7 @@ impl ChildProc {
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::source_failed(source, format!("cannot start {name}: {e}")))?;
+        unwaited().push(child.id() as i32);
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr.take().expect("stderr piped");
         let buf = stderr.clone();
@@ -320,9 +348,14 @@ impl ChildProc {
     /// `Interrupted`) as soon as `cancel` fires.
     /// Whether the child has exited (its status is kept for [`ChildProc::finish`]).
     pub fn has_exited(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+        self.child.as_mut().is_none_or(|c| {
+            let exited = matches!(c.try_wait(), Ok(Some(_)));
+            if exited {
+                // Reaped: its pid may be reused from now on.
+                forget_unwaited(c.id());
+            }
+            exited
+        })
     }
 
     pub fn finish_within_or_cancel(
@@ -365,6 +398,7 @@ impl ChildProc {
                 format!("cannot wait for {}: {e}", self.name),
             )
         })?;
+        forget_unwaited(c.id());
         self.child = None;
         if let Some(t) = self.stderr_thread.take() {
             let _ = t.join();
@@ -404,9 +438,14 @@ impl Drop for ChildProc {
             self.kill();
             if let Some(c) = self.child.as_mut() {
                 let _ = c.wait();
+                forget_unwaited(c.id());
             }
         }
     }
+}
+
+fn forget_unwaited(pid: u32) {
+    unwaited().retain(|&g| g != pid as i32);
 }
 
 /// Stops watching for cancellation when dropped (see [`ChildProc::watch_cancel`]).
@@ -499,5 +538,52 @@ mod tests {
         let e = p.finish_within(Duration::from_millis(300)).unwrap_err();
         assert!(e.to_string().contains("did not finish within"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn children_still_unwaited_at_exit_are_killed_with_their_group() {
+        // A child whose own child (the grandchild) would outlive it: its group is killed
+        // (as `kill_unwaited` kills every group still registered); a child that was waited
+        // for is forgotten.
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild");
+        let mut cmd = command("sh");
+        cmd.arg("-c")
+            .arg(format!("sleep 30 & echo $! > {}; wait", pidfile.display()))
+            .stdout(Stdio::null());
+        let running = ChildProc::spawn(cmd, "sh", "test", vec![]).unwrap();
+        let mut done = command("true");
+        done.stdout(Stdio::null());
+        let done = ChildProc::spawn(done, "true", "test", vec![]).unwrap();
+        let done_pid = done.pid() as i32;
+        done.finish().unwrap();
+        assert!(!unwaited().contains(&done_pid));
+        let t0 = Instant::now();
+        let grandchild = loop {
+            if let Some(p) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                break p;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "no grandchild");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(pid_alive(grandchild));
+        let group = running.pid() as i32;
+        assert!(unwaited().contains(&group));
+        // (`kill_unwaited` itself would kill the other tests' children too: this group only.)
+        unwaited().retain(|&g| g != group);
+        kill_groups(vec![group]);
+        // The grandchild is not ours to reap: it goes once init has reaped it.
+        let t0 = Instant::now();
+        while pid_alive(grandchild) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the grandchild survived"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(running);
     }
 }
