@@ -546,7 +546,8 @@ impl<'a> RangeWriter<'a> {
         Ok(&mut self.buf[self.end..self.end + len])
     }
 
-    /// Appends `data` to the range (a copy, for pieces too large for [`RangeWriter::slot`]).
+    /// Appends `data` to the range, copied in (for data already decoded elsewhere;
+    /// [`RangeWriter::slot`] lets a blob be decoded in place).
     pub fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         while !data.is_empty() {
             let n = data.len().min(self.buf.len() - self.end);
