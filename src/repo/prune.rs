@@ -247,29 +247,34 @@ enum Holds {
     Both,
 }
 
-/// Which small packs to merge, given each fully used, unlocked pack's size, what it holds and
-/// its blob bytes of each kind `(size, holds, tree bytes, data bytes)`. A pack is small under
+/// Which small packs to merge, given each fully used, unlocked pack's size and its blob bytes
+/// of each kind `(size, tree bytes, data bytes)`. A pack is small under
 /// 1/[`SMALL_DIVISOR`] of `pack_size` (`force`: under 4/5 of it); the small packs of one kind
 /// are merged when there are at least [`SMALL_MIN_COUNT`] of them (`force`: two) and only
 /// when their blobs fit into fewer packs than they fill now, so that merging converges
 /// instead of copying the same nearly full packs at every prune. Returns the chosen indices.
-fn choose_small(packs: &[(u64, Holds, u64, u64)], pack_size: u64, force: bool) -> Vec<usize> {
+fn choose_small(packs: &[(u64, u64, u64)], pack_size: u64, force: bool) -> Vec<usize> {
     let (limit, min_count) = if force {
         (pack_size / 5 * 4, 2)
     } else {
         (pack_size / SMALL_DIVISOR, SMALL_MIN_COUNT)
     };
     let mut groups: std::collections::BTreeMap<Holds, Vec<usize>> = Default::default();
-    for (i, &(size, holds, _, _)) in packs.iter().enumerate() {
+    for (i, &(size, trees, data)) in packs.iter().enumerate() {
         if size < limit {
+            let holds = match (trees > 0, data > 0) {
+                (true, false) => Holds::Trees,
+                (false, true) => Holds::Data,
+                _ => Holds::Both,
+            };
             groups.entry(holds).or_default().push(i);
         }
     }
     let packs_for = |bytes: u64| bytes.div_ceil(pack_size.max(1));
     let mut chosen = Vec::new();
     for (_, members) in groups {
-        let trees: u64 = members.iter().map(|&i| packs[i].2).sum();
-        let data: u64 = members.iter().map(|&i| packs[i].3).sum();
+        let trees: u64 = members.iter().map(|&i| packs[i].1).sum();
+        let data: u64 = members.iter().map(|&i| packs[i].2).sum();
         if members.len() >= min_count && packs_for(trees) + packs_for(data) < members.len() as u64 {
             chosen.extend(members);
         }
@@ -397,7 +402,7 @@ pub async fn mark_listed(
     let (chosen, unused_left) = choose_repack(&shape, used, opts.max_unused);
     let mut repack: Vec<&PackUse> = chosen.into_iter().map(|i| partly[i]).collect();
     r.unused_bytes_kept += unused_left;
-    let shape: Vec<(u64, Holds, u64, u64)> = whole
+    let shape: Vec<(u64, u64, u64)> = whole
         .iter()
         .map(|u| {
             let bytes = |k: BlobKind| -> u64 {
@@ -407,13 +412,7 @@ pub async fn mark_listed(
                     .map(|b| b.length as u64)
                     .sum()
             };
-            let (trees, data) = (bytes(BlobKind::Tree), bytes(BlobKind::Data));
-            let holds = match (trees > 0, data > 0) {
-                (true, false) => Holds::Trees,
-                (false, true) => Holds::Data,
-                _ => Holds::Both,
-            };
-            (u.pack.size, holds, trees, data)
+            (u.pack.size, bytes(BlobKind::Tree), bytes(BlobKind::Data))
         })
         .collect();
     for i in choose_small(&shape, repo.config.pack_size as u64, opts.repack_small) {
@@ -965,7 +964,7 @@ async fn delete_if_there(repo: &Repository, key: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{choose_repack, choose_small, read_runs, Holds, READ_RUN};
+    use super::{choose_repack, choose_small, read_runs, READ_RUN};
     use crate::ids::BlobId;
     use crate::repo::pack::{BlobKind, PackEntry};
 
@@ -1032,8 +1031,8 @@ mod tests {
     fn small_packs_are_merged_by_kind_only_when_they_make_fewer_packs() {
         const MIB: u64 = 1 << 20;
         let ps = 8 * MIB;
-        let tree = |size| (size, Holds::Trees, size, 0);
-        let data = |size| (size, Holds::Data, 0, size);
+        let tree = |size| (size, size, 0);
+        let data = |size| (size, 0, size);
         // Nine tiny tree packs: too few for the default; with --repack-small they merge.
         let nine: Vec<_> = (0..9).map(|_| tree(4 << 10)).collect();
         assert!(choose_small(&nine, ps, false).is_empty());
@@ -1056,9 +1055,7 @@ mod tests {
         // Full packs are never small; a pack of both kinds is split: 10 such packs of
         // 100 KiB trees + 100 KiB data (200 KiB < 1/25 of 8 MiB) become one of each.
         assert!(choose_small(&[data(ps), data(ps)], ps, true).is_empty());
-        let both: Vec<_> = (0..10)
-            .map(|_| (200 << 10, Holds::Both, 100 << 10, 100 << 10))
-            .collect();
+        let both: Vec<_> = (0..10).map(|_| (200 << 10, 100 << 10, 100 << 10)).collect();
         assert_eq!(choose_small(&both, ps, false).len(), 10);
     }
 }
