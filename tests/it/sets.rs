@@ -495,13 +495,19 @@ fn two_region_set_plan(
     plan
 }
 
+/// lifeboat against the Garage regions of [`two_region_set_plan`], its state under `w`.
+fn set_cli(w: &Path, args: &[&str]) -> support::regions::Run {
+    let mut cmd = support::regions::lifeboat(w);
+    cmd.env("LIFEBOAT_STATE_DIR", w.join("state")).args(args);
+    support::regions::run(cmd)
+}
+
 /// With two regions, a region that is down while the set is backed up gets no member and
 /// no set manifest (the other region commits the set, exit 3); `sync` brings it the members
 /// and then the manifest, and the set drills from it.
 #[test]
 fn set_manifest_goes_only_to_regions_holding_every_member() {
     use support::garage::Garage;
-    use support::regions::{lifeboat as lb_s3, run as run_s3};
     let (_src, c, bin) = set_source();
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
@@ -510,11 +516,7 @@ fn set_manifest_goes_only_to_regions_holding_every_member() {
     let mut g2 = Garage::start("r2");
     let plan = two_region_set_plan(w, &c, &bin, &uploads, &g1, &g2, "");
     let p = plan.to_str().unwrap();
-    let lb = |args: &[&str]| {
-        let mut cmd = lb_s3(w);
-        cmd.env("LIFEBOAT_STATE_DIR", w.join("state")).args(args);
-        run_s3(cmd)
-    };
+    let lb = |args: &[&str]| set_cli(w, args);
 
     // r2 down during the set's backup: r1 commits the set, r2 gets nothing (exit 3).
     g2.stop();
@@ -607,7 +609,6 @@ fn set_manifest_goes_only_to_regions_holding_every_member() {
 #[test]
 fn a_region_failing_between_two_set_members_records_each_member_where_it_is() {
     use support::garage::Garage;
-    use support::regions::{lifeboat as lb_s3, run as run_s3};
     let (_src, c, bin) = set_source();
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
@@ -618,11 +619,7 @@ fn a_region_failing_between_two_set_members_records_each_member_where_it_is() {
     let hooks = format!("[jobs.hooks]\npost = \"kill -9 -{}\"\n", g2.pid());
     let plan = two_region_set_plan(w, &c, &bin, &uploads, &g1, &g2, &hooks);
     let p = plan.to_str().unwrap();
-    let lb = |args: &[&str]| {
-        let mut cmd = lb_s3(w);
-        cmd.env("LIFEBOAT_STATE_DIR", w.join("state")).args(args);
-        run_s3(cmd)
-    };
+    let lb = |args: &[&str]| set_cli(w, args);
     let r = lb(&["backup", "--json", "--plan", p]);
     assert_eq!(r.code, 3, "{r:?}");
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
